@@ -1,0 +1,1 @@
+//! UKE (レセ電) receipt files: Shift_JIS decoding, record parsing and mapping to FHIR.

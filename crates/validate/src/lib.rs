@@ -1,0 +1,1 @@
+//! JP Core / JP-CLINS validation of FHIR resources and submission Bundles.
