@@ -110,10 +110,7 @@ impl ResourceClass {
 impl FromStr for ResourceClass {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ResourceClass::ALL
-            .into_iter()
-            .find(|c| c.code() == s)
-            .ok_or_else(|| format!("unknown resource class {s:?}"))
+        ResourceClass::ALL.into_iter().find(|c| c.code() == s).ok_or_else(|| format!("unknown resource class {s:?}"))
     }
 }
 

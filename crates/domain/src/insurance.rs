@@ -107,13 +107,7 @@ impl InsuranceId {
     /// Builds an identifier from its parts. `symbol` and `number` must not contain `:` or white
     /// space; `branch` is 0..=99 when present.
     pub fn new(insurer: InsurerNumber, symbol: &str, number: &str, branch: Option<u8>) -> Result<Self, DomainError> {
-        let s = format!(
-            "{}:{}:{}:{}",
-            insurer,
-            symbol,
-            number,
-            branch.map(|b| format!("{b:02}")).unwrap_or_default()
-        );
+        let s = format!("{}:{}:{}:{}", insurer, symbol, number, branch.map(|b| format!("{b:02}")).unwrap_or_default());
         s.parse()
     }
 
@@ -141,18 +135,9 @@ impl InsuranceId {
     /// 番号 (cards print 記号 like `ｱｲｳ-12` and desks type `アイウ12`).
     pub fn match_key(&self) -> String {
         let norm = |s: &str| -> String {
-            crate::halfwidth_alnum(s)
-                .chars()
-                .filter(|c| !matches!(c, '-' | '－' | 'ー' | '‐' | ' ' | '　'))
-                .collect()
+            crate::halfwidth_alnum(s).chars().filter(|c| !matches!(c, '-' | '－' | 'ー' | '‐' | ' ' | '　')).collect()
         };
-        format!(
-            "{}:{}:{}:{}",
-            self.insurer,
-            norm(&self.symbol),
-            norm(&self.number),
-            self.branch().unwrap_or("")
-        )
+        format!("{}:{}:{}:{}", self.insurer, norm(&self.symbol), norm(&self.number), self.branch().unwrap_or(""))
     }
 }
 

@@ -14,6 +14,7 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
 mod bundle_id;
 mod class;
 mod facility;
@@ -65,9 +66,7 @@ pub enum DomainError {
 pub fn halfwidth_alnum(s: &str) -> String {
     s.chars()
         .map(|c| match c {
-            '０'..='９' | 'Ａ'..='Ｚ' | 'ａ'..='ｚ' => {
-                char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
-            }
+            '０'..='９' | 'Ａ'..='Ｚ' | 'ａ'..='ｚ' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
             other => other,
         })
         .collect()

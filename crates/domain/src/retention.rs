@@ -94,7 +94,13 @@ mod tests {
 
     #[test]
     fn five_year_items() {
-        for c in [ResourceClass::Diagnosis, ResourceClass::Infection, ResourceClass::DrugAllergy, ResourceClass::OtherAllergy, ResourceClass::Checkup] {
+        for c in [
+            ResourceClass::Diagnosis,
+            ResourceClass::Infection,
+            ResourceClass::DrugAllergy,
+            ResourceClass::OtherAllergy,
+            ResourceClass::Checkup,
+        ] {
             assert_eq!(retention(c, date!(2024 - 02 - 29), Flags::empty()), Retention::Until(date!(2029 - 02 - 28)));
         }
     }
@@ -118,7 +124,10 @@ mod tests {
 
     #[test]
     fn referrals_six_months() {
-        assert_eq!(retention(ResourceClass::Referral, date!(2024 - 08 - 31), Flags::empty()), Retention::Until(date!(2025 - 02 - 28)));
+        assert_eq!(
+            retention(ResourceClass::Referral, date!(2024 - 08 - 31), Flags::empty()),
+            Retention::Until(date!(2025 - 02 - 28))
+        );
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! The audit record and the rule of its hash chain.
+//!
+//! Every access to patient data, allowed or denied, appends one [`AuditRecord`]. Records form a
+//! chain: each stored record carries the SHA-256 of the previous record's hash, its own sequence
+//! number and its canonical JSON ([`chain_hash`]). Changing, deleting or reordering a stored
+//! record breaks the chain, and `musubi audit verify` finds where.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The hash that precedes the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What was done (FHIR AuditEvent.action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditAction {
+    /// C: create.
+    #[serde(rename = "C")]
+    Create,
+    /// R: read, vread, search.
+    #[serde(rename = "R")]
+    Read,
+    /// U: update.
+    #[serde(rename = "U")]
+    Update,
+    /// D: delete.
+    #[serde(rename = "D")]
+    Delete,
+    /// E: execute (transactions, batch, operations, login).
+    #[serde(rename = "E")]
+    Execute,
+}
+
+impl AuditAction {
+    /// The FHIR code (C, R, U, D, E).
+    pub fn code(self) -> &'static str {
+        match self {
+            AuditAction::Create => "C",
+            AuditAction::Read => "R",
+            AuditAction::Update => "U",
+            AuditAction::Delete => "D",
+            AuditAction::Execute => "E",
+        }
+    }
+}
+
+/// How it ended (FHIR AuditEvent.outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditOutcome {
+    /// 0: success.
+    #[serde(rename = "0")]
+    Success,
+    /// 4: minor failure (bad request, not found).
+    #[serde(rename = "4")]
+    MinorFailure,
+    /// 8: serious failure (denied by the gate, authentication failed).
+    #[serde(rename = "8")]
+    SeriousFailure,
+    /// 12: major failure (server error).
+    #[serde(rename = "12")]
+    MajorFailure,
+}
+
+impl AuditOutcome {
+    /// The FHIR code (0, 4, 8, 12).
+    pub fn code(self) -> &'static str {
+        match self {
+            AuditOutcome::Success => "0",
+            AuditOutcome::MinorFailure => "4",
+            AuditOutcome::SeriousFailure => "8",
+            AuditOutcome::MajorFailure => "12",
+        }
+    }
+}
+
+/// Why the data was accessed (shown to the patient as 通常 / 緊急).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "reason", rename_all = "kebab-case")]
+pub enum AuditPurpose {
+    /// Normal care (TREAT).
+    Treatment,
+    /// Emergency access (break-glass, ETREAT) with the stated reason.
+    Emergency(String),
+    /// Operations of the network (HOPERAT): administrators, collectors.
+    Operations,
+    /// The patient or a proxy looking at their own data (PATRQT).
+    PatientRequest,
+}
+
+/// Who acted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAgent {
+    /// `system` (a facility's system token), `admin`, `user`, `patient`, `proxy`, `operator-cli`.
+    pub kind: String,
+    /// A stable name: the token name, the login name.
+    pub name: String,
+    /// The facility the agent acted for, if any.
+    pub facility: Option<String>,
+    /// The profession, for users.
+    pub profession: Option<String>,
+    /// The client's network address, if known.
+    pub address: Option<String>,
+}
+
+/// One audit record, as the gate writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When (epoch milliseconds).
+    pub recorded: i64,
+    /// C, R, U, D or E.
+    pub action: AuditAction,
+    /// The FHIR interaction or operation: read, vread, search-type, create, update, delete,
+    /// history, transaction, batch, submit-bundle, delete-bundle, capabilities, import, …
+    pub subtype: String,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// Why it failed, when it did (for people).
+    pub outcome_text: Option<String>,
+    /// Who.
+    pub agent: AuditAgent,
+    /// Why.
+    pub purpose: AuditPurpose,
+    /// The patient (logical Patient id) whose data it was, if one.
+    pub patient: Option<String>,
+    /// The person (MPI) the patient belongs to, if linked.
+    pub person: Option<String>,
+    /// What: `Type/id` (or `Type/id/_history/v`) of each resource touched.
+    pub entities: Vec<String>,
+    /// The query, for searches.
+    pub query: Option<String>,
+    /// The server that recorded it.
+    pub source: String,
+}
+
+impl AuditRecord {
+    /// The canonical JSON the hash covers: serde's field order, no white space.
+    pub fn canonical_json(&self) -> String {
+        // Serializing a plain struct of strings, numbers and vectors cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The hash of the record at `seq` whose canonical JSON is `canonical`, following `prev_hash`.
+pub fn chain_hash(prev_hash: &str, seq: i64, canonical: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(seq.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(canonical.as_bytes());
+    hex_lower(&h.finalize())
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// A stored record as read back for verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAudit {
+    /// Sequence number (1, 2, 3, …).
+    pub seq: i64,
+    /// The canonical JSON as stored.
+    pub record: String,
+    /// The stored previous hash.
+    pub prev_hash: String,
+    /// The stored hash.
+    pub hash: String,
+}
+
+/// Where a chain stopped holding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// The sequence number of the first record that does not verify.
+    pub seq: i64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Verifies records in sequence order, continuing from `(expected_seq, prev_hash)`.
+/// Returns the state after the last record, or the first break.
+pub fn verify_chain<'a>(
+    records: impl IntoIterator<Item = &'a StoredAudit>,
+    mut expected_seq: i64,
+    mut prev_hash: String,
+) -> Result<(i64, String), ChainBreak> {
+    for r in records {
+        if r.seq != expected_seq {
+            let reason = if r.seq > expected_seq {
+                format!("records {expected_seq}..{} are missing (deleted)", r.seq - 1)
+            } else {
+                format!("sequence number {} appears out of order (expected {expected_seq})", r.seq)
+            };
+            return Err(ChainBreak { seq: r.seq, reason });
+        }
+        if r.prev_hash != prev_hash {
+            return Err(ChainBreak { seq: r.seq, reason: "previous-hash link does not match the preceding record".into() });
+        }
+        let h = chain_hash(&prev_hash, r.seq, &r.record);
+        if h != r.hash {
+            return Err(ChainBreak { seq: r.seq, reason: "record content does not match its hash (altered)".into() });
+        }
+        prev_hash = h;
+        expected_seq += 1;
+    }
+    Ok((expected_seq, prev_hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: i64) -> AuditRecord {
+        AuditRecord {
+            recorded: 1_700_000_000_000 + i,
+            action: AuditAction::Read,
+            subtype: "read".into(),
+            outcome: AuditOutcome::Success,
+            outcome_text: None,
+            agent: AuditAgent { kind: "system".into(), name: "emr".into(), facility: Some("1318814790".into()), profession: None, address: None },
+            purpose: AuditPurpose::Treatment,
+            patient: Some("p1".into()),
+            person: None,
+            entities: vec![format!("Observation/{i}")],
+            query: None,
+            source: "test".into(),
+        }
+    }
+
+    fn chain(n: i64) -> Vec<StoredAudit> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let record = rec(seq).canonical_json();
+                let hash = chain_hash(&prev, seq, &record);
+                let s = StoredAudit { seq, record, prev_hash: prev.clone(), hash: hash.clone() };
+                prev = hash;
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let c = chain(10);
+        let (next, _) = verify_chain(&c, 1, GENESIS_HASH.into()).unwrap();
+        assert_eq!(next, 11);
+    }
+
+    #[test]
+    fn alteration_deletion_and_reordering_are_found() {
+        let mut c = chain(10);
+        c[4].record = c[4].record.replace("Observation/5", "Observation/6");
+        assert_eq!(verify_chain(&c, 1, GENESIS_HASH.into()).unwrap_err().seq, 5);
+
+        let mut c = chain(10);
+        c.remove(3);
+        let e = verify_chain(&c, 1, GENESIS_HASH.into()).unwrap_err();
+        assert_eq!(e.seq, 5);
+        assert!(e.reason.contains("missing"));
+
+        let mut c = chain(10);
+        c.swap(2, 3);
+        assert_eq!(verify_chain(&c, 1, GENESIS_HASH.into()).unwrap_err().seq, 4);
+
+        // Re-hashing an altered record is still found: the next link no longer matches.
+        let mut c = chain(10);
+        c[4].record = c[4].record.replace("Observation/5", "Observation/6");
+        c[4].hash = chain_hash(&c[4].prev_hash, 5, &c[4].record);
+        assert_eq!(verify_chain(&c, 1, GENESIS_HASH.into()).unwrap_err().seq, 6);
+    }
+
+    #[test]
+    fn canonical_json_is_stable() {
+        assert_eq!(rec(1).canonical_json(), rec(1).canonical_json());
+        let back: AuditRecord = serde_json::from_str(&rec(1).canonical_json()).unwrap();
+        assert_eq!(back, rec(1));
+    }
+}
