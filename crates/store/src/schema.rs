@@ -1,0 +1,180 @@
+//! The schema, as versioned migrations. One text serves both dialects: it uses only types and
+//! statements SQLite and PostgreSQL (and the Postgres-compatible distributed engines) share —
+//! TEXT, BIGINT, composite primary keys, `CREATE INDEX IF NOT EXISTS`.
+//!
+//! Integers are BIGINT everywhere so one parameter type binds in both dialects. Times are epoch
+//! milliseconds. Resource JSON is TEXT in both: the bytes a client reads back are exactly the
+//! bytes stored (stable ETags, cheap reads), and JSON queries are never needed because every
+//! searchable value is in an index table.
+
+use crate::StoreError;
+use crate::sql::{Conn, Dialect, Param};
+
+/// A migration: its version and statements.
+pub struct Migration {
+    /// Monotonic version number.
+    pub version: i64,
+    /// What it does.
+    pub name: &'static str,
+    /// The statements (`;`-separated).
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. Never edit a released migration: add a new one.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "resources, versions, indexes, bundle submissions, audit chain, tokens, settings",
+    sql: r#"
+CREATE TABLE resource_version (
+    rtype TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    last_updated BIGINT NOT NULL,
+    deleted BIGINT NOT NULL,
+    content TEXT,
+    PRIMARY KEY (rtype, id, version)
+);
+CREATE TABLE resource (
+    rtype TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    last_updated BIGINT NOT NULL,
+    deleted BIGINT NOT NULL,
+    content_hash TEXT NOT NULL,
+    facility TEXT,
+    submitter TEXT NOT NULL,
+    patient_id TEXT,
+    person_id TEXT,
+    class TEXT NOT NULL,
+    clinical_date BIGINT,
+    flags BIGINT NOT NULL,
+    retention_end TEXT,
+    keep_last BIGINT,
+    item_key TEXT,
+    bundle_key TEXT,
+    PRIMARY KEY (rtype, id)
+);
+CREATE INDEX IF NOT EXISTS resource_patient ON resource (patient_id, rtype);
+CREATE INDEX IF NOT EXISTS resource_person ON resource (person_id);
+CREATE INDEX IF NOT EXISTS resource_bundle ON resource (bundle_key);
+CREATE INDEX IF NOT EXISTS resource_updated ON resource (rtype, last_updated);
+CREATE INDEX IF NOT EXISTS resource_retention ON resource (retention_end);
+CREATE TABLE idx_token (
+    rtype TEXT NOT NULL,
+    id TEXT NOT NULL,
+    param TEXT NOT NULL,
+    system TEXT NOT NULL,
+    code TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_token_lookup ON idx_token (rtype, param, code, system);
+CREATE INDEX IF NOT EXISTS idx_token_resource ON idx_token (rtype, id);
+CREATE TABLE idx_ref (
+    rtype TEXT NOT NULL,
+    id TEXT NOT NULL,
+    param TEXT NOT NULL,
+    target TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_ref_lookup ON idx_ref (rtype, param, target);
+CREATE INDEX IF NOT EXISTS idx_ref_resource ON idx_ref (rtype, id);
+CREATE TABLE idx_date (
+    rtype TEXT NOT NULL,
+    id TEXT NOT NULL,
+    param TEXT NOT NULL,
+    lo BIGINT NOT NULL,
+    hi BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_date_lookup ON idx_date (rtype, param, lo);
+CREATE INDEX IF NOT EXISTS idx_date_resource ON idx_date (rtype, id);
+CREATE TABLE idx_string (
+    rtype TEXT NOT NULL,
+    id TEXT NOT NULL,
+    param TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_string_lookup ON idx_string (rtype, param, value);
+CREATE INDEX IF NOT EXISTS idx_string_resource ON idx_string (rtype, id);
+CREATE TABLE bundle_submission (
+    bundle_key TEXT PRIMARY KEY,
+    facility TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    bundle_id TEXT,
+    content_hash TEXT NOT NULL,
+    received BIGINT NOT NULL
+);
+CREATE TABLE audit (
+    seq BIGINT PRIMARY KEY,
+    recorded BIGINT NOT NULL,
+    agent TEXT NOT NULL,
+    facility TEXT,
+    patient_id TEXT,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    record TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_patient ON audit (patient_id, seq);
+CREATE INDEX IF NOT EXISTS audit_recorded ON audit (recorded);
+CREATE INDEX IF NOT EXISTS audit_agent ON audit (agent, seq);
+CREATE TABLE audit_head (
+    id BIGINT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+CREATE TABLE api_token (
+    token_hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    facility TEXT,
+    name TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    revoked BIGINT NOT NULL
+);
+CREATE TABLE setting (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)
+"#,
+}];
+
+/// Applies the migrations that have not run yet, each in its own transaction. Returns the
+/// versions applied.
+pub fn migrate(conn: &mut dyn Conn) -> Result<Vec<i64>, StoreError> {
+    conn.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")?;
+    let begin = match conn.dialect() {
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
+        Dialect::Postgres => "BEGIN",
+    };
+    let mut applied = Vec::new();
+    for m in MIGRATIONS {
+        conn.batch(begin)?;
+        if conn.dialect() == Dialect::Postgres {
+            // Several servers may start at once against one database: one migrates, the others wait.
+            conn.batch("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")?;
+        }
+        let done = !conn
+            .query("SELECT version FROM schema_migrations WHERE version = $1", &[Param::I64(m.version)])?
+            .is_empty();
+        if done {
+            conn.batch("COMMIT")?;
+            continue;
+        }
+        let result = conn.batch(m.sql).and_then(|_| {
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                &[Param::I64(m.version), Param::Text(m.name), Param::I64(musubi_fhir::datetime::now_ms())],
+            )
+        });
+        match result {
+            Ok(_) => {
+                conn.batch("COMMIT")?;
+                applied.push(m.version);
+            }
+            Err(e) => {
+                let _ = conn.batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+    Ok(applied)
+}

@@ -1,0 +1,162 @@
+//! The writer: one thread that owns the write connection and commits in groups.
+//!
+//! Every write (resource versions, Bundle submissions, audit records) is a job sent to this
+//! thread. The thread takes the first waiting job and every job queued behind it (up to a
+//! limit), runs each inside its own SAVEPOINT in one transaction, and commits once: one disk
+//! sync for many requests (group commit). A job that fails is rolled back to its savepoint and
+//! does not affect the others. Each caller is answered only after the COMMIT returned, so an
+//! acknowledged write is durable, and the audit chain (which needs one writer) is never forked.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::StoreError;
+use crate::sql::{Conn, Dialect};
+
+/// Called after the commit with its outcome.
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A job: runs in the transaction; says whether it succeeded and how to answer.
+type Job = Box<dyn FnOnce(&mut dyn Conn) -> (bool, Done) + Send>;
+
+/// How many jobs at most share one transaction.
+const MAX_GROUP: usize = 256;
+
+/// Handle to the writer thread.
+pub struct Writer {
+    tx: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread. `connect` makes (and remakes, after a failure) the write connection.
+    pub fn start(connect: Box<dyn Fn() -> Result<Box<dyn Conn>, StoreError> + Send>) -> Result<Self, StoreError> {
+        let first = connect()?;
+        let (tx, rx) = bounded::<Job>(4096);
+        let thread = std::thread::Builder::new()
+            .name("musubi-writer".into())
+            .spawn(move || run(rx, first, connect))
+            .map_err(|e| StoreError::backend("spawn writer", e))?;
+        Ok(Writer { tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// Runs `f` in a write transaction and returns its result once committed.
+    pub fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (rtx, rrx) = bounded::<Result<T, StoreError>>(1);
+        let job: Job = Box::new(move |conn| match f(conn) {
+            Ok(v) => (
+                true,
+                Box::new(move |commit: Result<(), StoreError>| {
+                    let _ = rtx.send(commit.map(|_| v));
+                }),
+            ),
+            Err(e) => (
+                false,
+                Box::new(move |_| {
+                    let _ = rtx.send(Err(e));
+                }),
+            ),
+        });
+        self.tx.as_ref().ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)?;
+        rrx.recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel lets the thread finish the jobs it has and stop.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(rx: Receiver<Job>, mut conn: Box<dyn Conn>, connect: Box<dyn Fn() -> Result<Box<dyn Conn>, StoreError> + Send>) {
+    let mut broken = false;
+    while let Ok(first) = rx.recv() {
+        if broken {
+            match connect() {
+                Ok(c) => {
+                    conn = c;
+                    broken = false;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "writer could not reconnect");
+                    let (_, done) = (first)(&mut FailConn);
+                    done(Err(e));
+                    continue;
+                }
+            }
+        }
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let begin = match conn.dialect() {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        };
+        if let Err(e) = conn.batch(begin) {
+            tracing::error!(error = %e, "writer could not begin a transaction");
+            broken = true;
+            for j in jobs {
+                let (_, done) = j(&mut FailConn);
+                done(Err(e.clone()));
+            }
+            continue;
+        }
+        let mut dones = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            if let Err(e) = conn.batch("SAVEPOINT job") {
+                let (_, done) = j(&mut FailConn);
+                dones.push((false, done, Some(e)));
+                continue;
+            }
+            let (ok, done) = j(conn.as_mut());
+            let end = if ok { "RELEASE SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job" };
+            let end_err = conn.batch(end).err();
+            dones.push((ok, done, end_err));
+        }
+        let commit = conn.batch("COMMIT");
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "commit failed; the group is rolled back");
+            let _ = conn.batch("ROLLBACK");
+            broken = matches!(e, StoreError::Backend { .. });
+        }
+        for (ok, done, end_err) in dones {
+            match (&commit, end_err) {
+                (Err(e), _) => done(Err(e.clone())),
+                (Ok(()), Some(e)) if ok => done(Err(e)),
+                _ => done(Ok(())),
+            }
+        }
+    }
+}
+
+/// Stands in for the connection when there is none, so a job can still produce its answer.
+struct FailConn;
+
+impl Conn for FailConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+    fn execute(&mut self, _: &str, _: &[crate::sql::Param<'_>]) -> Result<u64, StoreError> {
+        Err(StoreError::Closed)
+    }
+    fn query(&mut self, _: &str, _: &[crate::sql::Param<'_>]) -> Result<Vec<crate::sql::Row>, StoreError> {
+        Err(StoreError::Closed)
+    }
+    fn batch(&mut self, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::Closed)
+    }
+    fn insert_rows(&mut self, _: &str, _: &[&str], _: &[Vec<crate::sql::Param<'_>>]) -> Result<(), StoreError> {
+        Err(StoreError::Closed)
+    }
+}

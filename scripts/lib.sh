@@ -1,0 +1,74 @@
+# Shared helpers for scripts/test and scripts/bench: install what the tests need when it is
+# missing (Debian packages, a Python virtual environment), and start/stop a throw-away
+# PostgreSQL server. Sourced, not run.
+
+musubi_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
+
+apt_updated=0
+need_packages() {
+  # need_packages CMD PACKAGE [CMD PACKAGE …]: installs PACKAGE when CMD is missing.
+  local missing=()
+  while [ $# -ge 2 ]; do
+    command -v "$1" >/dev/null 2>&1 || [ -x "$1" ] || missing+=("$2")
+    shift 2
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> installing ${missing[*]} (Debian packages)"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if [ $apt_updated -eq 0 ]; then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+# Starts PostgreSQL in a temporary directory on a free port; exports MUSUBI_TEST_POSTGRES.
+pg_start() {
+  pg_bin >/dev/null || need_packages /usr/lib/postgresql/15/bin/initdb postgresql
+  local bin; bin=$(pg_bin) || { echo "PostgreSQL could not be installed" >&2; return 1; }
+  PG_DIR=$(mktemp -d /tmp/musubi-pg.XXXXXX)
+  PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  local run_as=()
+  if [ "$(id -u)" -eq 0 ]; then
+    # PostgreSQL refuses to run as root: use the postgres user the package created.
+    id postgres >/dev/null 2>&1 || useradd --system --home "$PG_DIR" postgres
+    chown postgres "$PG_DIR"
+    run_as=(runuser -u postgres --)
+  fi
+  "${run_as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U musubi --auth=trust -E UTF8 --locale=C >/dev/null
+  "${run_as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200" start >/dev/null
+  export MUSUBI_TEST_POSTGRES="postgres://musubi@127.0.0.1:$PG_PORT/postgres"
+  export PG_BIN="$bin" PG_DIR PG_PORT
+  echo "==> PostgreSQL running on port $PG_PORT"
+}
+
+pg_stop() {
+  [ -n "${PG_DIR:-}" ] || return 0
+  local run_as=()
+  [ "$(id -u)" -eq 0 ] && run_as=(runuser -u postgres --)
+  "${run_as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+  PG_DIR=""
+}
+
+# A Python virtual environment with the test clients; exports MUSUBI_PYTHON.
+python_env() {
+  local root; root=$(musubi_root)
+  local venv="$root/.venv"
+  if ! "$venv/bin/python" -c 'import fhirpy, hl7' >/dev/null 2>&1; then
+    python3 -m venv "$venv" 2>/dev/null || { need_packages python3-venv python3-venv; python3 -m venv "$venv"; }
+    echo "==> installing the Python test clients (PyPI)"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/scripts/requirements-test.txt"
+  fi
+  export MUSUBI_PYTHON="$venv/bin/python"
+}
