@@ -39,7 +39,7 @@ use musubi_domain::{FacilityCode, Flags, ResourceClass};
 use musubi_fhir::ResourceType;
 use musubi_fhir::index::IndexEntry;
 
-pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, SearchQuery, Sort, StrMatch, TokenMatch};
+pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};
 
 use crate::pool::Pool;
 use crate::sql::Conn;

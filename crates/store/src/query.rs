@@ -176,13 +176,35 @@ pub enum Filter {
 }
 
 /// The gate's narrowing of a search, pushed into SQL so counts and pages are computed on what
-/// the caller may see. The gate still decides on every row returned.
+/// the caller may see: `None` is everything; otherwise a record is in scope when any rule holds.
+/// The gate still decides on every row returned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
-    /// Only records whose source facility is one of these.
+    /// The rules (ORed); None means no narrowing.
+    pub rules: Option<Vec<ScopeRule>>,
+}
+
+/// One scope rule: every condition set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeRule {
+    /// Source facility is one of these.
     pub facilities: Option<Vec<String>>,
-    /// Only records of these classes (codes).
+    /// Class is one of these (codes).
     pub classes: Option<Vec<&'static str>>,
+    /// The record is about one of these patients.
+    pub patients: Option<Vec<String>>,
+}
+
+impl Scope {
+    /// No narrowing.
+    pub fn all() -> Scope {
+        Scope { rules: None }
+    }
+
+    /// Nothing at all.
+    pub fn none() -> Scope {
+        Scope { rules: Some(Vec::new()) }
+    }
 }
 
 /// Result order.
@@ -261,21 +283,25 @@ impl SqlBuilder {
     fn filter_sql(&mut self, q: &SearchQuery) -> String {
         let t = self.text(q.rtype.as_str());
         let mut clauses = vec![format!("r.rtype = {t}"), "r.deleted = 0".to_owned()];
-        if let Some(f) = &q.scope.facilities {
-            if f.is_empty() {
-                clauses.push("1 = 0".into());
-            } else {
-                let ps: Vec<String> = f.iter().map(|x| self.text(x.clone())).collect();
-                clauses.push(format!("r.facility IN ({})", ps.join(", ")));
+        if let Some(rules) = &q.scope.rules {
+            let mut ors = Vec::new();
+            for rule in rules {
+                let mut ands = Vec::new();
+                if let Some(f) = &rule.facilities {
+                    let ps: Vec<String> = f.iter().map(|x| self.text(x.clone())).collect();
+                    ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.facility IN ({})", ps.join(", ")) });
+                }
+                if let Some(c) = &rule.classes {
+                    let ps: Vec<String> = c.iter().map(|x| self.text(*x)).collect();
+                    ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.class IN ({})", ps.join(", ")) });
+                }
+                if let Some(p) = &rule.patients {
+                    let ps: Vec<String> = p.iter().map(|x| self.text(x.clone())).collect();
+                    ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.patient_id IN ({})", ps.join(", ")) });
+                }
+                ors.push(if ands.is_empty() { "1 = 1".to_owned() } else { format!("({})", ands.join(" AND ")) });
             }
-        }
-        if let Some(c) = &q.scope.classes {
-            if c.is_empty() {
-                clauses.push("1 = 0".into());
-            } else {
-                let ps: Vec<String> = c.iter().map(|x| self.text(*x)).collect();
-                clauses.push(format!("r.class IN ({})", ps.join(", ")));
-            }
+            clauses.push(if ors.is_empty() { "1 = 0".to_owned() } else { format!("({})", ors.join(" OR ")) });
         }
         for f in &q.filters {
             let c = match f {

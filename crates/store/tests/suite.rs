@@ -262,13 +262,21 @@ fn run_suite(store: Store) {
 
     // Scope (the gate's narrowing) and paging in one snapshot.
     let mut scoped = q(ResourceType::Observation, vec![]);
-    scoped.scope.facilities = Some(vec!["1318814790".into()]);
+    scoped.scope = Scope { rules: Some(vec![ScopeRule { facilities: Some(vec!["1318814790".into()]), ..Default::default() }]) };
     let (total, page) =
         store.snapshot(|r| Ok((r.search_count(&scoped)?, r.search_rows(&scoped, 1, Some(2))?))).unwrap();
     assert_eq!(total, 3);
     assert_eq!(ids(&page), vec!["o1", "o4"]);
-    scoped.scope.facilities = Some(vec![]);
+    scoped.scope = Scope::none();
     assert_eq!(store.read(|r| r.search_count(&scoped)).unwrap(), 0);
+    // Rules are ORed: this facility's records, or any Lab-class record of patient p2.
+    scoped.scope = Scope {
+        rules: Some(vec![
+            ScopeRule { facilities: Some(vec!["2712345678".into()]), ..Default::default() },
+            ScopeRule { patients: Some(vec!["p2".into()]), classes: Some(vec!["other"]), ..Default::default() },
+        ]),
+    };
+    assert_eq!(ids(&store.read(|r| r.search_rows(&scoped, 0, None)).unwrap()), vec!["o3", "o4"]);
 
     // Strings: kana folded, prefix.
     let name = store
