@@ -280,28 +280,33 @@ impl SqlBuilder {
         pred.sql(lo, hi, &mut |v| self.int(v))
     }
 
+    fn scope_sql(&mut self, scope: &Scope) -> Option<String> {
+        let rules = scope.rules.as_ref()?;
+        let mut ors = Vec::new();
+        for rule in rules {
+            let mut ands = Vec::new();
+            if let Some(f) = &rule.facilities {
+                let ps: Vec<String> = f.iter().map(|x| self.text(x.clone())).collect();
+                ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.facility IN ({})", ps.join(", ")) });
+            }
+            if let Some(c) = &rule.classes {
+                let ps: Vec<String> = c.iter().map(|x| self.text(*x)).collect();
+                ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.class IN ({})", ps.join(", ")) });
+            }
+            if let Some(p) = &rule.patients {
+                let ps: Vec<String> = p.iter().map(|x| self.text(x.clone())).collect();
+                ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.patient_id IN ({})", ps.join(", ")) });
+            }
+            ors.push(if ands.is_empty() { "1 = 1".to_owned() } else { format!("({})", ands.join(" AND ")) });
+        }
+        Some(if ors.is_empty() { "1 = 0".to_owned() } else { format!("({})", ors.join(" OR ")) })
+    }
+
     fn filter_sql(&mut self, q: &SearchQuery) -> String {
         let t = self.text(q.rtype.as_str());
         let mut clauses = vec![format!("r.rtype = {t}"), "r.deleted = 0".to_owned()];
-        if let Some(rules) = &q.scope.rules {
-            let mut ors = Vec::new();
-            for rule in rules {
-                let mut ands = Vec::new();
-                if let Some(f) = &rule.facilities {
-                    let ps: Vec<String> = f.iter().map(|x| self.text(x.clone())).collect();
-                    ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.facility IN ({})", ps.join(", ")) });
-                }
-                if let Some(c) = &rule.classes {
-                    let ps: Vec<String> = c.iter().map(|x| self.text(*x)).collect();
-                    ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.class IN ({})", ps.join(", ")) });
-                }
-                if let Some(p) = &rule.patients {
-                    let ps: Vec<String> = p.iter().map(|x| self.text(x.clone())).collect();
-                    ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.patient_id IN ({})", ps.join(", ")) });
-                }
-                ors.push(if ands.is_empty() { "1 = 1".to_owned() } else { format!("({})", ands.join(" AND ")) });
-            }
-            clauses.push(if ors.is_empty() { "1 = 0".to_owned() } else { format!("({})", ors.join(" OR ")) });
+        if let Some(c) = self.scope_sql(&q.scope) {
+            clauses.push(c);
         }
         for f in &q.filters {
             let c = match f {
@@ -488,6 +493,7 @@ impl Reader<'_> {
         rtype: Option<ResourceType>,
         id: Option<&str>,
         since: Option<i64>,
+        scope: &Scope,
         offset: i64,
         limit: i64,
     ) -> Result<(i64, Vec<(StoredResource, CurrentRow)>), StoreError> {
@@ -502,8 +508,11 @@ impl Reader<'_> {
         if let Some(s) = since {
             c.push(format!("v.last_updated >= {}", b.int(s)));
         }
+        if let Some(sc) = b.scope_sql(scope) {
+            c.push(sc);
+        }
         let w = c.join(" AND ");
-        let count_sql = format!("SELECT COUNT(*) FROM resource_version v WHERE {w}");
+        let count_sql = format!("SELECT COUNT(*) FROM resource_version v JOIN resource r ON r.rtype = v.rtype AND r.id = v.id WHERE {w}");
         let total = self.conn.query(&count_sql, &b.params())?.first().map_or(0, |r| r.i64(0));
         let lim = b.int(limit);
         let off = b.int(offset);

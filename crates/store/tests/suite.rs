@@ -326,11 +326,11 @@ fn run_suite(store: Store) {
             .unwrap(),
         2
     );
-    let (n, hist) = store.read(|r| r.history(Some(ResourceType::Observation), Some("o3"), None, 0, 10)).unwrap();
+    let (n, hist) = store.read(|r| r.history(Some(ResourceType::Observation), Some("o3"), None, &Scope::all(), 0, 10)).unwrap();
     assert_eq!(n, 2);
     assert!(hist[0].0.deleted && hist[0].0.content.is_none());
     assert_eq!(hist[1].0.version, 1);
-    let (n, _) = store.read(|r| r.history(Some(ResourceType::Patient), None, None, 0, 10)).unwrap();
+    let (n, _) = store.read(|r| r.history(Some(ResourceType::Patient), None, None, &Scope::all(), 0, 10)).unwrap();
     assert_eq!(n, 2);
 
     // The MPI's person link survives an update.

@@ -1,0 +1,709 @@
+//! Bundles: `transaction` (atomic, with `urn:uuid` references rewritten to the ids assigned),
+//! `batch` (each entry on its own), and the JP-CLINS submissions of the national sharing
+//! service — 5情報 `collection` Bundles and document Bundles — accepted whole at
+//! `POST /Bundle`, replaced by a second submission with the same Bundle identifier, and deleted
+//! by identifier.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use musubi_domain::audit::{AuditAction, AuditOutcome, AuditRecord};
+use musubi_domain::{systems, BundleIdentifier};
+use musubi_fhir::outcome::OutcomeIssue;
+use musubi_fhir::reference::rewrite_references;
+use musubi_fhir::{classify, datetime, ResourceType};
+use musubi_gate::{decide, Actor, Decision, Operation, RecordView};
+use musubi_store::{BundleOp, BundleSubmission, DeleteResource, Expect, PutResource, WriteBatch};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::prepare::{new_id, prepare, resolve_facility, to_outcome_issues, validate, Prep};
+use crate::{ApiError, Ctx, ErrorKind, Service};
+
+/// How a JP-CLINS submission ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitStatus {
+    /// A new submission.
+    Created,
+    /// It replaced an earlier submission with the same identifier.
+    Replaced,
+    /// Identical to the stored submission: nothing changed.
+    Unchanged,
+}
+
+/// The result of a JP-CLINS submission.
+#[derive(Debug, Clone)]
+pub struct SubmitOutcome {
+    /// Created, replaced or unchanged.
+    pub status: SubmitStatus,
+    /// The Bundle identifier.
+    pub bundle_key: String,
+    /// `collection` or `document`.
+    pub kind: String,
+    /// The source patient the data was filed under.
+    pub patient_id: String,
+    /// `Type/id` of every resource stored from it.
+    pub stored: Vec<String>,
+    /// For documents, the stored Bundle's id.
+    pub bundle_id: Option<String>,
+    /// Validation warnings.
+    pub warnings: Vec<OutcomeIssue>,
+}
+
+impl SubmitOutcome {
+    /// An OperationOutcome reporting it (Japanese).
+    pub fn outcome(&self) -> Value {
+        let what = match self.status {
+            SubmitStatus::Created => "受け付けました",
+            SubmitStatus::Replaced => "受け付けました（同じ Bundle 識別子の以前の送信を置き換えました）",
+            SubmitStatus::Unchanged => "以前の送信と同一のため変更はありません",
+        };
+        let mut issues = vec![OutcomeIssue {
+            severity: musubi_fhir::outcome::Severity::Information,
+            code: "informational",
+            expression: None,
+            diagnostics: format!("Bundle {} を{}（患者 Patient/{}、{} 件）", self.bundle_key, what, self.patient_id, self.stored.len()),
+            rule: None,
+        }];
+        issues.extend(self.warnings.iter().cloned());
+        musubi_fhir::outcome::operation_outcome(&issues)
+    }
+}
+
+#[derive(Serialize)]
+struct ResponseEntry {
+    #[serde(skip_serializing_if = "Option::is_none", rename = "fullUrl")]
+    full_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<Value>,
+    response: EntryResponse,
+}
+
+#[derive(Serialize)]
+struct EntryResponse {
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", rename = "lastModified")]
+    last_modified: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<Value>,
+}
+
+fn response_bundle(kind: &str, entries: Vec<ResponseEntry>) -> Result<String, ApiError> {
+    let v = json!({
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "meta": {"lastUpdated": datetime::format_instant(datetime::now_ms())},
+        "type": kind,
+        "entry": entries,
+    });
+    serde_json::to_string(&v).map_err(ApiError::internal)
+}
+
+/// Groups entities by patient into audit records (each patient's history shows the access).
+fn audits_by_patient(base: &AuditRecord, items: &[(Option<String>, String)]) -> Vec<AuditRecord> {
+    let mut groups: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    for (p, e) in items {
+        groups.entry(p.clone()).or_default().push(e.clone());
+    }
+    if groups.is_empty() {
+        return vec![base.clone()];
+    }
+    groups
+        .into_iter()
+        .map(|(patient, entities)| {
+            let mut a = base.clone();
+            a.patient = patient;
+            a.entities = entities;
+            a
+        })
+        .collect()
+}
+
+fn entry_at(i: usize) -> String {
+    format!("Bundle.entry[{i}]")
+}
+
+/// A parsed transaction entry.
+enum TxOp {
+    Create { rtype: ResourceType, body: Value, if_none_exist: Option<String> },
+    Update { rtype: ResourceType, id: String, body: Value, if_match: Option<i64> },
+    Delete { rtype: ResourceType, id: String },
+    Get { url: String },
+}
+
+fn parse_type_id(url: &str, at: &str) -> Result<(ResourceType, String), ApiError> {
+    let path = url.split('?').next().unwrap_or("");
+    let mut parts = path.trim_matches('/').split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(t), Some(id), None) => {
+            let rtype: ResourceType = t.parse().map_err(|_| ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), format!("リソース型 {t} には対応していません")))?;
+            if !musubi_fhir::is_valid_id(id) {
+                return Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), format!("id {id:?} が不正です")));
+            }
+            Ok((rtype, id.to_owned()))
+        }
+        _ => Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), format!("request.url は Type/id の形でなければなりません: {url}"))),
+    }
+}
+
+fn parse_entry(i: usize, e: &Value) -> Result<(Option<String>, TxOp), ApiError> {
+    let at = entry_at(i);
+    let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
+    let req = e.get("request").ok_or_else(|| ApiError::at(ErrorKind::BadRequest, format!("{at}.request"), "transaction / batch の entry には request が必要です"))?;
+    let method = req.get("method").and_then(Value::as_str).unwrap_or("");
+    let url = req.get("url").and_then(Value::as_str).unwrap_or("");
+    let body = e.get("resource").cloned();
+    let need_body = || body.clone().ok_or_else(|| ApiError::at(ErrorKind::BadRequest, format!("{at}.resource"), format!("{method} の entry には resource が必要です")));
+    let op = match method {
+        "POST" => {
+            let body = need_body()?;
+            let t = body.get("resourceType").and_then(Value::as_str).unwrap_or("");
+            let rtype: ResourceType = t.parse().map_err(|_| ApiError::at(ErrorKind::BadRequest, format!("{at}.resource.resourceType"), format!("リソース型 {t:?} には対応していません")))?;
+            if url.trim_matches('/') != rtype.as_str() {
+                return Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), format!("POST の request.url は {} でなければなりません（{url}）", rtype.as_str())));
+            }
+            let if_none_exist = req.get("ifNoneExist").and_then(Value::as_str).map(str::to_owned);
+            TxOp::Create { rtype, body, if_none_exist }
+        }
+        "PUT" => {
+            let (rtype, id) = parse_type_id(url, &at)?;
+            let if_match = req.get("ifMatch").and_then(Value::as_str).and_then(crate::etag_version);
+            TxOp::Update { rtype, id, body: need_body()?, if_match }
+        }
+        "DELETE" => {
+            if url.contains('?') {
+                return Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), "条件付き削除には対応していません"));
+            }
+            let (rtype, id) = parse_type_id(url, &at)?;
+            TxOp::Delete { rtype, id }
+        }
+        "GET" => TxOp::Get { url: url.to_owned() },
+        other => return Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.method"), format!("request.method {other:?} には対応していません（GET, POST, PUT, DELETE）"))),
+    };
+    Ok((full_url, op))
+}
+
+impl Service {
+    /// `POST /` with a Bundle of type `transaction` or `batch`.
+    pub fn process_bundle(&self, ctx: &Ctx, bundle: Value) -> Result<String, ApiError> {
+        if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+            return Err(ApiError::at(ErrorKind::BadRequest, "resourceType", "POST / には Bundle（transaction または batch）を送ってください"));
+        }
+        match bundle.get("type").and_then(Value::as_str) {
+            Some("transaction") => self.transaction(ctx, bundle),
+            Some("batch") => self.batch(ctx, bundle),
+            Some(other) => Err(ApiError::at(
+                ErrorKind::BadRequest,
+                "Bundle.type",
+                format!("POST / で受け付けるのは transaction と batch です（type={other}）。5情報・文書 Bundle は POST /Bundle に送ってください"),
+            )),
+            None => Err(ApiError::at(ErrorKind::BadRequest, "Bundle.type", "Bundle.type がありません")),
+        }
+    }
+
+    /// An atomic transaction: all entries or none.
+    pub fn transaction(&self, ctx: &Ctx, bundle: Value) -> Result<String, ApiError> {
+        let result = self.transaction_inner(ctx, bundle);
+        result.map_err(|e| self.refuse(ctx, AuditAction::Execute, "transaction", None, e))
+    }
+
+    fn transaction_inner(&self, ctx: &Ctx, bundle: Value) -> Result<String, ApiError> {
+        let Value::Object(mut b) = bundle else { return Err(ApiError::bad_request("Bundle はオブジェクトでなければなりません")) };
+        let entries = match b.remove("entry") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err(ApiError::at(ErrorKind::BadRequest, "Bundle.entry", "entry は配列でなければなりません")),
+        };
+        let mut ops = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            ops.push(parse_entry(i, e)?);
+        }
+        drop(entries);
+
+        // Ids for creates; the urn:uuid map for references.
+        let mut map: HashMap<String, String> = HashMap::new();
+        let mut ids: Vec<Option<String>> = Vec::with_capacity(ops.len());
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut existing_for: Vec<Option<(String, i64)>> = vec![None; ops.len()];
+        for (i, (full_url, op)) in ops.iter().enumerate() {
+            let key = match op {
+                TxOp::Create { rtype, if_none_exist, .. } => {
+                    if let Some(cond) = if_none_exist {
+                        let found = self.conditional_match(ctx, *rtype, cond, &entry_at(i))?;
+                        match found.as_slice() {
+                            [] => {}
+                            [(id, v)] => existing_for[i] = Some((id.clone(), *v)),
+                            _ => return Err(ApiError::at(ErrorKind::PreconditionFailed, format!("{}.request.ifNoneExist", entry_at(i)), format!("ifNoneExist {cond} に一致するリソースが複数あります"))),
+                        }
+                    }
+                    let id = existing_for[i].as_ref().map_or_else(new_id, |(id, _)| id.clone());
+                    ids.push(Some(id.clone()));
+                    Some(format!("{rtype}/{id}"))
+                }
+                TxOp::Update { rtype, id, .. } | TxOp::Delete { rtype, id } => {
+                    ids.push(Some(id.clone()));
+                    Some(format!("{rtype}/{id}"))
+                }
+                TxOp::Get { .. } => {
+                    ids.push(None);
+                    None
+                }
+            };
+            if let Some(k) = &key {
+                if !seen.insert(k.clone()) {
+                    return Err(ApiError::at(ErrorKind::BadRequest, entry_at(i), format!("{k} が同じ transaction に複数回現れます")));
+                }
+                if let Some(fu) = full_url {
+                    if fu.starts_with("urn:uuid:") || fu.starts_with("urn:oid:") {
+                        map.insert(fu.clone(), k.clone());
+                    }
+                }
+            }
+        }
+
+        // Rewrite references, validate everything, and report every problem at once.
+        let mut issues: Vec<OutcomeIssue> = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, (_, op)) in ops.iter_mut().enumerate() {
+            if let TxOp::Create { body, .. } | TxOp::Update { body, .. } = op {
+                rewrite_references(body, &map);
+                for r in musubi_fhir::reference::collect_references(body) {
+                    if r.starts_with("urn:uuid:") {
+                        issues.push(OutcomeIssue::error("invalid", format!("参照 {r} はこの transaction のどの fullUrl とも一致しません")).at(format!("{}.resource", entry_at(i))));
+                    }
+                }
+                match validate(body, Some(&format!("{}.resource", entry_at(i)))) {
+                    Ok(w) => warnings.extend(w),
+                    Err(e) => issues.extend(e.issues),
+                }
+            }
+        }
+        if !issues.is_empty() {
+            return Err(ApiError { kind: ErrorKind::Unprocessable, issues });
+        }
+
+        let now = datetime::now_ms();
+        let mut batch = WriteBatch::default();
+        let mut audit_items: Vec<(Option<String>, String)> = Vec::new();
+        let mut responses: Vec<ResponseEntry> = Vec::with_capacity(ops.len());
+        let mut gets: Vec<(usize, String)> = Vec::new();
+        for (i, ((_, op), id)) in ops.into_iter().zip(ids).enumerate() {
+            let at = format!("{}.resource", entry_at(i));
+            match op {
+                TxOp::Create { rtype, body, .. } => {
+                    let id = id.unwrap_or_else(new_id);
+                    if let Some((eid, v)) = &existing_for[i] {
+                        responses.push(ResponseEntry {
+                            full_url: Some(format!("{}/{rtype}/{eid}", ctx.base_url)),
+                            resource: None,
+                            response: EntryResponse { status: "200 OK".into(), location: Some(format!("{rtype}/{eid}/_history/{v}")), etag: Some(format!("W/\"{v}\"")), last_modified: None, outcome: None },
+                        });
+                        continue;
+                    }
+                    let put = prepare(Prep { actor: &ctx.actor, rtype, id: id.clone(), version: 1, expect: Expect::Absent, now, bundle_key: None, at }, body)?;
+                    audit_items.push((put.meta.patient_id.clone(), format!("{rtype}/{id}/_history/1")));
+                    responses.push(ResponseEntry {
+                        full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
+                        resource: None,
+                        response: EntryResponse { status: "201 Created".into(), location: Some(format!("{rtype}/{id}/_history/1")), etag: Some("W/\"1\"".into()), last_modified: Some(datetime::format_instant(now)), outcome: None },
+                    });
+                    batch.puts.push(put);
+                }
+                TxOp::Update { rtype, id, body, if_match } => {
+                    let cur = self.store.current(rtype, &id)?;
+                    if let Some(c) = &cur {
+                        if !c.deleted && decide(&ctx.actor, Operation::Write, &RecordView::of(c)) != Decision::Allow {
+                            return Err(ApiError::at(ErrorKind::Forbidden, entry_at(i), format!("{rtype}/{id} は更新できません（アクセス権限がありません）")));
+                        }
+                    }
+                    if let Some(m) = if_match {
+                        if cur.as_ref().map(|c| c.version) != Some(m) {
+                            return Err(ApiError::at(ErrorKind::PreconditionFailed, format!("{}.request.ifMatch", entry_at(i)), "ifMatch のバージョンが現在のバージョンと一致しません"));
+                        }
+                    }
+                    let (version, expect) = match &cur {
+                        Some(c) => (c.version + 1, Expect::Version(c.version)),
+                        None => (1, Expect::Absent),
+                    };
+                    let put = prepare(Prep { actor: &ctx.actor, rtype, id: id.clone(), version, expect, now, bundle_key: None, at }, body)?;
+                    if let Some(c) = &cur {
+                        if !c.deleted && c.content_hash == put.content_hash {
+                            responses.push(ResponseEntry {
+                                full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
+                                resource: None,
+                                response: EntryResponse { status: "200 OK".into(), location: Some(format!("{rtype}/{id}/_history/{}", c.version)), etag: Some(format!("W/\"{}\"", c.version)), last_modified: None, outcome: None },
+                            });
+                            continue;
+                        }
+                    }
+                    audit_items.push((put.meta.patient_id.clone(), format!("{rtype}/{id}/_history/{version}")));
+                    responses.push(ResponseEntry {
+                        full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
+                        resource: None,
+                        response: EntryResponse {
+                            status: if cur.is_some() { "200 OK".into() } else { "201 Created".into() },
+                            location: Some(format!("{rtype}/{id}/_history/{version}")),
+                            etag: Some(format!("W/\"{version}\"")),
+                            last_modified: Some(datetime::format_instant(now)),
+                            outcome: None,
+                        },
+                    });
+                    batch.puts.push(put);
+                }
+                TxOp::Delete { rtype, id } => {
+                    let cur = self.store.current(rtype, &id)?;
+                    match &cur {
+                        Some(c) if decide(&ctx.actor, Operation::Read, &RecordView::of(c)).is_allow() => {
+                            if let Decision::Deny(r) = decide(&ctx.actor, Operation::Delete, &RecordView::of(c)) {
+                                return Err(ApiError::at(ErrorKind::Forbidden, entry_at(i), r.message_ja()));
+                            }
+                            audit_items.push((c.meta.patient_id.clone(), format!("{rtype}/{id}")));
+                            batch.deletes.push(DeleteResource { rtype, id: id.clone(), last_updated: now, expect_version: Some(c.version) });
+                            responses.push(ResponseEntry { full_url: None, resource: None, response: EntryResponse { status: "204 No Content".into(), location: None, etag: None, last_modified: None, outcome: None } });
+                        }
+                        _ => responses.push(ResponseEntry { full_url: None, resource: None, response: EntryResponse { status: "404 Not Found".into(), location: None, etag: None, last_modified: None, outcome: None } }),
+                    }
+                }
+                TxOp::Get { url } => {
+                    gets.push((i, url));
+                    responses.push(ResponseEntry { full_url: None, resource: None, response: EntryResponse { status: "200 OK".into(), location: None, etag: None, last_modified: None, outcome: None } });
+                }
+            }
+        }
+        let base = self.audit_record(ctx, AuditAction::Execute, "transaction", AuditOutcome::Success);
+        batch.audit = audits_by_patient(&base, &audit_items);
+        self.store.commit(batch)?;
+        // Reads run after the writes, each through the gate with its own audit record.
+        for (i, url) in gets {
+            let (status, resource, outcome) = match self.get_url(ctx, &url) {
+                Ok(v) => ("200 OK".to_owned(), Some(v), None),
+                Err(e) => (crate::status_line(e.kind), None, Some(e.outcome())),
+            };
+            if let Some(r) = responses.get_mut(i) {
+                r.response.status = status;
+                r.resource = resource;
+                r.response.outcome = outcome;
+            }
+        }
+        drop(warnings);
+        response_bundle("transaction-response", responses)
+    }
+
+    /// Resolves a conditional create's query to the matching ids the caller may see.
+    fn conditional_match(&self, ctx: &Ctx, rtype: ResourceType, query: &str, at: &str) -> Result<Vec<(String, i64)>, ApiError> {
+        let params = crate::parse_query(query.split_once('?').map_or(query, |(_, q)| q));
+        let (filters, _) = crate::search::parse_params(rtype, &params).map_err(|e| ApiError::at(ErrorKind::BadRequest, format!("{at}.request.ifNoneExist"), e.summary()))?;
+        let q = musubi_store::SearchQuery { rtype, filters, scope: musubi_gate::search_scope(&ctx.actor, rtype), sort: musubi_store::Sort::Id };
+        let rows = self.store.read(|r| r.search_rows(&q, 0, Some(2)))?;
+        Ok(rows.into_iter().map(|r| (r.id, r.version)).collect())
+    }
+
+    /// Runs a GET entry (`Type/id` or `Type?query`), returning the resource or searchset.
+    fn get_url(&self, ctx: &Ctx, url: &str) -> Result<Value, ApiError> {
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let rtype: ResourceType = parts.first().and_then(|t| t.parse().ok()).ok_or_else(|| ApiError::bad_request(format!("GET {url} のリソース型が不正です")))?;
+        let text = match parts.as_slice() {
+            [_] => self.search(ctx, rtype, &crate::parse_query(query))?.json,
+            [_, id] => self.read(ctx, rtype, id, None)?.content,
+            [_, id, "_history", v] => {
+                let v: i64 = v.parse().map_err(|_| ApiError::bad_request(format!("バージョン {v:?} が不正です")))?;
+                self.read(ctx, rtype, id, Some(v))?.content
+            }
+            _ => return Err(ApiError::bad_request(format!("GET {url} には対応していません"))),
+        };
+        serde_json::from_str(&text).map_err(ApiError::internal)
+    }
+
+    /// Each entry on its own; failures are reported per entry.
+    pub fn batch(&self, ctx: &Ctx, bundle: Value) -> Result<String, ApiError> {
+        let entries = match bundle.get("entry") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => return Err(ApiError::at(ErrorKind::BadRequest, "Bundle.entry", "entry は配列でなければなりません")),
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let r = parse_entry(i, e).and_then(|(_, op)| match op {
+                TxOp::Create { rtype, body, .. } => self.create(ctx, rtype, body).map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w))),
+                TxOp::Update { rtype, id, body, if_match } => {
+                    self.update(ctx, rtype, &id, body, if_match).map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w)))
+                }
+                TxOp::Delete { rtype, id } => self.delete(ctx, rtype, &id).map(|_| ("204 No Content", None)),
+                TxOp::Get { url } => self.get_url(ctx, &url).map(|v| ("200 OK", Some(crate::write::WriteOutcome {
+                    rtype: ResourceType::Bundle,
+                    id: String::new(),
+                    version: 0,
+                    last_updated: 0,
+                    content: v.to_string(),
+                    created: false,
+                    unchanged: true,
+                    warnings: Vec::new(),
+                }))),
+            });
+            out.push(match r {
+                Ok((status, Some(w))) if w.version > 0 => ResponseEntry {
+                    full_url: Some(format!("{}/{}/{}", ctx.base_url, w.rtype, w.id)),
+                    resource: None,
+                    response: EntryResponse {
+                        status: status.into(),
+                        location: Some(format!("{}/{}/_history/{}", w.rtype, w.id, w.version)),
+                        etag: Some(format!("W/\"{}\"", w.version)),
+                        last_modified: Some(datetime::format_instant(w.last_updated)),
+                        outcome: None,
+                    },
+                },
+                Ok((status, Some(w))) => ResponseEntry {
+                    full_url: None,
+                    resource: serde_json::from_str(&w.content).ok(),
+                    response: EntryResponse { status: status.into(), location: None, etag: None, last_modified: None, outcome: None },
+                },
+                Ok((status, None)) => ResponseEntry { full_url: None, resource: None, response: EntryResponse { status: status.into(), location: None, etag: None, last_modified: None, outcome: None } },
+                Err(e) => ResponseEntry {
+                    full_url: None,
+                    resource: None,
+                    response: EntryResponse { status: crate::status_line(e.kind), location: None, etag: None, last_modified: None, outcome: Some(e.outcome()) },
+                },
+            });
+        }
+        response_bundle("batch-response", out)
+    }
+
+    /// Whether a Bundle posted at `/Bundle` is a JP-CLINS submission (it carries the national
+    /// service's Bundle identifier) rather than a plain Bundle resource.
+    pub fn is_submission(bundle: &Value) -> bool {
+        bundle.pointer("/identifier/system").and_then(Value::as_str) == Some(systems::BUNDLE_IDENTIFIER)
+            && matches!(bundle.get("type").and_then(Value::as_str), Some("collection" | "document"))
+    }
+
+    /// `POST /Bundle` with a JP-CLINS 5情報 collection Bundle or a document Bundle.
+    pub fn submit_bundle(&self, ctx: &Ctx, bundle: Value) -> Result<SubmitOutcome, ApiError> {
+        let key_hint = bundle.pointer("/identifier/value").and_then(Value::as_str).map(|k| format!("Bundle?identifier={k}"));
+        let result = self.submit_inner(ctx, bundle);
+        result.map_err(|e| self.refuse(ctx, AuditAction::Create, "submit-bundle", key_hint, e))
+    }
+
+    fn submit_inner(&self, ctx: &Ctx, bundle: Value) -> Result<SubmitOutcome, ApiError> {
+        let issues = musubi_validate::Validator::shared().validate_bundle(&bundle);
+        let mapped = to_outcome_issues(&issues, None);
+        if musubi_validate::has_errors(&issues) {
+            return Err(ApiError { kind: ErrorKind::Unprocessable, issues: mapped });
+        }
+        let warnings: Vec<OutcomeIssue> = mapped.into_iter().filter(|i| i.severity == musubi_fhir::outcome::Severity::Warning).collect();
+        let key = bundle.pointer("/identifier/value").and_then(Value::as_str).unwrap_or("").to_owned();
+        let ident: BundleIdentifier = key.parse().map_err(|e: musubi_domain::DomainError| ApiError::at(ErrorKind::Unprocessable, "Bundle.identifier.value", format!("Bundle 識別子が不正です: {e}")))?;
+        let facility = resolve_facility(&ctx.actor, Some(ident.facility()), "Bundle.identifier")?.unwrap_or(ident.facility());
+        let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+        let content_hash = musubi_fhir::sha256_hex(bundle.to_string().as_bytes());
+        let existing = self.store.read(|r| r.bundle_submission(&key))?;
+        if let Some(ex) = &existing {
+            if ex.facility != facility.as_str() {
+                return Err(ApiError::at(ErrorKind::Forbidden, "Bundle.identifier", "この Bundle 識別子は別の医療機関が使用しています"));
+            }
+            if ex.content_hash == content_hash {
+                let members = self.store.read(|r| r.bundle_members(&key))?;
+                let patient_id = members.iter().find_map(|m| m.meta.patient_id.clone()).unwrap_or_default();
+                let stored: Vec<String> = members.iter().map(|m| m.key()).collect();
+                let mut a = self.audit_record(ctx, AuditAction::Update, "submit-bundle", AuditOutcome::Success);
+                a.patient = Some(patient_id.clone()).filter(|p| !p.is_empty());
+                a.entities = stored.clone();
+                a.outcome_text = Some("unchanged".into());
+                self.audit(vec![a])?;
+                return Ok(SubmitOutcome { status: SubmitStatus::Unchanged, bundle_key: key, kind, patient_id, stored, bundle_id: ex.bundle_id.clone(), warnings });
+            }
+        }
+
+        let now = datetime::now_ms();
+        let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+        // The patient: the collection's first entry, or the document's Patient entry.
+        let (patient_idx, patient) = entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| e.get("resource").filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient")).map(|r| (i, r.clone())))
+            .ok_or_else(|| ApiError::at(ErrorKind::Unprocessable, "Bundle.entry", "Bundle に Patient がありません"))?;
+        let patient_full_url = entries.get(patient_idx).and_then(|e| e.get("fullUrl")).and_then(Value::as_str).map(str::to_owned);
+        let mut batch = WriteBatch::default();
+        let (patient_id, patient_put) = self.upsert_source_patient(ctx, facility, patient, now, &format!("Bundle.entry[{patient_idx}].resource"))?;
+        if let Some(p) = patient_put {
+            batch.puts.push(p);
+        }
+        let mut stored = Vec::new();
+        let mut bundle_id = None;
+        let insurance = classify::insurance_id(entries.get(patient_idx).and_then(|e| e.get("resource")).unwrap_or(&Value::Null)).map(str::to_owned);
+
+        if kind == "collection" {
+            let mut map: HashMap<String, String> = HashMap::new();
+            if let Some(fu) = &patient_full_url {
+                map.insert(fu.clone(), format!("Patient/{patient_id}"));
+            }
+            let mut ids = Vec::new();
+            for (i, e) in entries.iter().enumerate() {
+                if i == patient_idx {
+                    ids.push(None);
+                    continue;
+                }
+                let Some(r) = e.get("resource") else { ids.push(None); continue };
+                let t = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
+                let id = new_id();
+                if let Some(fu) = e.get("fullUrl").and_then(Value::as_str) {
+                    map.insert(fu.to_owned(), format!("{t}/{id}"));
+                }
+                ids.push(Some(id));
+            }
+            for (i, (e, id)) in entries.into_iter().zip(ids).enumerate() {
+                let (Some(id), Some(mut r)) = (id, e.get("resource").cloned()) else { continue };
+                let t = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
+                let rtype: ResourceType = t.parse().map_err(|_| ApiError::at(ErrorKind::Unprocessable, format!("Bundle.entry[{i}].resource.resourceType"), format!("リソース型 {t} には対応していません")))?;
+                rewrite_references(&mut r, &map);
+                link_patient_by_identifier(&mut r, rtype, &patient_id, insurance.as_deref());
+                let put = prepare(
+                    Prep { actor: &ctx.actor, rtype, id: id.clone(), version: 1, expect: Expect::Absent, now, bundle_key: Some(key.clone()), at: format!("Bundle.entry[{i}].resource") },
+                    r,
+                )?;
+                stored.push(format!("{rtype}/{id}"));
+                batch.puts.push(put);
+            }
+            if let Some(ex) = &existing {
+                let old = self.store.read(|r| r.bundle_members(&ex.bundle_key))?;
+                for m in old {
+                    batch.deletes.push(DeleteResource { rtype: m.rtype, id: m.id, last_updated: now, expect_version: Some(m.version) });
+                }
+            }
+        } else {
+            // A document is kept whole, as sent; a replacement is a new version of it.
+            let (id, version, expect) = match existing.as_ref().and_then(|e| e.bundle_id.clone()) {
+                Some(id) => match self.store.current(ResourceType::Bundle, &id)? {
+                    Some(c) => (id, c.version + 1, Expect::Version(c.version)),
+                    None => (id, 1, Expect::Absent),
+                },
+                None => (new_id(), 1, Expect::Absent),
+            };
+            let mut put = prepare(
+                Prep { actor: &ctx.actor, rtype: ResourceType::Bundle, id: id.clone(), version, expect, now, bundle_key: Some(key.clone()), at: "Bundle".into() },
+                bundle,
+            )?;
+            put.meta.patient_id = Some(patient_id.clone());
+            stored.push(format!("Bundle/{id}"));
+            bundle_id = Some(id);
+            batch.puts.push(put);
+        }
+        batch.bundles.push(BundleOp::Put(BundleSubmission {
+            bundle_key: key.clone(),
+            facility: facility.to_string(),
+            kind: kind.clone(),
+            bundle_id: bundle_id.clone(),
+            content_hash,
+            received: now,
+        }));
+        let mut a = self.audit_record(ctx, if existing.is_some() { AuditAction::Update } else { AuditAction::Create }, "submit-bundle", AuditOutcome::Success);
+        a.patient = Some(patient_id.clone());
+        a.entities = stored.clone();
+        a.query = Some(format!("Bundle?identifier={key}"));
+        batch.audit.push(a);
+        self.store.commit(batch)?;
+        Ok(SubmitOutcome {
+            status: if existing.is_some() { SubmitStatus::Replaced } else { SubmitStatus::Created },
+            bundle_key: key,
+            kind,
+            patient_id,
+            stored,
+            bundle_id,
+            warnings,
+        })
+    }
+
+    /// Files a submitted Patient under the facility's source patient: found by the facility's
+    /// local patient id, else by insurance identity within the facility; updated when it
+    /// changed, created when new. Returns its id and the write, if any.
+    pub(crate) fn upsert_source_patient(&self, ctx: &Ctx, facility: musubi_domain::FacilityCode, patient: Value, now: i64, at: &str) -> Result<(String, Option<PutResource>), ApiError> {
+        let mut candidates = Vec::new();
+        if let Some((f, local)) = classify::local_patient_id(&patient) {
+            let system = format!("{}{}", systems::LOCAL_PATIENT_ID_PREFIX, f);
+            candidates = self.store.read(|r| r.find_by_token(ResourceType::Patient, "identifier", &system, local))?;
+        }
+        if candidates.is_empty() {
+            if let Some(ins) = classify::insurance_id(&patient) {
+                candidates = self.store.read(|r| r.find_by_token(ResourceType::Patient, "identifier", systems::INSURANCE_MEMBER_ID, ins))?;
+            }
+        }
+        let existing = candidates.into_iter().find(|c| c.meta.facility == Some(facility));
+        let (id, version, expect) = match &existing {
+            Some(c) => (c.id.clone(), c.version + 1, Expect::Version(c.version)),
+            None => (new_id(), 1, Expect::Absent),
+        };
+        // The facility's system acts for that facility; an administrator files it there too.
+        let filing_actor = match &ctx.actor {
+            Actor::System { .. } => ctx.actor.clone(),
+            other => other.clone(),
+        };
+        let mut put = prepare(Prep { actor: &filing_actor, rtype: ResourceType::Patient, id: id.clone(), version, expect, now, bundle_key: None, at: at.to_owned() }, patient)?;
+        if put.meta.facility.is_none() {
+            put.meta.facility = Some(facility);
+        }
+        if let Some(c) = existing {
+            if c.content_hash == put.content_hash {
+                return Ok((id, None));
+            }
+        }
+        Ok((id, Some(put)))
+    }
+
+    /// `DELETE /Bundle?identifier=…`: removes a JP-CLINS submission and what it stored.
+    pub fn delete_bundle(&self, ctx: &Ctx, identifier: &str) -> Result<usize, ApiError> {
+        let key = identifier.split_once('|').map_or(identifier, |(sys, v)| if sys == systems::BUNDLE_IDENTIFIER || sys.is_empty() { v } else { "" }).to_owned();
+        let result = (|| {
+            if key.is_empty() {
+                return Err(ApiError::bad_request(format!("identifier の system は {} でなければなりません", systems::BUNDLE_IDENTIFIER)));
+            }
+            let Some(sub) = self.store.read(|r| r.bundle_submission(&key))? else {
+                return Err(ApiError::new(ErrorKind::NotFound, format!("Bundle 識別子 {key} の送信は見つかりません")));
+            };
+            if let Some(own) = ctx.actor.facility() {
+                if own.as_str() != sub.facility {
+                    return Err(ApiError::new(ErrorKind::NotFound, format!("Bundle 識別子 {key} の送信は見つかりません")));
+                }
+            }
+            let members = self.store.read(|r| r.bundle_members(&key))?;
+            let now = datetime::now_ms();
+            let mut batch = WriteBatch::default();
+            let mut items = Vec::new();
+            for m in &members {
+                if let Decision::Deny(r) = decide(&ctx.actor, Operation::Delete, &RecordView::of(m)) {
+                    return Err(ApiError::new(ErrorKind::Forbidden, r.message_ja()));
+                }
+                items.push((m.meta.patient_id.clone(), m.key()));
+                batch.deletes.push(DeleteResource { rtype: m.rtype, id: m.id.clone(), last_updated: now, expect_version: Some(m.version) });
+            }
+            batch.bundles.push(BundleOp::Remove(key.clone()));
+            let mut base = self.audit_record(ctx, AuditAction::Delete, "delete-bundle", AuditOutcome::Success);
+            base.query = Some(format!("Bundle?identifier={key}"));
+            batch.audit = audits_by_patient(&base, &items);
+            self.store.commit(batch)?;
+            Ok(members.len())
+        })();
+        result.map_err(|e| self.refuse(ctx, AuditAction::Delete, "delete-bundle", Some(format!("Bundle?identifier={key}")), e))
+    }
+}
+
+/// Where a JP-CLINS resource names its patient only by insurance identifier
+/// (`subject.identifier`), adds the literal reference to the filed Patient, keeping the
+/// identifier as sent.
+fn link_patient_by_identifier(r: &mut Value, rtype: ResourceType, patient_id: &str, insurance: Option<&str>) {
+    for path in rtype.patient_paths() {
+        let [field] = path else { continue };
+        let Some(obj) = r.get_mut(*field).and_then(Value::as_object_mut) else { continue };
+        if obj.contains_key("reference") {
+            continue;
+        }
+        let matches = obj.get("identifier").is_some_and(|i| {
+            i.get("system").and_then(Value::as_str) == Some(systems::INSURANCE_MEMBER_ID)
+                && (insurance.is_none() || i.get("value").and_then(Value::as_str) == insurance)
+        });
+        if matches {
+            obj.insert("reference".into(), Value::String(format!("Patient/{patient_id}")));
+        }
+    }
+}

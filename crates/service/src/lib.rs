@@ -1,0 +1,165 @@
+//! Musubi's application layer: every read and write of clinical data, by any route.
+//!
+//! The FHIR API, the command-line import, the collectors and the viewer all call a
+//! [`Service`]; none of them touches the store directly. Each operation here:
+//!
+//! - validates input at the edge (JP Core / JP-CLINS, [`musubi_validate`]) and never stores a
+//!   resource that breaks a rule;
+//! - classifies it (class, clinical date, flags, facility, patient), computes its retention end
+//!   and search-index entries outside the store's write lock;
+//! - asks the gate ([`musubi_gate::decide`]) about every record it writes or returns; searches
+//!   run in the scope the gate derives, so totals and pages never count a hidden record;
+//! - writes one audit record per access, allowed or denied, in the same transaction as a write,
+//!   before the response of a read (if the audit cannot be written, the read fails: fail closed).
+//!
+//! All calls block (the store is blocking); the server runs them off the async runtime.
+
+#![deny(missing_docs)]
+
+mod audit_event;
+mod bundle;
+mod capability;
+mod error;
+pub mod import;
+mod prepare;
+mod read;
+mod search;
+mod write;
+
+use musubi_domain::audit::{AuditAction, AuditOutcome, AuditRecord};
+use musubi_fhir::classify::LabSet;
+use musubi_gate::Actor;
+use musubi_store::Store;
+
+pub use bundle::{SubmitOutcome, SubmitStatus};
+pub use capability::capability_statement;
+pub use error::{ApiError, ErrorKind};
+pub use read::ReadOutcome;
+pub use search::SearchResult;
+pub use write::WriteOutcome;
+
+/// Who is calling and from where, for one request.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The authenticated actor.
+    pub actor: Actor,
+    /// The client's address, for the audit record.
+    pub address: Option<String>,
+    /// The FHIR base URL as the client reached it (for links and `fullUrl`).
+    pub base_url: String,
+}
+
+/// The application layer over one store.
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+    node: String,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Service({:?}, {})", self.store, self.node)
+    }
+}
+
+/// The lab-set lookup from the JP-CLINS code tables (43 core items, 5 infection items).
+pub fn lab_set(system: &str, code: &str) -> Option<LabSet> {
+    if musubi_validate::terminology::is_infection_lab_code(system, code).is_some() {
+        Some(LabSet::Infection)
+    } else if musubi_validate::terminology::is_core_lab_code(system, code).is_some() {
+        Some(LabSet::Core)
+    } else {
+        None
+    }
+}
+
+impl Service {
+    /// A service over `store`; `node` names this server in audit records.
+    pub fn new(store: Store, node: impl Into<String>) -> Service {
+        // Compile the validator now rather than on the first request.
+        let _ = musubi_validate::Validator::shared();
+        Service { store, node: node.into() }
+    }
+
+    /// The store (for administration commands that are not data access: tokens, settings,
+    /// audit verification).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A blank audit record for `ctx` (the caller fills in what was done).
+    pub(crate) fn audit_record(&self, ctx: &Ctx, action: AuditAction, subtype: &str, outcome: AuditOutcome) -> AuditRecord {
+        AuditRecord {
+            recorded: musubi_fhir::datetime::now_ms(),
+            action,
+            subtype: subtype.to_owned(),
+            outcome,
+            outcome_text: None,
+            agent: ctx.actor.audit_agent(ctx.address.clone()),
+            purpose: ctx.actor.purpose(),
+            patient: None,
+            person: None,
+            entities: Vec::new(),
+            query: None,
+            source: self.node.clone(),
+        }
+    }
+
+    /// Appends audit records for an access that wrote nothing else (reads, refusals).
+    pub(crate) fn audit(&self, records: Vec<AuditRecord>) -> Result<(), ApiError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.store.append_audit(records).map(|_| ()).map_err(|e| {
+            // Fail closed: without its audit record the access does not happen.
+            ApiError::internal(format!("audit append failed: {e}"))
+        })
+    }
+
+    /// Records a failed authentication (no actor) in the audit log.
+    pub fn audit_login_failure(&self, address: Option<String>, reason: &str) -> Result<(), ApiError> {
+        let ctx = Ctx { actor: Actor::Operator { name: "unauthenticated".into() }, address, base_url: String::new() };
+        let mut r = self.audit_record(&ctx, AuditAction::Execute, "login", AuditOutcome::SeriousFailure);
+        r.agent.kind = "unknown".into();
+        r.outcome_text = Some(reason.to_owned());
+        self.audit(vec![r])
+    }
+}
+
+/// The version in an ETag (`W/"3"` or `"3"`).
+pub fn etag_version(etag: &str) -> Option<i64> {
+    etag.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
+}
+
+/// The HTTP status line of an error kind, as a Bundle entry's `response.status` carries it.
+pub fn status_line(kind: ErrorKind) -> String {
+    let (code, text) = match kind {
+        ErrorKind::BadRequest => (400, "Bad Request"),
+        ErrorKind::Unauthorized => (401, "Unauthorized"),
+        ErrorKind::Forbidden => (403, "Forbidden"),
+        ErrorKind::NotFound => (404, "Not Found"),
+        ErrorKind::MethodNotAllowed => (405, "Method Not Allowed"),
+        ErrorKind::NotAcceptable => (406, "Not Acceptable"),
+        ErrorKind::Conflict => (409, "Conflict"),
+        ErrorKind::Gone => (410, "Gone"),
+        ErrorKind::PreconditionFailed => (412, "Precondition Failed"),
+        ErrorKind::PayloadTooLarge => (413, "Payload Too Large"),
+        ErrorKind::UnsupportedMediaType => (415, "Unsupported Media Type"),
+        ErrorKind::Unprocessable => (422, "Unprocessable Entity"),
+        ErrorKind::Internal => (500, "Internal Server Error"),
+        ErrorKind::Unavailable => (503, "Service Unavailable"),
+    };
+    format!("{code} {text}")
+}
+
+/// Decodes a query string into pairs (`+` is a space, `%XX` escapes).
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            (dec(k), dec(v))
+        })
+        .collect()
+}

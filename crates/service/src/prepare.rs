@@ -1,0 +1,183 @@
+//! Turning an incoming resource into a store write: validation, server meta, classification,
+//! retention, search index, and the gate's write check. Shared by create, update,
+//! transactions, JP-CLINS submissions and imports, so every route writes the same way.
+
+use musubi_domain::retention::retention;
+use musubi_domain::FacilityCode;
+use musubi_fhir::outcome::{OutcomeIssue, Severity as OSeverity};
+use musubi_fhir::{classify, datetime, index, ResourceType};
+use musubi_gate::{decide, Actor, Decision, Operation, RecordView};
+use musubi_store::{Expect, PutResource, StoredMeta};
+use serde_json::{Map, Value};
+
+use crate::{ApiError, ErrorKind};
+
+/// Validation issues as OperationOutcome issues, with expressions moved under `prefix` (e.g.
+/// `Bundle.entry[3].resource`) when the resource sits inside a Bundle.
+pub(crate) fn to_outcome_issues(issues: &[musubi_validate::Issue], prefix: Option<&str>) -> Vec<OutcomeIssue> {
+    issues
+        .iter()
+        .map(|i| {
+            let expression = match prefix {
+                Some(p) => match i.expression.split_once('.') {
+                    Some((_, rest)) => format!("{p}.{rest}"),
+                    None => p.to_owned(),
+                },
+                None => i.expression.clone(),
+            };
+            OutcomeIssue {
+                severity: match i.severity {
+                    musubi_validate::Severity::Error => OSeverity::Error,
+                    musubi_validate::Severity::Warning => OSeverity::Warning,
+                    musubi_validate::Severity::Information => OSeverity::Information,
+                },
+                code: i.code,
+                expression: Some(expression),
+                diagnostics: i.message.clone(),
+                rule: i.rule.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Validates one resource; errors reject it, warnings are returned.
+pub(crate) fn validate(resource: &Value, prefix: Option<&str>) -> Result<Vec<OutcomeIssue>, ApiError> {
+    let issues = musubi_validate::Validator::shared().validate_resource(resource);
+    let mapped = to_outcome_issues(&issues, prefix);
+    if musubi_validate::has_errors(&issues) {
+        return Err(ApiError { kind: ErrorKind::Unprocessable, issues: mapped });
+    }
+    Ok(mapped.into_iter().filter(|i| i.severity != OSeverity::Information).collect())
+}
+
+/// Checks the body names the expected type and is an object.
+pub(crate) fn expect_type(body: &Value, rtype: ResourceType, at: &str) -> Result<(), ApiError> {
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::at(ErrorKind::BadRequest, at, "リソースは JSON オブジェクトでなければなりません"));
+    };
+    match obj.get("resourceType").and_then(Value::as_str) {
+        Some(t) if t == rtype.as_str() => Ok(()),
+        Some(t) => Err(ApiError::at(
+            ErrorKind::BadRequest,
+            format!("{at}.resourceType"),
+            format!("resourceType が {t} ですが、{} が必要です", rtype.as_str()),
+        )),
+        None => Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.resourceType"), "resourceType がありません")),
+    }
+}
+
+/// The facility a write is recorded under: a system writes only its own facility's data.
+pub(crate) fn resolve_facility(actor: &Actor, data: Option<FacilityCode>, at: &str) -> Result<Option<FacilityCode>, ApiError> {
+    match actor.facility() {
+        Some(own) => match data {
+            Some(f) if f != own => Err(ApiError::at(
+                ErrorKind::Forbidden,
+                format!("{at}.extension('{}')", musubi_domain::systems::EXT_INSTITUTION_NUMBER),
+                format!("データの医療機関番号 {f} は、このシステムの医療機関 {own} と一致しません。他の医療機関のデータは登録できません。"),
+            )),
+            _ => Ok(Some(own)),
+        },
+        None => Ok(data),
+    }
+}
+
+/// Everything needed to write one resource version.
+pub(crate) struct Prep<'a> {
+    pub actor: &'a Actor,
+    pub rtype: ResourceType,
+    pub id: String,
+    pub version: i64,
+    pub expect: Expect,
+    pub now: i64,
+    pub bundle_key: Option<String>,
+    /// Where the resource is, for messages (`Observation`, `Bundle.entry[2].resource`).
+    pub at: String,
+}
+
+/// Builds the store write for `body` (already validated). The content hash covers the resource
+/// without the server's `meta.versionId`/`meta.lastUpdated`, so an identical resubmission can be
+/// recognised and skipped.
+pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError> {
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::at(ErrorKind::BadRequest, p.at, "リソースは JSON オブジェクトでなければなりません"));
+    };
+    let mut meta = match obj.remove("meta") {
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::at(ErrorKind::BadRequest, format!("{}.meta", p.at), "meta はオブジェクトでなければなりません")),
+        None => Map::new(),
+    };
+    meta.remove("versionId");
+    meta.remove("lastUpdated");
+    obj.remove("id");
+    obj.remove("resourceType");
+    // resourceType, id and meta first, then the sender's elements in their order.
+    let mut out = Map::with_capacity(obj.len() + 3);
+    out.insert("resourceType".into(), Value::String(p.rtype.as_str().into()));
+    out.insert("id".into(), Value::String(p.id.clone()));
+    if !meta.is_empty() {
+        out.insert("meta".into(), Value::Object(meta.clone()));
+    }
+    out.extend(obj);
+    let mut resource = Value::Object(out);
+    let hash = musubi_fhir::sha256_hex(resource.to_string().as_bytes());
+
+    let m = classify::classify_with(p.rtype, &resource, &crate::lab_set);
+    let facility = resolve_facility(p.actor, m.facility, &p.at)?;
+    let patient_id = if p.rtype == ResourceType::Patient { Some(p.id.clone()) } else { m.patient.clone() };
+    let view = RecordView { rtype: p.rtype, class: m.class, facility, patient_id: patient_id.clone() };
+    if let Decision::Deny(reason) = decide(p.actor, Operation::Write, &view) {
+        return Err(ApiError::at(ErrorKind::Forbidden, p.at, reason.message_ja()));
+    }
+
+    let base = m.clinical_date.or(Some(p.now)).and_then(datetime::jst_date).unwrap_or(time::Date::MIN);
+    let ret = retention(m.class, base, m.flags);
+    let (retention_end, keep_last) = match ret {
+        musubi_domain::retention::Retention::Kept => (None, None),
+        musubi_domain::retention::Retention::Until(d) => (Some(d.to_string()), None),
+        musubi_domain::retention::Retention::UntilUnlessLatest { until, keep_last } => {
+            (Some(until.to_string()), Some(i64::from(keep_last)))
+        }
+    };
+
+    meta.insert("versionId".into(), Value::String(p.version.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(datetime::format_instant(p.now)));
+    if let Some(obj) = resource.as_object_mut() {
+        // Re-insert meta in third place with the server's fields.
+        let rest: Vec<(String, Value)> = std::mem::take(obj).into_iter().filter(|(k, _)| k != "meta").collect();
+        let mut it = rest.into_iter();
+        for (k, v) in it.by_ref().take(2) {
+            obj.insert(k, v);
+        }
+        obj.insert("meta".into(), Value::Object(meta));
+        obj.extend(it);
+    }
+    let index = index::extract(p.rtype, &resource);
+    Ok(PutResource {
+        rtype: p.rtype,
+        id: p.id,
+        version: p.version,
+        expect: p.expect,
+        last_updated: p.now,
+        content: resource.to_string(),
+        content_hash: hash,
+        meta: StoredMeta {
+            facility,
+            submitter: p.actor.submitter(),
+            patient_id,
+            person_id: None,
+            class: m.class,
+            clinical_date: m.clinical_date,
+            flags: m.flags,
+            retention_end,
+            keep_last,
+            item_key: m.item_key,
+            bundle_key: p.bundle_key,
+        },
+        index,
+    })
+}
+
+/// A new server-assigned logical id.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
