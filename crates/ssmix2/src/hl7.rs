@@ -98,6 +98,9 @@ impl<'a> Message<'a> {
             reason: reason.to_owned(),
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // MLLP framing (VT before, FS after the message) is common in stored files: not content.
+        let text = text.trim_start_matches('\u{0b}');
+        let text = text.trim_end_matches(['\u{1c}', '\r', '\n']);
         let (lines, line_ending) = split_segments(text);
         let mut lines = lines.into_iter().filter(|l| !l.trim().is_empty());
         let first = lines.next().ok_or_else(|| fatal("メッセージが空です"))?;
@@ -378,6 +381,39 @@ impl<'a> Value<'a> {
         let t = t.trim();
         if t.is_empty() { None } else { Some(t.to_owned()) }
     }
+}
+
+/// Escapes text for use inside a field: the delimiters and the escape character become
+/// `\F\ \S\ \T\ \R\ \E\`, and line breaks `\.br\` (the inverse of [`unescape`]).
+pub fn escape(text: &str, d: &Delimiters) -> String {
+    let Some(e) = d.escape else { return text.to_owned() };
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let code = if c == d.field {
+            Some("F")
+        } else if c == d.component {
+            Some("S")
+        } else if c == d.subcomponent {
+            Some("T")
+        } else if c == d.repetition {
+            Some("R")
+        } else if c == e {
+            Some("E")
+        } else if c == '\n' {
+            Some(".br")
+        } else {
+            None
+        };
+        match code {
+            Some(x) => {
+                out.push(e);
+                out.push_str(x);
+                out.push(e);
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// Unescapes `\F\ \S\ \T\ \R\ \E\ \Xhh..\ \.br\` and drops formatting and character-set

@@ -220,23 +220,24 @@ pub fn collect(facility: FacilityCode, relative_path: &str, bytes: &[u8]) -> Res
 }
 
 /// Runs the whole path (path check, decoding, parsing, mapping) on arbitrary bytes and never
-/// panics: the entry point for fuzzing. The first line of `data` is taken as the path.
+/// panics: the entry point for fuzzing. The bytes are collected under a path whose data type
+/// fits their MSH-9 (so every mapper is reachable), and under a fixed OMP-01 path.
 pub fn fuzz_parse(data: &[u8]) {
     let facility = FacilityCode::from_parts(13, musubi_domain::FacilityKind::Medical, 1)
         .expect("a constant, valid facility code");
-    let (path, body) = match data.iter().position(|b| *b == b'\n') {
-        Some(p) => (String::from_utf8_lossy(&data[..p]).into_owned(), &data[p + 1..]),
-        None => (
-            "999/901/9999013/20110701/OMP-01/9999013_20110701_OMP-01_000000011000185_20110701224603984_01_1".to_owned(),
-            data,
-        ),
-    };
-    let _ = collect(facility, &path, body);
+    let text = decode::decode(data).text;
+    let message_type = hl7::Message::parse(&text).ok().and_then(|m| m.message_type());
+    let row = message_type.and_then(|mt| path::DATA_TYPES.iter().find(|r| r.message == mt));
+    if let Some(r) = row {
+        let date = if r.care_date_field.is_empty() { "-" } else { "20110701" };
+        let rel = format!("999/901/9999013/{date}/{0}/9999013_{date}_{0}_000000011000185_20110701224603984_01_1", r.code);
+        let _ = collect(facility, &rel, data);
+        let cancelled = format!("{}0", rel.trim_end_matches('1'));
+        let _ = collect(facility, &cancelled, data);
+    }
     let _ = collect(
         facility,
-        "999/901/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_20111220224447339_-_1",
+        "999/901/9999013/20110701/OMP-01/9999013_20110701_OMP-01_000000011000185_20110701224603984_01_1",
         data,
     );
-    let text = decode::decode(data).text;
-    let _ = hl7::Message::parse(&text);
 }

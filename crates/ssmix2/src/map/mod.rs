@@ -101,11 +101,6 @@ impl<'p> Ctx<'p> {
         (key, id)
     }
 
-    /// A `Type/id` reference to the resource this segment gives.
-    pub fn reference(&self, resource_type: &str, suffix: &str) -> Json {
-        json!({ "reference": format!("{resource_type}/{}", self.ids(resource_type, suffix).1) })
-    }
-
     /// Adds a resource, setting its id; returns the id.
     pub fn push(&mut self, resource_type: &'static str, suffix: &str, seg_index: usize, mut resource: Map<String, Json>) -> String {
         let (key, id) = self.ids(resource_type, suffix);

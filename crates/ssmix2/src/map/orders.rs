@@ -216,7 +216,7 @@ pub(super) fn rde(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             dosage.insert("timing".into(), Json::Object(timing));
         }
         put_str(&mut dosage, "patientInstruction", rxe.get(7).comp(2).text_opt());
-        route(ctx, rxr.copied(), &mut dosage);
+        route(ctx, rxr, &mut dosage);
         let mut dr = Map::new();
         put(&mut dr, "doseQuantity", quantity(&rxe.get(3).text(), rxe.get(5), &ctx.facility));
         if let Some(daily) = quantity_cq(rxe.get(19), &ctx.facility) {

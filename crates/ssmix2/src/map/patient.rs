@@ -31,8 +31,8 @@ pub(super) fn adt00(ctx: &mut Ctx<'_>, msg: &Message<'_>, message_type: &str) {
     p.insert("identifier".into(), Json::Array(identifiers));
     let deleted = message_type == "ADT^A23";
     p.insert("active".into(), json!(!deleted));
-    if deleted {
-        ctx.warn(&msg.segments[0], Some(9), ProblemKind::InvalidValue, "患者基本情報の削除（ADT^A23）のため、患者を active=false として登録しました");
+    if let (true, Some(msh)) = (deleted, msg.segments.first()) {
+        ctx.warn(msh, Some(9), ProblemKind::InvalidValue, "患者基本情報の削除（ADT^A23）のため、患者を active=false として登録しました");
     }
     let names = human_names(pid.get(5));
     if names.is_empty() {
@@ -205,14 +205,14 @@ fn allergy_category(code: &str) -> Option<&'static str> {
     }
 }
 
-fn allergy_base(ctx: &Ctx<'_>) -> Map<String, Json> {
+fn allergy_base() -> Map<String, Json> {
     let mut a = Map::new();
     a.insert("meta".into(), profile("JP_AllergyIntolerance"));
     a
 }
 
 fn allergy_al1(ctx: &mut Ctx<'_>, al1: &Segment<'_>) {
-    let mut a = allergy_base(ctx);
+    let mut a = allergy_base();
     a.insert(
         "clinicalStatus".into(),
         json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]}),
@@ -253,7 +253,7 @@ fn severity(code: &str) -> Option<&'static str> {
 /// ADT-61: one AllergyIntolerance per IAM.
 pub(super) fn adt61(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
     for iam in msg.segments.iter().filter(|s| s.name == "IAM") {
-        let mut a = allergy_base(ctx);
+        let mut a = allergy_base();
         let action = iam.get(6).comp(1).text().into_owned();
         let clinical = if action == "D" { "inactive" } else { "active" };
         a.insert(
