@@ -1,0 +1,1 @@
+//! JP-CLINS FHIR Bundles.

@@ -1,0 +1,1 @@
+//! SS-MIX2 standardized storage.
