@@ -20,7 +20,9 @@ fn bench(c: &mut Criterion) {
         ("medication_request", "jp-clins/examples/MedicationRequest-Example-JP-MedReq-PO-SID-28days.json"),
     ] {
         let r = load(rel);
-        c.bench_function(&format!("validate_resource/{name}"), |b| b.iter(|| v.validate_resource(std::hint::black_box(&r))));
+        c.bench_function(&format!("validate_resource/{name}"), |b| {
+            b.iter(|| v.validate_resource(std::hint::black_box(&r)))
+        });
     }
     let bundle = load("jp-clins/examples/Bundle-Bundle-CLINS-Observations-Example-01.json");
     c.bench_function("validate_bundle/5info_observations", |b| {

@@ -5,9 +5,9 @@
 use musubi_domain::systems;
 use serde_json::{Map, Value};
 
+use crate::Severity;
 use crate::terminology::{self, LabKind};
 use crate::walk::Walker;
-use crate::Severity;
 
 /// J-FAGY medication allergens, by 一般名 (GCM) and by YJ (YCM).
 const JFAGY_MEDICATION_GCM: &str = "http://jpfhir.jp/fhir/core/CodeSystem/GCM/JP_JfagyMedicationAllergen_CS";
@@ -21,49 +21,44 @@ fn rule(s: &str) -> Option<String> {
 
 /// Checks one Coding object at the walker's current path.
 pub(crate) fn coding(w: &mut Walker<'_>, obj: &Map<String, Value>) {
-    let (Some(system), Some(code)) = (obj.get("system").and_then(Value::as_str), obj.get("code").and_then(Value::as_str))
+    let (Some(system), Some(code)) =
+        (obj.get("system").and_then(Value::as_str), obj.get("code").and_then(Value::as_str))
     else {
         return;
     };
     let display = obj.get("display").and_then(Value::as_str);
     match system {
         systems::CORE_LABO_JLAC10 | systems::INFECTION_LABO_JLAC10 => lab(w, system, code, display),
-        systems::JLAC10 => {
-            if !terminology::is_jlac10(code) {
-                w.issue(
-                    Severity::Error,
-                    "value",
-                    "code",
-                    rule("JLAC10"),
-                    format!("JLAC10 コード「{code}」は半角英大文字・数字 17 桁でなければなりません"),
-                );
-            }
+        systems::JLAC10 if !terminology::is_jlac10(code) => {
+            w.issue(
+                Severity::Error,
+                "value",
+                "code",
+                rule("JLAC10"),
+                format!("JLAC10 コード「{code}」は半角英大文字・数字 17 桁でなければなりません"),
+            );
         }
         systems::JFAGY_FOOD | systems::JFAGY_NON_FOOD => jfagy(w, system, code),
         systems::JFAGY_MEDICATION | JFAGY_MEDICATION_GCM | JFAGY_MEDICATION_YCM => jfagy_medication(w, code),
-        systems::MEDIS_DISEASE => {
-            if !terminology::is_medis_disease_key(code) {
-                w.issue(
-                    Severity::Error,
-                    "value",
-                    "code",
-                    rule("MEDIS 病名管理番号"),
-                    format!(
-                        "病名管理番号「{code}」は半角数字 8 桁でなければなりません (標準病名マスターにない病名は 99999999 とし、病名は display と text に記載します)"
-                    ),
-                );
-            }
+        systems::MEDIS_DISEASE if !terminology::is_medis_disease_key(code) => {
+            w.issue(
+                Severity::Error,
+                "value",
+                "code",
+                rule("MEDIS 病名管理番号"),
+                format!(
+                    "病名管理番号「{code}」は半角数字 8 桁でなければなりません (標準病名マスターにない病名は 99999999 とし、病名は display と text に記載します)"
+                ),
+            );
         }
-        systems::YJ => {
-            if !terminology::is_yj_code(code) {
-                w.issue(
-                    Severity::Error,
-                    "value",
-                    "code",
-                    rule("YJ"),
-                    format!("YJ コード「{code}」は 12 桁 (数字 7 桁・剤形の英大文字 1 桁・英数字 3 桁・チェック数字 1 桁) でなければなりません"),
-                );
-            }
+        systems::YJ if !terminology::is_yj_code(code) => {
+            w.issue(
+                Severity::Error,
+                "value",
+                "code",
+                rule("YJ"),
+                format!("YJ コード「{code}」は 12 桁 (数字 7 桁・剤形の英大文字 1 桁・英数字 3 桁・チェック数字 1 桁) でなければなりません"),
+            );
         }
         systems::GENERAL_ORDER_CODE | GENERAL_ORDER_OID => general_order(w, code, display),
         _ => {}
@@ -124,7 +119,11 @@ fn jfagy(w: &mut Walker<'_>, system: &str, code: &str) {
         return;
     };
     let food = system == systems::JFAGY_FOOD;
-    let ok_prefix = if food { code.starts_with("J9F") || code.starts_with("D9F") } else { code.starts_with("J9N") || code.starts_with("D9N") };
+    let ok_prefix = if food {
+        code.starts_with("J9F") || code.starts_with("D9F")
+    } else {
+        code.starts_with("J9N") || code.starts_with("D9N")
+    };
     if !ok_prefix {
         w.issue(
             Severity::Error,
@@ -207,7 +206,9 @@ fn general_order(w: &mut Walker<'_>, code: &str, display: Option<&str>) {
             "code-invalid",
             "code",
             rule("一般名処方マスタ"),
-            format!("一般名処方コード「{code}」は Musubi の一般名処方マスタ抜粋にないため、表示名との照合はしていません"),
+            format!(
+                "一般名処方コード「{code}」は Musubi の一般名処方マスタ抜粋にないため、表示名との照合はしていません"
+            ),
         ),
         _ => {}
     }

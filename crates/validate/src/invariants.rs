@@ -192,7 +192,9 @@ fn patient(w: &mut Walker<'_>, obj: &Map<String, Value>) {
                     "invariant",
                     &path,
                     r("R1113"),
-                    format!("患者氏名「{s}」に全角空白があります。姓と名は区切らないか半角空白で区切ってください (R1113)"),
+                    format!(
+                        "患者氏名「{s}」に全角空白があります。姓と名は区切らないか半角空白で区切ってください (R1113)"
+                    ),
                 );
             }
         }
@@ -211,7 +213,10 @@ fn patient(w: &mut Walker<'_>, obj: &Map<String, Value>) {
                     "invariant",
                     &format!("identifier[{i}].system"),
                     r("R1011"),
-                    format!("施設患者IDの system の医療機関番号 ({}) が医療機関番号拡張の値 {no} と一致しません (R1011)", sys.get(1..).unwrap_or(sys)),
+                    format!(
+                        "施設患者IDの system の医療機関番号 ({}) が医療機関番号拡張の値 {no} と一致しません (R1011)",
+                        sys.get(1..).unwrap_or(sys)
+                    ),
                 );
             }
         }
@@ -283,7 +288,9 @@ fn local_id(w: &mut Walker<'_>, obj: &Map<String, Value>, prefix: &str, rule: &s
                 "invariant",
                 &format!("identifier[{i}].system"),
                 r(rule),
-                format!("{what}の system「{sys}」は「{prefix}」+「1」+ 医療機関番号 10 桁でなければなりません ({rule})"),
+                format!(
+                    "{what}の system「{sys}」は「{prefix}」+「1」+ 医療機関番号 10 桁でなければなりません ({rule})"
+                ),
             );
         }
     }
@@ -404,7 +411,10 @@ fn lab_result(w: &mut Walker<'_>, obj: &Map<String, Value>) {
             "invariant",
             "code.coding",
             r("R6021"),
-            format!("検査結果の code.coding には施設のローカルコード (system = {}) が必要です (R6021)", systems::LAB_LOCAL_CODE),
+            format!(
+                "検査結果の code.coding には施設のローカルコード (system = {}) が必要です (R6021)",
+                systems::LAB_LOCAL_CODE
+            ),
         );
     }
     if extensions(obj, systems::EXT_INSTITUTION_NUMBER).next().is_none() {
@@ -420,9 +430,10 @@ fn lab_result(w: &mut Walker<'_>, obj: &Map<String, Value>) {
 
 fn contained_claims(res: &Value, profile: &str) -> bool {
     varr(res, "contained").iter().any(|c| {
-        c.get("meta").and_then(|m| m.get("profile")).and_then(Value::as_array).is_some_and(|ps| {
-            ps.iter().filter_map(Value::as_str).any(|p| p.split('|').next() == Some(profile))
-        })
+        c.get("meta")
+            .and_then(|m| m.get("profile"))
+            .and_then(Value::as_array)
+            .is_some_and(|ps| ps.iter().filter_map(Value::as_str).any(|p| p.split('|').next() == Some(profile)))
     })
 }
 
@@ -516,7 +527,8 @@ fn bundle_identifier(w: &mut Walker<'_>, obj: &Map<String, Value>) {
         Some(v @ Value::Object(_)) => vec![v],
         _ => Vec::new(),
     };
-    let ours: Vec<&Value> = ids.into_iter().filter(|i| str_at(i, "system") == Some(systems::BUNDLE_IDENTIFIER)).collect();
+    let ours: Vec<&Value> =
+        ids.into_iter().filter(|i| str_at(i, "system") == Some(systems::BUNDLE_IDENTIFIER)).collect();
     if ours.is_empty() {
         w.issue(
             Severity::Error,
@@ -581,7 +593,10 @@ fn clins_bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, entries: &[Value])
                 "invariant",
                 "meta.tag",
                 r("R02141"),
-                format!("Bundle.meta.tag に収納するリソース種別 (system = {}) を記述してください (R02141)", systems::BUNDLE_RESOURCE_TYPE),
+                format!(
+                    "Bundle.meta.tag に収納するリソース種別 (system = {}) を記述してください (R02141)",
+                    systems::BUNDLE_RESOURCE_TYPE
+                ),
             );
             None
         }
@@ -714,7 +729,8 @@ fn clins_bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, entries: &[Value])
                     "invariant",
                     &at("contained"),
                     r("R9019O"),
-                    "Observation には meta.profile が JP_Practitioner の contained Practitioner が必要です (R9019O)".into(),
+                    "Observation には meta.profile が JP_Practitioner の contained Practitioner が必要です (R9019O)"
+                        .into(),
                 );
             }
         }
@@ -751,7 +767,10 @@ fn subject_reference_value(w: &mut Walker<'_>, s: &Value, patient_url: Option<&s
             "invariant",
             &format!("{rel}.reference"),
             r("JP-CLINS: subject reference"),
-            format!("患者参照「{}」が Bundle 内の Patient (fullUrl {p}) を指していません", short(&Value::String(reference.into()))),
+            format!(
+                "患者参照「{}」が Bundle 内の Patient (fullUrl {p}) を指していません",
+                short(&Value::String(reference.into()))
+            ),
         ),
         (None, _) if s.get("identifier").is_some() => w.issue(
             Severity::Warning,
@@ -785,7 +804,13 @@ fn document_bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, entries: &[Valu
         );
     }
     if obj.get("timestamp").is_none() {
-        w.issue(Severity::Error, "invariant", "timestamp", r("bdl-10"), "文書 Bundle には timestamp が必要です (bdl-10)".into());
+        w.issue(
+            Severity::Error,
+            "invariant",
+            "timestamp",
+            r("bdl-10"),
+            "文書 Bundle には timestamp が必要です (bdl-10)".into(),
+        );
     }
     let first = entries.first().and_then(|e| e.get("resource")).and_then(|r| str_at(r, "resourceType"));
     if first != Some("Composition") {
@@ -803,8 +828,10 @@ fn document_bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, entries: &[Valu
         .and_then(|e| str_at(e, "fullUrl"));
     for (i, e) in entries.iter().enumerate() {
         let Some(res) = e.get("resource") else { continue };
-        if matches!(str_at(res, "resourceType"), Some("Condition" | "Observation" | "MedicationRequest" | "Composition"))
-        {
+        if matches!(
+            str_at(res, "resourceType"),
+            Some("Condition" | "Observation" | "MedicationRequest" | "Composition")
+        ) {
             subject_reference(w, res, patient_url, &format!("entry[{i}].resource.subject"));
         }
     }

@@ -193,9 +193,11 @@ pub fn check_str(p: Primitive, s: &str) -> Result<(), PrimitiveError> {
         }
         Primitive::Time => is_time(s),
         Primitive::Xhtml => s.trim_start().starts_with("<div"),
-        Primitive::Boolean | Primitive::Integer | Primitive::UnsignedInt | Primitive::PositiveInt | Primitive::Decimal => {
-            true
-        }
+        Primitive::Boolean
+        | Primitive::Integer
+        | Primitive::UnsignedInt
+        | Primitive::PositiveInt
+        | Primitive::Decimal => true,
     };
     if ok {
         Ok(())
@@ -288,7 +290,7 @@ pub fn is_base64(s: &str) -> bool {
         }
         n += 1;
     }
-    n > 0 && n % 4 == 0
+    n > 0 && n.is_multiple_of(4)
 }
 
 fn digits(b: &[u8]) -> bool {
@@ -337,7 +339,9 @@ fn tz_part(b: &[u8]) -> bool {
     match b {
         [b'Z'] => true,
         [b'+' | b'-', rest @ ..] => {
-            rest.len() == 5 && rest[2] == b':' && (rest == b"14:00" || (two(&rest[0..2], 0, 13) && two(&rest[3..5], 0, 59)))
+            rest.len() == 5
+                && rest[2] == b':'
+                && (rest == b"14:00" || (two(&rest[0..2], 0, 13) && two(&rest[3..5], 0, 59)))
         }
         _ => false,
     }

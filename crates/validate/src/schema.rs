@@ -227,7 +227,8 @@ impl Schema {
         }
         // Fallbacks: JP Core profiles where they exist, otherwise a relaxed copy (base
         // cardinalities, no fixed values or slices) of the smallest profile of that type.
-        let mut types: Vec<&str> = sds.iter().filter(|sd| sd.kind == "resource").map(|sd| sd.type_name.as_str()).collect();
+        let mut types: Vec<&str> =
+            sds.iter().filter(|sd| sd.kind == "resource").map(|sd| sd.type_name.as_str()).collect();
         types.sort_unstable();
         types.dedup();
         for t in types {
@@ -241,7 +242,12 @@ impl Schema {
                 .min_by_key(|sd| sd.snapshot.as_ref().map_or(usize::MAX, |x| x.element.len()));
             if let Some(sd) = smallest {
                 let root = s.compile(sd, true);
-                s.profiles.push(Profile { url: "".into(), name: format!("{t} (FHIR R4)").into(), type_name: t.into(), root });
+                s.profiles.push(Profile {
+                    url: "".into(),
+                    name: format!("{t} (FHIR R4)").into(),
+                    type_name: t.into(),
+                    root,
+                });
                 s.base_by_type.insert(t.into(), s.profiles.len() - 1);
             }
         }
@@ -384,11 +390,8 @@ impl Schema {
                         matchers.extend(found);
                     }
                     ("profile" | "type", path @ ("resource" | "$this")) => {
-                        let node = if path == "$this" {
-                            Some(slice.node)
-                        } else {
-                            self.child_by_name(slice.node, "resource")
-                        };
+                        let node =
+                            if path == "$this" { Some(slice.node) } else { self.child_by_name(slice.node, "resource") };
                         let t = node.and_then(|n| self.nodes[n as usize].types.first().cloned());
                         match t {
                             Some(t) if t.kind == Kind::Resource => matchers.push(Matcher::Resource {

@@ -76,7 +76,9 @@ fn tables() -> &'static Tables {
             jfagy: HashMap::new(),
         };
         let cs = package::code_systems(package::JP_CLINS, &[systems::CORE_LABO_JLAC10, systems::INFECTION_LABO_JLAC10]);
-        for (url, kind) in [(systems::CORE_LABO_JLAC10, LabKind::Core), (systems::INFECTION_LABO_JLAC10, LabKind::Infection)] {
+        for (url, kind) in
+            [(systems::CORE_LABO_JLAC10, LabKind::Core), (systems::INFECTION_LABO_JLAC10, LabKind::Infection)]
+        {
             let Some(cs) = cs.get(url) else { continue };
             for group in &cs.concept {
                 // Core groups have no display; their codes carry the Japanese name as a designation.
@@ -249,8 +251,10 @@ pub const GENERAL_ORDER_CODES: &[(&str, &str)] = &[
 ];
 
 /// The JP Core alias file (canonical URIs with the OIDs they replaced, in comments).
-static ALIASES: &str =
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../reference/jp-clins/fsh-codesystems/aliases-jpcore-CSVS-IdSystem-url.fsh"));
+static ALIASES: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../reference/jp-clins/fsh-codesystems/aliases-jpcore-CSVS-IdSystem-url.fsh"
+));
 
 /// The other spelling of a JP Core code or identifier system: the `urn:oid:` form for a
 /// `http://jpfhir.jp/...` URI and back (JP Core 1.1 publishes both variants; JP-CLINS uses URIs).
@@ -342,7 +346,10 @@ mod tests {
             oid_alias("http://jpfhir.jp/fhir/core/mhlw/IdSystem/medicalRegistrationNumber"),
             Some("urn:oid:1.2.392.100495.20.3.31")
         );
-        assert_eq!(oid_alias("urn:oid:1.2.392.100495.20.3.31"), Some("http://jpfhir.jp/fhir/core/mhlw/IdSystem/medicalRegistrationNumber"));
+        assert_eq!(
+            oid_alias("urn:oid:1.2.392.100495.20.3.31"),
+            Some("http://jpfhir.jp/fhir/core/mhlw/IdSystem/medicalRegistrationNumber")
+        );
         assert_eq!(oid_alias("http://example.org"), None);
     }
 

@@ -48,7 +48,14 @@ enum SliceMatch {
 
 impl<'s> Walker<'s> {
     pub fn new(schema: &'s Schema) -> Walker<'s> {
-        Walker { schema, issues: Vec::new(), path: String::new(), depth: 0, profile: "FHIR R4".into(), in_checkup: false }
+        Walker {
+            schema,
+            issues: Vec::new(),
+            path: String::new(),
+            depth: 0,
+            profile: "FHIR R4".into(),
+            in_checkup: false,
+        }
     }
 
     /// The issues, without duplicates (a resource claiming two profiles is walked twice).
@@ -100,7 +107,13 @@ impl<'s> Walker<'s> {
             if top {
                 self.path.push_str("Resource");
             }
-            self.issue(Severity::Error, "structure", "", None, "リソースは JSON オブジェクトでなければなりません".into());
+            self.issue(
+                Severity::Error,
+                "structure",
+                "",
+                None,
+                "リソースは JSON オブジェクトでなければなりません".into(),
+            );
             return;
         };
         let Some(rt) = obj.get("resourceType").and_then(Value::as_str) else {
@@ -174,7 +187,9 @@ impl<'s> Walker<'s> {
             }
         }
         let saved_checkup = self.in_checkup;
-        if rt == "Bundle" && claimed.iter().any(|u| u.starts_with("http://jpfhir.jp/fhir/eCheckup/") || u.contains("eCheckupGeneral")) {
+        if rt == "Bundle"
+            && claimed.iter().any(|u| u.starts_with("http://jpfhir.jp/fhir/eCheckup/") || u.contains("eCheckupGeneral"))
+        {
             self.in_checkup = true;
         }
         let saved = std::mem::replace(&mut self.profile, "".into());
@@ -471,7 +486,10 @@ impl<'s> Walker<'s> {
                             "structure",
                             "",
                             rule,
-                            format!("{key} の要素がプロファイルの定めるどのスライス ({}) にも一致しません", names.join(", ")),
+                            format!(
+                                "{key} の要素がプロファイルの定めるどのスライス ({}) にも一致しません",
+                                names.join(", ")
+                            ),
                         );
                     }
                     _ => {}
@@ -482,7 +500,8 @@ impl<'s> Walker<'s> {
                 let hint = slice_node.and(slicing).and_then(|sl| {
                     sl.slices.iter().find(|s| Some(s.node) == slice_node).and_then(|s| s.matchers.first())
                 });
-                if let (Some(Matcher::Resource { .. }), true) = (hint, matches!(ty.map(|t| &t.kind), Some(Kind::Resource)))
+                if let (Some(Matcher::Resource { .. }), true) =
+                    (hint, matches!(ty.map(|t| &t.kind), Some(Kind::Resource)))
                 {
                     self.resource_item(item, hint);
                 } else {
@@ -560,7 +579,9 @@ impl<'s> Walker<'s> {
                             "structure",
                             format!("{} 型の値は {want} で書いてください (実際は {})", p.name(), json_kind(v)),
                         ),
-                        PrimitiveError::Format(why) => ("value", format!("{} 型の値「{}」が不正です: {why}", p.name(), short(v))),
+                        PrimitiveError::Format(why) => {
+                            ("value", format!("{} 型の値「{}」が不正です: {why}", p.name(), short(v)))
+                        }
                     };
                     self.issue(Severity::Error, code, "", rule, msg);
                     return;
@@ -581,7 +602,11 @@ impl<'s> Walker<'s> {
                         "structure",
                         "",
                         rule,
-                        format!("{} 型の要素は JSON オブジェクト {{...}} で書いてください (実際は {})", ty.code, json_kind(v)),
+                        format!(
+                            "{} 型の要素は JSON オブジェクト {{...}} で書いてください (実際は {})",
+                            ty.code,
+                            json_kind(v)
+                        ),
                     );
                     return;
                 };
@@ -677,7 +702,13 @@ impl<'s> Walker<'s> {
                             self.walk_object(o, element, false);
                             self.path.truncate(m);
                         }
-                        _ => self.issue(Severity::Error, "structure", "", None, "_要素の各値は {...} か null です".into()),
+                        _ => self.issue(
+                            Severity::Error,
+                            "structure",
+                            "",
+                            None,
+                            "_要素の各値は {...} か null です".into(),
+                        ),
                     }
                 }
             }
@@ -805,7 +836,9 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 
 fn pattern_matches(pattern: &Value, v: &Value) -> bool {
     match (pattern, v) {
-        (Value::Object(p), Value::Object(o)) => p.iter().all(|(k, pv)| o.get(k).is_some_and(|ov| pattern_matches(pv, ov))),
+        (Value::Object(p), Value::Object(o)) => {
+            p.iter().all(|(k, pv)| o.get(k).is_some_and(|ov| pattern_matches(pv, ov)))
+        }
         (Value::Array(p), Value::Array(o)) => p.iter().all(|pv| o.iter().any(|ov| pattern_matches(pv, ov))),
         (Value::Array(p), single) => p.iter().all(|pv| pattern_matches(pv, single)),
         _ => json_eq(pattern, v),

@@ -1,7 +1,7 @@
 //! Every published valid example is accepted; every published error example is rejected with
 //! the rule and element that the example was written to show.
 
-use musubi_validate::{Issue, Severity, Validator, has_errors};
+use musubi_validate::{Issue, Severity, Validator};
 use serde_json::Value;
 
 fn reference(rel: &str) -> std::path::PathBuf {
@@ -62,14 +62,24 @@ fn every_valid_example_is_accepted() {
     for f in &files {
         let issues = validate(&load(f));
         for e in errors(&issues) {
-            failures.push(format!("{}: {} [{}] {:?} {}", f.file_name().unwrap_or_default().to_string_lossy(), e.expression, e.code, e.rule, e.message));
+            failures.push(format!(
+                "{}: {} [{}] {:?} {}",
+                f.file_name().unwrap_or_default().to_string_lossy(),
+                e.expression,
+                e.code,
+                e.rule,
+                e.message
+            ));
         }
     }
     let mut summary: std::collections::BTreeMap<String, usize> = Default::default();
     for f in &failures {
-        *summary.entry(f.split_once(": ").map_or(f.clone(), |(a, b)| format!("{a}: {}", b.split_once(' ').map_or(b, |x| x.1)))).or_default() += 1;
+        *summary
+            .entry(
+                f.split_once(": ").map_or(f.clone(), |(a, b)| format!("{a}: {}", b.split_once(' ').map_or(b, |x| x.1))),
+            )
+            .or_default() += 1;
     }
     let lines: Vec<String> = summary.iter().map(|(k, n)| format!("{n} × {k}")).collect();
     assert!(failures.is_empty(), "{} errors on valid examples:\n{}", failures.len(), lines.join("\n"));
 }
-
