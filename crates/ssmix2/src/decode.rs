@@ -70,8 +70,7 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                 issues: vec![DecodeIssue {
                     line: 1,
                     kind: DecodeIssueKind::OtherEncoding,
-                    reason: "ISO-2022-JP ではなく Shift_JIS (CP932) で書かれています（CP932 として読みました）"
-                        .into(),
+                    reason: "ISO-2022-JP ではなく Shift_JIS (CP932) で書かれています（CP932 として読みました）".into(),
                 }],
             };
         }
@@ -129,9 +128,7 @@ fn replace_jis_x_0212(bytes: &[u8], issues: &mut Vec<DecodeIssue>) -> Vec<u8> {
             issues.push(DecodeIssue {
                 line: line_of(bytes, start),
                 kind: DecodeIssueKind::Substituted,
-                reason: format!(
-                    "JIS X 0212（補助漢字）の文字 {count} 字は変換できないため 〓 に置き換えました"
-                ),
+                reason: format!("JIS X 0212（補助漢字）の文字 {count} 字は変換できないため 〓 に置き換えました"),
             });
         } else {
             out.push(bytes[i]);
@@ -148,7 +145,8 @@ fn decode_iso2022jp(bytes: &[u8], issues: &mut Vec<DecodeIssue>) -> String {
     let mut reported = 0usize;
     loop {
         let input = &bytes[read_total..];
-        if out.capacity() - out.len() < decoder.max_utf8_buffer_length_without_replacement(input.len()).unwrap_or(1024) {
+        if out.capacity() - out.len() < decoder.max_utf8_buffer_length_without_replacement(input.len()).unwrap_or(1024)
+        {
             out.reserve(decoder.max_utf8_buffer_length_without_replacement(input.len()).unwrap_or(1024));
         }
         let (result, read) = decoder.decode_to_string_without_replacement(input, &mut out, true);

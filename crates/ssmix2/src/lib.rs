@@ -223,14 +223,15 @@ pub fn collect(facility: FacilityCode, relative_path: &str, bytes: &[u8]) -> Res
 /// panics: the entry point for fuzzing. The bytes are collected under a path whose data type
 /// fits their MSH-9 (so every mapper is reachable), and under a fixed OMP-01 path.
 pub fn fuzz_parse(data: &[u8]) {
-    let facility = FacilityCode::from_parts(13, musubi_domain::FacilityKind::Medical, 1)
-        .expect("a constant, valid facility code");
+    let facility =
+        FacilityCode::from_parts(13, musubi_domain::FacilityKind::Medical, 1).expect("a constant, valid facility code");
     let text = decode::decode(data).text;
     let message_type = hl7::Message::parse(&text).ok().and_then(|m| m.message_type());
     let row = message_type.and_then(|mt| path::DATA_TYPES.iter().find(|r| r.message == mt));
     if let Some(r) = row {
         let date = if r.care_date_field.is_empty() { "-" } else { "20110701" };
-        let rel = format!("999/901/9999013/{date}/{0}/9999013_{date}_{0}_000000011000185_20110701224603984_01_1", r.code);
+        let rel =
+            format!("999/901/9999013/{date}/{0}/9999013_{date}_{0}_000000011000185_20110701224603984_01_1", r.code);
         let _ = collect(facility, &rel, data);
         let cancelled = format!("{}0", rel.trim_end_matches('1'));
         let _ = collect(facility, &cancelled, data);

@@ -20,7 +20,12 @@ pub struct DataTypeRow {
     pub care_date_field: &'static str,
 }
 
-const fn row(code: &'static str, name_ja: &'static str, message: &'static str, care_date_field: &'static str) -> DataTypeRow {
+const fn row(
+    code: &'static str,
+    name_ja: &'static str,
+    message: &'static str,
+    care_date_field: &'static str,
+) -> DataTypeRow {
     DataTypeRow { code, name_ja, message, care_date_field }
 }
 
@@ -168,13 +173,17 @@ pub struct StoragePath {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     /// Not `PID3/PID3/PID/date/type/file`.
-    #[error("パスの階層が {found} 段です（患者ID先頭3桁/次の3桁/患者ID/診療日/データ種別/ファイル名 の 6 段が必要です）")]
+    #[error(
+        "パスの階層が {found} 段です（患者ID先頭3桁/次の3桁/患者ID/診療日/データ種別/ファイル名 の 6 段が必要です）"
+    )]
     Depth {
         /// How many parts there were.
         found: usize,
     },
     /// The file name does not have seven `_`-separated parts.
-    #[error("ファイル名が {found} 個に区切られています（患者ID_診療日_データ種別_オーダNO_発生日時_診療科_コンディションフラグ の 7 個が必要です）")]
+    #[error(
+        "ファイル名が {found} 個に区切られています（患者ID_診療日_データ種別_オーダNO_発生日時_診療科_コンディションフラグ の 7 個が必要です）"
+    )]
     FileNameParts {
         /// How many parts there were.
         found: usize,
@@ -276,7 +285,8 @@ impl StoragePath {
         if name.len() != 7 {
             return Err(PathError::FileNameParts { found: name.len() });
         }
-        let (pid, date, dtype, order, occurred, dept, flag) = (name[0], name[1], name[2], name[3], name[4], name[5], name[6]);
+        let (pid, date, dtype, order, occurred, dept, flag) =
+            (name[0], name[1], name[2], name[3], name[4], name[5], name[6]);
         if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(PathError::PatientId(pid.to_owned()));
         }
@@ -407,8 +417,9 @@ mod tests {
 
     #[test]
     fn static_types_and_windows_separators() {
-        let p = StoragePath::parse("999\\901\\9999013\\-\\ADT-00\\9999013_-_ADT-00_999999999999999_20111220224447339_-_1")
-            .unwrap();
+        let p =
+            StoragePath::parse("999\\901\\9999013\\-\\ADT-00\\9999013_-_ADT-00_999999999999999_20111220224447339_-_1")
+                .unwrap();
         assert_eq!(p.care_date, CareDate::None);
         assert!(p.has_no_order());
         assert_eq!(p.department, None);
@@ -427,14 +438,23 @@ mod tests {
     #[test]
     fn each_rule_is_named() {
         let base = |f: &str| format!("999/901/9999013/20110701/OMP-01/{f}");
-        let cases: Vec<(String, fn(&PathError) -> bool)> = vec![
+        type Check = fn(&PathError) -> bool;
+        let cases: Vec<(String, Check)> = vec![
             ("a/b".into(), |e| matches!(e, PathError::Depth { found: 2 })),
-            (base("9999013_20110701_OMP-01_1_20110701224603984_01"), |e| matches!(e, PathError::FileNameParts { found: 6 })),
+            (base("9999013_20110701_OMP-01_1_20110701224603984_01"), |e| {
+                matches!(e, PathError::FileNameParts { found: 6 })
+            }),
             (base("9999013_20110732_OMP-01_1_20110701224603984_01_1"), |e| matches!(e, PathError::CareDate(_))),
-            (base("9999013_20110702_OMP-01_1_20110701224603984_01_1"), |e| matches!(e, PathError::CareDateDirectory { .. })),
+            (base("9999013_20110702_OMP-01_1_20110701224603984_01_1"), |e| {
+                matches!(e, PathError::CareDateDirectory { .. })
+            }),
             (base("9999013_20110701_OMP-99_1_20110701224603984_01_1"), |e| matches!(e, PathError::DataType(_))),
-            (base("9999013_20110701_OMP-02_1_20110701224603984_01_1"), |e| matches!(e, PathError::DataTypeDirectory { .. })),
-            (base("9999013_20110701_OMP-01_1234567890123456_20110701224603984_01_1"), |e| matches!(e, PathError::OrderNo(_))),
+            (base("9999013_20110701_OMP-02_1_20110701224603984_01_1"), |e| {
+                matches!(e, PathError::DataTypeDirectory { .. })
+            }),
+            (base("9999013_20110701_OMP-01_1234567890123456_20110701224603984_01_1"), |e| {
+                matches!(e, PathError::OrderNo(_))
+            }),
             (base("9999013_20110701_OMP-01_1_2011070122460398_01_1"), |e| matches!(e, PathError::OccurredAt(_))),
             (base("9999013_20110701_OMP-01_1_20110701254603984_01_1"), |e| matches!(e, PathError::OccurredAt(_))),
             (base("9999013_20110701_OMP-01_1_20110701224603984_0001_1"), |e| matches!(e, PathError::Department(_))),
@@ -455,7 +475,8 @@ mod tests {
 
     #[test]
     fn fifteen_digit_occurred_at_is_accepted() {
-        let p = StoragePath::parse("999/901/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_201112202244473_-_1").unwrap();
+        let p = StoragePath::parse("999/901/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_201112202244473_-_1")
+            .unwrap();
         assert!(p.has_short_occurred_at());
         assert_eq!(p.occurred_at_fhir(), "2011-12-20T22:44:47.3+09:00");
     }

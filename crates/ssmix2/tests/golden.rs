@@ -22,7 +22,8 @@ fn files() -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(Path::new(ROOT), &mut out);
-    let mut rel: Vec<String> = out.iter().map(|p| p.strip_prefix(ROOT).unwrap().to_str().unwrap().replace('\\', "/")).collect();
+    let mut rel: Vec<String> =
+        out.iter().map(|p| p.strip_prefix(ROOT).unwrap().to_str().unwrap().replace('\\', "/")).collect();
     rel.sort();
     rel
 }
@@ -62,7 +63,11 @@ fn every_good_sample_lands_and_the_misplaced_one_is_rejected() {
             let p = &e.problems[0];
             assert_eq!(p.severity, Severity::Error);
             assert_eq!(p.kind, ProblemKind::Path);
-            assert!(p.reason.contains("ディレクトリ \"000\" がファイル名の患者ID \"9999013\" と一致しません"), "{}", p.reason);
+            assert!(
+                p.reason.contains("ディレクトリ \"000\" がファイル名の患者ID \"9999013\" と一致しません"),
+                "{}",
+                p.reason
+            );
             assert_eq!(e.sha256, musubi_ssmix2::sha256_hex(&[0xfb, 0xfc]));
         } else {
             let c = got.unwrap_or_else(|e| panic!("{rel}: {e:?}"));

@@ -8,7 +8,10 @@ use uuid::Uuid;
 use crate::date::{self, YearMonth};
 use crate::layout::FileKind;
 use crate::parse::{Parsed, Record, Unit};
-use crate::{FacilityUse, MappedReceipt, MappedResource, Problem, ProblemKind, ReceiptOutcome, Rejected, Severity, UkeFile, master};
+use crate::{
+    FacilityUse, MappedReceipt, MappedResource, Problem, ProblemKind, ReceiptOutcome, Rejected, Severity, UkeFile,
+    master,
+};
 
 /// Namespace of Musubi's UKE logical ids (UUID v5). Never change it.
 const NAMESPACE: Uuid = Uuid::from_bytes(*b"musubi-uke-ns-v1");
@@ -23,7 +26,14 @@ const CS_DEVICE: &str = "urn:uke:cs:device";
 const CS_CATEGORY: &str = "urn:uke:cs:shinryo-shikibetsu";
 const CS_USAGE: &str = "urn:uke:cs:usage";
 
-fn problem(file: &str, severity: Severity, kind: ProblemKind, rec: Option<&Record>, field: Option<usize>, reason: String) -> Problem {
+fn problem(
+    file: &str,
+    severity: Severity,
+    kind: ProblemKind,
+    rec: Option<&Record>,
+    field: Option<usize>,
+    reason: String,
+) -> Problem {
     Problem {
         severity,
         kind,
@@ -49,22 +59,29 @@ pub(crate) fn collect(parsed: Parsed, expected: Option<FacilityCode>) -> Result<
     let facility: FacilityCode = match code.parse() {
         Ok(f) => f,
         Err(e) => {
-            file_problems.push(problem(&name, Severity::Error, ProblemKind::Code, Some(header), Some(5), format!("医療機関コード {code} が不正です: {e}")));
-            return Err(reject(file_problems));
-        }
-    };
-    if let Some(exp) = expected {
-        if exp != facility {
             file_problems.push(problem(
                 &name,
                 Severity::Error,
-                ProblemKind::Consistency,
+                ProblemKind::Code,
                 Some(header),
                 Some(5),
-                format!("このファイルは医療機関 {facility} のものです（収集対象は {exp}）"),
+                format!("医療機関コード {code} が不正です: {e}"),
             ));
             return Err(reject(file_problems));
         }
+    };
+    if let Some(exp) = expected
+        && exp != facility
+    {
+        file_problems.push(problem(
+            &name,
+            Severity::Error,
+            ProblemKind::Consistency,
+            Some(header),
+            Some(5),
+            format!("このファイルは医療機関 {facility} のものです（収集対象は {exp}）"),
+        ));
+        return Err(reject(file_problems));
     }
     let ym_field = if kind == FileKind::Medical { 8 } else { 7 };
     let Some(billing) = header.opt(ym_field).and_then(date::year_month) else {
@@ -86,7 +103,12 @@ pub(crate) fn collect(parsed: Parsed, expected: Option<FacilityCode>) -> Result<
                 None => Err(ctx.problems),
             }
         };
-        receipts.push(ReceiptOutcome { receipt_no: unit.receipt_no.clone(), lines: (first, last), raw: unit.raw.clone(), result });
+        receipts.push(ReceiptOutcome {
+            receipt_no: unit.receipt_no.clone(),
+            lines: (first, last),
+            raw: unit.raw.clone(),
+            result,
+        });
     }
     Ok(UkeFile {
         name: name.clone(),
@@ -117,15 +139,29 @@ fn totals(parsed: &Parsed, name: &str, out: &mut Vec<Problem>) {
             _ => {}
         }
     }
-    if let Some(n) = go.opt(2).and_then(|v| v.parse::<u64>().ok()) {
-        if n != count {
-            out.push(problem(name, Severity::Warning, ProblemKind::Consistency, Some(go), Some(2), format!("GO-2 総件数 {n} が HO・KO レコードの数 {count} と一致しません")));
-        }
+    if let Some(n) = go.opt(2).and_then(|v| v.parse::<u64>().ok())
+        && n != count
+    {
+        out.push(problem(
+            name,
+            Severity::Warning,
+            ProblemKind::Consistency,
+            Some(go),
+            Some(2),
+            format!("GO-2 総件数 {n} が HO・KO レコードの数 {count} と一致しません"),
+        ));
     }
-    if let Some(n) = go.opt(3).and_then(|v| v.parse::<u64>().ok()) {
-        if n != points {
-            out.push(problem(name, Severity::Warning, ProblemKind::Consistency, Some(go), Some(3), format!("GO-3 総合計点数 {n} が HO の合計点数の和 {points} と一致しません")));
-        }
+    if let Some(n) = go.opt(3).and_then(|v| v.parse::<u64>().ok())
+        && n != points
+    {
+        out.push(problem(
+            name,
+            Severity::Warning,
+            ProblemKind::Consistency,
+            Some(go),
+            Some(3),
+            format!("GO-3 総合計点数 {n} が HO の合計点数の和 {points} と一致しません"),
+        ));
     }
 }
 
@@ -201,7 +237,14 @@ impl<'u> ReceiptCtx<'u> {
         self.push_with(resource_type, key, id, rec.line, body)
     }
 
-    fn push_with(&mut self, resource_type: &'static str, key: String, id: String, line: usize, body: Map<String, Json>) -> usize {
+    fn push_with(
+        &mut self,
+        resource_type: &'static str,
+        key: String,
+        id: String,
+        line: usize,
+        body: Map<String, Json>,
+    ) -> usize {
         let mut full = Map::new();
         full.insert("resourceType".into(), json!(resource_type));
         full.insert("id".into(), json!(id));
@@ -217,9 +260,7 @@ impl<'u> ReceiptCtx<'u> {
             ("TO", 48..) => 18,
             _ => return Vec::new(),
         };
-        (0u8..31)
-            .filter_map(|d| rec.opt(first + usize::from(d)).map(|v| (d + 1, v.to_owned())))
-            .collect()
+        (0u8..31).filter_map(|d| rec.opt(first + usize::from(d)).map(|v| (d + 1, v.to_owned()))).collect()
     }
 
     /// When a claim line happened: the 算定日 span, or the 診療年月 when the edition has none.
@@ -260,7 +301,9 @@ impl<'u> ReceiptCtx<'u> {
                 .and_then(|n| InsuranceId::new(n, ho.opt(3).unwrap_or(""), ho.opt(4).unwrap_or(""), branch));
             match made {
                 Ok(id) => insurance_id = Some(id),
-                Err(e) => self.warn(ho, Some(2), ProblemKind::Code, format!("HO から被保険者個人識別子を作れません: {e}")),
+                Err(e) => {
+                    self.warn(ho, Some(2), ProblemKind::Code, format!("HO から被保険者個人識別子を作れません: {e}"))
+                }
             }
         }
         let karte = re.opt(if pharmacy { 36 } else { 14 }).map(str::to_owned);
@@ -290,10 +333,10 @@ impl<'u> ReceiptCtx<'u> {
         } else {
             self.warn(re, Some(5), ProblemKind::Missing, "RE-5 氏名がありません".into());
         }
-        if let Some(k) = re.opt(if pharmacy { 42 } else { 37 }) {
-            if names.iter().all(|n| n["text"] != k) {
-                names.push(human_name(k, "SYL"));
-            }
+        if let Some(k) = re.opt(if pharmacy { 42 } else { 37 })
+            && names.iter().all(|n| n["text"] != k)
+        {
+            names.push(human_name(k, "SYL"));
         }
         if !names.is_empty() {
             p.insert("name".into(), Json::Array(names));
@@ -305,7 +348,12 @@ impl<'u> ReceiptCtx<'u> {
             Some("2") => {
                 p.insert("gender".into(), json!("female"));
             }
-            other => self.warn(re, Some(6), ProblemKind::Code, format!("RE-6 男女区分 {:?} は 1 でも 2 でもありません", other.unwrap_or(""))),
+            other => self.warn(
+                re,
+                Some(6),
+                ProblemKind::Code,
+                format!("RE-6 男女区分 {:?} は 1 でも 2 でもありません", other.unwrap_or("")),
+            ),
         }
         if let Some(b) = re.opt(7).and_then(date::date) {
             p.insert("birthDate".into(), json!(b));
@@ -350,10 +398,16 @@ impl<'u> ReceiptCtx<'u> {
                 (_, "CO") => {
                     let text = if pharmacy { rec.opt(3) } else { rec.opt(5) };
                     let code = if pharmacy { rec.field(2) } else { rec.field(4) };
-                    let note = format!("コメント {}{}", code.trim(), text.map(|t| format!(": {t}")).unwrap_or_default());
+                    let note =
+                        format!("コメント {}{}", code.trim(), text.map(|t| format!(": {t}")).unwrap_or_default());
                     match last_clinical.and_then(|i| self.out.get_mut(i)) {
                         Some(r) => append_note(&mut r.resource, note),
-                        None => self.warn(rec, None, ProblemKind::Structure, format!("CO レコードの前に対応する明細がありません（{note}）")),
+                        None => self.warn(
+                            rec,
+                            None,
+                            ProblemKind::Structure,
+                            format!("CO レコードの前に対応する明細がありません（{note}）"),
+                        ),
                     }
                     None
                 }
@@ -364,7 +418,12 @@ impl<'u> ReceiptCtx<'u> {
             }
         }
         let facility_use = FacilityUse { facility: self.facility, insurance_id, patient_id, year_month: ym.fhir() };
-        Some(MappedReceipt { patient, resources: std::mem::take(&mut self.out), facility_use, problems: std::mem::take(&mut self.problems) })
+        Some(MappedReceipt {
+            patient,
+            resources: std::mem::take(&mut self.out),
+            facility_use,
+            problems: std::mem::take(&mut self.problems),
+        })
     }
 
     fn coverage_ho(&mut self, ordinal: usize, ho: &Record, id: Option<&InsuranceId>) {
@@ -397,7 +456,10 @@ impl<'u> ReceiptCtx<'u> {
             c.insert("dependent".into(), json!(b));
         }
         let insurer = id.map(|i| i.insurer().to_string()).unwrap_or_else(|| ho.field(2).trim().to_owned());
-        c.insert("payor".into(), json!([{"identifier": {"system": "urn:oid:1.2.392.100495.20.3.61", "value": insurer}}]));
+        c.insert(
+            "payor".into(),
+            json!([{"identifier": {"system": "urn:oid:1.2.392.100495.20.3.61", "value": insurer}}]),
+        );
         self.push("Coverage", ordinal, ho, c);
     }
 
@@ -410,7 +472,10 @@ impl<'u> ReceiptCtx<'u> {
             c.insert("subscriberId".into(), json!(r));
         }
         c.insert("beneficiary".into(), self.patient_ref.clone());
-        c.insert("payor".into(), json!([{"identifier": {"system": "urn:oid:1.2.392.100495.20.3.71", "value": ko.field(2).trim()}}]));
+        c.insert(
+            "payor".into(),
+            json!([{"identifier": {"system": "urn:oid:1.2.392.100495.20.3.71", "value": ko.field(2).trim()}}]),
+        );
         self.push("Coverage", ordinal, ko, c);
     }
 
@@ -420,12 +485,22 @@ impl<'u> ReceiptCtx<'u> {
         let master_name = master::disease_name(&code);
         let name = if code == master::UNCODED {
             if free.is_none() {
-                self.warn(sy, Some(6), ProblemKind::Missing, "SY-6 傷病名称がありません（未コード化傷病名 0000999 には必要です）".into());
+                self.warn(
+                    sy,
+                    Some(6),
+                    ProblemKind::Missing,
+                    "SY-6 傷病名称がありません（未コード化傷病名 0000999 には必要です）".into(),
+                );
             }
             free.map(str::to_owned)
         } else {
             if master_name.is_none() {
-                self.warn(sy, Some(2), ProblemKind::Code, format!("SY-2 傷病名コード {code} は傷病名マスターにありません"));
+                self.warn(
+                    sy,
+                    Some(2),
+                    ProblemKind::Code,
+                    format!("SY-2 傷病名コード {code} は傷病名マスターにありません"),
+                );
             }
             master_name.map(str::to_owned).or(free.map(str::to_owned))
         };
@@ -460,15 +535,25 @@ impl<'u> ReceiptCtx<'u> {
         }
         if abated {
             // The receipt tells the outcome within the month, not its day.
-            c.insert("abatementString".into(), json!(format!("{} 転帰: {}", ym.fhir(), match sy.opt(4) {
-                Some("2") => "治ゆ",
-                Some("3") => "死亡",
-                _ => "中止（転医）",
-            })));
+            c.insert(
+                "abatementString".into(),
+                json!(format!(
+                    "{} 転帰: {}",
+                    ym.fhir(),
+                    match sy.opt(4) {
+                        Some("2") => "治ゆ",
+                        Some("3") => "死亡",
+                        _ => "中止（転医）",
+                    }
+                )),
+            );
         }
         let mut notes = Vec::new();
         if let Some(m) = sy.opt(5) {
-            notes.push(format!("修飾語コード: {}", m.as_bytes().chunks(4).filter_map(|c| std::str::from_utf8(c).ok()).collect::<Vec<_>>().join(" ")));
+            notes.push(format!(
+                "修飾語コード: {}",
+                m.as_bytes().chunks(4).filter_map(|c| std::str::from_utf8(c).ok()).collect::<Vec<_>>().join(" ")
+            ));
         }
         if sy.opt(7) == Some("01") {
             notes.push("主傷病".to_owned());
@@ -508,7 +593,14 @@ impl<'u> ReceiptCtx<'u> {
         self.push("Condition", ordinal, sb, c)
     }
 
-    fn procedure(&mut self, ordinal: usize, rec: &Record, ym: YearMonth, practice: Option<&str>, device: Option<&str>) -> usize {
+    fn procedure(
+        &mut self,
+        ordinal: usize,
+        rec: &Record,
+        ym: YearMonth,
+        practice: Option<&str>,
+        device: Option<&str>,
+    ) -> usize {
         let mut pr = Map::new();
         pr.insert("meta".into(), json!({"profile": ["http://jpfhir.jp/fhir/core/StructureDefinition/JP_Procedure"]}));
         pr.insert("status".into(), json!("completed"));
@@ -537,8 +629,7 @@ impl<'u> ReceiptCtx<'u> {
             pr.insert("performedDateTime".into(), json!(m));
         }
         let mut notes = Vec::new();
-        let qty = if device.is_some() { rec.opt(5) } else { rec.opt(5) };
-        if let Some(q) = qty {
+        if let Some(q) = rec.opt(5) {
             notes.push(format!("数量: {q}"));
         }
         if let Some(t) = rec.opt(6) {
@@ -561,8 +652,9 @@ impl<'u> ReceiptCtx<'u> {
             .filter_map(|i| {
                 let code = rec.opt(first + 2 * i);
                 let text = rec.opt(first + 2 * i + 1);
-                (code.is_some() || text.is_some())
-                    .then(|| format!("コメント {}{}", code.unwrap_or(""), text.map(|t| format!(": {t}")).unwrap_or_default()))
+                (code.is_some() || text.is_some()).then(|| {
+                    format!("コメント {}{}", code.unwrap_or(""), text.map(|t| format!(": {t}")).unwrap_or_default())
+                })
             })
             .collect()
     }
@@ -628,7 +720,12 @@ impl<'u> ReceiptCtx<'u> {
                 "Procedure"
             }
             _ => {
-                self.warn(cd, Some(6), ProblemKind::Code, format!("CD-6 レセ電コード {code} の種類（1 診療行為 / 6 医薬品 / 7 特定器材）が分かりません"));
+                self.warn(
+                    cd,
+                    Some(6),
+                    ProblemKind::Code,
+                    format!("CD-6 レセ電コード {code} の種類（1 診療行為 / 6 医薬品 / 7 特定器材）が分かりません"),
+                );
                 return None;
             }
         };
@@ -644,10 +741,19 @@ impl<'u> ReceiptCtx<'u> {
         Some(self.push(rt, ordinal, cd, r))
     }
 
-    fn dispense(&mut self, ordinal: usize, iy: &Record, ym: YearMonth, ctx: &(Option<String>, Option<String>, Option<&Record>)) -> usize {
+    fn dispense(
+        &mut self,
+        ordinal: usize,
+        iy: &Record,
+        ym: YearMonth,
+        ctx: &(Option<String>, Option<String>, Option<&Record>),
+    ) -> usize {
         let (handed, quantity, sh) = ctx;
         let mut m = Map::new();
-        m.insert("meta".into(), json!({"profile": ["http://jpfhir.jp/fhir/core/StructureDefinition/JP_MedicationDispense"]}));
+        m.insert(
+            "meta".into(),
+            json!({"profile": ["http://jpfhir.jp/fhir/core/StructureDefinition/JP_MedicationDispense"]}),
+        );
         m.insert("status".into(), json!("completed"));
         m.insert("medicationCodeableConcept".into(), json!({"coding": [coding(CS_DRUG, iy.field(3).trim(), None)]}));
         m.insert("subject".into(), self.patient_ref.clone());
@@ -656,11 +762,17 @@ impl<'u> ReceiptCtx<'u> {
         }
         let form = sh.and_then(|s| s.opt(3));
         if let (Some("1"), Some(days)) = (form, quantity.as_deref().and_then(number)) {
-            m.insert("daysSupply".into(), json!({"value": days, "unit": "日", "system": "http://unitsofmeasure.org", "code": "d"}));
+            m.insert(
+                "daysSupply".into(),
+                json!({"value": days, "unit": "日", "system": "http://unitsofmeasure.org", "code": "d"}),
+            );
         }
         m.insert("whenHandedOver".into(), json!(handed.clone().unwrap_or_else(|| ym.fhir())));
         if let Some(usage) = sh.and_then(|s| s.opt(4)) {
-            m.insert("dosageInstruction".into(), json!([{"timing": {"code": {"coding": [coding(CS_USAGE, usage, None)]}}}]));
+            m.insert(
+                "dosageInstruction".into(),
+                json!([{"timing": {"code": {"coding": [coding(CS_USAGE, usage, None)]}}}]),
+            );
         }
         let mut notes = Vec::new();
         if let Some(f) = form {

@@ -87,7 +87,15 @@ struct Ctx<'n> {
 }
 
 impl Ctx<'_> {
-    fn p(&self, severity: Severity, kind: ProblemKind, rec: Option<&Record>, line: Option<usize>, field: Option<usize>, reason: String) -> Problem {
+    fn p(
+        &self,
+        severity: Severity,
+        kind: ProblemKind,
+        rec: Option<&Record>,
+        line: Option<usize>,
+        field: Option<usize>,
+        reason: String,
+    ) -> Problem {
         Problem {
             severity,
             kind,
@@ -135,7 +143,7 @@ pub fn parse(name: &str, bytes: &[u8]) -> Parsed {
             None => (*raw, false),
         };
         let is_last = i + 1 == raw_lines.len();
-        if !had_cr && !(is_last && !ended_with_newline) {
+        if !had_cr && (!is_last || ended_with_newline) {
             bare_lf = true;
         }
         let (text, _, bad) = SHIFT_JIS.decode(raw);
@@ -152,7 +160,14 @@ pub fn parse(name: &str, bytes: &[u8]) -> Parsed {
         lines.push((line_no, text.into_owned()));
     }
     if bare_lf {
-        problems.push(ctx.p(Severity::Warning, ProblemKind::Encoding, None, None, None, "改行が CR LF ではなく LF です（受け付けました）".into()));
+        problems.push(ctx.p(
+            Severity::Warning,
+            ProblemKind::Encoding,
+            None,
+            None,
+            None,
+            "改行が CR LF ではなく LF です（受け付けました）".into(),
+        ));
     }
     if !body.is_empty() && !ended_with_newline {
         let last = lines.len();
@@ -184,7 +199,14 @@ pub fn parse(name: &str, bytes: &[u8]) -> Parsed {
     parsed.records = records.len();
     let mut iter = records.into_iter();
     let Some((header, _)) = iter.next() else {
-        parsed.problems.push(ctx.p(Severity::Error, ProblemKind::Structure, None, Some(1), None, "ファイルが空です".into()));
+        parsed.problems.push(ctx.p(
+            Severity::Error,
+            ProblemKind::Structure,
+            None,
+            Some(1),
+            None,
+            "ファイルが空です".into(),
+        ));
         return parsed;
     };
     let kind = match header.id() {
@@ -217,7 +239,11 @@ pub fn parse(name: &str, bytes: &[u8]) -> Parsed {
             Some(&header),
             None,
             Some(ym_field),
-            format!("{}-{ym_field} 請求年月 {:?} が YYYYMM（西暦）でも GYYMM（和暦）でもありません", header.id(), header.field(ym_field)),
+            format!(
+                "{}-{ym_field} 請求年月 {:?} が YYYYMM（西暦）でも GYYMM（和暦）でもありません",
+                header.id(),
+                header.field(ym_field)
+            ),
         ));
     }
     parsed.header = Some(header);
@@ -226,7 +252,14 @@ pub fn parse(name: &str, bytes: &[u8]) -> Parsed {
     for (rec, text) in iter {
         let id = rec.id().to_owned();
         if parsed.trailer.is_some() {
-            parsed.problems.push(ctx.p(Severity::Error, ProblemKind::Order, Some(&rec), None, None, format!("GO レコードの後に {id} レコードがあります")));
+            parsed.problems.push(ctx.p(
+                Severity::Error,
+                ProblemKind::Order,
+                Some(&rec),
+                None,
+                None,
+                format!("GO レコードの後に {id} レコードがあります"),
+            ));
             continue;
         }
         let valid_id = id.len() == 2 && id.bytes().all(|b| b.is_ascii_uppercase());
@@ -237,12 +270,20 @@ pub fn parse(name: &str, bytes: &[u8]) -> Parsed {
             continue;
         }
         if matches!(id.as_str(), "IR" | "YK") {
-            parsed.problems.push(ctx.p(Severity::Error, ProblemKind::Order, Some(&rec), None, None, format!("{id} レコードがファイルの途中にあります")));
+            parsed.problems.push(ctx.p(
+                Severity::Error,
+                ProblemKind::Order,
+                Some(&rec),
+                None,
+                None,
+                format!("{id} レコードがファイルの途中にあります"),
+            ));
             continue;
         }
         if id == "RE" {
             let no = rec.opt(2).unwrap_or("").to_owned();
-            let mut unit = Unit { receipt_no: Some(no.clone()), records: Vec::new(), problems: Vec::new(), raw: String::new() };
+            let mut unit =
+                Unit { receipt_no: Some(no.clone()), records: Vec::new(), problems: Vec::new(), raw: String::new() };
             if seen_receipts.contains(&no) {
                 unit.problems.push(ctx.p(
                     Severity::Error,
@@ -289,8 +330,10 @@ pub fn parse(name: &str, bytes: &[u8]) -> Parsed {
                 .iter()
                 .filter_map(|r| layout::find(kind, r.id()).map(|s| (s.stage, r.id().to_owned())))
                 .max_by_key(|(s, _)| *s);
-            if let Some((stage, later_id)) = latest {
-                if spec.stage < stage {
+            if let Some((stage, later_id)) = latest
+                && spec.stage < stage
+            {
+                {
                     unit.problems.push(ctx.p(
                         Severity::Error,
                         ProblemKind::Order,
@@ -377,7 +420,14 @@ fn check_fields(ctx: &Ctx<'_>, kind: FileKind, rec: &Record, out: &mut Vec<Probl
         let v = rec.field(field).trim();
         if v.is_empty() {
             if required {
-                out.push(ctx.p(Severity::Error, ProblemKind::Missing, Some(rec), None, Some(field), format!("{id}-{field} {label}がありません")));
+                out.push(ctx.p(
+                    Severity::Error,
+                    ProblemKind::Missing,
+                    Some(rec),
+                    None,
+                    Some(field),
+                    format!("{id}-{field} {label}がありません"),
+                ));
             }
         } else if !is_digits(v, lens) {
             let l: Vec<String> = lens.iter().map(ToString::to_string).collect();
@@ -387,7 +437,10 @@ fn check_fields(ctx: &Ctx<'_>, kind: FileKind, rec: &Record, out: &mut Vec<Probl
                 Some(rec),
                 None,
                 Some(field),
-                format!("{id}-{field} {label} {v:?} が {} 桁の数字ではありません", if l.is_empty() { "任意".into() } else { l.join("/") }),
+                format!(
+                    "{id}-{field} {label} {v:?} が {} 桁の数字ではありません",
+                    if l.is_empty() { "任意".into() } else { l.join("/") }
+                ),
             ));
         }
     };
@@ -420,8 +473,15 @@ fn check_fields(ctx: &Ctx<'_>, kind: FileKind, rec: &Record, out: &mut Vec<Probl
             code(2, &[7], "傷病名コード", true);
             code(4, &[1], "転帰区分", false);
             let m = rec.field(5).trim();
-            if !m.is_empty() && !(is_digits(m, &[]) && m.len() % 4 == 0) {
-                out.push(ctx.p(Severity::Error, ProblemKind::Code, Some(rec), None, Some(5), format!("SY-5 修飾語コード {m:?} が 4 桁の数字の並びではありません")));
+            if !(m.is_empty() || is_digits(m, &[]) && m.len().is_multiple_of(4)) {
+                out.push(ctx.p(
+                    Severity::Error,
+                    ProblemKind::Code,
+                    Some(rec),
+                    None,
+                    Some(5),
+                    format!("SY-5 修飾語コード {m:?} が 4 桁の数字の並びではありません"),
+                ));
             }
         }
         (FileKind::Medical, "SI") => code(4, &[9], "診療行為コード", true),
@@ -456,7 +516,11 @@ fn check_fields(ctx: &Ctx<'_>, kind: FileKind, rec: &Record, out: &mut Vec<Probl
                 Some(rec),
                 None,
                 Some(*field),
-                if v.is_empty() { format!("{id}-{field} {label}がありません") } else { format!("{id}-{field} {label} {v:?} が日付ではありません") },
+                if v.is_empty() {
+                    format!("{id}-{field} {label}がありません")
+                } else {
+                    format!("{id}-{field} {label} {v:?} が日付ではありません")
+                },
             ));
         }
     }

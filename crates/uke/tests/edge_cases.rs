@@ -262,7 +262,9 @@ fn a_bad_code_is_named() {
     lines[5] = rec(&["SY", "1234567", "20240501", "1", "", "", "", ""], 8);
     let f = collect("unknown.UKE", &file(&lines), None).unwrap();
     let r = landed(&f, 0);
-    assert!(r.problems.iter().any(|p| p.severity == Severity::Warning && p.reason.contains("傷病名マスターにありません")));
+    assert!(
+        r.problems.iter().any(|p| p.severity == Severity::Warning && p.reason.contains("傷病名マスターにありません"))
+    );
 }
 
 #[test]
@@ -321,7 +323,24 @@ fn go_totals_are_checked() {
 #[test]
 fn pharmacy_file_gives_dispenses() {
     let mut re = vec![String::new(); 42];
-    for (i, s) in ["RE", "1", "4112", "202405", "架空　次郎", "1", "19600101", "", "", "13", "1", "8814790", "むすび内科クリニック"].iter().enumerate() {
+    for (i, s) in [
+        "RE",
+        "1",
+        "4112",
+        "202405",
+        "架空　次郎",
+        "1",
+        "19600101",
+        "",
+        "",
+        "13",
+        "1",
+        "8814790",
+        "むすび内科クリニック",
+    ]
+    .iter()
+    .enumerate()
+    {
         re[i] = (*s).to_owned();
     }
     re[35] = "D-77".into();

@@ -58,13 +58,8 @@ pub(crate) struct Ctx<'p> {
 impl<'p> Ctx<'p> {
     fn new(facility: FacilityCode, path: &'p StoragePath) -> Self {
         let p = path;
-        let mut id_base = format!(
-            "{facility}.{}.{}.{}.{}",
-            p.patient_id,
-            p.care_date.as_str(),
-            p.data_type.as_str(),
-            p.order_no
-        );
+        let mut id_base =
+            format!("{facility}.{}.{}.{}.{}", p.patient_id, p.care_date.as_str(), p.data_type.as_str(), p.order_no);
         // Events without an order (ADT-22, ADT-52 …) are distinct per 発生日時; patient-level
         // snapshots (ADT-00, ADT-61, PPR-01) replace each other.
         if p.has_no_order() && !matches!(p.data_type.as_str(), "ADT-00" | "ADT-61" | "PPR-01") {
@@ -102,21 +97,40 @@ impl<'p> Ctx<'p> {
     }
 
     /// Adds a resource, setting its id; returns the id.
-    pub fn push(&mut self, resource_type: &'static str, suffix: &str, seg_index: usize, mut resource: Map<String, Json>) -> String {
+    pub fn push(
+        &mut self,
+        resource_type: &'static str,
+        suffix: &str,
+        seg_index: usize,
+        mut resource: Map<String, Json>,
+    ) -> String {
         let (key, id) = self.ids(resource_type, suffix);
         self.push_with(resource_type, key, id.clone(), seg_index, &mut resource);
         id
     }
 
     /// Adds a resource with an explicit key and id.
-    pub fn push_with(&mut self, resource_type: &'static str, key: String, id: String, seg_index: usize, resource: &mut Map<String, Json>) {
+    pub fn push_with(
+        &mut self,
+        resource_type: &'static str,
+        key: String,
+        id: String,
+        seg_index: usize,
+        resource: &mut Map<String, Json>,
+    ) {
         let mut full = Map::new();
         full.insert("resourceType".into(), json!(resource_type));
         full.insert("id".into(), json!(id));
         for (k, v) in std::mem::take(resource) {
             full.insert(k, v);
         }
-        self.out.push(MappedResource { resource_type, id, key, segment_index: seg_index, resource: Json::Object(full) });
+        self.out.push(MappedResource {
+            resource_type,
+            id,
+            key,
+            segment_index: seg_index,
+            resource: Json::Object(full),
+        });
     }
 
     /// A facility-qualified business identifier for an order or record number.
@@ -155,7 +169,15 @@ pub(crate) fn last_before<'m, 'a>(msg: &'m Message<'a>, index: usize, name: &str
     msg.segments[..index.min(msg.segments.len())].iter().rev().find(|s| s.name == name)
 }
 
-fn problem(file: &str, severity: Severity, kind: ProblemKind, line: Option<usize>, segment: Option<&str>, field: Option<u32>, reason: String) -> Problem {
+fn problem(
+    file: &str,
+    severity: Severity,
+    kind: ProblemKind,
+    line: Option<usize>,
+    segment: Option<&str>,
+    field: Option<u32>,
+    reason: String,
+) -> Problem {
     Problem { severity, kind, file: file.to_owned(), line, segment: segment.map(str::to_owned), field, reason }
 }
 
@@ -165,7 +187,15 @@ pub(crate) fn collect(facility: FacilityCode, relative_path: &str, bytes: &[u8])
     let path = match StoragePath::parse(relative_path) {
         Ok(p) => p,
         Err(e) => {
-            return Err(reject(vec![problem(relative_path, Severity::Error, ProblemKind::Path, None, None, None, e.to_string())]));
+            return Err(reject(vec![problem(
+                relative_path,
+                Severity::Error,
+                ProblemKind::Path,
+                None,
+                None,
+                None,
+                e.to_string(),
+            )]));
         }
     };
     let file = path.relative.clone();
@@ -189,7 +219,15 @@ pub(crate) fn collect(facility: FacilityCode, relative_path: &str, bytes: &[u8])
     let msg = match Message::parse(&decoded.text) {
         Ok(m) => m,
         Err(e) => {
-            problems.push(problem(&file, Severity::Error, ProblemKind::Syntax, Some(1), Some("MSH"), e.field, e.reason));
+            problems.push(problem(
+                &file,
+                Severity::Error,
+                ProblemKind::Syntax,
+                Some(1),
+                Some("MSH"),
+                e.field,
+                e.reason,
+            ));
             return Err(reject(problems));
         }
     };
@@ -222,7 +260,15 @@ pub(crate) fn collect(facility: FacilityCode, relative_path: &str, bytes: &[u8])
     }
     let message_type = msg.message_type();
     let Some(mt) = message_type.clone() else {
-        problems.push(problem(&file, Severity::Error, ProblemKind::MissingField, Some(1), Some("MSH"), Some(9), "MSH-9 メッセージ型がありません".into()));
+        problems.push(problem(
+            &file,
+            Severity::Error,
+            ProblemKind::MissingField,
+            Some(1),
+            Some("MSH"),
+            Some(9),
+            "MSH-9 メッセージ型がありません".into(),
+        ));
         return Err(reject(problems));
     };
     if !path.data_type.allows_message(&mt) {
@@ -234,7 +280,11 @@ pub(crate) fn collect(facility: FacilityCode, relative_path: &str, bytes: &[u8])
             Some(1),
             Some("MSH"),
             Some(9),
-            format!("MSH-9 メッセージ型 {mt} はデータ種別 {} のメッセージ（{}）ではありません", path.data_type, allowed.join(", ")),
+            format!(
+                "MSH-9 メッセージ型 {mt} はデータ種別 {} のメッセージ（{}）ではありません",
+                path.data_type,
+                allowed.join(", ")
+            ),
         ));
         return Err(reject(problems));
     }
@@ -256,7 +306,15 @@ pub(crate) fn collect(facility: FacilityCode, relative_path: &str, bytes: &[u8])
         ));
     }
     let Some(pid) = msg.segment("PID") else {
-        problems.push(problem(&file, Severity::Error, ProblemKind::MissingField, None, Some("PID"), None, "PID セグメントがありません".into()));
+        problems.push(problem(
+            &file,
+            Severity::Error,
+            ProblemKind::MissingField,
+            None,
+            Some("PID"),
+            None,
+            "PID セグメントがありません".into(),
+        ));
         return Err(reject(problems));
     };
     let pid3 = pid.get(3).rep(0).comp(1).text_opt();

@@ -54,10 +54,11 @@ pub(super) fn ppr01(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             ctx.warn(prb, Some(3), ProblemKind::MissingField, "PRB-3 プロブレムID（病名）がありません");
         }
         // ICD-10 from PRB-10 as a second coding; the name with its modifiers as text.
-        if let (Some(cc), Some(icd)) = (code.as_mut(), codeable(prb.get(10), &ctx.facility)) {
-            if let (Some(list), Some(first)) = (cc.get_mut("coding").and_then(Json::as_array_mut), icd.get("coding").and_then(|x| x.get(0))) {
-                list.push(first.clone());
-            }
+        if let (Some(cc), Some(icd)) = (code.as_mut(), codeable(prb.get(10), &ctx.facility))
+            && let (Some(list), Some(first)) =
+                (cc.get_mut("coding").and_then(Json::as_array_mut), icd.get("coding").and_then(|x| x.get(0)))
+        {
+            list.push(first.clone());
         }
         if let Some(cc) = code.as_mut() {
             let name = prb.comp_text(3, 2);
@@ -98,7 +99,9 @@ fn order_identifiers(ctx: &Ctx<'_>, orc: Option<&Segment<'_>>, extra: Option<Str
             ids.push(ctx.business_id(&no));
         }
         if let Some(rp) = o.comp_text(4, 1) {
-            ids.push(json!({"system": "http://jpfhir.jp/fhir/core/mhlw/IdSystem/Medication-RPGroupNumber", "value": rp}));
+            ids.push(
+                json!({"system": "http://jpfhir.jp/fhir/core/mhlw/IdSystem/Medication-RPGroupNumber", "value": rp}),
+            );
         }
     }
     if let Some(e) = extra {
@@ -125,7 +128,10 @@ pub(super) fn rde(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
         let tq1 = grp.iter().find(|s| s.name == "TQ1");
         let rxr = grp.iter().find(|s| s.name == "RXR");
         let mut m = Map::new();
-        m.insert("meta".into(), profile(if injection { "JP_MedicationRequest_Injection" } else { "JP_MedicationRequest" }));
+        m.insert(
+            "meta".into(),
+            profile(if injection { "JP_MedicationRequest_Injection" } else { "JP_MedicationRequest" }),
+        );
         let ids = order_identifiers(ctx, orc, rxe.comp_text(15, 1));
         if !ids.is_empty() {
             m.insert("identifier".into(), Json::Array(ids));
@@ -152,7 +158,10 @@ pub(super) fn rde(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
                     if let Some(q) = quantity(&rxc.get(3).text(), rxc.get(4), &ctx.facility) {
                         ing.insert("strength".into(), json!({"numerator": q, "denominator": {"value": 1}}));
                     }
-                    ing.insert("isActive".into(), json!(rxc.get(1).comp(1).text() == "B" || rxc.get(1).comp(1).text() == "A"));
+                    ing.insert(
+                        "isActive".into(),
+                        json!(rxc.get(1).comp(1).text() == "B" || rxc.get(1).comp(1).text() == "A"),
+                    );
                     Some(Json::Object(ing))
                 })
                 .collect();
@@ -257,7 +266,12 @@ pub(super) fn ras(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             "PA" => "stopped",
             "NA" | "RE" => "not-done",
             other => {
-                ctx.warn(rxa, Some(20), ProblemKind::InvalidValue, format!("RXA-20 完了状態 {other:?} を解釈できません"));
+                ctx.warn(
+                    rxa,
+                    Some(20),
+                    ProblemKind::InvalidValue,
+                    format!("RXA-20 完了状態 {other:?} を解釈できません"),
+                );
                 "unknown"
             }
         };
@@ -318,7 +332,8 @@ pub(super) fn omd(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
         n.insert("status".into(), json!("active"));
         n.insert("intent".into(), json!("order"));
         n.insert("patient".into(), ctx.patient_ref.clone());
-        let when = orc.and_then(|o| o.text(9)).and_then(|d| fhir_datetime(&d)).unwrap_or_else(|| ctx.path.occurred_at_fhir());
+        let when =
+            orc.and_then(|o| o.text(9)).and_then(|d| fhir_datetime(&d)).unwrap_or_else(|| ctx.path.occurred_at_fhir());
         n.insert("dateTime".into(), json!(when));
         put(&mut n, "orderer", orc.and_then(|o| practitioner_ref(o.get(12), &ctx.facility)));
         let mut diet = Map::new();

@@ -32,7 +32,12 @@ pub(super) fn adt00(ctx: &mut Ctx<'_>, msg: &Message<'_>, message_type: &str) {
     let deleted = message_type == "ADT^A23";
     p.insert("active".into(), json!(!deleted));
     if let (true, Some(msh)) = (deleted, msg.segments.first()) {
-        ctx.warn(msh, Some(9), ProblemKind::InvalidValue, "患者基本情報の削除（ADT^A23）のため、患者を active=false として登録しました");
+        ctx.warn(
+            msh,
+            Some(9),
+            ProblemKind::InvalidValue,
+            "患者基本情報の削除（ADT^A23）のため、患者を active=false として登録しました",
+        );
     }
     let names = human_names(pid.get(5));
     if names.is_empty() {
@@ -53,7 +58,12 @@ pub(super) fn adt00(ctx: &mut Ctx<'_>, msg: &Message<'_>, message_type: &str) {
             Some(x) => {
                 p.insert("gender".into(), json!(x));
             }
-            None => ctx.warn(pid, Some(8), ProblemKind::InvalidValue, format!("PID-8 性別 {g:?} は表 0001 のコードではありません")),
+            None => ctx.warn(
+                pid,
+                Some(8),
+                ProblemKind::InvalidValue,
+                format!("PID-8 性別 {g:?} は表 0001 のコードではありません"),
+            ),
         },
         None => ctx.warn(pid, Some(8), ProblemKind::MissingField, "PID-8 性別がありません"),
     }
@@ -62,7 +72,9 @@ pub(super) fn adt00(ctx: &mut Ctx<'_>, msg: &Message<'_>, message_type: &str) {
             Some(d) if b.len() >= 8 => {
                 p.insert("birthDate".into(), json!(d));
             }
-            _ => ctx.warn(pid, Some(7), ProblemKind::InvalidValue, format!("PID-7 生年月日 {b:?} が日付ではありません")),
+            _ => {
+                ctx.warn(pid, Some(7), ProblemKind::InvalidValue, format!("PID-7 生年月日 {b:?} が日付ではありません"))
+            }
         },
         None => ctx.warn(pid, Some(7), ProblemKind::MissingField, "PID-7 生年月日がありません"),
     }
@@ -70,11 +82,16 @@ pub(super) fn adt00(ctx: &mut Ctx<'_>, msg: &Message<'_>, message_type: &str) {
     if !addr.is_empty() {
         p.insert("address".into(), Json::Array(addr));
     }
-    if let Some(db1) = msg.segment("DB1") {
-        if db1.text(4).as_deref() == Some("Y") {
+    if let Some(db1) = msg.segment("DB1")
+        && db1.text(4).as_deref() == Some("Y")
+    {
+        {
             let mut cc = Map::new();
             if let Some(code) = db1.text(2) {
-                cc.insert("coding".into(), json!([{"system": "http://terminology.hl7.org/CodeSystem/v2-0334", "code": code}]));
+                cc.insert(
+                    "coding".into(),
+                    json!([{"system": "http://terminology.hl7.org/CodeSystem/v2-0334", "code": code}]),
+                );
             }
             cc.insert("text".into(), json!("身体障害あり"));
             p.insert(
@@ -83,7 +100,8 @@ pub(super) fn adt00(ctx: &mut Ctx<'_>, msg: &Message<'_>, message_type: &str) {
             );
         }
     }
-    let contacts: Vec<Json> = msg.segments.iter().filter(|s| s.name == "NK1").filter_map(|nk1| contact(ctx, nk1)).collect();
+    let contacts: Vec<Json> =
+        msg.segments.iter().filter(|s| s.name == "NK1").filter_map(|nk1| contact(ctx, nk1)).collect();
     if !contacts.is_empty() {
         p.insert("contact".into(), Json::Array(contacts));
     }
@@ -149,15 +167,23 @@ fn coverage(ctx: &mut Ctx<'_>, in1: &Segment<'_>) -> Option<InsuranceId> {
     }
     let mut insurance_id = None;
     if let (Some(ins), Some(num)) = (&insurer_raw, &number) {
-        let made = ins
-            .parse::<InsurerNumber>()
-            .and_then(|n| InsuranceId::new(n, symbol.as_deref().unwrap_or(""), num, branch.as_deref().and_then(|b| b.parse().ok())));
+        let made = ins.parse::<InsurerNumber>().and_then(|n| {
+            InsuranceId::new(n, symbol.as_deref().unwrap_or(""), num, branch.as_deref().and_then(|b| b.parse().ok()))
+        });
         match made {
             Ok(id) => {
-                c.insert("identifier".into(), json!([{"system": systems::INSURANCE_MEMBER_ID, "value": id.to_string()}]));
+                c.insert(
+                    "identifier".into(),
+                    json!([{"system": systems::INSURANCE_MEMBER_ID, "value": id.to_string()}]),
+                );
                 insurance_id = Some(id);
             }
-            Err(e) => ctx.warn(in1, Some(3), ProblemKind::InvalidValue, format!("IN1 から被保険者個人識別子を作れません: {e}")),
+            Err(e) => ctx.warn(
+                in1,
+                Some(3),
+                ProblemKind::InvalidValue,
+                format!("IN1 から被保険者個人識別子を作れません: {e}"),
+            ),
         }
     }
     c.insert("status".into(), json!("active"));
@@ -287,7 +313,9 @@ pub(super) fn adt61(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             Some(cat) => {
                 a.insert("category".into(), json!([cat]));
             }
-            None if cat_code.is_empty() => ctx.warn(iam, Some(2), ProblemKind::MissingField, "IAM-2 アレルゲン分類がありません"),
+            None if cat_code.is_empty() => {
+                ctx.warn(iam, Some(2), ProblemKind::MissingField, "IAM-2 アレルゲン分類がありません")
+            }
             None => {}
         }
         match codeable(iam.get(3), &ctx.facility) {
@@ -302,7 +330,12 @@ pub(super) fn adt61(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             Some((_, Some(d))) => {
                 a.insert("onsetDateTime".into(), json!(d));
             }
-            Some((d, None)) => ctx.warn(iam, Some(11), ProblemKind::InvalidValue, format!("IAM-11 アレルギー発症日 {d:?} が日付ではありません")),
+            Some((d, None)) => ctx.warn(
+                iam,
+                Some(11),
+                ProblemKind::InvalidValue,
+                format!("IAM-11 アレルギー発症日 {d:?} が日付ではありません"),
+            ),
             None => put_str(&mut a, "onsetString", iam.text(12)),
         }
         put_str(&mut a, "recordedDate", iam.text(13).and_then(|d| fhir_datetime(&d)));
@@ -353,9 +386,15 @@ pub(super) fn encounter(ctx: &mut Ctx<'_>, msg: &Message<'_>, message_type: &str
     e.insert("meta".into(), profile("JP_Encounter"));
     e.insert("status".into(), json!(status));
     let class = match pv1.get(2).comp(1).text().as_ref() {
-        "I" => json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP", "display": "inpatient encounter"}),
-        "O" => json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"}),
-        "E" => json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER", "display": "emergency"}),
+        "I" => {
+            json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP", "display": "inpatient encounter"})
+        }
+        "O" => {
+            json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"})
+        }
+        "E" => {
+            json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER", "display": "emergency"})
+        }
         other => {
             ctx.warn(pv1, Some(2), ProblemKind::InvalidValue, format!("PV1-2 患者区分 {other:?} を解釈できません"));
             json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": if dt == "ADT-12" { "AMB" } else { "IMP" }})

@@ -28,14 +28,23 @@ pub(super) struct ObsContext {
 }
 
 /// OBX → Observation. Returns the logical id, or `None` when the OBX has no item code.
-pub(super) fn observation(ctx: &mut Ctx<'_>, _msg: &Message<'_>, obx: &Segment<'_>, kind: ObsKind, link: Option<&ObsContext>) -> Option<String> {
+pub(super) fn observation(
+    ctx: &mut Ctx<'_>,
+    _msg: &Message<'_>,
+    obx: &Segment<'_>,
+    kind: ObsKind,
+    link: Option<&ObsContext>,
+) -> Option<String> {
     let code = codeable(obx.get(3), &ctx.facility);
     let Some(code) = code else {
         ctx.warn(obx, Some(3), ProblemKind::MissingField, "OBX-3 検査項目がありません");
         return None;
     };
     let mut o = Map::new();
-    o.insert("meta".into(), profile(if kind == ObsKind::Lab { "JP_Observation_LabResult" } else { "JP_Observation_Common" }));
+    o.insert(
+        "meta".into(),
+        profile(if kind == ObsKind::Lab { "JP_Observation_LabResult" } else { "JP_Observation_Common" }),
+    );
     if let Some(b) = link.and_then(|l| l.based_on.clone()) {
         o.insert("basedOn".into(), json!([b]));
     }
@@ -49,7 +58,12 @@ pub(super) fn observation(ctx: &mut Ctx<'_>, _msg: &Message<'_>, obx: &Segment<'
         "X" | "D" | "W" => "cancelled",
         "I" | "O" => "registered",
         other => {
-            ctx.warn(obx, Some(11), ProblemKind::InvalidValue, format!("OBX-11 検査結果状態 {other:?} を解釈できません"));
+            ctx.warn(
+                obx,
+                Some(11),
+                ProblemKind::InvalidValue,
+                format!("OBX-11 検査結果状態 {other:?} を解釈できません"),
+            );
             "unknown"
         }
     };
@@ -69,10 +83,7 @@ pub(super) fn observation(ctx: &mut Ctx<'_>, _msg: &Message<'_>, obx: &Segment<'
     );
     o.insert("code".into(), code);
     o.insert("subject".into(), ctx.patient_ref.clone());
-    let effective = obx
-        .text(14)
-        .and_then(|d| fhir_datetime(&d))
-        .or_else(|| link.and_then(|l| l.effective.clone()));
+    let effective = obx.text(14).and_then(|d| fhir_datetime(&d)).or_else(|| link.and_then(|l| l.effective.clone()));
     put_str(&mut o, "effectiveDateTime", effective);
     let vt = obx.get(2).comp(1).text().into_owned();
     let raw_values = obx.get(5).reps();
@@ -80,12 +91,19 @@ pub(super) fn observation(ctx: &mut Ctx<'_>, _msg: &Message<'_>, obx: &Segment<'
     let value_text = first.and_then(|v| v.text_opt());
     if let (Some(v), Some(text)) = (first, value_text.clone()) {
         match vt.as_str() {
-            "NM" => match quantity(&text, obx.get(6), &ctx.facility).or_else(|| number(&text).map(|n| json!({"value": n}))) {
+            "NM" => match quantity(&text, obx.get(6), &ctx.facility)
+                .or_else(|| number(&text).map(|n| json!({"value": n})))
+            {
                 Some(q) => {
                     o.insert("valueQuantity".into(), q);
                 }
                 None => {
-                    ctx.warn(obx, Some(5), ProblemKind::InvalidValue, format!("OBX-5 結果値 {text:?} は数値（NM）ではありません（文字列として登録）"));
+                    ctx.warn(
+                        obx,
+                        Some(5),
+                        ProblemKind::InvalidValue,
+                        format!("OBX-5 結果値 {text:?} は数値（NM）ではありません（文字列として登録）"),
+                    );
                     o.insert("valueString".into(), json!(text));
                 }
             },
@@ -171,17 +189,25 @@ fn order_ref(ctx: &Ctx<'_>, no: Option<String>) -> Option<Json> {
     no.map(|n| json!({"type": "ServiceRequest", "identifier": ctx.business_id(&n)}))
 }
 
-fn service_request(ctx: &mut Ctx<'_>, orc: Option<&Segment<'_>>, obr: &Segment<'_>, category: Option<&str>, details: Vec<Json>, specimen: Option<Json>, supporting: Vec<Json>) {
+fn service_request(
+    ctx: &mut Ctx<'_>,
+    orc: Option<&Segment<'_>>,
+    obr: &Segment<'_>,
+    category: Option<&str>,
+    details: Vec<Json>,
+    specimen: Option<Json>,
+    supporting: Vec<Json>,
+) {
     let mut r = Map::new();
     r.insert("meta".into(), profile("JP_ServiceRequest"));
     let no = obr.comp_text(2, 1).or_else(|| orc.and_then(|o| o.comp_text(2, 1)));
     if let Some(n) = &no {
         r.insert("identifier".into(), json!([ctx.business_id(n)]));
     }
-    if let Some(parent) = obr.comp_text(29, 1).or_else(|| orc.and_then(|o| o.comp_text(8, 1))) {
-        if Some(&parent) != no.as_ref() {
-            r.insert("basedOn".into(), json!([{"type": "ServiceRequest", "identifier": ctx.business_id(&parent)}]));
-        }
+    if let Some(parent) = obr.comp_text(29, 1).or_else(|| orc.and_then(|o| o.comp_text(8, 1)))
+        && Some(&parent) != no.as_ref()
+    {
+        r.insert("basedOn".into(), json!([{"type": "ServiceRequest", "identifier": ctx.business_id(&parent)}]));
     }
     let control = orc.map(|o| o.get(1).comp(1).text().into_owned()).unwrap_or_default();
     let status = match control.as_str() {
@@ -217,7 +243,8 @@ fn service_request(ctx: &mut Ctx<'_>, orc: Option<&Segment<'_>>, obr: &Segment<'
     put(
         &mut r,
         "requester",
-        orc.and_then(|o| practitioner_ref(o.get(12), &ctx.facility)).or_else(|| practitioner_ref(obr.get(16), &ctx.facility)),
+        orc.and_then(|o| practitioner_ref(o.get(12), &ctx.facility))
+            .or_else(|| practitioner_ref(obr.get(16), &ctx.facility)),
     );
     if !supporting.is_empty() {
         r.insert("supportingInfo".into(), Json::Array(supporting));
@@ -263,22 +290,29 @@ pub(super) fn oml11(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
                 let collected = seg.text(17).and_then(|d| fhir_datetime(&d));
                 current_specimen = Some((json!({"reference": format!("Specimen/{id}")}), collected));
             }
-            "OBR" => report(ctx, msg, seg, ObsKind::Lab, current_specimen.clone(), "JP_DiagnosticReport_LabResult", "LAB"),
+            "OBR" => {
+                report(ctx, msg, seg, ObsKind::Lab, current_specimen.clone(), "JP_DiagnosticReport_LabResult", "LAB")
+            }
             _ => {}
         }
     }
 }
 
 /// A DiagnosticReport for an OBR and an Observation for each OBX in its group.
-fn report(ctx: &mut Ctx<'_>, msg: &Message<'_>, obr: &Segment<'_>, kind: ObsKind, spec: Option<(Json, Option<String>)>, profile_name: &str, category: &str) {
+fn report(
+    ctx: &mut Ctx<'_>,
+    msg: &Message<'_>,
+    obr: &Segment<'_>,
+    kind: ObsKind,
+    spec: Option<(Json, Option<String>)>,
+    profile_name: &str,
+    category: &str,
+) {
     let grp = group(msg, obr.index, &["OBR", "SPM"]);
     let orc = grp.iter().find(|s| s.name == "ORC").or_else(|| last_before(msg, obr.index, "ORC"));
     let order_no = obr.comp_text(2, 1).or_else(|| orc.and_then(|o| o.comp_text(2, 1)));
     let based_on = order_ref(ctx, order_no.clone());
-    let effective = obr
-        .text(7)
-        .and_then(|d| fhir_datetime(&d))
-        .or_else(|| spec.as_ref().and_then(|s| s.1.clone()));
+    let effective = obr.text(7).and_then(|d| fhir_datetime(&d)).or_else(|| spec.as_ref().and_then(|s| s.1.clone()));
     let link = ObsContext {
         based_on: based_on.clone(),
         part_of: None,
@@ -380,7 +414,14 @@ pub(super) fn omi(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
         let ipc = grp.iter().find(|s| s.name == "IPC");
         let (key, id) = ctx.ids("ImagingStudy", &obr.index.to_string());
         let mut s = Map::new();
-        s.insert("meta".into(), profile(if ctx.path.data_type.as_str() == "OMG-12" { "JP_ImagingStudy_Endoscopy" } else { "JP_ImagingStudy_Radiology" }));
+        s.insert(
+            "meta".into(),
+            profile(if ctx.path.data_type.as_str() == "OMG-12" {
+                "JP_ImagingStudy_Endoscopy"
+            } else {
+                "JP_ImagingStudy_Radiology"
+            }),
+        );
         let mut ids = Vec::new();
         if let Some(uid) = ipc.and_then(|i| i.comp_text(3, 1)) {
             ids.push(json!({"system": "urn:dicom:uid", "value": format!("urn:oid:{uid}")}));
@@ -414,7 +455,8 @@ pub(super) fn omi(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             s.insert("procedureCode".into(), Json::Array(procedures));
         }
         ctx.push_with("ImagingStudy", key, id.clone(), obr.index, &mut s);
-        let link = ObsContext { part_of: Some(json!({"reference": format!("ImagingStudy/{id}")})), ..ObsContext::default() };
+        let link =
+            ObsContext { part_of: Some(json!({"reference": format!("ImagingStudy/{id}")})), ..ObsContext::default() };
         for obx in grp.iter().filter(|x| x.name == "OBX") {
             observation(ctx, msg, obx, ObsKind::Common, Some(&link));
         }

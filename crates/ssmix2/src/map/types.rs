@@ -19,7 +19,9 @@ pub fn fhir_datetime(ts: &str) -> Option<String> {
         Some((d, f)) => (d, Some(f)),
         None => (main, None),
     };
-    if !digits.bytes().all(|b| b.is_ascii_digit()) || frac.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit())) {
+    if !digits.bytes().all(|b| b.is_ascii_digit())
+        || frac.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     let zone = match zone {
@@ -86,7 +88,12 @@ pub fn system_uri(name: &str, facility: &FacilityCode) -> String {
     }
 }
 
-fn coding(code: Option<String>, display: Option<String>, system: Option<String>, facility: &FacilityCode) -> Option<Json> {
+fn coding(
+    code: Option<String>,
+    display: Option<String>,
+    system: Option<String>,
+    facility: &FacilityCode,
+) -> Option<Json> {
     if code.is_none() && display.is_none() {
         return None;
     }
@@ -105,10 +112,7 @@ fn coding(code: Option<String>, display: Option<String>, system: Option<String>,
 
 /// A CWE/CE (components 1–6) as a CodeableConcept; `None` when it is empty.
 pub fn codeable(v: Value<'_>, facility: &FacilityCode) -> Option<Json> {
-    codeable_parts(
-        [v.comp(1), v.comp(2), v.comp(3), v.comp(4), v.comp(5), v.comp(6)].map(|x| x.text_opt()),
-        facility,
-    )
+    codeable_parts([v.comp(1), v.comp(2), v.comp(3), v.comp(4), v.comp(5), v.comp(6)].map(|x| x.text_opt()), facility)
 }
 
 /// A CWE written in subcomponents of one component (`code&text&system`, as in TQ1-3).
@@ -199,25 +203,36 @@ pub fn human_names(field: Value<'_>) -> Vec<Json> {
             let mut n = Map::new();
             match r.comp(8).text().as_ref() {
                 "I" => {
-                    n.insert("extension".into(), json!([{"url": systems::EXT_NAME_REPRESENTATION, "valueCode": "IDE"}]));
+                    n.insert(
+                        "extension".into(),
+                        json!([{"url": systems::EXT_NAME_REPRESENTATION, "valueCode": "IDE"}]),
+                    );
                 }
                 "P" => {
-                    n.insert("extension".into(), json!([{"url": systems::EXT_NAME_REPRESENTATION, "valueCode": "SYL"}]));
+                    n.insert(
+                        "extension".into(),
+                        json!([{"url": systems::EXT_NAME_REPRESENTATION, "valueCode": "SYL"}]),
+                    );
                 }
                 "A" => {
-                    n.insert("extension".into(), json!([{"url": systems::EXT_NAME_REPRESENTATION, "valueCode": "ABC"}]));
+                    n.insert(
+                        "extension".into(),
+                        json!([{"url": systems::EXT_NAME_REPRESENTATION, "valueCode": "ABC"}]),
+                    );
                 }
                 _ => {}
             }
             n.insert(
                 "use".into(),
-                Json::String(match r.comp(7).text().as_ref() {
-                    "D" => "usual",
-                    "A" => "nickname",
-                    "M" => "maiden",
-                    _ => "official",
-                }
-                .into()),
+                Json::String(
+                    match r.comp(7).text().as_ref() {
+                        "D" => "usual",
+                        "A" => "nickname",
+                        "M" => "maiden",
+                        _ => "official",
+                    }
+                    .into(),
+                ),
             );
             let mut givens: Vec<String> = given.into_iter().collect();
             givens.extend(middle);
@@ -251,7 +266,8 @@ pub fn addresses(field: Value<'_>) -> Vec<Json> {
             let postal = r.comp(5).text_opt();
             let country = r.comp(6).text_opt();
             let text = r.comp(8).text_opt().or_else(|| {
-                let t: String = [state.clone(), city.clone()].into_iter().flatten().chain(line.iter().cloned()).collect();
+                let t: String =
+                    [state.clone(), city.clone()].into_iter().flatten().chain(line.iter().cloned()).collect();
                 (!t.is_empty()).then_some(t)
             });
             if text.is_none() && postal.is_none() {
