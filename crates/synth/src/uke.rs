@@ -1,0 +1,1 @@
+//! UKE receipts.

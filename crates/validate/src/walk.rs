@@ -1,0 +1,866 @@
+//! The structural walk: one pass over the JSON tree, following the compiled profile nodes, that
+//! checks element names, JSON shapes, cardinalities, primitive formats, fixed/pattern values
+//! and slices, recursing into `contained` resources and Bundle entries. Rules beyond structure
+//! are called from here ([`crate::invariants`], [`crate::codes`]).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
+
+use crate::datatypes;
+use crate::primitives::{self, Primitive, PrimitiveError};
+use crate::schema::{Fixed, Kind, Matcher, NodeId, Schema, Slicing, TypeRef, type_from_suffix};
+use crate::{Issue, Severity};
+
+/// Deeper JSON than this is rejected rather than walked (no FHIR resource needs it).
+const MAX_DEPTH: u32 = 64;
+
+/// The state of one validation run.
+pub(crate) struct Walker<'s> {
+    pub schema: &'s Schema,
+    pub issues: Vec<Issue>,
+    /// FHIRPath of the element being walked.
+    pub path: String,
+    depth: u32,
+    /// Name of the profile being applied (for rule ids).
+    profile: Box<str>,
+    /// Inside a 健診結果報告書 Bundle, whose package defines JP_Patient_eCS without R1012.
+    pub in_checkup: bool,
+}
+
+/// What a JSON key names in a node.
+enum Lookup {
+    /// An element, with the type chosen by an `[x]` suffix and the type slice node if any.
+    Found(NodeId, Option<TypeRef>, Option<NodeId>),
+    /// A choice element with a type it does not allow.
+    BadType(NodeId),
+    /// No such element.
+    Unknown,
+}
+
+/// Which slice an item belongs to.
+enum SliceMatch {
+    Slice(usize),
+    Ambiguous,
+    None,
+}
+
+impl<'s> Walker<'s> {
+    pub fn new(schema: &'s Schema) -> Walker<'s> {
+        Walker {
+            schema,
+            issues: Vec::new(),
+            path: String::new(),
+            depth: 0,
+            profile: "FHIR R4".into(),
+            in_checkup: false,
+        }
+    }
+
+    /// The issues, without duplicates (a resource claiming two profiles is walked twice).
+    pub fn finish(self) -> Vec<Issue> {
+        let mut seen = HashSet::new();
+        self.issues.into_iter().filter(|i| seen.insert(i.clone())).collect()
+    }
+
+    /// Records an issue at the current path (plus `rel`, a relative FHIRPath, if not empty).
+    pub fn issue(&mut self, severity: Severity, code: &'static str, rel: &str, rule: Option<String>, message: String) {
+        let mut expression = self.path.clone();
+        if !rel.is_empty() {
+            if !expression.is_empty() && !rel.starts_with('[') {
+                expression.push('.');
+            }
+            expression.push_str(rel);
+        }
+        self.issues.push(Issue { severity, code, expression, rule, message });
+    }
+
+    fn rule(&self, what: &str) -> Option<String> {
+        Some(format!("{}: {}", self.profile, what))
+    }
+
+    /// Validates the top-level value of a submission expected to be a Bundle.
+    pub fn submission_bundle(&mut self, bundle: &Value) {
+        let rt = bundle.get("resourceType").and_then(Value::as_str);
+        if rt != Some("Bundle") {
+            self.path.push_str("Bundle");
+            self.issue(
+                Severity::Error,
+                "structure",
+                "",
+                Some("JP-CLINS: Bundle".into()),
+                format!(
+                    "送信単位は Bundle リソースでなければなりません (resourceType が {} です)",
+                    rt.map_or_else(|| "ありません".to_owned(), |t| format!("「{t}」"))
+                ),
+            );
+            self.path.clear();
+        }
+        self.resource(bundle, None);
+    }
+
+    /// Validates a resource at the current path (empty for a top-level resource).
+    pub fn resource(&mut self, value: &Value, slice_hint: Option<&Matcher>) {
+        let top = self.path.is_empty();
+        let Value::Object(obj) = value else {
+            if top {
+                self.path.push_str("Resource");
+            }
+            self.issue(
+                Severity::Error,
+                "structure",
+                "",
+                None,
+                "リソースは JSON オブジェクトでなければなりません".into(),
+            );
+            return;
+        };
+        let Some(rt) = obj.get("resourceType").and_then(Value::as_str) else {
+            if top {
+                self.path.push_str("Resource");
+            }
+            self.issue(
+                Severity::Error,
+                "required",
+                "",
+                None,
+                "resourceType がありません。リソースの種類 (\"Patient\" など) を文字列で指定してください".into(),
+            );
+            return;
+        };
+        if !datatypes::is_resource_type(rt) {
+            if top {
+                self.path.push_str("Resource");
+            }
+            self.issue(
+                Severity::Error,
+                "not-supported",
+                "",
+                None,
+                format!("resourceType「{rt}」は FHIR R4 のリソース種別ではありません (大文字・小文字も区別されます)"),
+            );
+            return;
+        }
+        if top {
+            self.path.push_str(rt);
+        }
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            self.issue(Severity::Error, "structure", "", None, "リソースの入れ子が深すぎます".into());
+            self.depth -= 1;
+            return;
+        }
+        let claimed = claimed_profiles(obj);
+        let schema = self.schema;
+        let mut roots = Vec::new();
+        for url in &claimed {
+            match schema.profile(url) {
+                Some(p) if p.type_name.as_ref() == rt => roots.push(p),
+                Some(p) => self.issue(
+                    Severity::Error,
+                    "invalid",
+                    "meta.profile",
+                    None,
+                    format!("プロファイル {url} は {} 用であり、{rt} には使えません", p.type_name),
+                ),
+                None => self.issue(
+                    Severity::Warning,
+                    "not-supported",
+                    "meta.profile",
+                    None,
+                    format!(
+                        "プロファイル {url} は Musubi が知らないプロファイルです。{rt} の JP Core 基本プロファイル (なければ FHIR R4 の構造) で検証しました"
+                    ),
+                ),
+            }
+        }
+        if roots.is_empty() {
+            let hinted = match slice_hint {
+                Some(Matcher::Resource { profiles, .. }) => {
+                    profiles.iter().find_map(|u| schema.profile(u)).filter(|p| p.type_name.as_ref() == rt)
+                }
+                _ => None,
+            };
+            if let Some(p) = hinted.or_else(|| schema.base_profile(rt)) {
+                roots.push(p);
+            }
+        }
+        let saved_checkup = self.in_checkup;
+        if rt == "Bundle"
+            && claimed.iter().any(|u| u.starts_with("http://jpfhir.jp/fhir/eCheckup/") || u.contains("eCheckupGeneral"))
+        {
+            self.in_checkup = true;
+        }
+        let saved = std::mem::replace(&mut self.profile, "".into());
+        if roots.is_empty() {
+            self.profile = format!("{rt} (FHIR R4)").into();
+            self.walk_object(obj, schema.generic_resource, true);
+        }
+        for p in roots {
+            self.profile = p.name.clone();
+            self.walk_object(obj, p.root, true);
+        }
+        self.profile = saved;
+        crate::invariants::resource(self, rt, obj, &claimed);
+        self.in_checkup = saved_checkup;
+        self.depth -= 1;
+    }
+
+    /// Walks the members of a JSON object against a node's children.
+    fn walk_object(&mut self, obj: &Map<String, Value>, ctx: NodeId, resource_root: bool) {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            self.issue(Severity::Error, "structure", "", None, "JSON の入れ子が深すぎます".into());
+            self.depth -= 1;
+            return;
+        }
+        let schema = self.schema;
+        let node = schema.node(ctx);
+        for (key, val) in obj {
+            if resource_root && key == "resourceType" {
+                continue;
+            }
+            let (name, companion_only) = match key.strip_prefix('_') {
+                Some(n) => {
+                    if obj.contains_key(n) {
+                        continue; // walked together with its value
+                    }
+                    (n, true)
+                }
+                None => (key.as_str(), false),
+            };
+            match self.lookup(ctx, name) {
+                Lookup::Found(child, ty, type_slice) => {
+                    let companion = if companion_only { Some(val) } else { obj.get(&format!("_{name}")) };
+                    let value = if companion_only { None } else { Some(val) };
+                    self.element(child, ty, type_slice, key, value, companion);
+                }
+                Lookup::BadType(child) => {
+                    let c = schema.node(child);
+                    let allowed: Vec<&str> = c.types.iter().map(|t| t.code.as_ref()).collect();
+                    let base = c.name.clone();
+                    let rule = self.rule(&format!("{} type", c.path));
+                    self.issue(
+                        Severity::Error,
+                        "structure",
+                        &base,
+                        rule,
+                        format!("{key} の型はここでは使えません。{base}[x] に使える型は {} です", allowed.join(", ")),
+                    );
+                }
+                Lookup::Unknown if node.open => {}
+                Lookup::Unknown => {
+                    let rule = self.rule(&format!("{} unknown element", node.path));
+                    self.issue(
+                        Severity::Error,
+                        "structure",
+                        name,
+                        rule,
+                        format!(
+                            "「{key}」は {} に定義されていない要素です。要素名の綴り・大文字小文字と、選択型 ([x]) の型名を確認してください",
+                            if node.path.is_empty() { "このリソース" } else { &node.path }
+                        ),
+                    );
+                }
+            }
+        }
+        for &r in &node.required {
+            self.check_required(obj, r);
+        }
+        self.depth -= 1;
+    }
+
+    fn lookup(&self, ctx: NodeId, key: &str) -> Lookup {
+        let schema = self.schema;
+        let node = schema.node(ctx);
+        if let Ok(i) = node.children.binary_search_by(|c| schema.node(*c).name.as_ref().cmp(key)) {
+            let id = node.children[i];
+            if !schema.node(id).choice {
+                return Lookup::Found(id, None, None);
+            }
+        }
+        for &c in &node.choices {
+            let cn = schema.node(c);
+            let Some(suffix) = key.strip_prefix(cn.name.as_ref()) else { continue };
+            if !suffix.starts_with(|ch: char| ch.is_ascii_uppercase()) {
+                continue;
+            }
+            let type_slice = cn.type_slices.iter().find(|(n, _)| n.as_ref() == key).map(|(_, id)| *id);
+            if cn.types.is_empty() {
+                return match type_from_suffix(suffix) {
+                    Some(t) if self.type_known(&t) => Lookup::Found(c, Some(t), type_slice),
+                    _ => Lookup::BadType(c),
+                };
+            }
+            let found = cn.types.iter().find(|t| eq_type_suffix(&t.code, suffix));
+            return match found {
+                Some(t) => Lookup::Found(c, Some(t.clone()), type_slice),
+                None => Lookup::BadType(c),
+            };
+        }
+        Lookup::Unknown
+    }
+
+    fn type_known(&self, t: &TypeRef) -> bool {
+        match t.kind {
+            Kind::Primitive(_) => true,
+            Kind::Complex => self.schema.datatype(&t.code).is_some(),
+            _ => false,
+        }
+    }
+
+    fn check_required(&mut self, obj: &Map<String, Value>, r: NodeId) {
+        let schema = self.schema;
+        let rn = schema.node(r);
+        let name = rn.name.as_ref();
+        let present = if rn.choice {
+            obj.keys().any(|k| {
+                let k = k.strip_prefix('_').unwrap_or(k);
+                k.strip_prefix(name).is_some_and(|s| s.starts_with(|c: char| c.is_ascii_uppercase()))
+            })
+        } else {
+            obj.contains_key(name) || obj.keys().any(|k| k.strip_prefix('_') == Some(name))
+        };
+        if present {
+            return;
+        }
+        let label = if rn.choice { format!("{name}[x]") } else { name.to_owned() };
+        if rn.min > 0 {
+            let rule = self.rule(&format!("{} min={}", rn.path, rn.min));
+            self.issue(
+                Severity::Error,
+                "required",
+                name,
+                rule,
+                format!("必須要素 {label} がありません ({} は {} 個以上必要です)", rn.path, rn.min),
+            );
+        } else if let Some(sl) = &rn.slicing {
+            for s in sl.slices.iter().filter(|s| !s.matchers.is_empty()) {
+                let sn = schema.node(s.node);
+                if sn.min > 0 {
+                    let rule = self.rule(&format!("{}:{} min={}", rn.path, s.name, sn.min));
+                    self.issue(
+                        Severity::Error,
+                        "required",
+                        name,
+                        rule,
+                        format!("{label} にスライス「{}」の要素が {} 個以上必要です", s.name, sn.min),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Walks one element (its value and/or `_` companion).
+    fn element(
+        &mut self,
+        child: NodeId,
+        ty: Option<TypeRef>,
+        type_slice: Option<NodeId>,
+        key: &str,
+        value: Option<&Value>,
+        companion: Option<&Value>,
+    ) {
+        let schema = self.schema;
+        let n = schema.node(child);
+        let mark = self.path.len();
+        if !self.path.is_empty() {
+            self.path.push('.');
+        }
+        self.path.push_str(&n.name);
+        if n.max == Some(0) {
+            let rule = self.rule(&format!("{} max=0", n.path));
+            self.issue(
+                Severity::Error,
+                "structure",
+                "",
+                rule,
+                format!("{key} はこのプロファイル ({}) では使用できません (max=0)", self.profile),
+            );
+        }
+        let ty = ty.or_else(|| n.types.first().cloned());
+        match value {
+            Some(v) => {
+                if n.array {
+                    self.array(child, ty.as_ref(), type_slice, key, v, companion);
+                } else {
+                    if v.is_array() {
+                        let rule = self.rule(&format!("{} max=1", n.path));
+                        self.issue(
+                            Severity::Error,
+                            "structure",
+                            "",
+                            rule,
+                            format!("{key} は単一の値です。配列 [...] ではなく値そのものを書いてください"),
+                        );
+                    } else {
+                        self.item(child, ty.as_ref(), type_slice, v, false);
+                    }
+                    if let Some(c) = companion {
+                        self.companion(c, false);
+                    }
+                }
+            }
+            None => {
+                if let Some(c) = companion {
+                    self.companion(c, n.array);
+                }
+            }
+        }
+        self.path.truncate(mark);
+    }
+
+    fn array(
+        &mut self,
+        child: NodeId,
+        ty: Option<&TypeRef>,
+        type_slice: Option<NodeId>,
+        key: &str,
+        v: &Value,
+        companion: Option<&Value>,
+    ) {
+        let schema = self.schema;
+        let n = schema.node(child);
+        let Value::Array(items) = v else {
+            let rule = self.rule(&format!("{} max={}", n.path, n.max.map_or("*".to_owned(), |m| m.to_string())));
+            self.issue(
+                Severity::Error,
+                "structure",
+                "",
+                rule,
+                format!("{key} は繰り返し要素です。値が 1 つでも配列 [...] で書いてください"),
+            );
+            return;
+        };
+        if items.is_empty() {
+            self.issue(
+                Severity::Error,
+                "structure",
+                "",
+                None,
+                format!("{key} が空の配列です。値がなければ要素ごと省略してください"),
+            );
+            return;
+        }
+        if let Some(max) = n.max
+            && items.len() > max as usize
+        {
+            let rule = self.rule(&format!("{} max={max}", n.path));
+            self.issue(
+                Severity::Error,
+                "structure",
+                "",
+                rule,
+                format!("{key} は {max} 個までですが {} 個あります", items.len()),
+            );
+        }
+        if (items.len() as u32) < n.min {
+            let rule = self.rule(&format!("{} min={}", n.path, n.min));
+            self.issue(
+                Severity::Error,
+                "required",
+                "",
+                rule,
+                format!("{key} は {} 個以上必要ですが {} 個です", n.min, items.len()),
+            );
+        }
+        let companions = companion.and_then(Value::as_array);
+        let slicing = n.slicing.as_deref();
+        let mut counts = vec![0u32; slicing.map_or(0, |s| s.slices.len())];
+        for (i, item) in items.iter().enumerate() {
+            let mark = self.path.len();
+            let _ = write!(self.path, "[{i}]");
+            let mut slice_node = type_slice;
+            if let Some(sl) = slicing {
+                match self.match_slice(sl, item) {
+                    SliceMatch::Slice(s) => {
+                        counts[s] += 1;
+                        slice_node = Some(sl.slices[s].node);
+                    }
+                    SliceMatch::None if sl.closed && sl.all_resolved => {
+                        let names: Vec<&str> = sl.slices.iter().map(|s| s.name.as_ref()).collect();
+                        let rule = self.rule(&format!("{} slicing closed", n.path));
+                        self.issue(
+                            Severity::Error,
+                            "structure",
+                            "",
+                            rule,
+                            format!(
+                                "{key} の要素がプロファイルの定めるどのスライス ({}) にも一致しません",
+                                names.join(", ")
+                            ),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            let has_companion = companions.and_then(|c| c.get(i)).is_some_and(|c| !c.is_null());
+            if !(item.is_null() && has_companion) {
+                let hint = slice_node.and(slicing).and_then(|sl| {
+                    sl.slices.iter().find(|s| Some(s.node) == slice_node).and_then(|s| s.matchers.first())
+                });
+                if let (Some(Matcher::Resource { .. }), true) =
+                    (hint, matches!(ty.map(|t| &t.kind), Some(Kind::Resource)))
+                {
+                    self.resource_item(item, hint);
+                } else {
+                    self.item(child, ty, slice_node, item, true);
+                }
+            }
+            self.path.truncate(mark);
+        }
+        if let Some(c) = companion {
+            self.companion(c, true);
+        }
+        if let Some(sl) = slicing {
+            for (s, count) in sl.slices.iter().zip(counts) {
+                if s.matchers.is_empty() {
+                    continue;
+                }
+                let sn = schema.node(s.node);
+                if count < sn.min {
+                    let rule = self.rule(&format!("{}:{} min={}", n.path, s.name, sn.min));
+                    self.issue(
+                        Severity::Error,
+                        "required",
+                        "",
+                        rule,
+                        format!("{key} にスライス「{}」の要素が {} 個以上必要ですが {count} 個です", s.name, sn.min),
+                    );
+                }
+                if let Some(max) = sn.max
+                    && count > max
+                {
+                    let rule = self.rule(&format!("{}:{} max={max}", n.path, s.name));
+                    self.issue(
+                        Severity::Error,
+                        "structure",
+                        "",
+                        rule,
+                        format!("{key} のスライス「{}」は {max} 個までですが {count} 個あります", s.name),
+                    );
+                }
+            }
+        }
+    }
+
+    fn resource_item(&mut self, item: &Value, hint: Option<&Matcher>) {
+        self.resource(item, hint);
+    }
+
+    /// Walks one value of an element.
+    fn item(&mut self, child: NodeId, ty: Option<&TypeRef>, slice: Option<NodeId>, v: &Value, in_array: bool) {
+        let schema = self.schema;
+        let n = schema.node(child);
+        let Some(ty) = ty else {
+            return; // a choice of any type with no suffix cannot happen; nothing to check
+        };
+        match &ty.kind {
+            Kind::Primitive(p) => {
+                if v.is_null() {
+                    self.issue(
+                        Severity::Error,
+                        "structure",
+                        "",
+                        None,
+                        if in_array {
+                            "null は、同じ位置に _要素 (拡張) がある場合にだけ使えます".into()
+                        } else {
+                            "値が null です。値がなければ要素ごと省略してください".into()
+                        },
+                    );
+                    return;
+                }
+                if let Err(e) = primitives::check(*p, v) {
+                    let rule = self.rule(&format!("{} type={}", n.path, p.name()));
+                    let (code, msg) = match e {
+                        PrimitiveError::JsonType(want) => (
+                            "structure",
+                            format!("{} 型の値は {want} で書いてください (実際は {})", p.name(), json_kind(v)),
+                        ),
+                        PrimitiveError::Format(why) => {
+                            ("value", format!("{} 型の値「{}」が不正です: {why}", p.name(), short(v)))
+                        }
+                    };
+                    self.issue(Severity::Error, code, "", rule, msg);
+                    return;
+                }
+                if *p == Primitive::Xhtml {
+                    return;
+                }
+            }
+            Kind::Resource => {
+                self.resource(v, None);
+                return;
+            }
+            Kind::Complex | Kind::Backbone => {
+                let Value::Object(obj) = v else {
+                    let rule = self.rule(&format!("{} type={}", n.path, ty.code));
+                    self.issue(
+                        Severity::Error,
+                        "structure",
+                        "",
+                        rule,
+                        format!(
+                            "{} 型の要素は JSON オブジェクト {{...}} で書いてください (実際は {})",
+                            ty.code,
+                            json_kind(v)
+                        ),
+                    );
+                    return;
+                };
+                if obj.is_empty() {
+                    self.issue(
+                        Severity::Error,
+                        "structure",
+                        "",
+                        Some("ele-1".into()),
+                        "空のオブジェクトは使えません。値か子要素を持たせるか、要素ごと省略してください".into(),
+                    );
+                    return;
+                }
+                let content = slice
+                    .and_then(|s| schema.node(s).content)
+                    .or(if n.choice { None } else { n.content })
+                    .or_else(|| schema.datatype(&ty.code));
+                if let Some(c) = content {
+                    self.walk_object(obj, c, false);
+                }
+                match ty.code.as_ref() {
+                    "Coding" => crate::codes::coding(self, obj),
+                    "Extension" => self.extension_shape(obj),
+                    _ => {}
+                }
+            }
+        }
+        for f in [slice.and_then(|s| schema.node(s).fixed.as_ref()), n.fixed.as_ref()].into_iter().flatten() {
+            if !fixed_matches(f, v) {
+                if let (Value::String(got), Value::String(want)) = (v, &f.value)
+                    && crate::terminology::oid_alias(want) == Some(got.as_str())
+                {
+                    let rule = self.rule(&format!("{} fixed", n.path));
+                    self.issue(
+                        Severity::Warning,
+                        "value",
+                        "",
+                        rule,
+                        format!("「{got}」は {want} の OID 形式です。JP-CLINS では URI 形式の {want} を使ってください"),
+                    );
+                    break;
+                }
+                let rule = self.rule(&format!("{} {}", n.path, if f.pattern { "pattern" } else { "fixed" }));
+                self.issue(
+                    Severity::Error,
+                    "value",
+                    "",
+                    rule,
+                    format!(
+                        "値「{}」はプロファイルが{}値 {} と一致しません",
+                        short(v),
+                        if f.pattern { "求める" } else { "固定する" },
+                        short(&f.value)
+                    ),
+                );
+                break;
+            }
+        }
+    }
+
+    /// ext-1 and the URL of an extension.
+    fn extension_shape(&mut self, obj: &Map<String, Value>) {
+        let has_value = obj.keys().any(|k| k.starts_with("value") && k.len() > 5);
+        let has_ext = obj.contains_key("extension");
+        if has_value == has_ext {
+            self.issue(
+                Severity::Error,
+                "invariant",
+                "",
+                Some("ext-1".into()),
+                if has_value {
+                    "拡張は value[x] か入れ子の extension のどちらか一方だけを持ちます".into()
+                } else {
+                    "拡張に value[x] (または入れ子の extension) がありません".into()
+                },
+            );
+        }
+    }
+
+    /// `_element` companions: `{id, extension}` objects (or arrays of them, with nulls).
+    fn companion(&mut self, c: &Value, array: bool) {
+        let schema = self.schema;
+        let Some(element) = schema.datatype("Element") else { return };
+        let mark = self.path.len();
+        match (array, c) {
+            (true, Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::Null => {}
+                        Value::Object(o) => {
+                            let m = self.path.len();
+                            let _ = write!(self.path, "[{i}]");
+                            self.walk_object(o, element, false);
+                            self.path.truncate(m);
+                        }
+                        _ => self.issue(
+                            Severity::Error,
+                            "structure",
+                            "",
+                            None,
+                            "_要素の各値は {...} か null です".into(),
+                        ),
+                    }
+                }
+            }
+            (false, Value::Object(o)) => self.walk_object(o, element, false),
+            _ => self.issue(
+                Severity::Error,
+                "structure",
+                "",
+                None,
+                "_要素 (プリミティブの拡張) の形が値と一致しません".into(),
+            ),
+        }
+        self.path.truncate(mark);
+    }
+
+    fn match_slice(&self, sl: &Slicing, item: &Value) -> SliceMatch {
+        if let Some(Matcher::Resource { .. }) = sl.slices.iter().find_map(|s| s.matchers.first()) {
+            return self.match_resource_slice(sl, item);
+        }
+        let candidates: Box<dyn Iterator<Item = usize>> = match &sl.index_path {
+            Some(p) => match item.get(p.as_ref()).and_then(Value::as_str).and_then(|v| sl.index.get(v)) {
+                Some(list) => Box::new(list.iter().copied()),
+                None => return SliceMatch::None,
+            },
+            None => Box::new(0..sl.slices.len()),
+        };
+        for i in candidates {
+            let s = &sl.slices[i];
+            if !s.matchers.is_empty() && s.matchers.iter().all(|m| value_matcher_ok(m, item)) {
+                return SliceMatch::Slice(i);
+            }
+        }
+        SliceMatch::None
+    }
+
+    fn match_resource_slice(&self, sl: &Slicing, item: &Value) -> SliceMatch {
+        let mut typed = Vec::new();
+        for (i, s) in sl.slices.iter().enumerate() {
+            if let Some(Matcher::Resource { path, type_name, profiles }) = s.matchers.first() {
+                let res = match path {
+                    Some(p) => item.get(p.as_ref()),
+                    None => Some(item),
+                };
+                let Some(res) = res else { continue };
+                let rt = res.get("resourceType").and_then(Value::as_str);
+                if rt == Some(type_name.as_ref()) || type_name.as_ref() == "Resource" {
+                    typed.push((i, res, profiles));
+                }
+            }
+        }
+        match typed.len() {
+            0 => SliceMatch::None,
+            1 => SliceMatch::Slice(typed[0].0),
+            _ => {
+                for (i, res, profiles) in &typed {
+                    let claimed = res.get("meta").and_then(|m| m.get("profile")).and_then(Value::as_array);
+                    let claims = claimed.is_some_and(|c| {
+                        c.iter().filter_map(Value::as_str).any(|u| {
+                            let u = u.split('|').next().unwrap_or(u);
+                            profiles.iter().any(|p| p.as_ref() == u)
+                        })
+                    });
+                    if claims {
+                        return SliceMatch::Slice(*i);
+                    }
+                }
+                SliceMatch::Ambiguous
+            }
+        }
+    }
+}
+
+/// The profile URLs a resource claims in `meta.profile`, without `|version`.
+pub(crate) fn claimed_profiles(obj: &Map<String, Value>) -> Vec<&str> {
+    obj.get("meta")
+        .and_then(|m| m.get("profile"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(|u| u.split('|').next().unwrap_or(u)).collect())
+        .unwrap_or_default()
+}
+
+/// `Quantity` matches suffix `Quantity`; `dateTime` matches `DateTime`.
+fn eq_type_suffix(code: &str, suffix: &str) -> bool {
+    let mut a = code.chars();
+    let mut b = suffix.chars();
+    match (a.next(), b.next()) {
+        (Some(x), Some(y)) if x.to_ascii_uppercase() == y => a.as_str() == b.as_str(),
+        _ => false,
+    }
+}
+
+fn value_matcher_ok(m: &Matcher, item: &Value) -> bool {
+    match m {
+        Matcher::Value { path, fixed } => any_at_path(item, path, &|v| fixed_matches(fixed, v)),
+        Matcher::Resource { .. } => false,
+    }
+}
+
+/// Whether some value reached by following `path` (through arrays) satisfies `f`.
+fn any_at_path(v: &Value, path: &[Box<str>], f: &dyn Fn(&Value) -> bool) -> bool {
+    match v {
+        Value::Array(items) => items.iter().any(|i| any_at_path(i, path, f)),
+        _ => match path.split_first() {
+            None => f(v),
+            Some((head, rest)) => v.get(head.as_ref()).is_some_and(|c| any_at_path(c, rest, f)),
+        },
+    }
+}
+
+/// fixed[x]: equal; pattern[x]: every member of the pattern is present in the value.
+pub(crate) fn fixed_matches(f: &Fixed, v: &Value) -> bool {
+    if f.pattern { pattern_matches(&f.value, v) } else { json_eq(&f.value, v) }
+}
+
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
+        }
+        _ => a == b,
+    }
+}
+
+fn pattern_matches(pattern: &Value, v: &Value) -> bool {
+    match (pattern, v) {
+        (Value::Object(p), Value::Object(o)) => {
+            p.iter().all(|(k, pv)| o.get(k).is_some_and(|ov| pattern_matches(pv, ov)))
+        }
+        (Value::Array(p), Value::Array(o)) => p.iter().all(|pv| o.iter().any(|ov| pattern_matches(pv, ov))),
+        (Value::Array(p), single) => p.iter().all(|pv| pattern_matches(pv, single)),
+        _ => json_eq(pattern, v),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "真偽値",
+        Value::Number(_) => "数値",
+        Value::String(_) => "文字列",
+        Value::Array(_) => "配列",
+        Value::Object(_) => "オブジェクト",
+    }
+}
+
+/// A value for a message, cut to a readable length.
+pub(crate) fn short(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.chars().count() > 60 { s.chars().take(60).collect::<String>() + "…" } else { s }
+}
