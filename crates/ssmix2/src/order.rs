@@ -23,6 +23,15 @@ fn rules() -> &'static HashMap<String, Regex> {
             .filter_map(|(k, v)| {
                 // The checker matches from the start only; Musubi wants the whole message.
                 let body = v.strip_prefix('^').unwrap_or(&v);
+                // The checker's OUL^R22 rule requires an NTE after every result OBX; HL7 v2.5
+                // makes it optional and repeating ([{NTE}]), and real files have none.
+                let fixed;
+                let body = if k == "OUL^R22" {
+                    fixed = body.replace("(SID)*(NTE))*", "(SID)*(NTE)*)*");
+                    fixed.as_str()
+                } else {
+                    body
+                };
                 Regex::new(&format!("^(?:{body})$")).ok().map(|r| (k, r))
             })
             .collect()
@@ -82,5 +91,7 @@ mod tests {
             OrderCheck::Broken { first_bad: 8 }
         );
         assert_eq!(check("XYZ^A01", &["MSH"]), OrderCheck::NoRule);
+        // Result OBX lines without NTE (the checker's table demands one).
+        assert_eq!(check("OUL^R22", &["MSH", "PID", "PV1", "SPM", "OBR", "ORC", "OBX", "OBX"]), OrderCheck::Ok);
     }
 }

@@ -303,6 +303,7 @@ fn oml11_lab_results_with_jlac10() {
     assert_eq!(obs[2]["code"]["text"], "アルブミン");
     assert_eq!(obs[2]["valueQuantity"]["value"], 4.9);
     assert_eq!(obs[0]["status"], "final");
+    assert!(c.problems.iter().all(|p| p.kind == ProblemKind::PatientMismatch), "{:?}", c.problems);
     let dr = of(&c, "DiagnosticReport")[0];
     assert_eq!(dr["result"].as_array().unwrap().len(), 3);
     assert_eq!(dr["code"]["text"], "血液学的検査");
