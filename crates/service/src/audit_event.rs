@@ -5,7 +5,7 @@ use base64::Engine;
 use musubi_domain::audit::{AuditAction, AuditOutcome, AuditPurpose, AuditRecord};
 use musubi_fhir::datetime;
 use musubi_store::AuditQuery;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::search::{count_param, offset_param, page_links, parse_date_pred};
 use crate::{ApiError, Ctx, ErrorKind, SearchResult, Service};
@@ -102,7 +102,8 @@ impl Service {
     pub(crate) fn read_audit_event(&self, ctx: &Ctx, id: &str) -> Result<crate::ReadOutcome, ApiError> {
         self.audit_gate(ctx, "read", Some(format!("AuditEvent/{id}")))?;
         let seq: i64 = id.parse().map_err(|_| ApiError::not_found("AuditEvent", id))?;
-        let (_, rows) = self.store.read(|r| r.audit_search(&AuditQuery { seq: Some(seq), ..Default::default() }, 0, 1))?;
+        let (_, rows) =
+            self.store.read(|r| r.audit_search(&AuditQuery { seq: Some(seq), ..Default::default() }, 0, 1))?;
         let mut a = self.audit_record(ctx, AuditAction::Read, "read", AuditOutcome::Success);
         a.entities = vec![format!("AuditEvent/{id}")];
         let Some((seq, text)) = rows.into_iter().next() else {
@@ -110,7 +111,8 @@ impl Service {
             self.audit(vec![a])?;
             return Err(ApiError::not_found("AuditEvent", id));
         };
-        let record: AuditRecord = serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("audit record {seq}: {e}")))?;
+        let record: AuditRecord =
+            serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("audit record {seq}: {e}")))?;
         self.audit(vec![a])?;
         Ok(crate::ReadOutcome {
             rtype: musubi_fhir::ResourceType::AuditEvent,
@@ -138,7 +140,11 @@ impl Service {
                             q.from = Some(p.range.lo);
                             q.to = Some(p.range.hi);
                         }
-                        _ => return Err(ApiError::bad_request("AuditEvent の date には eq, ge, gt, le, lt, sa, eb を使ってください")),
+                        _ => {
+                            return Err(ApiError::bad_request(
+                                "AuditEvent の date には eq, ge, gt, le, lt, sa, eb を使ってください",
+                            ));
+                        }
                     }
                 }
                 "patient" => q.patient = Some(v.trim_start_matches("Patient/").to_owned()),
@@ -146,7 +152,11 @@ impl Service {
                 "action" => q.action = Some(v.clone()),
                 "outcome" => q.outcome = Some(v.clone()),
                 "_id" => q.seq = Some(v.parse().map_err(|_| ApiError::bad_request("AuditEvent の _id は数値です"))?),
-                other => return Err(ApiError::bad_request(format!("AuditEvent では検索パラメータ {other} に対応していません（date, patient, agent, action, outcome, _id）"))),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "AuditEvent では検索パラメータ {other} に対応していません（date, patient, agent, action, outcome, _id）"
+                    )));
+                }
             }
         }
         let count = count_param(params)?;
@@ -154,7 +164,8 @@ impl Service {
         let (total, rows) = self.store.read(|r| r.audit_search(&q, offset, count))?;
         let mut entries = Vec::with_capacity(rows.len());
         for (seq, text) in &rows {
-            let record: AuditRecord = serde_json::from_str(text).map_err(|e| ApiError::internal(format!("audit record {seq}: {e}")))?;
+            let record: AuditRecord =
+                serde_json::from_str(text).map_err(|e| ApiError::internal(format!("audit record {seq}: {e}")))?;
             entries.push(json!({"fullUrl": format!("{}/AuditEvent/{seq}", ctx.base_url), "resource": audit_event_json(*seq, &record), "search": {"mode": "match"}}));
         }
         let mut a = self.audit_record(ctx, AuditAction::Read, "search-type", AuditOutcome::Success);

@@ -7,16 +7,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use musubi_domain::audit::{AuditAction, AuditOutcome, AuditRecord};
-use musubi_domain::{systems, BundleIdentifier};
+use musubi_domain::{BundleIdentifier, systems};
 use musubi_fhir::outcome::OutcomeIssue;
 use musubi_fhir::reference::rewrite_references;
-use musubi_fhir::{classify, datetime, ResourceType};
-use musubi_gate::{decide, Actor, Decision, Operation, RecordView};
+use musubi_fhir::{ResourceType, classify, datetime};
+use musubi_gate::{Actor, Decision, Operation, RecordView, decide};
 use musubi_store::{BundleOp, BundleSubmission, DeleteResource, Expect, PutResource, WriteBatch};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::prepare::{new_id, prepare, resolve_facility, to_outcome_issues, validate, Prep};
+use crate::prepare::{Prep, new_id, prepare, resolve_facility, to_outcome_issues, validate};
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
 /// How a JP-CLINS submission ended.
@@ -61,7 +61,13 @@ impl SubmitOutcome {
             severity: musubi_fhir::outcome::Severity::Information,
             code: "informational",
             expression: None,
-            diagnostics: format!("Bundle {} を{}（患者 Patient/{}、{} 件）", self.bundle_key, what, self.patient_id, self.stored.len()),
+            diagnostics: format!(
+                "Bundle {} を{}（患者 Patient/{}、{} 件）",
+                self.bundle_key,
+                what,
+                self.patient_id,
+                self.stored.len()
+            ),
             rule: None,
         }];
         issues.extend(self.warnings.iter().cloned());
@@ -139,31 +145,69 @@ fn parse_type_id(url: &str, at: &str) -> Result<(ResourceType, String), ApiError
     let mut parts = path.trim_matches('/').split('/');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(t), Some(id), None) => {
-            let rtype: ResourceType = t.parse().map_err(|_| ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), format!("リソース型 {t} には対応していません")))?;
+            let rtype: ResourceType = t.parse().map_err(|_| {
+                ApiError::at(
+                    ErrorKind::BadRequest,
+                    format!("{at}.request.url"),
+                    format!("リソース型 {t} には対応していません"),
+                )
+            })?;
             if !musubi_fhir::is_valid_id(id) {
-                return Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), format!("id {id:?} が不正です")));
+                return Err(ApiError::at(
+                    ErrorKind::BadRequest,
+                    format!("{at}.request.url"),
+                    format!("id {id:?} が不正です"),
+                ));
             }
             Ok((rtype, id.to_owned()))
         }
-        _ => Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), format!("request.url は Type/id の形でなければなりません: {url}"))),
+        _ => Err(ApiError::at(
+            ErrorKind::BadRequest,
+            format!("{at}.request.url"),
+            format!("request.url は Type/id の形でなければなりません: {url}"),
+        )),
     }
 }
 
 fn parse_entry(i: usize, e: &Value) -> Result<(Option<String>, TxOp), ApiError> {
     let at = entry_at(i);
     let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
-    let req = e.get("request").ok_or_else(|| ApiError::at(ErrorKind::BadRequest, format!("{at}.request"), "transaction / batch の entry には request が必要です"))?;
+    let req = e.get("request").ok_or_else(|| {
+        ApiError::at(
+            ErrorKind::BadRequest,
+            format!("{at}.request"),
+            "transaction / batch の entry には request が必要です",
+        )
+    })?;
     let method = req.get("method").and_then(Value::as_str).unwrap_or("");
     let url = req.get("url").and_then(Value::as_str).unwrap_or("");
     let body = e.get("resource").cloned();
-    let need_body = || body.clone().ok_or_else(|| ApiError::at(ErrorKind::BadRequest, format!("{at}.resource"), format!("{method} の entry には resource が必要です")));
+    let need_body = || {
+        body.clone().ok_or_else(|| {
+            ApiError::at(
+                ErrorKind::BadRequest,
+                format!("{at}.resource"),
+                format!("{method} の entry には resource が必要です"),
+            )
+        })
+    };
     let op = match method {
         "POST" => {
             let body = need_body()?;
             let t = body.get("resourceType").and_then(Value::as_str).unwrap_or("");
-            let rtype: ResourceType = t.parse().map_err(|_| ApiError::at(ErrorKind::BadRequest, format!("{at}.resource.resourceType"), format!("リソース型 {t:?} には対応していません")))?;
+            let rtype: ResourceType = t.parse().map_err(|_| {
+                ApiError::at(
+                    ErrorKind::BadRequest,
+                    format!("{at}.resource.resourceType"),
+                    format!("リソース型 {t:?} には対応していません"),
+                )
+            })?;
             if url.trim_matches('/') != rtype.as_str() {
-                return Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), format!("POST の request.url は {} でなければなりません（{url}）", rtype.as_str())));
+                return Err(ApiError::at(
+                    ErrorKind::BadRequest,
+                    format!("{at}.request.url"),
+                    format!("POST の request.url は {} でなければなりません（{url}）", rtype.as_str()),
+                ));
             }
             let if_none_exist = req.get("ifNoneExist").and_then(Value::as_str).map(str::to_owned);
             TxOp::Create { rtype, body, if_none_exist }
@@ -175,13 +219,23 @@ fn parse_entry(i: usize, e: &Value) -> Result<(Option<String>, TxOp), ApiError> 
         }
         "DELETE" => {
             if url.contains('?') {
-                return Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.url"), "条件付き削除には対応していません"));
+                return Err(ApiError::at(
+                    ErrorKind::BadRequest,
+                    format!("{at}.request.url"),
+                    "条件付き削除には対応していません",
+                ));
             }
             let (rtype, id) = parse_type_id(url, &at)?;
             TxOp::Delete { rtype, id }
         }
         "GET" => TxOp::Get { url: url.to_owned() },
-        other => return Err(ApiError::at(ErrorKind::BadRequest, format!("{at}.request.method"), format!("request.method {other:?} には対応していません（GET, POST, PUT, DELETE）"))),
+        other => {
+            return Err(ApiError::at(
+                ErrorKind::BadRequest,
+                format!("{at}.request.method"),
+                format!("request.method {other:?} には対応していません（GET, POST, PUT, DELETE）"),
+            ));
+        }
     };
     Ok((full_url, op))
 }
@@ -190,7 +244,11 @@ impl Service {
     /// `POST /` with a Bundle of type `transaction` or `batch`.
     pub fn process_bundle(&self, ctx: &Ctx, bundle: Value) -> Result<String, ApiError> {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-            return Err(ApiError::at(ErrorKind::BadRequest, "resourceType", "POST / には Bundle（transaction または batch）を送ってください"));
+            return Err(ApiError::at(
+                ErrorKind::BadRequest,
+                "resourceType",
+                "POST / には Bundle（transaction または batch）を送ってください",
+            ));
         }
         match bundle.get("type").and_then(Value::as_str) {
             Some("transaction") => self.transaction(ctx, bundle),
@@ -198,7 +256,9 @@ impl Service {
             Some(other) => Err(ApiError::at(
                 ErrorKind::BadRequest,
                 "Bundle.type",
-                format!("POST / で受け付けるのは transaction と batch です（type={other}）。5情報・文書 Bundle は POST /Bundle に送ってください"),
+                format!(
+                    "POST / で受け付けるのは transaction と batch です（type={other}）。5情報・文書 Bundle は POST /Bundle に送ってください"
+                ),
             )),
             None => Err(ApiError::at(ErrorKind::BadRequest, "Bundle.type", "Bundle.type がありません")),
         }
@@ -211,11 +271,15 @@ impl Service {
     }
 
     fn transaction_inner(&self, ctx: &Ctx, bundle: Value) -> Result<String, ApiError> {
-        let Value::Object(mut b) = bundle else { return Err(ApiError::bad_request("Bundle はオブジェクトでなければなりません")) };
+        let Value::Object(mut b) = bundle else {
+            return Err(ApiError::bad_request("Bundle はオブジェクトでなければなりません"));
+        };
         let entries = match b.remove("entry") {
             None => Vec::new(),
             Some(Value::Array(a)) => a,
-            Some(_) => return Err(ApiError::at(ErrorKind::BadRequest, "Bundle.entry", "entry は配列でなければなりません")),
+            Some(_) => {
+                return Err(ApiError::at(ErrorKind::BadRequest, "Bundle.entry", "entry は配列でなければなりません"));
+            }
         };
         let mut ops = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
@@ -236,7 +300,13 @@ impl Service {
                         match found.as_slice() {
                             [] => {}
                             [(id, v)] => existing_for[i] = Some((id.clone(), *v)),
-                            _ => return Err(ApiError::at(ErrorKind::PreconditionFailed, format!("{}.request.ifNoneExist", entry_at(i)), format!("ifNoneExist {cond} に一致するリソースが複数あります"))),
+                            _ => {
+                                return Err(ApiError::at(
+                                    ErrorKind::PreconditionFailed,
+                                    format!("{}.request.ifNoneExist", entry_at(i)),
+                                    format!("ifNoneExist {cond} に一致するリソースが複数あります"),
+                                ));
+                            }
                         }
                     }
                     let id = existing_for[i].as_ref().map_or_else(new_id, |(id, _)| id.clone());
@@ -254,7 +324,11 @@ impl Service {
             };
             if let Some(k) = &key {
                 if !seen.insert(k.clone()) {
-                    return Err(ApiError::at(ErrorKind::BadRequest, entry_at(i), format!("{k} が同じ transaction に複数回現れます")));
+                    return Err(ApiError::at(
+                        ErrorKind::BadRequest,
+                        entry_at(i),
+                        format!("{k} が同じ transaction に複数回現れます"),
+                    ));
                 }
                 if let Some(fu) = full_url {
                     if fu.starts_with("urn:uuid:") || fu.starts_with("urn:oid:") {
@@ -272,7 +346,13 @@ impl Service {
                 rewrite_references(body, &map);
                 for r in musubi_fhir::reference::collect_references(body) {
                     if r.starts_with("urn:uuid:") {
-                        issues.push(OutcomeIssue::error("invalid", format!("参照 {r} はこの transaction のどの fullUrl とも一致しません")).at(format!("{}.resource", entry_at(i))));
+                        issues.push(
+                            OutcomeIssue::error(
+                                "invalid",
+                                format!("参照 {r} はこの transaction のどの fullUrl とも一致しません"),
+                            )
+                            .at(format!("{}.resource", entry_at(i))),
+                        );
                     }
                 }
                 match validate(body, Some(&format!("{}.resource", entry_at(i)))) {
@@ -299,16 +379,40 @@ impl Service {
                         responses.push(ResponseEntry {
                             full_url: Some(format!("{}/{rtype}/{eid}", ctx.base_url)),
                             resource: None,
-                            response: EntryResponse { status: "200 OK".into(), location: Some(format!("{rtype}/{eid}/_history/{v}")), etag: Some(format!("W/\"{v}\"")), last_modified: None, outcome: None },
+                            response: EntryResponse {
+                                status: "200 OK".into(),
+                                location: Some(format!("{rtype}/{eid}/_history/{v}")),
+                                etag: Some(format!("W/\"{v}\"")),
+                                last_modified: None,
+                                outcome: None,
+                            },
                         });
                         continue;
                     }
-                    let put = prepare(Prep { actor: &ctx.actor, rtype, id: id.clone(), version: 1, expect: Expect::Absent, now, bundle_key: None, at }, body)?;
+                    let put = prepare(
+                        Prep {
+                            actor: &ctx.actor,
+                            rtype,
+                            id: id.clone(),
+                            version: 1,
+                            expect: Expect::Absent,
+                            now,
+                            bundle_key: None,
+                            at,
+                        },
+                        body,
+                    )?;
                     audit_items.push((put.meta.patient_id.clone(), format!("{rtype}/{id}/_history/1")));
                     responses.push(ResponseEntry {
                         full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
                         resource: None,
-                        response: EntryResponse { status: "201 Created".into(), location: Some(format!("{rtype}/{id}/_history/1")), etag: Some("W/\"1\"".into()), last_modified: Some(datetime::format_instant(now)), outcome: None },
+                        response: EntryResponse {
+                            status: "201 Created".into(),
+                            location: Some(format!("{rtype}/{id}/_history/1")),
+                            etag: Some("W/\"1\"".into()),
+                            last_modified: Some(datetime::format_instant(now)),
+                            outcome: None,
+                        },
                     });
                     batch.puts.push(put);
                 }
@@ -316,25 +420,42 @@ impl Service {
                     let cur = self.store.current(rtype, &id)?;
                     if let Some(c) = &cur {
                         if !c.deleted && decide(&ctx.actor, Operation::Write, &RecordView::of(c)) != Decision::Allow {
-                            return Err(ApiError::at(ErrorKind::Forbidden, entry_at(i), format!("{rtype}/{id} は更新できません（アクセス権限がありません）")));
+                            return Err(ApiError::at(
+                                ErrorKind::Forbidden,
+                                entry_at(i),
+                                format!("{rtype}/{id} は更新できません（アクセス権限がありません）"),
+                            ));
                         }
                     }
                     if let Some(m) = if_match {
                         if cur.as_ref().map(|c| c.version) != Some(m) {
-                            return Err(ApiError::at(ErrorKind::PreconditionFailed, format!("{}.request.ifMatch", entry_at(i)), "ifMatch のバージョンが現在のバージョンと一致しません"));
+                            return Err(ApiError::at(
+                                ErrorKind::PreconditionFailed,
+                                format!("{}.request.ifMatch", entry_at(i)),
+                                "ifMatch のバージョンが現在のバージョンと一致しません",
+                            ));
                         }
                     }
                     let (version, expect) = match &cur {
                         Some(c) => (c.version + 1, Expect::Version(c.version)),
                         None => (1, Expect::Absent),
                     };
-                    let put = prepare(Prep { actor: &ctx.actor, rtype, id: id.clone(), version, expect, now, bundle_key: None, at }, body)?;
+                    let put = prepare(
+                        Prep { actor: &ctx.actor, rtype, id: id.clone(), version, expect, now, bundle_key: None, at },
+                        body,
+                    )?;
                     if let Some(c) = &cur {
                         if !c.deleted && c.content_hash == put.content_hash {
                             responses.push(ResponseEntry {
                                 full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
                                 resource: None,
-                                response: EntryResponse { status: "200 OK".into(), location: Some(format!("{rtype}/{id}/_history/{}", c.version)), etag: Some(format!("W/\"{}\"", c.version)), last_modified: None, outcome: None },
+                                response: EntryResponse {
+                                    status: "200 OK".into(),
+                                    location: Some(format!("{rtype}/{id}/_history/{}", c.version)),
+                                    etag: Some(format!("W/\"{}\"", c.version)),
+                                    last_modified: None,
+                                    outcome: None,
+                                },
                             });
                             continue;
                         }
@@ -361,15 +482,50 @@ impl Service {
                                 return Err(ApiError::at(ErrorKind::Forbidden, entry_at(i), r.message_ja()));
                             }
                             audit_items.push((c.meta.patient_id.clone(), format!("{rtype}/{id}")));
-                            batch.deletes.push(DeleteResource { rtype, id: id.clone(), last_updated: now, expect_version: Some(c.version) });
-                            responses.push(ResponseEntry { full_url: None, resource: None, response: EntryResponse { status: "204 No Content".into(), location: None, etag: None, last_modified: None, outcome: None } });
+                            batch.deletes.push(DeleteResource {
+                                rtype,
+                                id: id.clone(),
+                                last_updated: now,
+                                expect_version: Some(c.version),
+                            });
+                            responses.push(ResponseEntry {
+                                full_url: None,
+                                resource: None,
+                                response: EntryResponse {
+                                    status: "204 No Content".into(),
+                                    location: None,
+                                    etag: None,
+                                    last_modified: None,
+                                    outcome: None,
+                                },
+                            });
                         }
-                        _ => responses.push(ResponseEntry { full_url: None, resource: None, response: EntryResponse { status: "404 Not Found".into(), location: None, etag: None, last_modified: None, outcome: None } }),
+                        _ => responses.push(ResponseEntry {
+                            full_url: None,
+                            resource: None,
+                            response: EntryResponse {
+                                status: "404 Not Found".into(),
+                                location: None,
+                                etag: None,
+                                last_modified: None,
+                                outcome: None,
+                            },
+                        }),
                     }
                 }
                 TxOp::Get { url } => {
                     gets.push((i, url));
-                    responses.push(ResponseEntry { full_url: None, resource: None, response: EntryResponse { status: "200 OK".into(), location: None, etag: None, last_modified: None, outcome: None } });
+                    responses.push(ResponseEntry {
+                        full_url: None,
+                        resource: None,
+                        response: EntryResponse {
+                            status: "200 OK".into(),
+                            location: None,
+                            etag: None,
+                            last_modified: None,
+                            outcome: None,
+                        },
+                    });
                 }
             }
         }
@@ -393,10 +549,22 @@ impl Service {
     }
 
     /// Resolves a conditional create's query to the matching ids the caller may see.
-    fn conditional_match(&self, ctx: &Ctx, rtype: ResourceType, query: &str, at: &str) -> Result<Vec<(String, i64)>, ApiError> {
+    fn conditional_match(
+        &self,
+        ctx: &Ctx,
+        rtype: ResourceType,
+        query: &str,
+        at: &str,
+    ) -> Result<Vec<(String, i64)>, ApiError> {
         let params = crate::parse_query(query.split_once('?').map_or(query, |(_, q)| q));
-        let (filters, _) = crate::search::parse_params(rtype, &params).map_err(|e| ApiError::at(ErrorKind::BadRequest, format!("{at}.request.ifNoneExist"), e.summary()))?;
-        let q = musubi_store::SearchQuery { rtype, filters, scope: musubi_gate::search_scope(&ctx.actor, rtype), sort: musubi_store::Sort::Id };
+        let (filters, _) = crate::search::parse_params(rtype, &params)
+            .map_err(|e| ApiError::at(ErrorKind::BadRequest, format!("{at}.request.ifNoneExist"), e.summary()))?;
+        let q = musubi_store::SearchQuery {
+            rtype,
+            filters,
+            scope: musubi_gate::search_scope(&ctx.actor, rtype),
+            sort: musubi_store::Sort::Id,
+        };
         let rows = self.store.read(|r| r.search_rows(&q, 0, Some(2)))?;
         Ok(rows.into_iter().map(|r| (r.id, r.version)).collect())
     }
@@ -405,7 +573,10 @@ impl Service {
     fn get_url(&self, ctx: &Ctx, url: &str) -> Result<Value, ApiError> {
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let rtype: ResourceType = parts.first().and_then(|t| t.parse().ok()).ok_or_else(|| ApiError::bad_request(format!("GET {url} のリソース型が不正です")))?;
+        let rtype: ResourceType = parts
+            .first()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| ApiError::bad_request(format!("GET {url} のリソース型が不正です")))?;
         let text = match parts.as_slice() {
             [_] => self.search(ctx, rtype, &crate::parse_query(query))?.json,
             [_, id] => self.read(ctx, rtype, id, None)?.content,
@@ -423,26 +594,35 @@ impl Service {
         let entries = match bundle.get("entry") {
             None => Vec::new(),
             Some(Value::Array(a)) => a.clone(),
-            Some(_) => return Err(ApiError::at(ErrorKind::BadRequest, "Bundle.entry", "entry は配列でなければなりません")),
+            Some(_) => {
+                return Err(ApiError::at(ErrorKind::BadRequest, "Bundle.entry", "entry は配列でなければなりません"));
+            }
         };
         let mut out = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let r = parse_entry(i, e).and_then(|(_, op)| match op {
-                TxOp::Create { rtype, body, .. } => self.create(ctx, rtype, body).map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w))),
-                TxOp::Update { rtype, id, body, if_match } => {
-                    self.update(ctx, rtype, &id, body, if_match).map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w)))
+                TxOp::Create { rtype, body, .. } => {
+                    self.create(ctx, rtype, body).map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w)))
                 }
+                TxOp::Update { rtype, id, body, if_match } => self
+                    .update(ctx, rtype, &id, body, if_match)
+                    .map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w))),
                 TxOp::Delete { rtype, id } => self.delete(ctx, rtype, &id).map(|_| ("204 No Content", None)),
-                TxOp::Get { url } => self.get_url(ctx, &url).map(|v| ("200 OK", Some(crate::write::WriteOutcome {
-                    rtype: ResourceType::Bundle,
-                    id: String::new(),
-                    version: 0,
-                    last_updated: 0,
-                    content: v.to_string(),
-                    created: false,
-                    unchanged: true,
-                    warnings: Vec::new(),
-                }))),
+                TxOp::Get { url } => self.get_url(ctx, &url).map(|v| {
+                    (
+                        "200 OK",
+                        Some(crate::write::WriteOutcome {
+                            rtype: ResourceType::Bundle,
+                            id: String::new(),
+                            version: 0,
+                            last_updated: 0,
+                            content: v.to_string(),
+                            created: false,
+                            unchanged: true,
+                            warnings: Vec::new(),
+                        }),
+                    )
+                }),
             });
             out.push(match r {
                 Ok((status, Some(w))) if w.version > 0 => ResponseEntry {
@@ -459,13 +639,35 @@ impl Service {
                 Ok((status, Some(w))) => ResponseEntry {
                     full_url: None,
                     resource: serde_json::from_str(&w.content).ok(),
-                    response: EntryResponse { status: status.into(), location: None, etag: None, last_modified: None, outcome: None },
+                    response: EntryResponse {
+                        status: status.into(),
+                        location: None,
+                        etag: None,
+                        last_modified: None,
+                        outcome: None,
+                    },
                 },
-                Ok((status, None)) => ResponseEntry { full_url: None, resource: None, response: EntryResponse { status: status.into(), location: None, etag: None, last_modified: None, outcome: None } },
+                Ok((status, None)) => ResponseEntry {
+                    full_url: None,
+                    resource: None,
+                    response: EntryResponse {
+                        status: status.into(),
+                        location: None,
+                        etag: None,
+                        last_modified: None,
+                        outcome: None,
+                    },
+                },
                 Err(e) => ResponseEntry {
                     full_url: None,
                     resource: None,
-                    response: EntryResponse { status: crate::status_line(e.kind), location: None, etag: None, last_modified: None, outcome: Some(e.outcome()) },
+                    response: EntryResponse {
+                        status: crate::status_line(e.kind),
+                        location: None,
+                        etag: None,
+                        last_modified: None,
+                        outcome: Some(e.outcome()),
+                    },
                 },
             });
         }
@@ -481,7 +683,8 @@ impl Service {
 
     /// `POST /Bundle` with a JP-CLINS 5情報 collection Bundle or a document Bundle.
     pub fn submit_bundle(&self, ctx: &Ctx, bundle: Value) -> Result<SubmitOutcome, ApiError> {
-        let key_hint = bundle.pointer("/identifier/value").and_then(Value::as_str).map(|k| format!("Bundle?identifier={k}"));
+        let key_hint =
+            bundle.pointer("/identifier/value").and_then(Value::as_str).map(|k| format!("Bundle?identifier={k}"));
         let result = self.submit_inner(ctx, bundle);
         result.map_err(|e| self.refuse(ctx, AuditAction::Create, "submit-bundle", key_hint, e))
     }
@@ -492,16 +695,24 @@ impl Service {
         if musubi_validate::has_errors(&issues) {
             return Err(ApiError { kind: ErrorKind::Unprocessable, issues: mapped });
         }
-        let warnings: Vec<OutcomeIssue> = mapped.into_iter().filter(|i| i.severity == musubi_fhir::outcome::Severity::Warning).collect();
+        let warnings: Vec<OutcomeIssue> =
+            mapped.into_iter().filter(|i| i.severity == musubi_fhir::outcome::Severity::Warning).collect();
         let key = bundle.pointer("/identifier/value").and_then(Value::as_str).unwrap_or("").to_owned();
-        let ident: BundleIdentifier = key.parse().map_err(|e: musubi_domain::DomainError| ApiError::at(ErrorKind::Unprocessable, "Bundle.identifier.value", format!("Bundle 識別子が不正です: {e}")))?;
-        let facility = resolve_facility(&ctx.actor, Some(ident.facility()), "Bundle.identifier")?.unwrap_or(ident.facility());
+        let ident: BundleIdentifier = key.parse().map_err(|e: musubi_domain::DomainError| {
+            ApiError::at(ErrorKind::Unprocessable, "Bundle.identifier.value", format!("Bundle 識別子が不正です: {e}"))
+        })?;
+        let facility =
+            resolve_facility(&ctx.actor, Some(ident.facility()), "Bundle.identifier")?.unwrap_or(ident.facility());
         let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
         let content_hash = musubi_fhir::sha256_hex(bundle.to_string().as_bytes());
         let existing = self.store.read(|r| r.bundle_submission(&key))?;
         if let Some(ex) = &existing {
             if ex.facility != facility.as_str() {
-                return Err(ApiError::at(ErrorKind::Forbidden, "Bundle.identifier", "この Bundle 識別子は別の医療機関が使用しています"));
+                return Err(ApiError::at(
+                    ErrorKind::Forbidden,
+                    "Bundle.identifier",
+                    "この Bundle 識別子は別の医療機関が使用しています",
+                ));
             }
             if ex.content_hash == content_hash {
                 let members = self.store.read(|r| r.bundle_members(&key))?;
@@ -512,7 +723,15 @@ impl Service {
                 a.entities = stored.clone();
                 a.outcome_text = Some("unchanged".into());
                 self.audit(vec![a])?;
-                return Ok(SubmitOutcome { status: SubmitStatus::Unchanged, bundle_key: key, kind, patient_id, stored, bundle_id: ex.bundle_id.clone(), warnings });
+                return Ok(SubmitOutcome {
+                    status: SubmitStatus::Unchanged,
+                    bundle_key: key,
+                    kind,
+                    patient_id,
+                    stored,
+                    bundle_id: ex.bundle_id.clone(),
+                    warnings,
+                });
             }
         }
 
@@ -522,17 +741,25 @@ impl Service {
         let (patient_idx, patient) = entries
             .iter()
             .enumerate()
-            .find_map(|(i, e)| e.get("resource").filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient")).map(|r| (i, r.clone())))
+            .find_map(|(i, e)| {
+                e.get("resource")
+                    .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
+                    .map(|r| (i, r.clone()))
+            })
             .ok_or_else(|| ApiError::at(ErrorKind::Unprocessable, "Bundle.entry", "Bundle に Patient がありません"))?;
-        let patient_full_url = entries.get(patient_idx).and_then(|e| e.get("fullUrl")).and_then(Value::as_str).map(str::to_owned);
+        let patient_full_url =
+            entries.get(patient_idx).and_then(|e| e.get("fullUrl")).and_then(Value::as_str).map(str::to_owned);
         let mut batch = WriteBatch::default();
-        let (patient_id, patient_put) = self.upsert_source_patient(ctx, facility, patient, now, &format!("Bundle.entry[{patient_idx}].resource"))?;
+        let (patient_id, patient_put) =
+            self.upsert_source_patient(ctx, facility, patient, now, &format!("Bundle.entry[{patient_idx}].resource"))?;
         if let Some(p) = patient_put {
             batch.puts.push(p);
         }
         let mut stored = Vec::new();
         let mut bundle_id = None;
-        let insurance = classify::insurance_id(entries.get(patient_idx).and_then(|e| e.get("resource")).unwrap_or(&Value::Null)).map(str::to_owned);
+        let insurance =
+            classify::insurance_id(entries.get(patient_idx).and_then(|e| e.get("resource")).unwrap_or(&Value::Null))
+                .map(str::to_owned);
 
         if kind == "collection" {
             let mut map: HashMap<String, String> = HashMap::new();
@@ -545,7 +772,10 @@ impl Service {
                     ids.push(None);
                     continue;
                 }
-                let Some(r) = e.get("resource") else { ids.push(None); continue };
+                let Some(r) = e.get("resource") else {
+                    ids.push(None);
+                    continue;
+                };
                 let t = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
                 let id = new_id();
                 if let Some(fu) = e.get("fullUrl").and_then(Value::as_str) {
@@ -556,11 +786,26 @@ impl Service {
             for (i, (e, id)) in entries.into_iter().zip(ids).enumerate() {
                 let (Some(id), Some(mut r)) = (id, e.get("resource").cloned()) else { continue };
                 let t = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
-                let rtype: ResourceType = t.parse().map_err(|_| ApiError::at(ErrorKind::Unprocessable, format!("Bundle.entry[{i}].resource.resourceType"), format!("リソース型 {t} には対応していません")))?;
+                let rtype: ResourceType = t.parse().map_err(|_| {
+                    ApiError::at(
+                        ErrorKind::Unprocessable,
+                        format!("Bundle.entry[{i}].resource.resourceType"),
+                        format!("リソース型 {t} には対応していません"),
+                    )
+                })?;
                 rewrite_references(&mut r, &map);
                 link_patient_by_identifier(&mut r, rtype, &patient_id, insurance.as_deref());
                 let put = prepare(
-                    Prep { actor: &ctx.actor, rtype, id: id.clone(), version: 1, expect: Expect::Absent, now, bundle_key: Some(key.clone()), at: format!("Bundle.entry[{i}].resource") },
+                    Prep {
+                        actor: &ctx.actor,
+                        rtype,
+                        id: id.clone(),
+                        version: 1,
+                        expect: Expect::Absent,
+                        now,
+                        bundle_key: Some(key.clone()),
+                        at: format!("Bundle.entry[{i}].resource"),
+                    },
                     r,
                 )?;
                 stored.push(format!("{rtype}/{id}"));
@@ -569,7 +814,12 @@ impl Service {
             if let Some(ex) = &existing {
                 let old = self.store.read(|r| r.bundle_members(&ex.bundle_key))?;
                 for m in old {
-                    batch.deletes.push(DeleteResource { rtype: m.rtype, id: m.id, last_updated: now, expect_version: Some(m.version) });
+                    batch.deletes.push(DeleteResource {
+                        rtype: m.rtype,
+                        id: m.id,
+                        last_updated: now,
+                        expect_version: Some(m.version),
+                    });
                 }
             }
         } else {
@@ -582,7 +832,16 @@ impl Service {
                 None => (new_id(), 1, Expect::Absent),
             };
             let mut put = prepare(
-                Prep { actor: &ctx.actor, rtype: ResourceType::Bundle, id: id.clone(), version, expect, now, bundle_key: Some(key.clone()), at: "Bundle".into() },
+                Prep {
+                    actor: &ctx.actor,
+                    rtype: ResourceType::Bundle,
+                    id: id.clone(),
+                    version,
+                    expect,
+                    now,
+                    bundle_key: Some(key.clone()),
+                    at: "Bundle".into(),
+                },
                 bundle,
             )?;
             put.meta.patient_id = Some(patient_id.clone());
@@ -598,7 +857,12 @@ impl Service {
             content_hash,
             received: now,
         }));
-        let mut a = self.audit_record(ctx, if existing.is_some() { AuditAction::Update } else { AuditAction::Create }, "submit-bundle", AuditOutcome::Success);
+        let mut a = self.audit_record(
+            ctx,
+            if existing.is_some() { AuditAction::Update } else { AuditAction::Create },
+            "submit-bundle",
+            AuditOutcome::Success,
+        );
         a.patient = Some(patient_id.clone());
         a.entities = stored.clone();
         a.query = Some(format!("Bundle?identifier={key}"));
@@ -618,7 +882,14 @@ impl Service {
     /// Files a submitted Patient under the facility's source patient: found by the facility's
     /// local patient id, else by insurance identity within the facility; updated when it
     /// changed, created when new. Returns its id and the write, if any.
-    pub(crate) fn upsert_source_patient(&self, ctx: &Ctx, facility: musubi_domain::FacilityCode, patient: Value, now: i64, at: &str) -> Result<(String, Option<PutResource>), ApiError> {
+    pub(crate) fn upsert_source_patient(
+        &self,
+        ctx: &Ctx,
+        facility: musubi_domain::FacilityCode,
+        patient: Value,
+        now: i64,
+        at: &str,
+    ) -> Result<(String, Option<PutResource>), ApiError> {
         let mut candidates = Vec::new();
         if let Some((f, local)) = classify::local_patient_id(&patient) {
             let system = format!("{}{}", systems::LOCAL_PATIENT_ID_PREFIX, f);
@@ -626,7 +897,9 @@ impl Service {
         }
         if candidates.is_empty() {
             if let Some(ins) = classify::insurance_id(&patient) {
-                candidates = self.store.read(|r| r.find_by_token(ResourceType::Patient, "identifier", systems::INSURANCE_MEMBER_ID, ins))?;
+                candidates = self.store.read(|r| {
+                    r.find_by_token(ResourceType::Patient, "identifier", systems::INSURANCE_MEMBER_ID, ins)
+                })?;
             }
         }
         let existing = candidates.into_iter().find(|c| c.meta.facility == Some(facility));
@@ -639,7 +912,19 @@ impl Service {
             Actor::System { .. } => ctx.actor.clone(),
             other => other.clone(),
         };
-        let mut put = prepare(Prep { actor: &filing_actor, rtype: ResourceType::Patient, id: id.clone(), version, expect, now, bundle_key: None, at: at.to_owned() }, patient)?;
+        let mut put = prepare(
+            Prep {
+                actor: &filing_actor,
+                rtype: ResourceType::Patient,
+                id: id.clone(),
+                version,
+                expect,
+                now,
+                bundle_key: None,
+                at: at.to_owned(),
+            },
+            patient,
+        )?;
         if put.meta.facility.is_none() {
             put.meta.facility = Some(facility);
         }
@@ -653,17 +938,26 @@ impl Service {
 
     /// `DELETE /Bundle?identifier=…`: removes a JP-CLINS submission and what it stored.
     pub fn delete_bundle(&self, ctx: &Ctx, identifier: &str) -> Result<usize, ApiError> {
-        let key = identifier.split_once('|').map_or(identifier, |(sys, v)| if sys == systems::BUNDLE_IDENTIFIER || sys.is_empty() { v } else { "" }).to_owned();
+        let key = identifier
+            .split_once('|')
+            .map_or(identifier, |(sys, v)| if sys == systems::BUNDLE_IDENTIFIER || sys.is_empty() { v } else { "" })
+            .to_owned();
         let result = (|| {
             if key.is_empty() {
-                return Err(ApiError::bad_request(format!("identifier の system は {} でなければなりません", systems::BUNDLE_IDENTIFIER)));
+                return Err(ApiError::bad_request(format!(
+                    "identifier の system は {} でなければなりません",
+                    systems::BUNDLE_IDENTIFIER
+                )));
             }
             let Some(sub) = self.store.read(|r| r.bundle_submission(&key))? else {
                 return Err(ApiError::new(ErrorKind::NotFound, format!("Bundle 識別子 {key} の送信は見つかりません")));
             };
             if let Some(own) = ctx.actor.facility() {
                 if own.as_str() != sub.facility {
-                    return Err(ApiError::new(ErrorKind::NotFound, format!("Bundle 識別子 {key} の送信は見つかりません")));
+                    return Err(ApiError::new(
+                        ErrorKind::NotFound,
+                        format!("Bundle 識別子 {key} の送信は見つかりません"),
+                    ));
                 }
             }
             let members = self.store.read(|r| r.bundle_members(&key))?;
@@ -675,7 +969,12 @@ impl Service {
                     return Err(ApiError::new(ErrorKind::Forbidden, r.message_ja()));
                 }
                 items.push((m.meta.patient_id.clone(), m.key()));
-                batch.deletes.push(DeleteResource { rtype: m.rtype, id: m.id.clone(), last_updated: now, expect_version: Some(m.version) });
+                batch.deletes.push(DeleteResource {
+                    rtype: m.rtype,
+                    id: m.id.clone(),
+                    last_updated: now,
+                    expect_version: Some(m.version),
+                });
             }
             batch.bundles.push(BundleOp::Remove(key.clone()));
             let mut base = self.audit_record(ctx, AuditAction::Delete, "delete-bundle", AuditOutcome::Success);
@@ -684,7 +983,9 @@ impl Service {
             self.store.commit(batch)?;
             Ok(members.len())
         })();
-        result.map_err(|e| self.refuse(ctx, AuditAction::Delete, "delete-bundle", Some(format!("Bundle?identifier={key}")), e))
+        result.map_err(|e| {
+            self.refuse(ctx, AuditAction::Delete, "delete-bundle", Some(format!("Bundle?identifier={key}")), e)
+        })
     }
 }
 

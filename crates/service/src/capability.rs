@@ -2,7 +2,7 @@
 //! says exactly what works.
 
 use musubi_fhir::{ParamKind, ResourceType};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The server's CapabilityStatement.
 pub fn capability_statement(base_url: &str, software_version: &str) -> Value {

@@ -1,7 +1,7 @@
 //! The one error type of the application layer and its meaning. The server maps [`ErrorKind`]
 //! to an HTTP status in one table; the body is always an OperationOutcome.
 
-use musubi_fhir::outcome::{operation_outcome, OutcomeIssue, Severity};
+use musubi_fhir::outcome::{OutcomeIssue, Severity, operation_outcome};
 use musubi_store::StoreError;
 use serde_json::Value;
 
@@ -91,7 +91,10 @@ impl ApiError {
     /// 500 for a fault; the detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::new(ErrorKind::Internal, "サーバー内部でエラーが発生しました。時間をおいて再度お試しください。問題が続く場合は運営事務局へ連絡してください。")
+        Self::new(
+            ErrorKind::Internal,
+            "サーバー内部でエラーが発生しました。時間をおいて再度お試しください。問題が続く場合は運営事務局へ連絡してください。",
+        )
     }
 
     /// The OperationOutcome body.
@@ -114,9 +117,10 @@ impl std::fmt::Display for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict { key, .. } => {
-                ApiError::new(ErrorKind::Conflict, format!("{key} は同時に別の更新が行われました。最新版を取得して再度送信してください。"))
-            }
+            StoreError::Conflict { key, .. } => ApiError::new(
+                ErrorKind::Conflict,
+                format!("{key} は同時に別の更新が行われました。最新版を取得して再度送信してください。"),
+            ),
             StoreError::Constraint(m) => {
                 tracing::warn!(error = %m, "constraint violated");
                 ApiError::new(ErrorKind::Conflict, "同じ識別子のリソースが既に存在します")

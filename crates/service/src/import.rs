@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use musubi_domain::audit::{AuditAction, AuditOutcome};
-use musubi_fhir::{datetime, ResourceType};
+use musubi_fhir::{ResourceType, datetime};
 use musubi_store::{Expect, PutResource, WriteBatch};
 use serde_json::Value;
 
-use crate::prepare::{expect_type, new_id, prepare, validate, Prep};
+use crate::prepare::{Prep, expect_type, new_id, prepare, validate};
 use crate::{ApiError, Ctx, Service};
 
 /// A line (or file) that was not imported, with why.
@@ -51,7 +51,7 @@ pub struct ImportStats {
 }
 
 /// Progress callbacks (the CLI drives a progress bar and a journal with them).
-pub trait ImportProgress {
+pub trait ImportProgress: Sync {
     /// `n` more bytes were read.
     fn bytes(&self, n: u64);
     /// A chunk of `resources` was committed; `ids` are its `Type/id`s (durable now).
@@ -78,7 +78,14 @@ struct Chunk {
 
 impl Service {
     /// Imports NDJSON from `reader`. Lines may be resources or Bundles.
-    pub fn import_ndjson(&self, ctx: &Ctx, file: &str, reader: impl BufRead, progress: &dyn ImportProgress, stats: &mut ImportStats) -> Result<(), ApiError> {
+    pub fn import_ndjson(
+        &self,
+        ctx: &Ctx,
+        file: &str,
+        reader: impl BufRead,
+        progress: &dyn ImportProgress,
+        stats: &mut ImportStats,
+    ) -> Result<(), ApiError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
         std::thread::scope(|scope| {
             let committer = scope.spawn(move || -> Result<(u64, u64, u64), ApiError> {
@@ -117,7 +124,9 @@ impl Service {
         let mut buf = String::new();
         loop {
             buf.clear();
-            let n = reader.read_line(&mut buf).map_err(|e| ApiError::bad_request(format!("{file}: 読み込みエラー: {e}")))?;
+            let n = reader
+                .read_line(&mut buf)
+                .map_err(|e| ApiError::bad_request(format!("{file}: 読み込みエラー: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -131,18 +140,30 @@ impl Service {
             let v: Value = match serde_json::from_str(line) {
                 Ok(v) => v,
                 Err(e) => {
-                    stats.rejected.push(Rejected { file: file.into(), line: line_no, reason: format!("JSON の構文エラー（{e}）"), text: line.into() });
+                    stats.rejected.push(Rejected {
+                        file: file.into(),
+                        line: line_no,
+                        reason: format!("JSON の構文エラー（{e}）"),
+                        text: line.into(),
+                    });
                     continue;
                 }
             };
-            if v.get("resourceType").and_then(Value::as_str) == Some("Bundle") && v.get("type").and_then(Value::as_str) != Some("searchset") {
+            if v.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+                && v.get("type").and_then(Value::as_str) != Some("searchset")
+            {
                 // Bundles are whole units: flush what is pending first, to keep the order.
                 if !pending.is_empty() {
                     let chunk = self.prepare_chunk(ctx, file, std::mem::take(&mut pending), stats)?;
                     tx.send(chunk).map_err(|_| ApiError::internal("import committer stopped"))?;
                 }
                 if let Err(e) = self.import_bundle(ctx, v, stats) {
-                    stats.rejected.push(Rejected { file: file.into(), line: line_no, reason: describe(&e), text: line.into() });
+                    stats.rejected.push(Rejected {
+                        file: file.into(),
+                        line: line_no,
+                        reason: describe(&e),
+                        text: line.into(),
+                    });
                 }
                 continue;
             }
@@ -159,14 +180,21 @@ impl Service {
         Ok(())
     }
 
-    fn prepare_chunk(&self, ctx: &Ctx, file: &str, items: Vec<(u64, Value, String)>, stats: &mut ImportStats) -> Result<Chunk, ApiError> {
+    fn prepare_chunk(
+        &self,
+        ctx: &Ctx,
+        file: &str,
+        items: Vec<(u64, Value, String)>,
+        stats: &mut ImportStats,
+    ) -> Result<Chunk, ApiError> {
         let now = datetime::now_ms();
         let mut chunk = Chunk { puts: Vec::with_capacity(items.len()), unchanged: 0, created: 0, updated: 0 };
         let mut seen = std::collections::HashSet::new();
         for (line, v, text) in items {
             let r = (|| -> Result<Option<PutResource>, ApiError> {
                 let t = v.get("resourceType").and_then(Value::as_str).unwrap_or("");
-                let rtype: ResourceType = t.parse().map_err(|_| ApiError::bad_request(format!("リソース型 {t:?} には対応していません")))?;
+                let rtype: ResourceType =
+                    t.parse().map_err(|_| ApiError::bad_request(format!("リソース型 {t:?} には対応していません")))?;
                 expect_type(&v, rtype, rtype.as_str())?;
                 validate(&v, None)?;
                 let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
@@ -176,7 +204,9 @@ impl Service {
                             return Err(ApiError::bad_request(format!("id {id:?} が不正です")));
                         }
                         if !seen.insert(format!("{rtype}/{id}")) {
-                            return Err(ApiError::bad_request(format!("{rtype}/{id} が同じチャンク内に重複しています")));
+                            return Err(ApiError::bad_request(format!(
+                                "{rtype}/{id} が同じチャンク内に重複しています"
+                            )));
                         }
                         match self.store.current(rtype, &id)? {
                             Some(c) => (id, c.version + 1, Expect::Version(c.version), Some(c)),
@@ -185,13 +215,30 @@ impl Service {
                     }
                     None => (new_id(), 1, Expect::Absent, None),
                 };
-                let put = prepare(Prep { actor: &ctx.actor, rtype, id, version, expect, now, bundle_key: None, at: rtype.as_str().into() }, v.clone())?;
+                let put = prepare(
+                    Prep {
+                        actor: &ctx.actor,
+                        rtype,
+                        id,
+                        version,
+                        expect,
+                        now,
+                        bundle_key: None,
+                        at: rtype.as_str().into(),
+                    },
+                    v.clone(),
+                )?;
                 if let Some(c) = &cur {
                     if !c.deleted && c.content_hash == put.content_hash {
                         return Ok(None);
                     }
-                    if musubi_gate::decide(&ctx.actor, musubi_gate::Operation::Write, &musubi_gate::RecordView::of(c)) != musubi_gate::Decision::Allow {
-                        return Err(ApiError::new(crate::ErrorKind::Forbidden, format!("{}/{} は更新できません（アクセス権限がありません）", c.rtype, c.id)));
+                    if musubi_gate::decide(&ctx.actor, musubi_gate::Operation::Write, &musubi_gate::RecordView::of(c))
+                        != musubi_gate::Decision::Allow
+                    {
+                        return Err(ApiError::new(
+                            crate::ErrorKind::Forbidden,
+                            format!("{}/{} は更新できません（アクセス権限がありません）", c.rtype, c.id),
+                        ));
                     }
                 }
                 Ok(Some(put))
@@ -221,7 +268,10 @@ impl Service {
         let ids: Vec<String> = chunk.puts.iter().map(|p| format!("{}/{}", p.rtype, p.id)).collect();
         let mut groups: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
         for p in &chunk.puts {
-            groups.entry(p.meta.patient_id.clone()).or_default().push(format!("{}/{}/_history/{}", p.rtype, p.id, p.version));
+            groups
+                .entry(p.meta.patient_id.clone())
+                .or_default()
+                .push(format!("{}/{}/_history/{}", p.rtype, p.id, p.version));
         }
         let audit = groups
             .into_iter()
@@ -264,12 +314,24 @@ impl Service {
     }
 
     /// Imports one JSON document (a resource or a Bundle).
-    pub fn import_json(&self, ctx: &Ctx, file: &str, text: &str, progress: &dyn ImportProgress, stats: &mut ImportStats) -> Result<(), ApiError> {
+    pub fn import_json(
+        &self,
+        ctx: &Ctx,
+        file: &str,
+        text: &str,
+        progress: &dyn ImportProgress,
+        stats: &mut ImportStats,
+    ) -> Result<(), ApiError> {
         progress.bytes(text.len() as u64);
         let v: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                stats.rejected.push(Rejected { file: file.into(), line: e.line() as u64, reason: format!("JSON の構文エラー（{e}）"), text: text.into() });
+                stats.rejected.push(Rejected {
+                    file: file.into(),
+                    line: e.line() as u64,
+                    reason: format!("JSON の構文エラー（{e}）"),
+                    text: text.into(),
+                });
                 return Ok(());
             }
         };

@@ -88,7 +88,13 @@ impl Service {
     }
 
     /// A blank audit record for `ctx` (the caller fills in what was done).
-    pub(crate) fn audit_record(&self, ctx: &Ctx, action: AuditAction, subtype: &str, outcome: AuditOutcome) -> AuditRecord {
+    pub(crate) fn audit_record(
+        &self,
+        ctx: &Ctx,
+        action: AuditAction,
+        subtype: &str,
+        outcome: AuditOutcome,
+    ) -> AuditRecord {
         AuditRecord {
             recorded: musubi_fhir::datetime::now_ms(),
             action,
@@ -158,7 +164,8 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            let dec =
+                |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
             (dec(k), dec(v))
         })
         .collect()

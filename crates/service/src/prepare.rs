@@ -2,11 +2,11 @@
 //! retention, search index, and the gate's write check. Shared by create, update,
 //! transactions, JP-CLINS submissions and imports, so every route writes the same way.
 
-use musubi_domain::retention::retention;
 use musubi_domain::FacilityCode;
+use musubi_domain::retention::retention;
 use musubi_fhir::outcome::{OutcomeIssue, Severity as OSeverity};
-use musubi_fhir::{classify, datetime, index, ResourceType};
-use musubi_gate::{decide, Actor, Decision, Operation, RecordView};
+use musubi_fhir::{ResourceType, classify, datetime, index};
+use musubi_gate::{Actor, Decision, Operation, RecordView, decide};
 use musubi_store::{Expect, PutResource, StoredMeta};
 use serde_json::{Map, Value};
 
@@ -67,13 +67,19 @@ pub(crate) fn expect_type(body: &Value, rtype: ResourceType, at: &str) -> Result
 }
 
 /// The facility a write is recorded under: a system writes only its own facility's data.
-pub(crate) fn resolve_facility(actor: &Actor, data: Option<FacilityCode>, at: &str) -> Result<Option<FacilityCode>, ApiError> {
+pub(crate) fn resolve_facility(
+    actor: &Actor,
+    data: Option<FacilityCode>,
+    at: &str,
+) -> Result<Option<FacilityCode>, ApiError> {
     match actor.facility() {
         Some(own) => match data {
             Some(f) if f != own => Err(ApiError::at(
                 ErrorKind::Forbidden,
                 format!("{at}.extension('{}')", musubi_domain::systems::EXT_INSTITUTION_NUMBER),
-                format!("データの医療機関番号 {f} は、このシステムの医療機関 {own} と一致しません。他の医療機関のデータは登録できません。"),
+                format!(
+                    "データの医療機関番号 {f} は、このシステムの医療機関 {own} と一致しません。他の医療機関のデータは登録できません。"
+                ),
             )),
             _ => Ok(Some(own)),
         },
@@ -103,7 +109,13 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
     };
     let mut meta = match obj.remove("meta") {
         Some(Value::Object(m)) => m,
-        Some(_) => return Err(ApiError::at(ErrorKind::BadRequest, format!("{}.meta", p.at), "meta はオブジェクトでなければなりません")),
+        Some(_) => {
+            return Err(ApiError::at(
+                ErrorKind::BadRequest,
+                format!("{}.meta", p.at),
+                "meta はオブジェクトでなければなりません",
+            ));
+        }
         None => Map::new(),
     };
     meta.remove("versionId");

@@ -2,12 +2,12 @@
 //! may not see answers exactly like a missing one (404), so existence never leaks.
 
 use musubi_domain::audit::{AuditAction, AuditOutcome};
-use musubi_fhir::{datetime, Interaction, ResourceType};
-use musubi_gate::{decide, Operation, RecordView};
+use musubi_fhir::{Interaction, ResourceType, datetime};
+use musubi_gate::{Operation, RecordView, decide};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::search::{count_param, offset_param, Link};
+use crate::search::{Link, count_param, offset_param};
 use crate::write::check_supported;
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
@@ -106,7 +106,10 @@ impl Service {
             audit.outcome = AuditOutcome::MinorFailure;
             audit.outcome_text = Some("no such version".into());
             self.audit(vec![audit])?;
-            return Err(ApiError::new(ErrorKind::NotFound, format!("{rtype}/{id} のバージョン {} は見つかりません", vid.unwrap_or(0))));
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("{rtype}/{id} のバージョン {} は見つかりません", vid.unwrap_or(0)),
+            ));
         };
         if v.deleted {
             audit.outcome = AuditOutcome::MinorFailure;
@@ -115,12 +118,24 @@ impl Service {
             return Err(ApiError::new(ErrorKind::Gone, format!("{rtype}/{id} は削除されています")));
         }
         self.audit(vec![audit])?;
-        Ok(ReadOutcome { rtype, id: id.to_owned(), version: v.version, last_updated: v.last_updated, content: v.content.unwrap_or_default() })
+        Ok(ReadOutcome {
+            rtype,
+            id: id.to_owned(),
+            version: v.version,
+            last_updated: v.last_updated,
+            content: v.content.unwrap_or_default(),
+        })
     }
 
     /// `GET [type]/[id]/_history`, `GET [type]/_history`, `GET /_history`: versions the caller
     /// may see, newest first, as a history Bundle (JSON text).
-    pub fn history(&self, ctx: &Ctx, rtype: Option<ResourceType>, id: Option<&str>, params: &[(String, String)]) -> Result<String, ApiError> {
+    pub fn history(
+        &self,
+        ctx: &Ctx,
+        rtype: Option<ResourceType>,
+        id: Option<&str>,
+        params: &[(String, String)],
+    ) -> Result<String, ApiError> {
         if let Some(t) = rtype {
             check_supported(t, if id.is_some() { Interaction::HistoryInstance } else { Interaction::HistoryType })?;
             if t == ResourceType::AuditEvent {
@@ -131,8 +146,18 @@ impl Service {
         for (k, v) in params {
             match k.as_str() {
                 "_count" | "_offset" | "_format" | "_pretty" => {}
-                "_since" => since = Some(datetime::parse_range(v).map_err(|_| ApiError::bad_request(format!("_since の値 {v:?} は日時ではありません")))?.lo),
-                other => return Err(ApiError::bad_request(format!("履歴ではパラメータ {other} は使えません（_count, _since, _offset のみ）"))),
+                "_since" => {
+                    since = Some(
+                        datetime::parse_range(v)
+                            .map_err(|_| ApiError::bad_request(format!("_since の値 {v:?} は日時ではありません")))?
+                            .lo,
+                    )
+                }
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "履歴ではパラメータ {other} は使えません（_count, _since, _offset のみ）"
+                    )));
+                }
             }
         }
         let count = count_param(params)?;
@@ -146,16 +171,25 @@ impl Service {
         };
         let (total, rows) = self.store.snapshot(|r| r.history(rtype, id, since, &scope, offset, count))?;
         let mut audit = self.audit_record(ctx, AuditAction::Read, "history", AuditOutcome::Success);
-        audit.query = Some(format!("{}/{}_history", rtype.map(|t| t.as_str()).unwrap_or(""), id.map(|i| format!("{i}/")).unwrap_or_default()));
+        audit.query = Some(format!(
+            "{}/{}_history",
+            rtype.map(|t| t.as_str()).unwrap_or(""),
+            id.map(|i| format!("{i}/")).unwrap_or_default()
+        ));
         let mut entries_raw = Vec::with_capacity(rows.len());
         for (stored, cur) in &rows {
             if !decide(&ctx.actor, Operation::Read, &RecordView::of(cur)).is_allow() {
                 // The scope and the decision are held equal by a property test; a row outside
                 // it means a bug, and nothing is returned rather than something hidden.
-                return Err(ApiError::internal(format!("history row {}/{} outside the gate's decision", cur.rtype, cur.id)));
+                return Err(ApiError::internal(format!(
+                    "history row {}/{} outside the gate's decision",
+                    cur.rtype, cur.id
+                )));
             }
             let raw = match &stored.content {
-                Some(c) => Some(RawValue::from_string(c.clone()).map_err(|e| ApiError::internal(format!("stored JSON: {e}")))?),
+                Some(c) => Some(
+                    RawValue::from_string(c.clone()).map_err(|e| ApiError::internal(format!("stored JSON: {e}")))?,
+                ),
                 None => None,
             };
             entries_raw.push((stored, raw));
@@ -166,7 +200,8 @@ impl Service {
             return Err(ApiError::not_found(rtype.map(|t| t.as_str()).unwrap_or(""), id.unwrap_or("")));
         }
         audit.entities = rows.iter().map(|(s, _)| format!("{}/{}/_history/{}", s.rtype, s.id, s.version)).collect();
-        let patients: std::collections::BTreeSet<_> = rows.iter().filter_map(|(_, c)| c.meta.patient_id.clone()).collect();
+        let patients: std::collections::BTreeSet<_> =
+            rows.iter().filter_map(|(_, c)| c.meta.patient_id.clone()).collect();
         let mut records = Vec::new();
         if patients.len() <= 1 {
             audit.patient = patients.into_iter().next();
@@ -190,11 +225,27 @@ impl Service {
                 full_url: format!("{}/{}/{}", ctx.base_url, s.rtype, s.id),
                 resource: raw.as_deref(),
                 request: Request {
-                    method: if s.deleted { "DELETE" } else if s.version == 1 { "POST" } else { "PUT" },
-                    url: if s.version == 1 && !s.deleted { s.rtype.as_str().to_owned() } else { format!("{}/{}", s.rtype, s.id) },
+                    method: if s.deleted {
+                        "DELETE"
+                    } else if s.version == 1 {
+                        "POST"
+                    } else {
+                        "PUT"
+                    },
+                    url: if s.version == 1 && !s.deleted {
+                        s.rtype.as_str().to_owned()
+                    } else {
+                        format!("{}/{}", s.rtype, s.id)
+                    },
                 },
                 response: Response {
-                    status: if s.deleted { "204 No Content" } else if s.version == 1 { "201 Created" } else { "200 OK" },
+                    status: if s.deleted {
+                        "204 No Content"
+                    } else if s.version == 1 {
+                        "201 Created"
+                    } else {
+                        "200 OK"
+                    },
                     etag: format!("W/\"{}\"", s.version),
                     last_modified: datetime::format_instant(s.last_updated),
                 },

@@ -12,7 +12,7 @@ use musubi_fhir::datetime::{self, parse_range};
 use musubi_fhir::index::normalize_string;
 use musubi_fhir::reference::parse_reference;
 use musubi_fhir::{Interaction, ParamKind, ResourceType};
-use musubi_gate::{decide, Operation, RecordView};
+use musubi_gate::{Operation, RecordView, decide};
 use musubi_store::{CurrentRow, DatePred, DatePrefix, Filter, SearchQuery, Sort, StoredResource, StrMatch, TokenMatch};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -63,8 +63,12 @@ pub(crate) fn offset_param(params: &[(String, String)]) -> Result<i64, ApiError>
     }
 }
 
+/// Everything but the unreserved characters of RFC 3986 is escaped in links.
+const QUERY: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, QUERY).to_string()
 }
 
 /// self / first / previous / next / last links for offset paging.
@@ -140,13 +144,21 @@ pub(crate) fn parse_date_pred(name: &str, v: &str) -> Result<DatePred, ApiError>
                 "sa" => DatePrefix::Sa,
                 "eb" => DatePrefix::Eb,
                 "ap" => DatePrefix::Ap,
-                _ => return Err(ApiError::bad_request(format!("{name} の比較演算子 {p:?} は使えません（eq, ne, gt, lt, ge, le, sa, eb, ap）"))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "{name} の比較演算子 {p:?} は使えません（eq, ne, gt, lt, ge, le, sa, eb, ap）"
+                    )));
+                }
             };
             (prefix, &v[2..])
         }
         _ => (DatePrefix::Eq, v),
     };
-    let range = parse_range(rest).map_err(|_| ApiError::bad_request(format!("{name} の値 {rest:?} は日付・日時ではありません（例: 2024-05-01, 2024-05-01T09:00:00+09:00）")))?;
+    let range = parse_range(rest).map_err(|_| {
+        ApiError::bad_request(format!(
+            "{name} の値 {rest:?} は日付・日時ではありません（例: 2024-05-01, 2024-05-01T09:00:00+09:00）"
+        ))
+    })?;
     Ok(DatePred { prefix, range })
 }
 
@@ -173,9 +185,18 @@ pub(crate) struct Controls {
 }
 
 /// Parses search parameters for `rtype`.
-pub(crate) fn parse_params(rtype: ResourceType, params: &[(String, String)]) -> Result<(Vec<Filter>, Controls), ApiError> {
+pub(crate) fn parse_params(
+    rtype: ResourceType,
+    params: &[(String, String)],
+) -> Result<(Vec<Filter>, Controls), ApiError> {
     let mut filters = Vec::new();
-    let mut controls = Controls { count: count_param(params)?, offset: offset_param(params)?, sort: Sort::LastUpdatedDesc, include_patient: false, summary_count: false };
+    let mut controls = Controls {
+        count: count_param(params)?,
+        offset: offset_param(params)?,
+        sort: Sort::LastUpdatedDesc,
+        include_patient: false,
+        summary_count: false,
+    };
     for (raw_name, value) in params {
         let (name, modifier) = match raw_name.split_once(':') {
             Some((n, m)) => (n, Some(m)),
@@ -190,7 +211,11 @@ pub(crate) fn parse_params(rtype: ResourceType, params: &[(String, String)]) -> 
                     "_lastUpdated" => Sort::LastUpdatedAsc,
                     "-_lastUpdated" => Sort::LastUpdatedDesc,
                     "_id" => Sort::Id,
-                    other => return Err(ApiError::bad_request(format!("_sort={other} は使えません（date, -date, _lastUpdated, -_lastUpdated, _id）"))),
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "_sort={other} は使えません（date, -date, _lastUpdated, -_lastUpdated, _id）"
+                        )));
+                    }
                 };
                 continue;
             }
@@ -198,16 +223,24 @@ pub(crate) fn parse_params(rtype: ResourceType, params: &[(String, String)]) -> 
                 match value.as_str() {
                     "count" => controls.summary_count = true,
                     "false" => {}
-                    other => return Err(ApiError::bad_request(format!("_summary={other} には対応していません（count, false）"))),
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "_summary={other} には対応していません（count, false）"
+                        )));
+                    }
                 }
                 continue;
             }
             "_include" => {
                 let ok = value == "*"
                     || value.split(':').collect::<Vec<_>>().as_slice() == [rtype.as_str(), "patient"]
-                    || (value.split(':').collect::<Vec<_>>().as_slice() == [rtype.as_str(), "subject"] && rtype.search_param("subject").is_some());
+                    || (value.split(':').collect::<Vec<_>>().as_slice() == [rtype.as_str(), "subject"]
+                        && rtype.search_param("subject").is_some());
                 if !ok || rtype.patient_paths().is_empty() {
-                    return Err(ApiError::bad_request(format!("_include={value} には対応していません（{}:patient のみ）", rtype.as_str())));
+                    return Err(ApiError::bad_request(format!(
+                        "_include={value} には対応していません（{}:patient のみ）",
+                        rtype.as_str()
+                    )));
                 }
                 controls.include_patient = true;
                 continue;
@@ -242,16 +275,30 @@ pub(crate) fn parse_params(rtype: ResourceType, params: &[(String, String)]) -> 
                     Some("not") => true,
                     Some(m) => return Err(bad_modifier(m)),
                 };
-                filters.push(Filter::Token { param: def.name, any: values.iter().map(|v| parse_token(v)).collect(), negate });
+                filters.push(Filter::Token {
+                    param: def.name,
+                    any: values.iter().map(|v| parse_token(v)).collect(),
+                    negate,
+                });
             }
             ParamKind::Reference => {
                 let mut targets = Vec::new();
                 for v in &values {
                     let key = match (parse_reference(v), modifier) {
                         (Some(r), None) => r.key(),
-                        (None, Some(t)) if t.parse::<ResourceType>().is_ok() && musubi_fhir::is_valid_id(v) => format!("{t}/{v}"),
-                        (None, None) if musubi_fhir::is_valid_id(v) && matches!(def.name, "subject" | "beneficiary") => format!("Patient/{v}"),
-                        _ => return Err(ApiError::bad_request(format!("{name} の値 {v:?} は Type/id 形式の参照ではありません"))),
+                        (None, Some(t)) if t.parse::<ResourceType>().is_ok() && musubi_fhir::is_valid_id(v) => {
+                            format!("{t}/{v}")
+                        }
+                        (None, None)
+                            if musubi_fhir::is_valid_id(v) && matches!(def.name, "subject" | "beneficiary") =>
+                        {
+                            format!("Patient/{v}")
+                        }
+                        _ => {
+                            return Err(ApiError::bad_request(format!(
+                                "{name} の値 {v:?} は Type/id 形式の参照ではありません"
+                            )));
+                        }
                     };
                     targets.push(key);
                 }
@@ -267,7 +314,9 @@ pub(crate) fn parse_params(rtype: ResourceType, params: &[(String, String)]) -> 
             }
             ParamKind::Date => {
                 if modifier.is_some() || values.len() > 1 {
-                    return Err(ApiError::bad_request(format!("{name} には修飾子やカンマ区切りの複数値は使えません（範囲は {name}=ge…&{name}=lt… のように指定）")));
+                    return Err(ApiError::bad_request(format!(
+                        "{name} には修飾子やカンマ区切りの複数値は使えません（範囲は {name}=ge…&{name}=lt… のように指定）"
+                    )));
                 }
                 filters.push(Filter::Date { param: def.name, pred: parse_date_pred(name, value)? });
             }
@@ -319,12 +368,18 @@ struct SearchMode {
 }
 
 fn raw(s: &StoredResource) -> Result<Box<RawValue>, ApiError> {
-    RawValue::from_string(s.content.clone().unwrap_or_else(|| "{}".into())).map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", s.rtype, s.id)))
+    RawValue::from_string(s.content.clone().unwrap_or_else(|| "{}".into()))
+        .map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", s.rtype, s.id)))
 }
 
 impl Service {
     /// `GET [type]?…` / `POST [type]/_search`.
-    pub fn search(&self, ctx: &Ctx, rtype: ResourceType, params: &[(String, String)]) -> Result<SearchResult, ApiError> {
+    pub fn search(
+        &self,
+        ctx: &Ctx,
+        rtype: ResourceType,
+        params: &[(String, String)],
+    ) -> Result<SearchResult, ApiError> {
         if rtype == ResourceType::AuditEvent {
             return self.search_audit_events(ctx, params);
         }
@@ -344,7 +399,8 @@ impl Service {
         let actor = ctx.actor.clone();
         let (total, page, included) = self.store.snapshot(|r| {
             let total = r.search_count(&q)?;
-            let rows = if c.summary_count || c.count == 0 { Vec::new() } else { r.search_rows(&q, c.offset, Some(c.count))? };
+            let rows =
+                if c.summary_count || c.count == 0 { Vec::new() } else { r.search_rows(&q, c.offset, Some(c.count))? };
             let mut page = Vec::with_capacity(rows.len());
             for row in rows {
                 let content = r.version(row.rtype, &row.id, Some(row.version))?;
@@ -372,14 +428,20 @@ impl Service {
         })?;
         for (row, _) in &page {
             if !decide(&ctx.actor, Operation::Read, &RecordView::of(row)).is_allow() {
-                return Err(ApiError::internal(format!("search row {}/{} outside the gate's decision", row.rtype, row.id)));
+                return Err(ApiError::internal(format!(
+                    "search row {}/{} outside the gate's decision",
+                    row.rtype, row.id
+                )));
             }
         }
         // One audit record per patient whose data was returned, so each patient's access
         // history shows it; one without patient for the rest (and for empty results).
         let mut by_patient: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
         for (row, _) in page.iter().chain(included.iter()) {
-            by_patient.entry(row.meta.patient_id.clone()).or_default().push(format!("{}/{}/_history/{}", row.rtype, row.id, row.version));
+            by_patient
+                .entry(row.meta.patient_id.clone())
+                .or_default()
+                .push(format!("{}/{}/_history/{}", row.rtype, row.id, row.version));
         }
         if by_patient.is_empty() {
             by_patient.insert(None, Vec::new());
@@ -436,13 +498,27 @@ mod tests {
     fn parses_tokens_dates_and_controls() {
         let (f, c) = parse_params(
             ResourceType::Observation,
-            &p(&[("patient", "Patient/p1"), ("code", "http://loinc.org|718-7,|x"), ("date", "ge2024-01-01"), ("_sort", "-date"), ("_count", "10"), ("_include", "Observation:patient")]),
+            &p(&[
+                ("patient", "Patient/p1"),
+                ("code", "http://loinc.org|718-7,|x"),
+                ("date", "ge2024-01-01"),
+                ("_sort", "-date"),
+                ("_count", "10"),
+                ("_include", "Observation:patient"),
+            ]),
         )
         .unwrap();
         assert_eq!(f[0], Filter::Patient(vec!["p1".into()]));
         assert_eq!(
             f[1],
-            Filter::Token { param: "code", any: vec![TokenMatch::SystemCode("http://loinc.org".into(), "718-7".into()), TokenMatch::NoSystem("x".into())], negate: false }
+            Filter::Token {
+                param: "code",
+                any: vec![
+                    TokenMatch::SystemCode("http://loinc.org".into(), "718-7".into()),
+                    TokenMatch::NoSystem("x".into())
+                ],
+                negate: false
+            }
         );
         assert!(matches!(f[2], Filter::Date { param: "date", pred: DatePred { prefix: DatePrefix::Ge, .. } }));
         assert_eq!(c.sort, Sort::DateDesc);
@@ -452,7 +528,16 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_unsupported() {
-        for bad in [("foo", "1"), ("code:text", "x"), ("date", "2024-13-01"), ("date", "xx2024"), ("_sort", "code"), ("_include", "Observation:performer"), ("_count", "-1"), ("subject", "abc def")] {
+        for bad in [
+            ("foo", "1"),
+            ("code:text", "x"),
+            ("date", "2024-13-01"),
+            ("date", "xx2024"),
+            ("_sort", "code"),
+            ("_include", "Observation:performer"),
+            ("_count", "-1"),
+            ("subject", "abc def"),
+        ] {
             assert!(parse_params(ResourceType::Observation, &p(&[bad])).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -2,12 +2,12 @@
 
 use musubi_domain::audit::{AuditAction, AuditOutcome};
 use musubi_fhir::outcome::OutcomeIssue;
-use musubi_fhir::{datetime, Interaction, ResourceType};
-use musubi_gate::{decide, Decision, Operation, RecordView};
+use musubi_fhir::{Interaction, ResourceType, datetime};
+use musubi_gate::{Decision, Operation, RecordView, decide};
 use musubi_store::{DeleteResource, Expect, StoreError, WriteBatch};
 use serde_json::Value;
 
-use crate::prepare::{expect_type, new_id, prepare, validate, Prep};
+use crate::prepare::{Prep, expect_type, new_id, prepare, validate};
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
 /// The result of a write.
@@ -50,7 +50,14 @@ pub(crate) fn check_supported(rtype: ResourceType, i: Interaction) -> Result<(),
 
 impl Service {
     /// Audits a failed write and returns the error (or an internal error if the audit itself failed).
-    pub(crate) fn refuse(&self, ctx: &Ctx, action: AuditAction, subtype: &str, entity: Option<String>, e: ApiError) -> ApiError {
+    pub(crate) fn refuse(
+        &self,
+        ctx: &Ctx,
+        action: AuditAction,
+        subtype: &str,
+        entity: Option<String>,
+        e: ApiError,
+    ) -> ApiError {
         let mut r = self.audit_record(ctx, action, subtype, audit_outcome(&e));
         r.outcome_text = Some(e.summary());
         r.entities = entity.into_iter().collect();
@@ -68,7 +75,16 @@ impl Service {
             let warnings = validate(&body, None)?;
             let now = datetime::now_ms();
             let put = prepare(
-                Prep { actor: &ctx.actor, rtype, id: new_id(), version: 1, expect: Expect::Absent, now, bundle_key: None, at: rtype.as_str().into() },
+                Prep {
+                    actor: &ctx.actor,
+                    rtype,
+                    id: new_id(),
+                    version: 1,
+                    expect: Expect::Absent,
+                    now,
+                    bundle_key: None,
+                    at: rtype.as_str().into(),
+                },
                 body,
             )?;
             let mut audit = self.audit_record(ctx, AuditAction::Create, "create", AuditOutcome::Success);
@@ -92,20 +108,39 @@ impl Service {
 
     /// `PUT [type]/[id]`: updates (or creates with that id). An identical resubmission
     /// changes nothing. `if_match` is the version the client saw (ETag).
-    pub fn update(&self, ctx: &Ctx, rtype: ResourceType, id: &str, body: Value, if_match: Option<i64>) -> Result<WriteOutcome, ApiError> {
+    pub fn update(
+        &self,
+        ctx: &Ctx,
+        rtype: ResourceType,
+        id: &str,
+        body: Value,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome, ApiError> {
         let key = format!("{rtype}/{id}");
         let result = (|| {
             check_supported(rtype, Interaction::Update)?;
             expect_type(&body, rtype, rtype.as_str())?;
             if !musubi_fhir::is_valid_id(id) {
-                return Err(ApiError::bad_request(format!("id {id:?} は FHIR の id の形式（英数字・ハイフン・ピリオド 64 文字以内）ではありません")));
+                return Err(ApiError::bad_request(format!(
+                    "id {id:?} は FHIR の id の形式（英数字・ハイフン・ピリオド 64 文字以内）ではありません"
+                )));
             }
             match body.get("id").and_then(Value::as_str) {
                 Some(b) if b == id => {}
                 Some(b) => {
-                    return Err(ApiError::at(ErrorKind::BadRequest, format!("{rtype}.id"), format!("本文の id {b} が URL の id {id} と一致しません")));
+                    return Err(ApiError::at(
+                        ErrorKind::BadRequest,
+                        format!("{rtype}.id"),
+                        format!("本文の id {b} が URL の id {id} と一致しません"),
+                    ));
                 }
-                None => return Err(ApiError::at(ErrorKind::BadRequest, format!("{rtype}.id"), "更新する本文に id がありません")),
+                None => {
+                    return Err(ApiError::at(
+                        ErrorKind::BadRequest,
+                        format!("{rtype}.id"),
+                        "更新する本文に id がありません",
+                    ));
+                }
             }
             let warnings = validate(&body, None)?;
             for _attempt in 0..3 {
@@ -114,7 +149,10 @@ impl Service {
                     other => return other,
                 }
             }
-            Err(ApiError::new(ErrorKind::Conflict, format!("{key} への同時更新が続いたため処理できませんでした。再度送信してください。")))
+            Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!("{key} への同時更新が続いたため処理できませんでした。再度送信してください。"),
+            ))
         })();
         result.map_err(|e| self.refuse(ctx, AuditAction::Update, "update", Some(key.clone()), e))
     }
@@ -135,7 +173,10 @@ impl Service {
                 // The existing record must be writable too: no taking over another facility's resource.
                 if decide(&ctx.actor, Operation::Write, &RecordView::of(cur)) != Decision::Allow {
                     // The same answer whether or not the caller may read it: nothing leaks.
-                    return Err(ApiError::new(ErrorKind::Forbidden, format!("{rtype}/{id} は更新できません（アクセス権限がありません）")));
+                    return Err(ApiError::new(
+                        ErrorKind::Forbidden,
+                        format!("{rtype}/{id} は更新できません（アクセス権限がありません）"),
+                    ));
                 }
             }
         }
@@ -144,7 +185,10 @@ impl Service {
             if found != Some(expected) {
                 return Err(ApiError::new(
                     ErrorKind::PreconditionFailed,
-                    format!("If-Match のバージョン {expected} が現在のバージョン {} と一致しません", found.map_or("（なし）".into(), |v| v.to_string())),
+                    format!(
+                        "If-Match のバージョン {expected} が現在のバージョン {} と一致しません",
+                        found.map_or("（なし）".into(), |v| v.to_string())
+                    ),
                 ));
             }
         }
@@ -153,7 +197,16 @@ impl Service {
             None => (1, Expect::Absent),
         };
         let put = prepare(
-            Prep { actor: &ctx.actor, rtype, id: id.to_owned(), version, expect, now, bundle_key: None, at: rtype.as_str().into() },
+            Prep {
+                actor: &ctx.actor,
+                rtype,
+                id: id.to_owned(),
+                version,
+                expect,
+                now,
+                bundle_key: None,
+                at: rtype.as_str().into(),
+            },
             body,
         )?;
         if let Some(c) = &current {
@@ -177,7 +230,12 @@ impl Service {
                 });
             }
         }
-        let mut audit = self.audit_record(ctx, if current.is_some() { AuditAction::Update } else { AuditAction::Create }, "update", AuditOutcome::Success);
+        let mut audit = self.audit_record(
+            ctx,
+            if current.is_some() { AuditAction::Update } else { AuditAction::Create },
+            "update",
+            AuditOutcome::Success,
+        );
         audit.patient = put.meta.patient_id.clone();
         audit.entities = vec![format!("{rtype}/{id}/_history/{version}")];
         let out = WriteOutcome {
@@ -217,7 +275,12 @@ impl Service {
             audit.patient = cur.meta.patient_id.clone();
             audit.entities = vec![key.clone()];
             let c = self.store.commit(WriteBatch {
-                deletes: vec![DeleteResource { rtype, id: id.to_owned(), last_updated: datetime::now_ms(), expect_version: Some(cur.version) }],
+                deletes: vec![DeleteResource {
+                    rtype,
+                    id: id.to_owned(),
+                    last_updated: datetime::now_ms(),
+                    expect_version: Some(cur.version),
+                }],
                 audit: vec![audit],
                 ..Default::default()
             })?;

@@ -1,0 +1,277 @@
+//! `musubi`: the one binary of the network. Every command that touches the store takes
+//! `--data DIR` (the embedded database, default `./musubi-data`) or `--database URL`
+//! (PostgreSQL).
+
+mod demo;
+mod import;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use musubi_store::Store;
+
+#[derive(Parser)]
+#[command(name = "musubi", version, about = "Musubi: a health-record sharing service for Japanese regional networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the data lives.
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Data directory (embedded database, admin token, quarantine).
+    #[arg(long, default_value = "./musubi-data", env = "MUSUBI_DATA")]
+    data: PathBuf,
+    /// PostgreSQL URL (postgres://user@host/db) instead of the embedded database.
+    #[arg(long, env = "MUSUBI_DATABASE_URL")]
+    database: Option<String>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> Result<Store> {
+        std::fs::create_dir_all(&self.data)
+            .with_context(|| format!("cannot create data directory {}", self.data.display()))?;
+        let store = Store::open(self.database.as_deref(), &self.data).context("cannot open the store")?;
+        Ok(store)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the FHIR API.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "MUSUBI_LISTEN")]
+        listen: String,
+        /// Public base URL of the FHIR API (for links), e.g. https://musubi.example.jp/fhir.
+        #[arg(long, env = "MUSUBI_BASE_URL")]
+        base_url: Option<String>,
+        /// Largest request body in MiB.
+        #[arg(long, default_value_t = 64)]
+        body_limit_mib: usize,
+    },
+    /// Serve a demo region on the embedded store (created on first run).
+    Demo {
+        /// Data directory of the demo.
+        #[arg(long, default_value = "./musubi-demo")]
+        data: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// API tokens for facility systems.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Import FHIR data: NDJSON (Bulk Data), JSON resources or Bundles, files or directories.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Files or directories to import.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write one line per committed chunk (the ids now durable) to this file.
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token for a facility's system; it is printed once and stored only as a hash.
+    Issue {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The facility's 10-digit 医療機関コード.
+        #[arg(long)]
+        facility: String,
+        /// A name for the system (shown in the audit log), e.g. "tokyo-general-emr".
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (names, facilities; never the tokens).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke every token with this name.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of the audit log; exits non-zero if any record was changed,
+    /// deleted or reordered.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MUSUBI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Writes the administrator token to `dir/admin-token` (mode 0600) when the store has none.
+pub(crate) fn ensure_admin_token(store: &Store, dir: &Path) -> Result<Option<PathBuf>> {
+    let has_admin = store.read(|r| r.tokens())?.iter().any(|t| t.kind == "admin" && !t.revoked);
+    if has_admin {
+        return Ok(None);
+    }
+    let token = musubi_server::auth::issue(store, "admin", None, "admin")?;
+    let path = dir.join("admin-token");
+    write_secret(&path, &token)?;
+    Ok(Some(path))
+}
+
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
+pub(crate) async fn run_server(
+    store: Store,
+    data: &Path,
+    listen: &str,
+    base_url: Option<String>,
+    body_limit_mib: usize,
+) -> Result<()> {
+    if let Some(p) = ensure_admin_token(&store, data)? {
+        tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
+        eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
+    }
+    let node = hostname();
+    let service = musubi_service::Service::new(store, node);
+    let config =
+        musubi_server::ServerConfig { base_url, body_limit: body_limit_mib * 1024 * 1024, ..Default::default() };
+    let state = musubi_server::AppState::new(service, config);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving the FHIR API at /fhir");
+    eprintln!("Musubi FHIR API: http://{addr}/fhir");
+    musubi_server::serve(listener, state).await?;
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "musubi".into())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve { store, listen, base_url, body_limit_mib } => {
+            let s = store.open()?;
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
+                s,
+                &store.data,
+                &listen,
+                base_url,
+                body_limit_mib,
+            ))
+        }
+        Command::Demo { data, listen } => demo::run(&data, &listen),
+        Command::Token { command } => match command {
+            TokenCommand::Issue { store, facility, name } => {
+                let code: musubi_domain::FacilityCode = facility.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+                if name.trim().is_empty() {
+                    bail!("--name must not be empty");
+                }
+                let s = store.open()?;
+                if s.read(|r| r.tokens())?.iter().any(|t| t.name == name && !t.revoked) {
+                    bail!("a token named {name:?} already exists; revoke it first or choose another name");
+                }
+                let token = musubi_server::auth::issue(&s, "system", Some(&code), &name)?;
+                eprintln!(
+                    "医療機関 {code} のシステム {name:?} のトークンを発行しました。この表示の後は再表示できません。"
+                );
+                println!("{token}");
+                Ok(())
+            }
+            TokenCommand::List { store } => {
+                let s = store.open()?;
+                for t in s.read(|r| r.tokens())? {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        t.name,
+                        t.kind,
+                        t.facility.unwrap_or_else(|| "-".into()),
+                        musubi_fhir::datetime::format_instant(t.created),
+                        if t.revoked { "revoked" } else { "active" }
+                    );
+                }
+                Ok(())
+            }
+            TokenCommand::Revoke { store, name } => {
+                let n = store.open()?.revoke_token(name.clone())?;
+                if n == 0 {
+                    bail!("no active token named {name:?}");
+                }
+                eprintln!("revoked {n} token(s) named {name:?}");
+                Ok(())
+            }
+        },
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { store } => {
+                let s = store.open()?;
+                let bar = indicatif::ProgressBar::new_spinner();
+                let start = std::time::Instant::now();
+                let result =
+                    musubi_store::verify_audit_chain(&s, |n| bar.set_message(format!("{n} records verified")))?;
+                bar.finish_and_clear();
+                match result {
+                    Ok(n) => {
+                        let secs = start.elapsed().as_secs_f64();
+                        println!("OK: {n} audit records, chain intact ({:.0} records/s)", n as f64 / secs.max(1e-9));
+                        Ok(())
+                    }
+                    Err(b) => {
+                        eprintln!("監査ログの改ざんを検出しました: record {}: {}", b.seq, b.reason);
+                        println!("TAMPERED: record {}: {}", b.seq, b.reason);
+                        std::process::exit(2);
+                    }
+                }
+            }
+        },
+        Command::Import { store, paths, journal, quiet } => {
+            import::run(&store.open()?, &store.data, &paths, journal.as_deref(), quiet)
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! A real server on a free port, over a real store, for HTTP tests.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use musubi_service::Service;
+use musubi_store::Store;
+use serde_json::Value;
+
+pub struct TestServer {
+    pub base: String,
+    pub admin: String,
+    pub store: Store,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path()).unwrap();
+        Self::start_on(store, dir)
+    }
+
+    pub fn start_on(store: Store, dir: tempfile::TempDir) -> TestServer {
+        Self::start_with(store, dir, musubi_server::ServerConfig { body_limit: 2 * 1024 * 1024, ..Default::default() })
+    }
+
+    pub fn start_with(store: Store, dir: tempfile::TempDir, config: musubi_server::ServerConfig) -> TestServer {
+        let admin = musubi_server::auth::issue(&store, "admin", None, "admin").unwrap();
+        let state = musubi_server::AppState::new(Service::new(store.clone(), "test"), config);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                musubi_server::serve_until(listener, state, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        TestServer {
+            base: format!("http://{addr}/fhir"),
+            admin,
+            store,
+            stop: Some(tx),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    pub fn token(&self, facility: &str, name: &str) -> String {
+        musubi_server::auth::issue(&self.store, "system", Some(&facility.parse().unwrap()), name).unwrap()
+    }
+
+    pub fn client(&self, token: &str) -> Client {
+        Client { base: self.base.clone(), token: token.to_owned(), http: reqwest::blocking::Client::new() }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub struct Client {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::blocking::Client,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    /// The diagnostics of every issue of an OperationOutcome body, joined.
+    pub fn diagnostics(&self) -> String {
+        self.body["issue"]
+            .as_array()
+            .map(|a| a.iter().map(|i| i["diagnostics"].as_str().unwrap_or("")).collect::<Vec<_>>().join(" | "))
+            .unwrap_or_default()
+    }
+
+    pub fn expressions(&self) -> Vec<String> {
+        self.body["issue"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|i| i["expression"][0].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn rules(&self) -> Vec<String> {
+        self.body["issue"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|i| i["details"]["text"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Client {
+    fn finish(r: reqwest::blocking::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, headers, body, text }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else if path.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}/{}", self.base, path.trim_start_matches('/'))
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        Self::finish(self.http.get(self.url(path)).bearer_auth(&self.token).send().unwrap())
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        self.send(reqwest::Method::POST, path, body.to_string(), "application/fhir+json")
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        self.send(reqwest::Method::PUT, path, body.to_string(), "application/fhir+json")
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        Self::finish(self.http.delete(self.url(path)).bearer_auth(&self.token).send().unwrap())
+    }
+
+    pub fn send(&self, method: reqwest::Method, path: &str, body: String, content_type: &str) -> Resp {
+        Self::finish(
+            self.http
+                .request(method, self.url(path))
+                .bearer_auth(&self.token)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .unwrap(),
+        )
+    }
+}
+
+pub fn reference_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../reference"))
+}
+
+pub fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
