@@ -200,7 +200,10 @@ pub fn verify_chain<'a>(
             return Err(ChainBreak { seq: r.seq, reason });
         }
         if r.prev_hash != prev_hash {
-            return Err(ChainBreak { seq: r.seq, reason: "previous-hash link does not match the preceding record".into() });
+            return Err(ChainBreak {
+                seq: r.seq,
+                reason: "previous-hash link does not match the preceding record".into(),
+            });
         }
         let h = chain_hash(&prev_hash, r.seq, &r.record);
         if h != r.hash {
@@ -223,7 +226,13 @@ mod tests {
             subtype: "read".into(),
             outcome: AuditOutcome::Success,
             outcome_text: None,
-            agent: AuditAgent { kind: "system".into(), name: "emr".into(), facility: Some("1318814790".into()), profession: None, address: None },
+            agent: AuditAgent {
+                kind: "system".into(),
+                name: "emr".into(),
+                facility: Some("1318814790".into()),
+                profession: None,
+                address: None,
+            },
             purpose: AuditPurpose::Treatment,
             patient: Some("p1".into()),
             person: None,

@@ -287,7 +287,11 @@ impl SqlBuilder {
             let mut ands = Vec::new();
             if let Some(f) = &rule.facilities {
                 let ps: Vec<String> = f.iter().map(|x| self.text(x.clone())).collect();
-                ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.facility IN ({})", ps.join(", ")) });
+                ands.push(if ps.is_empty() {
+                    "1 = 0".to_owned()
+                } else {
+                    format!("r.facility IN ({})", ps.join(", "))
+                });
             }
             if let Some(c) = &rule.classes {
                 let ps: Vec<String> = c.iter().map(|x| self.text(*x)).collect();
@@ -295,7 +299,11 @@ impl SqlBuilder {
             }
             if let Some(p) = &rule.patients {
                 let ps: Vec<String> = p.iter().map(|x| self.text(x.clone())).collect();
-                ands.push(if ps.is_empty() { "1 = 0".to_owned() } else { format!("r.patient_id IN ({})", ps.join(", ")) });
+                ands.push(if ps.is_empty() {
+                    "1 = 0".to_owned()
+                } else {
+                    format!("r.patient_id IN ({})", ps.join(", "))
+                });
             }
             ors.push(if ands.is_empty() { "1 = 1".to_owned() } else { format!("({})", ands.join(" AND ")) });
         }
@@ -512,7 +520,9 @@ impl Reader<'_> {
             c.push(sc);
         }
         let w = c.join(" AND ");
-        let count_sql = format!("SELECT COUNT(*) FROM resource_version v JOIN resource r ON r.rtype = v.rtype AND r.id = v.id WHERE {w}");
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM resource_version v JOIN resource r ON r.rtype = v.rtype AND r.id = v.id WHERE {w}"
+        );
         let total = self.conn.query(&count_sql, &b.params())?.first().map_or(0, |r| r.i64(0));
         let lim = b.int(limit);
         let off = b.int(offset);

@@ -262,7 +262,8 @@ fn run_suite(store: Store) {
 
     // Scope (the gate's narrowing) and paging in one snapshot.
     let mut scoped = q(ResourceType::Observation, vec![]);
-    scoped.scope = Scope { rules: Some(vec![ScopeRule { facilities: Some(vec!["1318814790".into()]), ..Default::default() }]) };
+    scoped.scope =
+        Scope { rules: Some(vec![ScopeRule { facilities: Some(vec!["1318814790".into()]), ..Default::default() }]) };
     let (total, page) =
         store.snapshot(|r| Ok((r.search_count(&scoped)?, r.search_rows(&scoped, 1, Some(2))?))).unwrap();
     assert_eq!(total, 3);
@@ -326,7 +327,8 @@ fn run_suite(store: Store) {
             .unwrap(),
         2
     );
-    let (n, hist) = store.read(|r| r.history(Some(ResourceType::Observation), Some("o3"), None, &Scope::all(), 0, 10)).unwrap();
+    let (n, hist) =
+        store.read(|r| r.history(Some(ResourceType::Observation), Some("o3"), None, &Scope::all(), 0, 10)).unwrap();
     assert_eq!(n, 2);
     assert!(hist[0].0.deleted && hist[0].0.content.is_none());
     assert_eq!(hist[1].0.version, 1);
