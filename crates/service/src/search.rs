@@ -203,7 +203,10 @@ pub(crate) fn parse_params(
             None => (raw_name.as_str(), None),
         };
         match name {
-            "_count" | "_offset" | "_format" | "_pretty" | "_total" => continue,
+            // Controls that change no result set: accepted (and `_elements` answered with whole
+            // resources, which FHIR allows). `_totalMethod` is what several clients (fhirpy)
+            // send with `_count=0` to ask for a count.
+            "_count" | "_offset" | "_format" | "_pretty" | "_total" | "_totalMethod" | "_elements" => continue,
             "_sort" => {
                 controls.sort = match value.as_str() {
                     "-date" => Sort::DateDesc,

@@ -1,0 +1,272 @@
+//! The `musubi` binary as an operator and a vendor use it: serving with tokens, a real FHIR
+//! client (fhirpy) against it, a kill -9 in the middle of an import, and tampering with the
+//! audit log.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use musubi_store::Store;
+
+fn musubi() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_musubi"));
+    c.env("MUSUBI_LOG", "warn");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(data: &Path, port: u16) -> Server {
+    let child = musubi()
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Server(child)
+}
+
+fn python() -> PathBuf {
+    PathBuf::from(std::env::var("MUSUBI_PYTHON").expect(
+        "MUSUBI_PYTHON is not set: run scripts/test, which creates the Python environment with fhirpy and sets it",
+    ))
+}
+
+#[test]
+fn a_real_fhir_client_creates_searches_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = serve(dir.path(), port);
+    let admin = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    assert!(admin.starts_with("msb_"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.path().join("admin-token")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let out = musubi()
+        .args([
+            "token",
+            "issue",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--facility",
+            "1318814790",
+            "--name",
+            "py-emr",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fhirpy_client.py");
+    let out = Command::new(python())
+        .args([script, &format!("http://127.0.0.1:{port}/fhir"), &token, "1318814790"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fhirpy: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+}
+
+fn write_ndjson(path: &Path, n: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..n {
+        let o = serde_json::json!({
+            "resourceType": "Observation",
+            "id": format!("obs-{i:07}"),
+            "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_ObservationLabResultCode_CS", "code": "3D046000001920402"}]},
+            "subject": {"reference": format!("Patient/pt-{}", i % 997)},
+            "effectiveDateTime": format!("2024-{:02}-{:02}", 1 + i % 12, 1 + i % 28),
+            "valueQuantity": {"value": 5.0 + (i % 40) as f64 / 10.0, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}
+        });
+        writeln!(f, "{o}").unwrap();
+    }
+}
+
+fn snapshot(data: &Path) -> Vec<(String, i64, String)> {
+    let store = Store::open_sqlite(data).unwrap();
+    let q = musubi_store::SearchQuery {
+        rtype: musubi_fhir::ResourceType::Observation,
+        filters: vec![],
+        scope: musubi_store::Scope::all(),
+        sort: musubi_store::Sort::Id,
+    };
+    store.read(|r| r.search_rows(&q, 0, None)).unwrap().into_iter().map(|r| (r.id, r.version, r.content_hash)).collect()
+}
+
+#[test]
+fn kill_9_during_an_import_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.ndjson");
+    let n = 40_000;
+    write_ndjson(&file, n);
+    let data = dir.path().join("data");
+    let journal = dir.path().join("journal.txt");
+    let mut child = musubi()
+        .args([
+            "import",
+            "--quiet",
+            "--data",
+            data.to_str().unwrap(),
+            "--journal",
+            journal.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until some chunks are acknowledged, then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let lines = std::fs::read_to_string(&journal).map(|s| s.lines().count()).unwrap_or(0);
+        if lines >= 2_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "import made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "import finished before it could be killed; make the file larger");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let acknowledged: Vec<String> =
+        std::io::BufReader::new(std::fs::File::open(&journal).unwrap()).lines().map(|l| l.unwrap()).collect();
+    assert!(acknowledged.len() < n, "the kill came before the end");
+    let after_kill = snapshot(&data);
+    let present: std::collections::HashSet<String> =
+        after_kill.iter().map(|(id, _, _)| format!("Observation/{id}")).collect();
+    for id in &acknowledged {
+        assert!(present.contains(id), "{id} was acknowledged but is missing after kill -9");
+    }
+    // Re-running completes the import; the result equals an uninterrupted import.
+    let st = musubi()
+        .args(["import", "--quiet", "--data", data.to_str().unwrap(), file.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let clean = dir.path().join("clean");
+    let st = musubi()
+        .args(["import", "--quiet", "--data", clean.to_str().unwrap(), file.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let resumed = snapshot(&data);
+    assert_eq!(resumed.len(), n);
+    assert_eq!(resumed, snapshot(&clean), "same ids, versions and contents as an uninterrupted import");
+    // Re-importing again changes nothing.
+    let st = musubi()
+        .args(["import", "--quiet", "--data", data.to_str().unwrap(), file.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(snapshot(&data), resumed);
+}
+
+#[test]
+fn rejected_lines_are_quarantined_with_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixed.ndjson");
+    write_ndjson(&file, 3);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    writeln!(f, "{{not json").unwrap();
+    writeln!(
+        f,
+        "{}",
+        serde_json::json!({"resourceType": "Observation", "id": "bad-1", "status": 12, "code": {"text": "x"}})
+    )
+    .unwrap();
+    drop(f);
+    let data = dir.path().join("data");
+    let out = musubi()
+        .args(["import", "--quiet", "--data", data.to_str().unwrap(), file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "partial import exits 3");
+    let q: Vec<_> = std::fs::read_dir(data.join("quarantine")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(q.len(), 1);
+    let text = std::fs::read_to_string(&q[0]).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["line"], 4);
+    assert!(lines[0]["reason"].as_str().unwrap().contains("JSON"));
+    assert_eq!(lines[1]["line"], 5);
+    assert!(lines[1]["reason"].as_str().unwrap().contains("Observation.status"), "{}", lines[1]);
+    assert_eq!(snapshot(&data).len(), 3, "the good lines landed");
+}
+
+fn verify(args: &[&str]) -> (i32, String) {
+    let out = musubi().arg("audit").arg("verify").args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn tampering_with_one_audit_row_makes_verify_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("small.ndjson");
+    write_ndjson(&file, 1200);
+    let data = dir.path().join("data");
+    assert!(
+        musubi()
+            .args(["import", "--quiet", "--data", data.to_str().unwrap(), file.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, out) = verify(&["--data", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("OK"));
+    let raw = rusqlite::Connection::open(data.join(musubi_store::SQLITE_FILE)).unwrap();
+    raw.execute("UPDATE audit SET record = replace(record, 'obs-0000005', 'obs-0000006') WHERE seq = (SELECT MIN(seq) FROM audit WHERE record LIKE '%obs-0000005%')", []).unwrap();
+    let (code, out) = verify(&["--data", data.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("TAMPERED"));
+}
+
+#[test]
+fn tampering_is_also_found_on_postgresql() {
+    let admin = std::env::var("MUSUBI_TEST_POSTGRES").expect("MUSUBI_TEST_POSTGRES is not set: run scripts/test");
+    let name = format!("musubi_cli_{}", std::process::id());
+    let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("small.ndjson");
+    write_ndjson(&file, 600);
+    let st = musubi()
+        .args(["import", "--quiet", "--database", &url, "--data", dir.path().to_str().unwrap(), file.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, out) = verify(&["--database", &url]);
+    assert_eq!(code, 0, "{out}");
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    db.batch_execute("DELETE FROM audit WHERE seq = 1").unwrap();
+    let (code, out) = verify(&["--database", &url]);
+    assert_eq!(code, 2, "{out}");
+    drop(db);
+    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
