@@ -30,8 +30,8 @@ impl ImportProgress for Progress {
             *c += resources;
             self.bar.set_message(format!("{} resources committed", *c));
         }
-        if let Some(j) = &self.journal {
-            if let Ok(mut f) = j.lock() {
+        if let Some(j) = &self.journal
+            && let Ok(mut f) = j.lock() {
                 let mut text = String::new();
                 for id in ids {
                     text.push_str(id);
@@ -41,7 +41,6 @@ impl ImportProgress for Progress {
                 let _ = f.write_all(text.as_bytes());
                 let _ = f.flush();
             }
-        }
     }
 }
 

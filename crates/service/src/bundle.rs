@@ -330,11 +330,10 @@ impl Service {
                         format!("{k} が同じ transaction に複数回現れます"),
                     ));
                 }
-                if let Some(fu) = full_url {
-                    if fu.starts_with("urn:uuid:") || fu.starts_with("urn:oid:") {
+                if let Some(fu) = full_url
+                    && (fu.starts_with("urn:uuid:") || fu.starts_with("urn:oid:")) {
                         map.insert(fu.clone(), k.clone());
                     }
-                }
             }
         }
 
@@ -418,24 +417,22 @@ impl Service {
                 }
                 TxOp::Update { rtype, id, body, if_match } => {
                     let cur = self.store.current(rtype, &id)?;
-                    if let Some(c) = &cur {
-                        if !c.deleted && decide(&ctx.actor, Operation::Write, &RecordView::of(c)) != Decision::Allow {
+                    if let Some(c) = &cur
+                        && !c.deleted && decide(&ctx.actor, Operation::Write, &RecordView::of(c)) != Decision::Allow {
                             return Err(ApiError::at(
                                 ErrorKind::Forbidden,
                                 entry_at(i),
                                 format!("{rtype}/{id} は更新できません（アクセス権限がありません）"),
                             ));
                         }
-                    }
-                    if let Some(m) = if_match {
-                        if cur.as_ref().map(|c| c.version) != Some(m) {
+                    if let Some(m) = if_match
+                        && cur.as_ref().map(|c| c.version) != Some(m) {
                             return Err(ApiError::at(
                                 ErrorKind::PreconditionFailed,
                                 format!("{}.request.ifMatch", entry_at(i)),
                                 "ifMatch のバージョンが現在のバージョンと一致しません",
                             ));
                         }
-                    }
                     let (version, expect) = match &cur {
                         Some(c) => (c.version + 1, Expect::Version(c.version)),
                         None => (1, Expect::Absent),
@@ -444,8 +441,8 @@ impl Service {
                         Prep { actor: &ctx.actor, rtype, id: id.clone(), version, expect, now, bundle_key: None, at },
                         body,
                     )?;
-                    if let Some(c) = &cur {
-                        if !c.deleted && c.content_hash == put.content_hash {
+                    if let Some(c) = &cur
+                        && !c.deleted && c.content_hash == put.content_hash {
                             responses.push(ResponseEntry {
                                 full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
                                 resource: None,
@@ -459,7 +456,6 @@ impl Service {
                             });
                             continue;
                         }
-                    }
                     audit_items.push((put.meta.patient_id.clone(), format!("{rtype}/{id}/_history/{version}")));
                     responses.push(ResponseEntry {
                         full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
@@ -895,13 +891,12 @@ impl Service {
             let system = format!("{}{}", systems::LOCAL_PATIENT_ID_PREFIX, f);
             candidates = self.store.read(|r| r.find_by_token(ResourceType::Patient, "identifier", &system, local))?;
         }
-        if candidates.is_empty() {
-            if let Some(ins) = classify::insurance_id(&patient) {
+        if candidates.is_empty()
+            && let Some(ins) = classify::insurance_id(&patient) {
                 candidates = self.store.read(|r| {
                     r.find_by_token(ResourceType::Patient, "identifier", systems::INSURANCE_MEMBER_ID, ins)
                 })?;
             }
-        }
         let existing = candidates.into_iter().find(|c| c.meta.facility == Some(facility));
         let (id, version, expect) = match &existing {
             Some(c) => (c.id.clone(), c.version + 1, Expect::Version(c.version)),
@@ -928,11 +923,10 @@ impl Service {
         if put.meta.facility.is_none() {
             put.meta.facility = Some(facility);
         }
-        if let Some(c) = existing {
-            if c.content_hash == put.content_hash {
+        if let Some(c) = existing
+            && c.content_hash == put.content_hash {
                 return Ok((id, None));
             }
-        }
         Ok((id, Some(put)))
     }
 
@@ -952,14 +946,13 @@ impl Service {
             let Some(sub) = self.store.read(|r| r.bundle_submission(&key))? else {
                 return Err(ApiError::new(ErrorKind::NotFound, format!("Bundle 識別子 {key} の送信は見つかりません")));
             };
-            if let Some(own) = ctx.actor.facility() {
-                if own.as_str() != sub.facility {
+            if let Some(own) = ctx.actor.facility()
+                && own.as_str() != sub.facility {
                     return Err(ApiError::new(
                         ErrorKind::NotFound,
                         format!("Bundle 識別子 {key} の送信は見つかりません"),
                     ));
                 }
-            }
             let members = self.store.read(|r| r.bundle_members(&key))?;
             let now = datetime::now_ms();
             let mut batch = WriteBatch::default();

@@ -308,11 +308,10 @@ pub(crate) fn parse_params(
                 filters.push(Filter::Ref { param: def.name, any: targets });
             }
             ParamKind::Patient => {
-                if let Some(m) = modifier {
-                    if m != "Patient" {
+                if let Some(m) = modifier
+                    && m != "Patient" {
                         return Err(bad_modifier(m));
                     }
-                }
                 filters.push(Filter::Patient(values.iter().map(|v| patient_id_of(v)).collect::<Result<_, _>>()?));
             }
             ParamKind::Date => {

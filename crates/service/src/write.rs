@@ -168,8 +168,8 @@ impl Service {
     ) -> Result<WriteOutcome, ApiError> {
         let now = datetime::now_ms();
         let current = self.store.current(rtype, id)?;
-        if let Some(cur) = &current {
-            if !cur.deleted {
+        if let Some(cur) = &current
+            && !cur.deleted {
                 // The existing record must be writable too: no taking over another facility's resource.
                 if decide(&ctx.actor, Operation::Write, &RecordView::of(cur)) != Decision::Allow {
                     // The same answer whether or not the caller may read it: nothing leaks.
@@ -179,7 +179,6 @@ impl Service {
                     ));
                 }
             }
-        }
         if let Some(expected) = if_match {
             let found = current.as_ref().map(|c| c.version);
             if found != Some(expected) {
@@ -209,8 +208,8 @@ impl Service {
             },
             body,
         )?;
-        if let Some(c) = &current {
-            if !c.deleted && c.content_hash == put.content_hash {
+        if let Some(c) = &current
+            && !c.deleted && c.content_hash == put.content_hash {
                 // Identical resubmission: nothing changes, but the access is still recorded.
                 let mut audit = self.audit_record(ctx, AuditAction::Update, "update", AuditOutcome::Success);
                 audit.patient = c.meta.patient_id.clone();
@@ -229,7 +228,6 @@ impl Service {
                     warnings: warnings.to_vec(),
                 });
             }
-        }
         let mut audit = self.audit_record(
             ctx,
             if current.is_some() { AuditAction::Update } else { AuditAction::Create },
