@@ -484,7 +484,7 @@ fn chronic_care(ctx: &mut Ctx, rng: &mut Rng) {
     if first_onset > day {
         day = first_onset;
     }
-    let interval = if rng.chance(0.6) { 28 } else { 56 };
+    let interval: u32 = [28, 56, 84][rng.weighted(&[0.3, 0.5, 0.2])];
     let mut visit_no = 0u32;
     let mut current: Option<u32> = None;
     let drug_seed = rng.u64();
@@ -814,7 +814,7 @@ fn checkups(ctx: &mut Ctx, rng: &mut Rng) {
         }
         let age = ctx.age(day);
         let employed = ctx.id.insurance_on(day).principal && !ctx.id.insurance_on(day).id.insurer().as_str().starts_with("00");
-        let p = match age { 0..=19 => 0.0, 20..=39 => if employed { 0.7 } else { 0.1 }, 40..=74 => 0.55, _ => 0.25 };
+        let p = match age { 0..=19 => 0.0, 20..=39 => if employed { 0.5 } else { 0.05 }, 40..=74 => 0.45, _ => 0.2 };
         if !rng.chance(p) {
             continue;
         }
@@ -831,7 +831,7 @@ fn checkups(ctx: &mut Ctx, rng: &mut Rng) {
             waist: ((60.0 + (bmi - 18.0) * 2.6 + rng.normal(0.0, 3.0)) * 10.0).round() / 10.0,
             bp: (sbp.round() as u32, (sbp * 0.62 + rng.normal(0.0, 4.0)).round() as u32),
         });
-        for k in ["TG", "HDL-C", "LDL-C", "AST", "ALT", "GGT", "HbA1c-NGSP", "BS", "Cre", "eGFR", "Hb"] {
+        for k in ["TG", "HDL-C", "LDL-C", "AST", "ALT", "GGT", "HbA1c-NGSP"] {
             let l = ctx.lab(k, day, rng, 0.0);
             e.labs.push(l);
         }

@@ -254,7 +254,7 @@ fn observation(r: &LabResult, taken: Date, e: &Encounter, enc_index: usize, seq:
                 "resourceType": "Specimen",
                 "id": specimen_id,
                 "meta": {"profile": [P_SPECIMEN_CORE]},
-                "type": {"coding": [{"code": r.lab.specimen.0, "system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_ObservationSampleMaterialCode_CS", "display": r.lab.specimen.1}], "text": r.lab.specimen.1}
+                "type": {"coding": [{"code": r.lab.specimen.0, "system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_ObservationSampleMaterialCode_CS", "display": r.lab.specimen.1}]}
             }
         ],
         "status": "final",
@@ -263,7 +263,6 @@ fn observation(r: &LabResult, taken: Date, e: &Encounter, enc_index: usize, seq:
         "subject": {"reference": patient_ref},
         "effectiveDateTime": ts(taken, 3600 + seq as u64),
         "encounter": {"reference": "#enc"},
-        "issued": ts(taken, 20_000 + seq as u64),
         "performer": [{"reference": "#prc"}],
         "specimen": {"reference": format!("#{specimen_id}")}
     });
@@ -317,9 +316,10 @@ fn medication_request(rx: &Rx, e: &Encounter, seq: usize, f: &Facility, sp: &Sou
         "extension": [inst_ext(f)],
         "identifier": [
             {"system": "http://jpfhir.jp/fhir/core/mhlw/IdSystem/Medication-RPGroupNumber", "value": format!("{}", seq + 1)},
+            {"system": "http://jpfhir.jp/fhir/core/mhlw/IdSystem/MedicationAdministrationIndex", "value": "1"},
             {"system": RESOURCE_ID, "value": format!("{}-{}-MRQ{}{:02}", f.code, sp.local_id, crate::dates::compact(e.end.unwrap_or(e.date)), seq)}
         ],
-        "status": "active",
+        "status": "completed",
         "intent": "order",
         "medicationCodeableConcept": {"coding": [
             {"system": sys::YJ, "code": d.yj, "display": d.name},
@@ -354,75 +354,73 @@ fn year_of(d: Date) -> i32 {
     d.year()
 }
 
-/// The 5情報 collection Bundles a FHIR-submitting facility writes for one patient: one per
-/// year and resource type, each replacing the previous submission with the same identifier.
+/// The 5情報 collection Bundles a FHIR-submitting facility holds for one patient at the end of
+/// the history: one per resource type, identified by the year of the last visit. Each
+/// submission replaces the previous one with the same identifier, so only the final state is
+/// written: every diagnosis with its latest status, the lab results of the last year (at least
+/// the last three of each item, as the national service keeps them), and the allergies.
 pub fn collection_bundles(region: &Region, seed: u64, person: &PersonHistory, sp: &SourcePatient) -> Vec<Value> {
     let f = region.facility(sp.facility);
     let encs: Vec<(usize, &Encounter)> = person.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility).collect();
-    let mut years: Vec<i32> = encs.iter().map(|(_, e)| year_of(e.date)).collect();
-    years.dedup();
+    let Some(last) = encs.iter().map(|(_, e)| e.end.unwrap_or(e.date)).max() else { return Vec::new() };
+    let year = year_of(last);
+    let updated = ts(last, 64_800);
     let mut out = Vec::new();
-    let recorded_allergies = recorded_allergies(seed, person, sp);
-    for year in years {
-        let in_year: Vec<&(usize, &Encounter)> = encs.iter().filter(|(_, e)| year_of(e.date) == year).collect();
-        let last = in_year.iter().map(|(_, e)| e.end.unwrap_or(e.date)).max().unwrap_or(sp.last_visit);
-        let updated = ts(last, 64_800);
-        // Conditions: each disease once a year, from its latest encounter that year.
-        let mut conds: Vec<(usize, &Encounter, &Dx)> = Vec::new();
-        for (i, e) in &in_year {
-            for dx in &e.diagnoses {
-                match conds.iter_mut().find(|(_, _, d)| d.disease.key == dx.disease.key) {
-                    Some(slot) => *slot = (*i, e, dx),
-                    None => conds.push((*i, e, dx)),
+    // Conditions: each disease once, from its latest encounter.
+    let mut conds: Vec<(usize, &Encounter, &Dx)> = Vec::new();
+    for (i, e) in &encs {
+        for dx in &e.diagnoses {
+            match conds.iter_mut().find(|(_, _, d)| d.disease.key == dx.disease.key) {
+                Some(slot) => *slot = (*i, e, dx),
+                None => conds.push((*i, e, dx)),
+            }
+        }
+    }
+    let mut labs: Vec<(usize, &Encounter, Date, &LabResult)> = Vec::new();
+    for (i, e) in &encs {
+        labs.extend(e.labs.iter().map(|r| (*i, *e, e.date, r)));
+        for (d, panel) in &e.stay_labs {
+            labs.extend(panel.iter().map(|r| (*i, *e, *d, r)));
+        }
+    }
+    let year_ago = crate::dates::add_days(last, -365);
+    let keep: Vec<bool> = (0..labs.len())
+        .map(|k| labs[k].2 > year_ago || labs[k + 1..].iter().filter(|x| x.3.lab.key == labs[k].3.lab.key).count() < 3)
+        .collect();
+    let allergies = recorded_allergies(seed, person, sp);
+    for (kind, tag) in [("CND", "Condition"), ("OBS", "Observation"), ("ALG", "AllergyIntolerance")] {
+        let mut ids = Ids::new(seed, &[person.identity.index, u64::from(sp.facility), kind.as_bytes()[0] as u64]);
+        let pat_url = ids.next();
+        let mut entries = vec![wrap(&pat_url, patient(sp, f, &updated))];
+        match kind {
+            "CND" => {
+                for (i, e, dx) in &conds {
+                    entries.push(wrap(&ids.next(), condition(dx, e, *i, f, sp, &pat_url, &updated)));
+                }
+            }
+            "OBS" => {
+                for (seq, ((i, e, d, r), _)) in labs.iter().zip(&keep).filter(|(_, k)| **k).enumerate() {
+                    let clinician = &region.users[e.clinician as usize];
+                    entries.push(wrap(&ids.next(), observation(r, *d, e, *i, seq + 1, f, sp, clinician, &pat_url, &updated)));
+                }
+            }
+            _ => {
+                for a in &allergies {
+                    entries.push(wrap(&ids.next(), allergy(a, f, sp, &pat_url, &updated)));
                 }
             }
         }
-        for (kind, tag) in [("CND", "Condition"), ("OBS", "Observation"), ("ALG", "AllergyIntolerance")] {
-            let mut ids = Ids::new(seed, &[person.identity.index, u64::from(sp.facility), year as u64, kind.as_bytes()[0] as u64]);
-            let pat_url = ids.next();
-            let mut entries = vec![wrap(&pat_url, patient(sp, f, &updated))];
-            match kind {
-                "CND" => {
-                    for (i, e, dx) in &conds {
-                        entries.push(wrap(&ids.next(), condition(dx, e, *i, f, sp, &pat_url, &updated)));
-                    }
-                }
-                "OBS" => {
-                    for (i, e) in &in_year {
-                        let clinician = &region.users[e.clinician as usize];
-                        let mut seq = 0;
-                        for r in &e.labs {
-                            seq += 1;
-                            entries.push(wrap(&ids.next(), observation(r, e.date, e, *i, seq, f, sp, clinician, &pat_url, &updated)));
-                        }
-                        for (d, panel) in &e.stay_labs {
-                            for r in panel {
-                                seq += 1;
-                                entries.push(wrap(&ids.next(), observation(r, *d, e, *i, seq, f, sp, clinician, &pat_url, &updated)));
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    if year_of(sp.first_visit) == year {
-                        for a in &recorded_allergies {
-                            entries.push(wrap(&ids.next(), allergy(a, f, sp, &pat_url, &updated)));
-                        }
-                    }
-                }
-            }
-            if entries.len() < 2 {
-                continue;
-            }
-            out.push(json!({
-                "resourceType": "Bundle",
-                "meta": {"lastUpdated": updated, "profile": [P_BUNDLE_CLINS], "tag": [{"system": sys::BUNDLE_RESOURCE_TYPE, "code": tag}]},
-                "identifier": bundle_identifier(f, year, &format!("{}-{}", kind, sp.local_id)),
-                "type": "collection",
-                "timestamp": updated,
-                "entry": entries
-            }));
+        if entries.len() < 2 {
+            continue;
         }
+        out.push(json!({
+            "resourceType": "Bundle",
+            "meta": {"lastUpdated": updated, "profile": [P_BUNDLE_CLINS], "tag": [{"system": sys::BUNDLE_RESOURCE_TYPE, "code": tag}]},
+            "identifier": bundle_identifier(f, year, &format!("{}-{}", kind, sp.local_id)),
+            "type": "collection",
+            "timestamp": updated,
+            "entry": entries
+        }));
     }
     out
 }
@@ -709,8 +707,8 @@ pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHisto
         "author": [{"reference": author_url, "type": "Practitioner"}, {"reference": org_url, "type": "Organization"}],
         "title": "退院時サマリー",
         "custodian": {"reference": org_url, "type": "Organization"},
-        "event": [{"code": [{"text": "退院"}], "period": {"start": iso(e.date), "end": iso(end)}}],
-        "section": [json!({"title": "構造情報", "code": {"coding": [{"system": SECTION, "code": "300"}]}, "text": div("構造情報"), "section": structured})]
+        "event": [{"period": {"start": iso(e.date), "end": iso(end)}}],
+        "section": [json!({"title": "構造情報", "code": {"coding": [{"system": SECTION, "code": "300"}]}, "section": structured})]
     });
     let mut entries = vec![
         wrap(&comp_url, composition),
@@ -807,6 +805,15 @@ pub fn checkup_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &S
     });
     let (fam, giv) = split_name(&author.name);
     let (fk, gk) = split_name(&author.kana);
+    let coverage_ext: Vec<Value> = [
+        ("JP_Coverage_InsuredPersonSymbol", sp.insurance.id.symbol()),
+        ("JP_Coverage_InsuredPersonNumber", sp.insurance.id.number()),
+        ("JP_Coverage_InsuredPersonSubNumber", sp.insurance.id.branch().unwrap_or("")),
+    ]
+    .iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| json!({"url": format!("http://jpfhir.jp/fhir/core/Extension/StructureDefinition/{k}"), "valueString": v}))
+    .collect();
     let mut entries = vec![
         wrap(&comp_url, composition),
         wrap(&pat_url, patient(sp, f, &updated)),
@@ -837,11 +844,7 @@ pub fn checkup_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &S
             "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_CoverageInsurance_eCheckupGeneral"]},
             "status": "active",
             "type": {"coding": [{"system": "urn:oid:1.2.392.100495.20.2.61", "code": "1"}]},
-            "extension": [
-                {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonSymbol", "valueString": sp.insurance.id.symbol()},
-                {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonNumber", "valueString": sp.insurance.id.number()},
-                {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonSubNumber", "valueString": sp.insurance.id.branch().unwrap_or("")}
-            ],
+            "extension": coverage_ext,
             "subscriberId": format!("{}:{}", sp.insurance.id.symbol(), sp.insurance.id.number()),
             "beneficiary": {"reference": pat_url},
             "dependent": sp.insurance.id.branch().unwrap_or(""),

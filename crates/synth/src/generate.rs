@@ -126,7 +126,9 @@ fn person_out(region: &Region, opts: &SynthOptions, p: &PersonHistory) -> Result
                     fc.fhir_bundles += 1;
                 }
             }
-            // Documents: referral letters from hospitals and FHIR-capable clinics; checkup reports.
+            // Documents: referral letters from hospitals and FHIR-capable clinics; the checkup
+            // centre's latest report.
+            let last_checkup = p.care.encounters.iter().rposition(|e| e.facility == sp.facility && e.checkup.is_some());
             for (i, e) in p.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility) {
                 if e.referral.is_some() && (f.fhir || f.ssmix2) {
                     if let Some(b) = fhir::referral_bundle(region, opts.seed, p, sp, i) {
@@ -138,7 +140,7 @@ fn person_out(region: &Region, opts: &SynthOptions, p: &PersonHistory) -> Result
                         fc.fhir_bundles += 1;
                     }
                 }
-                if e.checkup.is_some() {
+                if Some(i) == last_checkup {
                     if let Some(b) = fhir::checkup_bundle(region, opts.seed, p, sp, i) {
                         push(b, &mut buf)?;
                         out.counts.fhir_checkup_bundles += 1;
