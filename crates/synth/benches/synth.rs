@@ -38,7 +38,10 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let persons: u64 = std::env::var("SYNTH_PERSONS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let keep = std::env::var("SYNTH_OUT").ok();
-    let out = keep.clone().map(std::path::PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join(format!("musubi-synth-bench-{}", std::process::id())));
+    let out = keep
+        .clone()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("musubi-synth-bench-{}", std::process::id())));
     let opts = SynthOptions::new(persons, 20_261_122, &out);
     let start = Instant::now();
     let manifest = match generate(&opts, &NoProgress) {
@@ -58,7 +61,13 @@ fn main() {
     println!("output files       {files}");
     println!("source patients    {}", manifest.source_patients);
     println!("encounters         {}", manifest.encounters);
-    println!("FHIR bundles       {} collection, {} referral ({} with discharge summary), {} checkup", manifest.fhir_collection_bundles, manifest.fhir_referral_bundles, manifest.fhir_discharge_summaries, manifest.fhir_checkup_bundles);
+    println!(
+        "FHIR bundles       {} collection, {} referral ({} with discharge summary), {} checkup",
+        manifest.fhir_collection_bundles,
+        manifest.fhir_referral_bundles,
+        manifest.fhir_discharge_summaries,
+        manifest.fhir_checkup_bundles
+    );
     println!("SS-MIX2 files      {}", manifest.ssmix2_files);
     println!("UKE files/receipts {} / {}", manifest.uke_files, manifest.uke_receipts);
     if keep.is_none() {

@@ -36,7 +36,8 @@ const P_BUNDLE_CLINS: &str = "http://jpfhir.jp/fhir/clins/StructureDefinition/JP
 const P_BUNDLE_REFERRAL: &str = "http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eReferral|1";
 const P_BUNDLE_DISCHARGE: &str = "http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eDischargeSummary|1";
 const P_COMP_REFERRAL: &str = "http://jpfhir.jp/fhir/eReferral/StructureDefinition/JP_Composition_eReferral|1";
-const P_COMP_DISCHARGE: &str = "http://jpfhir.jp/fhir/eDischargeSummary/StructureDefinition/JP_Composition_eDischargeSummary|1";
+const P_COMP_DISCHARGE: &str =
+    "http://jpfhir.jp/fhir/eDischargeSummary/StructureDefinition/JP_Composition_eDischargeSummary|1";
 const P_ENCOUNTER_ECS: &str = "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Encounter_eCS";
 const P_PRACT_ECS: &str = "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Practitioner_eCS";
 const P_ORG_ECS: &str = "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Organization_eCS";
@@ -180,7 +181,15 @@ fn condition_code(dx: &Dx) -> Value {
     })
 }
 
-fn condition(dx: &Dx, e: &Encounter, enc_index: usize, f: &Facility, sp: &SourcePatient, patient_ref: &str, last_updated: &str) -> Value {
+fn condition(
+    dx: &Dx,
+    e: &Encounter,
+    enc_index: usize,
+    f: &Facility,
+    sp: &SourcePatient,
+    patient_ref: &str,
+    last_updated: &str,
+) -> Value {
     let resolved = dx.resolved.is_some_and(|r| r <= e.end.unwrap_or(e.date) || r < e.date);
     let mut c = json!({
         "resourceType": "Condition",
@@ -225,11 +234,18 @@ fn lab_value(r: &LabResult, obs: &mut Value) {
             obs["valueQuantity"] = json!({"value": v, "unit": r.lab.unit});
             let (lo, hi) = r.lab.range;
             if hi > lo {
-                let flag = if v > hi { Some(("H", "High")) } else if v < lo { Some(("L", "Low")) } else { None };
+                let flag = if v > hi {
+                    Some(("H", "High"))
+                } else if v < lo {
+                    Some(("L", "Low"))
+                } else {
+                    None
+                };
                 if let Some((code, display)) = flag {
                     obs["interpretation"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": code, "display": display}]}]);
                 }
-                obs["referenceRange"] = json!([{"low": {"value": lo, "unit": r.lab.unit}, "high": {"value": hi, "unit": r.lab.unit}}]);
+                obs["referenceRange"] =
+                    json!([{"low": {"value": lo, "unit": r.lab.unit}, "high": {"value": hi, "unit": r.lab.unit}}]);
             }
         }
         LabValue::Qual(pos) => {
@@ -240,7 +256,18 @@ fn lab_value(r: &LabResult, obs: &mut Value) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn observation(r: &LabResult, taken: Date, e: &Encounter, enc_index: usize, seq: usize, f: &Facility, sp: &SourcePatient, clinician: &User, patient_ref: &str, last_updated: &str) -> Value {
+fn observation(
+    r: &LabResult,
+    taken: Date,
+    e: &Encounter,
+    enc_index: usize,
+    seq: usize,
+    f: &Facility,
+    sp: &SourcePatient,
+    clinician: &User,
+    patient_ref: &str,
+    last_updated: &str,
+) -> Value {
     let specimen_id = "spc";
     let mut o = json!({
         "resourceType": "Observation",
@@ -284,7 +311,11 @@ fn allergy(a: &Allergy, f: &Facility, sp: &SourcePatient, patient_ref: &str, las
         )
     } else {
         let system = if al.category == "food" { sys::JFAGY_FOOD } else { sys::JFAGY_NON_FOOD };
-        (al.category, "low", json!({"coding": [{"system": system, "code": al.code, "display": al.name}], "text": al.name}))
+        (
+            al.category,
+            "low",
+            json!({"coding": [{"system": system, "code": al.code, "display": al.name}], "text": al.name}),
+        )
     };
     json!({
         "resourceType": "AllergyIntolerance",
@@ -303,7 +334,16 @@ fn allergy(a: &Allergy, f: &Facility, sp: &SourcePatient, patient_ref: &str, las
     })
 }
 
-fn medication_request(rx: &Rx, e: &Encounter, seq: usize, f: &Facility, sp: &SourcePatient, clinician_ref: &str, patient_ref: &str, last_updated: &str) -> Value {
+fn medication_request(
+    rx: &Rx,
+    e: &Encounter,
+    seq: usize,
+    f: &Facility,
+    sp: &SourcePatient,
+    clinician_ref: &str,
+    patient_ref: &str,
+    last_updated: &str,
+) -> Value {
     let d = rx.drug;
     let method = match d.form {
         Form::Oral | Form::AsNeeded => ("1", "内服"),
@@ -337,7 +377,8 @@ fn medication_request(rx: &Rx, e: &Encounter, seq: usize, f: &Facility, sp: &Sou
         "dispenseRequest": {"quantity": {"value": rx.total(), "unit": d.unit.1, "system": "http://jpfhir.jp/fhir/core/mhlw/CodeSystem/MedicationUnitMERIT9Code", "code": d.unit.0}}
     });
     if d.form == Form::Oral {
-        m["dispenseRequest"]["expectedSupplyDuration"] = json!({"value": rx.days, "unit": "日", "system": "http://unitsofmeasure.org", "code": "d"});
+        m["dispenseRequest"]["expectedSupplyDuration"] =
+            json!({"value": rx.days, "unit": "日", "system": "http://unitsofmeasure.org", "code": "d"});
     }
     m
 }
@@ -361,7 +402,8 @@ fn year_of(d: Date) -> i32 {
 /// the last three of each item, as the national service keeps them), and the allergies.
 pub fn collection_bundles(region: &Region, seed: u64, person: &PersonHistory, sp: &SourcePatient) -> Vec<Value> {
     let f = region.facility(sp.facility);
-    let encs: Vec<(usize, &Encounter)> = person.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility).collect();
+    let encs: Vec<(usize, &Encounter)> =
+        person.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility).collect();
     let Some(last) = encs.iter().map(|(_, e)| e.end.unwrap_or(e.date)).max() else { return Vec::new() };
     let year = year_of(last);
     let updated = ts(last, 64_800);
@@ -401,7 +443,10 @@ pub fn collection_bundles(region: &Region, seed: u64, person: &PersonHistory, sp
             "OBS" => {
                 for (seq, ((i, e, d, r), _)) in labs.iter().zip(&keep).filter(|(_, k)| **k).enumerate() {
                     let clinician = &region.users[e.clinician as usize];
-                    entries.push(wrap(&ids.next(), observation(r, *d, e, *i, seq + 1, f, sp, clinician, &pat_url, &updated)));
+                    entries.push(wrap(
+                        &ids.next(),
+                        observation(r, *d, e, *i, seq + 1, f, sp, clinician, &pat_url, &updated),
+                    ));
                 }
             }
             _ => {
@@ -432,7 +477,9 @@ pub(crate) fn recorded_allergies(seed: u64, person: &PersonHistory, sp: &SourceP
         .care
         .allergies
         .iter()
-        .filter(|a| a.since <= sp.last_visit && key(seed, &[person.identity.index, u64::from(sp.facility), 0xA11E]) % 10 < 7)
+        .filter(|a| {
+            a.since <= sp.last_visit && key(seed, &[person.identity.index, u64::from(sp.facility), 0xA11E]) % 10 < 7
+        })
         .cloned()
         .collect()
 }
@@ -526,7 +573,13 @@ fn docref(text: &str, f: &Facility, patient_ref: &str, date: Date, id: &str) -> 
 
 /// A 診療情報提供書 written at encounter `enc_index`, with a 退院時サマリー attached when the
 /// referral follows a discharge.
-pub fn referral_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &SourcePatient, enc_index: usize) -> Option<Value> {
+pub fn referral_bundle(
+    region: &Region,
+    seed: u64,
+    person: &PersonHistory,
+    sp: &SourcePatient,
+    enc_index: usize,
+) -> Option<Value> {
     let e = person.care.encounters.get(enc_index)?;
     let r = e.referral.as_ref()?;
     let f = region.facility(e.facility);
@@ -565,25 +618,52 @@ pub fn referral_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &
         med_refs.push((u, "MedicationRequest"));
     }
     let dx_text = e.diagnoses.iter().map(|d| d.disease.name).collect::<Vec<_>>().join("、");
-    let med_text = if e.prescriptions.is_empty() { "なし".to_owned() } else { e.prescriptions.iter().map(|r| format!("{} {}", r.drug.name, r.drug.usage.1)).collect::<Vec<_>>().join("、") };
-    let allergy_text = if allergies.is_empty() { "特記事項なし".to_owned() } else { allergies.iter().map(|a| a.allergen.name).collect::<Vec<_>>().join("、") };
+    let med_text = if e.prescriptions.is_empty() {
+        "なし".to_owned()
+    } else {
+        e.prescriptions.iter().map(|r| format!("{} {}", r.drug.name, r.drug.usage.1)).collect::<Vec<_>>().join("、")
+    };
+    let allergy_text = if allergies.is_empty() {
+        "特記事項なし".to_owned()
+    } else {
+        allergies.iter().map(|a| a.allergen.name).collect::<Vec<_>>().join("、")
+    };
     let course = match e.kind {
-        EncounterKind::Inpatient => format!("{}から{}まで入院加療。経過良好にて退院となりました。詳細は添付の退院時サマリーをご参照ください。", iso(e.date), iso(date)),
+        EncounterKind::Inpatient => format!(
+            "{}から{}まで入院加療。経過良好にて退院となりました。詳細は添付の退院時サマリーをご参照ください。",
+            iso(e.date),
+            iso(date)
+        ),
         _ => format!("{}にて当院通院中。{}", dx_text, r.purpose),
     };
     let course_url = ids.next();
     let mut structured = vec![
         section("950", "紹介目的", &r.purpose, &[(enc_url.as_str(), "Encounter")]),
-        section("340", "傷病名・主訴", &dx_text, &problem_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>()),
+        section(
+            "340",
+            "傷病名・主訴",
+            &dx_text,
+            &problem_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>(),
+        ),
         section("360", "現病歴", &course, &[]),
-        section("510", "アレルギー・不耐性反応", &allergy_text, &allergy_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>()),
+        section(
+            "510",
+            "アレルギー・不耐性反応",
+            &allergy_text,
+            &allergy_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>(),
+        ),
         section("330", "臨床経過", &course, &[(course_url.as_str(), "DocumentReference")]),
         section("430", "投薬指示", &med_text, &med_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>()),
     ];
     // Remove empty-entry sections' "entry" keys is done by `section`; keep the order of the example.
     structured.retain(|s| s.get("title").is_some());
     let mut sections = vec![
-        section("920", "紹介元情報", &f.name, &[(org_url.as_str(), "Organization"), (author_url.as_str(), "Practitioner")]),
+        section(
+            "920",
+            "紹介元情報",
+            &f.name,
+            &[(org_url.as_str(), "Organization"), (author_url.as_str(), "Practitioner")],
+        ),
         section("910", "紹介先情報", &to.name, &[(to_org_url.as_str(), "Organization")]),
         json!({"title": "構造情報", "code": {"coding": [{"system": SECTION, "code": "300"}]}, "text": div("構造情報"), "section": structured}),
     ];
@@ -622,7 +702,10 @@ pub fn referral_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &
     entries.extend(cond_entries);
     entries.extend(allergy_entries);
     entries.extend(med_entries);
-    entries.push(wrap(&course_url, docref(&course, f, &pat_url, date, &format!("{}-{}-DOC{:04}", f.code, sp.local_id, enc_index))));
+    entries.push(wrap(
+        &course_url,
+        docref(&course, f, &pat_url, date, &format!("{}-{}-DOC{:04}", f.code, sp.local_id, enc_index)),
+    ));
     entries.extend(attached);
     Some(json!({
         "resourceType": "Bundle",
@@ -636,7 +719,13 @@ pub fn referral_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &
 }
 
 /// The 退院時サマリー of an admission (attached to the discharge referral).
-pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &SourcePatient, adm_index: usize) -> Option<Value> {
+pub fn discharge_summary_bundle(
+    region: &Region,
+    seed: u64,
+    person: &PersonHistory,
+    sp: &SourcePatient,
+    adm_index: usize,
+) -> Option<Value> {
     let e = person.care.encounters.get(adm_index)?;
     let end = e.end?;
     let f = region.facility(e.facility);
@@ -665,28 +754,45 @@ pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHisto
         med_refs.push(u);
     }
     let course_url = ids.next();
-    let labs_text = e.labs.iter().filter(|l| matches!(l.value, LabValue::Num(_))).take(6).map(|l| match l.value {
-        LabValue::Num(v) => format!("{} {}{}", l.lab.name, v, l.lab.unit),
-        LabValue::Qual(p) => format!("{} {}", l.lab.name, if p { "陽性" } else { "陰性" }),
-    }).collect::<Vec<_>>().join("、");
+    let labs_text = e
+        .labs
+        .iter()
+        .filter(|l| matches!(l.value, LabValue::Num(_)))
+        .take(6)
+        .map(|l| match l.value {
+            LabValue::Num(v) => format!("{} {}{}", l.lab.name, v, l.lab.unit),
+            LabValue::Qual(p) => format!("{} {}", l.lab.name, if p { "陽性" } else { "陰性" }),
+        })
+        .collect::<Vec<_>>()
+        .join("、");
     let course = format!(
         "{}の診断で{}に入院。入院時検査：{}。{}治療を行い、{}に軽快退院。",
         main.disease.name,
         iso(e.date),
         labs_text,
-        e.injections.iter().map(|r| r.drug.name).collect::<Vec<_>>().join("、").chars().take(80).collect::<String>() + if e.injections.is_empty() { "保存的" } else { "による" },
+        e.injections.iter().map(|r| r.drug.name).collect::<Vec<_>>().join("、").chars().take(80).collect::<String>()
+            + if e.injections.is_empty() { "保存的" } else { "による" },
         iso(end)
     );
     let main_ref = [(main_url.as_str(), "Condition")];
     let others: Vec<(&str, &str)> = other_refs.iter().map(|u| (u.as_str(), "Condition")).collect();
     let meds: Vec<(&str, &str)> = med_refs.iter().map(|u| (u.as_str(), "MedicationRequest")).collect();
-    let med_text = if e.prescriptions.is_empty() { "退院時処方なし".to_owned() } else { e.prescriptions.iter().map(|r| r.drug.name).collect::<Vec<_>>().join("、") };
+    let med_text = if e.prescriptions.is_empty() {
+        "退院時処方なし".to_owned()
+    } else {
+        e.prescriptions.iter().map(|r| r.drug.name).collect::<Vec<_>>().join("、")
+    };
     let structured = vec![
         section("322", "入院時詳細", &format!("入院日 {}", iso(e.date)), &[(enc_url.as_str(), "Encounter")]),
         section("342", "入院時診断", main.disease.name, &main_ref),
         section("352", "主訴", main.disease.name, &[]),
         section("312", "入院理由", &format!("{}の加療目的", main.disease.name), &[]),
-        section("362", "現病歴", &format!("{}頃より症状あり受診。{}と診断され入院となった。", iso(e.date), main.disease.name), &others),
+        section(
+            "362",
+            "現病歴",
+            &format!("{}頃より症状あり受診。{}と診断され入院となった。", iso(e.date), main.disease.name),
+            &others,
+        ),
         section("333", "入院中経過", &course, &[(course_url.as_str(), "DocumentReference")]),
         section("324", "退院時詳細", &format!("退院日 {}", iso(end)), &[(enc_url.as_str(), "Encounter")]),
         section("344", "退院時診断", main.disease.name, &main_ref),
@@ -719,7 +825,10 @@ pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHisto
     ];
     entries.extend(cond_entries);
     entries.extend(med_entries);
-    entries.push(wrap(&course_url, docref(&course, f, &pat_url, end, &format!("{}-{}-DSC{:04}", f.code, sp.local_id, adm_index))));
+    entries.push(wrap(
+        &course_url,
+        docref(&course, f, &pat_url, end, &format!("{}-{}-DSC{:04}", f.code, sp.local_id, adm_index)),
+    ));
     Some(json!({
         "resourceType": "Bundle",
         "meta": {"lastUpdated": updated, "profile": [P_BUNDLE_DISCHARGE]},
@@ -734,7 +843,13 @@ pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHisto
 const CK_SYSTEM: &str = "urn:oid:1.2.392.200119.6.1005";
 
 /// A 健康診断結果報告書 for a checkup encounter.
-pub fn checkup_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &SourcePatient, enc_index: usize) -> Option<Value> {
+pub fn checkup_bundle(
+    region: &Region,
+    seed: u64,
+    person: &PersonHistory,
+    sp: &SourcePatient,
+    enc_index: usize,
+) -> Option<Value> {
     let e = person.care.encounters.get(enc_index)?;
     let ck = e.checkup.as_ref()?;
     let f = region.facility(e.facility);
@@ -817,47 +932,62 @@ pub fn checkup_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &S
     let mut entries = vec![
         wrap(&comp_url, composition),
         wrap(&pat_url, patient(sp, f, &updated)),
-        wrap(&pr_url, json!({
-            "resourceType": "Practitioner",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Practitioner_eCheckupGeneral"]},
-            "name": [name_parts(fam, giv, "IDE"), name_parts(fk, gk, "SYL")]
-        })),
-        wrap(&org_url, json!({
-            "resourceType": "Organization",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Organization_eCheckupGeneral"]},
-            "identifier": [{"system": sys::INSTITUTION_NUMBER, "value": f.code.as_str()}],
-            "type": [{"coding": [{"code": "prov", "system": "http://terminology.hl7.org/CodeSystem/organization-type"}]}],
-            "name": f.name,
-            "telecom": [{"system": "phone", "value": f.phone}],
-            "address": [{"text": f.address, "postalCode": f.postal_code, "country": "JP"}]
-        })),
-        wrap(&enc_url, json!({
-            "resourceType": "Encounter",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Encounter_eCheckupGeneral"]},
-            "status": "finished",
-            "class": {"code": "checkup", "system": "http://jpfhir.jp/fhir/eCheckup/CodeSystem/encounter-category", "display": "健診"},
-            "period": {"start": d, "end": d},
-            "serviceProvider": {"reference": org_url}
-        })),
-        wrap(&cov_url, json!({
-            "resourceType": "Coverage",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_CoverageInsurance_eCheckupGeneral"]},
-            "status": "active",
-            "type": {"coding": [{"system": "urn:oid:1.2.392.100495.20.2.61", "code": "1"}]},
-            "extension": coverage_ext,
-            "subscriberId": format!("{}:{}", sp.insurance.id.symbol(), sp.insurance.id.number()),
-            "beneficiary": {"reference": pat_url},
-            "dependent": sp.insurance.id.branch().unwrap_or(""),
-            "relationship": {"coding": [{"code": if sp.insurance.principal { "1" } else { "2" }, "system": "urn:oid:1.2.392.100495.20.2.62", "display": if sp.insurance.principal { "被保険者" } else { "被扶養者" }}]},
-            "payor": [{"reference": ins_url}]
-        })),
-        wrap(&ins_url, json!({
-            "resourceType": "Organization",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_OrganizationInsurer_eCheckupGeneral"]},
-            "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.61", "value": insurer.number.as_str()}],
-            "type": [{"coding": [{"code": "ins", "system": "http://terminology.hl7.org/CodeSystem/organization-type"}]}],
-            "name": insurer.name
-        })),
+        wrap(
+            &pr_url,
+            json!({
+                "resourceType": "Practitioner",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Practitioner_eCheckupGeneral"]},
+                "name": [name_parts(fam, giv, "IDE"), name_parts(fk, gk, "SYL")]
+            }),
+        ),
+        wrap(
+            &org_url,
+            json!({
+                "resourceType": "Organization",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Organization_eCheckupGeneral"]},
+                "identifier": [{"system": sys::INSTITUTION_NUMBER, "value": f.code.as_str()}],
+                "type": [{"coding": [{"code": "prov", "system": "http://terminology.hl7.org/CodeSystem/organization-type"}]}],
+                "name": f.name,
+                "telecom": [{"system": "phone", "value": f.phone}],
+                "address": [{"text": f.address, "postalCode": f.postal_code, "country": "JP"}]
+            }),
+        ),
+        wrap(
+            &enc_url,
+            json!({
+                "resourceType": "Encounter",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Encounter_eCheckupGeneral"]},
+                "status": "finished",
+                "class": {"code": "checkup", "system": "http://jpfhir.jp/fhir/eCheckup/CodeSystem/encounter-category", "display": "健診"},
+                "period": {"start": d, "end": d},
+                "serviceProvider": {"reference": org_url}
+            }),
+        ),
+        wrap(
+            &cov_url,
+            json!({
+                "resourceType": "Coverage",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_CoverageInsurance_eCheckupGeneral"]},
+                "status": "active",
+                "type": {"coding": [{"system": "urn:oid:1.2.392.100495.20.2.61", "code": "1"}]},
+                "extension": coverage_ext,
+                "subscriberId": format!("{}:{}", sp.insurance.id.symbol(), sp.insurance.id.number()),
+                "beneficiary": {"reference": pat_url},
+                "dependent": sp.insurance.id.branch().unwrap_or(""),
+                "relationship": {"coding": [{"code": if sp.insurance.principal { "1" } else { "2" }, "system": "urn:oid:1.2.392.100495.20.2.62", "display": if sp.insurance.principal { "被保険者" } else { "被扶養者" }}]},
+                "payor": [{"reference": ins_url}]
+            }),
+        ),
+        wrap(
+            &ins_url,
+            json!({
+                "resourceType": "Organization",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_OrganizationInsurer_eCheckupGeneral"]},
+                "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.61", "value": insurer.number.as_str()}],
+                "type": [{"coding": [{"code": "ins", "system": "http://terminology.hl7.org/CodeSystem/organization-type"}]}],
+                "name": insurer.name
+            }),
+        ),
     ];
     entries.extend(obs.into_iter().map(|(u, o)| wrap(&u, o)));
     Some(json!({

@@ -312,7 +312,10 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest
         return Err(SynthError::Options(format!("years must be 1 to 20, not {}", opts.years)));
     }
     if !(2020..=2035).contains(&opts.start_year) {
-        return Err(SynthError::Options(format!("start year must be 2020 to 2035 (JP-CLINS Bundle identifiers), not {}", opts.start_year)));
+        return Err(SynthError::Options(format!(
+            "start year must be 2020 to 2035 (JP-CLINS Bundle identifiers), not {}",
+            opts.start_year
+        )));
     }
     let out_dir = &opts.out_dir;
     fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
@@ -344,7 +347,11 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest
         noise = Some(n);
     }
     let mut writer = Writer { fhir: BTreeMap::new(), uke: BTreeMap::new(), truth, noise, fhir_dir, uke_dir };
-    let threads = if opts.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { opts.threads };
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        opts.threads
+    };
     let blocks = opts.persons.div_ceil(person::BLOCK);
     let mut manifest = Manifest {
         seed: opts.seed,
@@ -387,7 +394,10 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(SynthError::Options("a worker thread panicked".into())))).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(SynthError::Options("a worker thread panicked".into()))))
+                .collect()
         });
         for r in results {
             for out in r? {

@@ -168,7 +168,14 @@ pub fn local_id(facility: &Facility, person: u64) -> String {
 }
 
 /// Registers a person at a facility (first and last visit given) with noise.
-pub(crate) fn register(seed: u64, rates: &NoiseRates, id: &Identity, facility: &Facility, first: Date, last: Date) -> SourcePatient {
+pub(crate) fn register(
+    seed: u64,
+    rates: &NoiseRates,
+    id: &Identity,
+    facility: &Facility,
+    first: Date,
+    last: Date,
+) -> SourcePatient {
     let mut rng = Rng::new(seed, &[0x4e4f_4953_45, id.index, u64::from(facility.index)]);
     let mut noise = Vec::new();
     let now = id.name_on(last);
@@ -192,7 +199,8 @@ pub(crate) fn register(seed: u64, rates: &NoiseRates, id: &Identity, facility: &
     let mut fk = name.family_kana.clone();
     let mut gk = name.given_kana.clone();
     if (long_vowel_candidates(&fk).len() + long_vowel_candidates(&gk).len()) > 0 && rng.chance(rates.long_vowel) {
-        let target_family = !long_vowel_candidates(&fk).is_empty() && (long_vowel_candidates(&gk).is_empty() || rng.chance(0.5));
+        let target_family =
+            !long_vowel_candidates(&fk).is_empty() && (long_vowel_candidates(&gk).is_empty() || rng.chance(0.5));
         let s = if target_family { &mut fk } else { &mut gk };
         let c = long_vowel_candidates(s);
         let pos = c[rng.index(c.len())];
@@ -232,7 +240,11 @@ pub(crate) fn register(seed: u64, rates: &NoiseRates, id: &Identity, facility: &
         address = addr_then.clone();
         noise.push(NoiseKind::StaleAddress);
     }
-    let mut phone = if rng.chance(0.5) { id.mobile.clone().or_else(|| id.home_phone.clone()) } else { id.phone().map(str::to_owned) };
+    let mut phone = if rng.chance(0.5) {
+        id.mobile.clone().or_else(|| id.home_phone.clone())
+    } else {
+        id.phone().map(str::to_owned)
+    };
     if phone.is_some() && rng.chance(rates.missing_phone) {
         phone = None;
         noise.push(NoiseKind::MissingPhone);

@@ -16,9 +16,16 @@ fn is_halfwidth_kana(s: &str) -> bool {
 #[test]
 fn noise_kinds_appear_at_about_the_configured_rates() {
     let mut opts = SynthOptions::new(6000, 77, std::env::temp_dir());
-    opts.noise = NoiseRates { halfwidth_kana: 0.10, birth_typo: 0.02, missing_phone: 0.15, missing_kana: 0.03, ..NoiseRates::default() };
+    opts.noise = NoiseRates {
+        halfwidth_kana: 0.10,
+        birth_typo: 0.02,
+        missing_phone: 0.15,
+        missing_kana: 0.03,
+        ..NoiseRates::default()
+    };
     let r = region(opts.seed, opts.persons);
-    let (mut regs, mut half, mut typo, mut with_phone, mut no_phone, mut no_kana) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut regs, mut half, mut typo, mut with_phone, mut no_phone, mut no_kana) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut variant_eligible, mut variant_folded) = (0u64, 0u64);
     let (mut moved, mut stale) = (0u64, 0u64);
     for p in persons(&r, &opts) {
@@ -40,7 +47,9 @@ fn noise_kinds_appear_at_about_the_configured_rates() {
                 }
             }
             let legal = id.name_on(sp.last_visit);
-            if musubi_synth::names::fold_variants(&legal.family) != legal.family && sp.family == musubi_synth::names::fold_variants(&legal.family) {
+            if musubi_synth::names::fold_variants(&legal.family) != legal.family
+                && sp.family == musubi_synth::names::fold_variants(&legal.family)
+            {
                 variant_folded += 1;
             }
             if musubi_synth::names::fold_variants(&legal.family) != legal.family {
@@ -57,7 +66,9 @@ fn noise_kinds_appear_at_about_the_configured_rates() {
         }
     }
     let rate = |a: u64, b: u64| a as f64 / b.max(1) as f64;
-    let near = |got: f64, want: f64, what: &str| assert!((got - want).abs() <= want * 0.35 + 0.005, "{what}: {got:.4} vs configured {want}");
+    let near = |got: f64, want: f64, what: &str| {
+        assert!((got - want).abs() <= want * 0.35 + 0.005, "{what}: {got:.4} vs configured {want}")
+    };
     assert!(regs > 10_000, "{regs} registrations");
     near(rate(half, regs - no_kana), 0.10, "half-width kana");
     near(rate(typo, regs), 0.02, "birth-date typos");
@@ -72,7 +83,8 @@ fn noise_kinds_appear_at_about_the_configured_rates() {
 #[test]
 fn receipt_disease_codes_are_in_the_master_with_their_names() {
     let master = reference("code-masters/receipt_disease_master_masterB.csv");
-    let table: std::collections::BTreeMap<&str, &str> = master.lines().filter_map(|l| l.trim_end_matches('\r').split_once(',')).collect();
+    let table: std::collections::BTreeMap<&str, &str> =
+        master.lines().filter_map(|l| l.trim_end_matches('\r').split_once(',')).collect();
     for d in musubi_synth::codes::DISEASES {
         assert_eq!(table.get(d.receipt), Some(&d.name), "{} {}", d.receipt, d.name);
     }
@@ -97,7 +109,9 @@ fn jlac10_codes_are_in_the_jp_clins_code_systems() {
     let infection = reference("jp-clins/fsh-codesystems/JP_CLINS_CodeSystem_JLAC10_InfectionLabo.fsh");
     for l in musubi_synth::codes::LABS {
         match l.group {
-            musubi_synth::codes::LabGroup::Core => assert!(core.contains(&format!("#{}", l.jlac10)) || core.contains(l.jlac10), "{} {}", l.key, l.jlac10),
+            musubi_synth::codes::LabGroup::Core => {
+                assert!(core.contains(&format!("#{}", l.jlac10)) || core.contains(l.jlac10), "{} {}", l.key, l.jlac10)
+            }
             musubi_synth::codes::LabGroup::Infection => assert!(infection.contains(l.jlac10), "{} {}", l.key, l.jlac10),
             musubi_synth::codes::LabGroup::Other => assert_eq!(l.jlac10.len(), 17),
         }

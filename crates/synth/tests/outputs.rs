@@ -76,7 +76,9 @@ fn truth_covers_every_source_patient_in_every_output() {
             while let Some(v) = stack.pop() {
                 if v["resourceType"] == "Patient" {
                     for id in v["identifier"].as_array().unwrap() {
-                        if let Some(sys) = id["system"].as_str().and_then(|s| s.strip_prefix("urn:oid:1.2.392.100495.20.3.51.1")) {
+                        if let Some(sys) =
+                            id["system"].as_str().and_then(|s| s.strip_prefix("urn:oid:1.2.392.100495.20.3.51.1"))
+                        {
                             let key = (sys.to_owned(), id["value"].as_str().unwrap().to_owned());
                             assert!(truth.contains(&key), "FHIR patient {key:?} not in truth");
                             seen.insert(key);
@@ -229,7 +231,11 @@ fn uke_files_parse_record_by_record() {
                     assert_eq!(v[3], month, "{name}: 診療年月");
                     assert!(is_date(v[6], 8), "{name}: 生年月日 {}", v[6]);
                     assert!(matches!(v[5], "1" | "2"));
-                    assert!(v[2].len() == 4 && v[2].starts_with(if kind == "chozai" { '4' } else { '1' }), "{name}: 種別 {}", v[2]);
+                    assert!(
+                        v[2].len() == 4 && v[2].starts_with(if kind == "chozai" { '4' } else { '1' }),
+                        "{name}: 種別 {}",
+                        v[2]
+                    );
                     in_receipt = true;
                 }
                 "HO" => {
