@@ -225,46 +225,22 @@ fn prevalence(key: &str, age: i32, sex: Sex) -> f64 {
                 0.035
             }
         }
-        "hyperuricemia" => {
-            if m && age >= 30 {
-                0.07
+        "hyperuricemia" if m && age >= 30 => 0.07,
+        "osteoporosis" if !m && age >= 60 => {
+            if age >= 75 {
+                0.25
             } else {
-                0.0
+                0.12
             }
         }
-        "osteoporosis" => {
-            if !m && age >= 60 {
-                if age >= 75 { 0.25 } else { 0.12 }
-            } else {
-                0.0
-            }
-        }
-        "gerd" => {
-            if age >= 40 {
-                0.04
-            } else {
-                0.0
-            }
-        }
+        "gerd" if age >= 40 => 0.04,
         "af" => match age {
             ..=64 => 0.002,
             65..=74 => 0.03,
             _ => 0.06,
         },
-        "angina" => {
-            if age >= 60 {
-                0.03
-            } else {
-                0.0
-            }
-        }
-        "rhinitis" => {
-            if (5..=64).contains(&age) {
-                0.07
-            } else {
-                0.0
-            }
-        }
+        "angina" if age >= 60 => 0.03,
+        "rhinitis" if (5..=64).contains(&age) => 0.07,
         "insomnia" => {
             if age >= 50 {
                 0.05
@@ -565,12 +541,12 @@ fn chronic_drugs(key: &str, rng_val: u64, hba1c: f64) -> Vec<&'static str> {
         "dm2" => {
             let mut v = vec!["metformin"];
             if hba1c > 7.5 {
-                v.push(if rng_val % 2 == 0 { "sitagliptin" } else { "dapagliflozin" });
+                v.push(if rng_val.is_multiple_of(2) { "sitagliptin" } else { "dapagliflozin" });
             }
             v
         }
         "htn" => {
-            if rng_val % 3 == 0 {
+            if rng_val.is_multiple_of(3) {
                 vec!["amlodipine", "olmesartan"]
             } else if rng_val % 3 == 1 {
                 vec!["amlodipine"]
@@ -578,7 +554,7 @@ fn chronic_drugs(key: &str, rng_val: u64, hba1c: f64) -> Vec<&'static str> {
                 vec!["olmesartan"]
             }
         }
-        "dyslipidemia" => vec![if rng_val % 2 == 0 { "rosuvastatin" } else { "atorvastatin" }],
+        "dyslipidemia" => vec![if rng_val.is_multiple_of(2) { "rosuvastatin" } else { "atorvastatin" }],
         "ckd" => vec![],
         "asthma" => vec!["budesonide", "montelukast"],
         "hyperuricemia" => vec!["febuxostat"],
@@ -596,15 +572,15 @@ fn chronic_labs(key: &str, visit_no: u32) -> Vec<&'static str> {
     match key {
         "dm2" => {
             let mut v = vec!["HbA1c-NGSP", "BS"];
-            if visit_no % 3 == 0 {
+            if visit_no.is_multiple_of(3) {
                 v.extend(["Cre", "eGFR", "AST", "ALT", "TG", "LDL-C", "HDL-C"]);
             }
             v
         }
         "dyslipidemia" if visit_no % 3 == 1 => vec!["LDL-C", "HDL-C", "TG", "AST", "ALT"],
         "htn" if visit_no % 6 == 2 => vec!["Cre", "eGFR", "K", "Na"],
-        "ckd" if visit_no % 2 == 0 => vec!["Cre", "eGFR", "BUN", "K", "Hb", "U-TP"],
-        "hyperuricemia" if visit_no % 3 == 0 => vec!["UA", "Cre", "eGFR"],
+        "ckd" if visit_no.is_multiple_of(2) => vec!["Cre", "eGFR", "BUN", "K", "Hb", "U-TP"],
+        "hyperuricemia" if visit_no.is_multiple_of(3) => vec!["UA", "Cre", "eGFR"],
         "af" if visit_no % 6 == 3 => vec!["Hb", "Cre", "eGFR"],
         _ => vec![],
     }
@@ -636,18 +612,16 @@ fn chronic_care(ctx: &mut Ctx, rng: &mut Rng) {
         let dept =
             if at_hospital { "01" } else { region.facility(facility).departments.first().copied().unwrap_or("01") };
         // A move to another area: the old doctor writes a referral to the new one.
-        if let Some(prev) = current {
-            if prev != facility {
-                if let Some(last) =
-                    ctx.encounters.iter_mut().rev().find(|e| e.facility == prev && e.kind == EncounterKind::Outpatient)
-                {
-                    last.referral = Some(Referral {
-                        to: facility,
-                        purpose: "転居に伴う継続加療のお願い".to_owned(),
-                        discharge_summary_of: None,
-                    });
-                }
-            }
+        if let Some(prev) = current
+            && prev != facility
+            && let Some(last) =
+                ctx.encounters.iter_mut().rev().find(|e| e.facility == prev && e.kind == EncounterKind::Outpatient)
+        {
+            last.referral = Some(Referral {
+                to: facility,
+                purpose: "転居に伴う継続加療のお願い".to_owned(),
+                discharge_summary_of: None,
+            });
         }
         current = Some(facility);
         let active: Vec<(&'static Disease, Date)> = ctx.chronic.iter().copied().filter(|(_, o)| *o <= day).collect();
@@ -1135,10 +1109,10 @@ fn dispensing(ctx: &mut Ctx, rng: &mut Rng) {
         if let Some((f, i)) = e.prescribed_by {
             e.prescribed_by = Some((f, new_pos[i]));
         }
-        if let Some(r) = &mut e.referral {
-            if let Some(a) = r.discharge_summary_of {
-                r.discharge_summary_of = Some(new_pos[a]);
-            }
+        if let Some(r) = &mut e.referral
+            && let Some(a) = r.discharge_summary_of
+        {
+            r.discharge_summary_of = Some(new_pos[a]);
         }
     }
     ctx.encounters = sorted;

@@ -135,6 +135,8 @@ pub struct Drug {
     pub price10: u32,
 }
 
+// A table-row constructor: one argument per column keeps the table readable.
+#[allow(clippy::too_many_arguments)]
 const fn rx(
     key: &'static str,
     name: &'static str,
@@ -675,6 +677,7 @@ const SER: (&str, &str) = ("023", "血清");
 const WB: (&str, &str) = ("019", "全血（添加物入り）");
 const URINE: (&str, &str) = ("001", "尿");
 
+#[allow(clippy::too_many_arguments)]
 const fn lab(
     key: &'static str,
     jlac10: &'static str,

@@ -334,6 +334,7 @@ fn allergy(a: &Allergy, f: &Facility, sp: &SourcePatient, patient_ref: &str, las
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn medication_request(
     rx: &Rx,
     e: &Encounter,
@@ -586,7 +587,7 @@ pub fn referral_bundle(
     let to = region.facility(r.to);
     let author = &region.users[e.clinician as usize];
     let date = e.end.unwrap_or(e.date);
-    let mut ids = Ids::new(seed, &[person.identity.index, u64::from(e.facility), enc_index as u64, 0x5245_46]);
+    let mut ids = Ids::new(seed, &[person.identity.index, u64::from(e.facility), enc_index as u64, 0x0052_4546]);
     let comp_url = ids.next();
     let pat_url = ids.next();
     let enc_url = ids.next();
@@ -669,12 +670,12 @@ pub fn referral_bundle(
     ];
     // The attached discharge summary.
     let mut attached = None;
-    if let Some(adm) = r.discharge_summary_of {
-        if let Some(ds) = discharge_summary_bundle(region, seed, person, sp, adm) {
-            let u = ids.next();
-            sections.push(section("210", "添付情報", "退院時サマリー", &[(u.as_str(), "Bundle")]));
-            attached = Some(wrap(&u, ds));
-        }
+    if let Some(adm) = r.discharge_summary_of
+        && let Some(ds) = discharge_summary_bundle(region, seed, person, sp, adm)
+    {
+        let u = ids.next();
+        sections.push(section("210", "添付情報", "退院時サマリー", &[(u.as_str(), "Bundle")]));
+        attached = Some(wrap(&u, ds));
     }
     let composition = json!({
         "resourceType": "Composition",

@@ -130,22 +130,23 @@ fn person_out(region: &Region, opts: &SynthOptions, p: &PersonHistory) -> Result
             // centre's latest report.
             let last_checkup = p.care.encounters.iter().rposition(|e| e.facility == sp.facility && e.checkup.is_some());
             for (i, e) in p.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility) {
-                if e.referral.is_some() && (f.fhir || f.ssmix2) {
-                    if let Some(b) = fhir::referral_bundle(region, opts.seed, p, sp, i) {
-                        if e.referral.as_ref().is_some_and(|r| r.discharge_summary_of.is_some()) {
-                            out.counts.fhir_discharge_summaries += 1;
-                        }
-                        push(b, &mut buf)?;
-                        out.counts.fhir_referral_bundles += 1;
-                        fc.fhir_bundles += 1;
+                if e.referral.is_some()
+                    && (f.fhir || f.ssmix2)
+                    && let Some(b) = fhir::referral_bundle(region, opts.seed, p, sp, i)
+                {
+                    if e.referral.as_ref().is_some_and(|r| r.discharge_summary_of.is_some()) {
+                        out.counts.fhir_discharge_summaries += 1;
                     }
+                    push(b, &mut buf)?;
+                    out.counts.fhir_referral_bundles += 1;
+                    fc.fhir_bundles += 1;
                 }
-                if Some(i) == last_checkup {
-                    if let Some(b) = fhir::checkup_bundle(region, opts.seed, p, sp, i) {
-                        push(b, &mut buf)?;
-                        out.counts.fhir_checkup_bundles += 1;
-                        fc.fhir_bundles += 1;
-                    }
+                if Some(i) == last_checkup
+                    && let Some(b) = fhir::checkup_bundle(region, opts.seed, p, sp, i)
+                {
+                    push(b, &mut buf)?;
+                    out.counts.fhir_checkup_bundles += 1;
+                    fc.fhir_bundles += 1;
                 }
             }
             if !buf.is_empty() {

@@ -159,7 +159,7 @@ pub fn local_id(facility: &Facility, person: u64) -> String {
     let h = crate::rng::mix(u64::from(facility.index) ^ 0xA5A5_5A5A);
     // Multiplier coprime to 10 → a bijection on 0..10^digits.
     let mut a = (h % m) | 1;
-    if a % 5 == 0 {
+    if a.is_multiple_of(5) {
         a += 2;
     }
     let b = crate::rng::mix(h) % m;
@@ -176,7 +176,7 @@ pub(crate) fn register(
     first: Date,
     last: Date,
 ) -> SourcePatient {
-    let mut rng = Rng::new(seed, &[0x4e4f_4953_45, id.index, u64::from(facility.index)]);
+    let mut rng = Rng::new(seed, &[0x004e_4f49_5345, id.index, u64::from(facility.index)]);
     let mut noise = Vec::new();
     let now = id.name_on(last);
     let then = id.name_on(first);
@@ -227,11 +227,11 @@ pub(crate) fn register(
         (Some(fk), Some(gk))
     };
     let mut birth = id.birth;
-    if rng.chance(rates.birth_typo) {
-        if let Some(b) = birth_typo(&mut rng, id.birth) {
-            birth = b;
-            noise.push(NoiseKind::BirthTypo);
-        }
+    if rng.chance(rates.birth_typo)
+        && let Some(b) = birth_typo(&mut rng, id.birth)
+    {
+        birth = b;
+        noise.push(NoiseKind::BirthTypo);
     }
     let addr_now = id.address_on(last);
     let addr_then = id.address_on(first);
@@ -330,19 +330,19 @@ pub fn to_halfwidth_kana(s: &str) -> String {
     let half_of = |c: char| FULL.chars().position(|x| x == c).and_then(|i| HALF.chars().nth(i));
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if let Some(i) = VOICED.chars().position(|x| x == c) {
-            if let Some(h) = VOICED_BASE.chars().nth(i).and_then(half_of) {
-                out.push(h);
-                out.push('ﾞ');
-                continue;
-            }
+        if let Some(i) = VOICED.chars().position(|x| x == c)
+            && let Some(h) = VOICED_BASE.chars().nth(i).and_then(half_of)
+        {
+            out.push(h);
+            out.push('ﾞ');
+            continue;
         }
-        if let Some(i) = SEMI.chars().position(|x| x == c) {
-            if let Some(h) = SEMI_BASE.chars().nth(i).and_then(half_of) {
-                out.push(h);
-                out.push('ﾟ');
-                continue;
-            }
+        if let Some(i) = SEMI.chars().position(|x| x == c)
+            && let Some(h) = SEMI_BASE.chars().nth(i).and_then(half_of)
+        {
+            out.push(h);
+            out.push('ﾟ');
+            continue;
         }
         if c == ' ' || c == '　' {
             out.push(' ');

@@ -362,7 +362,7 @@ fn kokuho_plan(rng: &mut Rng, region: &Region, addr: &Address) -> Plan {
     let list = region.insurers_of(InsurerKind::Kokuho, addr.prefecture, Some(addr.city));
     let insurer = list.first().map(|i| i.index).unwrap_or(0);
     // 国保の記号 are often kana or short codes; numbers are up to 7 digits.
-    let symbol = format!("{}", rng.pick(&["01", "02", "05", "11", "21", "あ", "い", "う"]));
+    let symbol = rng.pick(&["01", "02", "05", "11", "21", "あ", "い", "う"]).to_string();
     Plan { kind: InsurerKind::Kokuho, insurer, symbol, number: format!("{}", rng.range(1, 9_999_999)) }
 }
 
@@ -389,7 +389,7 @@ fn to_insurance(region: &Region, plan: &Plan, branch: u8, from: Date, principal:
 pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, block: u64, limit: u64) -> Vec<Identity> {
     let first = block * BLOCK;
     let last = ((block + 1) * BLOCK).min(limit);
-    let mut rng = Rng::new(seed, &[0x50_4552_534f_4e, block]);
+    let mut rng = Rng::new(seed, &[0x5045_5253_4f4e, block]);
     let mut out: Vec<Identity> = Vec::new();
     let mut household_no = 0u64;
     while first + (out.len() as u64) < last {
@@ -398,10 +398,10 @@ pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, bloc
         household_no += 1;
         // Household surname, its legal variant, address, moves and landline.
         let (mut fam, fam_kana) = names::draw_surname(&mut rng);
-        if rng.chance(0.12) {
-            if let Some(v) = names::variant_of(&fam, &mut rng) {
-                fam = v;
-            }
+        if rng.chance(0.12)
+            && let Some(v) = names::variant_of(&fam, &mut rng)
+        {
+            fam = v;
         }
         let mut addresses = vec![draw_address(&mut rng, region, None, Date::MIN)];
         let head_age = members.iter().find(|m| m.role == Role::Head).map(|m| m.age).unwrap_or(40);
@@ -449,11 +449,12 @@ pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, bloc
             let mut birth = random_birth(&mut prng, m.age, window.start);
             let mut twin_of = None;
             if m.role == Role::Child {
-                if let (Some(()), Some((other, b))) = (twin_pair, child_seen) {
-                    if twin_of.is_none() && out.iter().all(|o: &Identity| o.twin_of != Some(other)) {
-                        birth = b;
-                        twin_of = Some(other);
-                    }
+                if let (Some(()), Some((other, b))) = (twin_pair, child_seen)
+                    && twin_of.is_none()
+                    && out.iter().all(|o: &Identity| o.twin_of != Some(other))
+                {
+                    birth = b;
+                    twin_of = Some(other);
                 }
                 child_seen = child_seen.or(Some((index, birth)));
             }
@@ -525,21 +526,20 @@ pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, bloc
                 }
             }
             // Marriage: a dependent of the husband's employee plan, unless employed.
-            if let Some(when) = married_on {
-                if !own_employed || prng.chance(0.3) {
-                    let p = employee_plan(&mut prng, region, addrs.last().map(|a| a.prefecture).unwrap_or(22));
-                    ins.extend(to_insurance(region, &p, 1, when, false));
-                }
+            if let Some(when) = married_on
+                && (!own_employed || prng.chance(0.3))
+            {
+                let p = employee_plan(&mut prng, region, addrs.last().map(|a| a.prefecture).unwrap_or(22));
+                ins.extend(to_insurance(region, &p, 1, when, false));
             }
             // A move to another municipality changes a 国保 number.
             for a in addrs.iter().skip(1) {
-                if let Some(cur) = ins.iter().rev().find(|i| i.from <= a.from) {
-                    if region.insurers[cur.insurer as usize].kind == InsurerKind::Kokuho
-                        && region.insurers[cur.insurer as usize].city != Some(a.city)
-                    {
-                        let p = kokuho_plan(&mut prng, region, a);
-                        ins.extend(to_insurance(region, &p, 0, a.from, true));
-                    }
+                if let Some(cur) = ins.iter().rev().find(|i| i.from <= a.from)
+                    && region.insurers[cur.insurer as usize].kind == InsurerKind::Kokuho
+                    && region.insurers[cur.insurer as usize].city != Some(a.city)
+                {
+                    let p = kokuho_plan(&mut prng, region, a);
+                    ins.extend(to_insurance(region, &p, 0, a.from, true));
                 }
             }
             // 75: 後期高齢者医療 from the birthday.

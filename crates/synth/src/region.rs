@@ -385,13 +385,7 @@ fn make_facility(
                 rng.range(40, 350) as u16
             }
         }
-        FacilityType::Clinic => {
-            if rng.chance(0.05) {
-                rng.range(1, 19) as u16
-            } else {
-                0
-            }
-        }
+        FacilityType::Clinic if rng.chance(0.05) => rng.range(1, 19) as u16,
         _ => 0,
     };
     let (discloses, views) = match kind {
