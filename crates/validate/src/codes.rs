@@ -61,6 +61,20 @@ pub(crate) fn coding(w: &mut Walker<'_>, obj: &Map<String, Value>) {
             );
         }
         systems::GENERAL_ORDER_CODE | GENERAL_ORDER_OID => general_order(w, code, display),
+        terminology::DOCUMENT_SECTION_CS if terminology::document_section(code).is_none() => {
+            // Known inconsistency: the eDischargeSummary profile uses 362/372/552/642, which the
+            // CodeSystem comments out; accepted with a warning.
+            w.issue(
+                Severity::Warning,
+                "code-invalid",
+                "code",
+                rule("JP-CLINS document-section"),
+                format!(
+                    "セクションコード「{code}」は文書セクション区分コード表 ({}) にありません",
+                    terminology::DOCUMENT_SECTION_CS
+                ),
+            );
+        }
         _ => {}
     }
 }
@@ -175,6 +189,9 @@ fn general_order(w: &mut Walker<'_>, code: &str, display: Option<&str>) {
         return;
     }
     let known_name = terminology::general_order_name(code);
+    if known_name.is_some() && known_name == display {
+        return; // the display is the table's name for this code
+    }
     if let Some(d) = display
         && let Some(listed) = terminology::general_order_code_for_name(d)
         && listed != code

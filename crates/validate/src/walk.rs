@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::datatypes;
 use crate::primitives::{self, Primitive, PrimitiveError};
-use crate::schema::{Fixed, Kind, Matcher, NodeId, Schema, Slicing, TypeRef, type_from_suffix};
+use crate::schema::{Fixed, Kind, Matcher, NodeId, Schema, Slicing, TypeRef, name_prefix};
 use crate::{Issue, Severity};
 
 /// Deeper JSON than this is rejected rather than walked (no FHIR resource needs it).
@@ -24,15 +24,16 @@ pub(crate) struct Walker<'s> {
     pub path: String,
     depth: u32,
     /// Name of the profile being applied (for rule ids).
-    profile: Box<str>,
+    profile: &'s str,
     /// Inside a 健診結果報告書 Bundle, whose package defines JP_Patient_eCS without R1012.
     pub in_checkup: bool,
 }
 
 /// What a JSON key names in a node.
-enum Lookup {
-    /// An element, with the type chosen by an `[x]` suffix and the type slice node if any.
-    Found(NodeId, Option<TypeRef>, Option<NodeId>),
+enum Lookup<'s> {
+    /// An element (and its position among the node's children), with the type chosen by an
+    /// `[x]` suffix and the type slice node if any.
+    Found(NodeId, u32, Option<&'s TypeRef>, Option<NodeId>),
     /// A choice element with a type it does not allow.
     BadType(NodeId),
     /// No such element.
@@ -48,14 +49,7 @@ enum SliceMatch {
 
 impl<'s> Walker<'s> {
     pub fn new(schema: &'s Schema) -> Walker<'s> {
-        Walker {
-            schema,
-            issues: Vec::new(),
-            path: String::new(),
-            depth: 0,
-            profile: "FHIR R4".into(),
-            in_checkup: false,
-        }
+        Walker { schema, issues: Vec::new(), path: String::new(), depth: 0, profile: "FHIR R4", in_checkup: false }
     }
 
     /// The issues, without duplicates (a resource claiming two profiles is walked twice).
@@ -192,13 +186,13 @@ impl<'s> Walker<'s> {
         {
             self.in_checkup = true;
         }
-        let saved = std::mem::replace(&mut self.profile, "".into());
+        let saved = self.profile;
         if roots.is_empty() {
-            self.profile = format!("{rt} (FHIR R4)").into();
+            self.profile = "FHIR R4";
             self.walk_object(obj, schema.generic_resource, true);
         }
         for p in roots {
-            self.profile = p.name.clone();
+            self.profile = &p.name;
             self.walk_object(obj, p.root, true);
         }
         self.profile = saved;
@@ -217,6 +211,9 @@ impl<'s> Walker<'s> {
         }
         let schema = self.schema;
         let node = schema.node(ctx);
+        let any_companion = obj.keys().any(|k| k.starts_with('_'));
+        // Children seen, by position (for the required check without hashing again).
+        let mut seen: u128 = 0;
         for (key, val) in obj {
             if resource_root && key == "resourceType" {
                 continue;
@@ -231,8 +228,17 @@ impl<'s> Walker<'s> {
                 None => (key.as_str(), false),
             };
             match self.lookup(ctx, name) {
-                Lookup::Found(child, ty, type_slice) => {
-                    let companion = if companion_only { Some(val) } else { obj.get(&format!("_{name}")) };
+                Lookup::Found(child, pos, ty, type_slice) => {
+                    if pos < 128 {
+                        seen |= 1 << pos;
+                    }
+                    let companion = if companion_only {
+                        Some(val)
+                    } else if any_companion {
+                        obj.get(&format!("_{name}"))
+                    } else {
+                        None
+                    };
                     let value = if companion_only { None } else { Some(val) };
                     self.element(child, ty, type_slice, key, value, companion);
                 }
@@ -265,22 +271,28 @@ impl<'s> Walker<'s> {
                 }
             }
         }
-        for &r in &node.required {
+        for &(r, pos) in &node.required {
+            if pos < 128 && seen & (1 << pos) != 0 {
+                continue;
+            }
             self.check_required(obj, r);
         }
         self.depth -= 1;
     }
 
-    fn lookup(&self, ctx: NodeId, key: &str) -> Lookup {
+    fn lookup(&self, ctx: NodeId, key: &str) -> Lookup<'s> {
         let schema = self.schema;
         let node = schema.node(ctx);
-        if let Ok(i) = node.children.binary_search_by(|c| schema.node(*c).name.as_ref().cmp(key)) {
-            let id = node.children[i];
+        let kp = name_prefix(key);
+        let found =
+            node.child_keys.binary_search_by(|(p, c)| p.cmp(&kp).then_with(|| schema.node(*c).name.as_ref().cmp(key)));
+        if let Ok(i) = found {
+            let id = node.child_keys[i].1;
             if !schema.node(id).choice {
-                return Lookup::Found(id, None, None);
+                return Lookup::Found(id, i as u32, None, None);
             }
         }
-        for &c in &node.choices {
+        for &(c, pos) in &node.choices {
             let cn = schema.node(c);
             let Some(suffix) = key.strip_prefix(cn.name.as_ref()) else { continue };
             if !suffix.starts_with(|ch: char| ch.is_ascii_uppercase()) {
@@ -288,26 +300,18 @@ impl<'s> Walker<'s> {
             }
             let type_slice = cn.type_slices.iter().find(|(n, _)| n.as_ref() == key).map(|(_, id)| *id);
             if cn.types.is_empty() {
-                return match type_from_suffix(suffix) {
-                    Some(t) if self.type_known(&t) => Lookup::Found(c, Some(t), type_slice),
-                    _ => Lookup::BadType(c),
+                return match schema.type_for_suffix(suffix) {
+                    Some(t) => Lookup::Found(c, pos, Some(t), type_slice),
+                    None => Lookup::BadType(c),
                 };
             }
             let found = cn.types.iter().find(|t| eq_type_suffix(&t.code, suffix));
             return match found {
-                Some(t) => Lookup::Found(c, Some(t.clone()), type_slice),
+                Some(t) => Lookup::Found(c, pos, Some(t), type_slice),
                 None => Lookup::BadType(c),
             };
         }
         Lookup::Unknown
-    }
-
-    fn type_known(&self, t: &TypeRef) -> bool {
-        match t.kind {
-            Kind::Primitive(_) => true,
-            Kind::Complex => self.schema.datatype(&t.code).is_some(),
-            _ => false,
-        }
     }
 
     fn check_required(&mut self, obj: &Map<String, Value>, r: NodeId) {
@@ -356,7 +360,7 @@ impl<'s> Walker<'s> {
     fn element(
         &mut self,
         child: NodeId,
-        ty: Option<TypeRef>,
+        ty: Option<&'s TypeRef>,
         type_slice: Option<NodeId>,
         key: &str,
         value: Option<&Value>,
@@ -379,11 +383,11 @@ impl<'s> Walker<'s> {
                 format!("{key} はこのプロファイル ({}) では使用できません (max=0)", self.profile),
             );
         }
-        let ty = ty.or_else(|| n.types.first().cloned());
+        let ty = ty.or_else(|| n.types.first());
         match value {
             Some(v) => {
                 if n.array {
-                    self.array(child, ty.as_ref(), type_slice, key, v, companion);
+                    self.array(child, ty, type_slice, key, v, companion);
                 } else {
                     if v.is_array() {
                         let rule = self.rule(&format!("{} max=1", n.path));
@@ -395,7 +399,7 @@ impl<'s> Walker<'s> {
                             format!("{key} は単一の値です。配列 [...] ではなく値そのものを書いてください"),
                         );
                     } else {
-                        self.item(child, ty.as_ref(), type_slice, v, false);
+                        self.item(child, ty, type_slice, v, false);
                     }
                     if let Some(c) = companion {
                         self.companion(c, false);
@@ -728,14 +732,18 @@ impl<'s> Walker<'s> {
         if let Some(Matcher::Resource { .. }) = sl.slices.iter().find_map(|s| s.matchers.first()) {
             return self.match_resource_slice(sl, item);
         }
-        let candidates: Box<dyn Iterator<Item = usize>> = match &sl.index_path {
+        let all: Vec<usize>;
+        let candidates: &[usize] = match &sl.index_path {
             Some(p) => match item.get(p.as_ref()).and_then(Value::as_str).and_then(|v| sl.index.get(v)) {
-                Some(list) => Box::new(list.iter().copied()),
+                Some(list) => list,
                 None => return SliceMatch::None,
             },
-            None => Box::new(0..sl.slices.len()),
+            None => {
+                all = (0..sl.slices.len()).collect();
+                &all
+            }
         };
-        for i in candidates {
+        for &i in candidates {
             let s = &sl.slices[i];
             if !s.matchers.is_empty() && s.matchers.iter().all(|m| value_matcher_ok(m, item)) {
                 return SliceMatch::Slice(i);

@@ -400,3 +400,32 @@ fn resource_types_without_profiles_get_plain_checks() {
     let issues = validate(&json!({"resourceType": "Composition", "status": "final", "statuz": 1}));
     assert!(issues.iter().any(|i| i.expression == "Composition.statuz" && i.severity == Severity::Error));
 }
+
+#[test]
+fn known_inconsistencies_are_warnings() {
+    // eDischargeSummary section codes the CodeSystem comments out.
+    let issues = mutate(&example("Bundle-Bundle-CLINS-Referral-Example-01"), |v| {
+        let mut extra = v["entry"][0]["resource"]["section"][2]["section"][2].clone();
+        extra["code"]["coding"][0]["code"] = json!("362");
+        if let Some(a) = v["entry"][0]["resource"]["section"][2]["section"].as_array_mut() {
+            a.push(extra)
+        }
+    });
+    let w = issues.iter().find(|i| i.rule.as_deref() == Some("JP-CLINS document-section")).expect("section warning");
+    assert_eq!(w.severity, Severity::Warning);
+    assert_eq!(w.expression, "Bundle.entry[0].resource.section[2].section[9].code.coding[0].code");
+    assert!(!has_errors(&issues), "{issues:?}");
+    // subject by identifier instead of the Patient entry's fullUrl.
+    let issues = mutate(
+        &observations_bundle(),
+        |v| v["entry"][1]["resource"]["subject"] = json!({"identifier": {"system": "http://jpfhir.jp/fhir/clins/Idsystem/JP_Insurance_memberID", "value": "00012345:あいう:１８７:01"}}),
+    );
+    let w = issues.iter().find(|i| i.rule.as_deref() == Some("JP-CLINS: subject reference")).expect("subject warning");
+    assert_eq!((w.severity, w.expression.as_str()), (Severity::Warning, "Bundle.entry[1].resource.subject"));
+    assert!(!has_errors(&issues), "{issues:?}");
+    // ... but a reference to another entry is an error.
+    let issues = mutate(&observations_bundle(), |v| {
+        v["entry"][1]["resource"]["subject"]["reference"] = v["entry"][2]["fullUrl"].clone()
+    });
+    assert_error(&issues, "JP-CLINS: subject reference", "Bundle.entry[1].resource.subject.reference");
+}
