@@ -110,7 +110,7 @@ impl Validator {
     /// Validates one resource (any type, including a Bundle, whose entries are validated too).
     pub fn validate_resource(&self, resource: &Value) -> Vec<Issue> {
         let mut w = walk::Walker::new(&self.schema);
-        w.resource(resource, None);
+        w.resource(resource, &[]);
         w.finish()
     }
 

@@ -650,3 +650,50 @@ pub(crate) fn type_ref(code: &str, profiles: &[String]) -> TypeRef {
     };
     TypeRef { code: code.into(), kind, profiles: profiles.iter().map(|p| p.as_str().into()).collect() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_element_can_be_walked() {
+        let s = Schema::load();
+        assert!(s.load_errors.is_empty(), "{:?}", s.load_errors);
+        let roots: std::collections::HashSet<NodeId> = s
+            .profiles
+            .iter()
+            .map(|p| p.root)
+            .chain(s.datatypes.values().copied())
+            .chain([s.generic_resource])
+            .collect();
+        let untyped: Vec<&str> = s
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| !roots.contains(&(*i as NodeId)) && !n.choice && n.types.is_empty())
+            .map(|(_, n)| n.path.as_ref())
+            .collect();
+        assert!(untyped.is_empty(), "elements without a type: {:?}", &untyped[..untyped.len().min(10)]);
+        // Complex elements without children in the snapshot point at a datatype.
+        let unlinked: Vec<&str> = s
+            .nodes
+            .iter()
+            .filter(|n| n.types.len() == 1 && matches!(n.types[0].kind, Kind::Complex | Kind::Backbone))
+            .filter(|n| n.content.is_none())
+            .map(|n| n.path.as_ref())
+            .collect();
+        assert!(unlinked.is_empty(), "complex elements without content: {:?}", &unlinked[..unlinked.len().min(10)]);
+    }
+
+    #[test]
+    fn choice_suffixes_and_prefixes() {
+        let s = Schema::load();
+        assert_eq!(s.type_for_suffix("DateTime").map(|t| t.code.as_ref()), Some("dateTime"));
+        assert_eq!(s.type_for_suffix("Quantity").map(|t| t.code.as_ref()), Some("Quantity"));
+        assert!(s.type_for_suffix("Datetime").is_none());
+        assert!(name_prefix("identifier") > name_prefix("id"));
+        assert!(name_prefix("a") < name_prefix("b"));
+        let p = s.profile("http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Patient_eCS|1").expect("JP_Patient_eCS");
+        assert_eq!(p.type_name.as_ref(), "Patient");
+    }
+}

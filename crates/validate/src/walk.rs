@@ -91,11 +91,13 @@ impl<'s> Walker<'s> {
             );
             self.path.clear();
         }
-        self.resource(bundle, None);
+        self.resource(bundle, &[]);
     }
 
     /// Validates a resource at the current path (empty for a top-level resource).
-    pub fn resource(&mut self, value: &Value, slice_hint: Option<&Matcher>) {
+    /// `hint` lists profiles the context expects (a slice's or an entry's type profile), used when
+    /// the resource names none it knows.
+    pub fn resource(&mut self, value: &Value, hint: &[Box<str>]) {
         let top = self.path.is_empty();
         let Value::Object(obj) = value else {
             if top {
@@ -170,12 +172,7 @@ impl<'s> Walker<'s> {
             }
         }
         if roots.is_empty() {
-            let hinted = match slice_hint {
-                Some(Matcher::Resource { profiles, .. }) => {
-                    profiles.iter().find_map(|u| schema.profile(u)).filter(|p| p.type_name.as_ref() == rt)
-                }
-                _ => None,
-            };
+            let hinted = hint.iter().find_map(|u| schema.profile(u)).filter(|p| p.type_name.as_ref() == rt);
             if let Some(p) = hinted.or_else(|| schema.base_profile(rt)) {
                 roots.push(p);
             }
@@ -501,16 +498,7 @@ impl<'s> Walker<'s> {
             }
             let has_companion = companions.and_then(|c| c.get(i)).is_some_and(|c| !c.is_null());
             if !(item.is_null() && has_companion) {
-                let hint = slice_node.and(slicing).and_then(|sl| {
-                    sl.slices.iter().find(|s| Some(s.node) == slice_node).and_then(|s| s.matchers.first())
-                });
-                if let (Some(Matcher::Resource { .. }), true) =
-                    (hint, matches!(ty.map(|t| &t.kind), Some(Kind::Resource)))
-                {
-                    self.resource_item(item, hint);
-                } else {
-                    self.item(child, ty, slice_node, item, true);
-                }
+                self.item(child, ty, slice_node, item, true);
             }
             self.path.truncate(mark);
         }
@@ -547,10 +535,6 @@ impl<'s> Walker<'s> {
                 }
             }
         }
-    }
-
-    fn resource_item(&mut self, item: &Value, hint: Option<&Matcher>) {
-        self.resource(item, hint);
     }
 
     /// Walks one value of an element.
@@ -595,7 +579,9 @@ impl<'s> Walker<'s> {
                 }
             }
             Kind::Resource => {
-                self.resource(v, None);
+                let hint =
+                    slice.and_then(|s| schema.node(s).types.first()).filter(|t| t.kind == Kind::Resource).unwrap_or(ty);
+                self.resource(v, &hint.profiles);
                 return;
             }
             Kind::Complex | Kind::Backbone => {
@@ -817,11 +803,18 @@ fn value_matcher_ok(m: &Matcher, item: &Value) -> bool {
 
 /// Whether some value reached by following `path` (through arrays) satisfies `f`.
 fn any_at_path(v: &Value, path: &[Box<str>], f: &dyn Fn(&Value) -> bool) -> bool {
+    any_at_path_depth(v, path, f, 0)
+}
+
+fn any_at_path_depth(v: &Value, path: &[Box<str>], f: &dyn Fn(&Value) -> bool, depth: u32) -> bool {
+    if depth > MAX_DEPTH {
+        return false; // arrays nested this deep are rejected by the walk anyway
+    }
     match v {
-        Value::Array(items) => items.iter().any(|i| any_at_path(i, path, f)),
+        Value::Array(items) => items.iter().any(|i| any_at_path_depth(i, path, f, depth + 1)),
         _ => match path.split_first() {
             None => f(v),
-            Some((head, rest)) => v.get(head.as_ref()).is_some_and(|c| any_at_path(c, rest, f)),
+            Some((head, rest)) => v.get(head.as_ref()).is_some_and(|c| any_at_path_depth(c, rest, f, depth + 1)),
         },
     }
 }
