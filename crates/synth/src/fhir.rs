@@ -541,23 +541,10 @@ fn section(code: &str, title: &str, text: &str, entries: &[(&str, &str)]) -> Val
 }
 
 fn docref(text: &str, f: &Facility, patient_ref: &str, date: Date, id: &str) -> Value {
-    use std::fmt::Write as _;
-    // Base64 of the UTF-8 text (the clinical course as a plain-text attachment).
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut b64 = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut desc = String::new();
-    let _ = write!(desc, "臨床経過");
+    use base64::Engine as _;
+    // The clinical course as a plain-text attachment.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    let desc = "臨床経過";
     json!({
         "resourceType": "DocumentReference",
         "meta": {"lastUpdated": ts(date, 61_200), "profile": [P_DOCREF_ECS]},

@@ -215,6 +215,8 @@ struct UkeFile {
 }
 
 struct Writer {
+    /// Bytes appended since the last full flush: an upper bound of what the buffers hold.
+    pending: usize,
     fhir: BTreeMap<u32, Spool>,
     uke: BTreeMap<(u32, u32, u8, UkeKind), UkeFile>,
     truth: Option<Spool>,
@@ -224,7 +226,35 @@ struct Writer {
 }
 
 impl Writer {
+    /// Flushes every buffer once they may hold more than `limit` bytes together, so memory
+    /// stays bounded even with a hundred thousand small UKE files open for appending.
+    fn bound_memory(&mut self, limit: usize) -> Result<(), SynthError> {
+        if self.pending < limit {
+            return Ok(());
+        }
+        for s in self.fhir.values_mut() {
+            s.flush()?;
+        }
+        for f in self.uke.values_mut() {
+            f.spool.flush()?;
+        }
+        if let Some(t) = &mut self.truth {
+            t.flush()?;
+        }
+        if let Some(n) = &mut self.noise {
+            n.flush()?;
+        }
+        self.pending = 0;
+        Ok(())
+    }
+
     fn take(&mut self, region: &Region, out: PersonOut) -> Result<(), SynthError> {
+        self.pending += out.fhir.iter().map(|(_, b)| b.len()).sum::<usize>() + out.truth.len() + out.noise.len();
+        self.pending += out
+            .receipts
+            .iter()
+            .map(|(_, r)| r.re_rest.len() + r.lines.iter().map(|l| l.len() + 2).sum::<usize>())
+            .sum::<usize>();
         for (f, bytes) in out.fhir {
             let path = self.fhir_dir.join(format!("{}.ndjson", region.facility(f).code));
             self.fhir.entry(f).or_insert_with(|| Spool { path, buf: Vec::new() }).write(&bytes)?;
@@ -307,6 +337,9 @@ fn merge(total: &mut Manifest, per_facility: &mut BTreeMap<u32, FacilityCounts>,
 /// keep memory bounded.
 const BLOCKS_PER_WORKER: u64 = 64;
 
+/// Output held in memory before every buffer is flushed.
+const WRITE_BUFFER_LIMIT: usize = 192 * 1024 * 1024;
+
 /// Generates every output of a run into `opts.out_dir` and returns the manifest.
 pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest, SynthError> {
     if opts.years == 0 || opts.years > 20 {
@@ -347,7 +380,8 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest
         n.write(b"facility,local_id,person,noise\n")?;
         noise = Some(n);
     }
-    let mut writer = Writer { fhir: BTreeMap::new(), uke: BTreeMap::new(), truth, noise, fhir_dir, uke_dir };
+    let mut writer =
+        Writer { pending: 0, fhir: BTreeMap::new(), uke: BTreeMap::new(), truth, noise, fhir_dir, uke_dir };
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
     } else {
@@ -406,6 +440,7 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest
                 writer.take(&region, out)?;
             }
         }
+        writer.bound_memory(WRITE_BUFFER_LIMIT)?;
         next = end;
     }
     progress.set_message("ファイルを書き出しています");
