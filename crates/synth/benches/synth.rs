@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p musubi-synth --bench synth` generates `SYNTH_PERSONS` people (default
 //! 20,000) into `SYNTH_OUT` (default a temporary directory, removed afterwards) and prints the
-//! rate, the peak resident memory (VmHWM) and the output size.
+//! rate, the peak resident memory (VmHWM) and the output size. `SYNTH_YEARS` sets the years of
+//! history (default 3).
 
 use std::time::Instant;
 
@@ -42,7 +43,10 @@ fn main() {
         .clone()
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("musubi-synth-bench-{}", std::process::id())));
-    let opts = SynthOptions::new(persons, 20_261_122, &out);
+    let mut opts = SynthOptions::new(persons, 20_261_122, &out);
+    if let Some(y) = std::env::var("SYNTH_YEARS").ok().and_then(|s| s.parse().ok()) {
+        opts.years = y;
+    }
     let start = Instant::now();
     let manifest = match generate(&opts, &NoProgress) {
         Ok(m) => m,
