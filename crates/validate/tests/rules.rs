@@ -365,6 +365,22 @@ fn document_bundle_rules() {
         v.as_object_mut().map(|o| o.remove("timestamp"));
     });
     assert_error(&issues, "bdl-10", "Bundle.timestamp");
+    // The Composition's document type is a pattern of the profile (57133-1 for 診療情報提供書).
+    let issues = mutate(&b, |v| v["entry"][0]["resource"]["type"]["coding"][0]["code"] = json!("18842-5"));
+    let e = assert_error(
+        &issues,
+        "JP_Composition_eReferral: Composition.type.coding.code fixed",
+        "Bundle.entry[0].resource.type.coding[0].code",
+    );
+    assert!(e.message.contains("57133-1"), "{}", e.message);
+    // 5情報 Bundles are closed to other resource types.
+    let issues = mutate(&observations_bundle(), |v| {
+        let practitioner = v["entry"][1]["resource"]["contained"][2].clone();
+        if let Some(a) = v["entry"].as_array_mut() {
+            a.push(json!({"fullUrl": "urn:uuid:0b4a2c2e-5a9e-4d43-9c1e-6a3f9c1d2e11", "resource": practitioner}))
+        }
+    });
+    assert_error(&issues, "Bundle.entry slicing closed", "Bundle.entry[5]");
 }
 
 #[test]
