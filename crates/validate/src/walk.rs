@@ -281,8 +281,14 @@ impl<'s> Walker<'s> {
         let schema = self.schema;
         let node = schema.node(ctx);
         let kp = name_prefix(key);
-        let found =
-            node.child_keys.binary_search_by(|(p, c)| p.cmp(&kp).then_with(|| schema.node(*c).name.as_ref().cmp(key)));
+        // Names of up to 8 bytes are decided by the packed prefix and the length alone.
+        let short = key.len() <= 8;
+        let found = node.child_keys.binary_search_by(|(p, c)| {
+            p.cmp(&kp).then_with(|| {
+                let name = schema.node(*c).name.as_ref();
+                if short && name.len() <= 8 { name.len().cmp(&key.len()) } else { name.cmp(key) }
+            })
+        });
         if let Ok(i) = found {
             let id = node.child_keys[i].1;
             if !schema.node(id).choice {
