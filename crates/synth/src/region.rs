@@ -434,13 +434,14 @@ fn make_facility(
         area: area.index,
         address: format!("{}{}", geo::prefecture_name(area.prefecture), address_local),
         postal_code,
+        // Ten digits in all: 0XX-XXX-XXXX or 0XXX-XX-XXXX.
         phone: format!(
             "{}-{}-{:04}",
             city.area_code,
             if city.area_code.len() == 3 {
-                format!("{:04}", rng.range(1000, 9999))
+                format!("{:03}", rng.range(200, 999))
             } else {
-                format!("{:02}", rng.range(10, 99))
+                format!("{:02}", rng.range(20, 99))
             },
             rng.range(0, 9999)
         ),
