@@ -43,7 +43,7 @@ mod datatypes;
 pub mod invariants;
 mod package;
 pub mod primitives;
-mod schema;
+mod profiles;
 pub mod terminology;
 mod walk;
 
@@ -98,13 +98,13 @@ pub fn has_errors(issues: &[Issue]) -> bool {
 /// share it between threads.
 #[derive(Debug)]
 pub struct Validator {
-    schema: schema::Schema,
+    schema: profiles::Schema,
 }
 
 impl Validator {
     /// Compiles the embedded packages. Takes a fraction of a second; prefer [`Validator::shared`].
     pub fn new() -> Validator {
-        Validator { schema: schema::Schema::load() }
+        Validator { schema: profiles::Schema::load() }
     }
 
     /// The process-wide validator, built at first use.

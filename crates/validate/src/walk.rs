@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::datatypes;
 use crate::primitives::{self, Primitive, PrimitiveError};
-use crate::schema::{Fixed, Kind, Matcher, NodeId, Schema, Slicing, TypeRef, name_prefix};
+use crate::profiles::{Fixed, Kind, Matcher, NodeId, Schema, Slicing, TypeRef, name_prefix};
 use crate::{Issue, Severity};
 
 /// Deeper JSON than this is rejected rather than walked (no FHIR resource needs it).
