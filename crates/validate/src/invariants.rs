@@ -47,6 +47,22 @@ const DOCUMENT_BUNDLES: &[(&str, &str)] = &[
     ("http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eCheckupGeneral", "健康診断結果報告書"),
 ];
 
+/// The document Bundle profile for a Composition type code (doc-typecodes).
+pub(crate) fn document_profile_for_type(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "57133-1" => DOCUMENT_BUNDLES[0].0,
+        "18842-5" => DOCUMENT_BUNDLES[1].0,
+        "56447-6" => DOCUMENT_BUNDLES[2].0,
+        "53576-5" => DOCUMENT_BUNDLES[3].0,
+        _ => return None,
+    })
+}
+
+/// Whether a URL is one of the submission Bundle profiles (5情報 or documents).
+pub(crate) fn is_submission_profile(url: &str) -> bool {
+    url == BUNDLE_CLINS || DOCUMENT_BUNDLES.iter().any(|(u, _)| *u == url)
+}
+
 /// The eCS profile each resource type of a 5情報 Bundle must claim (validEntryProfile-*).
 const ENTRY_PROFILES: &[(&str, &str)] = &[
     ("AllergyIntolerance", "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_AllergyIntolerance_eCS"),

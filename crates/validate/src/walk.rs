@@ -91,7 +91,42 @@ impl<'s> Walker<'s> {
             );
             self.path.clear();
         }
-        self.resource(bundle, &[]);
+        // A document Bundle that names no submission profile is checked against the one its
+        // Composition type implies, with a warning.
+        let claims_one = bundle
+            .as_object()
+            .is_some_and(|o| claimed_profiles(o).iter().any(|u| crate::invariants::is_submission_profile(u)));
+        let inferred = (!claims_one && bundle.get("type").and_then(Value::as_str) == Some("document"))
+            .then(|| {
+                let composition = bundle.get("entry")?.get(0)?.get("resource")?;
+                let codings = composition.get("type")?.get("coding")?.as_array()?;
+                codings.iter().find_map(|c| {
+                    c.get("code").and_then(Value::as_str).and_then(crate::invariants::document_profile_for_type)
+                })
+            })
+            .flatten();
+        match inferred {
+            Some(url) => {
+                let mut copy = bundle.clone();
+                if let Some(o) = copy.as_object_mut() {
+                    let meta = o.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+                    if let Some(m) = meta.as_object_mut() {
+                        m.insert("profile".into(), Value::Array(vec![Value::String(url.into())]));
+                    }
+                }
+                self.path.push_str("Bundle");
+                self.issue(
+                    Severity::Warning,
+                    "business-rule",
+                    "meta.profile",
+                    Some("JP-CLINS: Bundle profile".into()),
+                    format!("文書 Bundle の meta.profile に {url} を指定してください (Composition の文書種別から判断して検証しました)"),
+                );
+                self.path.clear();
+                self.resource(&copy, &[]);
+            }
+            None => self.resource(bundle, &[]),
+        }
     }
 
     /// Validates a resource at the current path (empty for a top-level resource).

@@ -365,6 +365,14 @@ fn document_bundle_rules() {
         v.as_object_mut().map(|o| o.remove("timestamp"));
     });
     assert_error(&issues, "bdl-10", "Bundle.timestamp");
+    // Without meta.profile, the Composition type decides the profile (with a warning).
+    let issues = mutate(&b, |v| {
+        v["meta"].as_object_mut().map(|m| m.remove("profile"));
+        v.as_object_mut().map(|o| o.remove("timestamp"));
+    });
+    let w = issues.iter().find(|i| i.rule.as_deref() == Some("JP-CLINS: Bundle profile")).expect("profile warning");
+    assert!(w.message.contains("JP_Bundle_eReferral"), "{}", w.message);
+    assert_error(&issues, "bdl-10", "Bundle.timestamp");
     // The Composition's document type is a pattern of the profile (57133-1 for 診療情報提供書).
     let issues = mutate(&b, |v| v["entry"][0]["resource"]["type"]["coding"][0]["code"] = json!("18842-5"));
     let e = assert_error(
