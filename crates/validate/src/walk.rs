@@ -27,6 +27,9 @@ pub(crate) struct Walker<'s> {
     profile: &'s str,
     /// Inside a 健診結果報告書 Bundle, whose package defines JP_Patient_eCS without R1012.
     pub in_checkup: bool,
+    /// Validating a submission (validate_bundle): the top-level Bundle must be a 5情報 or
+    /// document Bundle.
+    pub submission: bool,
 }
 
 /// What a JSON key names in a node.
@@ -49,7 +52,15 @@ enum SliceMatch {
 
 impl<'s> Walker<'s> {
     pub fn new(schema: &'s Schema) -> Walker<'s> {
-        Walker { schema, issues: Vec::new(), path: String::new(), depth: 0, profile: "FHIR R4", in_checkup: false }
+        Walker {
+            schema,
+            issues: Vec::new(),
+            path: String::new(),
+            depth: 0,
+            profile: "FHIR R4",
+            in_checkup: false,
+            submission: false,
+        }
     }
 
     /// The issues, without duplicates (a resource claiming two profiles is walked twice).
@@ -76,6 +87,7 @@ impl<'s> Walker<'s> {
 
     /// Validates the top-level value of a submission expected to be a Bundle.
     pub fn submission_bundle(&mut self, bundle: &Value) {
+        self.submission = true;
         let rt = bundle.get("resourceType").and_then(Value::as_str);
         if rt != Some("Bundle") {
             self.path.push_str("Bundle");

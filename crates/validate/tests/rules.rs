@@ -339,8 +339,17 @@ fn entry_rules() {
     assert_error(&issues, "R9014O", "Bundle.entry[3].resource.extension");
     let issues = mutate(&b, |v| v["entry"][2]["fullUrl"] = v["entry"][1]["fullUrl"].clone());
     assert_error(&issues, "bdl-7", "Bundle.entry[2].fullUrl");
-    let issues = mutate(&b, |v| v["meta"]["profile"] = json!(["http://jpfhir.jp/fhir/StructureDefinition/JP_Bundle"]));
+    let unclaimed =
+        |v: &mut Value| v["meta"]["profile"] = json!(["http://jpfhir.jp/fhir/StructureDefinition/JP_Bundle"]);
+    let issues = mutate(&b, unclaimed);
     assert_error(&issues, "R0213", "Bundle.meta.profile");
+    // Outside a submission (validate_resource) a plain collection Bundle is not a 5情報 Bundle.
+    let mut plain = b.clone();
+    unclaimed(&mut plain);
+    let issues = Validator::shared().validate_resource(&plain);
+    assert!(!issues.iter().any(|i| i.rule.as_deref() == Some("R0213")), "{issues:?}");
+    let issues = mutate(&b, |v| v["type"] = json!("transaction"));
+    assert_error(&issues, "JP-CLINS: Bundle type", "Bundle.type");
 }
 
 #[test]

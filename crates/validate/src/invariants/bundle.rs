@@ -59,9 +59,23 @@ pub(super) fn bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, claimed: &[&s
     let clins = claimed.contains(&BUNDLE_CLINS);
     let document = DOCUMENT_BUNDLES.iter().find(|(u, _)| claimed.contains(u));
     let btype = obj.get("type").and_then(Value::as_str);
+    // The top-level Bundle of a submission (validate_bundle) is a 5情報 collection or a document.
+    let submitted = w.submission && w.path == "Bundle";
+    if submitted && !matches!(btype, Some("collection" | "document")) {
+        w.issue(
+            Severity::Error,
+            "invariant",
+            "type",
+            r("JP-CLINS: Bundle type"),
+            format!(
+                "送信する Bundle の type は collection (5情報) か document (文書) です (実際は {})",
+                btype.unwrap_or("なし")
+            ),
+        );
+    }
     // R0213: a collection Bundle sent to the service must claim JP_Bundle_CLINS.
     if !clins && document.is_none() {
-        if btype == Some("collection") {
+        if submitted && btype == Some("collection") {
             w.issue(
                 Severity::Error,
                 "invariant",
