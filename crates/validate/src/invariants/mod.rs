@@ -159,28 +159,23 @@ fn patient(w: &mut Walker<'_>, obj: &Map<String, Value>) {
         if rep(n).is_none() {
             continue;
         }
-        let mut fields: Vec<(String, &str)> = Vec::new();
+        let report = |w: &mut Walker<'_>, path: String, s: &str| {
+            w.issue(
+                Severity::Error,
+                "invariant",
+                &path,
+                r("R1113"),
+                format!("患者氏名「{s}」に全角空白があります。姓と名は区切らないか半角空白で区切ってください (R1113)"),
+            );
+        };
         for key in ["text", "family"] {
-            if let Some(s) = str_at(n, key) {
-                fields.push((format!("name[{i}].{key}"), s));
+            if let Some(s) = str_at(n, key).filter(|s| s.contains('\u{3000}')) {
+                report(w, format!("name[{i}].{key}"), s);
             }
         }
         for (j, g) in varr(n, "given").iter().enumerate() {
-            if let Some(s) = g.as_str() {
-                fields.push((format!("name[{i}].given[{j}]"), s));
-            }
-        }
-        for (path, s) in fields {
-            if s.contains('\u{3000}') {
-                w.issue(
-                    Severity::Error,
-                    "invariant",
-                    &path,
-                    r("R1113"),
-                    format!(
-                        "患者氏名「{s}」に全角空白があります。姓と名は区切らないか半角空白で区切ってください (R1113)"
-                    ),
-                );
+            if let Some(s) = g.as_str().filter(|s| s.contains('\u{3000}')) {
+                report(w, format!("name[{i}].given[{j}]"), s);
             }
         }
     }
