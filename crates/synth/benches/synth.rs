@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p musubi-synth --bench synth` generates `SYNTH_PERSONS` people (default
 //! 20,000) into `SYNTH_OUT` (default a temporary directory, removed afterwards) and prints the
-//! rate, the peak resident memory (VmHWM) and the output size.
+//! rate, the peak resident memory (VmHWM) and the output size. `SYNTH_YEARS` sets the years of
+//! history (default 3).
 
 use std::time::Instant;
 
@@ -38,8 +39,14 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let persons: u64 = std::env::var("SYNTH_PERSONS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let keep = std::env::var("SYNTH_OUT").ok();
-    let out = keep.clone().map(std::path::PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join(format!("musubi-synth-bench-{}", std::process::id())));
-    let opts = SynthOptions::new(persons, 20_261_122, &out);
+    let out = keep
+        .clone()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("musubi-synth-bench-{}", std::process::id())));
+    let mut opts = SynthOptions::new(persons, 20_261_122, &out);
+    if let Some(y) = std::env::var("SYNTH_YEARS").ok().and_then(|s| s.parse().ok()) {
+        opts.years = y;
+    }
     let start = Instant::now();
     let manifest = match generate(&opts, &NoProgress) {
         Ok(m) => m,
@@ -58,7 +65,13 @@ fn main() {
     println!("output files       {files}");
     println!("source patients    {}", manifest.source_patients);
     println!("encounters         {}", manifest.encounters);
-    println!("FHIR bundles       {} collection, {} referral ({} with discharge summary), {} checkup", manifest.fhir_collection_bundles, manifest.fhir_referral_bundles, manifest.fhir_discharge_summaries, manifest.fhir_checkup_bundles);
+    println!(
+        "FHIR bundles       {} collection, {} referral ({} with discharge summary), {} checkup",
+        manifest.fhir_collection_bundles,
+        manifest.fhir_referral_bundles,
+        manifest.fhir_discharge_summaries,
+        manifest.fhir_checkup_bundles
+    );
     println!("SS-MIX2 files      {}", manifest.ssmix2_files);
     println!("UKE files/receipts {} / {}", manifest.uke_files, manifest.uke_receipts);
     if keep.is_none() {

@@ -194,23 +194,78 @@ struct Ctx<'a> {
 fn prevalence(key: &str, age: i32, sex: Sex) -> f64 {
     let m = sex == Sex::Male;
     match key {
-        "htn" => match age { ..=39 => 0.02, 40..=59 => 0.2, 60..=74 => 0.45, _ => 0.6 },
-        "dm2" => (match age { ..=39 => 0.005, 40..=59 => 0.06, 60..=74 => 0.13, _ => 0.15 }) * if m { 1.4 } else { 0.7 },
-        "dyslipidemia" => match age { ..=39 => 0.02, 40..=59 => 0.14, _ => 0.25 },
-        "ckd" => match age { ..=59 => 0.01, 60..=74 => 0.06, _ => 0.13 },
-        "asthma" => if age < 15 { 0.06 } else { 0.035 },
-        "hyperuricemia" => if m && age >= 30 { 0.07 } else { 0.0 },
-        "osteoporosis" => if !m && age >= 60 { if age >= 75 { 0.25 } else { 0.12 } } else { 0.0 },
-        "gerd" => if age >= 40 { 0.04 } else { 0.0 },
-        "af" => match age { ..=64 => 0.002, 65..=74 => 0.03, _ => 0.06 },
-        "angina" => if age >= 60 { 0.03 } else { 0.0 },
-        "rhinitis" => if (5..=64).contains(&age) { 0.07 } else { 0.0 },
-        "insomnia" => if age >= 50 { 0.05 } else { 0.01 },
+        "htn" => match age {
+            ..=39 => 0.02,
+            40..=59 => 0.2,
+            60..=74 => 0.45,
+            _ => 0.6,
+        },
+        "dm2" => {
+            (match age {
+                ..=39 => 0.005,
+                40..=59 => 0.06,
+                60..=74 => 0.13,
+                _ => 0.15,
+            }) * if m { 1.4 } else { 0.7 }
+        }
+        "dyslipidemia" => match age {
+            ..=39 => 0.02,
+            40..=59 => 0.14,
+            _ => 0.25,
+        },
+        "ckd" => match age {
+            ..=59 => 0.01,
+            60..=74 => 0.06,
+            _ => 0.13,
+        },
+        "asthma" => {
+            if age < 15 {
+                0.06
+            } else {
+                0.035
+            }
+        }
+        "hyperuricemia" if m && age >= 30 => 0.07,
+        "osteoporosis" if !m && age >= 60 => {
+            if age >= 75 {
+                0.25
+            } else {
+                0.12
+            }
+        }
+        "gerd" if age >= 40 => 0.04,
+        "af" => match age {
+            ..=64 => 0.002,
+            65..=74 => 0.03,
+            _ => 0.06,
+        },
+        "angina" if age >= 60 => 0.03,
+        "rhinitis" if (5..=64).contains(&age) => 0.07,
+        "insomnia" => {
+            if age >= 50 {
+                0.05
+            } else {
+                0.01
+            }
+        }
         _ => 0.0,
     }
 }
 
-const CHRONIC: &[&str] = &["htn", "dm2", "dyslipidemia", "ckd", "asthma", "hyperuricemia", "osteoporosis", "gerd", "af", "angina", "rhinitis", "insomnia"];
+const CHRONIC: &[&str] = &[
+    "htn",
+    "dm2",
+    "dyslipidemia",
+    "ckd",
+    "asthma",
+    "hyperuricemia",
+    "osteoporosis",
+    "gerd",
+    "af",
+    "angina",
+    "rhinitis",
+    "insomnia",
+];
 
 /// Generates a person's care history.
 pub(crate) fn care_history(region: &Region, seed: u64, window: Window, id: &Identity) -> CareHistory {
@@ -231,16 +286,27 @@ pub(crate) fn care_history(region: &Region, seed: u64, window: Window, id: &Iden
         }
     }
     let has = |k: &str| chronic.iter().any(|(d, _)| d.key == k);
-    let height = if female { rng.normal(156.0, 6.0) } else { rng.normal(169.0, 6.5) } - if age0 > 70 { 3.0 } else { 0.0 };
+    let height =
+        if female { rng.normal(156.0, 6.0) } else { rng.normal(169.0, 6.5) } - if age0 > 70 { 3.0 } else { 0.0 };
     let bmi = rng.normal(22.5, 3.2) + if has("dm2") { 2.5 } else { 0.0 };
     let latent = Latent {
         hba1c: if has("dm2") { rng.normal(7.8, 0.9) } else { rng.normal(5.5, 0.3) },
         ldl: if has("dyslipidemia") { rng.normal(168.0, 22.0) } else { rng.normal(118.0, 25.0) },
         hdl: rng.normal(if female { 64.0 } else { 54.0 }, 12.0),
         tg: (rng.normal(4.7, 0.45)).exp() + if has("dm2") { 40.0 } else { 0.0 },
-        egfr: if has("ckd") { rng.normal(48.0, 9.0) } else { (105.0 - 0.75 * f64::from(age0.max(20) - 20) + rng.normal(0.0, 10.0)).max(45.0) },
+        egfr: if has("ckd") {
+            rng.normal(48.0, 9.0)
+        } else {
+            (105.0 - 0.75 * f64::from(age0.max(20) - 20) + rng.normal(0.0, 10.0)).max(45.0)
+        },
         egfr_slope: if has("ckd") { rng.normal(-3.0, 1.2) } else { -0.5 },
-        ua: if has("hyperuricemia") { rng.normal(8.4, 0.7) } else if female { rng.normal(4.6, 0.9) } else { rng.normal(6.0, 1.0) },
+        ua: if has("hyperuricemia") {
+            rng.normal(8.4, 0.7)
+        } else if female {
+            rng.normal(4.6, 0.9)
+        } else {
+            rng.normal(6.0, 1.0)
+        },
         ast: rng.normal(22.0, 5.0),
         alt: rng.normal(20.0, 8.0).max(7.0),
         hb: if female { rng.normal(12.9, 1.0) } else { rng.normal(14.6, 1.1) } - if has("ckd") { 1.2 } else { 0.0 },
@@ -249,12 +315,24 @@ pub(crate) fn care_history(region: &Region, seed: u64, window: Window, id: &Iden
         sbp: 112.0 + 0.45 * f64::from((age0 - 30).max(0)) + rng.normal(0.0, 10.0) + if has("htn") { 18.0 } else { 0.0 },
     };
     let mut carriers = Vec::new();
-    for (k, p) in [("hbv", 0.008), ("hcv", if age0 >= 50 { 0.008 } else { 0.002 }), ("syphilis", 0.0005), ("hiv", 0.0002)] {
+    for (k, p) in
+        [("hbv", 0.008), ("hcv", if age0 >= 50 { 0.008 } else { 0.002 }), ("syphilis", 0.0005), ("hiv", 0.0002)]
+    {
         if rng.chance(p) {
             carriers.push(k);
         }
     }
-    let mut ctx = Ctx { region, id, window, latent, chronic, encounters: Vec::new(), pharmacy_for: Vec::new(), carriers, seen: Vec::new() };
+    let mut ctx = Ctx {
+        region,
+        id,
+        window,
+        latent,
+        chronic,
+        encounters: Vec::new(),
+        pharmacy_for: Vec::new(),
+        carriers,
+        seen: Vec::new(),
+    };
     chronic_care(&mut ctx, &mut rng);
     acute_care(&mut ctx, &mut rng);
     dental_care(&mut ctx, &mut rng);
@@ -276,7 +354,10 @@ pub(crate) fn care_history(region: &Region, seed: u64, window: Window, id: &Iden
         if arng.chance(p) {
             let list: Vec<&'static codes::Allergen> = codes::ALLERGENS.iter().filter(|a| a.category == cat).collect();
             let a = list[arng.index(list.len())];
-            allergies.push(Allergy { allergen: a, since: add_days(id.birth, arng.range(365, 365 * i64::from(age0.max(2)))) });
+            allergies.push(Allergy {
+                allergen: a,
+                since: add_days(id.birth, arng.range(365, 365 * i64::from(age0.max(2)))),
+            });
         }
     }
     CareHistory { encounters: ctx.encounters, allergies, carriers: ctx.carriers }
@@ -404,20 +485,42 @@ impl Ctx<'_> {
             }
             "HDL-C" => self.latent.hdl + rng.normal(0.0, 4.0),
             "TG" => self.latent.tg * rng.normal(1.0, 0.15).max(0.4),
-            "AST" => self.latent.ast * (1.0 + sick * 0.3) + rng.normal(0.0, 3.0) + if self.carriers.contains(&"hcv") { 25.0 } else { 0.0 },
-            "ALT" => self.latent.alt * (1.0 + sick * 0.3) + rng.normal(0.0, 3.0) + if self.carriers.contains(&"hcv") { 30.0 } else { 0.0 },
+            "AST" => {
+                self.latent.ast * (1.0 + sick * 0.3)
+                    + rng.normal(0.0, 3.0)
+                    + if self.carriers.contains(&"hcv") { 25.0 } else { 0.0 }
+            }
+            "ALT" => {
+                self.latent.alt * (1.0 + sick * 0.3)
+                    + rng.normal(0.0, 3.0)
+                    + if self.carriers.contains(&"hcv") { 30.0 } else { 0.0 }
+            }
             "GGT" => rng.normal(28.0, 12.0).max(8.0),
             "ALB" => rng.normal(4.3, 0.25) - sick * 0.6,
-            "CRP" => if sick > 0.0 { (sick * rng.normal(9.0, 3.0)).max(0.3) } else { rng.normal(0.06, 0.04).max(0.01) },
+            "CRP" => {
+                if sick > 0.0 {
+                    (sick * rng.normal(9.0, 3.0)).max(0.3)
+                } else {
+                    rng.normal(0.06, 0.04).max(0.01)
+                }
+            }
             "WBC" => rng.normal(6000.0, 1300.0) * (1.0 + sick * 0.8),
             "Hb" => self.latent.hb + rng.normal(0.0, 0.4) - sick * 0.5,
             "PLT" => rng.normal(24.0, 5.0),
-            "BNP" => if self.chronic.iter().any(|(d, _)| d.key == "hf") || sick > 1.5 { rng.normal(650.0, 250.0).max(120.0) } else { rng.normal(16.0, 8.0).max(2.0) },
+            "BNP" => {
+                if self.chronic.iter().any(|(d, _)| d.key == "hf") || sick > 1.5 {
+                    rng.normal(650.0, 250.0).max(120.0)
+                } else {
+                    rng.normal(16.0, 8.0).max(2.0)
+                }
+            }
             "CK" => rng.normal(110.0, 35.0) * if sick > 1.9 { 12.0 } else { 1.0 },
             "U-TP" => return LabResult { lab, value: Value::Qual(self.egfr(d, rng) < 45.0 && rng.chance(0.6)) },
             "HBs-AG-RESULT" => return LabResult { lab, value: Value::Qual(self.carriers.contains(&"hbv")) },
             "HCV-AB-RESULT" => return LabResult { lab, value: Value::Qual(self.carriers.contains(&"hcv")) },
-            "TP-RESULT" | "STS-QLRESULT" => return LabResult { lab, value: Value::Qual(self.carriers.contains(&"syphilis")) },
+            "TP-RESULT" | "STS-QLRESULT" => {
+                return LabResult { lab, value: Value::Qual(self.carriers.contains(&"syphilis")) };
+            }
             "HIV-1P2-AB-P24-RESULT" => return LabResult { lab, value: Value::Qual(self.carriers.contains(&"hiv")) },
             _ => rng.normal((lab.range.0 + lab.range.1) / 2.0, (lab.range.1 - lab.range.0) / 6.0),
         };
@@ -426,7 +529,10 @@ impl Ctx<'_> {
     }
 
     fn treated_since(&self, key: &str) -> Option<Date> {
-        self.chronic.iter().find(|(d, _)| d.key == key).map(|(_, onset)| (*onset).max(add_days(self.window.start, -3650)))
+        self.chronic
+            .iter()
+            .find(|(d, _)| d.key == key)
+            .map(|(_, onset)| (*onset).max(add_days(self.window.start, -3650)))
     }
 }
 
@@ -435,12 +541,20 @@ fn chronic_drugs(key: &str, rng_val: u64, hba1c: f64) -> Vec<&'static str> {
         "dm2" => {
             let mut v = vec!["metformin"];
             if hba1c > 7.5 {
-                v.push(if rng_val % 2 == 0 { "sitagliptin" } else { "dapagliflozin" });
+                v.push(if rng_val.is_multiple_of(2) { "sitagliptin" } else { "dapagliflozin" });
             }
             v
         }
-        "htn" => if rng_val % 3 == 0 { vec!["amlodipine", "olmesartan"] } else if rng_val % 3 == 1 { vec!["amlodipine"] } else { vec!["olmesartan"] },
-        "dyslipidemia" => vec![if rng_val % 2 == 0 { "rosuvastatin" } else { "atorvastatin" }],
+        "htn" => {
+            if rng_val.is_multiple_of(3) {
+                vec!["amlodipine", "olmesartan"]
+            } else if rng_val % 3 == 1 {
+                vec!["amlodipine"]
+            } else {
+                vec!["olmesartan"]
+            }
+        }
+        "dyslipidemia" => vec![if rng_val.is_multiple_of(2) { "rosuvastatin" } else { "atorvastatin" }],
         "ckd" => vec![],
         "asthma" => vec!["budesonide", "montelukast"],
         "hyperuricemia" => vec!["febuxostat"],
@@ -458,15 +572,15 @@ fn chronic_labs(key: &str, visit_no: u32) -> Vec<&'static str> {
     match key {
         "dm2" => {
             let mut v = vec!["HbA1c-NGSP", "BS"];
-            if visit_no % 3 == 0 {
+            if visit_no.is_multiple_of(3) {
                 v.extend(["Cre", "eGFR", "AST", "ALT", "TG", "LDL-C", "HDL-C"]);
             }
             v
         }
         "dyslipidemia" if visit_no % 3 == 1 => vec!["LDL-C", "HDL-C", "TG", "AST", "ALT"],
         "htn" if visit_no % 6 == 2 => vec!["Cre", "eGFR", "K", "Na"],
-        "ckd" if visit_no % 2 == 0 => vec!["Cre", "eGFR", "BUN", "K", "Hb", "U-TP"],
-        "hyperuricemia" if visit_no % 3 == 0 => vec!["UA", "Cre", "eGFR"],
+        "ckd" if visit_no.is_multiple_of(2) => vec!["Cre", "eGFR", "BUN", "K", "Hb", "U-TP"],
+        "hyperuricemia" if visit_no.is_multiple_of(3) => vec!["UA", "Cre", "eGFR"],
         "af" if visit_no % 6 == 3 => vec!["Hb", "Cre", "eGFR"],
         _ => vec![],
     }
@@ -484,21 +598,30 @@ fn chronic_care(ctx: &mut Ctx, rng: &mut Rng) {
     if first_onset > day {
         day = first_onset;
     }
-    let interval = if rng.chance(0.6) { 28 } else { 56 };
+    let interval: u32 = [28, 56, 84][rng.weighted(&[0.3, 0.5, 0.2])];
     let mut visit_no = 0u32;
     let mut current: Option<u32> = None;
     let drug_seed = rng.u64();
     while day < ctx.window.end {
-        let facility = if at_hospital { ctx.main_hospital(day, &mut Rng::new(drug_seed, &[u64::from(ctx.area_on(day))])) } else { ctx.home_clinic(day) };
+        let facility = if at_hospital {
+            ctx.main_hospital(day, &mut Rng::new(drug_seed, &[u64::from(ctx.area_on(day))]))
+        } else {
+            ctx.home_clinic(day)
+        };
         let Some(facility) = facility else { break };
-        let dept = if at_hospital { "01" } else { region.facility(facility).departments.first().copied().unwrap_or("01") };
+        let dept =
+            if at_hospital { "01" } else { region.facility(facility).departments.first().copied().unwrap_or("01") };
         // A move to another area: the old doctor writes a referral to the new one.
-        if let Some(prev) = current {
-            if prev != facility {
-                if let Some(last) = ctx.encounters.iter_mut().rev().find(|e| e.facility == prev && e.kind == EncounterKind::Outpatient) {
-                    last.referral = Some(Referral { to: facility, purpose: "転居に伴う継続加療のお願い".to_owned(), discharge_summary_of: None });
-                }
-            }
+        if let Some(prev) = current
+            && prev != facility
+            && let Some(last) =
+                ctx.encounters.iter_mut().rev().find(|e| e.facility == prev && e.kind == EncounterKind::Outpatient)
+        {
+            last.referral = Some(Referral {
+                to: facility,
+                purpose: "転居に伴う継続加療のお願い".to_owned(),
+                discharge_summary_of: None,
+            });
         }
         current = Some(facility);
         let active: Vec<(&'static Disease, Date)> = ctx.chronic.iter().copied().filter(|(_, o)| *o <= day).collect();
@@ -536,7 +659,12 @@ fn chronic_care(ctx: &mut Ctx, rng: &mut Rng) {
 
 fn acute_care(ctx: &mut Ctx, rng: &mut Rng) {
     let age0 = ctx.age(ctx.window.start);
-    let rate = match age0 { 0..=5 => 2.5, 6..=14 => 1.3, 15..=64 => 0.55, _ => 0.75 };
+    let rate = match age0 {
+        0..=5 => 2.5,
+        6..=14 => 1.3,
+        15..=64 => 0.55,
+        _ => 0.75,
+    };
     let n = poisson(rng, rate * ctx.window.days() as f64 / 365.0);
     for _ in 0..n {
         let day = ctx.window.random_day(rng);
@@ -578,7 +706,11 @@ fn acute_care(ctx: &mut Ctx, rng: &mut Rng) {
             ctx.pick_in_area(day, FacilityType::Clinic, 100 + u64::from(dept.as_bytes()[1]), Some(dept))
         };
         let Some(facility) = facility else { continue };
-        let dept = if ctx.region.facility(facility).departments.contains(&dept) { dept } else { ctx.region.facility(facility).departments.first().copied().unwrap_or("01") };
+        let dept = if ctx.region.facility(facility).departments.contains(&dept) {
+            dept
+        } else {
+            ctx.region.facility(facility).departments.first().copied().unwrap_or("01")
+        };
         let mut e = ctx.encounter(facility, day, EncounterKind::Outpatient, dept);
         let resolved = add_days(day, rng.range(5, 14));
         e.diagnoses.push(Dx { disease, onset: day, main: true, resolved: Some(resolved) });
@@ -598,7 +730,8 @@ fn acute_care(ctx: &mut Ctx, rng: &mut Rng) {
         };
         for k in drugs {
             let drug = codes::drug(k);
-            let per_day = if age < 12 && drug.form == Form::Oral { (drug.per_day / 2.0).max(1.0) } else { drug.per_day };
+            let per_day =
+                if age < 12 && drug.form == Form::Oral { (drug.per_day / 2.0).max(1.0) } else { drug.per_day };
             e.prescriptions.push(Rx { drug, days: if drug.form == Form::AsNeeded { 5 } else { days }, per_day });
         }
         if matches!(key, "bronchitis" | "influenza" | "covid") && rng.chance(0.3) {
@@ -620,7 +753,13 @@ fn dental_care(ctx: &mut Ctx, rng: &mut Rng) {
         let start = add_days(ctx.window.start, y * 365 + rng.range(0, 330));
         let Some(f) = ctx.pick_in_area(start, FacilityType::DentalClinic, 2, None) else { continue };
         let age = ctx.age(start);
-        let key = if age >= 40 && rng.chance(0.55) { "perio" } else if rng.chance(0.15) { "pulpitis" } else { "caries" };
+        let key = if age >= 40 && rng.chance(0.55) {
+            "perio"
+        } else if rng.chance(0.15) {
+            "pulpitis"
+        } else {
+            "caries"
+        };
         let d = codes::disease(key);
         let visits = rng.range(2, 4);
         for v in 0..visits {
@@ -629,7 +768,12 @@ fn dental_care(ctx: &mut Ctx, rng: &mut Rng) {
                 break;
             }
             let mut e = ctx.encounter(f, day, EncounterKind::Dental, "40");
-            e.diagnoses.push(Dx { disease: d, onset: start, main: true, resolved: if v == visits - 1 { Some(day) } else { None } });
+            e.diagnoses.push(Dx {
+                disease: d,
+                onset: start,
+                main: true,
+                resolved: if v == visits - 1 { Some(day) } else { None },
+            });
             if v == 0 && key == "pulpitis" {
                 e.prescriptions.push(Rx { drug: codes::drug("loxoprofen"), days: 3, per_day: 3.0 });
             }
@@ -652,7 +796,12 @@ fn poisson(rng: &mut Rng, lambda: f64) -> u32 {
 
 fn admissions(ctx: &mut Ctx, rng: &mut Rng) {
     let age0 = ctx.age(ctx.window.start);
-    let rate = match age0 { 0..=14 => 0.01, 15..=64 => 0.015, 65..=74 => 0.05, _ => 0.11 };
+    let rate = match age0 {
+        0..=14 => 0.01,
+        15..=64 => 0.015,
+        65..=74 => 0.05,
+        _ => 0.11,
+    };
     let n = poisson(rng, rate * ctx.window.days() as f64 / 365.0).min(3);
     let has = |ctx: &Ctx, k: &str| ctx.chronic.iter().any(|(d, _)| d.key == k);
     for _ in 0..n {
@@ -660,7 +809,11 @@ fn admissions(ctx: &mut Ctx, rng: &mut Rng) {
         if add_days(day, 40) >= ctx.window.end {
             continue;
         }
-        if ctx.encounters.iter().any(|e| e.kind == EncounterKind::Inpatient && e.end.is_some_and(|end| end >= add_days(day, -30))) {
+        if ctx
+            .encounters
+            .iter()
+            .any(|e| e.kind == EncounterKind::Inpatient && e.end.is_some_and(|end| end >= add_days(day, -30)))
+        {
             continue;
         }
         let age = ctx.age(day);
@@ -668,7 +821,14 @@ fn admissions(ctx: &mut Ctx, rng: &mut Rng) {
         let choices: Vec<(&str, f64)> = vec![
             ("pneumonia", if age >= 65 { 3.0 } else { 0.8 }),
             ("aspiration", if age >= 80 { 1.5 } else { 0.0 }),
-            ("ami", if age >= 45 { (if female { 0.4 } else { 1.0 }) * (1.0 + f64::from(u8::from(has(ctx, "htn") || has(ctx, "dm2")))) } else { 0.0 }),
+            (
+                "ami",
+                if age >= 45 {
+                    (if female { 0.4 } else { 1.0 }) * (1.0 + f64::from(u8::from(has(ctx, "htn") || has(ctx, "dm2"))))
+                } else {
+                    0.0
+                },
+            ),
             ("stroke", if age >= 50 { 1.0 + f64::from(u8::from(has(ctx, "af") || has(ctx, "htn"))) } else { 0.05 }),
             ("hipfx", if age >= 70 { if female { 2.0 } else { 0.6 } } else { 0.0 }),
             ("appendicitis", if age < 40 { 2.0 } else { 0.3 }),
@@ -693,7 +853,11 @@ fn admissions(ctx: &mut Ctx, rng: &mut Rng) {
             if let Some(clinic) = home {
                 let mut r = ctx.encounter(clinic, add_days(day, -21), EncounterKind::Outpatient, "01");
                 r.diagnoses.push(Dx { disease, onset: add_days(day, -21), main: true, resolved: None });
-                r.referral = Some(Referral { to: hospital, purpose: format!("{}の精査・加療のお願い", disease.name), discharge_summary_of: None });
+                r.referral = Some(Referral {
+                    to: hospital,
+                    purpose: format!("{}の精査・加療のお願い", disease.name),
+                    discharge_summary_of: None,
+                });
                 ctx.encounters.push(r);
             }
             let mut pre = ctx.encounter(hospital, add_days(day, -14), EncounterKind::Outpatient, dept);
@@ -718,10 +882,25 @@ fn admissions(ctx: &mut Ctx, rng: &mut Rng) {
             _ => rng.range(12, 20),
         };
         let discharge = add_days(adm_day, los);
-        let severity = match key { "polyp" => 0.0, "ami" => 2.0, "pneumonia" | "aspiration" => 1.6, "hf" => 1.6, _ => 1.0 };
+        let severity = match key {
+            "polyp" => 0.0,
+            "ami" => 2.0,
+            "pneumonia" | "aspiration" => 1.6,
+            "hf" => 1.6,
+            _ => 1.0,
+        };
         let mut e = ctx.encounter(hospital, adm_day, EncounterKind::Inpatient, dept);
         e.end = Some(discharge);
-        e.diagnoses.push(Dx { disease, onset: adm_day, main: true, resolved: if key == "polyp" || key == "appendicitis" || key == "cholecystitis" || key == "pneumonia" { Some(discharge) } else { None } });
+        e.diagnoses.push(Dx {
+            disease,
+            onset: adm_day,
+            main: true,
+            resolved: if key == "polyp" || key == "appendicitis" || key == "cholecystitis" || key == "pneumonia" {
+                Some(discharge)
+            } else {
+                None
+            },
+        });
         for (d, onset) in ctx.chronic.iter().filter(|(_, o)| *o <= adm_day).take(3) {
             e.diagnoses.push(Dx { disease: d, onset: *onset, main: false, resolved: None });
         }
@@ -741,13 +920,18 @@ fn admissions(ctx: &mut Ctx, rng: &mut Rng) {
         }
         for (i, frac) in [(1u8, 0.5), (2, 0.1)] {
             let d = if i == 1 { add_days(adm_day, (los / 2).max(1)) } else { add_days(discharge, -1) };
-            let panel: Vec<LabResult> = ["WBC", "Hb", "CRP", "Cre", "eGFR"].iter().map(|k| ctx.lab(k, d, rng, severity * frac)).collect();
+            let panel: Vec<LabResult> =
+                ["WBC", "Hb", "CRP", "Cre", "eGFR"].iter().map(|k| ctx.lab(k, d, rng, severity * frac)).collect();
             e.stay_labs.push((d, panel));
         }
         match key {
             "pneumonia" | "aspiration" => {
                 let abx = if rng.chance(0.5) { "ceftriaxone" } else { "ampsul" };
-                e.injections.push(Rx { drug: codes::drug(abx), days: (los as u32).min(7), per_day: codes::drug(abx).per_day });
+                e.injections.push(Rx {
+                    drug: codes::drug(abx),
+                    days: (los as u32).min(7),
+                    per_day: codes::drug(abx).per_day,
+                });
                 e.injections.push(Rx { drug: codes::drug("solita"), days: 3, per_day: 2.0 });
                 e.studies.push(("OMG-01", "胸部Ｘ線単純撮影", "CR"));
             }
@@ -771,7 +955,11 @@ fn admissions(ctx: &mut Ctx, rng: &mut Rng) {
             "ami" => {
                 for k in ["atorvastatin", "bisoprolol", "nitro"] {
                     let d = codes::drug(k);
-                    e.prescriptions.push(Rx { drug: d, days: if d.form == Form::AsNeeded { 10 } else { 14 }, per_day: d.per_day });
+                    e.prescriptions.push(Rx {
+                        drug: d,
+                        days: if d.form == Form::AsNeeded { 10 } else { 14 },
+                        per_day: d.per_day,
+                    });
                 }
             }
             "stroke" | "hf" => {
@@ -780,7 +968,9 @@ fn admissions(ctx: &mut Ctx, rng: &mut Rng) {
                     e.prescriptions.push(Rx { drug: d, days: 14, per_day: d.per_day });
                 }
             }
-            "pneumonia" | "aspiration" => e.prescriptions.push(Rx { drug: codes::drug("carbocisteine"), days: 7, per_day: 3.0 }),
+            "pneumonia" | "aspiration" => {
+                e.prescriptions.push(Rx { drug: codes::drug("carbocisteine"), days: 7, per_day: 3.0 })
+            }
             "hipfx" => e.prescriptions.push(Rx { drug: codes::drug("loxoprofen"), days: 14, per_day: 3.0 }),
             _ => {}
         }
@@ -788,7 +978,11 @@ fn admissions(ctx: &mut Ctx, rng: &mut Rng) {
         // Discharge: a referral back to the home clinic with the discharge summary attached.
         let back_to = home.filter(|_| !matches!(key, "appendicitis") || rng.chance(0.5));
         if let Some(clinic) = back_to {
-            e.referral = Some(Referral { to: clinic, purpose: format!("{}にて入院加療しました。退院後の継続加療をお願いします。", disease.name), discharge_summary_of: Some(adm_index) });
+            e.referral = Some(Referral {
+                to: clinic,
+                purpose: format!("{}にて入院加療しました。退院後の継続加療をお願いします。", disease.name),
+                discharge_summary_of: Some(adm_index),
+            });
         }
         ctx.encounters.push(e);
         // Follow-up outpatient visit two weeks later.
@@ -813,8 +1007,20 @@ fn checkups(ctx: &mut Ctx, rng: &mut Rng) {
             continue;
         }
         let age = ctx.age(day);
-        let employed = ctx.id.insurance_on(day).principal && !ctx.id.insurance_on(day).id.insurer().as_str().starts_with("00");
-        let p = match age { 0..=19 => 0.0, 20..=39 => if employed { 0.7 } else { 0.1 }, 40..=74 => 0.55, _ => 0.25 };
+        let employed =
+            ctx.id.insurance_on(day).principal && !ctx.id.insurance_on(day).id.insurer().as_str().starts_with("00");
+        let p = match age {
+            0..=19 => 0.0,
+            20..=39 => {
+                if employed {
+                    0.5
+                } else {
+                    0.05
+                }
+            }
+            40..=74 => 0.45,
+            _ => 0.2,
+        };
         if !rng.chance(p) {
             continue;
         }
@@ -831,7 +1037,7 @@ fn checkups(ctx: &mut Ctx, rng: &mut Rng) {
             waist: ((60.0 + (bmi - 18.0) * 2.6 + rng.normal(0.0, 3.0)) * 10.0).round() / 10.0,
             bp: (sbp.round() as u32, (sbp * 0.62 + rng.normal(0.0, 4.0)).round() as u32),
         });
-        for k in ["TG", "HDL-C", "LDL-C", "AST", "ALT", "GGT", "HbA1c-NGSP", "BS", "Cre", "eGFR", "Hb"] {
+        for k in ["TG", "HDL-C", "LDL-C", "AST", "ALT", "GGT", "HbA1c-NGSP"] {
             let l = ctx.lab(k, day, rng, 0.0);
             e.labs.push(l);
         }
@@ -867,7 +1073,11 @@ fn dispensing(ctx: &mut Ctx, rng: &mut Rng) {
         let date = match e.end {
             Some(end) => end,
             None => {
-                if rng.chance(0.9) { e.date } else { add_days(e.date, 1) }
+                if rng.chance(0.9) {
+                    e.date
+                } else {
+                    add_days(e.date, 1)
+                }
             }
         };
         let mut d = ctx.encounter(pharmacy, date, EncounterKind::Dispensing, "01");
@@ -883,7 +1093,10 @@ fn dispensing(ctx: &mut Ctx, rng: &mut Rng) {
         let mut idx: Vec<usize> = (0..ctx.encounters.len()).collect();
         idx.sort_by(|a, b| {
             let (x, y) = (&ctx.encounters[*a], &ctx.encounters[*b]);
-            x.date.cmp(&y.date).then((x.kind == EncounterKind::Dispensing).cmp(&(y.kind == EncounterKind::Dispensing))).then(a.cmp(b))
+            x.date
+                .cmp(&y.date)
+                .then((x.kind == EncounterKind::Dispensing).cmp(&(y.kind == EncounterKind::Dispensing)))
+                .then(a.cmp(b))
         });
         idx
     };
@@ -896,10 +1109,10 @@ fn dispensing(ctx: &mut Ctx, rng: &mut Rng) {
         if let Some((f, i)) = e.prescribed_by {
             e.prescribed_by = Some((f, new_pos[i]));
         }
-        if let Some(r) = &mut e.referral {
-            if let Some(a) = r.discharge_summary_of {
-                r.discharge_summary_of = Some(new_pos[a]);
-            }
+        if let Some(r) = &mut e.referral
+            && let Some(a) = r.discharge_summary_of
+        {
+            r.discharge_summary_of = Some(new_pos[a]);
         }
     }
     ctx.encounters = sorted;

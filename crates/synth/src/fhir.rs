@@ -36,7 +36,8 @@ const P_BUNDLE_CLINS: &str = "http://jpfhir.jp/fhir/clins/StructureDefinition/JP
 const P_BUNDLE_REFERRAL: &str = "http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eReferral|1";
 const P_BUNDLE_DISCHARGE: &str = "http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eDischargeSummary|1";
 const P_COMP_REFERRAL: &str = "http://jpfhir.jp/fhir/eReferral/StructureDefinition/JP_Composition_eReferral|1";
-const P_COMP_DISCHARGE: &str = "http://jpfhir.jp/fhir/eDischargeSummary/StructureDefinition/JP_Composition_eDischargeSummary|1";
+const P_COMP_DISCHARGE: &str =
+    "http://jpfhir.jp/fhir/eDischargeSummary/StructureDefinition/JP_Composition_eDischargeSummary|1";
 const P_ENCOUNTER_ECS: &str = "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Encounter_eCS";
 const P_PRACT_ECS: &str = "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Practitioner_eCS";
 const P_ORG_ECS: &str = "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Organization_eCS";
@@ -180,7 +181,15 @@ fn condition_code(dx: &Dx) -> Value {
     })
 }
 
-fn condition(dx: &Dx, e: &Encounter, enc_index: usize, f: &Facility, sp: &SourcePatient, patient_ref: &str, last_updated: &str) -> Value {
+fn condition(
+    dx: &Dx,
+    e: &Encounter,
+    enc_index: usize,
+    f: &Facility,
+    sp: &SourcePatient,
+    patient_ref: &str,
+    last_updated: &str,
+) -> Value {
     let resolved = dx.resolved.is_some_and(|r| r <= e.end.unwrap_or(e.date) || r < e.date);
     let mut c = json!({
         "resourceType": "Condition",
@@ -225,11 +234,18 @@ fn lab_value(r: &LabResult, obs: &mut Value) {
             obs["valueQuantity"] = json!({"value": v, "unit": r.lab.unit});
             let (lo, hi) = r.lab.range;
             if hi > lo {
-                let flag = if v > hi { Some(("H", "High")) } else if v < lo { Some(("L", "Low")) } else { None };
+                let flag = if v > hi {
+                    Some(("H", "High"))
+                } else if v < lo {
+                    Some(("L", "Low"))
+                } else {
+                    None
+                };
                 if let Some((code, display)) = flag {
                     obs["interpretation"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": code, "display": display}]}]);
                 }
-                obs["referenceRange"] = json!([{"low": {"value": lo, "unit": r.lab.unit}, "high": {"value": hi, "unit": r.lab.unit}}]);
+                obs["referenceRange"] =
+                    json!([{"low": {"value": lo, "unit": r.lab.unit}, "high": {"value": hi, "unit": r.lab.unit}}]);
             }
         }
         LabValue::Qual(pos) => {
@@ -240,7 +256,18 @@ fn lab_value(r: &LabResult, obs: &mut Value) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn observation(r: &LabResult, taken: Date, e: &Encounter, enc_index: usize, seq: usize, f: &Facility, sp: &SourcePatient, clinician: &User, patient_ref: &str, last_updated: &str) -> Value {
+fn observation(
+    r: &LabResult,
+    taken: Date,
+    e: &Encounter,
+    enc_index: usize,
+    seq: usize,
+    f: &Facility,
+    sp: &SourcePatient,
+    clinician: &User,
+    patient_ref: &str,
+    last_updated: &str,
+) -> Value {
     let specimen_id = "spc";
     let mut o = json!({
         "resourceType": "Observation",
@@ -254,7 +281,7 @@ fn observation(r: &LabResult, taken: Date, e: &Encounter, enc_index: usize, seq:
                 "resourceType": "Specimen",
                 "id": specimen_id,
                 "meta": {"profile": [P_SPECIMEN_CORE]},
-                "type": {"coding": [{"code": r.lab.specimen.0, "system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_ObservationSampleMaterialCode_CS", "display": r.lab.specimen.1}], "text": r.lab.specimen.1}
+                "type": {"coding": [{"code": r.lab.specimen.0, "system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_ObservationSampleMaterialCode_CS", "display": r.lab.specimen.1}]}
             }
         ],
         "status": "final",
@@ -263,7 +290,6 @@ fn observation(r: &LabResult, taken: Date, e: &Encounter, enc_index: usize, seq:
         "subject": {"reference": patient_ref},
         "effectiveDateTime": ts(taken, 3600 + seq as u64),
         "encounter": {"reference": "#enc"},
-        "issued": ts(taken, 20_000 + seq as u64),
         "performer": [{"reference": "#prc"}],
         "specimen": {"reference": format!("#{specimen_id}")}
     });
@@ -285,7 +311,11 @@ fn allergy(a: &Allergy, f: &Facility, sp: &SourcePatient, patient_ref: &str, las
         )
     } else {
         let system = if al.category == "food" { sys::JFAGY_FOOD } else { sys::JFAGY_NON_FOOD };
-        (al.category, "low", json!({"coding": [{"system": system, "code": al.code, "display": al.name}], "text": al.name}))
+        (
+            al.category,
+            "low",
+            json!({"coding": [{"system": system, "code": al.code, "display": al.name}], "text": al.name}),
+        )
     };
     json!({
         "resourceType": "AllergyIntolerance",
@@ -304,7 +334,17 @@ fn allergy(a: &Allergy, f: &Facility, sp: &SourcePatient, patient_ref: &str, las
     })
 }
 
-fn medication_request(rx: &Rx, e: &Encounter, seq: usize, f: &Facility, sp: &SourcePatient, clinician_ref: &str, patient_ref: &str, last_updated: &str) -> Value {
+#[allow(clippy::too_many_arguments)]
+fn medication_request(
+    rx: &Rx,
+    e: &Encounter,
+    seq: usize,
+    f: &Facility,
+    sp: &SourcePatient,
+    clinician_ref: &str,
+    patient_ref: &str,
+    last_updated: &str,
+) -> Value {
     let d = rx.drug;
     let method = match d.form {
         Form::Oral | Form::AsNeeded => ("1", "内服"),
@@ -317,9 +357,10 @@ fn medication_request(rx: &Rx, e: &Encounter, seq: usize, f: &Facility, sp: &Sou
         "extension": [inst_ext(f)],
         "identifier": [
             {"system": "http://jpfhir.jp/fhir/core/mhlw/IdSystem/Medication-RPGroupNumber", "value": format!("{}", seq + 1)},
+            {"system": "http://jpfhir.jp/fhir/core/mhlw/IdSystem/MedicationAdministrationIndex", "value": "1"},
             {"system": RESOURCE_ID, "value": format!("{}-{}-MRQ{}{:02}", f.code, sp.local_id, crate::dates::compact(e.end.unwrap_or(e.date)), seq)}
         ],
-        "status": "active",
+        "status": "completed",
         "intent": "order",
         "medicationCodeableConcept": {"coding": [
             {"system": sys::YJ, "code": d.yj, "display": d.name},
@@ -337,7 +378,8 @@ fn medication_request(rx: &Rx, e: &Encounter, seq: usize, f: &Facility, sp: &Sou
         "dispenseRequest": {"quantity": {"value": rx.total(), "unit": d.unit.1, "system": "http://jpfhir.jp/fhir/core/mhlw/CodeSystem/MedicationUnitMERIT9Code", "code": d.unit.0}}
     });
     if d.form == Form::Oral {
-        m["dispenseRequest"]["expectedSupplyDuration"] = json!({"value": rx.days, "unit": "日", "system": "http://unitsofmeasure.org", "code": "d"});
+        m["dispenseRequest"]["expectedSupplyDuration"] =
+            json!({"value": rx.days, "unit": "日", "system": "http://unitsofmeasure.org", "code": "d"});
     }
     m
 }
@@ -354,75 +396,77 @@ fn year_of(d: Date) -> i32 {
     d.year()
 }
 
-/// The 5情報 collection Bundles a FHIR-submitting facility writes for one patient: one per
-/// year and resource type, each replacing the previous submission with the same identifier.
+/// The 5情報 collection Bundles a FHIR-submitting facility holds for one patient at the end of
+/// the history: one per resource type, identified by the year of the last visit. Each
+/// submission replaces the previous one with the same identifier, so only the final state is
+/// written: every diagnosis with its latest status, the lab results of the last year (at least
+/// the last three of each item, as the national service keeps them), and the allergies.
 pub fn collection_bundles(region: &Region, seed: u64, person: &PersonHistory, sp: &SourcePatient) -> Vec<Value> {
     let f = region.facility(sp.facility);
-    let encs: Vec<(usize, &Encounter)> = person.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility).collect();
-    let mut years: Vec<i32> = encs.iter().map(|(_, e)| year_of(e.date)).collect();
-    years.dedup();
+    let encs: Vec<(usize, &Encounter)> =
+        person.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility).collect();
+    let Some(last) = encs.iter().map(|(_, e)| e.end.unwrap_or(e.date)).max() else { return Vec::new() };
+    let year = year_of(last);
+    let updated = ts(last, 64_800);
     let mut out = Vec::new();
-    let recorded_allergies = recorded_allergies(seed, person, sp);
-    for year in years {
-        let in_year: Vec<&(usize, &Encounter)> = encs.iter().filter(|(_, e)| year_of(e.date) == year).collect();
-        let last = in_year.iter().map(|(_, e)| e.end.unwrap_or(e.date)).max().unwrap_or(sp.last_visit);
-        let updated = ts(last, 64_800);
-        // Conditions: each disease once a year, from its latest encounter that year.
-        let mut conds: Vec<(usize, &Encounter, &Dx)> = Vec::new();
-        for (i, e) in &in_year {
-            for dx in &e.diagnoses {
-                match conds.iter_mut().find(|(_, _, d)| d.disease.key == dx.disease.key) {
-                    Some(slot) => *slot = (*i, e, dx),
-                    None => conds.push((*i, e, dx)),
+    // Conditions: each disease once, from its latest encounter.
+    let mut conds: Vec<(usize, &Encounter, &Dx)> = Vec::new();
+    for (i, e) in &encs {
+        for dx in &e.diagnoses {
+            match conds.iter_mut().find(|(_, _, d)| d.disease.key == dx.disease.key) {
+                Some(slot) => *slot = (*i, e, dx),
+                None => conds.push((*i, e, dx)),
+            }
+        }
+    }
+    let mut labs: Vec<(usize, &Encounter, Date, &LabResult)> = Vec::new();
+    for (i, e) in &encs {
+        labs.extend(e.labs.iter().map(|r| (*i, *e, e.date, r)));
+        for (d, panel) in &e.stay_labs {
+            labs.extend(panel.iter().map(|r| (*i, *e, *d, r)));
+        }
+    }
+    let year_ago = crate::dates::add_days(last, -365);
+    let keep: Vec<bool> = (0..labs.len())
+        .map(|k| labs[k].2 > year_ago || labs[k + 1..].iter().filter(|x| x.3.lab.key == labs[k].3.lab.key).count() < 3)
+        .collect();
+    let allergies = recorded_allergies(seed, person, sp);
+    for (kind, tag) in [("CND", "Condition"), ("OBS", "Observation"), ("ALG", "AllergyIntolerance")] {
+        let mut ids = Ids::new(seed, &[person.identity.index, u64::from(sp.facility), kind.as_bytes()[0] as u64]);
+        let pat_url = ids.next();
+        let mut entries = vec![wrap(&pat_url, patient(sp, f, &updated))];
+        match kind {
+            "CND" => {
+                for (i, e, dx) in &conds {
+                    entries.push(wrap(&ids.next(), condition(dx, e, *i, f, sp, &pat_url, &updated)));
+                }
+            }
+            "OBS" => {
+                for (seq, ((i, e, d, r), _)) in labs.iter().zip(&keep).filter(|(_, k)| **k).enumerate() {
+                    let clinician = &region.users[e.clinician as usize];
+                    entries.push(wrap(
+                        &ids.next(),
+                        observation(r, *d, e, *i, seq + 1, f, sp, clinician, &pat_url, &updated),
+                    ));
+                }
+            }
+            _ => {
+                for a in &allergies {
+                    entries.push(wrap(&ids.next(), allergy(a, f, sp, &pat_url, &updated)));
                 }
             }
         }
-        for (kind, tag) in [("CND", "Condition"), ("OBS", "Observation"), ("ALG", "AllergyIntolerance")] {
-            let mut ids = Ids::new(seed, &[person.identity.index, u64::from(sp.facility), year as u64, kind.as_bytes()[0] as u64]);
-            let pat_url = ids.next();
-            let mut entries = vec![wrap(&pat_url, patient(sp, f, &updated))];
-            match kind {
-                "CND" => {
-                    for (i, e, dx) in &conds {
-                        entries.push(wrap(&ids.next(), condition(dx, e, *i, f, sp, &pat_url, &updated)));
-                    }
-                }
-                "OBS" => {
-                    for (i, e) in &in_year {
-                        let clinician = &region.users[e.clinician as usize];
-                        let mut seq = 0;
-                        for r in &e.labs {
-                            seq += 1;
-                            entries.push(wrap(&ids.next(), observation(r, e.date, e, *i, seq, f, sp, clinician, &pat_url, &updated)));
-                        }
-                        for (d, panel) in &e.stay_labs {
-                            for r in panel {
-                                seq += 1;
-                                entries.push(wrap(&ids.next(), observation(r, *d, e, *i, seq, f, sp, clinician, &pat_url, &updated)));
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    if year_of(sp.first_visit) == year {
-                        for a in &recorded_allergies {
-                            entries.push(wrap(&ids.next(), allergy(a, f, sp, &pat_url, &updated)));
-                        }
-                    }
-                }
-            }
-            if entries.len() < 2 {
-                continue;
-            }
-            out.push(json!({
-                "resourceType": "Bundle",
-                "meta": {"lastUpdated": updated, "profile": [P_BUNDLE_CLINS], "tag": [{"system": sys::BUNDLE_RESOURCE_TYPE, "code": tag}]},
-                "identifier": bundle_identifier(f, year, &format!("{}-{}", kind, sp.local_id)),
-                "type": "collection",
-                "timestamp": updated,
-                "entry": entries
-            }));
+        if entries.len() < 2 {
+            continue;
         }
+        out.push(json!({
+            "resourceType": "Bundle",
+            "meta": {"lastUpdated": updated, "profile": [P_BUNDLE_CLINS], "tag": [{"system": sys::BUNDLE_RESOURCE_TYPE, "code": tag}]},
+            "identifier": bundle_identifier(f, year, &format!("{}-{}", kind, sp.local_id)),
+            "type": "collection",
+            "timestamp": updated,
+            "entry": entries
+        }));
     }
     out
 }
@@ -434,7 +478,9 @@ pub(crate) fn recorded_allergies(seed: u64, person: &PersonHistory, sp: &SourceP
         .care
         .allergies
         .iter()
-        .filter(|a| a.since <= sp.last_visit && key(seed, &[person.identity.index, u64::from(sp.facility), 0xA11E]) % 10 < 7)
+        .filter(|a| {
+            a.since <= sp.last_visit && key(seed, &[person.identity.index, u64::from(sp.facility), 0xA11E]) % 10 < 7
+        })
         .cloned()
         .collect()
 }
@@ -495,23 +541,10 @@ fn section(code: &str, title: &str, text: &str, entries: &[(&str, &str)]) -> Val
 }
 
 fn docref(text: &str, f: &Facility, patient_ref: &str, date: Date, id: &str) -> Value {
-    use std::fmt::Write as _;
-    // Base64 of the UTF-8 text (the clinical course as a plain-text attachment).
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut b64 = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut desc = String::new();
-    let _ = write!(desc, "臨床経過");
+    use base64::Engine as _;
+    // The clinical course as a plain-text attachment.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    let desc = "臨床経過";
     json!({
         "resourceType": "DocumentReference",
         "meta": {"lastUpdated": ts(date, 61_200), "profile": [P_DOCREF_ECS]},
@@ -528,14 +561,20 @@ fn docref(text: &str, f: &Facility, patient_ref: &str, date: Date, id: &str) -> 
 
 /// A 診療情報提供書 written at encounter `enc_index`, with a 退院時サマリー attached when the
 /// referral follows a discharge.
-pub fn referral_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &SourcePatient, enc_index: usize) -> Option<Value> {
+pub fn referral_bundle(
+    region: &Region,
+    seed: u64,
+    person: &PersonHistory,
+    sp: &SourcePatient,
+    enc_index: usize,
+) -> Option<Value> {
     let e = person.care.encounters.get(enc_index)?;
     let r = e.referral.as_ref()?;
     let f = region.facility(e.facility);
     let to = region.facility(r.to);
     let author = &region.users[e.clinician as usize];
     let date = e.end.unwrap_or(e.date);
-    let mut ids = Ids::new(seed, &[person.identity.index, u64::from(e.facility), enc_index as u64, 0x5245_46]);
+    let mut ids = Ids::new(seed, &[person.identity.index, u64::from(e.facility), enc_index as u64, 0x0052_4546]);
     let comp_url = ids.next();
     let pat_url = ids.next();
     let enc_url = ids.next();
@@ -567,36 +606,63 @@ pub fn referral_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &
         med_refs.push((u, "MedicationRequest"));
     }
     let dx_text = e.diagnoses.iter().map(|d| d.disease.name).collect::<Vec<_>>().join("、");
-    let med_text = if e.prescriptions.is_empty() { "なし".to_owned() } else { e.prescriptions.iter().map(|r| format!("{} {}", r.drug.name, r.drug.usage.1)).collect::<Vec<_>>().join("、") };
-    let allergy_text = if allergies.is_empty() { "特記事項なし".to_owned() } else { allergies.iter().map(|a| a.allergen.name).collect::<Vec<_>>().join("、") };
+    let med_text = if e.prescriptions.is_empty() {
+        "なし".to_owned()
+    } else {
+        e.prescriptions.iter().map(|r| format!("{} {}", r.drug.name, r.drug.usage.1)).collect::<Vec<_>>().join("、")
+    };
+    let allergy_text = if allergies.is_empty() {
+        "特記事項なし".to_owned()
+    } else {
+        allergies.iter().map(|a| a.allergen.name).collect::<Vec<_>>().join("、")
+    };
     let course = match e.kind {
-        EncounterKind::Inpatient => format!("{}から{}まで入院加療。経過良好にて退院となりました。詳細は添付の退院時サマリーをご参照ください。", iso(e.date), iso(date)),
+        EncounterKind::Inpatient => format!(
+            "{}から{}まで入院加療。経過良好にて退院となりました。詳細は添付の退院時サマリーをご参照ください。",
+            iso(e.date),
+            iso(date)
+        ),
         _ => format!("{}にて当院通院中。{}", dx_text, r.purpose),
     };
     let course_url = ids.next();
     let mut structured = vec![
         section("950", "紹介目的", &r.purpose, &[(enc_url.as_str(), "Encounter")]),
-        section("340", "傷病名・主訴", &dx_text, &problem_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>()),
+        section(
+            "340",
+            "傷病名・主訴",
+            &dx_text,
+            &problem_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>(),
+        ),
         section("360", "現病歴", &course, &[]),
-        section("510", "アレルギー・不耐性反応", &allergy_text, &allergy_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>()),
+        section(
+            "510",
+            "アレルギー・不耐性反応",
+            &allergy_text,
+            &allergy_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>(),
+        ),
         section("330", "臨床経過", &course, &[(course_url.as_str(), "DocumentReference")]),
         section("430", "投薬指示", &med_text, &med_refs.iter().map(|(u, t)| (u.as_str(), *t)).collect::<Vec<_>>()),
     ];
     // Remove empty-entry sections' "entry" keys is done by `section`; keep the order of the example.
     structured.retain(|s| s.get("title").is_some());
     let mut sections = vec![
-        section("920", "紹介元情報", &f.name, &[(org_url.as_str(), "Organization"), (author_url.as_str(), "Practitioner")]),
+        section(
+            "920",
+            "紹介元情報",
+            &f.name,
+            &[(org_url.as_str(), "Organization"), (author_url.as_str(), "Practitioner")],
+        ),
         section("910", "紹介先情報", &to.name, &[(to_org_url.as_str(), "Organization")]),
         json!({"title": "構造情報", "code": {"coding": [{"system": SECTION, "code": "300"}]}, "text": div("構造情報"), "section": structured}),
     ];
     // The attached discharge summary.
     let mut attached = None;
-    if let Some(adm) = r.discharge_summary_of {
-        if let Some(ds) = discharge_summary_bundle(region, seed, person, sp, adm) {
-            let u = ids.next();
-            sections.push(section("210", "添付情報", "退院時サマリー", &[(u.as_str(), "Bundle")]));
-            attached = Some(wrap(&u, ds));
-        }
+    if let Some(adm) = r.discharge_summary_of
+        && let Some(ds) = discharge_summary_bundle(region, seed, person, sp, adm)
+    {
+        let u = ids.next();
+        sections.push(section("210", "添付情報", "退院時サマリー", &[(u.as_str(), "Bundle")]));
+        attached = Some(wrap(&u, ds));
     }
     let composition = json!({
         "resourceType": "Composition",
@@ -624,7 +690,10 @@ pub fn referral_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &
     entries.extend(cond_entries);
     entries.extend(allergy_entries);
     entries.extend(med_entries);
-    entries.push(wrap(&course_url, docref(&course, f, &pat_url, date, &format!("{}-{}-DOC{:04}", f.code, sp.local_id, enc_index))));
+    entries.push(wrap(
+        &course_url,
+        docref(&course, f, &pat_url, date, &format!("{}-{}-DOC{:04}", f.code, sp.local_id, enc_index)),
+    ));
     entries.extend(attached);
     Some(json!({
         "resourceType": "Bundle",
@@ -638,7 +707,13 @@ pub fn referral_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &
 }
 
 /// The 退院時サマリー of an admission (attached to the discharge referral).
-pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &SourcePatient, adm_index: usize) -> Option<Value> {
+pub fn discharge_summary_bundle(
+    region: &Region,
+    seed: u64,
+    person: &PersonHistory,
+    sp: &SourcePatient,
+    adm_index: usize,
+) -> Option<Value> {
     let e = person.care.encounters.get(adm_index)?;
     let end = e.end?;
     let f = region.facility(e.facility);
@@ -667,28 +742,45 @@ pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHisto
         med_refs.push(u);
     }
     let course_url = ids.next();
-    let labs_text = e.labs.iter().filter(|l| matches!(l.value, LabValue::Num(_))).take(6).map(|l| match l.value {
-        LabValue::Num(v) => format!("{} {}{}", l.lab.name, v, l.lab.unit),
-        LabValue::Qual(p) => format!("{} {}", l.lab.name, if p { "陽性" } else { "陰性" }),
-    }).collect::<Vec<_>>().join("、");
+    let labs_text = e
+        .labs
+        .iter()
+        .filter(|l| matches!(l.value, LabValue::Num(_)))
+        .take(6)
+        .map(|l| match l.value {
+            LabValue::Num(v) => format!("{} {}{}", l.lab.name, v, l.lab.unit),
+            LabValue::Qual(p) => format!("{} {}", l.lab.name, if p { "陽性" } else { "陰性" }),
+        })
+        .collect::<Vec<_>>()
+        .join("、");
     let course = format!(
         "{}の診断で{}に入院。入院時検査：{}。{}治療を行い、{}に軽快退院。",
         main.disease.name,
         iso(e.date),
         labs_text,
-        e.injections.iter().map(|r| r.drug.name).collect::<Vec<_>>().join("、").chars().take(80).collect::<String>() + if e.injections.is_empty() { "保存的" } else { "による" },
+        e.injections.iter().map(|r| r.drug.name).collect::<Vec<_>>().join("、").chars().take(80).collect::<String>()
+            + if e.injections.is_empty() { "保存的" } else { "による" },
         iso(end)
     );
     let main_ref = [(main_url.as_str(), "Condition")];
     let others: Vec<(&str, &str)> = other_refs.iter().map(|u| (u.as_str(), "Condition")).collect();
     let meds: Vec<(&str, &str)> = med_refs.iter().map(|u| (u.as_str(), "MedicationRequest")).collect();
-    let med_text = if e.prescriptions.is_empty() { "退院時処方なし".to_owned() } else { e.prescriptions.iter().map(|r| r.drug.name).collect::<Vec<_>>().join("、") };
+    let med_text = if e.prescriptions.is_empty() {
+        "退院時処方なし".to_owned()
+    } else {
+        e.prescriptions.iter().map(|r| r.drug.name).collect::<Vec<_>>().join("、")
+    };
     let structured = vec![
         section("322", "入院時詳細", &format!("入院日 {}", iso(e.date)), &[(enc_url.as_str(), "Encounter")]),
         section("342", "入院時診断", main.disease.name, &main_ref),
         section("352", "主訴", main.disease.name, &[]),
         section("312", "入院理由", &format!("{}の加療目的", main.disease.name), &[]),
-        section("362", "現病歴", &format!("{}頃より症状あり受診。{}と診断され入院となった。", iso(e.date), main.disease.name), &others),
+        section(
+            "362",
+            "現病歴",
+            &format!("{}頃より症状あり受診。{}と診断され入院となった。", iso(e.date), main.disease.name),
+            &others,
+        ),
         section("333", "入院中経過", &course, &[(course_url.as_str(), "DocumentReference")]),
         section("324", "退院時詳細", &format!("退院日 {}", iso(end)), &[(enc_url.as_str(), "Encounter")]),
         section("344", "退院時診断", main.disease.name, &main_ref),
@@ -709,8 +801,8 @@ pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHisto
         "author": [{"reference": author_url, "type": "Practitioner"}, {"reference": org_url, "type": "Organization"}],
         "title": "退院時サマリー",
         "custodian": {"reference": org_url, "type": "Organization"},
-        "event": [{"code": [{"text": "退院"}], "period": {"start": iso(e.date), "end": iso(end)}}],
-        "section": [json!({"title": "構造情報", "code": {"coding": [{"system": SECTION, "code": "300"}]}, "text": div("構造情報"), "section": structured})]
+        "event": [{"period": {"start": iso(e.date), "end": iso(end)}}],
+        "section": [json!({"title": "構造情報", "code": {"coding": [{"system": SECTION, "code": "300"}]}, "section": structured})]
     });
     let mut entries = vec![
         wrap(&comp_url, composition),
@@ -721,7 +813,10 @@ pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHisto
     ];
     entries.extend(cond_entries);
     entries.extend(med_entries);
-    entries.push(wrap(&course_url, docref(&course, f, &pat_url, end, &format!("{}-{}-DSC{:04}", f.code, sp.local_id, adm_index))));
+    entries.push(wrap(
+        &course_url,
+        docref(&course, f, &pat_url, end, &format!("{}-{}-DSC{:04}", f.code, sp.local_id, adm_index)),
+    ));
     Some(json!({
         "resourceType": "Bundle",
         "meta": {"lastUpdated": updated, "profile": [P_BUNDLE_DISCHARGE]},
@@ -736,7 +831,13 @@ pub fn discharge_summary_bundle(region: &Region, seed: u64, person: &PersonHisto
 const CK_SYSTEM: &str = "urn:oid:1.2.392.200119.6.1005";
 
 /// A 健康診断結果報告書 for a checkup encounter.
-pub fn checkup_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &SourcePatient, enc_index: usize) -> Option<Value> {
+pub fn checkup_bundle(
+    region: &Region,
+    seed: u64,
+    person: &PersonHistory,
+    sp: &SourcePatient,
+    enc_index: usize,
+) -> Option<Value> {
     let e = person.care.encounters.get(enc_index)?;
     let ck = e.checkup.as_ref()?;
     let f = region.facility(e.facility);
@@ -807,54 +908,74 @@ pub fn checkup_bundle(region: &Region, seed: u64, person: &PersonHistory, sp: &S
     });
     let (fam, giv) = split_name(&author.name);
     let (fk, gk) = split_name(&author.kana);
+    let coverage_ext: Vec<Value> = [
+        ("JP_Coverage_InsuredPersonSymbol", sp.insurance.id.symbol()),
+        ("JP_Coverage_InsuredPersonNumber", sp.insurance.id.number()),
+        ("JP_Coverage_InsuredPersonSubNumber", sp.insurance.id.branch().unwrap_or("")),
+    ]
+    .iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| json!({"url": format!("http://jpfhir.jp/fhir/core/Extension/StructureDefinition/{k}"), "valueString": v}))
+    .collect();
     let mut entries = vec![
         wrap(&comp_url, composition),
         wrap(&pat_url, patient(sp, f, &updated)),
-        wrap(&pr_url, json!({
-            "resourceType": "Practitioner",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Practitioner_eCheckupGeneral"]},
-            "name": [name_parts(fam, giv, "IDE"), name_parts(fk, gk, "SYL")]
-        })),
-        wrap(&org_url, json!({
-            "resourceType": "Organization",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Organization_eCheckupGeneral"]},
-            "identifier": [{"system": sys::INSTITUTION_NUMBER, "value": f.code.as_str()}],
-            "type": [{"coding": [{"code": "prov", "system": "http://terminology.hl7.org/CodeSystem/organization-type"}]}],
-            "name": f.name,
-            "telecom": [{"system": "phone", "value": f.phone}],
-            "address": [{"text": f.address, "postalCode": f.postal_code, "country": "JP"}]
-        })),
-        wrap(&enc_url, json!({
-            "resourceType": "Encounter",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Encounter_eCheckupGeneral"]},
-            "status": "finished",
-            "class": {"code": "checkup", "system": "http://jpfhir.jp/fhir/eCheckup/CodeSystem/encounter-category", "display": "健診"},
-            "period": {"start": d, "end": d},
-            "serviceProvider": {"reference": org_url}
-        })),
-        wrap(&cov_url, json!({
-            "resourceType": "Coverage",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_CoverageInsurance_eCheckupGeneral"]},
-            "status": "active",
-            "type": {"coding": [{"system": "urn:oid:1.2.392.100495.20.2.61", "code": "1"}]},
-            "extension": [
-                {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonSymbol", "valueString": sp.insurance.id.symbol()},
-                {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonNumber", "valueString": sp.insurance.id.number()},
-                {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonSubNumber", "valueString": sp.insurance.id.branch().unwrap_or("")}
-            ],
-            "subscriberId": format!("{}:{}", sp.insurance.id.symbol(), sp.insurance.id.number()),
-            "beneficiary": {"reference": pat_url},
-            "dependent": sp.insurance.id.branch().unwrap_or(""),
-            "relationship": {"coding": [{"code": if sp.insurance.principal { "1" } else { "2" }, "system": "urn:oid:1.2.392.100495.20.2.62", "display": if sp.insurance.principal { "被保険者" } else { "被扶養者" }}]},
-            "payor": [{"reference": ins_url}]
-        })),
-        wrap(&ins_url, json!({
-            "resourceType": "Organization",
-            "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_OrganizationInsurer_eCheckupGeneral"]},
-            "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.61", "value": insurer.number.as_str()}],
-            "type": [{"coding": [{"code": "ins", "system": "http://terminology.hl7.org/CodeSystem/organization-type"}]}],
-            "name": insurer.name
-        })),
+        wrap(
+            &pr_url,
+            json!({
+                "resourceType": "Practitioner",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Practitioner_eCheckupGeneral"]},
+                "name": [name_parts(fam, giv, "IDE"), name_parts(fk, gk, "SYL")]
+            }),
+        ),
+        wrap(
+            &org_url,
+            json!({
+                "resourceType": "Organization",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Organization_eCheckupGeneral"]},
+                "identifier": [{"system": sys::INSTITUTION_NUMBER, "value": f.code.as_str()}],
+                "type": [{"coding": [{"code": "prov", "system": "http://terminology.hl7.org/CodeSystem/organization-type"}]}],
+                "name": f.name,
+                "telecom": [{"system": "phone", "value": f.phone}],
+                "address": [{"text": f.address, "postalCode": f.postal_code, "country": "JP"}]
+            }),
+        ),
+        wrap(
+            &enc_url,
+            json!({
+                "resourceType": "Encounter",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Encounter_eCheckupGeneral"]},
+                "status": "finished",
+                "class": {"code": "checkup", "system": "http://jpfhir.jp/fhir/eCheckup/CodeSystem/encounter-category", "display": "健診"},
+                "period": {"start": d, "end": d},
+                "serviceProvider": {"reference": org_url}
+            }),
+        ),
+        wrap(
+            &cov_url,
+            json!({
+                "resourceType": "Coverage",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_CoverageInsurance_eCheckupGeneral"]},
+                "status": "active",
+                "type": {"coding": [{"system": "urn:oid:1.2.392.100495.20.2.61", "code": "1"}]},
+                "extension": coverage_ext,
+                "subscriberId": format!("{}:{}", sp.insurance.id.symbol(), sp.insurance.id.number()),
+                "beneficiary": {"reference": pat_url},
+                "dependent": sp.insurance.id.branch().unwrap_or(""),
+                "relationship": {"coding": [{"code": if sp.insurance.principal { "1" } else { "2" }, "system": "urn:oid:1.2.392.100495.20.2.62", "display": if sp.insurance.principal { "被保険者" } else { "被扶養者" }}]},
+                "payor": [{"reference": ins_url}]
+            }),
+        ),
+        wrap(
+            &ins_url,
+            json!({
+                "resourceType": "Organization",
+                "meta": {"lastUpdated": updated, "profile": ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_OrganizationInsurer_eCheckupGeneral"]},
+                "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.61", "value": insurer.number.as_str()}],
+                "type": [{"coding": [{"code": "ins", "system": "http://terminology.hl7.org/CodeSystem/organization-type"}]}],
+                "name": insurer.name
+            }),
+        ),
     ];
     entries.extend(obs.into_iter().map(|(u, o)| wrap(&u, o)));
     Some(json!({

@@ -126,24 +126,27 @@ fn person_out(region: &Region, opts: &SynthOptions, p: &PersonHistory) -> Result
                     fc.fhir_bundles += 1;
                 }
             }
-            // Documents: referral letters from hospitals and FHIR-capable clinics; checkup reports.
+            // Documents: referral letters from hospitals and FHIR-capable clinics; the checkup
+            // centre's latest report.
+            let last_checkup = p.care.encounters.iter().rposition(|e| e.facility == sp.facility && e.checkup.is_some());
             for (i, e) in p.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility) {
-                if e.referral.is_some() && (f.fhir || f.ssmix2) {
-                    if let Some(b) = fhir::referral_bundle(region, opts.seed, p, sp, i) {
-                        if e.referral.as_ref().is_some_and(|r| r.discharge_summary_of.is_some()) {
-                            out.counts.fhir_discharge_summaries += 1;
-                        }
-                        push(b, &mut buf)?;
-                        out.counts.fhir_referral_bundles += 1;
-                        fc.fhir_bundles += 1;
+                if e.referral.is_some()
+                    && (f.fhir || f.ssmix2)
+                    && let Some(b) = fhir::referral_bundle(region, opts.seed, p, sp, i)
+                {
+                    if e.referral.as_ref().is_some_and(|r| r.discharge_summary_of.is_some()) {
+                        out.counts.fhir_discharge_summaries += 1;
                     }
+                    push(b, &mut buf)?;
+                    out.counts.fhir_referral_bundles += 1;
+                    fc.fhir_bundles += 1;
                 }
-                if e.checkup.is_some() {
-                    if let Some(b) = fhir::checkup_bundle(region, opts.seed, p, sp, i) {
-                        push(b, &mut buf)?;
-                        out.counts.fhir_checkup_bundles += 1;
-                        fc.fhir_bundles += 1;
-                    }
+                if Some(i) == last_checkup
+                    && let Some(b) = fhir::checkup_bundle(region, opts.seed, p, sp, i)
+                {
+                    push(b, &mut buf)?;
+                    out.counts.fhir_checkup_bundles += 1;
+                    fc.fhir_bundles += 1;
                 }
             }
             if !buf.is_empty() {
@@ -212,6 +215,8 @@ struct UkeFile {
 }
 
 struct Writer {
+    /// Bytes appended since the last full flush: an upper bound of what the buffers hold.
+    pending: usize,
     fhir: BTreeMap<u32, Spool>,
     uke: BTreeMap<(u32, u32, u8, UkeKind), UkeFile>,
     truth: Option<Spool>,
@@ -221,7 +226,35 @@ struct Writer {
 }
 
 impl Writer {
+    /// Flushes every buffer once they may hold more than `limit` bytes together, so memory
+    /// stays bounded even with a hundred thousand small UKE files open for appending.
+    fn bound_memory(&mut self, limit: usize) -> Result<(), SynthError> {
+        if self.pending < limit {
+            return Ok(());
+        }
+        for s in self.fhir.values_mut() {
+            s.flush()?;
+        }
+        for f in self.uke.values_mut() {
+            f.spool.flush()?;
+        }
+        if let Some(t) = &mut self.truth {
+            t.flush()?;
+        }
+        if let Some(n) = &mut self.noise {
+            n.flush()?;
+        }
+        self.pending = 0;
+        Ok(())
+    }
+
     fn take(&mut self, region: &Region, out: PersonOut) -> Result<(), SynthError> {
+        self.pending += out.fhir.iter().map(|(_, b)| b.len()).sum::<usize>() + out.truth.len() + out.noise.len();
+        self.pending += out
+            .receipts
+            .iter()
+            .map(|(_, r)| r.re_rest.len() + r.lines.iter().map(|l| l.len() + 2).sum::<usize>())
+            .sum::<usize>();
         for (f, bytes) in out.fhir {
             let path = self.fhir_dir.join(format!("{}.ndjson", region.facility(f).code));
             self.fhir.entry(f).or_insert_with(|| Spool { path, buf: Vec::new() }).write(&bytes)?;
@@ -304,13 +337,19 @@ fn merge(total: &mut Manifest, per_facility: &mut BTreeMap<u32, FacilityCounts>,
 /// keep memory bounded.
 const BLOCKS_PER_WORKER: u64 = 64;
 
+/// Output held in memory before every buffer is flushed.
+const WRITE_BUFFER_LIMIT: usize = 192 * 1024 * 1024;
+
 /// Generates every output of a run into `opts.out_dir` and returns the manifest.
 pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest, SynthError> {
     if opts.years == 0 || opts.years > 20 {
         return Err(SynthError::Options(format!("years must be 1 to 20, not {}", opts.years)));
     }
     if !(2020..=2035).contains(&opts.start_year) {
-        return Err(SynthError::Options(format!("start year must be 2020 to 2035 (JP-CLINS Bundle identifiers), not {}", opts.start_year)));
+        return Err(SynthError::Options(format!(
+            "start year must be 2020 to 2035 (JP-CLINS Bundle identifiers), not {}",
+            opts.start_year
+        )));
     }
     let out_dir = &opts.out_dir;
     fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
@@ -341,8 +380,13 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest
         n.write(b"facility,local_id,person,noise\n")?;
         noise = Some(n);
     }
-    let mut writer = Writer { fhir: BTreeMap::new(), uke: BTreeMap::new(), truth, noise, fhir_dir, uke_dir };
-    let threads = if opts.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { opts.threads };
+    let mut writer =
+        Writer { pending: 0, fhir: BTreeMap::new(), uke: BTreeMap::new(), truth, noise, fhir_dir, uke_dir };
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        opts.threads
+    };
     let blocks = opts.persons.div_ceil(person::BLOCK);
     let mut manifest = Manifest {
         seed: opts.seed,
@@ -385,7 +429,10 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(SynthError::Options("a worker thread panicked".into())))).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(SynthError::Options("a worker thread panicked".into()))))
+                .collect()
         });
         for r in results {
             for out in r? {
@@ -393,6 +440,7 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Progress) -> Result<Manifest
                 writer.take(&region, out)?;
             }
         }
+        writer.bound_memory(WRITE_BUFFER_LIMIT)?;
         next = end;
     }
     progress.set_message("ファイルを書き出しています");

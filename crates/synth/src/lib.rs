@@ -200,7 +200,16 @@ pub(crate) fn block_people(region: &Region, opts: &SynthOptions, block: u64) -> 
             }
             let registrations = registrations
                 .into_iter()
-                .map(|r| noise::register(opts.seed, &opts.noise, &identity, region.facility(r.facility), r.first_visit, r.last_visit))
+                .map(|r| {
+                    noise::register(
+                        opts.seed,
+                        &opts.noise,
+                        &identity,
+                        region.facility(r.facility),
+                        r.first_visit,
+                        r.last_visit,
+                    )
+                })
                 .collect();
             PersonHistory { identity, care, registrations }
         })

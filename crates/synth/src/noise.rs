@@ -159,7 +159,7 @@ pub fn local_id(facility: &Facility, person: u64) -> String {
     let h = crate::rng::mix(u64::from(facility.index) ^ 0xA5A5_5A5A);
     // Multiplier coprime to 10 → a bijection on 0..10^digits.
     let mut a = (h % m) | 1;
-    if a % 5 == 0 {
+    if a.is_multiple_of(5) {
         a += 2;
     }
     let b = crate::rng::mix(h) % m;
@@ -168,8 +168,15 @@ pub fn local_id(facility: &Facility, person: u64) -> String {
 }
 
 /// Registers a person at a facility (first and last visit given) with noise.
-pub(crate) fn register(seed: u64, rates: &NoiseRates, id: &Identity, facility: &Facility, first: Date, last: Date) -> SourcePatient {
-    let mut rng = Rng::new(seed, &[0x4e4f_4953_45, id.index, u64::from(facility.index)]);
+pub(crate) fn register(
+    seed: u64,
+    rates: &NoiseRates,
+    id: &Identity,
+    facility: &Facility,
+    first: Date,
+    last: Date,
+) -> SourcePatient {
+    let mut rng = Rng::new(seed, &[0x004e_4f49_5345, id.index, u64::from(facility.index)]);
     let mut noise = Vec::new();
     let now = id.name_on(last);
     let then = id.name_on(first);
@@ -192,7 +199,8 @@ pub(crate) fn register(seed: u64, rates: &NoiseRates, id: &Identity, facility: &
     let mut fk = name.family_kana.clone();
     let mut gk = name.given_kana.clone();
     if (long_vowel_candidates(&fk).len() + long_vowel_candidates(&gk).len()) > 0 && rng.chance(rates.long_vowel) {
-        let target_family = !long_vowel_candidates(&fk).is_empty() && (long_vowel_candidates(&gk).is_empty() || rng.chance(0.5));
+        let target_family =
+            !long_vowel_candidates(&fk).is_empty() && (long_vowel_candidates(&gk).is_empty() || rng.chance(0.5));
         let s = if target_family { &mut fk } else { &mut gk };
         let c = long_vowel_candidates(s);
         let pos = c[rng.index(c.len())];
@@ -219,11 +227,11 @@ pub(crate) fn register(seed: u64, rates: &NoiseRates, id: &Identity, facility: &
         (Some(fk), Some(gk))
     };
     let mut birth = id.birth;
-    if rng.chance(rates.birth_typo) {
-        if let Some(b) = birth_typo(&mut rng, id.birth) {
-            birth = b;
-            noise.push(NoiseKind::BirthTypo);
-        }
+    if rng.chance(rates.birth_typo)
+        && let Some(b) = birth_typo(&mut rng, id.birth)
+    {
+        birth = b;
+        noise.push(NoiseKind::BirthTypo);
     }
     let addr_now = id.address_on(last);
     let addr_then = id.address_on(first);
@@ -232,7 +240,11 @@ pub(crate) fn register(seed: u64, rates: &NoiseRates, id: &Identity, facility: &
         address = addr_then.clone();
         noise.push(NoiseKind::StaleAddress);
     }
-    let mut phone = if rng.chance(0.5) { id.mobile.clone().or_else(|| id.home_phone.clone()) } else { id.phone().map(str::to_owned) };
+    let mut phone = if rng.chance(0.5) {
+        id.mobile.clone().or_else(|| id.home_phone.clone())
+    } else {
+        id.phone().map(str::to_owned)
+    };
     if phone.is_some() && rng.chance(rates.missing_phone) {
         phone = None;
         noise.push(NoiseKind::MissingPhone);
@@ -318,19 +330,19 @@ pub fn to_halfwidth_kana(s: &str) -> String {
     let half_of = |c: char| FULL.chars().position(|x| x == c).and_then(|i| HALF.chars().nth(i));
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if let Some(i) = VOICED.chars().position(|x| x == c) {
-            if let Some(h) = VOICED_BASE.chars().nth(i).and_then(half_of) {
-                out.push(h);
-                out.push('ﾞ');
-                continue;
-            }
+        if let Some(i) = VOICED.chars().position(|x| x == c)
+            && let Some(h) = VOICED_BASE.chars().nth(i).and_then(half_of)
+        {
+            out.push(h);
+            out.push('ﾞ');
+            continue;
         }
-        if let Some(i) = SEMI.chars().position(|x| x == c) {
-            if let Some(h) = SEMI_BASE.chars().nth(i).and_then(half_of) {
-                out.push(h);
-                out.push('ﾟ');
-                continue;
-            }
+        if let Some(i) = SEMI.chars().position(|x| x == c)
+            && let Some(h) = SEMI_BASE.chars().nth(i).and_then(half_of)
+        {
+            out.push(h);
+            out.push('ﾟ');
+            continue;
         }
         if c == ' ' || c == '　' {
             out.push(' ');

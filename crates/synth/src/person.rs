@@ -161,7 +161,8 @@ impl Identity {
 }
 
 /// Japan's population by five-year age group (millions, 2023, rounded), 0–4 … 100+.
-const PYRAMID: [f64; 21] = [4.2, 4.8, 5.3, 5.5, 6.2, 6.4, 6.6, 7.4, 8.2, 9.6, 9.5, 8.2, 7.4, 7.6, 9.0, 7.2, 5.8, 3.9, 1.9, 0.5, 0.1];
+const PYRAMID: [f64; 21] =
+    [4.2, 4.8, 5.3, 5.5, 6.2, 6.4, 6.6, 7.4, 8.2, 9.6, 9.5, 8.2, 7.4, 7.6, 9.0, 7.2, 5.8, 3.9, 1.9, 0.5, 0.1];
 
 /// An age for a household's anchor person. Households of young anchors add children and
 /// parents, those of old anchors are small, so the anchor draw is re-weighted to keep the whole
@@ -299,7 +300,13 @@ fn draw_address(rng: &mut Rng, region: &Region, area: Option<u16>, from: Date) -
     if rng.chance(0.35) {
         const BUILDINGS: &[&str] = &["コーポ", "ハイツ", "メゾン", "グランドパレス", "サンハイム", "レジデンス"];
         const SUFFIX: &[&str] = &["緑", "桜", "青葉", "富士見", "中央", "弐番館"];
-        block = format!("{} {}{}{}", block, rng.pick(BUILDINGS), rng.pick(SUFFIX), rng.range(1, 8) * 100 + rng.range(1, 12));
+        block = format!(
+            "{} {}{}{}",
+            block,
+            rng.pick(BUILDINGS),
+            rng.pick(SUFFIX),
+            rng.range(1, 8) * 100 + rng.range(1, 12)
+        );
     }
     Address {
         from,
@@ -355,14 +362,19 @@ fn kokuho_plan(rng: &mut Rng, region: &Region, addr: &Address) -> Plan {
     let list = region.insurers_of(InsurerKind::Kokuho, addr.prefecture, Some(addr.city));
     let insurer = list.first().map(|i| i.index).unwrap_or(0);
     // 国保の記号 are often kana or short codes; numbers are up to 7 digits.
-    let symbol = format!("{}", rng.pick(&["01", "02", "05", "11", "21", "あ", "い", "う"]));
+    let symbol = rng.pick(&["01", "02", "05", "11", "21", "あ", "い", "う"]).to_string();
     Plan { kind: InsurerKind::Kokuho, insurer, symbol, number: format!("{}", rng.range(1, 9_999_999)) }
 }
 
 fn koki_plan(rng: &mut Rng, region: &Region, addr: &Address) -> Plan {
     let list = region.insurers_of(InsurerKind::Koki, addr.prefecture, Some(addr.city));
     let insurer = list.first().map(|i| i.index).unwrap_or(0);
-    Plan { kind: InsurerKind::Koki, insurer, symbol: String::new(), number: format!("{:08}", rng.range(10_000_000, 99_999_999)) }
+    Plan {
+        kind: InsurerKind::Koki,
+        insurer,
+        symbol: String::new(),
+        number: format!("{:08}", rng.range(10_000_000, 99_999_999)),
+    }
 }
 
 fn to_insurance(region: &Region, plan: &Plan, branch: u8, from: Date, principal: bool) -> Option<Insurance> {
@@ -377,7 +389,7 @@ fn to_insurance(region: &Region, plan: &Plan, branch: u8, from: Date, principal:
 pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, block: u64, limit: u64) -> Vec<Identity> {
     let first = block * BLOCK;
     let last = ((block + 1) * BLOCK).min(limit);
-    let mut rng = Rng::new(seed, &[0x50_4552_534f_4e, block]);
+    let mut rng = Rng::new(seed, &[0x5045_5253_4f4e, block]);
     let mut out: Vec<Identity> = Vec::new();
     let mut household_no = 0u64;
     while first + (out.len() as u64) < last {
@@ -386,10 +398,10 @@ pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, bloc
         household_no += 1;
         // Household surname, its legal variant, address, moves and landline.
         let (mut fam, fam_kana) = names::draw_surname(&mut rng);
-        if rng.chance(0.12) {
-            if let Some(v) = names::variant_of(&fam, &mut rng) {
-                fam = v;
-            }
+        if rng.chance(0.12)
+            && let Some(v) = names::variant_of(&fam, &mut rng)
+        {
+            fam = v;
         }
         let mut addresses = vec![draw_address(&mut rng, region, None, Date::MIN)];
         let head_age = members.iter().find(|m| m.role == Role::Head).map(|m| m.age).unwrap_or(40);
@@ -409,7 +421,11 @@ pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, bloc
             };
             addresses.push(draw_address(&mut rng, region, dest, when));
         }
-        let home_phone = if rng.chance(if head_age >= 60 { 0.85 } else { 0.45 }) { Some(landline(&mut rng, addresses[0].area_code)) } else { None };
+        let home_phone = if rng.chance(if head_age >= 60 { 0.85 } else { 0.45 }) {
+            Some(landline(&mut rng, addresses[0].area_code))
+        } else {
+            None
+        };
         // Principal insurance plan of the head (employee or 国保), with a job change or retirement.
         let head_employed = head_age < 65 && rng.chance(if head_age < 60 { 0.85 } else { 0.5 });
         let mut head_plans: Vec<(Date, Plan)> = Vec::new();
@@ -433,11 +449,12 @@ pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, bloc
             let mut birth = random_birth(&mut prng, m.age, window.start);
             let mut twin_of = None;
             if m.role == Role::Child {
-                if let (Some(()), Some((other, b))) = (twin_pair, child_seen) {
-                    if twin_of.is_none() && out.iter().all(|o: &Identity| o.twin_of != Some(other)) {
-                        birth = b;
-                        twin_of = Some(other);
-                    }
+                if let (Some(()), Some((other, b))) = (twin_pair, child_seen)
+                    && twin_of.is_none()
+                    && out.iter().all(|o: &Identity| o.twin_of != Some(other))
+                {
+                    birth = b;
+                    twin_of = Some(other);
                 }
                 child_seen = child_seen.or(Some((index, birth)));
             }
@@ -453,10 +470,20 @@ pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, bloc
             // Married-name change: a woman in her twenties or thirties marries and moves out.
             let age0 = age_on(birth, window.start);
             let mut married_on = None;
-            if m.sex == Sex::Female && (m.role == Role::Child || m.role == Role::Head) && (21..=37).contains(&age0) && prng.chance(0.035 * years) {
+            if m.sex == Sex::Female
+                && (m.role == Role::Child || m.role == Role::Head)
+                && (21..=37).contains(&age0)
+                && prng.chance(0.035 * years)
+            {
                 let when = window.random_day(&mut prng);
                 let (nf, nk) = names::draw_surname(&mut prng);
-                names_v.push(NamePeriod { from: when, family: nf, given: names_v[0].given.clone(), family_kana: nk, given_kana: names_v[0].given_kana.clone() });
+                names_v.push(NamePeriod {
+                    from: when,
+                    family: nf,
+                    given: names_v[0].given.clone(),
+                    family_kana: nk,
+                    given_kana: names_v[0].given_kana.clone(),
+                });
                 let cur = addrs.iter().rev().find(|a| a.from <= when).map(|a| a.area).unwrap_or(addrs[0].area);
                 addrs.retain(|a| a.from <= when);
                 let dest = if prng.chance(0.7) { Some(cur) } else { None };
@@ -487,7 +514,10 @@ pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, bloc
                 }
             }
             // Retirement of an employed principal at 65 → 国保.
-            if ins.last().is_some_and(|i| i.principal && region.insurers[i.insurer as usize].kind != InsurerKind::Kokuho) {
+            if ins
+                .last()
+                .is_some_and(|i| i.principal && region.insurers[i.insurer as usize].kind != InsurerKind::Kokuho)
+            {
                 let r65 = birthday(birth, 65);
                 if r65 >= window.start && r65 < window.end && prng.chance(0.7) {
                     let addr = addrs.iter().rev().find(|a| a.from <= r65).unwrap_or(&addrs[0]).clone();
@@ -496,21 +526,20 @@ pub(crate) fn block_identities(region: &Region, seed: u64, window: &Window, bloc
                 }
             }
             // Marriage: a dependent of the husband's employee plan, unless employed.
-            if let Some(when) = married_on {
-                if !own_employed || prng.chance(0.3) {
-                    let p = employee_plan(&mut prng, region, addrs.last().map(|a| a.prefecture).unwrap_or(22));
-                    ins.extend(to_insurance(region, &p, 1, when, false));
-                }
+            if let Some(when) = married_on
+                && (!own_employed || prng.chance(0.3))
+            {
+                let p = employee_plan(&mut prng, region, addrs.last().map(|a| a.prefecture).unwrap_or(22));
+                ins.extend(to_insurance(region, &p, 1, when, false));
             }
             // A move to another municipality changes a 国保 number.
             for a in addrs.iter().skip(1) {
-                if let Some(cur) = ins.iter().rev().find(|i| i.from <= a.from) {
-                    if region.insurers[cur.insurer as usize].kind == InsurerKind::Kokuho
-                        && region.insurers[cur.insurer as usize].city != Some(a.city)
-                    {
-                        let p = kokuho_plan(&mut prng, region, a);
-                        ins.extend(to_insurance(region, &p, 0, a.from, true));
-                    }
+                if let Some(cur) = ins.iter().rev().find(|i| i.from <= a.from)
+                    && region.insurers[cur.insurer as usize].kind == InsurerKind::Kokuho
+                    && region.insurers[cur.insurer as usize].city != Some(a.city)
+                {
+                    let p = kokuho_plan(&mut prng, region, a);
+                    ins.extend(to_insurance(region, &p, 0, a.from, true));
                 }
             }
             // 75: 後期高齢者医療 from the birthday.

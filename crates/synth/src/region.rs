@@ -207,12 +207,22 @@ pub struct AreaFacilities {
     pub pharmacies: Vec<u32>,
 }
 
-const HOSP_WORDS: &[&str] = &["中央病院", "総合病院", "市民病院", "記念病院", "医療センター", "共立病院", "協同病院", "第一病院"];
-const CLINIC_WORDS: &[&str] = &["内科クリニック", "内科医院", "クリニック", "医院", "ファミリークリニック", "内科・循環器科", "診療所"];
-const CLINIC_SPECIAL: &[(&str, &str)] = &[
-    ("整形外科", "11"), ("皮膚科", "19"), ("耳鼻咽喉科", "27"), ("眼科", "26"), ("小児科", "09"), ("泌尿器科", "20"),
+const HOSP_WORDS: &[&str] =
+    &["中央病院", "総合病院", "市民病院", "記念病院", "医療センター", "共立病院", "協同病院", "第一病院"];
+const CLINIC_WORDS: &[&str] =
+    &["内科クリニック", "内科医院", "クリニック", "医院", "ファミリークリニック", "内科・循環器科", "診療所"];
+const CLINIC_SPECIAL: &[(&str, &str)] =
+    &[("整形外科", "11"), ("皮膚科", "19"), ("耳鼻咽喉科", "27"), ("眼科", "26"), ("小児科", "09"), ("泌尿器科", "20")];
+const PHARMACY_BRANDS: &[&str] = &[
+    "あおば薬局",
+    "さくら調剤薬局",
+    "ひまわり薬局",
+    "みどり薬局",
+    "すずらん薬局",
+    "つばさ薬局",
+    "こすもす薬局",
+    "やまびこ薬局",
 ];
-const PHARMACY_BRANDS: &[&str] = &["あおば薬局", "さくら調剤薬局", "ひまわり薬局", "みどり薬局", "すずらん薬局", "つばさ薬局", "こすもす薬局", "やまびこ薬局"];
 
 /// People per facility of each kind (Japan's national ratios, rounded).
 const PER_HOSPITAL: f64 = 15_000.0;
@@ -227,7 +237,13 @@ pub fn region(seed: u64, persons: u64) -> Region {
     let areas: Vec<Area> = AREAS
         .iter()
         .enumerate()
-        .map(|(i, a)| Area { index: i as u16, prefecture: a.prefecture, name: a.name, weight: a.weight, cities: a.cities })
+        .map(|(i, a)| Area {
+            index: i as u16,
+            prefecture: a.prefecture,
+            name: a.name,
+            weight: a.weight,
+            cities: a.cities,
+        })
         .collect();
 
     let mut facilities: Vec<Facility> = Vec::new();
@@ -263,7 +279,15 @@ pub fn region(seed: u64, persons: u64) -> Region {
     // One checkup and lab centre per prefecture.
     for (pref, pname) in PREFECTURES {
         if let Some(area) = areas.iter().filter(|a| a.prefecture == *pref).max_by_key(|a| a.weight) {
-            let mut f = make_facility(&mut rng, facilities.len() as u32, area, FacilityType::Lab, 0, &mut serial, &mut used_names);
+            let mut f = make_facility(
+                &mut rng,
+                facilities.len() as u32,
+                area,
+                FacilityType::Lab,
+                0,
+                &mut serial,
+                &mut used_names,
+            );
             f.name = format!("{}{}", pname.trim_end_matches('県'), "総合健診センター");
             facilities.push(f);
         }
@@ -275,16 +299,7 @@ pub fn region(seed: u64, persons: u64) -> Region {
 
     let insurers = make_insurers(&mut rng, &areas);
     let (users, user_start) = make_users(seed, &facilities);
-    Region {
-        seed,
-        prefectures: PREFECTURES.to_vec(),
-        areas,
-        facilities,
-        insurers,
-        users,
-        by_area,
-        user_start,
-    }
+    Region { seed, prefectures: PREFECTURES.to_vec(), areas, facilities, insurers, users, by_area, user_start }
 }
 
 fn town_address(rng: &mut Rng, city: &City) -> (String, String, usize) {
@@ -320,10 +335,12 @@ fn make_facility(
     let city_no = (area.index as u32 % 90) + 1;
     let local = city_no * 10_000 + *counter % 10_000;
     let code = FacilityCode::from_parts(area.prefecture, fee, local).unwrap_or_else(|| {
-        FacilityCode::from_parts(area.prefecture, fee, *counter).unwrap_or_else(|| FacilityCode::from_parts(13, fee, 1).expect("valid constant"))
+        FacilityCode::from_parts(area.prefecture, fee, *counter)
+            .unwrap_or_else(|| FacilityCode::from_parts(13, fee, 1).expect("valid constant"))
     });
     let place = city.name.trim_end_matches(['市', '区', '町']);
-    let place_short: String = place.chars().rev().take_while(|c| *c != '市').collect::<Vec<_>>().into_iter().rev().collect();
+    let place_short: String =
+        place.chars().rev().take_while(|c| *c != '市').collect::<Vec<_>>().into_iter().rev().collect();
     let town_name = TOWNS[town].trim_end_matches('町');
     let (surname, _) = crate::names::draw_surname(rng);
     let mut name = match kind {
@@ -368,13 +385,7 @@ fn make_facility(
                 rng.range(40, 350) as u16
             }
         }
-        FacilityType::Clinic => {
-            if rng.chance(0.05) {
-                rng.range(1, 19) as u16
-            } else {
-                0
-            }
-        }
+        FacilityType::Clinic if rng.chance(0.05) => rng.range(1, 19) as u16,
         _ => 0,
     };
     let (discloses, views) = match kind {
@@ -423,7 +434,17 @@ fn make_facility(
         area: area.index,
         address: format!("{}{}", geo::prefecture_name(area.prefecture), address_local),
         postal_code,
-        phone: format!("{}-{}-{:04}", city.area_code, if city.area_code.len() == 3 { format!("{:04}", rng.range(1000, 9999)) } else { format!("{:02}", rng.range(10, 99)) }, rng.range(0, 9999)),
+        // Ten digits in all: 0XX-XXX-XXXX or 0XXX-XX-XXXX.
+        phone: format!(
+            "{}-{}-{:04}",
+            city.area_code,
+            if city.area_code.len() == 3 {
+                format!("{:03}", rng.range(200, 999))
+            } else {
+                format!("{:02}", rng.range(20, 99))
+            },
+            rng.range(0, 9999)
+        ),
         beds,
         discloses,
         views,
@@ -443,27 +464,75 @@ fn make_facility(
 
 fn make_insurers(rng: &mut Rng, areas: &[Area]) -> Vec<Insurer> {
     let mut out: Vec<Insurer> = Vec::new();
-    let mut push = |number: Option<InsurerNumber>, name: String, kind: InsurerKind, prefecture: u8, city: Option<&'static str>| {
-        if let Some(number) = number {
-            out.push(Insurer { index: out.len() as u32, number, name, kind, prefecture, city });
-        }
-    };
-    const COMPANIES: &[&str] = &["東海精機", "相模電機", "富士製紙", "湘南交通", "駿河銀行協同", "甲斐電子", "浜名湖楽器", "横浜港湾運輸", "みなと情報システム", "伊豆観光"];
+    let mut push =
+        |number: Option<InsurerNumber>, name: String, kind: InsurerKind, prefecture: u8, city: Option<&'static str>| {
+            if let Some(number) = number {
+                out.push(Insurer { index: out.len() as u32, number, name, kind, prefecture, city });
+            }
+        };
+    const COMPANIES: &[&str] = &[
+        "東海精機",
+        "相模電機",
+        "富士製紙",
+        "湘南交通",
+        "駿河銀行協同",
+        "甲斐電子",
+        "浜名湖楽器",
+        "横浜港湾運輸",
+        "みなと情報システム",
+        "伊豆観光",
+    ];
     for (pref, pname) in PREFECTURES {
         let short = pname.trim_end_matches('県');
-        push(InsurerNumber::from_parts(1, *pref, 1), format!("全国健康保険協会{}支部", short), InsurerKind::Kyokai, *pref, None);
+        push(
+            InsurerNumber::from_parts(1, *pref, 1),
+            format!("全国健康保険協会{}支部", short),
+            InsurerKind::Kyokai,
+            *pref,
+            None,
+        );
         for i in 0..4u16 {
             let company = COMPANIES[(usize::from(*pref) * 3 + usize::from(i)) % COMPANIES.len()];
-            push(InsurerNumber::from_parts(6, *pref, 100 + i * 17 + rng.range(0, 9) as u16), format!("{}健康保険組合", company), InsurerKind::Kumiai, *pref, None);
+            push(
+                InsurerNumber::from_parts(6, *pref, 100 + i * 17 + rng.range(0, 9) as u16),
+                format!("{}健康保険組合", company),
+                InsurerKind::Kumiai,
+                *pref,
+                None,
+            );
         }
-        push(InsurerNumber::from_parts(32, *pref, 1), format!("{}市町村職員共済組合", short), InsurerKind::Kyosai, *pref, None);
-        push(InsurerNumber::from_parts(34, *pref, 1), "日本私立学校振興・共済事業団".to_owned(), InsurerKind::Kyosai, *pref, None);
+        push(
+            InsurerNumber::from_parts(32, *pref, 1),
+            format!("{}市町村職員共済組合", short),
+            InsurerKind::Kyosai,
+            *pref,
+            None,
+        );
+        push(
+            InsurerNumber::from_parts(34, *pref, 1),
+            "日本私立学校振興・共済事業団".to_owned(),
+            InsurerKind::Kyosai,
+            *pref,
+            None,
+        );
         let mut city_no = 0u16;
         for area in areas.iter().filter(|a| a.prefecture == *pref) {
             for city in area.cities {
                 city_no += 1;
-                push(InsurerNumber::from_parts(0, *pref, city_no * 7 % 1000), format!("{}国民健康保険", city.name), InsurerKind::Kokuho, *pref, Some(city.name));
-                push(InsurerNumber::from_parts(39, *pref, city_no * 7 % 1000), format!("{}後期高齢者医療広域連合", pname), InsurerKind::Koki, *pref, Some(city.name));
+                push(
+                    InsurerNumber::from_parts(0, *pref, city_no * 7 % 1000),
+                    format!("{}国民健康保険", city.name),
+                    InsurerKind::Kokuho,
+                    *pref,
+                    Some(city.name),
+                );
+                push(
+                    InsurerNumber::from_parts(39, *pref, city_no * 7 % 1000),
+                    format!("{}後期高齢者医療広域連合", pname),
+                    InsurerKind::Koki,
+                    *pref,
+                    Some(city.name),
+                );
             }
         }
     }
@@ -484,9 +553,19 @@ fn make_users(seed: u64, facilities: &[Facility]) -> (Vec<User>, Vec<u32>) {
                 (Profession::OtherLicensed, 2),
                 (Profession::Clerk, 3),
             ],
-            FacilityType::Clinic => vec![(Profession::Doctor, 1 + usize::from(rng.chance(0.3))), (Profession::Nurse, 2), (Profession::Clerk, 2)],
-            FacilityType::DentalClinic => vec![(Profession::Dentist, 1 + usize::from(rng.chance(0.3))), (Profession::OtherLicensed, 1), (Profession::Clerk, 1)],
-            FacilityType::Pharmacy => vec![(Profession::Pharmacist, 2 + usize::from(rng.chance(0.4))), (Profession::Clerk, 1)],
+            FacilityType::Clinic => vec![
+                (Profession::Doctor, 1 + usize::from(rng.chance(0.3))),
+                (Profession::Nurse, 2),
+                (Profession::Clerk, 2),
+            ],
+            FacilityType::DentalClinic => vec![
+                (Profession::Dentist, 1 + usize::from(rng.chance(0.3))),
+                (Profession::OtherLicensed, 1),
+                (Profession::Clerk, 1),
+            ],
+            FacilityType::Pharmacy => {
+                vec![(Profession::Pharmacist, 2 + usize::from(rng.chance(0.4))), (Profession::Clerk, 1)]
+            }
             FacilityType::Lab => vec![(Profession::Doctor, 2), (Profession::OtherLicensed, 2), (Profession::Clerk, 1)],
         };
         for (profession, n) in plan {
@@ -504,7 +583,9 @@ fn make_users(seed: u64, facilities: &[Facility]) -> (Vec<User>, Vec<u32>) {
                     Profession::Clerk => "C",
                 };
                 let department = match profession {
-                    Profession::Doctor | Profession::Dentist => f.departments.get(i % f.departments.len().max(1)).copied(),
+                    Profession::Doctor | Profession::Dentist => {
+                        f.departments.get(i % f.departments.len().max(1)).copied()
+                    }
                     _ => None,
                 };
                 users.push(User {
@@ -535,7 +616,10 @@ impl Region {
         let us = self.users_of(facility);
         us.iter()
             .find(|u| matches!(u.profession, Profession::Doctor | Profession::Dentist) && u.department == Some(dept))
-            .or_else(|| us.iter().find(|u| matches!(u.profession, Profession::Doctor | Profession::Dentist | Profession::Pharmacist)))
+            .or_else(|| {
+                us.iter()
+                    .find(|u| matches!(u.profession, Profession::Doctor | Profession::Dentist | Profession::Pharmacist))
+            })
     }
 
     /// The facility with the given index.
@@ -582,7 +666,13 @@ mod tests {
     #[test]
     fn every_kind_exists_and_users_are_unique() {
         let r = region(1, 5_000);
-        for k in [FacilityType::Hospital, FacilityType::Clinic, FacilityType::DentalClinic, FacilityType::Pharmacy, FacilityType::Lab] {
+        for k in [
+            FacilityType::Hospital,
+            FacilityType::Clinic,
+            FacilityType::DentalClinic,
+            FacilityType::Pharmacy,
+            FacilityType::Lab,
+        ] {
             assert!(r.facilities.iter().any(|f| f.kind == k), "{k:?}");
         }
         assert!(r.facilities.iter().any(|f| f.ssmix2 && f.dpc));

@@ -104,7 +104,11 @@ fn pid(sp: &SourcePatient, updated: &str) -> String {
 
 fn pv1(kind: EncounterKind, dept: &str, doctor: &User, admit: Option<&str>, discharge: Option<&str>) -> String {
     let class = if kind == EncounterKind::Inpatient { "I" } else { "O" };
-    let loc = if kind == EncounterKind::Inpatient { format!("{}^{}^1^^^N", 30 + dept.len(), 300 + dept.as_bytes()[1] as u32) } else { format!("{dept}^^^^^C") };
+    let loc = if kind == EncounterKind::Inpatient {
+        format!("{}^{}^1^^^N", 30 + dept.len(), 300 + dept.as_bytes()[1] as u32)
+    } else {
+        format!("{dept}^^^^^C")
+    };
     let mut s = format!("PV1|0001|{}|{}||||{}|||{}", class, loc, xcn(doctor), dept);
     if admit.is_some() || discharge.is_some() {
         // PV1-44 admit and PV1-45 discharge date/time.
@@ -164,7 +168,11 @@ fn insurance_type(region: &Region, sp: &SourcePatient) -> (&'static str, &'stati
 fn rx_segments(rx: &Rx, order: &str, seq: usize, d: Date, doctor: &User, f: &Facility, inpatient: bool) -> Vec<String> {
     let drug = rx.drug;
     let entered = dt(d, 1800 + seq as u64 * 7);
-    let (class, rxclass) = if inpatient { ("I^入院患者オーダ^HL70482", "IHP^入院処方^MR9P") } else { ("O^外来患者オーダ^HL70482", "OHP^外来処方^MR9P~OHO^院外処方^MR9P") };
+    let (class, rxclass) = if inpatient {
+        ("I^入院患者オーダ^HL70482", "IHP^入院処方^MR9P")
+    } else {
+        ("O^外来患者オーダ^HL70482", "OHP^外来処方^MR9P~OHO^院外処方^MR9P")
+    };
     let orc = format!(
         "ORC|NW|{}||{}|||||{}|||{}||||||||{}|||||||{}",
         order,
@@ -177,7 +185,15 @@ fn rx_segments(rx: &Rx, order: &str, seq: usize, d: Date, doctor: &User, f: &Fac
     if drug.form == Form::Injection {
         vec![
             orc,
-            format!("RXE||{}^{}^HOT9|{}||{}^{}^MR9P|INJ^注射剤^MR9P|||||||||||||||{}", drug.hot9, field_text(drug.name), fmt_qty(rx.per_day), drug.unit.0, field_text(drug.unit.1), rxclass),
+            format!(
+                "RXE||{}^{}^HOT9|{}||{}^{}^MR9P|INJ^注射剤^MR9P|||||||||||||||{}",
+                drug.hot9,
+                field_text(drug.name),
+                fmt_qty(rx.per_day),
+                drug.unit.0,
+                field_text(drug.unit.1),
+                rxclass
+            ),
             format!("TQ1|1||{}&{}&JAMISDP01|||{}^d|{}", drug.usage.0, field_text(drug.usage.1), rx.days, compact(d)),
             "RXR|IV^静脈内^HL70162".to_owned(),
         ]
@@ -217,11 +233,37 @@ fn obx(i: usize, r: &LabResult) -> String {
     let l = r.lab;
     match r.value {
         LabValue::Num(v) => {
-            let flag = if l.range.1 > l.range.0 { if v > l.range.1 { "H" } else if v < l.range.0 { "L" } else { "" } } else { "" };
+            let flag = if l.range.1 > l.range.0 {
+                if v > l.range.1 {
+                    "H"
+                } else if v < l.range.0 {
+                    "L"
+                } else {
+                    ""
+                }
+            } else {
+                ""
+            };
             let range = if l.range.1 > l.range.0 { format!("{}-{}", l.range.0, l.range.1) } else { String::new() };
-            format!("OBX|{}|NM|{}^{}^JC10||{}|{}^{}^99XYZ|{}|{}|||F", i + 1, l.jlac10, field_text(l.name), v, field_text(l.unit), field_text(l.unit), range, flag)
+            format!(
+                "OBX|{}|NM|{}^{}^JC10||{}|{}^{}^99XYZ|{}|{}|||F",
+                i + 1,
+                l.jlac10,
+                field_text(l.name),
+                v,
+                field_text(l.unit),
+                field_text(l.unit),
+                range,
+                flag
+            )
         }
-        LabValue::Qual(p) => format!("OBX|{}|ST|{}^{}^JC10||{}||||||F", i + 1, l.jlac10, field_text(l.name), if p { "(+)" } else { "(-)" }),
+        LabValue::Qual(p) => format!(
+            "OBX|{}|ST|{}^{}^JC10||{}||||||F",
+            i + 1,
+            l.jlac10,
+            field_text(l.name),
+            if p { "(+)" } else { "(-)" }
+        ),
     }
 }
 
@@ -231,7 +273,8 @@ pub fn patient_files(region: &Region, seed: u64, person: &PersonHistory, sp: &So
     let pidv = &sp.local_id;
     let pi = person.identity.index;
     let mut out = Vec::new();
-    let encs: Vec<(usize, &Encounter)> = person.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility).collect();
+    let encs: Vec<(usize, &Encounter)> =
+        person.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility).collect();
     let Some((_, last)) = encs.last() else { return out };
     let last_day = last.end.unwrap_or(last.date);
     let updated = dt(last_day, 61_000);
@@ -261,12 +304,19 @@ pub fn patient_files(region: &Region, seed: u64, person: &PersonHistory, sp: &So
             format!("PV1|0001|O|01^^^^^C||||{}", xcn(any_doctor)),
             in1,
         ]);
-        out.push(Ssmix2File { path: path(pidv, None, "ADT-00", "999999999999999", &format!("{updated}000"), None), text });
+        out.push(Ssmix2File {
+            path: path(pidv, None, "ADT-00", "999999999999999", &format!("{updated}000"), None),
+            text,
+        });
     }
     // ADT-61: allergies recorded at the hospital.
     let allergies = crate::fhir::recorded_allergies(seed, person, sp);
     if !allergies.is_empty() {
-        let mut segs = vec![msh(f, &updated, "ADT^A60^ADT_A60", &order_no(seed, pi, 0, 101)), format!("EVN||{updated}"), pid(sp, &updated)];
+        let mut segs = vec![
+            msh(f, &updated, "ADT^A60^ADT_A60", &order_no(seed, pi, 0, 101)),
+            format!("EVN||{updated}"),
+            pid(sp, &updated),
+        ];
         for (i, a) in allergies.iter().enumerate() {
             let (cat, code, name, system) = match a.allergen.category {
                 "food" => ("FA^食物アレルギー^HL70127", a.allergen.code, a.allergen.name, "99JFAGY"),
@@ -276,9 +326,20 @@ pub fn patient_files(region: &Region, seed: u64, person: &PersonHistory, sp: &So
                     ("DA^薬剤アレルギー^HL70127", d.hot9, d.name, "HOT9")
                 }
             };
-            segs.push(format!("IAM|{}|{}|{}^{}^{}|MO^中等度^HL70128||A^追加^HL70323|||||{}", i + 1, cat, code, field_text(name), system, compact(a.since)));
+            segs.push(format!(
+                "IAM|{}|{}|{}^{}^{}|MO^中等度^HL70128||A^追加^HL70323|||||{}",
+                i + 1,
+                cat,
+                code,
+                field_text(name),
+                system,
+                compact(a.since)
+            ));
         }
-        out.push(Ssmix2File { path: path(pidv, None, "ADT-61", "999999999999999", &format!("{updated}000"), None), text: join(segs) });
+        out.push(Ssmix2File {
+            path: path(pidv, None, "ADT-61", "999999999999999", &format!("{updated}000"), None),
+            text: join(segs),
+        });
     }
     // PPR-01: the problem list.
     {
@@ -308,11 +369,20 @@ pub fn patient_files(region: &Region, seed: u64, person: &PersonHistory, sp: &So
                     field_text(d.name),
                     if dx.main { "1^主診断^JHSD0007" } else { "2^副診断^JHSD0007" }
                 ));
-                segs.push(format!("ORC|NW|{}|||||||||||{}||||||{}^{}^99XY1", order_no(seed, pi, *i, 200 + seen.len() as u64), xcn(&region.users[e.clinician as usize]), e.dept, field_text(codes::department_name(e.dept))));
+                segs.push(format!(
+                    "ORC|NW|{}|||||||||||{}||||||{}^{}^99XY1",
+                    order_no(seed, pi, *i, 200 + seen.len() as u64),
+                    xcn(&region.users[e.clinician as usize]),
+                    e.dept,
+                    field_text(codes::department_name(e.dept))
+                ));
             }
         }
         if segs.len() > 2 {
-            out.push(Ssmix2File { path: path(pidv, None, "PPR-01", "999999999999999", &format!("{updated}000"), Some("01")), text: join(segs) });
+            out.push(Ssmix2File {
+                path: path(pidv, None, "PPR-01", "999999999999999", &format!("{updated}000"), Some("01")),
+                text: join(segs),
+            });
         }
     }
     for (i, e) in &encs {
@@ -324,19 +394,36 @@ pub fn patient_files(region: &Region, seed: u64, person: &PersonHistory, sp: &So
             let discharge = dt(end, 36_000);
             out.push(Ssmix2File {
                 path: path(pidv, Some(e.date), "ADT-22", "999999999999999", &format!("{admit}000"), Some(e.dept)),
-                text: join(vec![msh(f, &admit, "ADT^A01^ADT_A01", &order_no(seed, pi, *i, 1)), format!("EVN||{admit}|||||{}", f.code), pid(sp, &admit), pv1(e.kind, e.dept, doctor, Some(&admit), None)]),
+                text: join(vec![
+                    msh(f, &admit, "ADT^A01^ADT_A01", &order_no(seed, pi, *i, 1)),
+                    format!("EVN||{admit}|||||{}", f.code),
+                    pid(sp, &admit),
+                    pv1(e.kind, e.dept, doctor, Some(&admit), None),
+                ]),
             });
             out.push(Ssmix2File {
                 path: path(pidv, Some(end), "ADT-52", "999999999999999", &format!("{discharge}000"), Some(e.dept)),
-                text: join(vec![msh(f, &discharge, "ADT^A03^ADT_A03", &order_no(seed, pi, *i, 2)), format!("EVN||{discharge}||||{discharge}|{}", f.code), pid(sp, &discharge), pv1(e.kind, e.dept, doctor, Some(&admit), Some(&discharge))]),
+                text: join(vec![
+                    msh(f, &discharge, "ADT^A03^ADT_A03", &order_no(seed, pi, *i, 2)),
+                    format!("EVN||{discharge}||||{discharge}|{}", f.code),
+                    pid(sp, &discharge),
+                    pv1(e.kind, e.dept, doctor, Some(&admit), Some(&discharge)),
+                ]),
             });
             if !e.injections.is_empty() {
                 let order = order_no(seed, pi, *i, 3);
-                let mut segs = vec![msh(f, &admit, "RDE^O11^RDE_O11", &order), pid(sp, &admit), pv1(e.kind, e.dept, doctor, None, None)];
+                let mut segs = vec![
+                    msh(f, &admit, "RDE^O11^RDE_O11", &order),
+                    pid(sp, &admit),
+                    pv1(e.kind, e.dept, doctor, None, None),
+                ];
                 for (k, rx) in e.injections.iter().enumerate() {
                     segs.extend(rx_segments(rx, &order, k, e.date, doctor, f, true));
                 }
-                out.push(Ssmix2File { path: path(pidv, Some(e.date), "OMP-02", &order, &format!("{admit}000"), Some(e.dept)), text: join(segs) });
+                out.push(Ssmix2File {
+                    path: path(pidv, Some(e.date), "OMP-02", &order, &format!("{admit}000"), Some(e.dept)),
+                    text: join(segs),
+                });
             }
             for (k, (code, name, modality)) in e.studies.iter().enumerate() {
                 let order = order_no(seed, pi, *i, 10 + k as u64);
@@ -349,18 +436,28 @@ pub fn patient_files(region: &Region, seed: u64, person: &PersonHistory, sp: &So
                     "TQ1|1||||||||R^^HL70485".to_owned(),
                     format!("OBR||{}||{}^{}^99{}", order, 1000 + k, field_text(name), modality),
                 ];
-                out.push(Ssmix2File { path: path(pidv, Some(e.date), code, &order, &format!("{t}000"), Some(e.dept)), text: join(segs) });
+                out.push(Ssmix2File {
+                    path: path(pidv, Some(e.date), code, &order, &format!("{t}000"), Some(e.dept)),
+                    text: join(segs),
+                });
             }
         }
         if !e.prescriptions.is_empty() {
             let d = e.end.unwrap_or(e.date);
             let order = order_no(seed, pi, *i, 4);
             let t = dt(d, 5400 + *i as u64);
-            let mut segs = vec![msh(f, &t, "RDE^O11^RDE_O11", &order), pid(sp, &t), pv1(EncounterKind::Outpatient, e.dept, doctor, None, None)];
+            let mut segs = vec![
+                msh(f, &t, "RDE^O11^RDE_O11", &order),
+                pid(sp, &t),
+                pv1(EncounterKind::Outpatient, e.dept, doctor, None, None),
+            ];
             for (k, rx) in e.prescriptions.iter().enumerate() {
                 segs.extend(rx_segments(rx, &order, k, d, doctor, f, false));
             }
-            out.push(Ssmix2File { path: path(pidv, Some(d), "OMP-01", &order, &format!("{t}000"), Some(e.dept)), text: join(segs) });
+            out.push(Ssmix2File {
+                path: path(pidv, Some(d), "OMP-01", &order, &format!("{t}000"), Some(e.dept)),
+                text: join(segs),
+            });
         }
         let mut panels: Vec<(Date, &[LabResult])> = Vec::new();
         if !e.labs.is_empty() {
@@ -376,15 +473,45 @@ pub fn patient_files(region: &Region, seed: u64, person: &PersonHistory, sp: &So
             let mut segs = vec![
                 msh(f, &reported, "OUL^R22^OUL_R22", &order),
                 pid(sp, &reported),
-                pv1(if e.kind == EncounterKind::Inpatient { EncounterKind::Inpatient } else { EncounterKind::Outpatient }, e.dept, doctor, None, None),
+                pv1(
+                    if e.kind == EncounterKind::Inpatient {
+                        EncounterKind::Inpatient
+                    } else {
+                        EncounterKind::Outpatient
+                    },
+                    e.dept,
+                    doctor,
+                    None,
+                    None,
+                ),
                 format!("SPM|1|{}||023^血清^JC10|||||||||||||{}", order, collected),
-                format!("OBR|1|{}|{}|E001^検体検査^99O03|||{}|||||||||{}||||||{}", order, order, compact(*d), xcn(doctor), reported),
-                format!("ORC|SC|{}|{}||CM||||{}|||{}|{}^^^^^C||||{}^{}^99XY1||||{}", order, order, reported, xcn(doctor), e.dept, e.dept, field_text(codes::department_name(e.dept)), field_text(&f.name)),
+                format!(
+                    "OBR|1|{}|{}|E001^検体検査^99O03|||{}|||||||||{}||||||{}",
+                    order,
+                    order,
+                    compact(*d),
+                    xcn(doctor),
+                    reported
+                ),
+                format!(
+                    "ORC|SC|{}|{}||CM||||{}|||{}|{}^^^^^C||||{}^{}^99XY1||||{}",
+                    order,
+                    order,
+                    reported,
+                    xcn(doctor),
+                    e.dept,
+                    e.dept,
+                    field_text(codes::department_name(e.dept)),
+                    field_text(&f.name)
+                ),
             ];
             for (n, r) in labs.iter().enumerate() {
                 segs.push(obx(n, r));
             }
-            out.push(Ssmix2File { path: path(pidv, Some(*d), "OML-11", &order, &format!("{reported}000"), Some(e.dept)), text: join(segs) });
+            out.push(Ssmix2File {
+                path: path(pidv, Some(*d), "OML-11", &order, &format!("{reported}000"), Some(e.dept)),
+                text: join(segs),
+            });
         }
         let _ = when;
     }
@@ -404,13 +531,19 @@ pub fn check_path(p: &str) -> Option<String> {
     if day != "-" && (day.len() != 8 || !day.bytes().all(|c| c.is_ascii_digit())) {
         return Some(format!("{p}: 診療日 folder must be YYYYMMDD or -"));
     }
-    let known = ["ADT-00", "ADT-12", "ADT-22", "ADT-52", "ADT-61", "PPR-01", "OMP-01", "OMP-02", "OMP-11", "OMP-12", "OML-11", "OMG-01", "OMG-02", "OMG-03", "OMG-11", "OMG-12", "OMG-13"];
+    let known = [
+        "ADT-00", "ADT-12", "ADT-22", "ADT-52", "ADT-61", "PPR-01", "OMP-01", "OMP-02", "OMP-11", "OMP-12", "OML-11",
+        "OMG-01", "OMG-02", "OMG-03", "OMG-11", "OMG-12", "OMG-13",
+    ];
     if !known.contains(&dtype) {
         return Some(format!("{p}: unknown data type {dtype}"));
     }
     let static_type = matches!(dtype, "ADT-00" | "ADT-61" | "PPR-01");
     if static_type != (day == "-") {
-        return Some(format!("{p}: {dtype} must be stored under {}", if static_type { "-" } else { "a 診療日 folder" }));
+        return Some(format!(
+            "{p}: {dtype} must be stored under {}",
+            if static_type { "-" } else { "a 診療日 folder" }
+        ));
     }
     let f: Vec<&str> = file.split('_').collect();
     if f.len() != 7 {

@@ -68,16 +68,53 @@ fn insurer_field(n: &musubi_domain::InsurerNumber) -> String {
     if n.law_number() == 0 { format!("  {}", &s[2..]) } else { s.to_owned() }
 }
 
-fn receipt_type(region: &Region, sp: &SourcePatient, birth: Date, on: Date, pharmacy: bool, inpatient: bool) -> (String, String) {
+fn receipt_type(
+    region: &Region,
+    sp: &SourcePatient,
+    birth: Date,
+    on: Date,
+    pharmacy: bool,
+    inpatient: bool,
+) -> (String, String) {
     let ins = &region.insurers[sp.insurance.insurer as usize];
     let age = crate::dates::age_on(birth, on);
     let koki = ins.kind == InsurerKind::Koki;
     let last = match (koki, age, sp.insurance.principal) {
-        (true, _, _) => if inpatient { '7' } else { '8' },
-        (false, 70..=74, _) => if inpatient { '7' } else { '8' },
-        (false, 0..=5, _) => if inpatient { '3' } else { '4' },
-        (false, _, true) => if inpatient { '1' } else { '2' },
-        (false, _, false) => if inpatient { '5' } else { '6' },
+        (true, _, _) => {
+            if inpatient {
+                '7'
+            } else {
+                '8'
+            }
+        }
+        (false, 70..=74, _) => {
+            if inpatient {
+                '7'
+            } else {
+                '8'
+            }
+        }
+        (false, 0..=5, _) => {
+            if inpatient {
+                '3'
+            } else {
+                '4'
+            }
+        }
+        (false, _, true) => {
+            if inpatient {
+                '1'
+            } else {
+                '2'
+            }
+        }
+        (false, _, false) => {
+            if inpatient {
+                '5'
+            } else {
+                '6'
+            }
+        }
     };
     let code = format!("{}{}1{}", if pharmacy { '4' } else { '1' }, if koki { '3' } else { '1' }, last);
     let ratio = if ins.kind == InsurerKind::Kokuho { if (70..=74).contains(&age) { "80" } else { "70" } } else { "" };
@@ -138,7 +175,12 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
     if !matches!(f.kind, FacilityType::Hospital | FacilityType::Clinic) {
         return Vec::new();
     }
-    let encs: Vec<&Encounter> = person.care.encounters.iter().filter(|e| e.facility == sp.facility && e.kind != EncounterKind::Checkup).collect();
+    let encs: Vec<&Encounter> = person
+        .care
+        .encounters
+        .iter()
+        .filter(|e| e.facility == sp.facility && e.kind != EncounterKind::Checkup)
+        .collect();
     let mut months: Vec<u32> = Vec::new();
     for e in &encs {
         let mut d = e.date;
@@ -148,7 +190,11 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
             if !months.contains(&m) {
                 months.push(m);
             }
-            let next = crate::dates::ymd(d.year() + i32::from(d.month() as u8 == 12), if d.month() as u8 == 12 { 1 } else { d.month() as u8 + 1 }, 1);
+            let next = crate::dates::ymd(
+                d.year() + i32::from(d.month() as u8 == 12),
+                if d.month() as u8 == 12 { 1 } else { d.month() as u8 + 1 },
+                1,
+            );
             match next {
                 Some(n) if n <= end => d = n,
                 _ => break,
@@ -160,7 +206,14 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
     let first_visit_month = crate::dates::month_key(sp.first_visit);
     for month in months {
         let in_month = |d: Date| crate::dates::month_key(d) == month;
-        let month_encs: Vec<&&Encounter> = encs.iter().filter(|e| in_month(e.date) || e.end.is_some_and(|end| in_month(end) || (e.date < month_start(month) && end > month_start(month)))).collect();
+        let month_encs: Vec<&&Encounter> = encs
+            .iter()
+            .filter(|e| {
+                in_month(e.date)
+                    || e.end
+                        .is_some_and(|end| in_month(end) || (e.date < month_start(month) && end > month_start(month)))
+            })
+            .collect();
         let inpatient = month_encs.iter().find(|e| e.kind == EncounterKind::Inpatient).copied();
         let dpc = inpatient.is_some() && f.dpc;
         let on = month_start(month).max(sp.first_visit);
@@ -202,7 +255,10 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
         for e in &month_encs {
             let days_in: Vec<Date> = if e.kind == EncounterKind::Inpatient {
                 let end = e.end.unwrap_or(e.date);
-                (0..=crate::dates::days_between(e.date, end)).map(|k| add_days(e.date, k)).filter(|d| in_month(*d)).collect()
+                (0..=crate::dates::days_between(e.date, end))
+                    .map(|k| add_days(e.date, k))
+                    .filter(|d| in_month(*d))
+                    .collect()
             } else {
                 vec![e.date]
             };
@@ -222,7 +278,12 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
                     body.push(si("12", fees::REVISIT, 1, &[(day, 1)]));
                     points += u64::from(fees::REVISIT.1);
                 }
-                if f.kind == FacilityType::Clinic && e.diagnoses.iter().any(|d| matches!(d.disease.key, "htn" | "dm2" | "dyslipidemia" | "ckd" | "asthma" | "angina")) && chronic_mgmt < 2 {
+                if f.kind == FacilityType::Clinic
+                    && e.diagnoses
+                        .iter()
+                        .any(|d| matches!(d.disease.key, "htn" | "dm2" | "dyslipidemia" | "ckd" | "asthma" | "angina"))
+                    && chronic_mgmt < 2
+                {
                     body.push(si("13", fees::CHRONIC_MGMT, 1, &[(day, 1)]));
                     points += u64::from(fees::CHRONIC_MGMT.1);
                     chronic_mgmt += 1;
@@ -241,7 +302,15 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
                                 _ => ("23", rx.total()),
                             };
                             let p = drug_points(rx);
-                            body.push(format!("IY,{},1,{},{},{},{},,,,,,,{}", ident, rx.drug.receipt, fmt(qty), p, rx.days, days31(&[(day, rx.days)])));
+                            body.push(format!(
+                                "IY,{},1,{},{},{},{},,,,,,,{}",
+                                ident,
+                                rx.drug.receipt,
+                                fmt(qty),
+                                p,
+                                rx.days,
+                                days31(&[(day, rx.days)])
+                            ));
                             points += u64::from(p) * u64::from(rx.days);
                         }
                     }
@@ -250,12 +319,23 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
             if e.kind == EncounterKind::Inpatient {
                 for rx in &e.injections {
                     let p = drug_points(rx).max(1);
-                    let inj_days: Vec<(u8, u32)> = (0..rx.days).map(|k| add_days(e.date, i64::from(k))).filter(|d| in_month(*d)).map(|d| (d.day(), 1)).collect();
+                    let inj_days: Vec<(u8, u32)> = (0..rx.days)
+                        .map(|k| add_days(e.date, i64::from(k)))
+                        .filter(|d| in_month(*d))
+                        .map(|d| (d.day(), 1))
+                        .collect();
                     if inj_days.is_empty() {
                         continue;
                     }
                     let n = inj_days.len() as u32;
-                    body.push(format!("IY,33,1,{},{},{},{},,,,,,,{}", rx.drug.receipt, fmt(rx.per_day), p, n, days31(&inj_days)));
+                    body.push(format!(
+                        "IY,33,1,{},{},{},{},,,,,,,{}",
+                        rx.drug.receipt,
+                        fmt(rx.per_day),
+                        p,
+                        n,
+                        days31(&inj_days)
+                    ));
                     points += u64::from(p) * u64::from(n);
                 }
             }
@@ -291,13 +371,23 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
             let end = e.end.unwrap_or(e.date);
             let discharged = in_month(end);
             if let Some(main) = main {
-                lines.push(format!("BU,{},{},{},{},", codes::dpc_code(main.disease.key), compact(e.date), if discharged { compact(end) } else { String::new() }, if discharged { "1" } else { "" }));
+                lines.push(format!(
+                    "BU,{},{},{},{},",
+                    codes::dpc_code(main.disease.key),
+                    compact(e.date),
+                    if discharged { compact(end) } else { String::new() },
+                    if discharged { "1" } else { "" }
+                ));
                 for (i, dx) in e.diagnoses.iter().enumerate() {
                     let kubun = if i == 0 { "01" } else { "11" };
                     lines.push(format!("SB,{},,,{},{},,", dx.disease.receipt, dx.disease.icd10, kubun));
                 }
                 let age = crate::dates::age_on(sp.birth, e.date);
-                lines.push(format!("KK,,,{},,,{},,,,,,,", if e.referral.is_some() && age > 0 { "1" } else { "2" }, age));
+                lines.push(format!(
+                    "KK,,,{},,,{},,,,,,,",
+                    if e.referral.is_some() && age > 0 { "1" } else { "2" },
+                    age
+                ));
                 lines.push(format!("GT,{},0,1,1,{},{},,{},,,", month, points, points, points));
                 let mut seq = 0;
                 for (i, rx) in e.injections.iter().enumerate() {
@@ -305,7 +395,14 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
                         let d = add_days(e.date, i64::from(k));
                         if in_month(d) {
                             seq += 1;
-                            lines.push(format!("CD,{},33,{},{},{},{},,,1,", compact(d), seq, i + 1, rx.drug.receipt, fmt(rx.per_day)));
+                            lines.push(format!(
+                                "CD,{},33,{},{},{},{},,,1,",
+                                compact(d),
+                                seq,
+                                i + 1,
+                                rx.drug.receipt,
+                                fmt(rx.per_day)
+                            ));
                         }
                     }
                 }
@@ -316,10 +413,24 @@ pub fn medical_receipts(region: &Region, person: &PersonHistory, sp: &SourcePati
                 Some(r) if crate::dates::month_key(*r) <= month => "2",
                 _ => "1",
             };
-            lines.push(format!("SY,{},{},{},,,{},", dis.receipt, compact(*onset), outcome, if *main { "01" } else { "" }));
+            lines.push(format!(
+                "SY,{},{},{},,,{},",
+                dis.receipt,
+                compact(*onset),
+                outcome,
+                if *main { "01" } else { "" }
+            ));
         }
         lines.extend(body);
-        out.push(Receipt { kind: if dpc { UkeKind::Dpc } else { UkeKind::Ika }, reviewer: region.insurers[sp.insurance.insurer as usize].kind.reviewer(), month, re_rest, lines, points, ho_ko: 1 });
+        out.push(Receipt {
+            kind: if dpc { UkeKind::Dpc } else { UkeKind::Ika },
+            reviewer: region.insurers[sp.insurance.insurer as usize].kind.reviewer(),
+            month,
+            re_rest,
+            lines,
+            points,
+            ho_ko: 1,
+        });
     }
     out
 }
@@ -338,22 +449,34 @@ pub fn pharmacy_receipts(region: &Region, person: &PersonHistory, sp: &SourcePat
     if f.kind != FacilityType::Pharmacy {
         return Vec::new();
     }
-    let encs: Vec<(usize, &Encounter)> = person.care.encounters.iter().enumerate().filter(|(_, e)| e.facility == sp.facility && e.kind == EncounterKind::Dispensing).collect();
+    let encs: Vec<(usize, &Encounter)> = person
+        .care
+        .encounters
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.facility == sp.facility && e.kind == EncounterKind::Dispensing)
+        .collect();
     let mut months: Vec<u32> = encs.iter().map(|(_, e)| crate::dates::month_key(e.date)).collect();
     months.dedup();
     let mut out = Vec::new();
     for month in months {
         // One receipt per prescribing institution (the RE carries it).
-        let in_month: Vec<&(usize, &Encounter)> = encs.iter().filter(|(_, e)| crate::dates::month_key(e.date) == month).collect();
+        let in_month: Vec<&(usize, &Encounter)> =
+            encs.iter().filter(|(_, e)| crate::dates::month_key(e.date) == month).collect();
         let mut prescribers: Vec<u32> = in_month.iter().filter_map(|(_, e)| e.prescribed_by.map(|p| p.0)).collect();
         prescribers.sort_unstable();
         prescribers.dedup();
         for pres in prescribers {
             let pf: &Facility = region.facility(pres);
-            let group: Vec<&&(usize, &Encounter)> = in_month.iter().filter(|(_, e)| e.prescribed_by.map(|p| p.0) == Some(pres)).collect();
+            let group: Vec<&&(usize, &Encounter)> =
+                in_month.iter().filter(|(_, e)| e.prescribed_by.map(|p| p.0) == Some(pres)).collect();
             let Some((_, first)) = group.first() else { continue };
             let (rtype, ratio) = receipt_type(region, sp, sp.birth, first.date, true, false);
-            let doctor = first.prescribed_by.and_then(|(_, i)| person.care.encounters.get(i)).map(|e| region.users[e.clinician as usize].name.replace(' ', "\u{3000}")).unwrap_or_default();
+            let doctor = first
+                .prescribed_by
+                .and_then(|(_, i)| person.care.encounters.get(i))
+                .map(|e| region.users[e.clinician as usize].name.replace(' ', "\u{3000}"))
+                .unwrap_or_default();
             let mut doctors = vec![String::new(); 20];
             doctors[0] = t(&doctor);
             let re_rest = format!(
@@ -375,7 +498,11 @@ pub fn pharmacy_receipts(region: &Region, person: &PersonHistory, sp: &SourcePat
             let mut points = 0u64;
             let mut rp = 0;
             for (_, e) in &group {
-                let issued = e.prescribed_by.and_then(|(_, i)| person.care.encounters.get(i)).map(|p| p.end.unwrap_or(p.date)).unwrap_or(e.date);
+                let issued = e
+                    .prescribed_by
+                    .and_then(|(_, i)| person.care.encounters.get(i))
+                    .map(|p| p.end.unwrap_or(p.date))
+                    .unwrap_or(e.date);
                 for rx in &e.prescriptions {
                     rp += 1;
                     let form = match rx.drug.form {
@@ -388,7 +515,8 @@ pub fn pharmacy_receipts(region: &Region, person: &PersonHistory, sp: &SourcePat
                         Form::Oral => rx.days,
                         _ => 1,
                     };
-                    let prep = if rx.drug.form == Form::AsNeeded { fees::DISPENSING_PRN } else { fees::DISPENSING_ORAL };
+                    let prep =
+                        if rx.drug.form == Form::AsNeeded { fees::DISPENSING_PRN } else { fees::DISPENSING_ORAL };
                     body.push(format!("SH,{:02},{},{},,{},,,,", rp % 100, form, rx.drug.usage.0, unit_points));
                     let mut cz = vec![String::new(); 71];
                     cz[0] = "CZ".into();
@@ -412,7 +540,15 @@ pub fn pharmacy_receipts(region: &Region, person: &PersonHistory, sp: &SourcePat
             }
             let mut lines = ho_sn(region, sp, group.len(), points, true);
             lines.extend(body);
-            out.push(Receipt { kind: UkeKind::Chozai, reviewer: region.insurers[sp.insurance.insurer as usize].kind.reviewer(), month, re_rest, lines, points, ho_ko: 1 });
+            out.push(Receipt {
+                kind: UkeKind::Chozai,
+                reviewer: region.insurers[sp.insurance.insurer as usize].kind.reviewer(),
+                month,
+                re_rest,
+                lines,
+                points,
+                ho_ko: 1,
+            });
         }
     }
     out
@@ -421,8 +557,24 @@ pub fn pharmacy_receipts(region: &Region, person: &PersonHistory, sp: &SourcePat
 /// The header record of a file (IR for 医科/DPC, YK for 調剤).
 pub fn header(f: &Facility, kind: UkeKind, reviewer: u8, month: u32) -> String {
     match kind {
-        UkeKind::Chozai => format!("YK,{},{:02},4,{},{},{},00,{}", reviewer, f.prefecture, f.code.receipt_code(), t(&f.name), month, f.phone),
-        _ => format!("IR,{},{:02},1,{},,{},{},00,{}", reviewer, f.prefecture, f.code.receipt_code(), t(&f.name), month, f.phone),
+        UkeKind::Chozai => format!(
+            "YK,{},{:02},4,{},{},{},00,{}",
+            reviewer,
+            f.prefecture,
+            f.code.receipt_code(),
+            t(&f.name),
+            month,
+            f.phone
+        ),
+        _ => format!(
+            "IR,{},{:02},1,{},,{},{},00,{}",
+            reviewer,
+            f.prefecture,
+            f.code.receipt_code(),
+            t(&f.name),
+            month,
+            f.phone
+        ),
     }
 }
 

@@ -21,12 +21,19 @@ fn rule(s: &str) -> Option<String> {
 
 /// Checks one Coding object at the walker's current path.
 pub(crate) fn coding(w: &mut Walker<'_>, obj: &Map<String, Value>) {
-    let (Some(system), Some(code)) =
-        (obj.get("system").and_then(Value::as_str), obj.get("code").and_then(Value::as_str))
-    else {
+    // One pass over the (few) members is cheaper than three hashed lookups.
+    let (mut system, mut code, mut display) = (None, None, None);
+    for (k, v) in obj {
+        match k.as_str() {
+            "system" => system = v.as_str(),
+            "code" => code = v.as_str(),
+            "display" => display = v.as_str(),
+            _ => {}
+        }
+    }
+    let (Some(system), Some(code)) = (system, code) else {
         return;
     };
-    let display = obj.get("display").and_then(Value::as_str);
     match system {
         systems::CORE_LABO_JLAC10 | systems::INFECTION_LABO_JLAC10 => lab(w, system, code, display),
         systems::JLAC10 if !terminology::is_jlac10(code) => {
@@ -61,6 +68,20 @@ pub(crate) fn coding(w: &mut Walker<'_>, obj: &Map<String, Value>) {
             );
         }
         systems::GENERAL_ORDER_CODE | GENERAL_ORDER_OID => general_order(w, code, display),
+        terminology::DOCUMENT_SECTION_CS if terminology::document_section(code).is_none() => {
+            // Known inconsistency: the eDischargeSummary profile uses 362/372/552/642, which the
+            // CodeSystem comments out; accepted with a warning.
+            w.issue(
+                Severity::Warning,
+                "code-invalid",
+                "code",
+                rule("JP-CLINS document-section"),
+                format!(
+                    "セクションコード「{code}」は文書セクション区分コード表 ({}) にありません",
+                    terminology::DOCUMENT_SECTION_CS
+                ),
+            );
+        }
         _ => {}
     }
 }
@@ -175,6 +196,9 @@ fn general_order(w: &mut Walker<'_>, code: &str, display: Option<&str>) {
         return;
     }
     let known_name = terminology::general_order_name(code);
+    if known_name.is_some() && known_name == display {
+        return; // the display is the table's name for this code
+    }
     if let Some(d) = display
         && let Some(listed) = terminology::general_order_code_for_name(d)
         && listed != code

@@ -12,6 +12,22 @@
 //! Every problem is an [`Issue`] with a FHIRPath expression, the rule that fired and a Japanese
 //! message for the sending vendor's engineer. Nothing here does I/O.
 //!
+//! Which profile: each known URL in `meta.profile` (a `|version` suffix is ignored); otherwise
+//! the profile a slice or entry type expects; otherwise the JP Core profile of the resource type
+//! (`JP_Patient`, `JP_Condition`, …), or, for types JP Core does not profile, a relaxed copy of a
+//! package profile (base cardinalities, no fixed values or slices), or plain Resource checks. An
+//! unknown profile URL is a warning.
+//!
+//! Rule ids: JP-CLINS rules by their number (`R3010`); structure as `Profile: Element what`
+//! (`JP_Patient_eCS: Patient.identifier min=1`, `… unknown element`, `… type=code`, `… fixed`,
+//! `…:slice min=1`, `… slicing closed`); FHIR invariants by key (`ext-1`, `bdl-7`); code
+//! checks by code system (`J-FAGY`, `一般名処方マスタ`, `JP_CLINS_ObsLabResult_CoreLabo_CS`).
+//!
+//! Known inconsistencies of the published material are accepted with a warning: section codes
+//! missing from the document-section CodeSystem, patients referenced by `subject.identifier`,
+//! `urn:oid:` spellings of JP Core systems where the URL variant fixes the URI, and the checkup
+//! report's patient without a 被保険者個人識別子.
+//!
 //! ```
 //! use musubi_validate::{Validator, has_errors};
 //! let patient = serde_json::json!({"resourceType": "Patient", "gender": 5});
@@ -27,7 +43,7 @@ mod datatypes;
 pub mod invariants;
 mod package;
 pub mod primitives;
-mod schema;
+mod profiles;
 pub mod terminology;
 mod walk;
 
@@ -82,13 +98,13 @@ pub fn has_errors(issues: &[Issue]) -> bool {
 /// share it between threads.
 #[derive(Debug)]
 pub struct Validator {
-    schema: schema::Schema,
+    schema: profiles::Schema,
 }
 
 impl Validator {
     /// Compiles the embedded packages. Takes a fraction of a second; prefer [`Validator::shared`].
     pub fn new() -> Validator {
-        Validator { schema: schema::Schema::load() }
+        Validator { schema: profiles::Schema::load() }
     }
 
     /// The process-wide validator, built at first use.
@@ -110,7 +126,7 @@ impl Validator {
     /// Validates one resource (any type, including a Bundle, whose entries are validated too).
     pub fn validate_resource(&self, resource: &Value) -> Vec<Issue> {
         let mut w = walk::Walker::new(&self.schema);
-        w.resource(resource, None);
+        w.resource(resource, &[]);
         w.finish()
     }
 

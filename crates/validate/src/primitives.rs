@@ -236,6 +236,10 @@ pub fn is_id(s: &str) -> bool {
 
 /// `\S*`
 pub fn is_uri(s: &str) -> bool {
+    if s.is_ascii() {
+        // `\s` in the R4 regexes is Unicode white space; for ASCII that is these bytes.
+        return !s.bytes().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c));
+    }
     !s.chars().any(char::is_whitespace)
 }
 

@@ -55,6 +55,17 @@ struct Tables {
     /// Group code → index, per kind.
     group_index: HashMap<(LabKind, &'static str), usize>,
     jfagy: HashMap<&'static str, JfagyEntry>,
+    document_sections: HashMap<&'static str, &'static str>,
+}
+
+/// The JP-CLINS document section CodeSystem.
+pub const DOCUMENT_SECTION_CS: &str = "http://jpfhir.jp/fhir/clins/CodeSystem/document-section";
+
+fn collect_concepts(concepts: &[package::Concept], out: &mut HashMap<&'static str, &'static str>) {
+    for c in concepts {
+        out.insert(leak(c.code.clone()), leak(c.display.clone().unwrap_or_default()));
+        collect_concepts(&c.concept, out);
+    }
 }
 
 /// The J-FAGY master, verbatim.
@@ -74,8 +85,15 @@ fn tables() -> &'static Tables {
             lab_groups: Vec::new(),
             group_index: HashMap::new(),
             jfagy: HashMap::new(),
+            document_sections: HashMap::new(),
         };
-        let cs = package::code_systems(package::JP_CLINS, &[systems::CORE_LABO_JLAC10, systems::INFECTION_LABO_JLAC10]);
+        let cs = package::code_systems(
+            package::JP_CLINS,
+            &[systems::CORE_LABO_JLAC10, systems::INFECTION_LABO_JLAC10, DOCUMENT_SECTION_CS],
+        );
+        if let Some(sections) = cs.get(DOCUMENT_SECTION_CS) {
+            collect_concepts(&sections.concept, &mut t.document_sections);
+        }
         for (url, kind) in
             [(systems::CORE_LABO_JLAC10, LabKind::Core), (systems::INFECTION_LABO_JLAC10, LabKind::Infection)]
         {
@@ -166,6 +184,12 @@ pub fn jfagy_term(code: &str) -> Option<&'static str> {
 /// Number of codes in the J-FAGY master.
 pub fn jfagy_len() -> usize {
     tables().jfagy.len()
+}
+
+/// The name of a JP-CLINS document section code (`300` → 構造情報セクション), if the
+/// CodeSystem defines it.
+pub fn document_section(code: &str) -> Option<&'static str> {
+    tables().document_sections.get(code).copied()
 }
 
 /// MEDIS 病名管理番号 (ICD10対応標準病名マスター): 8 digits; `99999999` means uncoded.
@@ -323,6 +347,14 @@ mod tests {
         assert_eq!(jfagy_term("D9F000000000"), Some("食品ダミーコード"));
         assert!(jfagy("J9FC11310000").is_some());
         assert!(jfagy("J9FZZZZZZZZZ").is_none());
+    }
+
+    #[test]
+    fn document_sections() {
+        assert_eq!(document_section("300"), Some("構造情報セクション"));
+        assert_eq!(document_section("950"), Some("紹介目的セクション"));
+        // Commented out in the CodeSystem, though the eDischargeSummary profile uses it.
+        assert_eq!(document_section("362"), None);
     }
 
     #[test]

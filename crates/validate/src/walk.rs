@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::datatypes;
 use crate::primitives::{self, Primitive, PrimitiveError};
-use crate::schema::{Fixed, Kind, Matcher, NodeId, Schema, Slicing, TypeRef, type_from_suffix};
+use crate::profiles::{Fixed, Kind, Matcher, NodeId, Schema, Slicing, TypeRef, name_prefix};
 use crate::{Issue, Severity};
 
 /// Deeper JSON than this is rejected rather than walked (no FHIR resource needs it).
@@ -24,15 +24,19 @@ pub(crate) struct Walker<'s> {
     pub path: String,
     depth: u32,
     /// Name of the profile being applied (for rule ids).
-    profile: Box<str>,
+    profile: &'s str,
     /// Inside a 健診結果報告書 Bundle, whose package defines JP_Patient_eCS without R1012.
     pub in_checkup: bool,
+    /// Validating a submission (validate_bundle): the top-level Bundle must be a 5情報 or
+    /// document Bundle.
+    pub submission: bool,
 }
 
 /// What a JSON key names in a node.
-enum Lookup {
-    /// An element, with the type chosen by an `[x]` suffix and the type slice node if any.
-    Found(NodeId, Option<TypeRef>, Option<NodeId>),
+enum Lookup<'s> {
+    /// An element (and its position among the node's children), with the type chosen by an
+    /// `[x]` suffix and the type slice node if any.
+    Found(NodeId, u32, Option<&'s TypeRef>, Option<NodeId>),
     /// A choice element with a type it does not allow.
     BadType(NodeId),
     /// No such element.
@@ -53,8 +57,9 @@ impl<'s> Walker<'s> {
             issues: Vec::new(),
             path: String::new(),
             depth: 0,
-            profile: "FHIR R4".into(),
+            profile: "FHIR R4",
             in_checkup: false,
+            submission: false,
         }
     }
 
@@ -82,6 +87,7 @@ impl<'s> Walker<'s> {
 
     /// Validates the top-level value of a submission expected to be a Bundle.
     pub fn submission_bundle(&mut self, bundle: &Value) {
+        self.submission = true;
         let rt = bundle.get("resourceType").and_then(Value::as_str);
         if rt != Some("Bundle") {
             self.path.push_str("Bundle");
@@ -97,11 +103,48 @@ impl<'s> Walker<'s> {
             );
             self.path.clear();
         }
-        self.resource(bundle, None);
+        // A document Bundle that names no submission profile is checked against the one its
+        // Composition type implies, with a warning.
+        let claims_one = bundle
+            .as_object()
+            .is_some_and(|o| claimed_profiles(o).iter().any(|u| crate::invariants::is_submission_profile(u)));
+        let inferred = (!claims_one && bundle.get("type").and_then(Value::as_str) == Some("document"))
+            .then(|| {
+                let composition = bundle.get("entry")?.get(0)?.get("resource")?;
+                let codings = composition.get("type")?.get("coding")?.as_array()?;
+                codings.iter().find_map(|c| {
+                    c.get("code").and_then(Value::as_str).and_then(crate::invariants::document_profile_for_type)
+                })
+            })
+            .flatten();
+        match inferred {
+            Some(url) => {
+                let mut copy = bundle.clone();
+                if let Some(o) = copy.as_object_mut() {
+                    let meta = o.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+                    if let Some(m) = meta.as_object_mut() {
+                        m.insert("profile".into(), Value::Array(vec![Value::String(url.into())]));
+                    }
+                }
+                self.path.push_str("Bundle");
+                self.issue(
+                    Severity::Warning,
+                    "business-rule",
+                    "meta.profile",
+                    Some("JP-CLINS: Bundle profile".into()),
+                    format!("文書 Bundle の meta.profile に {url} を指定してください (Composition の文書種別から判断して検証しました)"),
+                );
+                self.path.clear();
+                self.resource(&copy, &[]);
+            }
+            None => self.resource(bundle, &[]),
+        }
     }
 
     /// Validates a resource at the current path (empty for a top-level resource).
-    pub fn resource(&mut self, value: &Value, slice_hint: Option<&Matcher>) {
+    /// `hint` lists profiles the context expects (a slice's or an entry's type profile), used when
+    /// the resource names none it knows.
+    pub fn resource(&mut self, value: &Value, hint: &[Box<str>]) {
         let top = self.path.is_empty();
         let Value::Object(obj) = value else {
             if top {
@@ -176,12 +219,7 @@ impl<'s> Walker<'s> {
             }
         }
         if roots.is_empty() {
-            let hinted = match slice_hint {
-                Some(Matcher::Resource { profiles, .. }) => {
-                    profiles.iter().find_map(|u| schema.profile(u)).filter(|p| p.type_name.as_ref() == rt)
-                }
-                _ => None,
-            };
+            let hinted = hint.iter().find_map(|u| schema.profile(u)).filter(|p| p.type_name.as_ref() == rt);
             if let Some(p) = hinted.or_else(|| schema.base_profile(rt)) {
                 roots.push(p);
             }
@@ -192,13 +230,13 @@ impl<'s> Walker<'s> {
         {
             self.in_checkup = true;
         }
-        let saved = std::mem::replace(&mut self.profile, "".into());
+        let saved = self.profile;
         if roots.is_empty() {
-            self.profile = format!("{rt} (FHIR R4)").into();
+            self.profile = "FHIR R4";
             self.walk_object(obj, schema.generic_resource, true);
         }
         for p in roots {
-            self.profile = p.name.clone();
+            self.profile = &p.name;
             self.walk_object(obj, p.root, true);
         }
         self.profile = saved;
@@ -217,6 +255,9 @@ impl<'s> Walker<'s> {
         }
         let schema = self.schema;
         let node = schema.node(ctx);
+        let any_companion = obj.keys().any(|k| k.starts_with('_'));
+        // Children seen, by position (for the required check without hashing again).
+        let mut seen: u128 = 0;
         for (key, val) in obj {
             if resource_root && key == "resourceType" {
                 continue;
@@ -231,8 +272,17 @@ impl<'s> Walker<'s> {
                 None => (key.as_str(), false),
             };
             match self.lookup(ctx, name) {
-                Lookup::Found(child, ty, type_slice) => {
-                    let companion = if companion_only { Some(val) } else { obj.get(&format!("_{name}")) };
+                Lookup::Found(child, pos, ty, type_slice) => {
+                    if pos < 128 {
+                        seen |= 1 << pos;
+                    }
+                    let companion = if companion_only {
+                        Some(val)
+                    } else if any_companion {
+                        obj.get(&format!("_{name}"))
+                    } else {
+                        None
+                    };
                     let value = if companion_only { None } else { Some(val) };
                     self.element(child, ty, type_slice, key, value, companion);
                 }
@@ -265,22 +315,34 @@ impl<'s> Walker<'s> {
                 }
             }
         }
-        for &r in &node.required {
+        for &(r, pos) in &node.required {
+            if pos < 128 && seen & (1 << pos) != 0 {
+                continue;
+            }
             self.check_required(obj, r);
         }
         self.depth -= 1;
     }
 
-    fn lookup(&self, ctx: NodeId, key: &str) -> Lookup {
+    fn lookup(&self, ctx: NodeId, key: &str) -> Lookup<'s> {
         let schema = self.schema;
         let node = schema.node(ctx);
-        if let Ok(i) = node.children.binary_search_by(|c| schema.node(*c).name.as_ref().cmp(key)) {
-            let id = node.children[i];
+        let kp = name_prefix(key);
+        // Names of up to 8 bytes are decided by the packed prefix and the length alone.
+        let short = key.len() <= 8;
+        let found = node.child_keys.binary_search_by(|(p, c)| {
+            p.cmp(&kp).then_with(|| {
+                let name = schema.node(*c).name.as_ref();
+                if short && name.len() <= 8 { name.len().cmp(&key.len()) } else { name.cmp(key) }
+            })
+        });
+        if let Ok(i) = found {
+            let id = node.child_keys[i].1;
             if !schema.node(id).choice {
-                return Lookup::Found(id, None, None);
+                return Lookup::Found(id, i as u32, None, None);
             }
         }
-        for &c in &node.choices {
+        for &(c, pos) in &node.choices {
             let cn = schema.node(c);
             let Some(suffix) = key.strip_prefix(cn.name.as_ref()) else { continue };
             if !suffix.starts_with(|ch: char| ch.is_ascii_uppercase()) {
@@ -288,26 +350,18 @@ impl<'s> Walker<'s> {
             }
             let type_slice = cn.type_slices.iter().find(|(n, _)| n.as_ref() == key).map(|(_, id)| *id);
             if cn.types.is_empty() {
-                return match type_from_suffix(suffix) {
-                    Some(t) if self.type_known(&t) => Lookup::Found(c, Some(t), type_slice),
-                    _ => Lookup::BadType(c),
+                return match schema.type_for_suffix(suffix) {
+                    Some(t) => Lookup::Found(c, pos, Some(t), type_slice),
+                    None => Lookup::BadType(c),
                 };
             }
             let found = cn.types.iter().find(|t| eq_type_suffix(&t.code, suffix));
             return match found {
-                Some(t) => Lookup::Found(c, Some(t.clone()), type_slice),
+                Some(t) => Lookup::Found(c, pos, Some(t), type_slice),
                 None => Lookup::BadType(c),
             };
         }
         Lookup::Unknown
-    }
-
-    fn type_known(&self, t: &TypeRef) -> bool {
-        match t.kind {
-            Kind::Primitive(_) => true,
-            Kind::Complex => self.schema.datatype(&t.code).is_some(),
-            _ => false,
-        }
     }
 
     fn check_required(&mut self, obj: &Map<String, Value>, r: NodeId) {
@@ -356,7 +410,7 @@ impl<'s> Walker<'s> {
     fn element(
         &mut self,
         child: NodeId,
-        ty: Option<TypeRef>,
+        ty: Option<&'s TypeRef>,
         type_slice: Option<NodeId>,
         key: &str,
         value: Option<&Value>,
@@ -379,11 +433,11 @@ impl<'s> Walker<'s> {
                 format!("{key} はこのプロファイル ({}) では使用できません (max=0)", self.profile),
             );
         }
-        let ty = ty.or_else(|| n.types.first().cloned());
+        let ty = ty.or_else(|| n.types.first());
         match value {
             Some(v) => {
                 if n.array {
-                    self.array(child, ty.as_ref(), type_slice, key, v, companion);
+                    self.array(child, ty, type_slice, key, v, companion);
                 } else {
                     if v.is_array() {
                         let rule = self.rule(&format!("{} max=1", n.path));
@@ -395,7 +449,7 @@ impl<'s> Walker<'s> {
                             format!("{key} は単一の値です。配列 [...] ではなく値そのものを書いてください"),
                         );
                     } else {
-                        self.item(child, ty.as_ref(), type_slice, v, false);
+                        self.item(child, ty, type_slice, v, false);
                     }
                     if let Some(c) = companion {
                         self.companion(c, false);
@@ -497,16 +551,7 @@ impl<'s> Walker<'s> {
             }
             let has_companion = companions.and_then(|c| c.get(i)).is_some_and(|c| !c.is_null());
             if !(item.is_null() && has_companion) {
-                let hint = slice_node.and(slicing).and_then(|sl| {
-                    sl.slices.iter().find(|s| Some(s.node) == slice_node).and_then(|s| s.matchers.first())
-                });
-                if let (Some(Matcher::Resource { .. }), true) =
-                    (hint, matches!(ty.map(|t| &t.kind), Some(Kind::Resource)))
-                {
-                    self.resource_item(item, hint);
-                } else {
-                    self.item(child, ty, slice_node, item, true);
-                }
+                self.item(child, ty, slice_node, item, true);
             }
             self.path.truncate(mark);
         }
@@ -543,10 +588,6 @@ impl<'s> Walker<'s> {
                 }
             }
         }
-    }
-
-    fn resource_item(&mut self, item: &Value, hint: Option<&Matcher>) {
-        self.resource(item, hint);
     }
 
     /// Walks one value of an element.
@@ -591,7 +632,9 @@ impl<'s> Walker<'s> {
                 }
             }
             Kind::Resource => {
-                self.resource(v, None);
+                let hint =
+                    slice.and_then(|s| schema.node(s).types.first()).filter(|t| t.kind == Kind::Resource).unwrap_or(ty);
+                self.resource(v, &hint.profiles);
                 return;
             }
             Kind::Complex | Kind::Backbone => {
@@ -728,14 +771,18 @@ impl<'s> Walker<'s> {
         if let Some(Matcher::Resource { .. }) = sl.slices.iter().find_map(|s| s.matchers.first()) {
             return self.match_resource_slice(sl, item);
         }
-        let candidates: Box<dyn Iterator<Item = usize>> = match &sl.index_path {
+        let all: Vec<usize>;
+        let candidates: &[usize] = match &sl.index_path {
             Some(p) => match item.get(p.as_ref()).and_then(Value::as_str).and_then(|v| sl.index.get(v)) {
-                Some(list) => Box::new(list.iter().copied()),
+                Some(list) => list,
                 None => return SliceMatch::None,
             },
-            None => Box::new(0..sl.slices.len()),
+            None => {
+                all = (0..sl.slices.len()).collect();
+                &all
+            }
         };
-        for i in candidates {
+        for &i in candidates {
             let s = &sl.slices[i];
             if !s.matchers.is_empty() && s.matchers.iter().all(|m| value_matcher_ok(m, item)) {
                 return SliceMatch::Slice(i);
@@ -809,11 +856,18 @@ fn value_matcher_ok(m: &Matcher, item: &Value) -> bool {
 
 /// Whether some value reached by following `path` (through arrays) satisfies `f`.
 fn any_at_path(v: &Value, path: &[Box<str>], f: &dyn Fn(&Value) -> bool) -> bool {
+    any_at_path_depth(v, path, f, 0)
+}
+
+fn any_at_path_depth(v: &Value, path: &[Box<str>], f: &dyn Fn(&Value) -> bool, depth: u32) -> bool {
+    if depth > MAX_DEPTH {
+        return false; // arrays nested this deep are rejected by the walk anyway
+    }
     match v {
-        Value::Array(items) => items.iter().any(|i| any_at_path(i, path, f)),
+        Value::Array(items) => items.iter().any(|i| any_at_path_depth(i, path, f, depth + 1)),
         _ => match path.split_first() {
             None => f(v),
-            Some((head, rest)) => v.get(head.as_ref()).is_some_and(|c| any_at_path(c, rest, f)),
+            Some((head, rest)) => v.get(head.as_ref()).is_some_and(|c| any_at_path_depth(c, rest, f, depth + 1)),
         },
     }
 }

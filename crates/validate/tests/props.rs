@@ -135,3 +135,41 @@ proptest! {
         prop_assert_eq!(primitives::is_uri(&s), uri.is_match(&s), "uri {:?}", s);
     }
 }
+
+#[test]
+fn validator_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Validator>();
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(|| {
+                format!(
+                    "{:?}",
+                    Validator::shared()
+                        .validate_resource(&json!({"resourceType": "Patient", "identifier": [{"value": "1"}]}))
+                )
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().ok().as_deref(), Some("[]"));
+    }
+}
+
+#[test]
+fn deep_nesting_is_rejected_without_overflow() {
+    // 300 nested contained resources and 300 nested arrays in a coding list.
+    let mut v = json!({"resourceType": "Patient"});
+    for _ in 0..300 {
+        v = json!({"resourceType": "Patient", "contained": [v]});
+    }
+    let issues = Validator::shared().validate_resource(&v);
+    assert!(issues.iter().any(|i| i.message.contains("深すぎ")), "{:?}", issues.first());
+    let mut codings = json!({"system": "http://example.org", "code": "x"});
+    for _ in 0..300 {
+        codings = json!([codings]);
+    }
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"coding": codings}});
+    let issues = Validator::shared().validate_resource(&obs);
+    assert!(musubi_validate::has_errors(&issues));
+}

@@ -339,8 +339,17 @@ fn entry_rules() {
     assert_error(&issues, "R9014O", "Bundle.entry[3].resource.extension");
     let issues = mutate(&b, |v| v["entry"][2]["fullUrl"] = v["entry"][1]["fullUrl"].clone());
     assert_error(&issues, "bdl-7", "Bundle.entry[2].fullUrl");
-    let issues = mutate(&b, |v| v["meta"]["profile"] = json!(["http://jpfhir.jp/fhir/StructureDefinition/JP_Bundle"]));
+    let unclaimed =
+        |v: &mut Value| v["meta"]["profile"] = json!(["http://jpfhir.jp/fhir/StructureDefinition/JP_Bundle"]);
+    let issues = mutate(&b, unclaimed);
     assert_error(&issues, "R0213", "Bundle.meta.profile");
+    // Outside a submission (validate_resource) a plain collection Bundle is not a 5情報 Bundle.
+    let mut plain = b.clone();
+    unclaimed(&mut plain);
+    let issues = Validator::shared().validate_resource(&plain);
+    assert!(!issues.iter().any(|i| i.rule.as_deref() == Some("R0213")), "{issues:?}");
+    let issues = mutate(&b, |v| v["type"] = json!("transaction"));
+    assert_error(&issues, "JP-CLINS: Bundle type", "Bundle.type");
 }
 
 #[test]
@@ -365,6 +374,30 @@ fn document_bundle_rules() {
         v.as_object_mut().map(|o| o.remove("timestamp"));
     });
     assert_error(&issues, "bdl-10", "Bundle.timestamp");
+    // Without meta.profile, the Composition type decides the profile (with a warning).
+    let issues = mutate(&b, |v| {
+        v["meta"].as_object_mut().map(|m| m.remove("profile"));
+        v.as_object_mut().map(|o| o.remove("timestamp"));
+    });
+    let w = issues.iter().find(|i| i.rule.as_deref() == Some("JP-CLINS: Bundle profile")).expect("profile warning");
+    assert!(w.message.contains("JP_Bundle_eReferral"), "{}", w.message);
+    assert_error(&issues, "bdl-10", "Bundle.timestamp");
+    // The Composition's document type is a pattern of the profile (57133-1 for 診療情報提供書).
+    let issues = mutate(&b, |v| v["entry"][0]["resource"]["type"]["coding"][0]["code"] = json!("18842-5"));
+    let e = assert_error(
+        &issues,
+        "JP_Composition_eReferral: Composition.type.coding.code fixed",
+        "Bundle.entry[0].resource.type.coding[0].code",
+    );
+    assert!(e.message.contains("57133-1"), "{}", e.message);
+    // 5情報 Bundles are closed to other resource types.
+    let issues = mutate(&observations_bundle(), |v| {
+        let practitioner = v["entry"][1]["resource"]["contained"][2].clone();
+        if let Some(a) = v["entry"].as_array_mut() {
+            a.push(json!({"fullUrl": "urn:uuid:0b4a2c2e-5a9e-4d43-9c1e-6a3f9c1d2e11", "resource": practitioner}))
+        }
+    });
+    assert_error(&issues, "Bundle.entry slicing closed", "Bundle.entry[5]");
 }
 
 #[test]
@@ -399,4 +432,33 @@ fn resource_types_without_profiles_get_plain_checks() {
     assert_error(&issues, "type=id", "Provenance.id");
     let issues = validate(&json!({"resourceType": "Composition", "status": "final", "statuz": 1}));
     assert!(issues.iter().any(|i| i.expression == "Composition.statuz" && i.severity == Severity::Error));
+}
+
+#[test]
+fn known_inconsistencies_are_warnings() {
+    // eDischargeSummary section codes the CodeSystem comments out.
+    let issues = mutate(&example("Bundle-Bundle-CLINS-Referral-Example-01"), |v| {
+        let mut extra = v["entry"][0]["resource"]["section"][2]["section"][2].clone();
+        extra["code"]["coding"][0]["code"] = json!("362");
+        if let Some(a) = v["entry"][0]["resource"]["section"][2]["section"].as_array_mut() {
+            a.push(extra)
+        }
+    });
+    let w = issues.iter().find(|i| i.rule.as_deref() == Some("JP-CLINS document-section")).expect("section warning");
+    assert_eq!(w.severity, Severity::Warning);
+    assert_eq!(w.expression, "Bundle.entry[0].resource.section[2].section[9].code.coding[0].code");
+    assert!(!has_errors(&issues), "{issues:?}");
+    // subject by identifier instead of the Patient entry's fullUrl.
+    let issues = mutate(
+        &observations_bundle(),
+        |v| v["entry"][1]["resource"]["subject"] = json!({"identifier": {"system": "http://jpfhir.jp/fhir/clins/Idsystem/JP_Insurance_memberID", "value": "00012345:あいう:１８７:01"}}),
+    );
+    let w = issues.iter().find(|i| i.rule.as_deref() == Some("JP-CLINS: subject reference")).expect("subject warning");
+    assert_eq!((w.severity, w.expression.as_str()), (Severity::Warning, "Bundle.entry[1].resource.subject"));
+    assert!(!has_errors(&issues), "{issues:?}");
+    // ... but a reference to another entry is an error.
+    let issues = mutate(&observations_bundle(), |v| {
+        v["entry"][1]["resource"]["subject"]["reference"] = v["entry"][2]["fullUrl"].clone()
+    });
+    assert_error(&issues, "JP-CLINS: subject reference", "Bundle.entry[1].resource.subject.reference");
 }

@@ -101,10 +101,14 @@ pub(crate) struct Node {
     pub types: Vec<TypeRef>,
     /// Children, sorted by name (non-slice elements only).
     pub children: Vec<NodeId>,
-    /// Children with min > 0.
-    pub required: Vec<NodeId>,
-    /// Children that are `[x]` elements.
-    pub choices: Vec<NodeId>,
+    /// The children again, keyed by the first 8 bytes of their name packed big-endian (an
+    /// order-preserving prefix), so that lookups compare integers before strings.
+    pub child_keys: Vec<(u64, NodeId)>,
+    /// Children with min > 0 (or with a slice that has min > 0), with their position in
+    /// `children`.
+    pub required: Vec<(NodeId, u32)>,
+    /// Children that are `[x]` elements, with their position in `children`.
+    pub choices: Vec<(NodeId, u32)>,
     /// The node whose children describe this element's content (itself, a contentReference
     /// target or a datatype), when that does not depend on the chosen type.
     pub content: Option<NodeId>,
@@ -131,6 +135,7 @@ impl Node {
             array: false,
             types: Vec::new(),
             children: Vec::new(),
+            child_keys: Vec::new(),
             required: Vec::new(),
             choices: Vec::new(),
             content: None,
@@ -168,6 +173,9 @@ pub(crate) struct Schema {
     pub datatypes: HashMap<Box<str>, NodeId>,
     /// Root for resource types no package profiles.
     pub generic_resource: NodeId,
+    /// Every type a `value[x]` of any type may take, keyed by its JSON suffix (`String`,
+    /// `DateTime`, `Quantity`, …).
+    pub any_types: HashMap<Box<str>, TypeRef>,
     /// Problems met while reading the embedded packages (should be none).
     pub load_errors: Vec<String>,
 }
@@ -193,6 +201,11 @@ impl Schema {
     /// The fallback profile for a resource type.
     pub fn base_profile(&self, type_name: &str) -> Option<&Profile> {
         self.base_by_type.get(type_name).and_then(|&i| self.profiles.get(i))
+    }
+
+    /// The type named by the suffix of an any-type `[x]` element (`valueDateTime` → dateTime).
+    pub fn type_for_suffix(&self, suffix: &str) -> Option<&TypeRef> {
+        self.any_types.get(suffix)
     }
 
     /// The root node of a datatype.
@@ -296,6 +309,42 @@ impl Schema {
         let root = self.datatype_node("Resource", datatypes::DOMAIN_RESOURCE);
         self.nodes[root as usize].open = true;
         self.generic_resource = root;
+        const PRIMITIVES: &[&str] = &[
+            "boolean",
+            "integer",
+            "unsignedInt",
+            "positiveInt",
+            "decimal",
+            "string",
+            "code",
+            "id",
+            "uri",
+            "url",
+            "canonical",
+            "oid",
+            "uuid",
+            "markdown",
+            "base64Binary",
+            "date",
+            "dateTime",
+            "instant",
+            "time",
+        ];
+        for p in PRIMITIVES {
+            let mut suffix = p[..1].to_ascii_uppercase();
+            suffix.push_str(&p[1..]);
+            self.any_types.insert(suffix.into(), type_ref(p, &[]));
+        }
+        let complex: Vec<Box<str>> = self
+            .datatypes
+            .keys()
+            .filter(|k| k.as_ref() != "Element" && k.as_ref() != "BackboneElement")
+            .cloned()
+            .collect();
+        for c in complex {
+            let t = type_ref(&c, &[]);
+            self.any_types.insert(c, t);
+        }
         let empty = HashMap::new();
         for id in 0..self.nodes.len() {
             self.finish_node(id as NodeId, &empty);
@@ -382,13 +431,10 @@ impl Schema {
             let mut ok = !def.discriminator.is_empty();
             for d in &def.discriminator {
                 match (d.kind.as_str(), d.path.as_str()) {
-                    ("value" | "pattern", path) => {
-                        let found = self.value_matchers(slice.node, path);
-                        if found.is_empty() {
-                            ok = false;
-                        }
-                        matchers.extend(found);
-                    }
+                    // A slice that fixes no value on one of several discriminators is taken to
+                    // accept any value there (JP_Observation_LabResult_eCS slices code.coding by
+                    // system and display but fixes no display on jlac10LaboCode).
+                    ("value" | "pattern", path) => matchers.extend(self.value_matchers(slice.node, path)),
                     ("profile" | "type", path @ ("resource" | "$this")) => {
                         let node =
                             if path == "$this" { Some(slice.node) } else { self.child_by_name(slice.node, "resource") };
@@ -405,7 +451,7 @@ impl Schema {
                     _ => ok = false,
                 }
             }
-            if ok {
+            if ok && !matchers.is_empty() {
                 slice.matchers = matchers;
             } else {
                 all = false;
@@ -419,9 +465,10 @@ impl Schema {
         });
         if let Some(p) = first_path {
             let mut index: HashMap<String, Vec<usize>> = HashMap::new();
-            let mut indexable = all;
+            let mut indexable = true;
             for (i, s) in slicing.slices.iter().enumerate() {
                 match s.matchers.first() {
+                    None => {} // unresolved: never matched
                     Some(Matcher::Value { path, fixed }) if path.len() == 1 && path[0] == p => match &fixed.value {
                         Value::String(v) => index.entry(v.clone()).or_default().push(i),
                         _ => indexable = false,
@@ -489,16 +536,33 @@ impl Schema {
     fn finish_node(&mut self, id: NodeId, by_id: &HashMap<&str, NodeId>) {
         let mut children = std::mem::take(&mut self.nodes[id as usize].children);
         children.sort_by(|a, b| self.nodes[*a as usize].name.cmp(&self.nodes[*b as usize].name));
-        let required = children.iter().copied().filter(|&c| self.nodes[c as usize].min > 0).collect();
-        let choices = children.iter().copied().filter(|&c| self.nodes[c as usize].choice).collect();
+        let slice_required = |c: NodeId| {
+            self.nodes[c as usize].slicing.as_ref().is_some_and(|sl| {
+                sl.slices.iter().any(|s| !s.matchers.is_empty() && self.nodes[s.node as usize].min > 0)
+            })
+        };
+        let required = children
+            .iter()
+            .enumerate()
+            .filter(|&(_, &c)| self.nodes[c as usize].min > 0 || slice_required(c))
+            .map(|(i, &c)| (c, i as u32))
+            .collect();
+        let choices = children
+            .iter()
+            .enumerate()
+            .filter(|&(_, &c)| self.nodes[c as usize].choice)
+            .map(|(i, &c)| (c, i as u32))
+            .collect();
         let has_children = !children.is_empty();
         let content_ref = self.nodes[id as usize]
             .content_ref
             .as_deref()
             .and_then(|r| r.rsplit('#').next())
             .and_then(|p| by_id.get(p).copied());
+        let child_keys = children.iter().map(|&c| (name_prefix(&self.nodes[c as usize].name), c)).collect();
         let n = &mut self.nodes[id as usize];
         n.children = children;
+        n.child_keys = child_keys;
         n.required = required;
         n.choices = choices;
         if has_children {
@@ -525,6 +589,15 @@ impl Schema {
             self.nodes[i].content = target;
         }
     }
+}
+
+/// The first 8 bytes of a name, zero-padded, as a big-endian integer: comparing these orders
+/// names like comparing the strings (names never contain NUL).
+pub(crate) fn name_prefix(name: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = name.len().min(8);
+    b[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u64::from_be_bytes(b)
 }
 
 /// A node for one snapshot element.
@@ -557,6 +630,10 @@ fn element_node(ed: &ElementDefinition, relaxed: bool, parent_is_root: bool) -> 
         n.fixed = Some(Fixed { pattern, value: v.clone() });
     }
     n.content_ref = ed.content_reference.as_deref().map(Into::into);
+    // A contentReference element has no type of its own: it is a backbone like its target.
+    if n.types.is_empty() && n.content_ref.is_some() {
+        n.types = vec![type_ref("BackboneElement", &[])];
+    }
     n
 }
 
@@ -574,17 +651,49 @@ pub(crate) fn type_ref(code: &str, profiles: &[String]) -> TypeRef {
     TypeRef { code: code.into(), kind, profiles: profiles.iter().map(|p| p.as_str().into()).collect() }
 }
 
-/// The FHIR type named by a `[x]` suffix (`Quantity`, `String` → `string`, `DateTime` →
-/// `dateTime`), if it is one.
-pub(crate) fn type_from_suffix(suffix: &str) -> Option<TypeRef> {
-    let mut chars = suffix.chars();
-    let first = chars.next()?;
-    if !first.is_ascii_uppercase() {
-        return None;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_element_can_be_walked() {
+        let s = Schema::load();
+        assert!(s.load_errors.is_empty(), "{:?}", s.load_errors);
+        let roots: std::collections::HashSet<NodeId> = s
+            .profiles
+            .iter()
+            .map(|p| p.root)
+            .chain(s.datatypes.values().copied())
+            .chain([s.generic_resource])
+            .collect();
+        let untyped: Vec<&str> = s
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| !roots.contains(&(*i as NodeId)) && !n.choice && n.types.is_empty())
+            .map(|(_, n)| n.path.as_ref())
+            .collect();
+        assert!(untyped.is_empty(), "elements without a type: {:?}", &untyped[..untyped.len().min(10)]);
+        // Complex elements without children in the snapshot point at a datatype.
+        let unlinked: Vec<&str> = s
+            .nodes
+            .iter()
+            .filter(|n| n.types.len() == 1 && matches!(n.types[0].kind, Kind::Complex | Kind::Backbone))
+            .filter(|n| n.content.is_none())
+            .map(|n| n.path.as_ref())
+            .collect();
+        assert!(unlinked.is_empty(), "complex elements without content: {:?}", &unlinked[..unlinked.len().min(10)]);
     }
-    let lower: String = first.to_ascii_lowercase().to_string() + chars.as_str();
-    if Primitive::from_code(&lower).is_some() && lower != "xhtml" {
-        return Some(type_ref(&lower, &[]));
+
+    #[test]
+    fn choice_suffixes_and_prefixes() {
+        let s = Schema::load();
+        assert_eq!(s.type_for_suffix("DateTime").map(|t| t.code.as_ref()), Some("dateTime"));
+        assert_eq!(s.type_for_suffix("Quantity").map(|t| t.code.as_ref()), Some("Quantity"));
+        assert!(s.type_for_suffix("Datetime").is_none());
+        assert!(name_prefix("identifier") > name_prefix("id"));
+        assert!(name_prefix("a") < name_prefix("b"));
+        let p = s.profile("http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Patient_eCS|1").expect("JP_Patient_eCS");
+        assert_eq!(p.type_name.as_ref(), "Patient");
     }
-    Some(type_ref(suffix, &[]))
 }
