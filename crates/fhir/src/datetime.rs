@@ -15,7 +15,7 @@ pub const JST: UtcOffset = match UtcOffset::from_hms(9, 0, 0) {
 };
 
 /// An inclusive range of UTC epoch milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DateRange {
     /// First millisecond of the value.
     pub lo: i64,

@@ -12,7 +12,7 @@ use crate::reference::parse_reference;
 use crate::{ParamKind, ResourceType};
 
 /// One indexed value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum IndexValue {
     /// A coded value or identifier: `system|code` (system may be empty).
     Token {
@@ -30,7 +30,7 @@ pub enum IndexValue {
 }
 
 /// A search-index entry: parameter name and value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IndexEntry {
     /// The search parameter.
     pub param: &'static str,
@@ -70,7 +70,7 @@ pub fn extract(rtype: ResourceType, resource: &Value) -> Vec<IndexEntry> {
             });
         }
     }
-    out.sort_by(|a, b| a.param.cmp(b.param).then_with(|| format!("{:?}", a.value).cmp(&format!("{:?}", b.value))));
+    out.sort_unstable();
     out.dedup();
     out
 }

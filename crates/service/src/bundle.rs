@@ -169,9 +169,10 @@ fn parse_type_id(url: &str, at: &str) -> Result<(ResourceType, String), ApiError
     }
 }
 
-fn parse_entry(i: usize, e: &Value) -> Result<(Option<String>, TxOp), ApiError> {
+fn parse_entry(i: usize, mut e: Value) -> Result<(Option<String>, TxOp), ApiError> {
     let at = entry_at(i);
     let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
+    let mut body = e.get_mut("resource").map(Value::take);
     let req = e.get("request").ok_or_else(|| {
         ApiError::at(
             ErrorKind::BadRequest,
@@ -181,9 +182,8 @@ fn parse_entry(i: usize, e: &Value) -> Result<(Option<String>, TxOp), ApiError> 
     })?;
     let method = req.get("method").and_then(Value::as_str).unwrap_or("");
     let url = req.get("url").and_then(Value::as_str).unwrap_or("");
-    let body = e.get("resource").cloned();
-    let need_body = || {
-        body.clone().ok_or_else(|| {
+    let mut need_body = || {
+        body.take().ok_or_else(|| {
             ApiError::at(
                 ErrorKind::BadRequest,
                 format!("{at}.resource"),
@@ -282,10 +282,9 @@ impl Service {
             }
         };
         let mut ops = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
+        for (i, e) in entries.into_iter().enumerate() {
             ops.push(parse_entry(i, e)?);
         }
-        drop(entries);
 
         // Ids for creates; the urn:uuid map for references.
         let mut map: HashMap<String, String> = HashMap::new();
@@ -587,15 +586,16 @@ impl Service {
 
     /// Each entry on its own; failures are reported per entry.
     pub fn batch(&self, ctx: &Ctx, bundle: Value) -> Result<String, ApiError> {
-        let entries = match bundle.get("entry") {
+        let mut bundle = bundle;
+        let entries = match bundle.get_mut("entry").map(Value::take) {
             None => Vec::new(),
-            Some(Value::Array(a)) => a.clone(),
+            Some(Value::Array(a)) => a,
             Some(_) => {
                 return Err(ApiError::at(ErrorKind::BadRequest, "Bundle.entry", "entry は配列でなければなりません"));
             }
         };
         let mut out = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
+        for (i, e) in entries.into_iter().enumerate() {
             let r = parse_entry(i, e).and_then(|(_, op)| match op {
                 TxOp::Create { rtype, body, .. } => {
                     self.create(ctx, rtype, body).map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w)))

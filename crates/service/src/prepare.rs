@@ -127,11 +127,11 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
     out.insert("resourceType".into(), Value::String(p.rtype.as_str().into()));
     out.insert("id".into(), Value::String(p.id.clone()));
     if !meta.is_empty() {
-        out.insert("meta".into(), Value::Object(meta.clone()));
+        // A placeholder keeps the sender's position of meta; it is filled below.
+        out.insert("meta".into(), Value::Null);
     }
     out.extend(obj);
     let mut resource = Value::Object(out);
-    let hash = musubi_fhir::sha256_hex(resource.to_string().as_bytes());
 
     let m = classify::classify_with(p.rtype, &resource, &crate::lab_set);
     let facility = resolve_facility(p.actor, m.facility, &p.at)?;
@@ -151,18 +151,30 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
         }
     };
 
-    meta.insert("versionId".into(), Value::String(p.version.to_string()));
-    meta.insert("lastUpdated".into(), Value::String(datetime::format_instant(p.now)));
+    // The server's meta fields go first in `meta`, so that the content hash can skip exactly
+    // them while the resource is serialized only once.
+    let version = p.version.to_string();
+    let updated = datetime::format_instant(p.now);
+    let mut server_meta = Map::with_capacity(meta.len() + 2);
+    server_meta.insert("versionId".into(), Value::String(version.clone()));
+    server_meta.insert("lastUpdated".into(), Value::String(updated.clone()));
+    server_meta.extend(meta);
     if let Some(obj) = resource.as_object_mut() {
-        // Re-insert meta in third place with the server's fields.
-        let rest: Vec<(String, Value)> = std::mem::take(obj).into_iter().filter(|(k, _)| k != "meta").collect();
-        let mut it = rest.into_iter();
-        for (k, v) in it.by_ref().take(2) {
-            obj.insert(k, v);
+        if let Some(slot) = obj.get_mut("meta") {
+            *slot = Value::Object(server_meta);
+        } else {
+            // No sender meta: insert it in third place (after resourceType and id).
+            let rest: Vec<(String, Value)> = std::mem::take(obj).into_iter().collect();
+            let mut it = rest.into_iter();
+            for (k, v) in it.by_ref().take(2) {
+                obj.insert(k, v);
+            }
+            obj.insert("meta".into(), Value::Object(server_meta));
+            obj.extend(it);
         }
-        obj.insert("meta".into(), Value::Object(meta));
-        obj.extend(it);
     }
+    let content = resource.to_string();
+    let hash = content_hash(&content, &version, &updated);
     let index = index::extract(p.rtype, &resource);
     Ok(PutResource {
         rtype: p.rtype,
@@ -170,7 +182,7 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
         version: p.version,
         expect: p.expect,
         last_updated: p.now,
-        content: resource.to_string(),
+        content,
         content_hash: hash,
         meta: StoredMeta {
             facility,
@@ -189,7 +201,29 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
     })
 }
 
-/// A new server-assigned logical id.
+/// A new server-assigned logical id: a UUIDv7, time-ordered, so that new rows are appended to
+/// the end of the primary-key and index B-trees instead of landing on a random page each
+/// (measured: far fewer dirty pages per commit than with random UUIDv4 ids).
 pub(crate) fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The hash of stored content without the server's `meta.versionId` and `meta.lastUpdated`
+/// (which `prepare` writes first in `meta`), so an identical resubmission hashes the same.
+pub(crate) fn content_hash(content: &str, version: &str, updated: &str) -> String {
+    use sha2::Digest;
+    let server = format!("\"versionId\":\"{version}\",\"lastUpdated\":\"{updated}\"");
+    let mut h = sha2::Sha256::new();
+    match content.find(&server) {
+        Some(start) => {
+            let mut end = start + server.len();
+            if content.as_bytes().get(end) == Some(&b',') {
+                end += 1;
+            }
+            h.update(&content.as_bytes()[..start]);
+            h.update(&content.as_bytes()[end..]);
+        }
+        None => h.update(content.as_bytes()),
+    }
+    hex::encode(h.finalize())
 }
