@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 use musubi_gate::Actor;
 use musubi_service::{Ctx, Service};
 use musubi_store::Store;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 #[derive(Parser)]
 struct Cli {
@@ -86,7 +86,12 @@ enum Cmd {
     },
 }
 
-const CODES: [(&str, &str); 4] = [("3D046000001920402", "HbA1c"), ("3C025000002327101", "Cre"), ("3F015000002327101", "Tcho"), ("3B035000002327201", "AST")];
+const CODES: [(&str, &str); 4] = [
+    ("3D046000001920402", "HbA1c"),
+    ("3C025000002327101", "Cre"),
+    ("3F015000002327101", "Tcho"),
+    ("3B035000002327201", "AST"),
+];
 
 fn observation(patient: &str, i: usize, id: Option<String>) -> Value {
     let (code, display) = CODES[i % 4];
@@ -127,7 +132,8 @@ fn patient(i: usize, id: Option<String>) -> Value {
 /// A transaction of one Patient and `size - 1` Observations referring to it by urn:uuid.
 fn transaction(b: usize, size: usize) -> String {
     let puuid = format!("urn:uuid:00000000-0000-4000-8000-{b:012}");
-    let mut entries = vec![json!({"fullUrl": puuid, "resource": patient(b, None), "request": {"method": "POST", "url": "Patient"}})];
+    let mut entries =
+        vec![json!({"fullUrl": puuid, "resource": patient(b, None), "request": {"method": "POST", "url": "Patient"}})];
     for i in 1..size {
         entries.push(json!({"resource": observation(&puuid, b * size + i, None), "request": {"method": "POST", "url": "Observation"}}));
     }
@@ -202,7 +208,13 @@ fn populate(data: PathBuf, resources: usize, ids: PathBuf) -> Result<()> {
         .import_ndjson(&ctx, "populate", std::io::Cursor::new(buf), &musubi_service::import::NoProgress, &mut stats)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let secs = t.elapsed().as_secs_f64();
-    println!("populate: {} created, {} rejected in {:.1} s = {:.0} resources/s (NDJSON import path)", stats.created, stats.rejected.len(), secs, stats.created as f64 / secs);
+    println!(
+        "populate: {} created, {} rejected in {:.1} s = {:.0} resources/s (NDJSON import path)",
+        stats.created,
+        stats.rejected.len(),
+        secs,
+        stats.created as f64 / secs
+    );
     Ok(())
 }
 
@@ -214,7 +226,8 @@ fn ndjson(out: PathBuf, gib: f64) -> Result<()> {
     while written < target {
         let mut o = observation(&format!("Patient/m{:06}", i % 100_000), i, Some(format!("m{i:09}")));
         // Padding of the size of a real lab result with comments and reference ranges.
-        o["note"] = json!([{"text": "検体は午前中に採取。溶血なし。前回値と比較して大きな変動はありません。".repeat(4)}]);
+        o["note"] =
+            json!([{"text": "検体は午前中に採取。溶血なし。前回値と比較して大きな変動はありません。".repeat(4)}]);
         let line = o.to_string();
         writeln!(f, "{line}")?;
         written += line.len() as u64 + 1;
@@ -239,7 +252,11 @@ async fn load(base: String, token: String, ids: PathBuf, rate: u64, seconds: u64
         tokio::time::sleep_until(scheduled).await;
         let line = &lines[(n as usize * 7919) % lines.len()];
         let (key, patient) = line.split_once('\t').unwrap_or((line.as_str(), ""));
-        let url = if search { format!("{base}/Observation?patient={patient}&category=laboratory&_count=20") } else { format!("{base}/{key}") };
+        let url = if search {
+            format!("{base}/Observation?patient={patient}&category=laboratory&_count=20")
+        } else {
+            format!("{base}/{key}")
+        };
         let (client, hist, errors, token) = (client.clone(), hist.clone(), errors.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
             let ok = match client.get(&url).bearer_auth(&token).send().await {
@@ -282,8 +299,10 @@ fn main() -> Result<()> {
         Cmd::Ingest { data, bundles, size, threads } => ingest(data, bundles, size, threads),
         Cmd::Populate { data, resources, ids } => populate(data, resources, ids),
         Cmd::Ndjson { out, gib } => ndjson(out, gib),
-        Cmd::Load { base, token, ids, rate, seconds, search } => {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?.block_on(load(base, token, ids, rate, seconds, search))
-        }
+        Cmd::Load { base, token, ids, rate, seconds, search } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(load(base, token, ids, rate, seconds, search)),
     }
 }

@@ -31,16 +31,17 @@ impl ImportProgress for Progress {
             self.bar.set_message(format!("{} resources committed", *c));
         }
         if let Some(j) = &self.journal
-            && let Ok(mut f) = j.lock() {
-                let mut text = String::new();
-                for id in ids {
-                    text.push_str(id);
-                    text.push('\n');
-                }
-                // The journal records what is durable: written after the commit returned.
-                let _ = f.write_all(text.as_bytes());
-                let _ = f.flush();
+            && let Ok(mut f) = j.lock()
+        {
+            let mut text = String::new();
+            for id in ids {
+                text.push_str(id);
+                text.push('\n');
             }
+            // The journal records what is durable: written after the commit returned.
+            let _ = f.write_all(text.as_bytes());
+            let _ = f.flush();
+        }
     }
 }
 

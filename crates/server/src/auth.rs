@@ -76,9 +76,10 @@ impl TokenCache {
         let hash = token_hash(token);
         if let Ok(map) = self.entries.lock()
             && let Some((actor, at)) = map.get(&hash)
-                && at.elapsed() < CACHE_TTL {
-                    return Ok(actor.clone());
-                }
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(actor.clone());
+        }
         let row = store.read(|r| r.token(&hash))?;
         let actor = row.as_ref().and_then(actor_of);
         if let Ok(mut map) = self.entries.lock() {

@@ -118,13 +118,12 @@ impl FromRequestParts<AppState> for Authed {
 
 fn check_accept(headers: &HeaderMap, query: &[(String, String)]) -> Result<()> {
     if let Some((_, f)) = query.iter().find(|(k, _)| k == "_format")
-        && !matches!(f.as_str(), "json" | "application/json" | "application/fhir+json") {
-            return Err(ApiError::new(
-                ErrorKind::NotAcceptable,
-                format!("_format={f} には対応していません（JSON のみ）"),
-            )
-            .into());
-        }
+        && !matches!(f.as_str(), "json" | "application/json" | "application/fhir+json")
+    {
+        return Err(
+            ApiError::new(ErrorKind::NotAcceptable, format!("_format={f} には対応していません（JSON のみ）")).into()
+        );
+    }
     if let Some(a) = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok()) {
         let ok = a.split(',').any(|m| {
             let m = m.split(';').next().unwrap_or("").trim();

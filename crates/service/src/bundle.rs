@@ -11,7 +11,7 @@ use musubi_domain::{BundleIdentifier, systems};
 use musubi_fhir::outcome::OutcomeIssue;
 use musubi_fhir::reference::rewrite_references;
 use musubi_fhir::{ResourceType, classify, datetime};
-use musubi_gate::{Actor, Decision, Operation, RecordView, decide};
+use musubi_gate::{Actor, Decision, Operation, RecordView};
 use musubi_store::{BundleOp, BundleSubmission, DeleteResource, Expect, PutResource, WriteBatch};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -271,6 +271,7 @@ impl Service {
     }
 
     fn transaction_inner(&self, ctx: &Ctx, bundle: Value) -> Result<String, ApiError> {
+        let persons = crate::prepare::Persons::new(&self.store);
         let Value::Object(mut b) = bundle else {
             return Err(ApiError::bad_request("Bundle はオブジェクトでなければなりません"));
         };
@@ -330,9 +331,10 @@ impl Service {
                     ));
                 }
                 if let Some(fu) = full_url
-                    && (fu.starts_with("urn:uuid:") || fu.starts_with("urn:oid:")) {
-                        map.insert(fu.clone(), k.clone());
-                    }
+                    && (fu.starts_with("urn:uuid:") || fu.starts_with("urn:oid:"))
+                {
+                    map.insert(fu.clone(), k.clone());
+                }
             }
         }
 
@@ -389,6 +391,7 @@ impl Service {
                     }
                     let put = prepare(
                         Prep {
+                            persons: &persons,
                             actor: &ctx.actor,
                             rtype,
                             id: id.clone(),
@@ -417,44 +420,59 @@ impl Service {
                 TxOp::Update { rtype, id, body, if_match } => {
                     let cur = self.store.current(rtype, &id)?;
                     if let Some(c) = &cur
-                        && !c.deleted && decide(&ctx.actor, Operation::Write, &RecordView::of(c)) != Decision::Allow {
-                            return Err(ApiError::at(
-                                ErrorKind::Forbidden,
-                                entry_at(i),
-                                format!("{rtype}/{id} は更新できません（アクセス権限がありません）"),
-                            ));
-                        }
+                        && !c.deleted
+                        && !crate::access::write_decision(&ctx.actor, Operation::Write, &RecordView::of(c)).is_allow()
+                    {
+                        return Err(ApiError::at(
+                            ErrorKind::Forbidden,
+                            entry_at(i),
+                            format!("{rtype}/{id} は更新できません（アクセス権限がありません）"),
+                        ));
+                    }
                     if let Some(m) = if_match
-                        && cur.as_ref().map(|c| c.version) != Some(m) {
-                            return Err(ApiError::at(
-                                ErrorKind::PreconditionFailed,
-                                format!("{}.request.ifMatch", entry_at(i)),
-                                "ifMatch のバージョンが現在のバージョンと一致しません",
-                            ));
-                        }
+                        && cur.as_ref().map(|c| c.version) != Some(m)
+                    {
+                        return Err(ApiError::at(
+                            ErrorKind::PreconditionFailed,
+                            format!("{}.request.ifMatch", entry_at(i)),
+                            "ifMatch のバージョンが現在のバージョンと一致しません",
+                        ));
+                    }
                     let (version, expect) = match &cur {
                         Some(c) => (c.version + 1, Expect::Version(c.version)),
                         None => (1, Expect::Absent),
                     };
                     let put = prepare(
-                        Prep { actor: &ctx.actor, rtype, id: id.clone(), version, expect, now, bundle_key: None, at },
+                        Prep {
+                            persons: &persons,
+                            actor: &ctx.actor,
+                            rtype,
+                            id: id.clone(),
+                            version,
+                            expect,
+                            now,
+                            bundle_key: None,
+                            at,
+                        },
                         body,
                     )?;
                     if let Some(c) = &cur
-                        && !c.deleted && c.content_hash == put.content_hash {
-                            responses.push(ResponseEntry {
-                                full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
-                                resource: None,
-                                response: EntryResponse {
-                                    status: "200 OK".into(),
-                                    location: Some(format!("{rtype}/{id}/_history/{}", c.version)),
-                                    etag: Some(format!("W/\"{}\"", c.version)),
-                                    last_modified: None,
-                                    outcome: None,
-                                },
-                            });
-                            continue;
-                        }
+                        && !c.deleted
+                        && c.content_hash == put.content_hash
+                    {
+                        responses.push(ResponseEntry {
+                            full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
+                            resource: None,
+                            response: EntryResponse {
+                                status: "200 OK".into(),
+                                location: Some(format!("{rtype}/{id}/_history/{}", c.version)),
+                                etag: Some(format!("W/\"{}\"", c.version)),
+                                last_modified: None,
+                                outcome: None,
+                            },
+                        });
+                        continue;
+                    }
                     audit_items.push((put.meta.patient_id.clone(), format!("{rtype}/{id}/_history/{version}")));
                     responses.push(ResponseEntry {
                         full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
@@ -472,8 +490,14 @@ impl Service {
                 TxOp::Delete { rtype, id } => {
                     let cur = self.store.current(rtype, &id)?;
                     match &cur {
-                        Some(c) if decide(&ctx.actor, Operation::Read, &RecordView::of(c)).is_allow() => {
-                            if let Decision::Deny(r) = decide(&ctx.actor, Operation::Delete, &RecordView::of(c)) {
+                        Some(c)
+                            if crate::access::Access::new(self, ctx)?
+                                .decide(Operation::Read, &RecordView::of(c))?
+                                .is_allow() =>
+                        {
+                            if let Decision::Deny(r) =
+                                crate::access::write_decision(&ctx.actor, Operation::Delete, &RecordView::of(c))
+                            {
                                 return Err(ApiError::at(ErrorKind::Forbidden, entry_at(i), r.message_ja()));
                             }
                             audit_items.push((c.meta.patient_id.clone(), format!("{rtype}/{id}")));
@@ -557,7 +581,7 @@ impl Service {
         let q = musubi_store::SearchQuery {
             rtype,
             filters,
-            scope: musubi_gate::search_scope(&ctx.actor, rtype),
+            scope: crate::access::Access::new(self, ctx)?.scope(rtype, None)?,
             sort: musubi_store::Sort::Id,
         };
         let rows = self.store.read(|r| r.search_rows(&q, 0, Some(2)))?;
@@ -686,6 +710,7 @@ impl Service {
     }
 
     fn submit_inner(&self, ctx: &Ctx, bundle: Value) -> Result<SubmitOutcome, ApiError> {
+        let persons = crate::prepare::Persons::new(&self.store);
         let issues = musubi_validate::Validator::shared().validate_bundle(&bundle);
         let mapped = to_outcome_issues(&issues, None);
         if musubi_validate::has_errors(&issues) {
@@ -793,6 +818,7 @@ impl Service {
                 link_patient_by_identifier(&mut r, rtype, &patient_id, insurance.as_deref());
                 let put = prepare(
                     Prep {
+                        persons: &persons,
                         actor: &ctx.actor,
                         rtype,
                         id: id.clone(),
@@ -829,6 +855,7 @@ impl Service {
             };
             let mut put = prepare(
                 Prep {
+                    persons: &persons,
                     actor: &ctx.actor,
                     rtype: ResourceType::Bundle,
                     id: id.clone(),
@@ -886,17 +913,19 @@ impl Service {
         now: i64,
         at: &str,
     ) -> Result<(String, Option<PutResource>), ApiError> {
+        let persons = crate::prepare::Persons::new(&self.store);
         let mut candidates = Vec::new();
         if let Some((f, local)) = classify::local_patient_id(&patient) {
             let system = format!("{}{}", systems::LOCAL_PATIENT_ID_PREFIX, f);
             candidates = self.store.read(|r| r.find_by_token(ResourceType::Patient, "identifier", &system, local))?;
         }
         if candidates.is_empty()
-            && let Some(ins) = classify::insurance_id(&patient) {
-                candidates = self.store.read(|r| {
-                    r.find_by_token(ResourceType::Patient, "identifier", systems::INSURANCE_MEMBER_ID, ins)
-                })?;
-            }
+            && let Some(ins) = classify::insurance_id(&patient)
+        {
+            candidates = self
+                .store
+                .read(|r| r.find_by_token(ResourceType::Patient, "identifier", systems::INSURANCE_MEMBER_ID, ins))?;
+        }
         let existing = candidates.into_iter().find(|c| c.meta.facility == Some(facility));
         let (id, version, expect) = match &existing {
             Some(c) => (c.id.clone(), c.version + 1, Expect::Version(c.version)),
@@ -909,6 +938,7 @@ impl Service {
         };
         let mut put = prepare(
             Prep {
+                persons: &persons,
                 actor: &filing_actor,
                 rtype: ResourceType::Patient,
                 id: id.clone(),
@@ -924,9 +954,10 @@ impl Service {
             put.meta.facility = Some(facility);
         }
         if let Some(c) = existing
-            && c.content_hash == put.content_hash {
-                return Ok((id, None));
-            }
+            && c.content_hash == put.content_hash
+        {
+            return Ok((id, None));
+        }
         Ok((id, Some(put)))
     }
 
@@ -947,18 +978,18 @@ impl Service {
                 return Err(ApiError::new(ErrorKind::NotFound, format!("Bundle 識別子 {key} の送信は見つかりません")));
             };
             if let Some(own) = ctx.actor.facility()
-                && own.as_str() != sub.facility {
-                    return Err(ApiError::new(
-                        ErrorKind::NotFound,
-                        format!("Bundle 識別子 {key} の送信は見つかりません"),
-                    ));
-                }
+                && own.as_str() != sub.facility
+            {
+                return Err(ApiError::new(ErrorKind::NotFound, format!("Bundle 識別子 {key} の送信は見つかりません")));
+            }
             let members = self.store.read(|r| r.bundle_members(&key))?;
             let now = datetime::now_ms();
             let mut batch = WriteBatch::default();
             let mut items = Vec::new();
             for m in &members {
-                if let Decision::Deny(r) = decide(&ctx.actor, Operation::Delete, &RecordView::of(m)) {
+                if let Decision::Deny(r) =
+                    crate::access::write_decision(&ctx.actor, Operation::Delete, &RecordView::of(m))
+                {
                     return Err(ApiError::new(ErrorKind::Forbidden, r.message_ja()));
                 }
                 items.push((m.meta.patient_id.clone(), m.key()));

@@ -187,6 +187,7 @@ impl Service {
         items: Vec<(u64, Value, String)>,
         stats: &mut ImportStats,
     ) -> Result<Chunk, ApiError> {
+        let persons = crate::prepare::Persons::new(&self.store);
         let now = datetime::now_ms();
         let mut chunk = Chunk { puts: Vec::with_capacity(items.len()), unchanged: 0, created: 0, updated: 0 };
         let mut seen = std::collections::HashSet::new();
@@ -217,6 +218,7 @@ impl Service {
                 };
                 let put = prepare(
                     Prep {
+                        persons: &persons,
                         actor: &ctx.actor,
                         rtype,
                         id,
@@ -232,8 +234,12 @@ impl Service {
                     if !c.deleted && c.content_hash == put.content_hash {
                         return Ok(None);
                     }
-                    if musubi_gate::decide(&ctx.actor, musubi_gate::Operation::Write, &musubi_gate::RecordView::of(c))
-                        != musubi_gate::Decision::Allow
+                    if !crate::access::write_decision(
+                        &ctx.actor,
+                        musubi_gate::Operation::Write,
+                        &musubi_gate::RecordView::of(c),
+                    )
+                    .is_allow()
                     {
                         return Err(ApiError::new(
                             crate::ErrorKind::Forbidden,

@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+mod access;
 mod audit_event;
 mod bundle;
 mod capability;

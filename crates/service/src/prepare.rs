@@ -6,7 +6,7 @@ use musubi_domain::FacilityCode;
 use musubi_domain::retention::retention;
 use musubi_fhir::outcome::{OutcomeIssue, Severity as OSeverity};
 use musubi_fhir::{ResourceType, classify, datetime, index};
-use musubi_gate::{Actor, Decision, Operation, RecordView, decide};
+use musubi_gate::{Actor, Decision, Operation, RecordView};
 use musubi_store::{Expect, PutResource, StoredMeta};
 use serde_json::{Map, Value};
 
@@ -87,8 +87,33 @@ pub(crate) fn resolve_facility(
     }
 }
 
+/// The persons (MPI) of patients, looked up once per request.
+pub(crate) struct Persons {
+    store: musubi_store::Store,
+    cache: std::cell::RefCell<std::collections::HashMap<String, String>>,
+}
+
+impl Persons {
+    pub(crate) fn new(store: &musubi_store::Store) -> Persons {
+        Persons { store: store.clone(), cache: Default::default() }
+    }
+
+    /// The person of a patient: its MPI link, or the patient itself when not linked (a new
+    /// source patient is its own person until the MPI links it).
+    pub(crate) fn of(&self, patient_id: &str) -> Result<String, ApiError> {
+        if let Some(p) = self.cache.borrow().get(patient_id) {
+            return Ok(p.clone());
+        }
+        let id = patient_id.to_owned();
+        let person = self.store.read(|r| r.person_of_patient(&id))?.unwrap_or_else(|| patient_id.to_owned());
+        self.cache.borrow_mut().insert(patient_id.to_owned(), person.clone());
+        Ok(person)
+    }
+}
+
 /// Everything needed to write one resource version.
 pub(crate) struct Prep<'a> {
+    pub persons: &'a Persons,
     pub actor: &'a Actor,
     pub rtype: ResourceType,
     pub id: String,
@@ -136,8 +161,8 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
     let m = classify::classify_with(p.rtype, &resource, &crate::lab_set);
     let facility = resolve_facility(p.actor, m.facility, &p.at)?;
     let patient_id = if p.rtype == ResourceType::Patient { Some(p.id.clone()) } else { m.patient.clone() };
-    let view = RecordView { rtype: p.rtype, class: m.class, facility, patient_id: patient_id.clone() };
-    if let Decision::Deny(reason) = decide(p.actor, Operation::Write, &view) {
+    let view = RecordView::for_write(p.rtype, m.class, facility, patient_id.clone());
+    if let Decision::Deny(reason) = crate::access::write_decision(p.actor, Operation::Write, &view) {
         return Err(ApiError::at(ErrorKind::Forbidden, p.at, reason.message_ja()));
     }
 
@@ -187,8 +212,11 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
         meta: StoredMeta {
             facility,
             submitter: p.actor.submitter(),
+            person_id: match &patient_id {
+                Some(pid) => Some(p.persons.of(pid)?),
+                None => None,
+            },
             patient_id,
-            person_id: None,
             class: m.class,
             clinical_date: m.clinical_date,
             flags: m.flags,

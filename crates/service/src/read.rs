@@ -1,9 +1,12 @@
 //! Read, vread and history, through the gate, each with its audit record. A record the caller
 //! may not see answers exactly like a missing one (404), so existence never leaks.
 
+use musubi_domain::audit::AuditPurpose;
 use musubi_domain::audit::{AuditAction, AuditOutcome};
 use musubi_fhir::{Interaction, ResourceType, datetime};
-use musubi_gate::{Operation, RecordView, decide};
+use musubi_gate::{Operation, RecordView};
+
+use crate::access::Access;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -96,7 +99,11 @@ impl Service {
         };
         audit.patient = cur.meta.patient_id.clone();
         audit.person = cur.meta.person_id.clone();
-        if let musubi_gate::Decision::Deny(reason) = decide(&ctx.actor, Operation::Read, &RecordView::of(&cur)) {
+        let decision = Access::new(self, ctx)?.decide(Operation::Read, &RecordView::of(&cur))?;
+        if let Some(reason) = decision.emergency_reason() {
+            audit.purpose = AuditPurpose::Emergency(reason.to_owned());
+        }
+        if let musubi_gate::Decision::Deny(reason) = decision {
             audit.outcome = AuditOutcome::SeriousFailure;
             audit.outcome_text = Some(format!("denied: {}", reason.message_ja()));
             self.audit(vec![audit])?;
@@ -162,8 +169,9 @@ impl Service {
         }
         let count = count_param(params)?;
         let offset = offset_param(params)?;
+        let access = Access::new(self, ctx)?;
         let scope = match rtype {
-            Some(t) => musubi_gate::search_scope(&ctx.actor, t),
+            Some(t) => access.scope(t, None)?,
             None if ctx.actor.is_privileged() => musubi_store::Scope::all(),
             None => {
                 return Err(ApiError::new(ErrorKind::Forbidden, "システム全体の履歴は運営管理者のみが参照できます"));
@@ -178,7 +186,7 @@ impl Service {
         ));
         let mut entries_raw = Vec::with_capacity(rows.len());
         for (stored, cur) in &rows {
-            if !decide(&ctx.actor, Operation::Read, &RecordView::of(cur)).is_allow() {
+            if !access.decide(Operation::Read, &RecordView::of(cur))?.is_allow() {
                 // The scope and the decision are held equal by a property test; a row outside
                 // it means a bug, and nothing is returned rather than something hidden.
                 return Err(ApiError::internal(format!(

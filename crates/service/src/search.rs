@@ -7,12 +7,15 @@
 
 use std::collections::BTreeMap;
 
+use musubi_domain::audit::AuditPurpose;
 use musubi_domain::audit::{AuditAction, AuditOutcome};
 use musubi_fhir::datetime::{self, parse_range};
 use musubi_fhir::index::normalize_string;
 use musubi_fhir::reference::parse_reference;
 use musubi_fhir::{Interaction, ParamKind, ResourceType};
-use musubi_gate::{Operation, RecordView, decide};
+use musubi_gate::{Operation, RecordView};
+
+use crate::access::Access;
 use musubi_store::{CurrentRow, DatePred, DatePrefix, Filter, SearchQuery, Sort, StoredResource, StrMatch, TokenMatch};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -309,9 +312,10 @@ pub(crate) fn parse_params(
             }
             ParamKind::Patient => {
                 if let Some(m) = modifier
-                    && m != "Patient" {
-                        return Err(bad_modifier(m));
-                    }
+                    && m != "Patient"
+                {
+                    return Err(bad_modifier(m));
+                }
                 filters.push(Filter::Patient(values.iter().map(|v| patient_id_of(v)).collect::<Result<_, _>>()?));
             }
             ParamKind::Date => {
@@ -397,8 +401,27 @@ impl Service {
                 return Err(e);
             }
         };
-        let q = SearchQuery { rtype, filters, scope: musubi_gate::search_scope(&ctx.actor, rtype), sort: c.sort };
-        let actor = ctx.actor.clone();
+        // A search about one patient is decided with that person's context (consent, care
+        // relationship, emergency access); the person is loaded before the snapshot.
+        let access = Access::new(self, ctx)?;
+        let patient = filters.iter().find_map(|f| match f {
+            Filter::Patient(ids) if ids.len() == 1 => ids.first().cloned(),
+            Filter::Ref { param: "subject" | "beneficiary", any } if any.len() == 1 => {
+                any.first().and_then(|t| t.strip_prefix("Patient/")).map(str::to_owned)
+            }
+            _ => None,
+        });
+        let person = match (&patient, matches!(ctx.actor, musubi_gate::Actor::User(_))) {
+            (Some(p), true) => {
+                let pid = p.clone();
+                self.store.read(|r| r.person_of_patient(&pid))?
+            }
+            _ => None,
+        };
+        if let Some(p) = &person {
+            access.person(p)?;
+        }
+        let q = SearchQuery { rtype, filters, scope: access.scope(rtype, person.as_deref())?, sort: c.sort };
         let (total, page, included) = self.store.snapshot(|r| {
             let total = r.search_count(&q)?;
             let rows =
@@ -418,7 +441,7 @@ impl Service {
                         }
                         if let Some(cur) = r.current(ResourceType::Patient, p)? {
                             // An included patient the caller may not see is left out, silently.
-                            if !cur.deleted && decide(&actor, Operation::Read, &RecordView::of(&cur)).is_allow() {
+                            if !cur.deleted && access.decide_loaded(Operation::Read, &RecordView::of(&cur)).is_allow() {
                                 let content = r.version(ResourceType::Patient, p, Some(cur.version))?;
                                 included.push((cur, content));
                             }
@@ -428,8 +451,13 @@ impl Service {
             }
             Ok((total, page, included))
         })?;
+        let mut emergency = None;
         for (row, _) in &page {
-            if !decide(&ctx.actor, Operation::Read, &RecordView::of(row)).is_allow() {
+            let d = access.decide_loaded(Operation::Read, &RecordView::of(row));
+            if let Some(r) = d.emergency_reason() {
+                emergency = Some(r.to_owned());
+            }
+            if !d.is_allow() {
                 return Err(ApiError::internal(format!(
                     "search row {}/{} outside the gate's decision",
                     row.rtype, row.id
@@ -438,21 +466,25 @@ impl Service {
         }
         // One audit record per patient whose data was returned, so each patient's access
         // history shows it; one without patient for the rest (and for empty results).
-        let mut by_patient: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+        let mut by_patient: BTreeMap<Option<String>, (Option<String>, Vec<String>)> = BTreeMap::new();
         for (row, _) in page.iter().chain(included.iter()) {
-            by_patient
+            let e = by_patient
                 .entry(row.meta.patient_id.clone())
-                .or_default()
-                .push(format!("{}/{}/_history/{}", row.rtype, row.id, row.version));
+                .or_insert_with(|| (row.meta.person_id.clone(), Vec::new()));
+            e.1.push(format!("{}/{}/_history/{}", row.rtype, row.id, row.version));
         }
         if by_patient.is_empty() {
-            by_patient.insert(None, Vec::new());
+            by_patient.insert(patient.clone(), (person.clone(), Vec::new()));
         }
         let records = by_patient
             .into_iter()
-            .map(|(patient, entities)| {
+            .map(|(patient, (person, entities))| {
                 let mut a = self.audit_record(ctx, AuditAction::Read, "search-type", AuditOutcome::Success);
                 a.query = Some(format!("{rtype}?{query_text}"));
+                if let Some(r) = &emergency {
+                    a.purpose = AuditPurpose::Emergency(r.clone());
+                }
+                a.person = person;
                 a.patient = patient;
                 a.entities = entities;
                 a

@@ -3,7 +3,7 @@
 use musubi_domain::audit::{AuditAction, AuditOutcome};
 use musubi_fhir::outcome::OutcomeIssue;
 use musubi_fhir::{Interaction, ResourceType, datetime};
-use musubi_gate::{Decision, Operation, RecordView, decide};
+use musubi_gate::{Decision, Operation, RecordView};
 use musubi_store::{DeleteResource, Expect, StoreError, WriteBatch};
 use serde_json::Value;
 
@@ -69,6 +69,7 @@ impl Service {
 
     /// `POST [type]`: creates a resource with a new id.
     pub fn create(&self, ctx: &Ctx, rtype: ResourceType, body: Value) -> Result<WriteOutcome, ApiError> {
+        let persons = crate::prepare::Persons::new(&self.store);
         let result = (|| {
             check_supported(rtype, Interaction::Create)?;
             expect_type(&body, rtype, rtype.as_str())?;
@@ -76,6 +77,7 @@ impl Service {
             let now = datetime::now_ms();
             let put = prepare(
                 Prep {
+                    persons: &persons,
                     actor: &ctx.actor,
                     rtype,
                     id: new_id(),
@@ -166,19 +168,21 @@ impl Service {
         if_match: Option<i64>,
         warnings: &[OutcomeIssue],
     ) -> Result<WriteOutcome, ApiError> {
+        let persons = crate::prepare::Persons::new(&self.store);
         let now = datetime::now_ms();
         let current = self.store.current(rtype, id)?;
         if let Some(cur) = &current
-            && !cur.deleted {
-                // The existing record must be writable too: no taking over another facility's resource.
-                if decide(&ctx.actor, Operation::Write, &RecordView::of(cur)) != Decision::Allow {
-                    // The same answer whether or not the caller may read it: nothing leaks.
-                    return Err(ApiError::new(
-                        ErrorKind::Forbidden,
-                        format!("{rtype}/{id} は更新できません（アクセス権限がありません）"),
-                    ));
-                }
+            && !cur.deleted
+        {
+            // The existing record must be writable too: no taking over another facility's resource.
+            if !crate::access::write_decision(&ctx.actor, Operation::Write, &RecordView::of(cur)).is_allow() {
+                // The same answer whether or not the caller may read it: nothing leaks.
+                return Err(ApiError::new(
+                    ErrorKind::Forbidden,
+                    format!("{rtype}/{id} は更新できません（アクセス権限がありません）"),
+                ));
             }
+        }
         if let Some(expected) = if_match {
             let found = current.as_ref().map(|c| c.version);
             if found != Some(expected) {
@@ -197,6 +201,7 @@ impl Service {
         };
         let put = prepare(
             Prep {
+                persons: &persons,
                 actor: &ctx.actor,
                 rtype,
                 id: id.to_owned(),
@@ -209,25 +214,27 @@ impl Service {
             body,
         )?;
         if let Some(c) = &current
-            && !c.deleted && c.content_hash == put.content_hash {
-                // Identical resubmission: nothing changes, but the access is still recorded.
-                let mut audit = self.audit_record(ctx, AuditAction::Update, "update", AuditOutcome::Success);
-                audit.patient = c.meta.patient_id.clone();
-                audit.entities = vec![format!("{rtype}/{id}/_history/{}", c.version)];
-                audit.outcome_text = Some("unchanged".into());
-                self.audit(vec![audit])?;
-                let stored = self.store.read(|r| r.version(rtype, id, Some(c.version)))?;
-                return Ok(WriteOutcome {
-                    rtype,
-                    id: id.to_owned(),
-                    version: c.version,
-                    last_updated: c.last_updated,
-                    content: stored.and_then(|s| s.content).unwrap_or_default(),
-                    created: false,
-                    unchanged: true,
-                    warnings: warnings.to_vec(),
-                });
-            }
+            && !c.deleted
+            && c.content_hash == put.content_hash
+        {
+            // Identical resubmission: nothing changes, but the access is still recorded.
+            let mut audit = self.audit_record(ctx, AuditAction::Update, "update", AuditOutcome::Success);
+            audit.patient = c.meta.patient_id.clone();
+            audit.entities = vec![format!("{rtype}/{id}/_history/{}", c.version)];
+            audit.outcome_text = Some("unchanged".into());
+            self.audit(vec![audit])?;
+            let stored = self.store.read(|r| r.version(rtype, id, Some(c.version)))?;
+            return Ok(WriteOutcome {
+                rtype,
+                id: id.to_owned(),
+                version: c.version,
+                last_updated: c.last_updated,
+                content: stored.and_then(|s| s.content).unwrap_or_default(),
+                created: false,
+                unchanged: true,
+                warnings: warnings.to_vec(),
+            });
+        }
         let mut audit = self.audit_record(
             ctx,
             if current.is_some() { AuditAction::Update } else { AuditAction::Create },
@@ -263,10 +270,10 @@ impl Service {
                 return Err(ApiError::not_found(rtype.as_str(), id));
             };
             let view = RecordView::of(&cur);
-            if !decide(&ctx.actor, Operation::Read, &view).is_allow() {
+            if !crate::access::Access::new(self, ctx)?.decide(Operation::Read, &view)?.is_allow() {
                 return Err(ApiError::not_found(rtype.as_str(), id));
             }
-            if let Decision::Deny(reason) = decide(&ctx.actor, Operation::Delete, &view) {
+            if let Decision::Deny(reason) = crate::access::write_decision(&ctx.actor, Operation::Delete, &view) {
                 return Err(ApiError::new(ErrorKind::Forbidden, reason.message_ja()));
             }
             let mut audit = self.audit_record(ctx, AuditAction::Delete, "delete", AuditOutcome::Success);

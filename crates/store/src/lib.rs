@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod accounts;
 mod ops;
 mod pool;
 mod postgres;
@@ -39,6 +40,10 @@ use musubi_domain::{FacilityCode, Flags, ResourceClass};
 use musubi_fhir::ResourceType;
 use musubi_fhir::index::IndexEntry;
 
+pub use accounts::{
+    AccountWrite, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PortalRow, ProxyGrantRow, SessionRow, UserRow,
+    VisitConsentRow,
+};
 pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};
 
 use crate::pool::Pool;
@@ -279,16 +284,16 @@ impl Default for StoreOptions {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     backend: &'static str,
     readers: Pool,
-    writer: Writer,
+    pub(crate) writer: Writer,
 }
 
 /// The store. Cheap to clone; share it.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// The name of the embedded database file inside the data directory.
@@ -306,6 +311,9 @@ impl Store {
         let path = dir.join(SQLITE_FILE);
         let mut first = sqlite::SqliteConn::open(&path, false)?;
         schema::migrate(&mut first)?;
+        // Planner statistics: without them SQLite may walk an ordering index over every row
+        // instead of using a selective one. `optimize` analyzes only what needs it.
+        first.batch("PRAGMA optimize = 0x10002")?;
         drop(first);
         let wpath = path.clone();
         let writer =
@@ -355,9 +363,11 @@ impl Store {
         self.inner.writer.write(move |conn| ops::apply(conn, &batch))
     }
 
-    /// Appends audit records on their own (for reads, which write nothing else).
+    /// Appends audit records on their own (for reads, which write nothing else). They are
+    /// committed when this returns and synced to disk within [`writer::SYNC_WINDOW`]
+    /// ([`writer::Durability::Deferred`]).
     pub fn append_audit(&self, records: Vec<AuditRecord>) -> Result<Vec<i64>, StoreError> {
-        self.inner.writer.write(move |conn| ops::append_audit(conn, &records))
+        self.inner.writer.write_with(writer::Durability::Deferred, move |conn| ops::append_audit(conn, &records))
     }
 
     /// Runs `f` on a reader connection inside a read-only transaction: one consistent snapshot
@@ -417,7 +427,7 @@ impl Store {
 
 /// Read access on one connection (see [`Store::read`], [`Store::snapshot`]).
 pub struct Reader<'a> {
-    conn: &'a mut dyn Conn,
+    pub(crate) conn: &'a mut dyn Conn,
 }
 
 impl std::fmt::Debug for Store {

@@ -287,6 +287,7 @@ pub(crate) fn append_audit(conn: &mut dyn Conn, records: &[AuditRecord]) -> Resu
                 Param::Text(&r.agent.name),
                 r.agent.facility.as_deref().into(),
                 r.patient.as_deref().into(),
+                r.person.as_deref().or(r.patient.as_deref()).into(),
                 Param::Text(r.action.code()),
                 Param::Text(r.outcome.code()),
                 Param::Text(canonical),
@@ -297,7 +298,19 @@ pub(crate) fn append_audit(conn: &mut dyn Conn, records: &[AuditRecord]) -> Resu
         .collect();
     conn.insert_rows(
         "audit",
-        &["seq", "recorded", "agent", "facility", "patient_id", "action", "outcome", "record", "prev_hash", "hash"],
+        &[
+            "seq",
+            "recorded",
+            "agent",
+            "facility",
+            "patient_id",
+            "person_id",
+            "action",
+            "outcome",
+            "record",
+            "prev_hash",
+            "hash",
+        ],
         &rows,
     )?;
     conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", &[Param::I64(seq), Param::Text(&prev)])?;

@@ -193,6 +193,12 @@ pub struct ScopeRule {
     pub classes: Option<Vec<&'static str>>,
     /// The record is about one of these patients.
     pub patients: Option<Vec<String>>,
+    /// The record is about one of these persons (MPI).
+    pub persons: Option<Vec<String>>,
+    /// The record's clinical date is on or after this (records without one pass).
+    pub min_clinical_date: Option<i64>,
+    /// None of these flag bits may be set.
+    pub exclude_flags: u8,
 }
 
 impl Scope {
@@ -238,6 +244,17 @@ pub struct SearchQuery {
 
 fn escape_like(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+impl SearchQuery {
+    /// Whether a selective filter (the patient column, ids, or a scope limited to persons)
+    /// drives the query.
+    fn is_driven(&self) -> bool {
+        self.filters.iter().any(|f| matches!(f, Filter::Patient(_) | Filter::Id(_)))
+            || self.scope.rules.as_ref().is_some_and(|rules| {
+                !rules.is_empty() && rules.iter().all(|r| r.patients.is_some() || r.persons.is_some())
+            })
+    }
 }
 
 /// Builds SQL text with its parameters owned (search values come from the request).
@@ -312,6 +329,24 @@ impl SqlBuilder {
 
     fn filter_sql(&mut self, q: &SearchQuery) -> String {
         let t = self.text(q.rtype.as_str());
+        // With a selective driver (the patient column, or ids) the other filters are probed per
+        // candidate row (EXISTS on the index tables' (rtype, id) index); without one they drive
+        // the query themselves (IN on their lookup index). SQLite otherwise materializes a
+        // non-selective IN list — every lab result of the network — for each query.
+        let driven = q.is_driven();
+        let sub = |table: &str, cond: String, negate: bool| -> String {
+            if driven {
+                format!(
+                    "{}EXISTS (SELECT 1 FROM {table} i WHERE i.rtype = r.rtype AND i.id = r.id AND {cond})",
+                    if negate { "NOT " } else { "" }
+                )
+            } else {
+                format!(
+                    "r.id {} (SELECT i.id FROM {table} i WHERE i.rtype = {t} AND {cond})",
+                    if negate { "NOT IN" } else { "IN" }
+                )
+            }
+        };
         let mut clauses = vec![format!("r.rtype = {t}"), "r.deleted = 0".to_owned()];
         if let Some(c) = self.scope_sql(&q.scope) {
             clauses.push(c);
@@ -340,24 +375,17 @@ impl SqlBuilder {
                             TokenMatch::NoSystem(c) => format!("(i.code = {} AND i.system = '')", self.text(c.clone())),
                         })
                         .collect();
-                    format!(
-                        "r.id {} (SELECT i.id FROM idx_token i WHERE i.rtype = {t} AND i.param = {pn} AND ({}))",
-                        if *negate { "NOT IN" } else { "IN" },
-                        alts.join(" OR ")
-                    )
+                    sub("idx_token", format!("i.param = {pn} AND ({})", alts.join(" OR ")), *negate)
                 }
                 Filter::Ref { param, any } => {
                     let pn = self.text(*param);
                     let ps: Vec<String> = any.iter().map(|x| self.text(x.clone())).collect();
-                    format!(
-                        "r.id IN (SELECT i.id FROM idx_ref i WHERE i.rtype = {t} AND i.param = {pn} AND i.target IN ({}))",
-                        ps.join(", ")
-                    )
+                    sub("idx_ref", format!("i.param = {pn} AND i.target IN ({})", ps.join(", ")), false)
                 }
                 Filter::Date { param, pred } => {
                     let pn = self.text(*param);
                     let cond = self.date(pred, "i.lo", "i.hi");
-                    format!("r.id IN (SELECT i.id FROM idx_date i WHERE i.rtype = {t} AND i.param = {pn} AND {cond})")
+                    sub("idx_date", format!("i.param = {pn} AND {cond}"), false)
                 }
                 Filter::Str { param, any } => {
                     let pn = self.text(*param);
@@ -373,10 +401,7 @@ impl SqlBuilder {
                             }
                         })
                         .collect();
-                    format!(
-                        "r.id IN (SELECT i.id FROM idx_string i WHERE i.rtype = {t} AND i.param = {pn} AND ({}))",
-                        alts.join(" OR ")
-                    )
+                    sub("idx_string", format!("i.param = {pn} AND ({})", alts.join(" OR ")), false)
                 }
             };
             clauses.push(c);
@@ -385,7 +410,20 @@ impl SqlBuilder {
     }
 }
 
-fn order_sql(sort: Sort) -> &'static str {
+/// The ORDER BY of a search. When a selective filter drives the query (`driven`), the sort
+/// keys are written as expressions (`+ 0`) so that no index can serve the order: the planner
+/// then reads the few rows of the patient through the selective index and sorts them, instead
+/// of walking every row of the type in index order to avoid that small sort.
+fn order_sql(sort: Sort, driven: bool) -> &'static str {
+    if driven {
+        return match sort {
+            Sort::LastUpdatedDesc => "(r.last_updated + 0) DESC, r.id",
+            Sort::LastUpdatedAsc => "(r.last_updated + 0) ASC, r.id",
+            Sort::DateDesc => "(r.clinical_date + 0) DESC NULLS LAST, r.id",
+            Sort::DateAsc => "(r.clinical_date + 0) ASC NULLS LAST, r.id",
+            Sort::Id => "(r.id || '')",
+        };
+    }
     match sort {
         Sort::LastUpdatedDesc => "r.last_updated DESC, r.id",
         Sort::LastUpdatedAsc => "r.last_updated ASC, r.id",
@@ -414,6 +452,8 @@ pub struct AuditQuery {
     pub to: Option<i64>,
     /// Only this sequence number.
     pub seq: Option<i64>,
+    /// Records about this person (any of their source patients).
+    pub person: Option<String>,
 }
 
 impl AuditQuery {
@@ -442,6 +482,9 @@ impl AuditQuery {
         }
         if let Some(v) = self.seq {
             c.push(format!("seq = {}", b.int(v)));
+        }
+        if let Some(v) = &self.person {
+            c.push(format!("person_id = {}", b.text(v.clone())));
         }
         c.join(" AND ")
     }
@@ -566,7 +609,8 @@ impl Reader<'_> {
     ) -> Result<Vec<CurrentRow>, StoreError> {
         let mut b = SqlBuilder::new();
         let w = b.filter_sql(q);
-        let mut sql = format!("SELECT {CURRENT_COLS} FROM resource r WHERE {w} ORDER BY {}", order_sql(q.sort));
+        let mut sql =
+            format!("SELECT {CURRENT_COLS} FROM resource r WHERE {w} ORDER BY {}", order_sql(q.sort, q.is_driven()));
         if let Some(l) = limit {
             let lp = b.int(l);
             let op = b.int(offset);
@@ -647,7 +691,7 @@ impl Reader<'_> {
     /// chain check fails on it (someone edited a column to hide an access).
     pub fn audit_page(&mut self, after_seq: i64, limit: i64) -> Result<Vec<StoredAudit>, StoreError> {
         let rows = self.conn.query(
-            "SELECT seq, record, prev_hash, hash, agent, facility, patient_id, action, outcome FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, record, prev_hash, hash, agent, facility, patient_id, action, outcome, person_id FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[Param::I64(after_seq), Param::I64(limit)],
         )?;
         Ok(rows
@@ -738,4 +782,5 @@ fn columns_match_record(r: &Row) -> bool {
         && rec.patient.as_deref() == r.opt_str(6)
         && rec.action.code() == r.str(7)
         && rec.outcome.code() == r.str(8)
+        && rec.person.as_deref().or(rec.patient.as_deref()) == r.opt_str(9)
 }

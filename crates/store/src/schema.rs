@@ -21,10 +21,11 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Never edit a released migration: add a new one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "resources, versions, indexes, bundle submissions, audit chain, tokens, settings",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "resources, versions, indexes, bundle submissions, audit chain, tokens, settings",
+        sql: r#"
 CREATE TABLE resource_version (
     rtype TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -135,7 +136,143 @@ CREATE TABLE setting (
     value TEXT NOT NULL
 )
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "facility registry, users and portal accounts, sessions, consent, care and emergency access, notifications, audit anchors",
+        sql: r#"
+CREATE TABLE facility (
+    code TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    class TEXT NOT NULL,
+    prefecture BIGINT NOT NULL,
+    area TEXT NOT NULL,
+    area_name TEXT NOT NULL,
+    discloses BIGINT NOT NULL,
+    views BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE area_city (
+    area TEXT NOT NULL,
+    prefecture BIGINT NOT NULL,
+    city TEXT NOT NULL,
+    PRIMARY KEY (prefecture, city)
+);
+CREATE TABLE user_account (
+    id TEXT PRIMARY KEY,
+    login TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    kana TEXT NOT NULL,
+    profession TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    totp_secret TEXT,
+    failed_logins BIGINT NOT NULL,
+    locked_until BIGINT,
+    disabled BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE user_facility (
+    user_id TEXT NOT NULL,
+    facility TEXT NOT NULL,
+    PRIMARY KEY (user_id, facility)
+);
+CREATE TABLE portal_account (
+    id TEXT PRIMARY KEY,
+    login TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    person_id TEXT,
+    password_hash TEXT NOT NULL,
+    totp_secret TEXT,
+    failed_logins BIGINT NOT NULL,
+    locked_until BIGINT,
+    disabled BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS portal_account_person ON portal_account (person_id);
+CREATE TABLE proxy_grant (
+    id TEXT PRIMARY KEY,
+    proxy_account TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    relation TEXT NOT NULL,
+    may_view_records BIGINT NOT NULL,
+    may_manage_consent BIGINT NOT NULL,
+    may_view_history BIGINT NOT NULL,
+    granted_by TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    revoked BIGINT
+);
+CREATE INDEX IF NOT EXISTS proxy_grant_account ON proxy_grant (proxy_account);
+CREATE INDEX IF NOT EXISTS proxy_grant_person ON proxy_grant (person_id);
+CREATE TABLE session (
+    token_hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    facility TEXT,
+    acting_for TEXT,
+    created BIGINT NOT NULL,
+    expires BIGINT NOT NULL,
+    second_factor BIGINT NOT NULL,
+    csrf TEXT NOT NULL
+);
+CREATE TABLE consent_setting (
+    person_id TEXT PRIMARY KEY,
+    settings TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    updated BIGINT NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE residence (
+    person_id TEXT PRIMARY KEY,
+    prefecture BIGINT NOT NULL,
+    area TEXT NOT NULL,
+    recent TEXT NOT NULL,
+    updated BIGINT NOT NULL
+);
+CREATE TABLE visit_consent (
+    id TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL,
+    facility TEXT NOT NULL,
+    given_at BIGINT NOT NULL,
+    until_at BIGINT,
+    recorded_by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS visit_consent_person ON visit_consent (person_id);
+CREATE TABLE emergency_grant (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    user_login TEXT NOT NULL,
+    facility TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    started BIGINT NOT NULL,
+    until_at BIGINT NOT NULL,
+    reviewed_by TEXT,
+    reviewed_at BIGINT,
+    review_note TEXT
+);
+CREATE INDEX IF NOT EXISTS emergency_grant_person ON emergency_grant (person_id);
+CREATE INDEX IF NOT EXISTS emergency_grant_review ON emergency_grant (reviewed_at);
+CREATE TABLE notification (
+    id TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    read_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS notification_person ON notification (person_id, created);
+CREATE TABLE audit_anchor (
+    seq BIGINT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    signature TEXT NOT NULL
+);
+ALTER TABLE audit ADD COLUMN person_id TEXT;
+CREATE INDEX IF NOT EXISTS audit_person ON audit (person_id, seq);
+CREATE INDEX IF NOT EXISTS resource_person_facility ON resource (person_id, facility)
+"#,
+    },
+];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the
 /// versions applied.

@@ -16,8 +16,27 @@ use crate::sql::{Conn, Dialect};
 
 /// Called after the commit with its outcome.
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A job: runs in the transaction; says whether it succeeded and how to answer.
-type Job = Box<dyn FnOnce(&mut dyn Conn) -> (bool, Done) + Send>;
+/// What a job runs in the transaction; says whether it succeeded and how to answer.
+type Run = Box<dyn FnOnce(&mut dyn Conn) -> (bool, Done) + Send>;
+
+/// How durable a job must be when its caller is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (synced) before the answer: clinical data, accounts, consent.
+    Full,
+    /// Committed before the answer (it survives a crash of the process) and synced within
+    /// [`SYNC_WINDOW`] (it survives a power loss from then on): the audit records of reads,
+    /// which would otherwise make every read wait for a disk sync.
+    Deferred,
+}
+
+/// The longest a [`Durability::Deferred`] commit waits for its disk sync.
+pub const SYNC_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+
+struct Job {
+    run: Run,
+    durability: Durability,
+}
 
 /// How many jobs at most share one transaction.
 const MAX_GROUP: usize = 256;
@@ -45,8 +64,17 @@ impl Writer {
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.write_with(Durability::Full, f)
+    }
+
+    /// Runs `f` in a write transaction with the given durability.
+    pub fn write_with<T: Send + 'static>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (rtx, rrx) = bounded::<Result<T, StoreError>>(1);
-        let job: Job = Box::new(move |conn| match f(conn) {
+        let run: Run = Box::new(move |conn| match f(conn) {
             Ok(v) => (
                 true,
                 Box::new(move |commit: Result<(), StoreError>| {
@@ -60,6 +88,7 @@ impl Writer {
                 }),
             ),
         });
+        let job = Job { run, durability };
         self.tx.as_ref().ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)?;
         rrx.recv().map_err(|_| StoreError::Closed)?
     }
@@ -75,9 +104,63 @@ impl Drop for Writer {
     }
 }
 
+fn set_sync(conn: &mut dyn Conn, full: bool) -> Result<(), StoreError> {
+    match (conn.dialect(), full) {
+        (Dialect::Sqlite, true) => conn.batch("PRAGMA synchronous = FULL"),
+        (Dialect::Sqlite, false) => conn.batch("PRAGMA synchronous = NORMAL"),
+        // Inside the transaction: only this commit is affected.
+        (Dialect::Postgres, true) => Ok(()),
+        (Dialect::Postgres, false) => conn.batch("SET LOCAL synchronous_commit = off"),
+    }
+}
+
+/// Syncs what deferred commits left unsynced: a tiny write committed with full durability
+/// syncs the whole log before it (SQLite WAL and PostgreSQL WAL alike).
+fn sync_tick(conn: &mut dyn Conn) -> Result<(), StoreError> {
+    set_sync(conn, true)?;
+    let begin = match conn.dialect() {
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
+        Dialect::Postgres => "BEGIN",
+    };
+    conn.batch(begin)?;
+    let r = conn.execute("UPDATE audit_head SET seq = seq WHERE id = 1", &[]);
+    match r {
+        Ok(_) => conn.batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 fn run(rx: Receiver<Job>, mut conn: Box<dyn Conn>, connect: Box<dyn Fn() -> Result<Box<dyn Conn>, StoreError> + Send>) {
     let mut broken = false;
-    while let Ok(first) = rx.recv() {
+    // When the oldest commit not yet synced to disk was made.
+    let mut unsynced_since: Option<std::time::Instant> = None;
+    loop {
+        let first = match unsynced_since {
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => break,
+            },
+            Some(t) => {
+                let left = SYNC_WINDOW.saturating_sub(t.elapsed());
+                match rx.recv_timeout(left) {
+                    Ok(j) => j,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        match sync_tick(conn.as_mut()) {
+                            Ok(()) => unsynced_since = None,
+                            Err(e) => tracing::error!(error = %e, "could not sync deferred audit commits"),
+                        }
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        let _ = sync_tick(conn.as_mut());
+                        break;
+                    }
+                }
+            }
+        };
         if broken {
             match connect() {
                 Ok(c) => {
@@ -86,7 +169,7 @@ fn run(rx: Receiver<Job>, mut conn: Box<dyn Conn>, connect: Box<dyn Fn() -> Resu
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "writer could not reconnect");
-                    let (_, done) = (first)(&mut FailConn);
+                    let (_, done) = (first.run)(&mut FailConn);
                     done(Err(e));
                     continue;
                 }
@@ -99,15 +182,21 @@ fn run(rx: Receiver<Job>, mut conn: Box<dyn Conn>, connect: Box<dyn Fn() -> Resu
                 Err(_) => break,
             }
         }
+        let full = jobs.iter().any(|j| j.durability == Durability::Full);
         let begin = match conn.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",
         };
-        if let Err(e) = conn.batch(begin) {
+        let started = if conn.dialect() == Dialect::Sqlite {
+            set_sync(conn.as_mut(), full).and_then(|_| conn.batch(begin))
+        } else {
+            conn.batch(begin).and_then(|_| set_sync(conn.as_mut(), full))
+        };
+        if let Err(e) = started {
             tracing::error!(error = %e, "writer could not begin a transaction");
             broken = true;
             for j in jobs {
-                let (_, done) = j(&mut FailConn);
+                let (_, done) = (j.run)(&mut FailConn);
                 done(Err(e.clone()));
             }
             continue;
@@ -115,20 +204,27 @@ fn run(rx: Receiver<Job>, mut conn: Box<dyn Conn>, connect: Box<dyn Fn() -> Resu
         let mut dones = Vec::with_capacity(jobs.len());
         for j in jobs {
             if let Err(e) = conn.batch("SAVEPOINT job") {
-                let (_, done) = j(&mut FailConn);
+                let (_, done) = (j.run)(&mut FailConn);
                 dones.push((false, done, Some(e)));
                 continue;
             }
-            let (ok, done) = j(conn.as_mut());
+            let (ok, done) = (j.run)(conn.as_mut());
             let end = if ok { "RELEASE SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job" };
             let end_err = conn.batch(end).err();
             dones.push((ok, done, end_err));
         }
         let commit = conn.batch("COMMIT");
-        if let Err(e) = &commit {
-            tracing::error!(error = %e, "commit failed; the group is rolled back");
-            let _ = conn.batch("ROLLBACK");
-            broken = matches!(e, StoreError::Backend { .. });
+        match &commit {
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; the group is rolled back");
+                let _ = conn.batch("ROLLBACK");
+                broken = matches!(e, StoreError::Backend { .. });
+            }
+            // A full commit syncs everything before it too.
+            Ok(()) if full => unsynced_since = None,
+            Ok(()) => {
+                unsynced_since.get_or_insert_with(std::time::Instant::now);
+            }
         }
         for (ok, done, end_err) in dones {
             match (&commit, end_err) {

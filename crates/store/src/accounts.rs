@@ -1,0 +1,906 @@
+//! The people side of the store: the facility registry, clinician/staff accounts, patient and
+//! proxy portal accounts, sessions, disclosure settings, residence, in-person consents,
+//! emergency grants, notifications and audit anchors. Changes that matter to patients (consent,
+//! emergency access) are written together with their audit records in one transaction.
+
+use musubi_domain::audit::AuditRecord;
+
+use crate::ops::append_audit;
+use crate::sql::{Conn, Param, Row};
+use crate::{Reader, Store, StoreError};
+
+/// A facility in the network's registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FacilityRow {
+    /// 医療機関コード.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// `hospital`, `clinic`, `dental`, `pharmacy`, `other`.
+    pub class: String,
+    /// Prefecture number.
+    pub prefecture: i64,
+    /// 二次医療圏 id.
+    pub area: String,
+    /// 二次医療圏 name.
+    pub area_name: String,
+    /// Whether it discloses (開示) its data to the network.
+    pub discloses: bool,
+    /// Whether its staff view (閲覧) the network's data.
+    pub views: bool,
+}
+
+/// A clinician or staff account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    /// Id.
+    pub id: String,
+    /// Login name.
+    pub login: String,
+    /// Kanji name.
+    pub name: String,
+    /// Kana name.
+    pub kana: String,
+    /// Profession code.
+    pub profession: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// TOTP secret (base32), when enrolled.
+    pub totp_secret: Option<String>,
+    /// Consecutive failed logins.
+    pub failed_logins: i64,
+    /// Locked until (epoch ms).
+    pub locked_until: Option<i64>,
+    /// Disabled by the operator.
+    pub disabled: bool,
+    /// Created.
+    pub created: i64,
+    /// Facilities the user belongs to.
+    pub facilities: Vec<String>,
+}
+
+/// A patient's (or a proxy's) portal account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalRow {
+    /// Id.
+    pub id: String,
+    /// Login name.
+    pub login: String,
+    /// Name.
+    pub name: String,
+    /// The person the account is (None for a proxy-only account).
+    pub person_id: Option<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// TOTP secret (base32), when enrolled.
+    pub totp_secret: Option<String>,
+    /// Consecutive failed logins.
+    pub failed_logins: i64,
+    /// Locked until.
+    pub locked_until: Option<i64>,
+    /// Disabled.
+    pub disabled: bool,
+    /// Created.
+    pub created: i64,
+}
+
+/// A patient's grant to a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyGrantRow {
+    /// Id.
+    pub id: String,
+    /// The proxy's portal account.
+    pub proxy_account: String,
+    /// The person the proxy acts for.
+    pub person_id: String,
+    /// 家族, 施設の連携担当 …
+    pub relation: String,
+    /// May view the records.
+    pub may_view_records: bool,
+    /// May change the disclosure settings.
+    pub may_manage_consent: bool,
+    /// May read the access history.
+    pub may_view_history: bool,
+    /// Who granted it (the patient's account id).
+    pub granted_by: String,
+    /// When.
+    pub created: i64,
+    /// When revoked.
+    pub revoked: Option<i64>,
+}
+
+/// A login session (web cookie or bearer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// SHA-256 of the session token.
+    pub token_hash: String,
+    /// `user` or `portal`.
+    pub kind: String,
+    /// The account id.
+    pub subject: String,
+    /// For users: the facility they act for.
+    pub facility: Option<String>,
+    /// For proxies: the person they act for.
+    pub acting_for: Option<String>,
+    /// Created.
+    pub created: i64,
+    /// Expires.
+    pub expires: i64,
+    /// Whether the second factor was given.
+    pub second_factor: bool,
+    /// The CSRF token of the web session.
+    pub csrf: String,
+}
+
+/// An emergency access grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmergencyRow {
+    /// Id.
+    pub id: String,
+    /// User id.
+    pub user_id: String,
+    /// User login.
+    pub user_login: String,
+    /// The user's facility.
+    pub facility: String,
+    /// The person.
+    pub person_id: String,
+    /// The stated reason.
+    pub reason: String,
+    /// Started.
+    pub started: i64,
+    /// Until.
+    pub until: i64,
+    /// Reviewed by (operator).
+    pub reviewed_by: Option<String>,
+    /// Reviewed at.
+    pub reviewed_at: Option<i64>,
+    /// Review note.
+    pub review_note: Option<String>,
+}
+
+/// A notice to a patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationRow {
+    /// Id.
+    pub id: String,
+    /// The person.
+    pub person_id: String,
+    /// `emergency-access`, `first-access`, …
+    pub kind: String,
+    /// The text (Japanese).
+    pub text: String,
+    /// Created.
+    pub created: i64,
+    /// Read.
+    pub read_at: Option<i64>,
+}
+
+/// Consent given in person at a visit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitConsentRow {
+    /// Id.
+    pub id: String,
+    /// The person.
+    pub person_id: String,
+    /// The facility.
+    pub facility: String,
+    /// When given.
+    pub given_at: i64,
+    /// Until (None: until withdrawn).
+    pub until: Option<i64>,
+    /// Recorded by (user login).
+    pub recorded_by: String,
+}
+
+/// A signed checkpoint of the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorRow {
+    /// The sequence number anchored.
+    pub seq: i64,
+    /// Its chain hash.
+    pub hash: String,
+    /// When.
+    pub created: i64,
+    /// The signature (hex HMAC-SHA256 or other, see the service).
+    pub signature: String,
+}
+
+fn b(v: bool) -> Param<'static> {
+    Param::I64(i64::from(v))
+}
+
+fn user_row(r: &Row) -> UserRow {
+    UserRow {
+        id: r.str(0).into(),
+        login: r.str(1).into(),
+        name: r.str(2).into(),
+        kana: r.str(3).into(),
+        profession: r.str(4).into(),
+        password_hash: r.str(5).into(),
+        totp_secret: r.opt_str(6).map(Into::into),
+        failed_logins: r.i64(7),
+        locked_until: r.opt_i64(8),
+        disabled: r.i64(9) != 0,
+        created: r.i64(10),
+        facilities: Vec::new(),
+    }
+}
+
+const USER_COLS: &str =
+    "id, login, name, kana, profession, password_hash, totp_secret, failed_logins, locked_until, disabled, created";
+const PORTAL_COLS: &str =
+    "id, login, name, person_id, password_hash, totp_secret, failed_logins, locked_until, disabled, created";
+const EMERGENCY_COLS: &str =
+    "id, user_id, user_login, facility, person_id, reason, started, until_at, reviewed_by, reviewed_at, review_note";
+
+fn portal_row(r: &Row) -> PortalRow {
+    PortalRow {
+        id: r.str(0).into(),
+        login: r.str(1).into(),
+        name: r.str(2).into(),
+        person_id: r.opt_str(3).map(Into::into),
+        password_hash: r.str(4).into(),
+        totp_secret: r.opt_str(5).map(Into::into),
+        failed_logins: r.i64(6),
+        locked_until: r.opt_i64(7),
+        disabled: r.i64(8) != 0,
+        created: r.i64(9),
+    }
+}
+
+fn emergency_row(r: &Row) -> EmergencyRow {
+    EmergencyRow {
+        id: r.str(0).into(),
+        user_id: r.str(1).into(),
+        user_login: r.str(2).into(),
+        facility: r.str(3).into(),
+        person_id: r.str(4).into(),
+        reason: r.str(5).into(),
+        started: r.i64(6),
+        until: r.i64(7),
+        reviewed_by: r.opt_str(8).map(Into::into),
+        reviewed_at: r.opt_i64(9),
+        review_note: r.opt_str(10).map(Into::into),
+    }
+}
+
+fn grant_row(r: &Row) -> ProxyGrantRow {
+    ProxyGrantRow {
+        id: r.str(0).into(),
+        proxy_account: r.str(1).into(),
+        person_id: r.str(2).into(),
+        relation: r.str(3).into(),
+        may_view_records: r.i64(4) != 0,
+        may_manage_consent: r.i64(5) != 0,
+        may_view_history: r.i64(6) != 0,
+        granted_by: r.str(7).into(),
+        created: r.i64(8),
+        revoked: r.opt_i64(9),
+    }
+}
+
+/// A write to the people side, with the audit records that go with it.
+pub enum AccountWrite {
+    /// Add or replace a facility.
+    Facility(FacilityRow),
+    /// A city of a 二次医療圏.
+    AreaCity {
+        /// Area id.
+        area: String,
+        /// Prefecture.
+        prefecture: i64,
+        /// City (市区町村) name.
+        city: String,
+    },
+    /// A new user.
+    NewUser(UserRow),
+    /// Login bookkeeping of a user or portal account (`table` is `user_account` or
+    /// `portal_account`).
+    LoginState {
+        /// Which table.
+        portal: bool,
+        /// Account id.
+        id: String,
+        /// Consecutive failures.
+        failed: i64,
+        /// Locked until.
+        locked_until: Option<i64>,
+    },
+    /// Set the TOTP secret of an account.
+    Totp {
+        /// Which table.
+        portal: bool,
+        /// Account id.
+        id: String,
+        /// Secret (base32) or None to remove.
+        secret: Option<String>,
+    },
+    /// Set the password hash of an account.
+    Password {
+        /// Which table.
+        portal: bool,
+        /// Account id.
+        id: String,
+        /// Argon2id PHC string.
+        hash: String,
+    },
+    /// A new portal account.
+    NewPortal(PortalRow),
+    /// A proxy grant.
+    NewProxyGrant(ProxyGrantRow),
+    /// Revoke a proxy grant.
+    RevokeProxyGrant {
+        /// Grant id.
+        id: String,
+        /// When.
+        at: i64,
+    },
+    /// A new session.
+    NewSession(SessionRow),
+    /// Mark a session's second factor done.
+    SessionSecondFactor(String),
+    /// End a session.
+    EndSession(String),
+    /// Replace a person's disclosure settings (version must be the current one + 1).
+    Consent {
+        /// Person.
+        person_id: String,
+        /// Settings JSON.
+        settings: String,
+        /// The new version.
+        version: i64,
+        /// When.
+        at: i64,
+        /// By whom.
+        by: String,
+    },
+    /// Set a person's residence.
+    Residence {
+        /// Person.
+        person_id: String,
+        /// Prefecture.
+        prefecture: i64,
+        /// Area.
+        area: String,
+        /// Prefectures of the past 2 years, comma-separated.
+        recent: String,
+        /// When.
+        at: i64,
+    },
+    /// Consent given in person at a visit.
+    VisitConsent(VisitConsentRow),
+    /// An emergency grant.
+    Emergency(EmergencyRow),
+    /// An operator's review of an emergency grant.
+    ReviewEmergency {
+        /// Grant id.
+        id: String,
+        /// Operator.
+        by: String,
+        /// When.
+        at: i64,
+        /// Note.
+        note: String,
+    },
+    /// A notice to a patient.
+    Notify(NotificationRow),
+    /// Mark notices of a person read.
+    NotificationsRead {
+        /// Person.
+        person_id: String,
+        /// When.
+        at: i64,
+    },
+    /// An audit anchor.
+    Anchor(AnchorRow),
+}
+
+fn table(portal: bool) -> &'static str {
+    if portal { "portal_account" } else { "user_account" }
+}
+
+fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreError> {
+    match w {
+        AccountWrite::Facility(f) => {
+            conn.execute("DELETE FROM facility WHERE code = $1", &[Param::Text(&f.code)])?;
+            conn.execute(
+                "INSERT INTO facility (code, name, class, prefecture, area, area_name, discloses, views, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    Param::Text(&f.code),
+                    Param::Text(&f.name),
+                    Param::Text(&f.class),
+                    Param::I64(f.prefecture),
+                    Param::Text(&f.area),
+                    Param::Text(&f.area_name),
+                    b(f.discloses),
+                    b(f.views),
+                    Param::I64(musubi_fhir::datetime::now_ms()),
+                ],
+            )?;
+        }
+        AccountWrite::AreaCity { area, prefecture, city } => {
+            conn.execute(
+                "DELETE FROM area_city WHERE prefecture = $1 AND city = $2",
+                &[Param::I64(*prefecture), Param::Text(city)],
+            )?;
+            conn.execute(
+                "INSERT INTO area_city (area, prefecture, city) VALUES ($1, $2, $3)",
+                &[Param::Text(area), Param::I64(*prefecture), Param::Text(city)],
+            )?;
+        }
+        AccountWrite::NewUser(u) => {
+            conn.execute(
+                &format!(
+                    "INSERT INTO user_account ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                ),
+                &[
+                    Param::Text(&u.id),
+                    Param::Text(&u.login),
+                    Param::Text(&u.name),
+                    Param::Text(&u.kana),
+                    Param::Text(&u.profession),
+                    Param::Text(&u.password_hash),
+                    u.totp_secret.as_deref().into(),
+                    Param::I64(u.failed_logins),
+                    u.locked_until.into(),
+                    b(u.disabled),
+                    Param::I64(u.created),
+                ],
+            )?;
+            for f in &u.facilities {
+                conn.execute(
+                    "INSERT INTO user_facility (user_id, facility) VALUES ($1, $2)",
+                    &[Param::Text(&u.id), Param::Text(f)],
+                )?;
+            }
+        }
+        AccountWrite::LoginState { portal, id, failed, locked_until } => {
+            conn.execute(
+                &format!("UPDATE {} SET failed_logins = $1, locked_until = $2 WHERE id = $3", table(*portal)),
+                &[Param::I64(*failed), (*locked_until).into(), Param::Text(id)],
+            )?;
+        }
+        AccountWrite::Totp { portal, id, secret } => {
+            conn.execute(
+                &format!("UPDATE {} SET totp_secret = $1 WHERE id = $2", table(*portal)),
+                &[secret.as_deref().into(), Param::Text(id)],
+            )?;
+        }
+        AccountWrite::Password { portal, id, hash } => {
+            conn.execute(
+                &format!("UPDATE {} SET password_hash = $1 WHERE id = $2", table(*portal)),
+                &[Param::Text(hash), Param::Text(id)],
+            )?;
+        }
+        AccountWrite::NewPortal(p) => {
+            conn.execute(
+                &format!("INSERT INTO portal_account ({PORTAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+                &[
+                    Param::Text(&p.id),
+                    Param::Text(&p.login),
+                    Param::Text(&p.name),
+                    p.person_id.as_deref().into(),
+                    Param::Text(&p.password_hash),
+                    p.totp_secret.as_deref().into(),
+                    Param::I64(p.failed_logins),
+                    p.locked_until.into(),
+                    b(p.disabled),
+                    Param::I64(p.created),
+                ],
+            )?;
+        }
+        AccountWrite::NewProxyGrant(g) => {
+            conn.execute(
+                "INSERT INTO proxy_grant (id, proxy_account, person_id, relation, may_view_records, may_manage_consent, may_view_history, granted_by, created, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    Param::Text(&g.id),
+                    Param::Text(&g.proxy_account),
+                    Param::Text(&g.person_id),
+                    Param::Text(&g.relation),
+                    b(g.may_view_records),
+                    b(g.may_manage_consent),
+                    b(g.may_view_history),
+                    Param::Text(&g.granted_by),
+                    Param::I64(g.created),
+                    g.revoked.into(),
+                ],
+            )?;
+        }
+        AccountWrite::RevokeProxyGrant { id, at } => {
+            conn.execute(
+                "UPDATE proxy_grant SET revoked = $1 WHERE id = $2 AND revoked IS NULL",
+                &[Param::I64(*at), Param::Text(id)],
+            )?;
+        }
+        AccountWrite::NewSession(s) => {
+            conn.execute(
+                "INSERT INTO session (token_hash, kind, subject, facility, acting_for, created, expires, second_factor, csrf) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    Param::Text(&s.token_hash),
+                    Param::Text(&s.kind),
+                    Param::Text(&s.subject),
+                    s.facility.as_deref().into(),
+                    s.acting_for.as_deref().into(),
+                    Param::I64(s.created),
+                    Param::I64(s.expires),
+                    b(s.second_factor),
+                    Param::Text(&s.csrf),
+                ],
+            )?;
+        }
+        AccountWrite::SessionSecondFactor(h) => {
+            conn.execute("UPDATE session SET second_factor = 1 WHERE token_hash = $1", &[Param::Text(h)])?;
+        }
+        AccountWrite::EndSession(h) => {
+            conn.execute("DELETE FROM session WHERE token_hash = $1", &[Param::Text(h)])?;
+        }
+        AccountWrite::Consent { person_id, settings, version, at, by } => {
+            let cur =
+                conn.query("SELECT version FROM consent_setting WHERE person_id = $1", &[Param::Text(person_id)])?;
+            let found = cur.first().map_or(0, |r| r.i64(0));
+            if found + 1 != *version {
+                return Err(StoreError::Conflict {
+                    key: format!("consent/{person_id}"),
+                    expected: format!("version {}", version - 1),
+                    found: format!("version {found}"),
+                });
+            }
+            conn.execute("DELETE FROM consent_setting WHERE person_id = $1", &[Param::Text(person_id)])?;
+            conn.execute(
+                "INSERT INTO consent_setting (person_id, settings, version, updated, updated_by) VALUES ($1, $2, $3, $4, $5)",
+                &[Param::Text(person_id), Param::Text(settings), Param::I64(*version), Param::I64(*at), Param::Text(by)],
+            )?;
+        }
+        AccountWrite::Residence { person_id, prefecture, area, recent, at } => {
+            conn.execute("DELETE FROM residence WHERE person_id = $1", &[Param::Text(person_id)])?;
+            conn.execute(
+                "INSERT INTO residence (person_id, prefecture, area, recent, updated) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    Param::Text(person_id),
+                    Param::I64(*prefecture),
+                    Param::Text(area),
+                    Param::Text(recent),
+                    Param::I64(*at),
+                ],
+            )?;
+        }
+        AccountWrite::VisitConsent(v) => {
+            conn.execute(
+                "INSERT INTO visit_consent (id, person_id, facility, given_at, until_at, recorded_by) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[Param::Text(&v.id), Param::Text(&v.person_id), Param::Text(&v.facility), Param::I64(v.given_at), v.until.into(), Param::Text(&v.recorded_by)],
+            )?;
+        }
+        AccountWrite::Emergency(e) => {
+            conn.execute(
+                &format!("INSERT INTO emergency_grant ({EMERGENCY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+                &[
+                    Param::Text(&e.id),
+                    Param::Text(&e.user_id),
+                    Param::Text(&e.user_login),
+                    Param::Text(&e.facility),
+                    Param::Text(&e.person_id),
+                    Param::Text(&e.reason),
+                    Param::I64(e.started),
+                    Param::I64(e.until),
+                    e.reviewed_by.as_deref().into(),
+                    e.reviewed_at.into(),
+                    e.review_note.as_deref().into(),
+                ],
+            )?;
+        }
+        AccountWrite::ReviewEmergency { id, by, at, note } => {
+            conn.execute(
+                "UPDATE emergency_grant SET reviewed_by = $1, reviewed_at = $2, review_note = $3 WHERE id = $4",
+                &[Param::Text(by), Param::I64(*at), Param::Text(note), Param::Text(id)],
+            )?;
+        }
+        AccountWrite::Notify(n) => {
+            conn.execute(
+                "INSERT INTO notification (id, person_id, kind, text, created, read_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[Param::Text(&n.id), Param::Text(&n.person_id), Param::Text(&n.kind), Param::Text(&n.text), Param::I64(n.created), n.read_at.into()],
+            )?;
+        }
+        AccountWrite::NotificationsRead { person_id, at } => {
+            conn.execute(
+                "UPDATE notification SET read_at = $1 WHERE person_id = $2 AND read_at IS NULL",
+                &[Param::I64(*at), Param::Text(person_id)],
+            )?;
+        }
+        AccountWrite::Anchor(a) => {
+            conn.execute(
+                "INSERT INTO audit_anchor (seq, hash, created, signature) VALUES ($1, $2, $3, $4)",
+                &[Param::I64(a.seq), Param::Text(&a.hash), Param::I64(a.created), Param::Text(&a.signature)],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Applies account writes and appends audit records, atomically.
+    pub fn write_accounts(&self, writes: Vec<AccountWrite>, audit: Vec<AuditRecord>) -> Result<Vec<i64>, StoreError> {
+        self.inner.writer.write(move |conn| {
+            for w in &writes {
+                apply(conn, w)?;
+            }
+            append_audit(conn, &audit)
+        })
+    }
+
+    /// Sets the person of every record of a source patient (the MPI's link), returning how many
+    /// rows changed.
+    pub fn set_person(
+        &self,
+        patient_id: String,
+        person_id: String,
+        audit: Vec<AuditRecord>,
+    ) -> Result<u64, StoreError> {
+        self.inner.writer.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE resource SET person_id = $1 WHERE patient_id = $2",
+                &[Param::Text(&person_id), Param::Text(&patient_id)],
+            )?;
+            append_audit(conn, &audit)?;
+            Ok(n)
+        })
+    }
+}
+
+impl Reader<'_> {
+    /// A facility.
+    pub fn facility(&mut self, code: &str) -> Result<Option<FacilityRow>, StoreError> {
+        Ok(self.facilities_where("WHERE code = $1", &[Param::Text(code)])?.into_iter().next())
+    }
+
+    /// Every facility.
+    pub fn facilities(&mut self) -> Result<Vec<FacilityRow>, StoreError> {
+        self.facilities_where("", &[])
+    }
+
+    fn facilities_where(&mut self, w: &str, p: &[Param<'_>]) -> Result<Vec<FacilityRow>, StoreError> {
+        let rows = self.conn.query(&format!("SELECT code, name, class, prefecture, area, area_name, discloses, views FROM facility {w} ORDER BY code"), p)?;
+        Ok(rows
+            .iter()
+            .map(|r| FacilityRow {
+                code: r.str(0).into(),
+                name: r.str(1).into(),
+                class: r.str(2).into(),
+                prefecture: r.i64(3),
+                area: r.str(4).into(),
+                area_name: r.str(5).into(),
+                discloses: r.i64(6) != 0,
+                views: r.i64(7) != 0,
+            })
+            .collect())
+    }
+
+    /// The 二次医療圏 of a city.
+    pub fn area_of_city(&mut self, prefecture: i64, city: &str) -> Result<Option<String>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT area FROM area_city WHERE prefecture = $1 AND city = $2",
+            &[Param::I64(prefecture), Param::Text(city)],
+        )?;
+        Ok(rows.first().map(|r| r.str(0).to_owned()))
+    }
+
+    /// A user by login (with facilities).
+    pub fn user_by_login(&mut self, login: &str) -> Result<Option<UserRow>, StoreError> {
+        self.user_where("login = $1", login)
+    }
+
+    /// A user by id (with facilities).
+    pub fn user(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        self.user_where("id = $1", id)
+    }
+
+    fn user_where(&mut self, w: &str, v: &str) -> Result<Option<UserRow>, StoreError> {
+        let rows = self.conn.query(&format!("SELECT {USER_COLS} FROM user_account WHERE {w}"), &[Param::Text(v)])?;
+        let Some(mut u) = rows.first().map(user_row) else { return Ok(None) };
+        u.facilities = self
+            .conn
+            .query("SELECT facility FROM user_facility WHERE user_id = $1 ORDER BY facility", &[Param::Text(&u.id)])?
+            .iter()
+            .map(|r| r.str(0).to_owned())
+            .collect();
+        Ok(Some(u))
+    }
+
+    /// Every user (without password hashes' use; for the operator console).
+    pub fn users(&mut self) -> Result<Vec<UserRow>, StoreError> {
+        let rows = self.conn.query(&format!("SELECT {USER_COLS} FROM user_account ORDER BY login"), &[])?;
+        let mut out: Vec<UserRow> = rows.iter().map(user_row).collect();
+        let links = self.conn.query("SELECT user_id, facility FROM user_facility ORDER BY facility", &[])?;
+        for l in links {
+            if let Some(u) = out.iter_mut().find(|u| u.id == l.str(0)) {
+                u.facilities.push(l.str(1).to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// A portal account by login.
+    pub fn portal_by_login(&mut self, login: &str) -> Result<Option<PortalRow>, StoreError> {
+        let rows = self
+            .conn
+            .query(&format!("SELECT {PORTAL_COLS} FROM portal_account WHERE login = $1"), &[Param::Text(login)])?;
+        Ok(rows.first().map(portal_row))
+    }
+
+    /// A portal account by id.
+    pub fn portal(&mut self, id: &str) -> Result<Option<PortalRow>, StoreError> {
+        let rows =
+            self.conn.query(&format!("SELECT {PORTAL_COLS} FROM portal_account WHERE id = $1"), &[Param::Text(id)])?;
+        Ok(rows.first().map(portal_row))
+    }
+
+    /// The portal account of a person, if any.
+    pub fn portal_of_person(&mut self, person_id: &str) -> Result<Option<PortalRow>, StoreError> {
+        let rows = self.conn.query(
+            &format!("SELECT {PORTAL_COLS} FROM portal_account WHERE person_id = $1"),
+            &[Param::Text(person_id)],
+        )?;
+        Ok(rows.first().map(portal_row))
+    }
+
+    /// Active proxy grants held by an account.
+    pub fn grants_of_proxy(&mut self, account: &str) -> Result<Vec<ProxyGrantRow>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT id, proxy_account, person_id, relation, may_view_records, may_manage_consent, may_view_history, granted_by, created, revoked FROM proxy_grant WHERE proxy_account = $1 AND revoked IS NULL ORDER BY created",
+            &[Param::Text(account)],
+        )?;
+        Ok(rows.iter().map(grant_row).collect())
+    }
+
+    /// Proxy grants given for a person (including revoked ones).
+    pub fn grants_for_person(&mut self, person_id: &str) -> Result<Vec<ProxyGrantRow>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT id, proxy_account, person_id, relation, may_view_records, may_manage_consent, may_view_history, granted_by, created, revoked FROM proxy_grant WHERE person_id = $1 ORDER BY created",
+            &[Param::Text(person_id)],
+        )?;
+        Ok(rows.iter().map(grant_row).collect())
+    }
+
+    /// A session by token hash.
+    pub fn session(&mut self, token_hash: &str) -> Result<Option<SessionRow>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT token_hash, kind, subject, facility, acting_for, created, expires, second_factor, csrf FROM session WHERE token_hash = $1",
+            &[Param::Text(token_hash)],
+        )?;
+        Ok(rows.first().map(|r| SessionRow {
+            token_hash: r.str(0).into(),
+            kind: r.str(1).into(),
+            subject: r.str(2).into(),
+            facility: r.opt_str(3).map(Into::into),
+            acting_for: r.opt_str(4).map(Into::into),
+            created: r.i64(5),
+            expires: r.i64(6),
+            second_factor: r.i64(7) != 0,
+            csrf: r.str(8).into(),
+        }))
+    }
+
+    /// A person's disclosure settings and their version.
+    pub fn consent(&mut self, person_id: &str) -> Result<Option<(String, i64, i64, String)>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT settings, version, updated, updated_by FROM consent_setting WHERE person_id = $1",
+            &[Param::Text(person_id)],
+        )?;
+        Ok(rows.first().map(|r| (r.str(0).to_owned(), r.i64(1), r.i64(2), r.str(3).to_owned())))
+    }
+
+    /// A person's residence: (prefecture, area, recent prefectures).
+    pub fn residence(&mut self, person_id: &str) -> Result<Option<(i64, String, String)>, StoreError> {
+        let rows = self
+            .conn
+            .query("SELECT prefecture, area, recent FROM residence WHERE person_id = $1", &[Param::Text(person_id)])?;
+        Ok(rows.first().map(|r| (r.i64(0), r.str(1).to_owned(), r.str(2).to_owned())))
+    }
+
+    /// Consents given in person for a person.
+    pub fn visit_consents(&mut self, person_id: &str) -> Result<Vec<VisitConsentRow>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT id, person_id, facility, given_at, until_at, recorded_by FROM visit_consent WHERE person_id = $1 ORDER BY given_at",
+            &[Param::Text(person_id)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| VisitConsentRow {
+                id: r.str(0).into(),
+                person_id: r.str(1).into(),
+                facility: r.str(2).into(),
+                given_at: r.i64(3),
+                until: r.opt_i64(4),
+                recorded_by: r.str(5).into(),
+            })
+            .collect())
+    }
+
+    /// Facilities with current records of a person (they have treated the person).
+    pub fn treating_facilities(&mut self, person_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT DISTINCT facility FROM resource WHERE person_id = $1 AND deleted = 0 AND facility IS NOT NULL ORDER BY facility",
+            &[Param::Text(person_id)],
+        )?;
+        Ok(rows.iter().map(|r| r.str(0).to_owned()).collect())
+    }
+
+    /// Facilities a referral of the person is addressed to.
+    pub fn referral_recipients(&mut self, person_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT DISTINCT i.code FROM resource r JOIN idx_token i ON i.rtype = r.rtype AND i.id = r.id \
+             WHERE r.person_id = $1 AND r.rtype = 'Bundle' AND r.deleted = 0 AND i.param = 'recipient' ORDER BY i.code",
+            &[Param::Text(person_id)],
+        )?;
+        Ok(rows.iter().map(|r| r.str(0).to_owned()).collect())
+    }
+
+    /// Emergency grants for a person (newest first).
+    pub fn emergency_grants(&mut self, person_id: &str) -> Result<Vec<EmergencyRow>, StoreError> {
+        let rows = self.conn.query(
+            &format!("SELECT {EMERGENCY_COLS} FROM emergency_grant WHERE person_id = $1 ORDER BY started DESC"),
+            &[Param::Text(person_id)],
+        )?;
+        Ok(rows.iter().map(emergency_row).collect())
+    }
+
+    /// Emergency grants not yet reviewed (oldest first) — the operator's review list.
+    pub fn emergency_to_review(&mut self) -> Result<Vec<EmergencyRow>, StoreError> {
+        let rows = self.conn.query(
+            &format!("SELECT {EMERGENCY_COLS} FROM emergency_grant WHERE reviewed_at IS NULL ORDER BY started"),
+            &[],
+        )?;
+        Ok(rows.iter().map(emergency_row).collect())
+    }
+
+    /// Notices to a person (newest first).
+    pub fn notifications(&mut self, person_id: &str) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT id, person_id, kind, text, created, read_at FROM notification WHERE person_id = $1 ORDER BY created DESC",
+            &[Param::Text(person_id)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| NotificationRow {
+                id: r.str(0).into(),
+                person_id: r.str(1).into(),
+                kind: r.str(2).into(),
+                text: r.str(3).into(),
+                created: r.i64(4),
+                read_at: r.opt_i64(5),
+            })
+            .collect())
+    }
+
+    /// Audit anchors, oldest first.
+    pub fn anchors(&mut self) -> Result<Vec<AnchorRow>, StoreError> {
+        let rows = self.conn.query("SELECT seq, hash, created, signature FROM audit_anchor ORDER BY seq", &[])?;
+        Ok(rows
+            .iter()
+            .map(|r| AnchorRow { seq: r.i64(0), hash: r.str(1).into(), created: r.i64(2), signature: r.str(3).into() })
+            .collect())
+    }
+
+    /// The chain hash of one audit record.
+    pub fn audit_hash(&mut self, seq: i64) -> Result<Option<String>, StoreError> {
+        let rows = self.conn.query("SELECT hash FROM audit WHERE seq = $1", &[Param::I64(seq)])?;
+        Ok(rows.first().map(|r| r.str(0).to_owned()))
+    }
+
+    /// The person of a Patient (the MPI link; the patient itself when not linked).
+    pub fn person_of_patient(&mut self, patient_id: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .conn
+            .query("SELECT person_id FROM resource WHERE rtype = 'Patient' AND id = $1", &[Param::Text(patient_id)])?;
+        Ok(rows.first().map(|r| r.opt_str(0).unwrap_or(patient_id).to_owned()))
+    }
+
+    /// The source patients (Patient ids) of a person.
+    pub fn patients_of_person(&mut self, person_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT id FROM resource WHERE rtype = 'Patient' AND deleted = 0 AND (person_id = $1 OR (person_id IS NULL AND id = $1)) ORDER BY id",
+            &[Param::Text(person_id)],
+        )?;
+        Ok(rows.iter().map(|r| r.str(0).to_owned()).collect())
+    }
+}
