@@ -68,6 +68,17 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
+    /// The cached answer for a token, if fresh (never blocks).
+    pub fn cached(&self, token: &str) -> Option<Option<Actor>> {
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 200 {
+            return Some(None);
+        }
+        let hash = token_hash(token);
+        let map = self.entries.lock().ok()?;
+        let (actor, at) = map.get(&hash)?;
+        (at.elapsed() < CACHE_TTL).then(|| actor.clone())
+    }
+
     /// Resolves a presented token (blocking: may read the store).
     pub fn resolve(&self, store: &Store, token: &str) -> Result<Option<Actor>, StoreError> {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 200 {

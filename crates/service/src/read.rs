@@ -80,11 +80,7 @@ impl Service {
             return self.read_audit_event(ctx, id);
         }
         check_supported(rtype, if vid.is_some() { Interaction::Vread } else { Interaction::Read })?;
-        let found = self.store.snapshot(|r| {
-            let Some(cur) = r.current(rtype, id)? else { return Ok(None) };
-            let version = r.version(rtype, id, vid.or(Some(cur.version)))?;
-            Ok(Some((cur, version)))
-        })?;
+        let found = self.store.read(|r| r.current_and_version(rtype, id, vid))?;
         let mut audit = self.audit_record(ctx, AuditAction::Read, subtype, AuditOutcome::Success);
         let key = match vid {
             Some(v) => format!("{rtype}/{id}/_history/{v}"),

@@ -498,6 +498,28 @@ impl Reader<'_> {
         rows.first().map(|r| current_row(r, 0)).transpose()
     }
 
+    /// The current row and the content of one version (the current one when `version` is
+    /// None), in one statement (atomic without a transaction).
+    pub fn current_and_version(&mut self, rtype: ResourceType, id: &str, version: Option<i64>) -> Result<Option<(CurrentRow, Option<StoredResource>)>, StoreError> {
+        let sql = format!(
+            "SELECT {CURRENT_COLS}, v.version, v.last_updated, v.deleted, v.content FROM resource r \
+             LEFT JOIN resource_version v ON v.rtype = r.rtype AND v.id = r.id AND v.version = COALESCE($3, r.version) \
+             WHERE r.rtype = $1 AND r.id = $2"
+        );
+        let rows = self.conn.query(&sql, &[Param::Text(rtype.as_str()), Param::Text(id), version.into()])?;
+        let Some(mut row) = rows.into_iter().next() else { return Ok(None) };
+        let cur = current_row(&row, 0)?;
+        let stored = row.opt_i64(17).map(|v| StoredResource {
+            rtype,
+            id: id.to_owned(),
+            version: v,
+            last_updated: row.i64(18),
+            deleted: row.i64(19) != 0,
+            content: row.take_str(20),
+        });
+        Ok(Some((cur, stored)))
+    }
+
     /// One version's content (the current one when `version` is None).
     pub fn version(
         &mut self,

@@ -23,7 +23,7 @@ impl SqliteConn {
         conn.set_prepared_statement_cache_capacity(256);
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| StoreError::backend("busy_timeout", e))?;
         let pragmas = if read_only {
-            "PRAGMA query_only = ON; PRAGMA cache_size = -32000; PRAGMA mmap_size = 268435456;"
+            "PRAGMA query_only = ON; PRAGMA cache_size = -32000; PRAGMA mmap_size = 2147418112;"
         } else {
             // FULL: the WAL is synced at every commit, so an acknowledged write survives power
             // loss, not only a process crash.
