@@ -3,12 +3,12 @@
 //!
 //! | field | levels (after 0 = a value is missing) |
 //! |---|---|
-//! | family name | 1 kanji equal (variants folded) · 2 kana equal · 3 kana equal phonetically (long vowels, ヅ/ズ, small kana) · 4 one kana or kanji character different · 5 different |
+//! | family name | 1 kanji equal (variants folded) · 2 kana equal · 3 kana equal phonetically (long vowels, ヅ/ズ, small kana) · 4 one character different (kana of 3+ letters, kanji of 2+) · 5 different (kana compared) · 6 kanji different, kana missing on a side |
 //! | given name | same as family name |
 //! | birth date | 1 equal · 2 two adjacent digits transposed (or month and day swapped) · 3 one digit different · 4 different |
 //! | sex | 1 equal · 2 different |
 //! | address | 1 same 町名 and numbers · 2 same 町名 · 3 same city · 4 same prefecture · 5 different |
-//! | postal code | 1 equal · 2 same first three digits · 3 different |
+//! | postal code | 1 equal · 2 same first three digits · 3 different; counted as missing when the addresses already agree on the 町名 (the two are not independent evidence) |
 //! | phone | 1 a number in common · 2 different |
 //! | insurance | 1 same identity · 2 same 記号・番号, other 枝番 (a family member) · 3 same insurer · 4 different |
 //!
@@ -67,7 +67,7 @@ impl Field {
     pub fn levels(self) -> &'static [&'static str] {
         match self {
             Field::FamilyName | Field::GivenName => {
-                &["missing", "kanji_exact", "kana_exact", "kana_phonetic", "one_char_different", "different"]
+                &["missing", "kanji_exact", "kana_exact", "kana_phonetic", "one_char_different", "different", "kanji_only_different"]
             }
             Field::BirthDate => &["missing", "exact", "transposition", "one_digit", "different"],
             Field::Sex => &["missing", "equal", "different"],
@@ -101,6 +101,7 @@ pub(crate) mod name_level {
     pub const PHONETIC: u8 = 3;
     pub const FUZZY: u8 = 4;
     pub const DIFFERENT: u8 = 5;
+    pub const KANJI_ONLY_DIFFERENT: u8 = 6;
 }
 
 /// A comparison vector: one level per field.
@@ -134,13 +135,14 @@ impl Names for crate::features::Interner {
 
 /// Compares two records.
 pub(crate) fn compare(a: &Features, b: &Features, names: &impl Names) -> Gamma {
+    let addr = address(a, b);
     [
         name(a.family_kanji, a.family_kana, a.family_phon, b.family_kanji, b.family_kana, b.family_phon, names),
         name(a.given_kanji, a.given_kana, a.given_phon, b.given_kanji, b.given_kana, b.given_phon, names),
         birth(a.birth, b.birth),
         sex(a.sex, b.sex),
-        address(a, b),
-        postal(a.postal, b.postal),
+        addr,
+        if addr == 1 || addr == 2 { 0 } else { postal(a.postal, b.postal) },
         phone(&a.phones, &b.phones),
         insurance(a, b),
     ]
@@ -162,12 +164,17 @@ fn name(ak: u32, akana: u32, aphon: u32, bk: u32, bkana: u32, bphon: u32, names:
     if kana && aphon == bphon {
         return PHONETIC;
     }
-    let kana_close = kana && one_char_apart(names.name(aphon), names.name(bphon));
-    let kanji_close = kanji && one_char_apart(names.name(ak), names.name(bk));
+    // One character off only counts where a character stays in common: kana of three letters
+    // or more (exact spelling, so that ケイコ/ユウコ are not close), kanji of two or more.
+    let long_enough = |s: &str, min: usize| s.chars().count() >= min;
+    let (sa, sb) = (names.name(akana), names.name(bkana));
+    let kana_close = kana && long_enough(sa, 3) && long_enough(sb, 3) && one_char_apart(sa, sb);
+    let (ka, kb) = (names.name(ak), names.name(bk));
+    let kanji_close = kanji && long_enough(ka, 2) && long_enough(kb, 2) && one_char_apart(ka, kb);
     if kana_close || kanji_close {
         return FUZZY;
     }
-    DIFFERENT
+    if kana { DIFFERENT } else { KANJI_ONLY_DIFFERENT }
 }
 
 /// Whether two strings are within one edit (substitution, insertion or deletion of a char,

@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
 use crate::features::{Map, new_map};
 use crate::record::SourceKey;
 use musubi_domain::FacilityCode;
@@ -40,9 +43,9 @@ fn pairs(n: u64) -> u64 {
 
 /// Scores predicted labels against true labels, both keyed by source record. Labels are any
 /// strings (person ids); only equality matters.
-pub fn pairwise<'a>(
+pub fn pairwise<'a, S: BuildHasher>(
     predicted: impl IntoIterator<Item = (&'a SourceKey, &'a str)>,
-    truth: &Map<SourceKey, String>,
+    truth: &HashMap<SourceKey, String, S>,
 ) -> PairwiseScores {
     let mut pred_label: Map<&str, u32> = new_map();
     let mut true_label: Map<&str, u32> = new_map();
@@ -100,9 +103,9 @@ pub enum TruthError {
 
 /// Reads a truth CSV `facility,local_id,person` (no header; a first line starting with
 /// `facility` is taken as a header and skipped).
-pub fn parse_truth(csv_bytes: &[u8]) -> Result<Map<SourceKey, String>, TruthError> {
+pub fn parse_truth(csv_bytes: &[u8]) -> Result<HashMap<SourceKey, String>, TruthError> {
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(csv_bytes);
-    let mut out = new_map();
+    let mut out = HashMap::new();
     for (i, rec) in rdr.records().enumerate() {
         let line = i as u64 + 1;
         let rec = rec.map_err(|e| TruthError::Line { line, reason: e.to_string() })?;

@@ -226,11 +226,18 @@ pub(crate) fn block_keys(f: &Features, out: &mut Vec<u64>) {
     out.dedup();
 }
 
-/// A given-name conflict: both records have a given name and nothing of it agrees, not even
-/// one character off. Twins and siblings of one household look exactly like this, so it is a
-/// hard stop for automatic linking whatever else agrees.
+/// A person-level conflict, a hard stop for automatic linking whatever else agrees:
+/// - the given names differ outright (the kana of both differ, not even one character off):
+///   twins look exactly like this, with the same family name, address, birth date and
+///   insurance card but for the 枝番;
+/// - or the birth dates differ beyond a typo and the given names are not the same: siblings of
+///   one household share every household field (address, phone, insurance household) and
+///   would otherwise add up to a link.
 pub(crate) fn given_conflict(g: &Gamma) -> bool {
-    g[Field::GivenName.index()] == name_level::DIFFERENT
+    let given = g[Field::GivenName.index()];
+    let birth = g[Field::BirthDate.index()];
+    given == name_level::DIFFERENT
+        || (birth == 4 && matches!(given, name_level::FUZZY | name_level::DIFFERENT | name_level::KANJI_ONLY_DIFFERENT))
 }
 
 /// The same insurance identity on both records.
@@ -464,6 +471,14 @@ impl Index {
             .collect();
         v.sort();
         v
+    }
+
+    /// The comparison of two indexed records: match weight and levels (for a reviewer).
+    pub fn explain(&self, a: &SourceKey, b: &SourceKey) -> Option<(f64, Vec<(Field, String)>)> {
+        let fa = self.feats.get(self.record_of(a)? as usize)?;
+        let fb = self.feats.get(self.record_of(b)? as usize)?;
+        let g = compare(fa, fb, &self.norm.names);
+        Some((self.weights.weight(&g, fa, &self.tf), levels_of(&g)))
     }
 
     /// Number of records.

@@ -104,6 +104,52 @@ pub struct NormalizedRecord {
 }
 
 impl NormalizedRecord {
+    /// Column names, in the order of [`NormalizedRecord::values`].
+    pub const COLUMNS: [&'static str; 18] = [
+        "key",
+        "family_kanji",
+        "given_kanji",
+        "family_kana",
+        "given_kana",
+        "family_phon",
+        "given_phon",
+        "birth_date",
+        "sex",
+        "prefecture",
+        "city",
+        "town",
+        "address",
+        "postal_code",
+        "phone",
+        "phone2",
+        "insurance",
+        "insurance_household",
+    ];
+
+    /// The values, in the order of [`NormalizedRecord::COLUMNS`].
+    pub fn values(&self) -> [&str; 18] {
+        [
+            &self.key,
+            &self.family_kanji,
+            &self.given_kanji,
+            &self.family_kana,
+            &self.given_kana,
+            &self.family_phon,
+            &self.given_phon,
+            &self.birth_date,
+            &self.sex,
+            &self.prefecture,
+            &self.city,
+            &self.town,
+            &self.address,
+            &self.postal_code,
+            &self.phone,
+            &self.phone2,
+            &self.insurance,
+            &self.insurance_household,
+        ]
+    }
+
     /// The normalized values of a record.
     pub fn of(r: &SourceRecord) -> NormalizedRecord {
         let v = features::NormalizedValues::of(r);
