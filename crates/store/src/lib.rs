@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod collect;
 mod ops;
 mod pool;
 mod postgres;
