@@ -19,6 +19,7 @@
 mod audit_event;
 mod bundle;
 mod capability;
+pub mod collect;
 mod error;
 pub mod import;
 mod prepare;

@@ -228,11 +228,26 @@ pub struct Recollect {
     pub sha256: String,
 }
 
+/// A file that is gone from the storage: its state is forgotten (it is collected again if it
+/// comes back) and its open quarantine entries are marked resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forget {
+    /// The facility.
+    pub facility: String,
+    /// Which collector.
+    pub kind: SourceKind,
+    /// The path.
+    pub path: String,
+}
+
 /// Everything one chunk of collection writes, atomically.
 #[derive(Debug, Clone, Default)]
 pub struct CollectBatch {
-    /// Resources, deletions and audit records (as for any write).
-    pub write: WriteBatch,
+    /// Resources, deletions and audit records, as successive batches applied in order in the
+    /// one transaction: a resource changed twice in a chunk (created, then updated or
+    /// retracted) gets one version per change, exactly as if the changes came in separate
+    /// chunks.
+    pub writes: Vec<WriteBatch>,
     /// Files being collected again: their open quarantine entries are marked resolved.
     pub recollect: Vec<Recollect>,
     /// New quarantine entries.
@@ -245,6 +260,8 @@ pub struct CollectBatch {
     pub facility_uses: Vec<FacilityUseRow>,
     /// File states, written last: a file counts as collected only with everything above.
     pub files: Vec<FileState>,
+    /// Files gone from the storage.
+    pub forget: Vec<Forget>,
 }
 
 /// The current state of a resource as the collector needs it: version, content hash, the meta
@@ -325,7 +342,12 @@ fn apply(conn: &mut dyn Conn, b: &CollectBatch) -> Result<Committed, StoreError>
             ],
         )?;
     }
-    let committed = crate::ops::apply(conn, &b.write)?;
+    let mut committed = Committed::default();
+    for w in &b.writes {
+        let c = crate::ops::apply(conn, w)?;
+        committed.deleted_versions.extend(c.deleted_versions);
+        committed.audit_seqs.extend(c.audit_seqs);
+    }
     let rows: Vec<Vec<Param<'_>>> = b.quarantine.iter().map(quarantine_params).collect();
     conn.insert_rows("collect_quarantine", QUARANTINE_COLS, &rows)?;
     let mut blobs: Vec<&Blob> = b.blobs.iter().collect();
@@ -363,6 +385,15 @@ fn apply(conn: &mut dyn Conn, b: &CollectBatch) -> Result<Committed, StoreError>
     upsert(conn, "facility_use", USE_COLS, 3, true, &rows)?;
     let rows: Vec<Vec<Param<'_>>> = b.files.iter().map(file_params).collect();
     upsert(conn, "collect_file", FILE_COLS, 3, true, &rows)?;
+    for f in &b.forget {
+        let key = [Param::Text(&f.facility), Param::Text(f.kind.as_str()), Param::Text(&f.path)];
+        conn.execute(
+            "UPDATE collect_quarantine SET resolved_at = $4 WHERE facility = $1 AND kind = $2 AND path = $3 \
+             AND resolved_at IS NULL",
+            &[key[0], key[1], key[2], Param::I64(now)],
+        )?;
+        conn.execute("DELETE FROM collect_file WHERE facility = $1 AND kind = $2 AND path = $3", &key)?;
+    }
     Ok(committed)
 }
 

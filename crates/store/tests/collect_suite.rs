@@ -98,10 +98,10 @@ fn run(store: Store) {
     let iso = "MSH|^~\\&|\x1b$B45<T\x1b(B\r".to_owned();
     store
         .commit_collect(CollectBatch {
-            write: WriteBatch {
+            writes: vec![WriteBatch {
                 puts: vec![put(ResourceType::Patient, "p1", 1, Expect::Absent, patient("患者 太郎"))],
                 ..Default::default()
-            },
+            }],
             recollect: vec![],
             quarantine: vec![entry("b/PPR-01/g", "bb", 0, "PID-5 患者氏名がありません")],
             blobs: vec![
@@ -120,6 +120,7 @@ fn run(store: Store) {
                 file("a/ADT-00/f", "aa", FileOutcome::Landed),
                 file("b/PPR-01/g", "bb", FileOutcome::Quarantined),
             ],
+            forget: vec![],
         })
         .unwrap();
 
@@ -160,10 +161,10 @@ fn run(store: Store) {
     // no blob, no source link.
     let err = store
         .commit_collect(CollectBatch {
-            write: WriteBatch {
+            writes: vec![WriteBatch {
                 puts: vec![put(ResourceType::Patient, "p1", 1, Expect::Absent, patient("患者 次郎"))],
                 ..Default::default()
-            },
+            }],
             quarantine: vec![entry("c/x", "dd", 0, "x")],
             blobs: vec![Blob { sha256: "dd".into(), size: 1, encoding: "text".into(), data: "x".into() }],
             sources: vec![link("p1", "k2", 20)],
@@ -246,7 +247,7 @@ fn run(store: Store) {
     // A deletion and a source link committed together (a retraction).
     store
         .commit_collect(CollectBatch {
-            write: WriteBatch {
+            writes: vec![WriteBatch {
                 deletes: vec![DeleteResource {
                     rtype: ResourceType::Patient,
                     id: "p1".into(),
@@ -254,13 +255,29 @@ fn run(store: Store) {
                     expect_version: Some(1),
                 }],
                 ..Default::default()
-            },
+            }],
             files: vec![file("a/ADT-00/f_0", "gg", FileOutcome::Retracted)],
             ..Default::default()
         })
         .unwrap();
     let cur = store.read(|r| r.collect_currents(&[(ResourceType::Patient, "p1".into())])).unwrap();
     assert!(cur[0].deleted);
+
+    // A file gone from the storage: state forgotten, open entries resolved.
+    store
+        .commit_collect(CollectBatch {
+            forget: vec![Forget { facility: FAC.into(), kind: SourceKind::Ssmix2, path: "b/PPR-01/g".into() }],
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(store.read(|r| r.collect_file(SourceKind::Ssmix2, "b/PPR-01/g")).unwrap().is_empty());
+    assert!(store.read(|r| r.quarantine(&QuarantineQuery::default())).unwrap().is_empty());
+    store
+        .commit_collect(CollectBatch {
+            files: vec![file("b/PPR-01/g", "ff", FileOutcome::Landed)],
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(cur[0].version, 2);
 
     // Many lookups at once (more than one statement's worth).
@@ -270,7 +287,7 @@ fn run(store: Store) {
     let sources: Vec<SourceLink> = (0..1200).map(|i| link(&format!("m{i}"), &format!("k{i}"), i)).collect();
     store
         .commit_collect(CollectBatch {
-            write: WriteBatch { puts, ..Default::default() },
+            writes: vec![WriteBatch { puts, ..Default::default() }],
             sources,
             ..Default::default()
         })
@@ -279,6 +296,36 @@ fn run(store: Store) {
     let cur = store.read(|r| r.collect_currents(&keys)).unwrap();
     assert_eq!(cur.len(), 1200);
     assert!(cur.iter().all(|c| c.source.as_ref().is_some_and(|s| s.id == c.id)));
+
+    // Successive batches in one chunk: created, updated and deleted in one transaction, one
+    // version per change.
+    let c = store
+        .commit_collect(CollectBatch {
+            writes: vec![
+                WriteBatch {
+                    puts: vec![put(ResourceType::Patient, "w1", 1, Expect::Absent, patient("一"))],
+                    ..Default::default()
+                },
+                WriteBatch {
+                    puts: vec![put(ResourceType::Patient, "w1", 2, Expect::Version(1), patient("二"))],
+                    ..Default::default()
+                },
+                WriteBatch {
+                    deletes: vec![DeleteResource {
+                        rtype: ResourceType::Patient,
+                        id: "w1".into(),
+                        last_updated: 1_700_000_002_000,
+                        expect_version: Some(2),
+                    }],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(c.deleted_versions, [Some(3)]);
+    let v2 = store.read(|r| r.version(ResourceType::Patient, "w1", Some(2))).unwrap().unwrap();
+    assert!(v2.content.unwrap().contains("二"));
 }
 
 #[test]
