@@ -113,7 +113,7 @@ impl IndexBuilder {
                             let (i, j) = ((p >> 32) as u32, p as u32);
                             let (Some(a), Some(b)) = (feats.get(i as usize), feats.get(j as usize)) else { continue };
                             let g = compare(a, b, &norm.names);
-                            let w = weights.weight(&g, a, tf);
+                            let w = weights.weight(&g, a, b, tf);
                             let det = u8::from(same_insurance(&g));
                             if w >= review_th || det > 0 {
                                 out.push(Edge { i, j, w: w as f32, det, conflict: given_conflict(&g) });
@@ -137,7 +137,7 @@ impl IndexBuilder {
                     && let (Some(a), Some(b)) = (feats.get(i), feats.get(j as usize))
                 {
                     let g = compare(a, b, &norm.names);
-                    let w = weights.weight(&g, a, &tf);
+                    let w = weights.weight(&g, a, b, &tf);
                     let (i, j) = if (i as u32) < j { (i as u32, j) } else { (j, i as u32) };
                     edges.push(Edge { i, j, w: w as f32, det: 2, conflict: given_conflict(&g) });
                 }
@@ -175,14 +175,17 @@ impl IndexBuilder {
                 }
                 Some(h) => {
                     refused += 1;
-                    review.push((e.i, e.j, f64::from(e.w), h));
+                    // Person-level conflicts are confident non-matches (twins, siblings) unless
+                    // the two records share an insurance identity or a cross-reference.
+                    if h != Hold::GivenNameConflict || e.det > 0 {
+                        review.push((e.i, e.j, f64::from(e.w), h));
+                    }
                 }
             }
         }
         for e in &edges {
-            if e.det == 0 && e.w < link_th && uf.find(e.i) != uf.find(e.j) {
-                let hold = if e.conflict { Hold::GivenNameConflict } else { Hold::Uncertain };
-                review.push((e.i, e.j, f64::from(e.w), hold));
+            if e.det == 0 && !e.conflict && e.w < link_th && uf.find(e.i) != uf.find(e.j) {
+                review.push((e.i, e.j, f64::from(e.w), Hold::Uncertain));
             }
         }
         drop(members);
@@ -204,7 +207,7 @@ impl IndexBuilder {
         let t = Instant::now();
         let mut index = Index::with_model(model.clone(), config);
         index.norm = norm;
-        index.load_clusters(records, feats, &cluster);
+        index.load_clusters(records, feats, &cluster, None);
         seconds.push(("load".to_owned(), t.elapsed().as_secs_f64()));
         let stats = index.stats();
         let report = BatchReport {
@@ -247,7 +250,7 @@ fn guard(
             if given_conflict(&g) {
                 return Some(Hold::GivenNameConflict);
             }
-            if weights.weight(&g, fx, tf) < config.chain_floor && !same_insurance(&g) {
+            if weights.weight(&g, fx, fy, tf) < config.chain_floor && !same_insurance(&g) {
                 return Some(Hold::Uncertain);
             }
         }
@@ -329,9 +332,7 @@ pub struct Linkage {
 /// Links a set of records in one batch (see the module documentation).
 pub fn link_all(records: &[SourceRecord], config: &crate::LinkConfig) -> Linkage {
     let mut b = IndexBuilder::new(config.clone());
-    for r in records {
-        b.push(r);
-    }
+    b.push_all(records);
     let (index, report) = b.finish();
     let assignments = records
         .iter()

@@ -3,7 +3,7 @@
 //!
 //! | field | levels (after 0 = a value is missing) |
 //! |---|---|
-//! | family name | 1 kanji equal (variants folded) · 2 kana equal · 3 kana equal phonetically (long vowels, ヅ/ズ, small kana) · 4 one character different (kana of 3+ letters, kanji of 2+) · 5 different (kana compared) · 6 kanji different, kana missing on a side |
+//! | family name | 1 equal: kanji equal (variants folded), or — when a side has no kanji — kana equal phonetically · 2 kanji differ, kana equal · 3 kanji differ, kana equal phonetically (long vowels, ヅ/ズ, small kana) · 4 one character different (kana of 3+ letters, kanji of 2+) · 5 different (kana compared) · 6 kanji different, kana missing on a side |
 //! | given name | same as family name |
 //! | birth date | 1 equal · 2 two adjacent digits transposed (or month and day swapped) · 3 one digit different · 4 different |
 //! | sex | 1 equal · 2 different |
@@ -157,6 +157,17 @@ fn name(ak: u32, akana: u32, aphon: u32, bk: u32, bkana: u32, bphon: u32, names:
     }
     if kanji && ak == bk {
         return KANJI;
+    }
+    // One side has no kanji: the kana is all there is to compare, and phonetic equality is as
+    // good as it gets (kana-only records come from systems that store kana only, often
+    // half-width, with long vowels as ｰ).
+    if !kanji {
+        if aphon == bphon {
+            return KANJI;
+        }
+        let (sa, sb) = (names.name(akana), names.name(bkana));
+        let close = sa.chars().count() >= 3 && sb.chars().count() >= 3 && one_char_apart(sa, sb);
+        return if close { FUZZY } else { DIFFERENT };
     }
     if kana && akana == bkana {
         return KANA;

@@ -98,7 +98,38 @@ pub(crate) struct Features {
     pub postal: u32,
     /// Up to two phone numbers: digits as a number, with the digit count in the top byte.
     pub phones: [u64; 2],
-    pub insurance: Box<[Ins]>,
+    pub insurance: Insurances,
+}
+
+/// Insurance identities of a record: the first inline (almost every record has one), any
+/// further ones on the heap.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Insurances {
+    first: Option<Ins>,
+    more: Option<Box<[Ins]>>,
+}
+
+impl Insurances {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Ins> {
+        self.first.iter().chain(self.more.iter().flat_map(|m| m.iter()))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.as_ref().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+impl FromIterator<Ins> for Insurances {
+    fn from_iter<T: IntoIterator<Item = Ins>>(iter: T) -> Self {
+        let mut it = iter.into_iter();
+        let first = it.next();
+        let rest: Vec<Ins> = it.collect();
+        Insurances { first, more: (!rest.is_empty()).then(|| rest.into_boxed_slice()) }
+    }
 }
 
 /// Turns source records into [`Features`], owning the interners.
@@ -119,7 +150,7 @@ impl Normalizer {
         self.intern(&nv)
     }
 
-    fn intern(&mut self, v: &NormalizedValues) -> Features {
+    pub(crate) fn intern(&mut self, v: &NormalizedValues) -> Features {
         Features {
             family_kanji: self.names.intern(&v.family_kanji),
             given_kanji: self.names.intern(&v.given_kanji),

@@ -319,6 +319,33 @@ impl Postings {
     }
 }
 
+/// Source keys stored compactly: facility codes in one vector, local ids in one string.
+#[derive(Debug, Clone, Default)]
+struct KeyArena {
+    facilities: Vec<FacilityCode>,
+    ends: Vec<u32>,
+    text: String,
+}
+
+impl KeyArena {
+    fn push(&mut self, k: &SourceKey) {
+        self.facilities.push(k.facility);
+        self.text.push_str(&k.local_id);
+        self.ends.push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+    }
+
+    fn get(&self, r: u32) -> Option<(FacilityCode, &str)> {
+        let i = r as usize;
+        let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? as usize };
+        let end = *self.ends.get(i)? as usize;
+        Some((*self.facilities.get(i)?, self.text.get(start..end)?))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.facilities.capacity() * std::mem::size_of::<FacilityCode>() + self.ends.capacity() * 4 + self.text.capacity()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PersonSlot {
     id: PersonId,
@@ -334,7 +361,7 @@ pub struct Index {
     pub(crate) norm: Normalizer,
     pub(crate) tf: TermFrequencies,
     pub(crate) feats: Vec<Features>,
-    keys: Vec<(FacilityCode, Box<str>)>,
+    keys: KeyArena,
     /// hash of the key → record; exact keys of colliding hashes in `key_collisions`.
     key_index: Map<u64, u32>,
     key_collisions: Map<SourceKey, u32>,
@@ -348,7 +375,9 @@ pub struct Index {
     refs: Map<u64, Vec<u32>>,
     /// Cross-references of each record (hashes), for removal.
     rec_refs: Map<u32, Vec<(u64, SourceKey)>>,
-    kept_apart: std::collections::HashSet<(u32, u32), Hasher>,
+    /// Operator decisions "not the same person", as ordered pairs of source-key hashes (so
+    /// they survive a record being re-sent).
+    kept_apart: std::collections::HashSet<(u64, u64), Hasher>,
     live: usize,
 }
 
@@ -383,7 +412,7 @@ impl Index {
             norm: Normalizer::new(),
             tf: TermFrequencies::default(),
             feats: Vec::new(),
-            keys: Vec::new(),
+            keys: KeyArena::default(),
             key_index: new_map(),
             key_collisions: new_map(),
             rec_person: Vec::new(),
@@ -406,9 +435,8 @@ impl Index {
     /// Sizes.
     pub fn stats(&self) -> IndexStats {
         let feats = self.feats.capacity() * std::mem::size_of::<Features>()
-            + self.feats.iter().map(|f| f.insurance.len() * 12 + 16).sum::<usize>();
-        let keys = self.keys.capacity() * std::mem::size_of::<(FacilityCode, Box<str>)>()
-            + self.keys.iter().map(|k| k.1.len() + 16).sum::<usize>();
+            + self.feats.iter().map(|f| f.insurance.len().saturating_sub(1) * 12).sum::<usize>();
+        let keys = self.keys.heap_bytes();
         let persons = self.persons.capacity() * std::mem::size_of::<PersonSlot>()
             + self.persons.iter().map(|p| p.members.capacity() * 4 + 16).sum::<usize>();
         let heap = feats
@@ -431,7 +459,7 @@ impl Index {
     }
 
     fn key_of(&self, rec: u32) -> Option<SourceKey> {
-        self.keys.get(rec as usize).map(|(f, l)| SourceKey::new(*f, &**l))
+        self.keys.get(rec).map(|(f, l)| SourceKey::new(f, l))
     }
 
     fn record_of(&self, key: &SourceKey) -> Option<u32> {
@@ -439,8 +467,8 @@ impl Index {
             return Some(r);
         }
         let &r = self.key_index.get(&hash64(key))?;
-        let (f, l) = self.keys.get(r as usize)?;
-        (*f == key.facility && **l == *key.local_id && self.rec_person.get(r as usize).is_some_and(|p| *p != NIL))
+        let (f, l) = self.keys.get(r)?;
+        (f == key.facility && l == key.local_id && self.rec_person.get(r as usize).is_some_and(|p| *p != NIL))
             .then_some(r)
     }
 
@@ -478,7 +506,7 @@ impl Index {
         let fa = self.feats.get(self.record_of(a)? as usize)?;
         let fb = self.feats.get(self.record_of(b)? as usize)?;
         let g = compare(fa, fb, &self.norm.names);
-        Some((self.weights.weight(&g, fa, &self.tf), levels_of(&g)))
+        Some((self.weights.weight(&g, fa, fb, &self.tf), levels_of(&g)))
     }
 
     /// Number of records.
@@ -583,7 +611,7 @@ impl Index {
             for &m in &p.members {
                 let Some(mf) = self.feats.get(m as usize) else { continue };
                 let g = compare(f, mf, &self.norm.names);
-                let w = self.weights.weight(&g, f, &self.tf);
+                let w = self.weights.weight(&g, f, mf, &self.tf);
                 if best.is_none_or(|(bw, _, _)| w > bw) {
                     best = Some((w, m, g));
                 }
@@ -596,9 +624,9 @@ impl Index {
                     hold = Some(Hold::GivenNameConflict);
                 }
                 if self.config.same_facility_guard
-                    && let Some((fac, lid)) = self.keys.get(m as usize)
-                    && *fac == key.facility
-                    && **lid != *key.local_id
+                    && let Some((fac, lid)) = self.keys.get(m)
+                    && fac == key.facility
+                    && lid != key.local_id
                     && hold.is_none()
                 {
                     hold = Some(Hold::SameFacility);
@@ -636,11 +664,11 @@ impl Index {
         if self.kept_apart.is_empty() {
             return false;
         }
-        let Some(r) = self.record_of(key) else { return false };
+        let h = hash64(key);
         let Some(&slot) = self.person_index.get(&person) else { return false };
-        self.persons
-            .get(slot as usize)
-            .is_some_and(|p| p.members.iter().any(|m| self.kept_apart.contains(&ordered(r, *m))))
+        self.persons.get(slot as usize).is_some_and(|p| {
+            p.members.iter().filter_map(|m| self.key_of(*m)).any(|k| self.kept_apart.contains(&ordered(h, hash64(&k))))
+        })
     }
 
     /// Stores a record in `person` (or a new person) and returns the person.
@@ -653,11 +681,11 @@ impl Index {
         }
         self.tf.add(&f, 1);
         self.feats.push(f);
-        self.keys.push((rec.key.facility, rec.key.local_id.as_str().into()));
+        self.keys.push(&rec.key);
         let h = hash64(&rec.key);
         if let Some(&other) = self.key_index.get(&h)
             && self.rec_person.get(other as usize).is_some_and(|p| *p != NIL)
-            && self.keys.get(other as usize).is_some_and(|(f, l)| *f != rec.key.facility || **l != *rec.key.local_id)
+            && self.keys.get(other).is_some_and(|(f, l)| f != rec.key.facility || l != rec.key.local_id)
         {
             self.key_collisions.insert(rec.key.clone(), r);
         } else {
@@ -739,7 +767,7 @@ impl Index {
         }
         // Free the features' heap part; the slot itself stays (record ids are never reused).
         if let Some(x) = self.feats.get_mut(r as usize) {
-            x.insurance = Box::new([]);
+            x.insurance = Default::default();
         }
         self.live -= 1;
         self.detach(slot, r);
@@ -772,10 +800,14 @@ impl Index {
             }
             // An operator merge overrides earlier keep-apart decisions between the two.
         }
-        let keep_members = self.persons.get(keep as usize).map(|p| p.members.clone()).unwrap_or_default();
-        for &x in &keep_members {
-            for &y in &moved {
-                self.kept_apart.remove(&ordered(x, y));
+        if !self.kept_apart.is_empty() {
+            let keep_members = self.persons.get(keep as usize).map(|p| p.members.clone()).unwrap_or_default();
+            for &x in &keep_members {
+                for &y in &moved {
+                    if let (Some(kx), Some(ky)) = (self.key_of(x), self.key_of(y)) {
+                        self.kept_apart.remove(&ordered(hash64(&kx), hash64(&ky)));
+                    }
+                }
             }
         }
         if let Some(p) = self.persons.get_mut(keep as usize) {
@@ -804,8 +836,11 @@ impl Index {
         if let Some(x) = self.rec_person.get_mut(r as usize) {
             *x = new_slot;
         }
+        let h = hash64(key);
         for o in others {
-            self.kept_apart.insert(ordered(r, o));
+            if let Some(k) = self.key_of(o) {
+                self.kept_apart.insert(ordered(h, hash64(&k)));
+            }
         }
         self.persons.get(new_slot as usize).map(|p| p.id).ok_or_else(|| IndexError::UnknownRecord(key.clone()))
     }
@@ -813,9 +848,9 @@ impl Index {
     /// Records that two source records are different persons: automatic linking will never put
     /// them together (a merge by an operator still can).
     pub fn keep_apart(&mut self, a: &SourceKey, b: &SourceKey) -> Result<(), IndexError> {
-        let ra = self.record_of(a).ok_or_else(|| IndexError::UnknownRecord(a.clone()))?;
-        let rb = self.record_of(b).ok_or_else(|| IndexError::UnknownRecord(b.clone()))?;
-        self.kept_apart.insert(ordered(ra, rb));
+        self.record_of(a).ok_or_else(|| IndexError::UnknownRecord(a.clone()))?;
+        self.record_of(b).ok_or_else(|| IndexError::UnknownRecord(b.clone()))?;
+        self.kept_apart.insert(ordered(hash64(a), hash64(b)));
         Ok(())
     }
 
@@ -823,9 +858,15 @@ impl Index {
         self.persons.get(slot as usize).map(|p| p.members.len()).unwrap_or(0)
     }
 
-    /// Loads records with a precomputed clustering (batch mode): `person_of[i]` is the
-    /// cluster of `feats[i]`, and clusters get the id of their smallest key.
-    pub(crate) fn load_clusters(&mut self, records: Vec<(SourceKey, Vec<SourceKey>)>, feats: Vec<Features>, cluster: &[u32]) {
+    /// Loads records with a precomputed clustering (batch mode): `cluster[i]` is the cluster
+    /// of `feats[i]`; a cluster gets the id in `ids` if given, else the id of its smallest key.
+    pub(crate) fn load_clusters(
+        &mut self,
+        records: Vec<(SourceKey, Vec<SourceKey>)>,
+        feats: Vec<Features>,
+        cluster: &[u32],
+        ids: Option<&Map<u32, PersonId>>,
+    ) {
         let n = feats.len();
         // Smallest key per cluster.
         let mut anchor: Map<u32, usize> = new_map();
@@ -840,7 +881,8 @@ impl Index {
         order.sort_unstable_by_key(|x| x.1);
         for (c, i) in order {
             if let Some((k, _)) = records.get(i) {
-                let slot = self.new_person(PersonId::for_key(k), Vec::new());
+                let id = ids.and_then(|m| m.get(&c)).copied().unwrap_or_else(|| PersonId::for_key(k));
+                let slot = self.new_person(id, Vec::new());
                 slot_of.insert(c, slot);
             }
         }
@@ -866,7 +908,7 @@ impl Index {
                 }
                 self.rec_refs.insert(r, v);
             }
-            self.keys.push((key.facility, key.local_id.into_boxed_str()));
+            self.keys.push(&key);
             let slot = cluster.get(i).and_then(|c| slot_of.get(c)).copied().unwrap_or(NIL);
             if let Some(p) = self.persons.get_mut(slot as usize) {
                 p.members.push(r);
@@ -880,7 +922,7 @@ impl Index {
     }
 }
 
-fn ordered(a: u32, b: u32) -> (u32, u32) {
+fn ordered(a: u64, b: u64) -> (u64, u64) {
     if a < b { (a, b) } else { (b, a) }
 }
 
@@ -901,6 +943,9 @@ enum Decided {
 
 /// The decision over scored candidates (best first).
 fn decide(mut cands: Vec<Candidate>) -> Decided {
+    // A person-level conflict (twins, siblings) is a confident "different person": it needs no
+    // review unless deterministic evidence says otherwise.
+    cands.retain(|c| c.deterministic.is_some() || c.hold != Some(Hold::GivenNameConflict));
     if cands.is_empty() {
         return Decided::New;
     }
@@ -956,6 +1001,66 @@ impl IndexBuilder {
     pub fn push(&mut self, rec: &SourceRecord) {
         self.feats.push(self.norm.features(rec));
         self.records.push((rec.key.clone(), rec.cross_refs.clone()));
+    }
+
+    /// Adds many records, normalizing them on all cores (the interning stays sequential so
+    /// symbol ids do not depend on the number of threads).
+    pub fn push_all(&mut self, recs: &[SourceRecord]) {
+        let threads = if self.config.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.config.threads
+        };
+        let chunk = recs.len().div_ceil(threads.max(1)).max(1);
+        let values: Vec<Vec<crate::features::NormalizedValues>> = std::thread::scope(|s| {
+            let hs: Vec<_> = recs
+                .chunks(chunk)
+                .map(|part| s.spawn(move || part.iter().map(crate::features::NormalizedValues::of).collect::<Vec<_>>()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+        self.feats.reserve(recs.len());
+        self.records.reserve(recs.len());
+        for (v, r) in values.iter().flatten().zip(recs) {
+            self.feats.push(self.norm.intern(v));
+            self.records.push((r.key.clone(), r.cross_refs.clone()));
+        }
+    }
+
+    /// Restores an index from stored decisions instead of linking afresh (a server starting
+    /// up): every pushed record goes to the person given in `assignments` (records without one
+    /// become persons of their own), operator keep-apart pairs are restored, and `model` (the
+    /// one saved when the links were made) is used for later decisions.
+    pub fn restore(
+        self,
+        model: Model,
+        assignments: &[(SourceKey, PersonId)],
+        kept_apart: &[(SourceKey, SourceKey)],
+    ) -> Index {
+        let IndexBuilder { config, norm, feats, records } = self;
+        let given: Map<&SourceKey, PersonId> = assignments.iter().map(|(k, p)| (k, *p)).collect();
+        let mut label_of: Map<PersonId, u32> = new_map();
+        let mut ids: Map<u32, PersonId> = new_map();
+        let mut cluster = Vec::with_capacity(records.len());
+        for (i, (k, _)) in records.iter().enumerate() {
+            match given.get(k) {
+                Some(p) => {
+                    let next = (records.len() + label_of.len()) as u32;
+                    let l = *label_of.entry(*p).or_insert(next);
+                    ids.insert(l, *p);
+                    cluster.push(l);
+                }
+                None => cluster.push(i as u32),
+            }
+        }
+        drop(given);
+        let mut index = Index::with_model(model, config);
+        index.norm = norm;
+        index.load_clusters(records, feats, &cluster, Some(&ids));
+        for (a, b) in kept_apart {
+            index.kept_apart.insert(ordered(hash64(a), hash64(b)));
+        }
+        index
     }
 
     /// Number of records pushed.

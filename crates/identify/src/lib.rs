@@ -19,6 +19,28 @@
 //!
 //! No I/O: everything takes values and returns values.
 //!
+//! ## Using it from the service
+//!
+//! - **On every Patient write**: `SourceRecord::from_fhir_patient(&json, &facility)`, then
+//!   [`Index::add`]; store the [`Decision`] (person, reason, evidence or candidates) with the
+//!   write, in the same transaction as its audit record. A `Review` decision is a review-queue
+//!   item; the record already belongs to its own provisional person.
+//! - **Operator actions**: [`Index::merge`] / [`Index::split`] / [`Index::keep_apart`]; persist
+//!   the outcome (surviving and retired person ids, keep-apart pairs) as history.
+//! - **Start-up**: push every stored Patient into an [`IndexBuilder`] and
+//!   [`IndexBuilder::restore`] with the stored links, keep-apart pairs and the stored [`Model`]
+//!   ([`Model::to_json`] / [`Model::from_json`]).
+//! - **`musubi mpi rebuild`**: push everything into an [`IndexBuilder`] and
+//!   [`IndexBuilder::finish`]: it trains a new model on the data and relinks; the
+//!   [`BatchReport`] has the model, the review queue and timings.
+//! - **PIXm**: [`Index::person_of`] and [`Index::records_of`]; **PDQm `$match`**:
+//!   [`Index::evaluate`] (candidates with weight and probability, nothing stored).
+//! - **`musubi mpi links`**: [`Index::links`]; **`musubi mpi evaluate`**: [`eval::parse_truth`] and
+//!   [`eval::pairwise`].
+//!
+//! The index is not thread-safe for writes by itself (`add` takes `&mut self`): keep it behind a
+//! lock or feed it from the store's single writer; reads (`person_of`, `evaluate`) take `&self`.
+//!
 //! ```
 //! use musubi_identify::{Decision, Index, LinkConfig, SourceKey, SourceRecord, BirthDate, Sex};
 //! let fac = "1311234567".parse().unwrap();

@@ -15,6 +15,10 @@ use unicode_normalization::UnicodeNormalization;
 /// `ｶﾞ` composed to `ガ`), compatibility ideographs such as `塚` (U+FA10) become their unified
 /// form. Callers keep the raw value beside the normalized one.
 pub fn nfkc(s: &str) -> String {
+    // Most registration data is already NFKC (full-width kana, kanji): skip the rewrite then.
+    if unicode_normalization::is_nfkc_quick(s.chars()) == unicode_normalization::IsNormalized::Yes {
+        return s.to_owned();
+    }
     s.nfkc().collect()
 }
 
@@ -93,14 +97,14 @@ pub fn fold_zu_ji(s: &str) -> String {
 
 /// The vowel of a (full-width) katakana letter, if it has one.
 fn vowel_of(c: char) -> Option<char> {
-    const ROWS: [(&str, char); 5] = [
-        ("アカガサザタダナハバパマヤャラワァヵ", 'a'),
-        ("イキギシジチヂニヒビピミリィ", 'i'),
-        ("ウクグスズツヅヌフブプムユュルゥヴ", 'u'),
-        ("エケゲセゼテデネヘベペメレェヶ", 'e'),
-        ("オコゴソゾトドノホボポモヨョロヲォ", 'o'),
-    ];
-    ROWS.iter().find(|(s, _)| s.contains(c)).map(|(_, v)| *v)
+    Some(match c {
+        'ア' | 'カ' | 'ガ' | 'サ' | 'ザ' | 'タ' | 'ダ' | 'ナ' | 'ハ' | 'バ' | 'パ' | 'マ' | 'ヤ' | 'ャ' | 'ラ' | 'ワ' | 'ァ' | 'ヵ' => 'a',
+        'イ' | 'キ' | 'ギ' | 'シ' | 'ジ' | 'チ' | 'ヂ' | 'ニ' | 'ヒ' | 'ビ' | 'ピ' | 'ミ' | 'リ' | 'ィ' => 'i',
+        'ウ' | 'ク' | 'グ' | 'ス' | 'ズ' | 'ツ' | 'ヅ' | 'ヌ' | 'フ' | 'ブ' | 'プ' | 'ム' | 'ユ' | 'ュ' | 'ル' | 'ゥ' | 'ヴ' => 'u',
+        'エ' | 'ケ' | 'ゲ' | 'セ' | 'ゼ' | 'テ' | 'デ' | 'ネ' | 'ヘ' | 'ベ' | 'ペ' | 'メ' | 'レ' | 'ェ' | 'ヶ' => 'e',
+        'オ' | 'コ' | 'ゴ' | 'ソ' | 'ゾ' | 'ト' | 'ド' | 'ノ' | 'ホ' | 'ボ' | 'ポ' | 'モ' | 'ヨ' | 'ョ' | 'ロ' | 'ヲ' | 'ォ' => 'o',
+        _ => return None,
+    })
 }
 
 /// Long-vowel folding, the policy for kana names: a long vowel may be written with `ー`, with
@@ -208,6 +212,10 @@ pub fn fold_variant_kanji(s: &str) -> String {
 }
 
 fn fold_variant_char(c: char) -> char {
+    // Every variant is a CJK ideograph (U+4E00 and above); skip the table for kana and ASCII.
+    if (c as u32) < 0x4E00 {
+        return c;
+    }
     VARIANT_KANJI.iter().find(|(v, _)| *v == c).map(|(_, k)| *k).unwrap_or(c)
 }
 
@@ -245,6 +253,25 @@ fn is_digit_like(c: char) -> bool {
 /// Kana as the matcher compares it exactly: NFKC (half-width → full-width), hiragana →
 /// katakana, no white space, `ｰ`/`-` variants to `ー`.
 pub fn kana_exact(s: &str) -> String {
+    settle(s, kana_exact_once)
+}
+
+/// Applies a rule until nothing changes (at most four times). Removing a character can bring a
+/// stray combining mark next to a letter it composes with (`ﾊ ﾞ`), which the next NFKC pass
+/// composes; settling keeps the composite rules idempotent.
+fn settle(s: &str, f: fn(&str) -> String) -> String {
+    let mut cur = f(s);
+    for _ in 0..4 {
+        let next = f(&cur);
+        if next == cur {
+            break;
+        }
+        cur = next;
+    }
+    cur
+}
+
+fn kana_exact_once(s: &str) -> String {
     let k = hiragana_to_katakana(&nfkc(s));
     k.chars()
         .filter(|c| !c.is_whitespace())
@@ -258,13 +285,13 @@ pub fn kana_exact(s: &str) -> String {
 /// Kana as the matcher compares it phonetically: [`kana_exact`], then small kana, `ヅ`/`ヂ`
 /// and long vowels folded.
 pub fn kana_phonetic(s: &str) -> String {
-    fold_long_vowels(&fold_zu_ji(&fold_small_kana(&kana_exact(s))))
+    settle(s, |x| fold_long_vowels(&fold_zu_ji(&fold_small_kana(&kana_exact_once(x)))))
 }
 
 /// Kanji names as the matcher compares them: NFKC, no white space, variant kanji folded, and
 /// hiragana/katakana folded too (a name written in kana in the kanji slot, `さくら`/`サクラ`).
 pub fn kanji_name(s: &str) -> String {
-    fold_variant_kanji(&hiragana_to_katakana(&remove_whitespace(&nfkc(s))))
+    settle(s, |x| fold_variant_kanji(&hiragana_to_katakana(&remove_whitespace(&nfkc(x)))))
 }
 
 /// Digits of a phone number (`０９０－１２３４－５６７８` → `09012345678`). A `+81` prefix
@@ -422,6 +449,10 @@ pub fn split_prefecture(s: &str) -> (Option<u8>, &str) {
 /// 丁目-番(地)-号 forms written as `N-N-N` (`三丁目12番地5号` → `3-12-5`, `3丁目12-5` → `3-12-5`).
 /// What follows the numbers (a building and room) is kept after the numbers.
 pub fn address_line(s: &str) -> String {
+    settle(s, address_line_once)
+}
+
+fn address_line_once(s: &str) -> String {
     let t = normalize_hyphens(&remove_whitespace(&nfkc(s)));
     let t: String = t.chars().map(|c| if matches!(c, 'ヶ' | 'ヵ' | 'が' | 'ケ' | 'ｹ') { 'ケ' } else { c }).collect();
     // Kanji numerals followed by 丁目 / 番 / 号 / 番地 become digits.

@@ -5,7 +5,7 @@
 //! ```text
 //! mpi-eval --persons 100000 [--seed 7] [--threads 0] [--explain 10]
 //!          [--export-csv records.csv]      # normalized records + truth, for Splink
-//!          [--online 10000]                # online benchmark: hold out N records, add one by one
+//!          [--online-bench]                # online benchmark (streams records; no batch scoring)
 //!          [--dir OUT]                     # read a generated directory (fhir/*.ndjson + truth/) instead
 //! ```
 
@@ -26,6 +26,8 @@ struct Args {
     online: usize,
     dir: Option<String>,
     model_out: Option<String>,
+    sweep: Vec<f64>,
+    online_bench: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +40,8 @@ fn parse_args() -> Result<Args, String> {
         online: 0,
         dir: None,
         model_out: None,
+        sweep: Vec::new(),
+        online_bench: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -51,6 +55,10 @@ fn parse_args() -> Result<Args, String> {
             "--export-csv" => a.export_csv = Some(v()?),
             "--model-out" => a.model_out = Some(v()?),
             "--dir" => a.dir = Some(v()?),
+            "--online-bench" => a.online_bench = true,
+            "--sweep" => {
+                a.sweep = v()?.split(',').map(|x| x.trim().parse::<f64>().map_err(|e| format!("--sweep: {e}"))).collect::<Result<_, _>>()?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -130,6 +138,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if a.online_bench {
+        online_bench(&a);
+        return;
+    }
     let t0 = Instant::now();
     let (mut records, truth) = match &a.dir {
         Some(d) => match read_dir(d) {
@@ -167,9 +179,7 @@ fn main() {
     let rss_before = rss_mib();
     let t = Instant::now();
     let mut builder = IndexBuilder::new(config);
-    for r in &records {
-        builder.push(r);
-    }
+    builder.push_all(&records);
     let keys: Vec<SourceKey> = records.iter().map(|r| r.key.clone()).collect();
     if a.online > 0 {
         // Only the index stays in memory, as in a server.
@@ -222,6 +232,29 @@ fn main() {
         "batch pairwise: precision {:.5} recall {:.5} F1 {:.5} (pairs: predicted {}, true {}, correct {})",
         s.precision, s.recall, s.f1, s.predicted_pairs, s.true_pairs, s.correct_pairs
     );
+    for th in &a.sweep {
+        let cfg = LinkConfig {
+            threads: a.threads,
+            model: Some(report.model.clone()),
+            thresholds: Some(musubi_identify::Thresholds { link: *th, review: th.min(0.0) - 5.0 }),
+            ..LinkConfig::default()
+        };
+        let t = Instant::now();
+        let mut b = IndexBuilder::new(cfg);
+        b.push_all(&records);
+        let (ix, rep) = b.finish();
+        let labels: Vec<(SourceKey, String)> =
+            keys.iter().filter_map(|k| Some((k.clone(), ix.person_of(k)?.to_string()))).collect();
+        let s = pairwise(labels.iter().map(|(k, p)| (k, p.as_str())), &truth_batch);
+        println!(
+            "  link ≥ {th:>5.1}: precision {:.5} recall {:.5} F1 {:.5} ({} persons, {:.2} s with the model given)",
+            s.precision,
+            s.recall,
+            s.f1,
+            rep.persons,
+            t.elapsed().as_secs_f64()
+        );
+    }
     if a.explain > 0 {
         let brief: HashMap<SourceKey, String> = records
             .iter()
@@ -348,4 +381,112 @@ fn export(path: &str, records: &[SourceRecord], truth: &HashMap<SourceKey, Strin
     w.flush().map_err(|e| e.to_string())?;
     let _ = std::io::stdout().flush();
     Ok(())
+}
+
+/// What a held-out record should get.
+enum Expect {
+    /// Linked to the person of this (indexed) record.
+    LinkTo(SourceKey),
+    /// A new person (no other record of this person exists yet).
+    New,
+}
+
+/// The online benchmark: a region of `--persons` persons is generated and streamed into a
+/// batch build (records are not kept, so the process holds only the index), holding out the
+/// last registration of every 100th person (it should link) and every registration of every
+/// 100th+50 person (the first should start a new person, the rest link to it). The held-out
+/// records are then added one by one, timing each decision.
+fn online_bench(a: &Args) {
+    let t0 = Instant::now();
+    let opts = SynthOptions::new(a.persons, a.seed, std::env::temp_dir().join("mpi-eval-unused"));
+    let region = region(opts.seed, opts.persons);
+    let config = LinkConfig { threads: a.threads, ..LinkConfig::default() };
+    let mut builder = IndexBuilder::new(config);
+    let mut held: Vec<(SourceRecord, Expect)> = Vec::new();
+    let mut n = 0u64;
+    for p in persons(&region, &opts) {
+        let recs: Vec<SourceRecord> = p
+            .registrations
+            .iter()
+            .filter_map(|sp| {
+                let f = region.facility(sp.facility);
+                let patient = musubi_synth::fhir::patient(sp, f, "2025-04-01T09:00:00+09:00");
+                SourceRecord::from_fhir_patient(&patient, &f.code).ok().map(|(r, _)| r)
+            })
+            .collect();
+        n += recs.len() as u64;
+        let i = p.identity.index;
+        if i % 100 == 0 && recs.len() >= 2 {
+            let mut recs = recs;
+            let last = recs.pop();
+            let anchor = recs[0].key.clone();
+            for r in &recs {
+                builder.push(r);
+            }
+            if let Some(last) = last {
+                held.push((last, Expect::LinkTo(anchor)));
+            }
+        } else if i % 100 == 50 && !recs.is_empty() {
+            let first = recs[0].key.clone();
+            for (j, r) in recs.into_iter().enumerate() {
+                held.push((r, if j == 0 { Expect::New } else { Expect::LinkTo(first.clone()) }));
+            }
+        } else {
+            for r in &recs {
+                builder.push(r);
+            }
+        }
+    }
+    println!("generated {n} records of {} persons in {:.1} s; {} held out", a.persons, t0.elapsed().as_secs_f64(), held.len());
+    let t = Instant::now();
+    let (mut index, report) = builder.finish();
+    let stats = index.stats();
+    println!(
+        "batch build: {:.1} s ({}), {} candidate pairs; index {} records, {} persons, {} block keys",
+        t.elapsed().as_secs_f64(),
+        report.seconds.iter().map(|(k, v)| format!("{k} {v:.1} s")).collect::<Vec<_>>().join(", "),
+        report.candidate_pairs,
+        stats.records,
+        stats.persons,
+        stats.block_keys
+    );
+    println!(
+        "memory: index heap estimate {:.0} MiB; process RSS {:.0} MiB after the build (the process holds nothing else of size); peak RSS {:.0} MiB during the build",
+        stats.heap_bytes as f64 / 1048576.0,
+        rss_mib(),
+        peak_rss_mib()
+    );
+    let mut lat = Vec::with_capacity(held.len());
+    let (mut right, mut wrong_link, mut review, mut wrong_new) = (0u32, 0u32, 0u32, 0u32);
+    for (r, expect) in &held {
+        let t = Instant::now();
+        let d = index.add(r);
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        let want = match expect {
+            Expect::LinkTo(k) => index.person_of(k),
+            Expect::New => None,
+        };
+        match (&d, want) {
+            (Decision::Linked { person, .. }, Some(w)) if *person == w => right += 1,
+            (Decision::NewPerson { .. }, None) => right += 1,
+            (Decision::Linked { .. }, _) => wrong_link += 1,
+            (Decision::Review { .. }, _) => review += 1,
+            (Decision::NewPerson { .. }, Some(_)) => wrong_new += 1,
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    println!(
+        "online add: {} records into {} persons: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        lat.len(),
+        stats.persons,
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        lat.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "online decisions: {right} right, {wrong_link} linked to a wrong person, {review} sent to review, {wrong_new} new where a link was due"
+    );
+    println!("peak RSS {:.0} MiB, total {:.1} s", peak_rss_mib(), t0.elapsed().as_secs_f64());
 }
