@@ -17,12 +17,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Model;
 use crate::compare::compare;
 use crate::features::{Features, Map, new_map};
 use crate::index::{Hold, Index, IndexBuilder, PersonId, block_keys, given_conflict, same_insurance};
 use crate::model::{TermFrequencies, Weights, train};
 use crate::record::{SourceKey, SourceRecord};
-use crate::Model;
 
 /// A pair an operator should look at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,7 +147,9 @@ impl IndexBuilder {
         seconds.push(("score".to_owned(), t.elapsed().as_secs_f64()));
 
         let t = Instant::now();
-        edges.sort_unstable_by(|a, b| b.det.cmp(&a.det).then(b.w.total_cmp(&a.w)).then(a.i.cmp(&b.i)).then(a.j.cmp(&b.j)));
+        edges.sort_unstable_by(|a, b| {
+            b.det.cmp(&a.det).then(b.w.total_cmp(&a.w)).then(a.i.cmp(&b.i)).then(a.j.cmp(&b.j))
+        });
         let n = feats.len();
         let mut uf = UnionFind::new(n);
         let mut members: Vec<Vec<u32>> = (0..n as u32).map(|i| vec![i]).collect();
@@ -164,7 +166,8 @@ impl IndexBuilder {
             if ra == rb {
                 continue;
             }
-            let hold = guard(&members[ra as usize], &members[rb as usize], &feats, &records, &norm, &weights, &tf, &config);
+            let hold =
+                guard(&members[ra as usize], &members[rb as usize], &feats, &records, &norm, &weights, &tf, &config);
             match hold {
                 None => {
                     let root = uf.union(ra, rb);
@@ -334,9 +337,6 @@ pub fn link_all(records: &[SourceRecord], config: &crate::LinkConfig) -> Linkage
     let mut b = IndexBuilder::new(config.clone());
     b.push_all(records);
     let (index, report) = b.finish();
-    let assignments = records
-        .iter()
-        .filter_map(|r| Some((r.key.clone(), index.person_of(&r.key)?)))
-        .collect();
+    let assignments = records.iter().filter_map(|r| Some((r.key.clone(), index.person_of(&r.key)?))).collect();
     Linkage { assignments, report }
 }

@@ -66,9 +66,15 @@ impl Field {
     /// Level labels (index = level; level 0 is "missing").
     pub fn levels(self) -> &'static [&'static str] {
         match self {
-            Field::FamilyName | Field::GivenName => {
-                &["missing", "kanji_exact", "kana_exact", "kana_phonetic", "one_char_different", "different", "kanji_only_different"]
-            }
+            Field::FamilyName | Field::GivenName => &[
+                "missing",
+                "kanji_exact",
+                "kana_exact",
+                "kana_phonetic",
+                "one_char_different",
+                "different",
+                "kanji_only_different",
+            ],
             Field::BirthDate => &["missing", "exact", "transposition", "one_digit", "different"],
             Field::Sex => &["missing", "equal", "different"],
             Field::Address => &["missing", "exact", "same_town", "same_city", "same_prefecture", "different"],

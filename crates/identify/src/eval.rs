@@ -133,7 +133,10 @@ mod tests {
 
     #[test]
     fn scores_pairs() {
-        let truth = parse_truth(b"facility,local_id,person\n1311234567,a,P1\n1311234567,b,P1\n1311234567,c,P1\n1311234567,d,P2\n").unwrap();
+        let truth = parse_truth(
+            b"facility,local_id,person\n1311234567,a,P1\n1311234567,b,P1\n1311234567,c,P1\n1311234567,d,P2\n",
+        )
+        .unwrap();
         // Predicted: {a,b} {c,d}: one correct pair (a,b), one wrong (c,d); true pairs 3.
         let pred = [(k("a"), "X"), (k("b"), "X"), (k("c"), "Y"), (k("d"), "Y")];
         let s = pairwise(pred.iter().map(|(k, p)| (k, *p)), &truth);

@@ -169,7 +169,11 @@ impl Normalizer {
             insurance: v
                 .insurance
                 .iter()
-                .map(|(h, i, b)| Ins { household: self.insurance.intern(h), insurer: self.insurance.intern(i), branch: *b })
+                .map(|(h, i, b)| Ins {
+                    household: self.insurance.intern(h),
+                    insurer: self.insurance.intern(i),
+                    branch: *b,
+                })
                 .collect(),
         }
     }
@@ -256,7 +260,8 @@ impl NormalizedValues {
                 let base = format!("{:02}{}", pa.pref, pa.city);
                 let (town, nums) = n::split_town_numbers(&pa.line);
                 v.town = if town.is_empty() { String::new() } else { format!("{base}|{town}") };
-                v.addr = if nums.is_empty() || town.is_empty() { String::new() } else { format!("{base}|{town}{nums}") };
+                v.addr =
+                    if nums.is_empty() || town.is_empty() { String::new() } else { format!("{base}|{town}{nums}") };
                 v.city = base;
             }
         }
@@ -322,7 +327,12 @@ pub(crate) fn parse_address(a: &PostalAddress) -> ParsedAddress {
     {
         line = clean(l);
     }
-    ParsedAddress { pref, city, line: n::address_line(&line), postal: a.postal_code.as_deref().and_then(n::postal_code) }
+    ParsedAddress {
+        pref,
+        city,
+        line: n::address_line(&line),
+        postal: a.postal_code.as_deref().and_then(n::postal_code),
+    }
 }
 
 fn city_end(s: &str) -> Option<usize> {

@@ -131,7 +131,9 @@ impl Decision {
     /// The person the record now belongs to.
     pub fn person(&self) -> PersonId {
         match self {
-            Decision::Linked { person, .. } | Decision::Review { person, .. } | Decision::NewPerson { person } => *person,
+            Decision::Linked { person, .. } | Decision::Review { person, .. } | Decision::NewPerson { person } => {
+                *person
+            }
         }
     }
 }
@@ -201,7 +203,9 @@ pub(crate) fn block_keys(f: &Features, out: &mut Vec<u64>) {
         // The birth date alone makes blocks of N/36,500 records; paired with one other value
         // the blocks stay tiny while any single name change (marriage) or missing kana is
         // still caught by another pair.
-        for (tag, v) in [(1u8, f.given_phon), (2, f.given_kanji), (3, f.family_phon), (4, f.family_kanji), (5, f.postal)] {
+        for (tag, v) in
+            [(1u8, f.given_phon), (2, f.given_kanji), (3, f.family_phon), (4, f.family_kanji), (5, f.postal)]
+        {
             if v != 0 && v != u32::MAX {
                 out.push(hash64(&(tag, f.birth, v)));
             }
@@ -342,7 +346,9 @@ impl KeyArena {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.facilities.capacity() * std::mem::size_of::<FacilityCode>() + self.ends.capacity() * 4 + self.text.capacity()
+        self.facilities.capacity() * std::mem::size_of::<FacilityCode>()
+            + self.ends.capacity() * 4
+            + self.text.capacity()
     }
 }
 
@@ -826,8 +832,11 @@ impl Index {
     pub fn split(&mut self, key: &SourceKey) -> Result<PersonId, IndexError> {
         let r = self.record_of(key).ok_or_else(|| IndexError::UnknownRecord(key.clone()))?;
         let slot = self.rec_person.get(r as usize).copied().unwrap_or(NIL);
-        let others: Vec<u32> =
-            self.persons.get(slot as usize).map(|p| p.members.iter().copied().filter(|m| *m != r).collect()).unwrap_or_default();
+        let others: Vec<u32> = self
+            .persons
+            .get(slot as usize)
+            .map(|p| p.members.iter().copied().filter(|m| *m != r).collect())
+            .unwrap_or_default();
         if others.is_empty() {
             return self.persons.get(slot as usize).map(|p| p.id).ok_or_else(|| IndexError::UnknownRecord(key.clone()));
         }
@@ -896,10 +905,10 @@ impl Index {
             self.tf.add(&f, 1);
             self.feats.push(f);
             let h = hash64(&key);
-            if self.key_index.contains_key(&h) {
-                self.key_collisions.insert(key.clone(), r);
+            if let std::collections::hash_map::Entry::Vacant(e) = self.key_index.entry(h) {
+                e.insert(r);
             } else {
-                self.key_index.insert(h, r);
+                self.key_collisions.insert(key.clone(), r);
             }
             if !xrefs.is_empty() {
                 let v: Vec<(u64, SourceKey)> = xrefs.into_iter().map(|k| (hash64(&k), k)).collect();
@@ -950,7 +959,8 @@ fn decide(mut cands: Vec<Candidate>) -> Decided {
         return Decided::New;
     }
     let hard = |h: Option<Hold>| matches!(h, Some(Hold::GivenNameConflict | Hold::SameFacility | Hold::KeptApart));
-    let det: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].deterministic.is_some() && !hard(cands[i].hold)).collect();
+    let det: Vec<usize> =
+        (0..cands.len()).filter(|&i| cands[i].deterministic.is_some() && !hard(cands[i].hold)).collect();
     let prob: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].hold.is_none()).collect();
     let chosen = if !det.is_empty() {
         if det.len() == 1 { Some(det[0]) } else { None }

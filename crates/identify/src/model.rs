@@ -243,13 +243,7 @@ impl Model {
                 }
             })
             .collect();
-        Model {
-            format: 1,
-            prior: 1e-6,
-            fields,
-            thresholds: Thresholds::default(),
-            trained_on: TrainSummary::default(),
-        }
+        Model { format: 1, prior: 1e-6, fields, thresholds: Thresholds::default(), trained_on: TrainSummary::default() }
     }
 
     /// The model as JSON.
@@ -365,16 +359,16 @@ pub(crate) fn train(feats: &[Features], names: &Interner, opts: &TrainOptions) -
         }
     }
     model.trained_on.u_pairs = pairs as u64;
-    for (fi, fp) in model.fields.iter_mut().enumerate() {
+    for (fp, counts) in model.fields.iter_mut().zip(&ucount) {
         let levels = fp.u.len();
-        let present: u64 = ucount[fi][1..levels].iter().sum();
-        for l in 1..levels {
-            fp.u[l] = (ucount[fi][l] as f64 + 1.0) / (present as f64 + (levels - 1) as f64);
+        let present: u64 = counts.iter().take(levels).skip(1).sum();
+        for (u, c) in fp.u.iter_mut().zip(counts).skip(1) {
+            *u = (*c as f64 + 1.0) / (present as f64 + (levels - 1) as f64);
         }
     }
 
     // 2. m by EM within training blocks.
-    let blocks: [(&[Field], fn(&Features) -> Option<u64>); 2] = [
+    let blocks: [TrainingBlock; 2] = [
         (&[Field::BirthDate], |f| (f.birth != 0).then_some(u64::from(f.birth))),
         (&[Field::FamilyName, Field::GivenName], |f| {
             (f.family_phon != 0 && f.given_phon != 0).then(|| hash64(&(f.family_phon, f.given_phon)))
@@ -399,10 +393,10 @@ pub(crate) fn train(feats: &[Features], names: &Interner, opts: &TrainOptions) -
             birth_block = Some((lambda * total_pairs as f64, total_pairs as f64));
         }
     }
-    for (fi, fp) in model.fields.iter_mut().enumerate() {
-        if m_n[fi] > 0 {
-            for l in 1..fp.m.len() {
-                fp.m[l] = (m_sum[fi][l] / f64::from(m_n[fi])).max(1e-9);
+    for ((fp, sums), &k) in model.fields.iter_mut().zip(&m_sum).zip(&m_n) {
+        if k > 0 {
+            for (m, sum) in fp.m.iter_mut().zip(sums).skip(1) {
+                *m = (sum / f64::from(k)).max(1e-9);
             }
         }
     }
@@ -415,6 +409,9 @@ pub(crate) fn train(feats: &[Features], names: &Interner, opts: &TrainOptions) -
     }
     model
 }
+
+/// A training block: the fields it fixes (not estimated there) and its key.
+type TrainingBlock = (&'static [Field], fn(&Features) -> Option<u64>);
 
 /// Pairs per training block beyond which blocks are sampled.
 const MAX_EM_PAIRS: u64 = 2_000_000;

@@ -98,11 +98,18 @@ pub fn fold_zu_ji(s: &str) -> String {
 /// The vowel of a (full-width) katakana letter, if it has one.
 fn vowel_of(c: char) -> Option<char> {
     Some(match c {
-        'ア' | 'カ' | 'ガ' | 'サ' | 'ザ' | 'タ' | 'ダ' | 'ナ' | 'ハ' | 'バ' | 'パ' | 'マ' | 'ヤ' | 'ャ' | 'ラ' | 'ワ' | 'ァ' | 'ヵ' => 'a',
-        'イ' | 'キ' | 'ギ' | 'シ' | 'ジ' | 'チ' | 'ヂ' | 'ニ' | 'ヒ' | 'ビ' | 'ピ' | 'ミ' | 'リ' | 'ィ' => 'i',
-        'ウ' | 'ク' | 'グ' | 'ス' | 'ズ' | 'ツ' | 'ヅ' | 'ヌ' | 'フ' | 'ブ' | 'プ' | 'ム' | 'ユ' | 'ュ' | 'ル' | 'ゥ' | 'ヴ' => 'u',
-        'エ' | 'ケ' | 'ゲ' | 'セ' | 'ゼ' | 'テ' | 'デ' | 'ネ' | 'ヘ' | 'ベ' | 'ペ' | 'メ' | 'レ' | 'ェ' | 'ヶ' => 'e',
-        'オ' | 'コ' | 'ゴ' | 'ソ' | 'ゾ' | 'ト' | 'ド' | 'ノ' | 'ホ' | 'ボ' | 'ポ' | 'モ' | 'ヨ' | 'ョ' | 'ロ' | 'ヲ' | 'ォ' => 'o',
+        'ア' | 'カ' | 'ガ' | 'サ' | 'ザ' | 'タ' | 'ダ' | 'ナ' | 'ハ' | 'バ' | 'パ' | 'マ' | 'ヤ' | 'ャ' | 'ラ'
+        | 'ワ' | 'ァ' | 'ヵ' => 'a',
+        'イ' | 'キ' | 'ギ' | 'シ' | 'ジ' | 'チ' | 'ヂ' | 'ニ' | 'ヒ' | 'ビ' | 'ピ' | 'ミ' | 'リ' | 'ィ' => {
+            'i'
+        }
+        'ウ' | 'ク' | 'グ' | 'ス' | 'ズ' | 'ツ' | 'ヅ' | 'ヌ' | 'フ' | 'ブ' | 'プ' | 'ム' | 'ユ' | 'ュ' | 'ル'
+        | 'ゥ' | 'ヴ' => 'u',
+        'エ' | 'ケ' | 'ゲ' | 'セ' | 'ゼ' | 'テ' | 'デ' | 'ネ' | 'ヘ' | 'ベ' | 'ペ' | 'メ' | 'レ' | 'ェ' | 'ヶ' => {
+            'e'
+        }
+        'オ' | 'コ' | 'ゴ' | 'ソ' | 'ゾ' | 'ト' | 'ド' | 'ノ' | 'ホ' | 'ボ' | 'ポ' | 'モ' | 'ヨ' | 'ョ' | 'ロ'
+        | 'ヲ' | 'ォ' => 'o',
         _ => return None,
     })
 }
@@ -124,7 +131,11 @@ pub fn fold_long_vowels(s: &str) -> String {
         }
         let lengthens = matches!(
             (prev_vowel, c),
-            (Some('a'), 'ア') | (Some('i' | 'e'), 'イ') | (Some('u' | 'o'), 'ウ') | (Some('o'), 'オ') | (Some('e'), 'エ')
+            (Some('a'), 'ア')
+                | (Some('i' | 'e'), 'イ')
+                | (Some('u' | 'o'), 'ウ')
+                | (Some('o'), 'オ')
+                | (Some('e'), 'エ')
         );
         if lengthens {
             // The vowel of the syllable stays the same, so a third letter (`オオオ`) folds too.
@@ -677,10 +688,12 @@ mod tests {
     }
 
     fn any_text() -> impl Strategy<Value = String> {
-        proptest::string::string_regex("[ぁ-ゖァ-ヺｦ-ﾟ一-龥０-９0-9ー－−\\- 　丁目番地号の]{0,16}").unwrap_or_else(|_| {
-            // The regex is a constant; fall back to any string if it ever fails to compile.
-            proptest::string::string_regex(".{0,16}").expect("constant regex")
-        })
+        proptest::string::string_regex("[ぁ-ゖァ-ヺｦ-ﾟ一-龥０-９0-9ー－−\\- 　丁目番地号の]{0,16}").unwrap_or_else(
+            |_| {
+                // The regex is a constant; fall back to any string if it ever fails to compile.
+                proptest::string::string_regex(".{0,16}").expect("constant regex")
+            },
+        )
     }
 
     proptest! {

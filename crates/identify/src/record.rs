@@ -90,7 +90,7 @@ impl BirthDate {
         if !(1800..=2200).contains(&year) || !(1..=12).contains(&month) || day == 0 {
             return None;
         }
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
         let days = match month {
             2 if leap => 29,
             2 => 28,
@@ -189,7 +189,10 @@ impl SourceRecord {
     ///
     /// Values that cannot be read (a malformed insurance id, a partial birth date) are left out
     /// and reported as [`Warning`]s; only a missing Patient or local id is an error.
-    pub fn from_fhir_patient(patient: &Value, facility: &FacilityCode) -> Result<(SourceRecord, Vec<Warning>), RecordError> {
+    pub fn from_fhir_patient(
+        patient: &Value,
+        facility: &FacilityCode,
+    ) -> Result<(SourceRecord, Vec<Warning>), RecordError> {
         if patient.get("resourceType").and_then(Value::as_str) != Some("Patient") {
             return Err(RecordError::NotAPatient);
         }
@@ -275,14 +278,20 @@ impl SourceRecord {
         }
         let addresses = patient.get("address").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
         for a in addresses {
-            let s = |k: &str| a.get(k).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+            let s =
+                |k: &str| a.get(k).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
             let line = a
                 .get("line")
                 .and_then(Value::as_array)
                 .map(|ls| ls.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(""))
                 .filter(|l| !l.is_empty());
-            let addr =
-                PostalAddress { prefecture: s("state"), city: s("city"), line, text: s("text"), postal_code: s("postalCode") };
+            let addr = PostalAddress {
+                prefecture: s("state"),
+                city: s("city"),
+                line,
+                text: s("text"),
+                postal_code: s("postalCode"),
+            };
             if addr != PostalAddress::default() {
                 // The current address first: one marked `use: old` or with a period end goes last.
                 let old = a.get("use").and_then(Value::as_str) == Some("old")

@@ -19,7 +19,8 @@ fn synth_records(n: u64, seed: u64) -> Vec<(SourceRecord, String)> {
         for sp in &p.registrations {
             let f = region.facility(sp.facility);
             let patient = musubi_synth::fhir::patient(sp, f, "2025-04-01T09:00:00+09:00");
-            let (r, warnings) = SourceRecord::from_fhir_patient(&patient, &f.code).expect("synth Patients are readable");
+            let (r, warnings) =
+                SourceRecord::from_fhir_patient(&patient, &f.code).expect("synth Patients are readable");
             assert!(warnings.is_empty(), "{warnings:?}");
             out.push((r, p.identity.person_id()));
         }
@@ -285,7 +286,18 @@ fn insurance_identity_links_deterministically() {
 #[test]
 fn cross_reference_links() {
     let mut ix = base_index();
-    let a = rec(1, "X1", ("山田", "太郎"), ("ヤマダ", "タロウ"), Sex::Male, (1980, 1, 2), "東京都千代田区霞が関1-2-3", "100-0013", None, None);
+    let a = rec(
+        1,
+        "X1",
+        ("山田", "太郎"),
+        ("ヤマダ", "タロウ"),
+        Sex::Male,
+        (1980, 1, 2),
+        "東京都千代田区霞が関1-2-3",
+        "100-0013",
+        None,
+        None,
+    );
     let mut b = SourceRecord::new(SourceKey::new(fac(2), "X2"));
     b.cross_refs = vec![a.key.clone()];
     b.sex = Sex::Male;
@@ -299,7 +311,18 @@ fn cross_reference_links() {
 fn same_facility_goes_to_review() {
     let (a, b) = {
         let mut ix = base_index();
-        let a = rec(1, "D1", ("森", "花子"), ("モリ", "ハナコ"), Sex::Female, (1977, 7, 7), "東京都港区芝公園4-2-8", "105-0011", Some("03-3333-4444"), None);
+        let a = rec(
+            1,
+            "D1",
+            ("森", "花子"),
+            ("モリ", "ハナコ"),
+            Sex::Female,
+            (1977, 7, 7),
+            "東京都港区芝公園4-2-8",
+            "105-0011",
+            Some("03-3333-4444"),
+            None,
+        );
         let mut b = a.clone();
         b.key = SourceKey::new(fac(1), "D2");
         (ix.add(&a), ix.add(&b))
@@ -316,8 +339,30 @@ fn same_facility_goes_to_review() {
 #[test]
 fn merge_split_round_trip_and_keep_apart() {
     let mut ix = base_index();
-    let a = rec(1, "M1", ("小林", "誠"), ("コバヤシ", "マコト"), Sex::Male, (1971, 8, 9), "東京都新宿区西新宿2-8-1", "163-8001", None, None);
-    let b = rec(2, "M2", ("木村", "健"), ("キムラ", "ケン"), Sex::Male, (1990, 2, 3), "大阪府大阪市北区梅田1-1-1", "530-0001", None, None);
+    let a = rec(
+        1,
+        "M1",
+        ("小林", "誠"),
+        ("コバヤシ", "マコト"),
+        Sex::Male,
+        (1971, 8, 9),
+        "東京都新宿区西新宿2-8-1",
+        "163-8001",
+        None,
+        None,
+    );
+    let b = rec(
+        2,
+        "M2",
+        ("木村", "健"),
+        ("キムラ", "ケン"),
+        Sex::Male,
+        (1990, 2, 3),
+        "大阪府大阪市北区梅田1-1-1",
+        "530-0001",
+        None,
+        None,
+    );
     let pa = ix.add(&a).person();
     let pb = ix.add(&b).person();
     assert_ne!(pa, pb);
@@ -341,7 +386,18 @@ fn merge_split_round_trip_and_keep_apart() {
 #[test]
 fn evaluate_does_not_insert_and_ranks() {
     let mut ix = base_index();
-    let a = rec(1, "E1", ("髙橋", "恵子"), ("タカハシ", "ケイコ"), Sex::Female, (1965, 3, 12), "神奈川県藤沢市鵠沼海岸2-4-1", "251-0037", Some("090-1234-5678"), None);
+    let a = rec(
+        1,
+        "E1",
+        ("髙橋", "恵子"),
+        ("タカハシ", "ケイコ"),
+        Sex::Female,
+        (1965, 3, 12),
+        "神奈川県藤沢市鵠沼海岸2-4-1",
+        "251-0037",
+        Some("090-1234-5678"),
+        None,
+    );
     let pa = ix.add(&a).person();
     let n = ix.len();
     let mut q = a.clone();
@@ -369,7 +425,18 @@ fn trained_model_round_trips_as_json() {
 fn rare_names_weigh_more_than_common_ones() {
     let ix = base_index();
     let mk = |id: &str, fam: (&str, &str)| {
-        rec(5, id, (fam.0, "浩"), (fam.1, "ヒロシ"), Sex::Male, (1950, 1, 1), "北海道札幌市中央区北一条西2-1", "060-0001", None, None)
+        rec(
+            5,
+            id,
+            (fam.0, "浩"),
+            (fam.1, "ヒロシ"),
+            Sex::Male,
+            (1950, 1, 1),
+            "北海道札幌市中央区北一条西2-1",
+            "060-0001",
+            None,
+            None,
+        )
     };
     let common = mk("C", ("佐藤", "サトウ"));
     let rare = mk("R", ("五十嵐", "イガラシ"));

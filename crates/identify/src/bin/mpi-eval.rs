@@ -57,7 +57,10 @@ fn parse_args() -> Result<Args, String> {
             "--dir" => a.dir = Some(v()?),
             "--online-bench" => a.online_bench = true,
             "--sweep" => {
-                a.sweep = v()?.split(',').map(|x| x.trim().parse::<f64>().map_err(|e| format!("--sweep: {e}"))).collect::<Result<_, _>>()?
+                a.sweep = v()?
+                    .split(',')
+                    .map(|x| x.trim().parse::<f64>().map_err(|e| format!("--sweep: {e}")))
+                    .collect::<Result<_, _>>()?
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -105,8 +108,8 @@ fn synthesize(a: &Args) -> (Vec<SourceRecord>, HashMap<SourceKey, String>) {
 
 /// Source records from a generated directory: the first entry of each Bundle line is the Patient.
 fn read_dir(dir: &str) -> Result<(Vec<SourceRecord>, HashMap<SourceKey, String>), String> {
-    let truth_bytes =
-        std::fs::read(format!("{dir}/truth/source_patients.csv")).map_err(|e| format!("{dir}/truth/source_patients.csv: {e}"))?;
+    let truth_bytes = std::fs::read(format!("{dir}/truth/source_patients.csv"))
+        .map_err(|e| format!("{dir}/truth/source_patients.csv: {e}"))?;
     let truth: HashMap<SourceKey, String> = parse_truth(&truth_bytes).map_err(|e| e.to_string())?.into_iter().collect();
     let mut records = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -118,7 +121,8 @@ fn read_dir(dir: &str) -> Result<(Vec<SourceRecord>, HashMap<SourceKey, String>)
         let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
             let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
-            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
             let Some(p) = v.pointer("/entry/0/resource") else { continue };
             if let Ok((r, _)) = SourceRecord::from_fhir_patient(p, &code)
                 && seen.insert(r.key.clone())
@@ -166,8 +170,8 @@ fn main() {
 
     // Hold out records for the online benchmark: every 1 in k, so they are spread over persons.
     let mut held = Vec::new();
-    if a.online > 0 {
-        let step = (records.len() / a.online).max(1);
+    if let Some(step) = records.len().checked_div(a.online) {
+        let step = step.max(1);
         let mut kept = Vec::with_capacity(records.len());
         for (i, r) in records.into_iter().enumerate() {
             if i % step == step / 2 && held.len() < a.online { held.push(r) } else { kept.push(r) }
@@ -293,8 +297,7 @@ fn main() {
             counts[1],
             counts[2]
         );
-        let all: Vec<(SourceKey, String)> =
-            index.links().into_iter().map(|(k, p)| (k, p.to_string())).collect();
+        let all: Vec<(SourceKey, String)> = index.links().into_iter().map(|(k, p)| (k, p.to_string())).collect();
         let s = pairwise(all.iter().map(|(k, p)| (k, p.as_str())), &truth);
         println!("after online adds, pairwise: precision {:.5} recall {:.5} F1 {:.5}", s.precision, s.recall, s.f1);
     }
@@ -437,7 +440,12 @@ fn online_bench(a: &Args) {
             }
         }
     }
-    println!("generated {n} records of {} persons in {:.1} s; {} held out", a.persons, t0.elapsed().as_secs_f64(), held.len());
+    println!(
+        "generated {n} records of {} persons in {:.1} s; {} held out",
+        a.persons,
+        t0.elapsed().as_secs_f64(),
+        held.len()
+    );
     let t = Instant::now();
     let (mut index, report) = builder.finish();
     let stats = index.stats();
