@@ -272,6 +272,10 @@ pub fn kana_exact(s: &str) -> String {
 /// composes; settling keeps the composite rules idempotent.
 fn settle(s: &str, f: fn(&str) -> String) -> String {
     let mut cur = f(s);
+    // Only a combining mark left over can compose on a second pass.
+    if !cur.chars().any(is_combining) {
+        return cur;
+    }
     for _ in 0..4 {
         let next = f(&cur);
         if next == cur {
@@ -280,6 +284,12 @@ fn settle(s: &str, f: fn(&str) -> String) -> String {
         cur = next;
     }
     cur
+}
+
+/// Combining marks that NFKC may compose with a preceding letter once something between them
+/// is removed: the kana voiced marks and the general combining diacritics.
+fn is_combining(c: char) -> bool {
+    matches!(c, '\u{3099}' | '\u{309A}' | '\u{0300}'..='\u{036F}')
 }
 
 fn kana_exact_once(s: &str) -> String {

@@ -445,6 +445,33 @@ mod tests {
         assert_eq!(w[0].path, "Patient.birthDate");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_patient_json_reads_without_panic(
+            family in ".{0,8}", given in ".{0,8}", birth in ".{0,12}", ins in ".{0,30}",
+            addr in ".{0,30}", phone in ".{0,16}", rep in "(IDE|SYL|ABC)?", gender in ".{0,8}"
+        ) {
+            let p = json!({
+                "resourceType": "Patient",
+                "identifier": [
+                    {"system": "urn:oid:1.2.392.100495.20.3.51.11311234567", "value": "1"},
+                    {"system": "http://jpfhir.jp/fhir/clins/Idsystem/JP_Insurance_memberID", "value": ins},
+                    {"system": format!("urn:oid:1.2.392.100495.20.3.51.1{phone}"), "value": given}
+                ],
+                "name": [{"extension": [{"url": systems::EXT_NAME_REPRESENTATION, "valueCode": rep}],
+                          "family": family, "given": [given], "text": format!("{family} {given}")}],
+                "gender": gender,
+                "birthDate": birth,
+                "address": [{"text": addr, "postalCode": phone, "state": family, "city": given}],
+                "telecom": [{"system": "phone", "value": phone}]
+            });
+            let (r, _) = SourceRecord::from_fhir_patient(&p, &fac()).expect("has a local id");
+            let mut nz = crate::features::Normalizer::new();
+            let _ = nz.features(&r);
+            let _ = crate::NormalizedRecord::of(&r);
+        }
+    }
+
     #[test]
     fn birth_dates() {
         assert_eq!(BirthDate::parse("２０００－０２－２９"), BirthDate::new(2000, 2, 29));
