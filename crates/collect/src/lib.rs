@@ -81,7 +81,7 @@ pub struct CollectOptions {
 
 impl Default for CollectOptions {
     fn default() -> Self {
-        CollectOptions { threads: 0, chunk: 2000, force: false, system_name: None }
+        CollectOptions { threads: 0, chunk: 10_000, force: false, system_name: None }
     }
 }
 

@@ -202,9 +202,16 @@ fn commit_in_order(
         if chunk.is_empty() {
             return Ok(());
         }
+        let t = Instant::now();
         let stats: CollectStats = service.commit_collected(std::mem::take(chunk))?;
         *in_chunk = 0;
-        tracing::debug!(files = stats.files, created = stats.created, updated = stats.updated, "chunk committed");
+        tracing::debug!(
+            files = stats.files,
+            created = stats.created,
+            updated = stats.updated,
+            ms = t.elapsed().as_secs_f64() * 1000.0,
+            "chunk committed"
+        );
         progress.committed(&stats);
         summary.stats.add(&stats);
         Ok(())
@@ -231,7 +238,7 @@ fn commit_in_order(
                     summary.records += records;
                     progress.file(bytes);
                     if prepared.quarantined() > 0 {
-                        tracing::info!(file = prepared.path(), entries = prepared.quarantined(), "quarantined");
+                        tracing::debug!(file = prepared.path(), entries = prepared.quarantined(), "quarantined");
                     }
                     while let Some(front_part) = prepared.split_off_front(limit.saturating_sub(in_chunk).max(1)) {
                         in_chunk += front_part.resources();

@@ -653,7 +653,8 @@ impl Reader<'_> {
         rows.first().map(|r| source_link(r, 0)).transpose()
     }
 
-    /// The resources whose stored version came from a source message.
+    /// The resources whose stored version came from a source message (a scan: for
+    /// provenance questions and tests, not for the collector's hot path).
     pub fn sourced_from(&mut self, source_key: &str) -> Result<Vec<SourceLink>, StoreError> {
         let rows = self.conn.query(
             &format!("SELECT {} FROM collect_source WHERE source_key = $1 ORDER BY rtype, id", SOURCE_COLS.join(", ")),

@@ -193,7 +193,6 @@ CREATE TABLE collect_source (
     file_sha256 TEXT NOT NULL,
     PRIMARY KEY (rtype, id)
 );
-CREATE INDEX IF NOT EXISTS collect_source_key ON collect_source (source_key);
 CREATE TABLE facility_use (
     facility TEXT NOT NULL,
     patient_id TEXT NOT NULL,
