@@ -174,15 +174,21 @@ pub(crate) fn run(
             });
         }
         drop(tx);
-        let r = commit_in_order(service, rx, &front, opts, progress, &mut summary);
-        if r.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        r
+        // However the committer ends (done, an error, a panic), the workers stop waiting.
+        let _stop_workers = StopOnDrop(&stop);
+        commit_in_order(service, rx, &front, opts, progress, &mut summary)
     });
     result?;
     summary.elapsed = start.elapsed();
     Ok(summary)
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn commit_in_order(
