@@ -466,6 +466,8 @@ fn online_bench(a: &Args) {
     );
     let mut lat = Vec::with_capacity(held.len());
     let (mut right, mut wrong_link, mut review, mut wrong_new) = (0u32, 0u32, 0u32, 0u32);
+    let mut wrong_link_of_new = 0u32;
+    let mut shown = 0;
     for (r, expect) in &held {
         let t = Instant::now();
         let d = index.add(r);
@@ -477,7 +479,25 @@ fn online_bench(a: &Args) {
         match (&d, want) {
             (Decision::Linked { person, .. }, Some(w)) if *person == w => right += 1,
             (Decision::NewPerson { .. }, None) => right += 1,
-            (Decision::Linked { .. }, _) => wrong_link += 1,
+            (Decision::Linked { evidence, .. }, w) => {
+                wrong_link += 1;
+                if w.is_none() {
+                    wrong_link_of_new += 1;
+                }
+                if shown < a.explain {
+                    shown += 1;
+                    let lv: Vec<String> = evidence.levels.iter().map(|(f, l)| format!("{}={l}", f.name())).collect();
+                    println!(
+                        "  wrong link: {} → {} (w {:.1}, {:?}) {}\n    {}",
+                        r.key,
+                        evidence.record,
+                        evidence.weight,
+                        evidence.deterministic,
+                        lv.join(" "),
+                        NormalizedRecord::of(r).values()[1..].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join("/")
+                    );
+                }
+            }
             (Decision::Review { .. }, _) => review += 1,
             (Decision::NewPerson { .. }, Some(_)) => wrong_new += 1,
         }
@@ -494,7 +514,7 @@ fn online_bench(a: &Args) {
         lat.last().copied().unwrap_or(0.0)
     );
     println!(
-        "online decisions: {right} right, {wrong_link} linked to a wrong person, {review} sent to review, {wrong_new} new where a link was due"
+        "online decisions: {right} right, {wrong_link} linked to a wrong person ({wrong_link_of_new} of them first records of a new person), {review} sent to review, {wrong_new} new where a link was due"
     );
     println!("peak RSS {:.0} MiB, total {:.1} s", peak_rss_mib(), t0.elapsed().as_secs_f64());
 }
