@@ -511,18 +511,36 @@ impl Service {
                         }
                         continue;
                     }
-                    if let Some(view) = &st.view
-                        && !st.deleted
-                        && decide(&f.actor, Operation::Write, view) != Decision::Allow
-                    {
+                    // Refused: another facility's record (the gate), or a record of another
+                    // patient under the same id — a collector's ids are derived from the source
+                    // identity, so a change of patient means two sources collide, never an
+                    // update; the stored record is kept and the newcomer waits in quarantine.
+                    let refusal = match &st.view {
+                        Some(view) if !st.deleted => {
+                            if decide(&f.actor, Operation::Write, view) != Decision::Allow {
+                                Some(format!(
+                                    "{}/{} は他の医療機関の記録のため更新できません（アクセス権限がありません）",
+                                    p.put.rtype, p.put.id
+                                ))
+                            } else {
+                                match (&view.patient_id, &p.put.meta.patient_id) {
+                                    (Some(a), Some(b)) if a != b => Some(format!(
+                                        "{}/{} の id が別の患者（Patient/{a}）の記録と衝突しています。\
+                                         取り込み元の識別子（{}）が一意ではありません",
+                                        p.put.rtype, p.put.id, p.key
+                                    )),
+                                    _ => None,
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
+                    if let Some(reason) = refusal {
                         let mut e = entry(&f.state, f.base_seq + p.ord, now);
                         e.unit = Some(p.key.clone());
                         e.line = p.line;
                         e.segment = p.segment.clone();
-                        e.reason = format!(
-                            "{}/{} は他の医療機関の記録のため更新できません（アクセス権限がありません）",
-                            p.put.rtype, p.put.id
-                        );
+                        e.reason = reason;
                         e.content = Some(p.put.content.clone());
                         e.blob_sha256 = Some(f.state.sha256.clone());
                         f.quarantine.push(e);
