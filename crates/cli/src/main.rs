@@ -2,6 +2,7 @@
 //! `--data DIR` (the embedded database, default `./musubi-data`) or `--database URL`
 //! (PostgreSQL).
 
+mod collect;
 mod demo;
 mod import;
 
@@ -77,6 +78,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Collect SS-MIX2 storage and UKE receipt files; show the quarantine.
+    Collect {
+        #[command(subcommand)]
+        command: collect::CollectCommand,
     },
     /// Import FHIR data: NDJSON (Bulk Data), JSON resources or Bundles, files or directories.
     Import {
@@ -275,6 +281,7 @@ fn main() -> Result<()> {
                 }
             }
         },
+        Command::Collect { command } => collect::run(command),
         Command::Import { store, paths, journal, quiet } => {
             import::run(&store.open()?, &store.data, &paths, journal.as_deref(), quiet)
         }

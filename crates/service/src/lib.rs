@@ -20,6 +20,7 @@ mod access;
 mod audit_event;
 mod bundle;
 mod capability;
+pub mod collect;
 mod error;
 pub mod import;
 mod prepare;

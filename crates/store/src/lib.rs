@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod accounts;
+pub mod collect;
 mod ops;
 mod pool;
 mod postgres;

@@ -139,6 +139,74 @@ CREATE TABLE setting (
     },
     Migration {
         version: 2,
+        name: "collection: file states, quarantine, original bytes, source links, facility use",
+        sql: r#"
+CREATE TABLE collect_file (
+    facility TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    mtime BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    resources BIGINT NOT NULL,
+    quarantined BIGINT NOT NULL,
+    collected_at BIGINT NOT NULL,
+    PRIMARY KEY (facility, kind, path)
+);
+CREATE INDEX IF NOT EXISTS collect_file_path ON collect_file (kind, path);
+CREATE TABLE collect_quarantine (
+    facility TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    file_sha256 TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    unit TEXT,
+    line BIGINT,
+    segment TEXT,
+    field BIGINT,
+    element TEXT,
+    rule TEXT,
+    reason TEXT NOT NULL,
+    content TEXT,
+    blob_sha256 TEXT,
+    at BIGINT NOT NULL,
+    resolved_at BIGINT,
+    PRIMARY KEY (facility, kind, path, file_sha256, seq)
+);
+CREATE INDEX IF NOT EXISTS collect_quarantine_open ON collect_quarantine (resolved_at, facility);
+CREATE TABLE collect_blob (
+    sha256 TEXT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    encoding TEXT NOT NULL,
+    data TEXT NOT NULL,
+    stored_at BIGINT NOT NULL
+);
+CREATE TABLE collect_source (
+    rtype TEXT NOT NULL,
+    id TEXT NOT NULL,
+    facility TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source_key TEXT NOT NULL,
+    occurred_at BIGINT NOT NULL,
+    path TEXT NOT NULL,
+    file_sha256 TEXT NOT NULL,
+    PRIMARY KEY (rtype, id)
+);
+CREATE TABLE facility_use (
+    facility TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    year_month TEXT NOT NULL,
+    insurance_id TEXT,
+    file_sha256 TEXT NOT NULL,
+    PRIMARY KEY (facility, patient_id, year_month)
+);
+CREATE INDEX IF NOT EXISTS facility_use_patient ON facility_use (patient_id);
+CREATE INDEX IF NOT EXISTS facility_use_insurance ON facility_use (insurance_id)
+"#,
+    },
+    Migration {
+        version: 3,
         name: "facility registry, users and portal accounts, sessions, consent, care and emergency access, notifications, audit anchors",
         sql: r#"
 CREATE TABLE facility (
