@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use musubi_domain::audit::{AuditAction, AuditOutcome};
 use musubi_fhir::{ResourceType, datetime};
-use musubi_gate::{Actor, Decision, Operation, RecordView, decide};
+use musubi_gate::{Actor, Operation, RecordView};
 use musubi_store::collect::{
     Blob, CollectBatch, CollectCurrent, FacilityUseRow, FileOutcome, FileState, QuarantineEntry, Recollect, SourceKind,
     SourceLink,
@@ -318,7 +318,7 @@ impl KeyState {
             version: c.version,
             deleted: c.deleted,
             content_hash: c.content_hash,
-            view: Some(RecordView { rtype: c.rtype, class: c.class, facility: c.facility, patient_id: c.patient_id }),
+            view: Some(RecordView::for_write(c.rtype, c.class, c.facility, c.patient_id)),
             source_key: c.source.as_ref().map(|s| s.source_key.clone()),
             occurred_at: c.source.map_or(0, |s| s.occurred_at),
             ops: 0,
@@ -351,6 +351,7 @@ impl Service {
     /// Validates and prepares a collected file as `actor` (the facility's system). Pure CPU
     /// work: call it from several threads at once.
     pub fn prepare_collected(&self, actor: &Actor, file: SourceFile) -> PreparedFile {
+        let persons = crate::prepare::Persons::new(&self.store);
         let now = datetime::now_ms();
         let state = FileState {
             facility: file.facility,
@@ -385,7 +386,7 @@ impl Service {
             for r in u.resources {
                 let SourceResource { id, key, line, segment, resource } = r;
                 ord += 1;
-                match prepare_one(actor, id, resource, now) {
+                match prepare_one(actor, &persons, id, resource, now) {
                     Ok(put) => puts.push(PreparedPut { put, ord, key, line, segment }),
                     Err((err, resource)) => {
                         let mut e = entry(&state, quarantine.len(), now);
@@ -517,7 +518,7 @@ impl Service {
                     // update; the stored record is kept and the newcomer waits in quarantine.
                     let refusal = match &st.view {
                         Some(view) if !st.deleted => {
-                            if decide(&f.actor, Operation::Write, view) != Decision::Allow {
+                            if !crate::access::write_decision(&f.actor, Operation::Write, view).is_allow() {
                                 Some(format!(
                                     "{}/{} は他の医療機関の記録のため更新できません（アクセス権限がありません）",
                                     p.put.rtype, p.put.id
@@ -569,12 +570,7 @@ impl Service {
                         version: put.version,
                         deleted: false,
                         content_hash: put.content_hash.clone(),
-                        view: Some(RecordView {
-                            rtype: put.rtype,
-                            class: put.meta.class,
-                            facility: put.meta.facility,
-                            patient_id: put.meta.patient_id.clone(),
-                        }),
+                        view: Some(RecordView::for_write(put.rtype, put.meta.class, put.meta.facility, put.meta.patient_id.clone())),
                         source_key: Some(u.source_key.clone()),
                         occurred_at: u.occurred_at,
                         ops: st.ops + 1,
@@ -588,7 +584,7 @@ impl Service {
                         continue;
                     }
                     if let Some(view) = &st.view
-                        && decide(&f.actor, Operation::Delete, view) != Decision::Allow
+                        && !crate::access::write_decision(&f.actor, Operation::Delete, view).is_allow()
                     {
                         continue;
                     }
@@ -670,7 +666,7 @@ impl Service {
 
 /// Validates and prepares one resource as a create. A refused resource comes back with the
 /// error (and the resource itself, unless preparing had already taken it).
-fn prepare_one(actor: &Actor, id: String, resource: Value, now: i64) -> Result<PutResource, (ApiError, Option<Value>)> {
+fn prepare_one(actor: &Actor, persons: &crate::prepare::Persons, id: String, resource: Value, now: i64) -> Result<PutResource, (ApiError, Option<Value>)> {
     let t = resource.get("resourceType").and_then(Value::as_str).unwrap_or("").to_owned();
     let Ok(rtype) = t.parse::<ResourceType>() else {
         let e =
@@ -688,7 +684,7 @@ fn prepare_one(actor: &Actor, id: String, resource: Value, now: i64) -> Result<P
     if let Err(e) = validate(&resource, None) {
         return Err((e, Some(resource)));
     }
-    let prep = Prep { actor, rtype, id, version: 1, expect: Expect::Absent, now, bundle_key: None, at: t };
+    let prep = Prep { persons, actor, rtype, id, version: 1, expect: Expect::Absent, now, bundle_key: None, at: t };
     // Preparing fails only on what the gate refuses (another facility's data); the original
     // bytes of the file stay in the blob table.
     prepare(prep, resource).map_err(|e| (e, None))
