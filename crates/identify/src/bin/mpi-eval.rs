@@ -494,7 +494,12 @@ fn online_bench(a: &Args) {
                         evidence.weight,
                         evidence.deterministic,
                         lv.join(" "),
-                        NormalizedRecord::of(r).values()[1..].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join("/")
+                        NormalizedRecord::of(r).values()[1..]
+                            .iter()
+                            .filter(|x| !x.is_empty())
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join("/")
                     );
                 }
             }
