@@ -255,6 +255,13 @@ pub(crate) fn given_conflict(g: &Gamma) -> bool {
     given == name_level::DIFFERENT || (given_differs && (birth == 4 || sex == 2))
 }
 
+/// The two records agree as a person: the given names are the same (kanji, kana or phonetic
+/// kana) and the birth dates equal or within a typo.
+pub(crate) fn person_consistent(g: &Gamma) -> bool {
+    matches!(g[Field::GivenName.index()], name_level::KANJI | name_level::KANA | name_level::PHONETIC)
+        && matches!(g[Field::BirthDate.index()], 1..=3)
+}
+
 /// The same insurance identity on both records.
 pub(crate) fn same_insurance(g: &Gamma) -> bool {
     g[Field::Insurance.index()] == 1
@@ -644,9 +651,11 @@ impl Index {
                     && let Some((fac, lid)) = self.keys.get(m)
                     && fac == key.facility
                     && lid != key.local_id
-                    && hold.is_none()
+                    && hold != Some(Hold::GivenNameConflict)
                 {
-                    hold = Some(Hold::SameFacility);
+                    // A duplicate registration if the two agree as a person; otherwise a
+                    // household member registered at the same facility.
+                    hold = Some(if person_consistent(&g) { Hold::SameFacility } else { Hold::GivenNameConflict });
                 }
             }
             let Some((w, m, g)) = best else { continue };
