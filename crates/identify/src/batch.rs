@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::Model;
 use crate::compare::compare;
 use crate::features::{Features, Map, new_map};
-use crate::index::{Hold, Index, IndexBuilder, PersonId, block_keys, given_conflict, same_insurance};
+use crate::index::{
+    Hold, Index, IndexBuilder, PersonId, block_keys, given_conflict, person_consistent, same_insurance,
+};
 use crate::model::{TermFrequencies, Weights, train};
 use crate::record::{SourceKey, SourceRecord};
 
@@ -240,15 +242,10 @@ fn guard(
     tf: &TermFrequencies,
     config: &crate::LinkConfig,
 ) -> Option<Hold> {
+    let mut same_facility = None;
     for &x in a {
         for &y in b {
             let (Some(fx), Some(fy)) = (feats.get(x as usize), feats.get(y as usize)) else { continue };
-            if config.same_facility_guard
-                && let (Some(kx), Some(ky)) = (records.get(x as usize), records.get(y as usize))
-                && kx.0.facility == ky.0.facility
-            {
-                return Some(Hold::SameFacility);
-            }
             let g = compare(fx, fy, &norm.names);
             if given_conflict(&g) {
                 return Some(Hold::GivenNameConflict);
@@ -256,9 +253,21 @@ fn guard(
             if weights.weight(&g, fx, fy, tf) < config.chain_floor && !same_insurance(&g) {
                 return Some(Hold::Uncertain);
             }
+            if config.same_facility_guard
+                && let (Some(kx), Some(ky)) = (records.get(x as usize), records.get(y as usize))
+                && kx.0.facility == ky.0.facility
+            {
+                // Two ids of one facility: a duplicate registration if the two agree as a
+                // person (reviewable), otherwise two members of one household.
+                if person_consistent(&g) {
+                    same_facility = Some(Hold::SameFacility);
+                } else {
+                    return Some(Hold::GivenNameConflict);
+                }
+            }
         }
     }
-    None
+    same_facility
 }
 
 /// All distinct pairs of records sharing a blocking key (as `i << 32 | j`, `i < j`), and the

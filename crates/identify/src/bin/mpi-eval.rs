@@ -236,6 +236,31 @@ fn main() {
         "batch pairwise: precision {:.5} recall {:.5} F1 {:.5} (pairs: predicted {}, true {}, correct {})",
         s.precision, s.recall, s.f1, s.predicted_pairs, s.true_pairs, s.correct_pairs
     );
+    // The review queue against the truth, by weight band.
+    {
+        let mut bands: std::collections::BTreeMap<i64, (u32, u32)> = std::collections::BTreeMap::new();
+        let mut by_hold: std::collections::BTreeMap<String, (u32, u32)> = std::collections::BTreeMap::new();
+        for r in &report.review {
+            let same = truth.contains_key(&r.a) && truth.get(&r.a) == truth.get(&r.b);
+            let e = bands.entry((r.weight / 2.0).floor() as i64 * 2).or_default();
+            let h = by_hold.entry(format!("{:?}", r.hold)).or_default();
+            if same {
+                e.0 += 1;
+                h.0 += 1;
+            } else {
+                e.1 += 1;
+                h.1 += 1;
+            }
+        }
+        let fmt = |m: &std::collections::BTreeMap<String, (u32, u32)>| {
+            m.iter().map(|(k, (s, d))| format!("{k}: {s} same/{d} different")).collect::<Vec<_>>().join(", ")
+        };
+        println!("review queue: {} pairs; by reason: {}", report.review.len(), fmt(&by_hold));
+        println!(
+            "  by weight band: {}",
+            bands.iter().map(|(k, (s, d))| format!("[{k},{}) {s}/{d}", k + 2)).collect::<Vec<_>>().join(" ")
+        );
+    }
     for th in &a.sweep {
         let cfg = LinkConfig {
             threads: a.threads,
@@ -494,7 +519,12 @@ fn online_bench(a: &Args) {
                         evidence.weight,
                         evidence.deterministic,
                         lv.join(" "),
-                        NormalizedRecord::of(r).values()[1..].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join("/")
+                        NormalizedRecord::of(r).values()[1..]
+                            .iter()
+                            .filter(|x| !x.is_empty())
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join("/")
                     );
                 }
             }
