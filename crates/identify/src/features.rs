@@ -241,8 +241,8 @@ impl NormalizedValues {
             given_kanji: opt(&r.given_kanji, n::kanji_name),
             family_kana: opt(&r.family_kana, n::kana_exact),
             given_kana: opt(&r.given_kana, n::kana_exact),
-            family_phon: opt(&r.family_kana, n::kana_phonetic),
-            given_phon: opt(&r.given_kana, n::kana_phonetic),
+            family_phon: String::new(),
+            given_phon: String::new(),
             birth: r.birth_date.map(|b| b.yyyymmdd()).unwrap_or(0),
             sex: match r.sex {
                 Sex::Unknown => 0,
@@ -252,6 +252,9 @@ impl NormalizedValues {
             },
             ..Default::default()
         };
+        // The phonetic form from the exact form (already NFKC and katakana).
+        v.family_phon = n::phonetic_of_exact(&v.family_kana);
+        v.given_phon = n::phonetic_of_exact(&v.given_kana);
         if let Some(a) = r.addresses.first() {
             let pa = parse_address(a);
             v.pref = pa.pref;

@@ -309,6 +309,13 @@ pub fn kana_phonetic(s: &str) -> String {
     settle(s, |x| fold_long_vowels(&fold_zu_ji(&fold_small_kana(&kana_exact_once(x)))))
 }
 
+/// [`kana_phonetic`] of a value already in [`kana_exact`] form (skips the NFKC pass when no
+/// combining mark is left).
+pub fn phonetic_of_exact(exact: &str) -> String {
+    let once = fold_long_vowels(&fold_zu_ji(&fold_small_kana(exact)));
+    if once.chars().any(is_combining) { kana_phonetic(&once) } else { once }
+}
+
 /// Kanji names as the matcher compares them: NFKC, no white space, variant kanji folded, and
 /// hiragana/katakana folded too (a name written in kana in the kanji slot, `さくら`/`サクラ`).
 pub fn kanji_name(s: &str) -> String {
@@ -731,6 +738,11 @@ mod tests {
             let _ = postal_code(&s);
             let _ = kanji_number(&s);
             let _ = prefecture_code(&s);
+        }
+
+        #[test]
+        fn phonetic_of_exact_agrees(s in any_text()) {
+            prop_assert_eq!(phonetic_of_exact(&kana_exact(&s)), kana_phonetic(&s));
         }
 
         #[test]
