@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use musubi_gate::Actor;
+use musubi_service::ApiError;
 use musubi_service::Service;
-use musubi_service::collect::{CollectStats, PreparedFile, SourceFile, SourceProblem};
+use musubi_service::collect::{CollectSession, CollectStats, DecidedChunk, PreparedFile, SourceFile, SourceProblem};
 use musubi_store::collect::{FileState, SourceKind};
 
 use crate::source::FileMeta;
@@ -199,29 +200,78 @@ fn commit_in_order(
     progress: &dyn Progress,
     summary: &mut Summary,
 ) -> Result<(), CollectError> {
+    // Chunk N is written by its own thread while chunk N+1 is decided here; N+1 is handed
+    // over only after N committed, so chunks commit one by one, in order.
+    let (dtx, drx) = std::sync::mpsc::sync_channel::<DecidedChunk>(0);
+    let (rtx, rrx) = std::sync::mpsc::sync_channel::<(u64, Result<CollectStats, ApiError>)>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for d in drx {
+                let n = d.chunk;
+                if rtx.send((n, service.write_collected(d))).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut writer = Writer { service, session: CollectSession::new(), dtx, rrx, in_flight: false, progress };
+        let r = order_and_chunk(&mut writer, rx, front, opts, progress, summary);
+        let last = writer.wait(summary);
+        r.and(last)
+    })
+}
+
+/// The committer's side of the writing thread.
+struct Writer<'a> {
+    service: &'a Service,
+    session: CollectSession,
+    dtx: std::sync::mpsc::SyncSender<DecidedChunk>,
+    rrx: std::sync::mpsc::Receiver<(u64, Result<CollectStats, ApiError>)>,
+    in_flight: bool,
+    progress: &'a dyn Progress,
+}
+
+impl Writer<'_> {
+    /// Waits for the chunk in flight, if any.
+    fn wait(&mut self, summary: &mut Summary) -> Result<(), CollectError> {
+        if !self.in_flight {
+            return Ok(());
+        }
+        self.in_flight = false;
+        let (n, r) = self.rrx.recv().map_err(|_| ApiError::internal("the collection writer stopped"))?;
+        let stats = r?;
+        self.session.committed(n);
+        tracing::debug!(files = stats.files, created = stats.created, updated = stats.updated, "chunk committed");
+        self.progress.committed(&stats);
+        summary.stats.add(&stats);
+        Ok(())
+    }
+
+    /// Decides `chunk` (while the one before is being written), then hands it over.
+    fn flush(&mut self, chunk: &mut Vec<PreparedFile>, summary: &mut Summary) -> Result<(), CollectError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let decided = self.service.decide_collected(&mut self.session, std::mem::take(chunk))?;
+        self.wait(summary)?;
+        self.dtx.send(decided).map_err(|_| ApiError::internal("the collection writer stopped"))?;
+        self.in_flight = true;
+        Ok(())
+    }
+}
+
+fn order_and_chunk(
+    writer: &mut Writer<'_>,
+    rx: std::sync::mpsc::Receiver<(usize, Item)>,
+    front: &AtomicUsize,
+    opts: &CollectOptions,
+    progress: &dyn Progress,
+    summary: &mut Summary,
+) -> Result<(), CollectError> {
     let limit = opts.chunk.max(1);
     let mut pending: BTreeMap<usize, Item> = BTreeMap::new();
     let mut next = 0usize;
     let mut chunk: Vec<PreparedFile> = Vec::new();
     let mut in_chunk = 0usize;
-    let mut flush = |chunk: &mut Vec<PreparedFile>, in_chunk: &mut usize| -> Result<(), CollectError> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let t = Instant::now();
-        let stats: CollectStats = service.commit_collected(std::mem::take(chunk))?;
-        *in_chunk = 0;
-        tracing::debug!(
-            files = stats.files,
-            created = stats.created,
-            updated = stats.updated,
-            ms = t.elapsed().as_secs_f64() * 1000.0,
-            "chunk committed"
-        );
-        progress.committed(&stats);
-        summary.stats.add(&stats);
-        Ok(())
-    };
     for (i, item) in rx {
         pending.insert(i, item);
         while let Some(item) = pending.remove(&next) {
@@ -247,18 +297,19 @@ fn commit_in_order(
                         tracing::debug!(file = prepared.path(), entries = prepared.quarantined(), "quarantined");
                     }
                     while let Some(front_part) = prepared.split_off_front(limit.saturating_sub(in_chunk).max(1)) {
-                        in_chunk += front_part.resources();
                         chunk.push(front_part);
-                        flush(&mut chunk, &mut in_chunk)?;
+                        writer.flush(&mut chunk, summary)?;
+                        in_chunk = 0;
                     }
                     in_chunk += prepared.resources();
                     chunk.push(prepared);
                 }
             }
             if in_chunk >= limit || chunk.len() >= MAX_FILES {
-                flush(&mut chunk, &mut in_chunk)?;
+                writer.flush(&mut chunk, summary)?;
+                in_chunk = 0;
             }
         }
     }
-    flush(&mut chunk, &mut in_chunk)
+    writer.flush(&mut chunk, summary)
 }

@@ -285,7 +285,8 @@ impl CollectStats {
 }
 
 /// A resource's state while a chunk is decided: what is stored, with the chunk's own earlier
-/// changes applied.
+/// changes (and those of a chunk decided before but not yet committed) applied.
+#[derive(Clone)]
 struct KeyState {
     exists: bool,
     version: i64,
@@ -296,6 +297,43 @@ struct KeyState {
     occurred_at: i64,
     /// Changes already placed in this chunk (the next goes into that batch).
     ops: usize,
+}
+
+type Key = (ResourceType, String);
+
+/// What a run of chunks carries from one chunk to the next, so that a chunk can be decided
+/// while the one before it is being committed: the decided state of every resource the
+/// uncommitted chunks touch. Use one session per run, from one thread.
+#[derive(Default)]
+pub struct CollectSession {
+    overlay: HashMap<Key, (KeyState, u64)>,
+    decided: u64,
+}
+
+impl CollectSession {
+    /// A new session.
+    pub fn new() -> CollectSession {
+        CollectSession::default()
+    }
+
+    /// Chunk `chunk` is committed: the store now has what the session remembered of it.
+    pub fn committed(&mut self, chunk: u64) {
+        self.overlay.retain(|_, (_, c)| *c > chunk);
+    }
+}
+
+/// A decided chunk, ready for [`Service::write_collected`] (which may run on another thread).
+pub struct DecidedChunk {
+    batch: CollectBatch,
+    stats: CollectStats,
+    /// The chunk's number in its session.
+    pub chunk: u64,
+}
+
+impl std::fmt::Debug for DecidedChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DecidedChunk({}, {} files)", self.chunk, self.batch.files.len())
+    }
 }
 
 impl KeyState {
@@ -430,6 +468,31 @@ impl Service {
     /// Decides and commits a chunk of prepared files (or parts), in order, in one transaction.
     /// Returns the chunk's counts; the files are durable when it returns.
     pub fn commit_collected(&self, files: Vec<PreparedFile>) -> Result<CollectStats, ApiError> {
+        let mut session = CollectSession::new();
+        let decided = self.decide_collected(&mut session, files)?;
+        self.write_collected(decided)
+    }
+
+    /// Commits a decided chunk (durable when it returns) and gives its counts. Chunks of a
+    /// session must be written in the order they were decided, each after the one before
+    /// succeeded; then tell the session ([`CollectSession::committed`]).
+    pub fn write_collected(&self, chunk: DecidedChunk) -> Result<CollectStats, ApiError> {
+        let t = std::time::Instant::now();
+        self.store.commit_collect(chunk.batch)?;
+        tracing::debug!(chunk = chunk.chunk, commit_ms = t.elapsed().as_secs_f64() * 1e3, "collect chunk committed");
+        Ok(chunk.stats)
+    }
+
+    /// Decides a chunk of prepared files (or parts), in order: what to create, update, skip,
+    /// delete or quarantine, against the store and the session's uncommitted chunks. Writes
+    /// nothing.
+    pub fn decide_collected(
+        &self,
+        session: &mut CollectSession,
+        files: Vec<PreparedFile>,
+    ) -> Result<DecidedChunk, ApiError> {
+        session.decided += 1;
+        let chunk_no = session.decided;
         let mut stats = CollectStats::default();
         let mut keys: Vec<(ResourceType, String)> = Vec::new();
         for f in &files {
@@ -441,10 +504,20 @@ impl Service {
         keys.sort();
         keys.dedup();
         let t0 = std::time::Instant::now();
+        // What an uncommitted chunk decided wins over the store, which does not have it yet.
+        let mut states: HashMap<Key, KeyState> = HashMap::with_capacity(keys.len());
+        keys.retain(|k| match session.overlay.get(k) {
+            Some((st, _)) => {
+                let mut st = st.clone();
+                st.ops = 0;
+                states.insert(k.clone(), st);
+                false
+            }
+            None => true,
+        });
         let current = self.store.read(|r| r.collect_currents(&keys))?;
         let t_lookup = t0.elapsed();
-        let mut states: HashMap<(ResourceType, String), KeyState> =
-            current.into_iter().map(|c| ((c.rtype, c.id.clone()), KeyState::of(c))).collect();
+        states.extend(current.into_iter().map(|c| ((c.rtype, c.id.clone()), KeyState::of(c))));
 
         let mut waves: Vec<WriteBatch> = Vec::new();
         let mut batch = CollectBatch::default();
@@ -570,7 +643,12 @@ impl Service {
                         version: put.version,
                         deleted: false,
                         content_hash: put.content_hash.clone(),
-                        view: Some(RecordView::for_write(put.rtype, put.meta.class, put.meta.facility, put.meta.patient_id.clone())),
+                        view: Some(RecordView::for_write(
+                            put.rtype,
+                            put.meta.class,
+                            put.meta.facility,
+                            put.meta.patient_id.clone(),
+                        )),
                         source_key: Some(u.source_key.clone()),
                         occurred_at: u.occurred_at,
                         ops: st.ops + 1,
@@ -651,22 +729,33 @@ impl Service {
             first.audit = records;
         }
         batch.writes = waves;
-        let t_decide = t0.elapsed() - t_lookup;
-        self.store.commit_collect(batch)?;
+        // Every key of the chunk (changed, or with a new source link) is remembered until the
+        // chunk is committed.
+        for (k, st) in states {
+            if st.exists {
+                session.overlay.insert(k, (st, chunk_no));
+            }
+        }
         tracing::debug!(
+            chunk = chunk_no,
             keys = keys.len(),
             lookup_ms = t_lookup.as_secs_f64() * 1e3,
-            decide_ms = t_decide.as_secs_f64() * 1e3,
-            commit_ms = (t0.elapsed() - t_lookup - t_decide).as_secs_f64() * 1e3,
-            "collect chunk"
+            decide_ms = (t0.elapsed() - t_lookup).as_secs_f64() * 1e3,
+            "collect chunk decided"
         );
-        Ok(stats)
+        Ok(DecidedChunk { batch, stats, chunk: chunk_no })
     }
 }
 
 /// Validates and prepares one resource as a create. A refused resource comes back with the
 /// error (and the resource itself, unless preparing had already taken it).
-fn prepare_one(actor: &Actor, persons: &crate::prepare::Persons, id: String, resource: Value, now: i64) -> Result<PutResource, (ApiError, Option<Value>)> {
+fn prepare_one(
+    actor: &Actor,
+    persons: &crate::prepare::Persons,
+    id: String,
+    resource: Value,
+    now: i64,
+) -> Result<PutResource, (ApiError, Option<Value>)> {
     let t = resource.get("resourceType").and_then(Value::as_str).unwrap_or("").to_owned();
     let Ok(rtype) = t.parse::<ResourceType>() else {
         let e =
