@@ -6,6 +6,7 @@
 //! mpi-eval --persons 100000 [--seed 7] [--threads 0] [--explain 10]
 //!          [--export-csv records.csv]      # normalized records + truth, for Splink
 //!          [--online-bench]                # online benchmark (streams records; no batch scoring)
+//!          [--check-synth]                 # count distinct persons the generator made indistinguishable
 //!          [--dir OUT]                     # read a generated directory (fhir/*.ndjson + truth/) instead
 //! ```
 
@@ -28,6 +29,7 @@ struct Args {
     model_out: Option<String>,
     sweep: Vec<f64>,
     online_bench: bool,
+    check_synth: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         model_out: None,
         sweep: Vec::new(),
         online_bench: false,
+        check_synth: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -56,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
             "--model-out" => a.model_out = Some(v()?),
             "--dir" => a.dir = Some(v()?),
             "--online-bench" => a.online_bench = true,
+            "--check-synth" => a.check_synth = true,
             "--sweep" => {
                 a.sweep = v()?
                     .split(',')
@@ -144,6 +148,10 @@ fn main() {
     };
     if a.online_bench {
         online_bench(&a);
+        return;
+    }
+    if a.check_synth {
+        check_synth(&a);
         return;
     }
     let t0 = Instant::now();
@@ -547,4 +555,38 @@ fn online_bench(a: &Args) {
         "online decisions: {right} right, {wrong_link} linked to a wrong person ({wrong_link_of_new} of them first records of a new person), {review} sent to review, {wrong_new} new where a link was due"
     );
     println!("peak RSS {:.0} MiB, total {:.1} s", peak_rss_mib(), t0.elapsed().as_secs_f64());
+}
+
+/// Distinct generated persons that share an insurance identity, or name + birth date + address:
+/// no matcher can tell such records apart, so they bound the achievable precision.
+fn check_synth(a: &Args) {
+    let opts = SynthOptions::new(a.persons, a.seed, std::env::temp_dir().join("mpi-eval-unused"));
+    let region = region(opts.seed, opts.persons);
+    let mut by_ins: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
+    let mut by_demo: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
+    for p in persons(&region, &opts) {
+        let pid = p.identity.person_id();
+        for sp in &p.registrations {
+            by_ins.entry(sp.insurance.id.match_key()).or_default().insert(pid.clone());
+            let key = format!("{} {} {} {}", sp.family, sp.given, sp.birth, sp.address.text());
+            by_demo.entry(key).or_default().insert(pid.clone());
+        }
+    }
+    fn shared(
+        m: &HashMap<String, std::collections::BTreeSet<String>>,
+    ) -> Vec<(&String, &std::collections::BTreeSet<String>)> {
+        let mut v: Vec<_> = m.iter().filter(|(_, s)| s.len() > 1).collect();
+        v.sort();
+        v
+    }
+    let ins = shared(&by_ins);
+    let demo = shared(&by_demo);
+    println!("insurance identities held by more than one person: {}", ins.len());
+    for (k, s) in ins.iter().take(5) {
+        println!("  {k}: {s:?}");
+    }
+    println!("name + birth date + address held by more than one person: {}", demo.len());
+    for (k, s) in demo.iter().take(5) {
+        println!("  {k}: {s:?}");
+    }
 }
