@@ -246,13 +246,14 @@ pub(crate) fn block_keys(f: &Features, out: &mut Vec<u64>) {
 ///   insurance card but for the 枝番;
 /// - or the given names are not the same and either the birth dates differ beyond a typo or
 ///   the sexes differ: siblings of one household share every household field (address, phone,
-///   insurance household) and would otherwise add up to a link.
+///   insurance household) and would otherwise add up to a link;
+/// - or both the birth dates (beyond a typo) and the sexes differ, whatever the names.
 pub(crate) fn given_conflict(g: &Gamma) -> bool {
     let given = g[Field::GivenName.index()];
     let birth = g[Field::BirthDate.index()];
     let sex = g[Field::Sex.index()];
     let given_differs = matches!(given, name_level::FUZZY | name_level::DIFFERENT | name_level::KANJI_ONLY_DIFFERENT);
-    given == name_level::DIFFERENT || (given_differs && (birth == 4 || sex == 2))
+    given == name_level::DIFFERENT || (given_differs && (birth == 4 || sex == 2)) || (birth == 4 && sex == 2)
 }
 
 /// The two records agree as a person: the given names are the same (kanji, kana or phonetic
