@@ -11,7 +11,7 @@
 //! `五十嵐` ≈ 0.05 %), as Splink's term-frequency adjustment does; the share is smoothed toward
 //! the level's `u` while the index holds few records.
 //!
-//! **Estimation** ([`train`]) follows Splink's method:
+//! **Estimation** (done by [`crate::IndexBuilder::finish`]) follows Splink's method:
 //! 1. `u` from random pairs (almost all non-matches), counted per level over pairs where both
 //!    values are present, with add-one smoothing;
 //! 2. `m` by expectation–maximisation with `u` fixed, separately within two training blocks —
@@ -91,7 +91,7 @@ pub struct TrainSummary {
     pub em_iterations: Vec<u32>,
 }
 
-/// Options of [`train`].
+/// Options of the estimation ([`crate::LinkConfig::train`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TrainOptions {
     /// Seed of the random pair sample.
@@ -219,7 +219,7 @@ pub fn probability(weight: f64) -> f64 {
 }
 
 impl Model {
-    /// A model with hand-set parameters (what [`train`] starts from). Useful before any data
+    /// A model with hand-set parameters (what the estimation starts from). Useful before any data
     /// exists; a trained model is much better.
     pub fn initial() -> Model {
         let fields = Field::ALL
