@@ -120,7 +120,7 @@ fn patient(i: usize, id: Option<String>) -> Value {
             {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation", "valueCode": "IDE"}], "text": "結 太郎", "family": "結", "given": ["太郎"]},
             {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation", "valueCode": "SYL"}], "text": "ムスビ タロウ", "family": "ムスビ", "given": ["タロウ"]}
         ],
-        "gender": if i % 2 == 0 { "male" } else { "female" },
+        "gender": if i.is_multiple_of(2) { "male" } else { "female" },
         "birthDate": format!("19{:02}-{:02}-{:02}", 30 + i % 70, 1 + i % 12, 1 + i % 28)
     });
     if let Some(id) = id {

@@ -5,6 +5,7 @@
 mod collect;
 mod demo;
 mod import;
+mod people;
 
 use std::path::{Path, PathBuf};
 
@@ -69,6 +70,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// The network's facility registry.
+    Facility {
+        #[command(subcommand)]
+        command: FacilityCommand,
+    },
+    /// Clinician and staff accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// API tokens for facility systems.
     Token {
         #[command(subcommand)]
@@ -130,9 +141,87 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain of the audit log; exits non-zero if any record was changed,
-    /// deleted or reordered.
+    /// Verify the hash chain of the audit log and the signed anchors kept outside the
+    /// database; exits non-zero if any record was changed, deleted or reordered.
     Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write a signed anchor of the chain head now (the server also does this periodically).
+    Anchor {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete audit records older than the retention period (after anchoring the boundary).
+    Prune {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Keep this many days.
+        #[arg(long)]
+        keep_days: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum FacilityCommand {
+    /// Register a facility in the network (or update it).
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// 10-digit 医療機関コード.
+        #[arg(long)]
+        code: String,
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// hospital, clinic, dental, pharmacy or other.
+        #[arg(long)]
+        class: String,
+        /// 二次医療圏 id (e.g. 1301).
+        #[arg(long)]
+        area: String,
+        /// 二次医療圏 name.
+        #[arg(long, default_value = "")]
+        area_name: String,
+        /// Cities (市区町村) of the 二次医療圏, for placing patients' addresses.
+        #[arg(long)]
+        city: Vec<String>,
+    },
+    /// List the registry.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a clinician or staff account; prints the TOTP secret for the authenticator app.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        #[arg(long)]
+        login: String,
+        /// Kanji name.
+        #[arg(long)]
+        name: String,
+        /// Kana name.
+        #[arg(long, default_value = "")]
+        kana: String,
+        /// doctor, dentist, pharmacist, nurse, other-licensed or clerk.
+        #[arg(long)]
+        profession: String,
+        /// Facility (repeat for several).
+        #[arg(long, required = true)]
+        facility: Vec<String>,
+        /// A file holding the initial password (not on the command line, where it would be
+        /// visible to other users of the machine).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// List users.
+    List {
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -184,10 +273,26 @@ pub(crate) async fn run_server(
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
     }
     let node = hostname();
+    let state_store = store.clone();
     let service = musubi_service::Service::new(store, node);
     let config =
         musubi_server::ServerConfig { base_url, body_limit: body_limit_mib * 1024 * 1024, ..Default::default() };
     let state = musubi_server::AppState::new(service, config);
+    // A signed anchor of the audit chain every ten minutes, outside the database.
+    let anchor_store = state_store.clone();
+    let anchor_dir = data.to_owned();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let (s, d) = (anchor_store.clone(), anchor_dir.clone());
+            match tokio::task::spawn_blocking(move || musubi_service::anchors::anchor(&s, &d)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "audit anchor failed"),
+                Err(e) => tracing::error!(error = %e, "audit anchor task failed"),
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving the FHIR API at /fhir");
@@ -259,7 +364,28 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
+        Command::Facility { command } => people::facility(command),
+        Command::User { command } => people::user(command),
         Command::Audit { command } => match command {
+            AuditCommand::Anchor { store } => {
+                let s = store.open()?;
+                match musubi_service::anchors::anchor(&s, &store.data)? {
+                    Some(a) => println!("anchored record {} ({})", a.seq, a.hash),
+                    None => println!("the audit log is empty"),
+                }
+                Ok(())
+            }
+            AuditCommand::Prune { store, keep_days } => {
+                anyhow::ensure!(
+                    keep_days >= 365,
+                    "keep at least 365 days of audit records (the safety guideline asks for years)"
+                );
+                let s = store.open()?;
+                let before = musubi_fhir::datetime::now_ms() - keep_days * 86_400_000;
+                let n = musubi_service::anchors::prune(&s, &store.data, before)?;
+                println!("pruned {n} audit records older than {keep_days} days");
+                Ok(())
+            }
             AuditCommand::Verify { store } => {
                 let s = store.open()?;
                 let bar = indicatif::ProgressBar::new_spinner();
@@ -270,8 +396,20 @@ fn main() -> Result<()> {
                 match result {
                     Ok(n) => {
                         let secs = start.elapsed().as_secs_f64();
-                        println!("OK: {n} audit records, chain intact ({:.0} records/s)", n as f64 / secs.max(1e-9));
-                        Ok(())
+                        match musubi_service::anchors::verify(&s, &store.data) {
+                            Ok(a) => {
+                                println!(
+                                    "OK: {n} audit records, chain intact ({:.0} records/s); {a} signed anchors match",
+                                    n as f64 / secs.max(1e-9)
+                                );
+                                Ok(())
+                            }
+                            Err(e) => {
+                                eprintln!("監査ログの改ざんを検出しました: {e}");
+                                println!("TAMPERED: {e}");
+                                std::process::exit(2);
+                            }
+                        }
                     }
                     Err(b) => {
                         eprintln!("監査ログの改ざんを検出しました: record {}: {}", b.seq, b.reason);

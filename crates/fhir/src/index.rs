@@ -49,6 +49,12 @@ pub fn extract(rtype: ResourceType, resource: &Value) -> Vec<IndexEntry> {
             }
             continue;
         }
+        if rtype == ResourceType::Bundle && def.name == "recipient" {
+            for code in referral_recipients(resource) {
+                out.push(IndexEntry { param: def.name, value: IndexValue::Token { system: String::new(), code } });
+            }
+            continue;
+        }
         for path in def.paths {
             walk(resource, path, &mut |_, v| match def.kind {
                 ParamKind::Token => push_tokens(def.name, v, &mut out),
@@ -71,6 +77,40 @@ pub fn extract(rtype: ResourceType, resource: &Value) -> Vec<IndexEntry> {
         }
     }
     out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The 医療機関番号 of the facilities a document's 紹介先 section (code 910) names: the section's
+/// entries resolved against the Bundle's fullUrls to Organizations, and their institution number.
+pub fn referral_recipients(bundle: &Value) -> Vec<String> {
+    let Some(entries) = bundle.get("entry").and_then(Value::as_array) else { return Vec::new() };
+    let Some(comp) = entries.first().and_then(|e| e.get("resource")).filter(|r| r["resourceType"] == "Composition")
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for section in comp["section"].as_array().into_iter().flatten() {
+        let is_to = crate::json::codings(&section["code"]).any(|(_, c)| c == "910");
+        if !is_to {
+            continue;
+        }
+        for r in section["entry"].as_array().into_iter().flatten().filter_map(|e| e["reference"].as_str()) {
+            let Some(org) = entries.iter().find(|e| e["fullUrl"].as_str() == Some(r)).map(|e| &e["resource"]) else {
+                continue;
+            };
+            if org["resourceType"] != "Organization" {
+                continue;
+            }
+            for id in org["identifier"].as_array().into_iter().flatten() {
+                if id["system"] == musubi_domain::systems::INSTITUTION_NUMBER
+                    && let Some(v) = id["value"].as_str() {
+                        out.push(v.to_owned());
+                    }
+            }
+        }
+    }
+    out.sort();
     out.dedup();
     out
 }
@@ -198,6 +238,22 @@ mod tests {
         assert!(names.contains(&"山田太郎".to_owned()));
         assert!(names.contains(&"ヤマダ".to_owned()));
         assert!(names.contains(&"タロウ".to_owned()));
+    }
+
+    #[test]
+    fn referral_addressee_from_the_reference_example() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../reference/jp-clins/examples/Bundle-Bundle-CLINS-Referral-Example-01.json"
+        ))
+        .unwrap();
+        let b: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(referral_recipients(&b), vec!["1311234567".to_owned()]);
+        let e = extract(ResourceType::Bundle, &b);
+        assert!(e.contains(&IndexEntry {
+            param: "recipient",
+            value: IndexValue::Token { system: String::new(), code: "1311234567".into() }
+        }));
     }
 
     #[test]

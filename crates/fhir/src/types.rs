@@ -418,6 +418,12 @@ impl ResourceType {
                     &[&["entry", "resource", "type"]],
                     "Type of the document's Composition (Musubi extension)"
                 ),
+                p(
+                    "recipient",
+                    Token,
+                    &[],
+                    "医療機関番号 of the facility a referral (診療情報提供書) is addressed to (Musubi extension)"
+                ),
             ],
             ResourceType::Consent => params![
                 IDENTIFIER,

@@ -9,7 +9,8 @@
 //! 1. everything closed → denied;
 //! 2. the viewer's profession turned off → denied;
 //! 3. an explicit setting for the facility → that;
-//! 4. a setting for the facility's kind in its 二次医療圏, then in its prefecture → that;
+//! 4. a setting for the facility's kind in its 二次医療圏, then in its prefecture → that (a
+//!    closed kind stays closed even for a facility where the patient consented in person);
 //! 5. the area tier of the facility: residence 二次医療圏 (default open), residence prefecture,
 //!    prefectures lived in during the past 2 years, earlier/other (all three default closed —
 //!    outside the residence area a patient consents individually).
@@ -192,9 +193,9 @@ impl ConsentSettings {
         let by_kind = kind(&Within::Area(f.area.clone())).or_else(|| kind(&Within::Prefecture(f.prefecture)));
         match by_kind {
             Some(true) => return Verdict::Open("患者がこの地域のこの種類の施設への開示を許可しています"),
-            Some(false) => {
-                return Verdict::NeedsIndividualConsent("患者がこの地域のこの種類の施設への開示を停止しています");
-            }
+            // An explicit choice of the patient: consent given in person earlier does not reopen
+            // it (a per-facility setting can).
+            Some(false) => return Verdict::Closed("患者がこの地域のこの種類の施設への開示を停止しています"),
             None => {}
         }
         let (open, why_open, why_closed) = if f.area == r.area && f.prefecture == r.prefecture {
@@ -261,7 +262,7 @@ mod tests {
         s.kinds.push(KindSetting { within: Within::Area("1301".into()), class: FacilityClass::Pharmacy, allow: false });
         assert!(matches!(
             s.verdict(&home(), &fac("1348814790", FacilityClass::Pharmacy, 13, "1301"), Profession::Pharmacist),
-            Verdict::NeedsIndividualConsent(_)
+            Verdict::Closed(_)
         ));
         assert!(matches!(
             s.verdict(&home(), &fac("1318814790", FacilityClass::Hospital, 13, "1301"), Profession::Doctor),

@@ -21,8 +21,9 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod auth;
-mod routes;
+pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

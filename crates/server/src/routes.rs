@@ -20,7 +20,7 @@ use crate::{AppState, status_of};
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
 /// An error as an HTTP response.
-pub(crate) struct HttpError(pub ApiError);
+pub struct HttpError(pub ApiError);
 
 impl From<ApiError> for HttpError {
     fn from(e: ApiError) -> Self {
@@ -41,7 +41,7 @@ impl IntoResponse for HttpError {
 
 type Result<T> = std::result::Result<T, HttpError>;
 
-fn fhir(status: StatusCode, body: String) -> Response {
+pub(crate) fn fhir(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     r
@@ -59,7 +59,7 @@ fn set(headers: &mut HeaderMap, name: header::HeaderName, value: String) {
 }
 
 /// The authenticated caller and request context.
-pub(crate) struct Authed(pub Ctx);
+pub struct Authed(pub Ctx);
 
 fn base_url(state: &AppState, parts: &Parts) -> String {
     if let Some(b) = &state.inner.config.base_url {
@@ -76,6 +76,17 @@ fn base_url(state: &AppState, parts: &Parts) -> String {
     format!("http://{host}/fhir")
 }
 
+/// The name of the web session cookie.
+pub const SESSION_COOKIE: &str = "musubi_session";
+
+/// The session token from the cookie header, if any.
+pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).flat_map(|h| h.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == SESSION_COOKIE).then(|| v.to_owned())
+    })
+}
+
 impl FromRequestParts<AppState> for Authed {
     type Rejection = HttpError;
 
@@ -83,10 +94,14 @@ impl FromRequestParts<AppState> for Authed {
         let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         let base_url = base_url(state, parts);
         let header_value = parts.headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).map(str::to_owned);
-        let token = header_value
+        let bearer = header_value
             .as_deref()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(|t| t.trim().to_owned());
+        let (token, from_cookie) = match bearer {
+            Some(t) => (Some(t), false),
+            None => (cookie_token(&parts.headers), true),
+        };
         let Some(token) = token else {
             let reason = if header_value.is_some() {
                 "Authorization ヘッダーは Bearer 形式でなければなりません"
@@ -105,8 +120,27 @@ impl FromRequestParts<AppState> for Authed {
         }
         let st = state.clone();
         let addr = address.clone();
+        let method = parts.method.clone();
+        let csrf = parts.headers.get("x-csrf-token").and_then(|h| h.to_str().ok()).map(str::to_owned);
         let actor: Option<Actor> = state
             .blocking(move |svc| {
+                if token.starts_with(musubi_service::people::SESSION_PREFIX) {
+                    let Some((actor, session)) = svc.session_actor(&token)? else {
+                        svc.audit_login_failure(addr, "invalid or expired session")?;
+                        return Ok(None);
+                    };
+                    // A browser sends the cookie on its own: a change needs the page's CSRF token.
+                    if from_cookie
+                        && !matches!(method, Method::GET | Method::HEAD)
+                        && csrf.as_deref() != Some(session.csrf.as_str())
+                    {
+                        return Err(ApiError::new(
+                            ErrorKind::Forbidden,
+                            "不正な要求です（CSRF トークンがありません）。ページを再読み込みしてください。",
+                        ));
+                    }
+                    return Ok(Some(actor));
+                }
                 let actor = st.inner.tokens.resolve(svc.store(), &token).map_err(ApiError::from)?;
                 if actor.is_none() {
                     svc.audit_login_failure(addr, "invalid or revoked token")?;
@@ -116,7 +150,10 @@ impl FromRequestParts<AppState> for Authed {
             .await?;
         match actor {
             Some(actor) => Ok(Authed(Ctx { actor, address, base_url })),
-            None => Err(HttpError(ApiError::new(ErrorKind::Unauthorized, "トークンが無効か、失効しています"))),
+            None => Err(HttpError(ApiError::new(
+                ErrorKind::Unauthorized,
+                "トークンが無効か、失効しています。再度ログインしてください。",
+            ))),
         }
     }
 }
@@ -141,7 +178,7 @@ fn check_accept(headers: &HeaderMap, query: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
+pub(crate) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
     use http_body_util::BodyExt;
     let limit = state.inner.config.body_limit;
     let too_large = || {
@@ -522,6 +559,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{rtype}/{id}/_history/{vid}", get(vread))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
+        .nest("/api", crate::api::routes())
         .route("/fhir/", post(system_post))
         .nest("/fhir", fhir)
         .fallback(not_found)

@@ -103,10 +103,17 @@ impl Service {
     pub(crate) fn person_context(&self, person_id: &str, now: i64) -> Result<PersonContext, ApiError> {
         let id = person_id.to_owned();
         let (consent, residence, treated, referred, visits, emergency) = self.store.read(|r| {
+            let mut treated = r.treating_facilities(&id)?;
+            // Claims (レセプト) show use of a facility too, even before its records arrive.
+            for pid in r.patients_of_person(&id)? {
+                treated.extend(r.facilities_used_by_patient(&pid)?);
+            }
+            treated.sort();
+            treated.dedup();
             Ok((
                 r.consent(&id)?,
                 r.residence(&id)?,
-                r.treating_facilities(&id)?,
+                treated,
                 r.referral_recipients(&id)?,
                 r.visit_consents(&id)?,
                 r.emergency_grants(&id)?,

@@ -17,12 +17,14 @@
 #![deny(missing_docs)]
 
 mod access;
+pub mod anchors;
 mod audit_event;
 mod bundle;
 mod capability;
 pub mod collect;
 mod error;
 pub mod import;
+pub mod people;
 mod prepare;
 mod read;
 mod search;

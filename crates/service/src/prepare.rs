@@ -152,8 +152,9 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
     out.insert("resourceType".into(), Value::String(p.rtype.as_str().into()));
     out.insert("id".into(), Value::String(p.id.clone()));
     if !meta.is_empty() {
-        // A placeholder keeps the sender's position of meta; it is filled below.
-        out.insert("meta".into(), Value::Null);
+        // The sender's meta (flags in meta.tag matter to classification) in the sender's
+        // position; the server's fields are added below.
+        out.insert("meta".into(), Value::Object(meta.clone()));
     }
     out.extend(obj);
     let mut resource = Value::Object(out);

@@ -904,3 +904,59 @@ impl Reader<'_> {
         Ok(rows.iter().map(|r| r.str(0).to_owned()).collect())
     }
 }
+
+impl Store {
+    /// Commits resource writes and account writes together (a consent change is both the
+    /// gate's settings row and a FHIR Consent version), with the batch's audit records.
+    pub fn commit_with_accounts(
+        &self,
+        batch: crate::WriteBatch,
+        writes: Vec<AccountWrite>,
+    ) -> Result<crate::Committed, StoreError> {
+        self.inner.writer.write(move |conn| {
+            for w in &writes {
+                apply(conn, w)?;
+            }
+            crate::ops::apply(conn, &batch)
+        })
+    }
+}
+
+impl Reader<'_> {
+    /// Facilities where a source patient has a usage history from claims (レセプト): the
+    /// facility-use facts the collectors record.
+    pub fn facilities_used_by_patient(&mut self, patient_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT DISTINCT facility FROM facility_use WHERE patient_id = $1 ORDER BY facility",
+            &[Param::Text(patient_id)],
+        )?;
+        Ok(rows.iter().map(|r| r.str(0).to_owned()).collect())
+    }
+}
+
+impl Reader<'_> {
+    /// The last audit record recorded before `before` (epoch ms): (seq, hash).
+    pub fn last_audit_before(&mut self, before: i64) -> Result<Option<(i64, String)>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT seq, hash FROM audit WHERE recorded < $1 ORDER BY seq DESC LIMIT 1",
+            &[Param::I64(before)],
+        )?;
+        Ok(rows.first().map(|r| (r.i64(0), r.str(1).to_owned())))
+    }
+}
+
+impl Store {
+    /// Deletes audit records up to `seq` (whose hash is `hash`) and records the boundary, so
+    /// that verification resumes after it.
+    pub fn prune_audit(&self, seq: i64, hash: String) -> Result<u64, StoreError> {
+        self.inner.writer.write(move |conn| {
+            let n = conn.execute("DELETE FROM audit WHERE seq <= $1", &[Param::I64(seq)])?;
+            conn.execute("DELETE FROM setting WHERE key = $1", &[Param::Text("audit.pruned_through")])?;
+            conn.execute(
+                "INSERT INTO setting (key, value) VALUES ($1, $2)",
+                &[Param::Text("audit.pruned_through"), Param::Text(&format!("{seq}:{hash}"))],
+            )?;
+            Ok(n)
+        })
+    }
+}

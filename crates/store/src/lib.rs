@@ -443,8 +443,14 @@ pub fn verify_audit_chain(
     store: &Store,
     mut progress: impl FnMut(i64),
 ) -> Result<Result<i64, musubi_domain::audit::ChainBreak>, StoreError> {
-    let mut next = 1i64;
-    let mut prev = musubi_domain::audit::GENESIS_HASH.to_owned();
+    // After pruning, verification resumes at the boundary the pruning recorded.
+    let (mut next, mut prev) = match store.setting("audit.pruned_through")?.and_then(|s| {
+        let (seq, hash) = s.split_once(':')?;
+        Some((seq.parse::<i64>().ok()? + 1, hash.to_owned()))
+    }) {
+        Some(b) => b,
+        None => (1i64, musubi_domain::audit::GENESIS_HASH.to_owned()),
+    };
     loop {
         let page: Vec<StoredAudit> = store.read(|r| r.audit_page(next - 1, 10_000))?;
         if page.is_empty() {

@@ -322,6 +322,23 @@ impl SqlBuilder {
                     format!("r.patient_id IN ({})", ps.join(", "))
                 });
             }
+            if let Some(p) = &rule.persons {
+                let ps: Vec<String> = p.iter().map(|x| self.text(x.clone())).collect();
+                ands.push(if ps.is_empty() {
+                    "1 = 0".to_owned()
+                } else {
+                    format!("r.person_id IN ({})", ps.join(", "))
+                });
+            }
+            if let Some(m) = rule.min_clinical_date {
+                let mp = self.int(m);
+                ands.push(format!("(r.clinical_date IS NULL OR r.clinical_date >= {mp})"));
+            }
+            if rule.exclude_flags != 0 {
+                // Flags are three bits; a bitwise AND is spelled the same in both dialects.
+                let fp = self.int(i64::from(rule.exclude_flags));
+                ands.push(format!("(r.flags & {fp}) = 0"));
+            }
             ors.push(if ands.is_empty() { "1 = 1".to_owned() } else { format!("({})", ands.join(" AND ")) });
         }
         Some(if ors.is_empty() { "1 = 0".to_owned() } else { format!("({})", ors.join(" OR ")) })
@@ -500,7 +517,12 @@ impl Reader<'_> {
 
     /// The current row and the content of one version (the current one when `version` is
     /// None), in one statement (atomic without a transaction).
-    pub fn current_and_version(&mut self, rtype: ResourceType, id: &str, version: Option<i64>) -> Result<Option<(CurrentRow, Option<StoredResource>)>, StoreError> {
+    pub fn current_and_version(
+        &mut self,
+        rtype: ResourceType,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<(CurrentRow, Option<StoredResource>)>, StoreError> {
         let sql = format!(
             "SELECT {CURRENT_COLS}, v.version, v.last_updated, v.deleted, v.content FROM resource r \
              LEFT JOIN resource_version v ON v.rtype = r.rtype AND v.id = r.id AND v.version = COALESCE($3, r.version) \

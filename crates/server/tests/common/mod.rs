@@ -56,6 +56,10 @@ impl TestServer {
         }
     }
 
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn token(&self, facility: &str, name: &str) -> String {
         musubi_server::auth::issue(&self.store, "system", Some(&facility.parse().unwrap()), name).unwrap()
     }

@@ -1,0 +1,88 @@
+//! `musubi facility …` and `musubi user …`: the operator's console on the command line.
+
+use anyhow::{Context, Result};
+use musubi_gate::Actor;
+use musubi_service::people::NewUser;
+use musubi_service::{Ctx, Service};
+
+use crate::{FacilityCommand, UserCommand};
+
+fn operator() -> Ctx {
+    Ctx {
+        actor: Actor::Operator { name: std::env::var("USER").unwrap_or_else(|_| "operator".into()) },
+        address: None,
+        base_url: String::new(),
+    }
+}
+
+pub fn facility(cmd: FacilityCommand) -> Result<()> {
+    match cmd {
+        FacilityCommand::Add { store, code, name, class, area, area_name, city } => {
+            let code_parsed: musubi_domain::FacilityCode = code.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let s = store.open()?;
+            let svc = Service::new(s, "cli");
+            let row = musubi_store::FacilityRow {
+                code: code.clone(),
+                name,
+                class,
+                prefecture: i64::from(code_parsed.prefecture()),
+                area,
+                area_name,
+                discloses: true,
+                views: true,
+            };
+            svc.register_facility(&operator(), row, city)
+                .map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))?;
+            eprintln!("施設 {code} を登録しました");
+            Ok(())
+        }
+        FacilityCommand::List { store } => {
+            for f in store.open()?.read(|r| r.facilities())? {
+                println!("{}\t{}\t{}\t{}\t{}", f.code, f.class, f.area, f.area_name, f.name);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn user(cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Add { store, login, name, kana, profession, facility, password_file } => {
+            let password = std::fs::read_to_string(&password_file)
+                .with_context(|| format!("cannot read {}", password_file.display()))?;
+            let profession = profession.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let svc = Service::new(store.open()?, "cli");
+            let out = svc
+                .create_user(
+                    &operator(),
+                    NewUser {
+                        login: login.clone(),
+                        name,
+                        kana,
+                        profession,
+                        facilities: facility,
+                        password: password.trim_end_matches(['\n', '\r']).to_owned(),
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))?;
+            eprintln!(
+                "利用者 {login} を作成しました。認証アプリに次の URI を登録してください（この表示の後は再表示できません）:"
+            );
+            println!("{}", out.totp_uri);
+            Ok(())
+        }
+        UserCommand::List { store } => {
+            for u in store.open()?.read(|r| r.users())? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    u.login,
+                    u.profession,
+                    u.facilities.join(","),
+                    u.name,
+                    if u.disabled { "disabled" } else { "active" }
+                );
+            }
+            Ok(())
+        }
+    }
+}

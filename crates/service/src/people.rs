@@ -1,0 +1,1366 @@
+//! People: clinician and staff accounts, patient and proxy accounts, login with a password and
+//! a second factor (TOTP), sessions, patient registration verified against the records the
+//! network holds, proxy grants, disclosure settings (kept for the gate and as a FHIR Consent),
+//! consent in person at a visit, emergency access (break-glass) and the patient's access
+//! history. Every change here is audited.
+//!
+//! Passwords are stored only as Argon2id hashes; session tokens and TOTP secrets never reach a
+//! log. Five failed logins in a row lock an account for 15 minutes; failures say nothing about
+//! whether the login exists.
+
+use std::collections::BTreeSet;
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use musubi_domain::audit::{AuditAction, AuditOutcome, AuditPurpose, AuditRecord};
+use musubi_domain::{Flags, Profession};
+use musubi_fhir::ResourceType;
+use musubi_fhir::datetime::{format_instant, now_ms};
+use musubi_gate::{Actor, ConsentSettings, PortalActor, UserActor, policy};
+use musubi_store::{
+    AccountWrite, EmergencyRow, NotificationRow, PortalRow, ProxyGrantRow, SessionRow, UserRow, VisitConsentRow,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{ApiError, Ctx, ErrorKind, Service};
+
+/// Failed logins before an account is locked.
+pub const MAX_FAILED_LOGINS: i64 = 5;
+/// How long a lock lasts.
+pub const LOCK_MS: i64 = 15 * 60 * 1000;
+/// How long a user session lasts.
+pub const USER_SESSION_MS: i64 = 8 * 3600 * 1000;
+/// How long a portal session lasts.
+pub const PORTAL_SESSION_MS: i64 = 3600 * 1000;
+/// The default length of an emergency grant.
+pub const EMERGENCY_HOURS: i64 = 24;
+/// The prefix of session tokens.
+pub const SESSION_PREFIX: &str = "mss_";
+
+fn random_b64(n: usize) -> Result<String, ApiError> {
+    use base64::Engine;
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).map_err(|e| ApiError::internal(format!("random: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+/// SHA-256 of a session token, hex.
+pub fn session_hash(token: &str) -> String {
+    musubi_fhir::sha256_hex(token.as_bytes())
+}
+
+/// An Argon2id hash of a password (PHC string).
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::internal(format!("password hash: {e}")))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Checks a password against the network's rule: at least 10 characters, not all one kind.
+pub fn check_password_rule(password: &str) -> Result<(), ApiError> {
+    let kinds = [
+        password.chars().any(|c| c.is_ascii_lowercase()),
+        password.chars().any(|c| c.is_ascii_uppercase()),
+        password.chars().any(|c| c.is_ascii_digit()),
+        password.chars().any(|c| !c.is_ascii_alphanumeric()),
+    ]
+    .iter()
+    .filter(|k| **k)
+    .count();
+    if password.chars().count() < 10 || kinds < 2 {
+        return Err(ApiError::bad_request(
+            "パスワードは10文字以上で、英大文字・英小文字・数字・記号のうち2種類以上を含めてください",
+        ));
+    }
+    Ok(())
+}
+
+/// A new TOTP secret (base32).
+pub fn new_totp_secret() -> Result<String, ApiError> {
+    let mut b = [0u8; 20];
+    getrandom::fill(&mut b).map_err(|e| ApiError::internal(format!("random: {e}")))?;
+    Ok(totp_rs::Secret::from(b).to_base32())
+}
+
+fn totp(secret: &str, account: &str) -> Result<totp_rs::Totp, ApiError> {
+    let s = totp_rs::Secret::try_from_base32(secret).map_err(|e| ApiError::internal(format!("totp secret: {e:?}")))?;
+    totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(6)
+        .with_skew(1)
+        .with_step_duration(30)
+        .with_secret(s)
+        .with_issuer(Some("Musubi"))
+        .with_account_name(account)
+        .build()
+        .map_err(|e| ApiError::internal(format!("totp: {e:?}")))
+}
+
+/// The otpauth:// URI for an authenticator app.
+pub fn totp_uri(secret: &str, account: &str) -> Result<String, ApiError> {
+    totp(secret, account)?.to_url().map_err(|e| ApiError::internal(format!("totp url: {e:?}")))
+}
+
+/// The current code of a secret (for the demo's helper and for tests).
+pub fn totp_code_now(secret: &str) -> Result<String, ApiError> {
+    Ok(totp(secret, "x")?.generate_current().to_string())
+}
+
+fn totp_ok(secret: &str, code: &str) -> bool {
+    let code: String = code.chars().filter(char::is_ascii_digit).collect();
+    totp(secret, "x").is_ok_and(|t| t.check_current(&code).is_some())
+}
+
+/// What a login step produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoginOutcome {
+    /// The session token (a bearer token for the API, a cookie for the web).
+    pub token: String,
+    /// The CSRF token of the web session.
+    pub csrf: String,
+    /// Whether the second factor is still needed.
+    pub needs_second_factor: bool,
+    /// Until when the session holds (epoch ms).
+    pub expires: i64,
+}
+
+/// A new user as the operator creates it.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Login name.
+    pub login: String,
+    /// Kanji name.
+    pub name: String,
+    /// Kana name.
+    pub kana: String,
+    /// Profession.
+    pub profession: Profession,
+    /// Facilities.
+    pub facilities: Vec<String>,
+    /// Initial password.
+    pub password: String,
+}
+
+/// A created account and its TOTP enrolment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrolled {
+    /// Account id.
+    pub id: String,
+    /// The TOTP secret (shown once, for the authenticator app).
+    pub totp_secret: String,
+    /// The otpauth URI.
+    pub totp_uri: String,
+}
+
+/// Registration data of a patient (the 4 basic items, the insurance identity, credentials).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Registration {
+    /// Kanji name (姓 名).
+    pub name: String,
+    /// Kana name.
+    pub kana: String,
+    /// `male`, `female`, `other`, `unknown`.
+    pub sex: String,
+    /// YYYY-MM-DD.
+    pub birth_date: String,
+    /// Prefecture name (都道府県).
+    pub prefecture: String,
+    /// City (市区町村).
+    pub city: String,
+    /// 被保険者個人識別子 `保険者番号:記号:番号:枝番`.
+    pub insurance_id: String,
+    /// Login name.
+    pub login: String,
+    /// Password.
+    pub password: String,
+}
+
+/// One line of a patient's access history.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    /// Audit sequence number.
+    pub seq: i64,
+    /// When (ISO instant).
+    pub when: String,
+    /// The facility (code).
+    pub facility: Option<String>,
+    /// The facility's name.
+    pub facility_name: Option<String>,
+    /// The profession (Japanese), for users.
+    pub profession: Option<String>,
+    /// The person's name, for users; the system's name otherwise.
+    pub who: String,
+    /// 閲覧, 登録, 更新, 削除, 操作.
+    pub action: String,
+    /// What kinds of information (Japanese class labels).
+    pub what: Vec<String>,
+    /// 通常, 緊急, 拒否.
+    pub why: String,
+    /// The stated reason of an emergency access.
+    pub reason: Option<String>,
+}
+
+/// The disclosure settings as the portal shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsentView {
+    /// The settings.
+    pub settings: ConsentSettings,
+    /// Their version (for the next update).
+    pub version: i64,
+    /// The residence used for the area rules.
+    pub residence: ResidenceView,
+    /// Facilities the patient has used, each with its effective setting.
+    pub facilities: Vec<FacilityUsed>,
+    /// The FHIR Consent the settings are kept as.
+    pub fhir: Value,
+}
+
+/// The residence as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResidenceView {
+    /// Prefecture number.
+    pub prefecture: u8,
+    /// Prefecture name.
+    pub prefecture_name: String,
+    /// 二次医療圏 id.
+    pub area: String,
+}
+
+/// A facility the patient has used.
+#[derive(Debug, Clone, Serialize)]
+pub struct FacilityUsed {
+    /// Code.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// Kind (Japanese).
+    pub kind: String,
+    /// Explicit per-facility setting, if any.
+    pub setting: Option<bool>,
+    /// Whether a doctor there may see the records under the current settings.
+    pub open_for_doctors: bool,
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(ErrorKind::Unauthorized, "ログインIDまたはパスワードが違います")
+}
+
+impl Service {
+    fn login_audit(
+        &self,
+        address: Option<String>,
+        kind: &str,
+        login: &str,
+        outcome: AuditOutcome,
+        text: &str,
+    ) -> Result<(), ApiError> {
+        let mut r = AuditRecord {
+            recorded: now_ms(),
+            action: AuditAction::Execute,
+            subtype: "login".into(),
+            outcome,
+            outcome_text: Some(text.into()),
+            agent: musubi_domain::audit::AuditAgent {
+                kind: kind.into(),
+                name: login.into(),
+                facility: None,
+                profession: None,
+                address,
+            },
+            purpose: AuditPurpose::Operations,
+            patient: None,
+            person: None,
+            entities: Vec::new(),
+            query: None,
+            source: self.node.clone(),
+        };
+        if outcome == AuditOutcome::Success {
+            r.purpose = AuditPurpose::Treatment;
+        }
+        self.audit(vec![r])
+    }
+
+    /// Creates a user (operator or administrator).
+    pub fn create_user(&self, ctx: &Ctx, u: NewUser) -> Result<Enrolled, ApiError> {
+        require_privileged(ctx)?;
+        check_password_rule(&u.password)?;
+        if u.login.trim().is_empty() || u.login.len() > 64 || u.login.chars().any(char::is_whitespace) {
+            return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
+        }
+        if u.facilities.is_empty() {
+            return Err(ApiError::bad_request("所属医療機関を1つ以上指定してください"));
+        }
+        for f in &u.facilities {
+            let code = f.clone();
+            if self.store.read(|r| r.facility(&code))?.is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "医療機関 {f} はネットワークに登録されていません（先に施設を登録してください）"
+                )));
+            }
+        }
+        let login = u.login.clone();
+        if self.store.read(|r| r.user_by_login(&login))?.is_some() {
+            return Err(ApiError::new(ErrorKind::Conflict, format!("ログインID {} は既に使われています", u.login)));
+        }
+        let id = crate::prepare::new_id();
+        let secret = new_totp_secret()?;
+        let row = UserRow {
+            id: id.clone(),
+            login: u.login.clone(),
+            name: u.name,
+            kana: u.kana,
+            profession: u.profession.code().into(),
+            password_hash: hash_password(&u.password)?,
+            totp_secret: Some(secret.clone()),
+            failed_logins: 0,
+            locked_until: None,
+            disabled: false,
+            created: now_ms(),
+            facilities: u.facilities,
+        };
+        let mut a = self.audit_record(ctx, AuditAction::Create, "create-user", AuditOutcome::Success);
+        a.entities = vec![format!("user/{}", u.login)];
+        self.store.write_accounts(vec![AccountWrite::NewUser(row)], vec![a])?;
+        Ok(Enrolled { id, totp_uri: totp_uri(&secret, &u.login)?, totp_secret: secret })
+    }
+
+    /// Step one of a clinician's login: the password. `facility` chooses the facility to act
+    /// for when the user belongs to several.
+    pub fn login_user(
+        &self,
+        login: &str,
+        password: &str,
+        facility: Option<&str>,
+        address: Option<String>,
+    ) -> Result<LoginOutcome, ApiError> {
+        let l = login.to_owned();
+        let Some(user) = self.store.read(|r| r.user_by_login(&l))? else {
+            // Spend the same time as a real check, so timing does not reveal logins.
+            let _ = verify_password(
+                password,
+                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3dj5Qp8gWbK1i9V4WkTtkbWsnYk4ZB8kq9r2U0UbkkI",
+            );
+            self.login_audit(address, "user", login, AuditOutcome::SeriousFailure, "unknown login")?;
+            return Err(unauthorized());
+        };
+        let now = now_ms();
+        if user.disabled {
+            self.login_audit(address, "user", login, AuditOutcome::SeriousFailure, "disabled")?;
+            return Err(unauthorized());
+        }
+        if user.locked_until.is_some_and(|t| t > now) {
+            self.login_audit(address, "user", login, AuditOutcome::SeriousFailure, "locked")?;
+            return Err(ApiError::new(
+                ErrorKind::Unauthorized,
+                "ログインに続けて失敗したため、アカウントを一時的にロックしています。15分後に再度お試しください。",
+            ));
+        }
+        if !verify_password(password, &user.password_hash) {
+            let failed = user.failed_logins + 1;
+            let locked_until = (failed >= MAX_FAILED_LOGINS).then_some(now + LOCK_MS);
+            let mut a = self.login_record(
+                address.clone(),
+                "user",
+                login,
+                AuditOutcome::SeriousFailure,
+                if locked_until.is_some() { "wrong password; locked" } else { "wrong password" },
+            );
+            a.entities = vec![format!("user/{login}")];
+            self.store.write_accounts(
+                vec![AccountWrite::LoginState {
+                    portal: false,
+                    id: user.id.clone(),
+                    failed: if locked_until.is_some() { 0 } else { failed },
+                    locked_until,
+                }],
+                vec![a],
+            )?;
+            return Err(unauthorized());
+        }
+        let facility = match facility {
+            Some(f) if user.facilities.iter().any(|x| x == f) => f.to_owned(),
+            Some(_) => return Err(ApiError::new(ErrorKind::Forbidden, "この医療機関に所属していません")),
+            None => user
+                .facilities
+                .first()
+                .cloned()
+                .ok_or_else(|| ApiError::new(ErrorKind::Forbidden, "所属医療機関がありません"))?,
+        };
+        let out =
+            self.new_session("user", &user.id, Some(facility), None, USER_SESSION_MS, user.totp_secret.is_none())?;
+        let a = self.login_record(
+            address,
+            "user",
+            login,
+            AuditOutcome::Success,
+            "password accepted; second factor pending",
+        );
+        self.store.write_accounts(
+            vec![AccountWrite::LoginState { portal: false, id: user.id, failed: 0, locked_until: None }, out.1],
+            vec![a],
+        )?;
+        Ok(out.0)
+    }
+
+    fn login_record(
+        &self,
+        address: Option<String>,
+        kind: &str,
+        login: &str,
+        outcome: AuditOutcome,
+        text: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            recorded: now_ms(),
+            action: AuditAction::Execute,
+            subtype: "login".into(),
+            outcome,
+            outcome_text: Some(text.into()),
+            agent: musubi_domain::audit::AuditAgent {
+                kind: kind.into(),
+                name: login.into(),
+                facility: None,
+                profession: None,
+                address,
+            },
+            purpose: AuditPurpose::Operations,
+            patient: None,
+            person: None,
+            entities: Vec::new(),
+            query: None,
+            source: self.node.clone(),
+        }
+    }
+
+    fn new_session(
+        &self,
+        kind: &str,
+        subject: &str,
+        facility: Option<String>,
+        acting_for: Option<String>,
+        ttl: i64,
+        second_factor_done: bool,
+    ) -> Result<(LoginOutcome, AccountWrite), ApiError> {
+        let token = format!("{SESSION_PREFIX}{}", random_b64(32)?);
+        let csrf = random_b64(18)?;
+        let now = now_ms();
+        let row = SessionRow {
+            token_hash: session_hash(&token),
+            kind: kind.into(),
+            subject: subject.into(),
+            facility,
+            acting_for,
+            created: now,
+            expires: now + ttl,
+            second_factor: second_factor_done,
+            csrf: csrf.clone(),
+        };
+        Ok((
+            LoginOutcome { token, csrf, needs_second_factor: !second_factor_done, expires: now + ttl },
+            AccountWrite::NewSession(row),
+        ))
+    }
+
+    /// Step two: the TOTP code. Completes the session.
+    pub fn second_factor(&self, token: &str, code: &str, address: Option<String>) -> Result<(), ApiError> {
+        let h = session_hash(token);
+        let Some(s) = self.store.read(|r| r.session(&h))? else {
+            return Err(ApiError::new(ErrorKind::Unauthorized, "セッションが無効です。最初からログインしてください。"));
+        };
+        if s.expires < now_ms() {
+            return Err(ApiError::new(
+                ErrorKind::Unauthorized,
+                "セッションの有効期限が切れました。最初からログインしてください。",
+            ));
+        }
+        let portal = s.kind == "portal";
+        let (login, secret, id, failed) = if portal {
+            let id = s.subject.clone();
+            let a = self.store.read(|r| r.portal(&id))?.ok_or_else(unauthorized)?;
+            (a.login, a.totp_secret, a.id, a.failed_logins)
+        } else {
+            let id = s.subject.clone();
+            let u = self.store.read(|r| r.user(&id))?.ok_or_else(unauthorized)?;
+            (u.login, u.totp_secret, u.id, u.failed_logins)
+        };
+        let Some(secret) = secret else { return Ok(()) };
+        if !totp_ok(&secret, code) {
+            let failed = failed + 1;
+            let locked_until = (failed >= MAX_FAILED_LOGINS).then_some(now_ms() + LOCK_MS);
+            let a = self.login_record(
+                address,
+                if portal { "patient" } else { "user" },
+                &login,
+                AuditOutcome::SeriousFailure,
+                "wrong one-time code",
+            );
+            let mut writes = vec![AccountWrite::LoginState { portal, id, failed, locked_until }];
+            if locked_until.is_some() {
+                writes.push(AccountWrite::EndSession(h));
+            }
+            self.store.write_accounts(writes, vec![a])?;
+            return Err(ApiError::new(ErrorKind::Unauthorized, "ワンタイムコードが違います"));
+        }
+        let a = self.login_record(
+            address,
+            if portal { "patient" } else { "user" },
+            &login,
+            AuditOutcome::Success,
+            "logged in (password and one-time code)",
+        );
+        self.store.write_accounts(
+            vec![
+                AccountWrite::SessionSecondFactor(h),
+                AccountWrite::LoginState { portal, id, failed: 0, locked_until: None },
+            ],
+            vec![a],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a session.
+    pub fn logout(&self, token: &str) -> Result<(), ApiError> {
+        self.store.write_accounts(vec![AccountWrite::EndSession(session_hash(token))], Vec::new())?;
+        Ok(())
+    }
+
+    /// The actor of a session token (None when unknown, expired or the second factor is
+    /// missing), with the session.
+    pub fn session_actor(&self, token: &str) -> Result<Option<(Actor, SessionRow)>, ApiError> {
+        if !token.starts_with(SESSION_PREFIX) || token.len() > 200 {
+            return Ok(None);
+        }
+        let h = session_hash(token);
+        let Some(s) = self.store.read(|r| r.session(&h))? else { return Ok(None) };
+        if s.expires < now_ms() || !s.second_factor {
+            return Ok(None);
+        }
+        let actor = if s.kind == "user" {
+            let id = s.subject.clone();
+            let Some(u) = self.store.read(|r| r.user(&id))? else { return Ok(None) };
+            let (Some(f), Ok(p)) = (s.facility.as_deref(), u.profession.parse::<Profession>()) else { return Ok(None) };
+            if u.disabled || !u.facilities.iter().any(|x| x == f) {
+                return Ok(None);
+            }
+            let Ok(facility) = f.parse() else { return Ok(None) };
+            Actor::User(UserActor { user_id: u.id, login: u.login, name: u.name, profession: p, facility })
+        } else {
+            let id = s.subject.clone();
+            let Some(acct) = self.store.read(|r| r.portal(&id))? else { return Ok(None) };
+            if acct.disabled {
+                return Ok(None);
+            }
+            match &s.acting_for {
+                None => match acct.person_id {
+                    Some(person) => Actor::Portal(PortalActor {
+                        account_id: acct.id,
+                        name: acct.name,
+                        person_id: person,
+                        proxy_relation: None,
+                        may_view_records: true,
+                    }),
+                    None => return Ok(None),
+                },
+                Some(person) => {
+                    let aid = acct.id.clone();
+                    let grants = self.store.read(|r| r.grants_of_proxy(&aid))?;
+                    let Some(g) = grants.into_iter().find(|g| &g.person_id == person) else { return Ok(None) };
+                    Actor::Portal(PortalActor {
+                        account_id: acct.id,
+                        name: acct.name,
+                        person_id: person.clone(),
+                        proxy_relation: Some(g.relation),
+                        may_view_records: g.may_view_records,
+                    })
+                }
+            }
+        };
+        Ok(Some((actor, s)))
+    }
+
+    /// Registers a patient account: the 4 basic items and the insurance identity must match a
+    /// source patient the network holds (then the account belongs to that person).
+    pub fn register_patient(&self, reg: Registration, address: Option<String>) -> Result<Enrolled, ApiError> {
+        check_password_rule(&reg.password)?;
+        if reg.login.trim().is_empty() || reg.login.len() > 64 || reg.login.chars().any(char::is_whitespace) {
+            return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
+        }
+        let ins: musubi_domain::InsuranceId = reg.insurance_id.parse().map_err(|e: musubi_domain::DomainError| {
+            ApiError::bad_request(format!("被保険者番号の形式が違います: {e}"))
+        })?;
+        let pref = musubi_domain::prefecture_number(&reg.prefecture)
+            .ok_or_else(|| ApiError::bad_request(format!("都道府県名 {} がわかりません", reg.prefecture)))?;
+        let login = reg.login.clone();
+        if self.store.read(|r| r.portal_by_login(&login))?.is_some() {
+            return Err(ApiError::new(ErrorKind::Conflict, "このログインIDは既に使われています"));
+        }
+        let candidates = self.store.read(|r| {
+            let mut rows = r.find_by_token(
+                ResourceType::Patient,
+                "identifier",
+                musubi_domain::systems::INSURANCE_MEMBER_ID,
+                &reg.insurance_id,
+            )?;
+            if rows.is_empty() {
+                // The same identity written with other widths or punctuation.
+                rows = r.find_by_token(
+                    ResourceType::Patient,
+                    "identifier",
+                    musubi_domain::systems::INSURANCE_MEMBER_ID,
+                    &ins.match_key(),
+                )?;
+            }
+            let mut out = Vec::new();
+            for row in rows {
+                if let Some(v) = r.version(ResourceType::Patient, &row.id, Some(row.version))? {
+                    out.push((row, v.content.unwrap_or_default()));
+                }
+            }
+            Ok(out)
+        })?;
+        let norm = |s: &str| musubi_fhir::index::normalize_string(s);
+        let matched = candidates.into_iter().find(|(_, text)| {
+            let Ok(p) = serde_json::from_str::<Value>(text) else { return false };
+            let birth_ok = p["birthDate"].as_str() == Some(reg.birth_date.as_str());
+            let sex_ok = p["gender"].as_str().is_none_or(|g| g == reg.sex);
+            let names: Vec<String> =
+                p["name"].as_array().into_iter().flatten().filter_map(|n| n["text"].as_str().map(norm)).collect();
+            let name_ok = names.iter().any(|n| *n == norm(&reg.name) || *n == norm(&reg.kana));
+            birth_ok && sex_ok && name_ok
+        });
+        let Some((row, _)) = matched else {
+            self.login_audit(
+                address,
+                "patient",
+                &reg.login,
+                AuditOutcome::MinorFailure,
+                "registration: no matching person",
+            )?;
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                "入力された氏名・生年月日・性別・被保険者番号に一致する受診記録が見つかりません。受診された医療機関で登録された内容と同じか確認してください。",
+            ));
+        };
+        let person = row.meta.person_id.clone().unwrap_or(row.id.clone());
+        let p2 = person.clone();
+        if self.store.read(|r| r.portal_of_person(&p2))?.is_some() {
+            return Err(ApiError::new(ErrorKind::Conflict, "この方のアカウントは既に登録されています"));
+        }
+        let city = reg.city.clone();
+        let area = self.store.read(|r| r.area_of_city(i64::from(pref), &city))?.unwrap_or_default();
+        let id = crate::prepare::new_id();
+        let secret = new_totp_secret()?;
+        let now = now_ms();
+        let acct = PortalRow {
+            id: id.clone(),
+            login: reg.login.clone(),
+            name: reg.name.clone(),
+            person_id: Some(person.clone()),
+            password_hash: hash_password(&reg.password)?,
+            totp_secret: Some(secret.clone()),
+            failed_logins: 0,
+            locked_until: None,
+            disabled: false,
+            created: now,
+        };
+        let mut a = self.login_record(address, "patient", &reg.login, AuditOutcome::Success, "registered");
+        a.subtype = "register".into();
+        a.person = Some(person.clone());
+        a.patient = Some(row.id.clone());
+        self.store.write_accounts(
+            vec![
+                AccountWrite::NewPortal(acct),
+                AccountWrite::Residence {
+                    person_id: person,
+                    prefecture: i64::from(pref),
+                    area,
+                    recent: String::new(),
+                    at: now,
+                },
+            ],
+            vec![a],
+        )?;
+        Ok(Enrolled { id, totp_uri: totp_uri(&secret, &reg.login)?, totp_secret: secret })
+    }
+
+    /// Registers an account for a proxy (family or a facility's liaison staff). It sees
+    /// nothing until a patient grants it access.
+    pub fn register_proxy(
+        &self,
+        name: &str,
+        login: &str,
+        password: &str,
+        address: Option<String>,
+    ) -> Result<Enrolled, ApiError> {
+        check_password_rule(password)?;
+        let l = login.to_owned();
+        if login.trim().is_empty() || self.store.read(|r| r.portal_by_login(&l))?.is_some() {
+            return Err(ApiError::new(ErrorKind::Conflict, "このログインIDは使えません"));
+        }
+        let id = crate::prepare::new_id();
+        let secret = new_totp_secret()?;
+        let acct = PortalRow {
+            id: id.clone(),
+            login: login.into(),
+            name: name.into(),
+            person_id: None,
+            password_hash: hash_password(password)?,
+            totp_secret: Some(secret.clone()),
+            failed_logins: 0,
+            locked_until: None,
+            disabled: false,
+            created: now_ms(),
+        };
+        let mut a = self.login_record(address, "proxy", login, AuditOutcome::Success, "registered as proxy");
+        a.subtype = "register".into();
+        self.store.write_accounts(vec![AccountWrite::NewPortal(acct)], vec![a])?;
+        Ok(Enrolled { id, totp_uri: totp_uri(&secret, login)?, totp_secret: secret })
+    }
+
+    /// Step one of a patient's or proxy's login. A proxy chooses whom to act for with
+    /// `acting_for` (a person it holds a grant for).
+    pub fn login_portal(
+        &self,
+        login: &str,
+        password: &str,
+        acting_for: Option<&str>,
+        address: Option<String>,
+    ) -> Result<LoginOutcome, ApiError> {
+        let l = login.to_owned();
+        let Some(acct) = self.store.read(|r| r.portal_by_login(&l))? else {
+            self.login_audit(address, "patient", login, AuditOutcome::SeriousFailure, "unknown login")?;
+            return Err(unauthorized());
+        };
+        let now = now_ms();
+        if acct.disabled || acct.locked_until.is_some_and(|t| t > now) {
+            self.login_audit(address, "patient", login, AuditOutcome::SeriousFailure, "locked or disabled")?;
+            return Err(ApiError::new(
+                ErrorKind::Unauthorized,
+                "ログインに続けて失敗したため、アカウントを一時的にロックしています。15分後に再度お試しください。",
+            ));
+        }
+        if !verify_password(password, &acct.password_hash) {
+            let failed = acct.failed_logins + 1;
+            let locked_until = (failed >= MAX_FAILED_LOGINS).then_some(now + LOCK_MS);
+            let a = self.login_record(address, "patient", login, AuditOutcome::SeriousFailure, "wrong password");
+            self.store.write_accounts(
+                vec![AccountWrite::LoginState {
+                    portal: true,
+                    id: acct.id,
+                    failed: if locked_until.is_some() { 0 } else { failed },
+                    locked_until,
+                }],
+                vec![a],
+            )?;
+            return Err(unauthorized());
+        }
+        let acting_for = match acting_for {
+            None => None,
+            Some(p) if acct.person_id.as_deref() == Some(p) => None,
+            Some(p) => {
+                let aid = acct.id.clone();
+                let grants = self.store.read(|r| r.grants_of_proxy(&aid))?;
+                if !grants.iter().any(|g| g.person_id == p) {
+                    return Err(ApiError::new(ErrorKind::Forbidden, "この方の代理人としての権限がありません"));
+                }
+                Some(p.to_owned())
+            }
+        };
+        if acct.person_id.is_none() && acting_for.is_none() {
+            // A proxy-only account acts for the first person who granted it.
+            let aid = acct.id.clone();
+            let first = self.store.read(|r| r.grants_of_proxy(&aid))?.into_iter().next().map(|g| g.person_id);
+            return self.finish_portal_login(acct, first, address);
+        }
+        self.finish_portal_login(acct, acting_for, address)
+    }
+
+    fn finish_portal_login(
+        &self,
+        acct: PortalRow,
+        acting_for: Option<String>,
+        address: Option<String>,
+    ) -> Result<LoginOutcome, ApiError> {
+        let out =
+            self.new_session("portal", &acct.id, None, acting_for, PORTAL_SESSION_MS, acct.totp_secret.is_none())?;
+        let a = self.login_record(
+            address,
+            "patient",
+            &acct.login,
+            AuditOutcome::Success,
+            "password accepted; second factor pending",
+        );
+        self.store.write_accounts(
+            vec![AccountWrite::LoginState { portal: true, id: acct.id, failed: 0, locked_until: None }, out.1],
+            vec![a],
+        )?;
+        Ok(out.0)
+    }
+
+    /// A patient grants a proxy (by the proxy's login) access to their records.
+    pub fn grant_proxy(
+        &self,
+        ctx: &Ctx,
+        proxy_login: &str,
+        relation: &str,
+        view_records: bool,
+        manage_consent: bool,
+        view_history: bool,
+    ) -> Result<ProxyGrantRow, ApiError> {
+        let me = own_portal(ctx, false)?;
+        let l = proxy_login.to_owned();
+        let proxy = self.store.read(|r| r.portal_by_login(&l))?.ok_or_else(|| {
+            ApiError::new(ErrorKind::NotFound, format!("ログインID {proxy_login} の代理人アカウントが見つかりません"))
+        })?;
+        if proxy.id == me.account_id {
+            return Err(ApiError::bad_request("ご自身を代理人にはできません"));
+        }
+        let g = ProxyGrantRow {
+            id: crate::prepare::new_id(),
+            proxy_account: proxy.id,
+            person_id: me.person_id.clone(),
+            relation: relation.into(),
+            may_view_records: view_records,
+            may_manage_consent: manage_consent,
+            may_view_history: view_history,
+            granted_by: me.account_id.clone(),
+            created: now_ms(),
+            revoked: None,
+        };
+        let mut a = self.audit_record(ctx, AuditAction::Create, "grant-proxy", AuditOutcome::Success);
+        a.person = Some(me.person_id.clone());
+        a.entities = vec![format!("proxy/{proxy_login}")];
+        self.store.write_accounts(vec![AccountWrite::NewProxyGrant(g.clone())], vec![a])?;
+        Ok(g)
+    }
+
+    /// A patient revokes a proxy grant.
+    pub fn revoke_proxy(&self, ctx: &Ctx, grant_id: &str) -> Result<(), ApiError> {
+        let me = own_portal(ctx, false)?;
+        let p = me.person_id.clone();
+        let grants = self.store.read(|r| r.grants_for_person(&p))?;
+        if !grants.iter().any(|g| g.id == grant_id && g.revoked.is_none()) {
+            return Err(ApiError::new(ErrorKind::NotFound, "その代理人の権限は見つかりません"));
+        }
+        let mut a = self.audit_record(ctx, AuditAction::Delete, "revoke-proxy", AuditOutcome::Success);
+        a.person = Some(me.person_id);
+        a.entities = vec![format!("proxy-grant/{grant_id}")];
+        self.store
+            .write_accounts(vec![AccountWrite::RevokeProxyGrant { id: grant_id.into(), at: now_ms() }], vec![a])?;
+        Ok(())
+    }
+
+    /// The proxy grants of the logged-in patient.
+    pub fn proxies(&self, ctx: &Ctx) -> Result<Vec<ProxyGrantRow>, ApiError> {
+        let me = own_portal(ctx, false)?;
+        Ok(self.store.read(|r| r.grants_for_person(&me.person_id))?)
+    }
+
+    /// The disclosure settings of the portal actor's person.
+    pub fn consent_view(&self, ctx: &Ctx) -> Result<ConsentView, ApiError> {
+        let me = own_portal(ctx, true)?;
+        if let Some(rel) = &me.proxy_relation {
+            let _ = rel;
+            self.proxy_permission(&me, |g| g.may_manage_consent || g.may_view_records)?;
+        }
+        self.consent_view_of(&me.person_id)
+    }
+
+    fn consent_view_of(&self, person: &str) -> Result<ConsentView, ApiError> {
+        let p = person.to_owned();
+        let (stored, facilities_used) = self.store.read(|r| {
+            let stored = r.consent(&p)?;
+            let mut codes: BTreeSet<String> = r.treating_facilities(&p)?.into_iter().collect();
+            for pid in r.patients_of_person(&p)? {
+                codes.extend(r.facilities_used_by_patient(&pid)?);
+            }
+            let mut facs = Vec::new();
+            for c in codes {
+                if let Some(f) = r.facility(&c)? {
+                    facs.push(f);
+                }
+            }
+            Ok((stored, facs))
+        })?;
+        let (settings, version, updated) = match stored {
+            Some((json, v, at, _)) => (
+                serde_json::from_str::<ConsentSettings>(&json)
+                    .map_err(|e| ApiError::internal(format!("consent json: {e}")))?,
+                v,
+                at,
+            ),
+            None => (ConsentSettings::default(), 0, 0),
+        };
+        let ctx = self.person_context(person, now_ms())?;
+        let facilities = facilities_used
+            .iter()
+            .filter_map(|f| {
+                let info = crate::access::facility_info(f)?;
+                let open = matches!(
+                    settings.verdict(&ctx.residence, &info, Profession::Doctor),
+                    musubi_gate::Verdict::Open(_)
+                );
+                Some(FacilityUsed {
+                    code: f.code.clone(),
+                    name: f.name.clone(),
+                    kind: info.class.label_ja().into(),
+                    setting: settings.facilities.get(&f.code).copied(),
+                    open_for_doctors: open,
+                })
+            })
+            .collect();
+        let residence = ResidenceView {
+            prefecture: ctx.residence.prefecture,
+            prefecture_name: musubi_domain::prefecture_name(ctx.residence.prefecture).unwrap_or("（未登録）").into(),
+            area: ctx.residence.area.clone(),
+        };
+        let fhir = self.consent_resource(person, &settings, version, updated)?;
+        Ok(ConsentView { settings, version, residence, facilities, fhir })
+    }
+
+    fn consent_resource(
+        &self,
+        person: &str,
+        s: &ConsentSettings,
+        version: i64,
+        updated: i64,
+    ) -> Result<Value, ApiError> {
+        let p = person.to_owned();
+        let patients = self.store.read(|r| r.patients_of_person(&p))?;
+        let mut provisions = Vec::new();
+        for (code, allow) in &s.facilities {
+            provisions.push(json!({
+                "type": if *allow { "permit" } else { "deny" },
+                "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+                           "reference": {"identifier": {"system": musubi_domain::systems::INSTITUTION_NUMBER, "value": code}}}]
+            }));
+        }
+        for (prof, allow) in &s.professions {
+            provisions.push(json!({"type": if *allow { "permit" } else { "deny" }, "actor": [{"role": {"text": prof}, "reference": {"display": prof}}]}));
+        }
+        Ok(json!({
+            "resourceType": "Consent",
+            "id": format!("consent-{person}"),
+            "meta": {"versionId": version.to_string(), "lastUpdated": format_instant(updated)},
+            "status": if s.closed { "inactive" } else { "active" },
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}],
+            "patient": patients.first().map(|p| json!({"reference": format!("Patient/{p}")})).unwrap_or(Value::Null),
+            "dateTime": format_instant(updated),
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}], "text": "居住地の二次医療圏内は包括同意、圏外は個別同意（Musubi 開示設定）"},
+            "provision": {"type": if s.closed { "deny" } else { "permit" }, "provision": provisions},
+            "extension": [{"url": "urn:musubi:consent-settings", "valueString": serde_json::to_string(s).unwrap_or_default()}]
+        }))
+    }
+
+    /// Saves the disclosure settings (patient, or a proxy allowed to manage them). `version`
+    /// is the version the caller saw. The gate's settings and the FHIR Consent are written in
+    /// one transaction with the audit record.
+    pub fn save_consent(&self, ctx: &Ctx, settings: ConsentSettings, version: i64) -> Result<ConsentView, ApiError> {
+        let me = own_portal(ctx, true)?;
+        if me.proxy_relation.is_some() {
+            self.proxy_permission(&me, |g| g.may_manage_consent)?;
+        }
+        let now = now_ms();
+        let json_text = serde_json::to_string(&settings).map_err(ApiError::internal)?;
+        let resource = self.consent_resource(&me.person_id, &settings, version + 1, now)?;
+        let p = me.person_id.clone();
+        let patients = self.store.read(|r| r.patients_of_person(&p))?;
+        let mut batch = musubi_store::WriteBatch::default();
+        if let Some(patient) = patients.first() {
+            let persons = crate::prepare::Persons::new(&self.store);
+            let id = format!("consent-{}", me.person_id);
+            let cur = self.store.current(ResourceType::Consent, &id)?;
+            let (v, expect) = match &cur {
+                Some(c) => (c.version + 1, musubi_store::Expect::Version(c.version)),
+                None => (1, musubi_store::Expect::Absent),
+            };
+            let mut body = resource.clone();
+            body["patient"] = json!({"reference": format!("Patient/{patient}")});
+            let put = crate::prepare::prepare(
+                crate::prepare::Prep {
+                    persons: &persons,
+                    actor: &Actor::Operator { name: "consent".into() },
+                    rtype: ResourceType::Consent,
+                    id,
+                    version: v,
+                    expect,
+                    now,
+                    bundle_key: None,
+                    at: "Consent".into(),
+                },
+                body,
+            )?;
+            batch.puts.push(put);
+        }
+        let mut a = self.audit_record(ctx, AuditAction::Update, "consent", AuditOutcome::Success);
+        a.person = Some(me.person_id.clone());
+        a.entities = vec![format!("Consent/consent-{}", me.person_id)];
+        a.outcome_text = Some(if settings.closed { "all closed".into() } else { "settings changed".into() });
+        batch.audit.push(a);
+        self.store.commit_with_accounts(
+            batch,
+            vec![AccountWrite::Consent {
+                person_id: me.person_id.clone(),
+                settings: json_text,
+                version: version + 1,
+                at: now,
+                by: me.account_id.clone(),
+            }],
+        )?;
+        self.consent_view_of(&me.person_id)
+    }
+
+    fn proxy_permission(&self, me: &PortalActor, ok: impl Fn(&ProxyGrantRow) -> bool) -> Result<(), ApiError> {
+        let aid = me.account_id.clone();
+        let grants = self.store.read(|r| r.grants_of_proxy(&aid))?;
+        if grants.iter().any(|g| g.person_id == me.person_id && ok(g)) {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorKind::Forbidden, "代理人としてこの操作を行う権限がありません"))
+        }
+    }
+
+    /// The access history of the portal actor's person, newest first, optionally within a
+    /// period (epoch ms).
+    pub fn access_history(
+        &self,
+        ctx: &Ctx,
+        from: Option<i64>,
+        to: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<HistoryEntry>, ApiError> {
+        let me = own_portal(ctx, true)?;
+        if me.proxy_relation.is_some() {
+            self.proxy_permission(&me, |g| g.may_view_history)?;
+        }
+        let q = musubi_store::AuditQuery { person: Some(me.person_id.clone()), from, to, ..Default::default() };
+        let (_, rows) = self.store.read(|r| r.audit_search(&q, 0, limit.clamp(1, 1000)))?;
+        let facilities: std::collections::HashMap<String, String> =
+            self.store.read(|r| r.facilities())?.into_iter().map(|f| (f.code, f.name)).collect();
+        let mut out = Vec::new();
+        let mut hidden_cache: std::collections::HashMap<String, Option<(musubi_domain::ResourceClass, bool)>> =
+            std::collections::HashMap::new();
+        for (seq, text) in rows {
+            let Ok(rec) = serde_json::from_str::<AuditRecord>(&text) else { continue };
+            if matches!(rec.agent.kind.as_str(), "patient" | "proxy") || rec.subtype == "login" {
+                continue;
+            }
+            let mut what = BTreeSet::new();
+            for e in &rec.entities {
+                let mut parts = e.split('/');
+                let (Some(t), Some(id)) = (parts.next(), parts.next()) else { continue };
+                let Ok(rtype) = t.parse::<ResourceType>() else { continue };
+                let key = format!("{t}/{id}");
+                let info = match hidden_cache.get(&key) {
+                    Some(i) => *i,
+                    None => {
+                        let iid = id.to_owned();
+                        let i = self
+                            .store
+                            .read(|r| r.current(rtype, &iid))?
+                            .map(|c| (c.meta.class, c.meta.flags.contains(Flags::UNINFORMED)));
+                        hidden_cache.insert(key, i);
+                        i
+                    }
+                };
+                // Items not told to the patient are not named to the patient or the proxy.
+                if let Some((class, false)) = info {
+                    what.insert(class.label_ja().to_owned());
+                }
+            }
+            if what.is_empty() {
+                what.insert("診療記録".into());
+            }
+            let (profession, who) = match (&rec.agent.profession, rec.agent.kind.as_str()) {
+                (Some(p), "user") => {
+                    let (code, name) = p.split_once('|').unwrap_or((p.as_str(), rec.agent.name.as_str()));
+                    (code.parse::<Profession>().ok().map(|p| p.label_ja().to_owned()), name.to_owned())
+                }
+                (_, "system") => (None, format!("{}（システム連携）", rec.agent.name)),
+                (_, "admin") | (_, "operator-cli") => (None, "運営事務局".to_owned()),
+                _ => (None, rec.agent.name.clone()),
+            };
+            let why = match (&rec.purpose, rec.outcome) {
+                (_, AuditOutcome::SeriousFailure) => "拒否",
+                (AuditPurpose::Emergency(_), _) => "緊急",
+                _ => "通常",
+            };
+            let action = match rec.action {
+                AuditAction::Read => "閲覧",
+                AuditAction::Create => "登録",
+                AuditAction::Update => "更新",
+                AuditAction::Delete => "削除",
+                AuditAction::Execute => "操作",
+            };
+            out.push(HistoryEntry {
+                seq,
+                when: format_instant(rec.recorded),
+                facility_name: rec.agent.facility.as_ref().and_then(|f| facilities.get(f).cloned()),
+                facility: rec.agent.facility.clone(),
+                profession,
+                who,
+                action: action.into(),
+                what: what.into_iter().collect(),
+                why: why.into(),
+                reason: match &rec.purpose {
+                    AuditPurpose::Emergency(r) => Some(r.clone()),
+                    _ => None,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Notices to the portal actor's person (newest first); marks them read.
+    pub fn notifications(&self, ctx: &Ctx) -> Result<Vec<NotificationRow>, ApiError> {
+        let me = own_portal(ctx, true)?;
+        let p = me.person_id.clone();
+        let list = self.store.read(|r| r.notifications(&p))?;
+        if list.iter().any(|n| n.read_at.is_none()) && me.proxy_relation.is_none() {
+            self.store.write_accounts(
+                vec![AccountWrite::NotificationsRead { person_id: me.person_id, at: now_ms() }],
+                Vec::new(),
+            )?;
+        }
+        Ok(list)
+    }
+
+    /// Emergency access (break-glass) by a clinician to a patient's records: a grant for a
+    /// limited time with the stated reason, marked in the audit, shown to the patient at once
+    /// (with a notice), and put on the operator's review list.
+    pub fn break_glass(&self, ctx: &Ctx, patient_id: &str, reason: &str) -> Result<EmergencyRow, ApiError> {
+        let Actor::User(u) = &ctx.actor else {
+            return Err(ApiError::new(ErrorKind::Forbidden, "緊急時の閲覧は医療従事者のみが行えます"));
+        };
+        if !policy::may_break_glass(u.profession) {
+            return Err(ApiError::new(ErrorKind::Forbidden, "この職種では緊急時の閲覧はできません"));
+        }
+        let reason = reason.trim();
+        if reason.chars().count() < 4 {
+            return Err(ApiError::bad_request("緊急時の閲覧には理由（4文字以上）を入力してください"));
+        }
+        let pid = patient_id.to_owned();
+        let person = self
+            .store
+            .read(|r| r.person_of_patient(&pid))?
+            .ok_or_else(|| ApiError::not_found("Patient", patient_id))?;
+        let hours = self
+            .store
+            .setting("emergency.hours")?
+            .and_then(|h| h.parse::<i64>().ok())
+            .unwrap_or(EMERGENCY_HOURS)
+            .clamp(1, 72);
+        let now = now_ms();
+        let grant = EmergencyRow {
+            id: crate::prepare::new_id(),
+            user_id: u.user_id.clone(),
+            user_login: u.login.clone(),
+            facility: u.facility.to_string(),
+            person_id: person.clone(),
+            reason: reason.into(),
+            started: now,
+            until: now + hours * 3600 * 1000,
+            reviewed_by: None,
+            reviewed_at: None,
+            review_note: None,
+        };
+        let fname =
+            self.store.read(|r| r.facility(&u.facility.to_string()))?.map_or(u.facility.to_string(), |f| f.name);
+        let notice = NotificationRow {
+            id: crate::prepare::new_id(),
+            person_id: person.clone(),
+            kind: "emergency-access".into(),
+            text: format!(
+                "{fname} の{} {} が緊急時の閲覧を行いました（理由: {reason}）。{hours}時間有効です。",
+                u.profession.label_ja(),
+                u.name
+            ),
+            created: now,
+            read_at: None,
+        };
+        let mut a = self.audit_record(ctx, AuditAction::Execute, "break-glass", AuditOutcome::Success);
+        a.purpose = AuditPurpose::Emergency(reason.into());
+        a.person = Some(person);
+        a.patient = Some(patient_id.into());
+        a.entities = vec![format!("Patient/{patient_id}")];
+        self.store
+            .write_accounts(vec![AccountWrite::Emergency(grant.clone()), AccountWrite::Notify(notice)], vec![a])?;
+        Ok(grant)
+    }
+
+    /// Records that the patient consented in person at this visit (a care relationship, and an
+    /// individual consent for the user's facility).
+    pub fn record_visit_consent(
+        &self,
+        ctx: &Ctx,
+        patient_id: &str,
+        days: Option<i64>,
+    ) -> Result<VisitConsentRow, ApiError> {
+        let Actor::User(u) = &ctx.actor else {
+            return Err(ApiError::new(ErrorKind::Forbidden, "来院時の同意は医療機関の職員が記録します"));
+        };
+        let pid = patient_id.to_owned();
+        let person = self
+            .store
+            .read(|r| r.person_of_patient(&pid))?
+            .ok_or_else(|| ApiError::not_found("Patient", patient_id))?;
+        let now = now_ms();
+        let row = VisitConsentRow {
+            id: crate::prepare::new_id(),
+            person_id: person.clone(),
+            facility: u.facility.to_string(),
+            given_at: now,
+            until: days.map(|d| now + d.clamp(1, 3650) * 86_400_000),
+            recorded_by: u.login.clone(),
+        };
+        let mut a = self.audit_record(ctx, AuditAction::Create, "visit-consent", AuditOutcome::Success);
+        a.person = Some(person);
+        a.patient = Some(patient_id.into());
+        self.store.write_accounts(vec![AccountWrite::VisitConsent(row.clone())], vec![a])?;
+        Ok(row)
+    }
+
+    /// The operator's list of emergency accesses to review.
+    pub fn emergency_reviews(&self, ctx: &Ctx) -> Result<Vec<EmergencyRow>, ApiError> {
+        require_privileged(ctx)?;
+        Ok(self.store.read(|r| r.emergency_to_review())?)
+    }
+
+    /// The operator reviews an emergency access.
+    pub fn review_emergency(&self, ctx: &Ctx, id: &str, note: &str) -> Result<(), ApiError> {
+        require_privileged(ctx)?;
+        let mut a = self.audit_record(ctx, AuditAction::Update, "review-break-glass", AuditOutcome::Success);
+        a.entities = vec![format!("emergency/{id}")];
+        a.outcome_text = Some(note.into());
+        self.store.write_accounts(
+            vec![AccountWrite::ReviewEmergency {
+                id: id.into(),
+                by: ctx.actor.name().into(),
+                at: now_ms(),
+                note: note.into(),
+            }],
+            vec![a],
+        )?;
+        Ok(())
+    }
+
+    /// The operator's audit report (ONC-style): records by period, user, patient, sortable
+    /// by time (newest first by default), as rows ready to show or export.
+    pub fn audit_report(
+        &self,
+        ctx: &Ctx,
+        q: &musubi_store::AuditQuery,
+        offset: i64,
+        limit: i64,
+        oldest_first: bool,
+    ) -> Result<(i64, Vec<Value>), ApiError> {
+        require_privileged(ctx)?;
+        let (total, rows) = self.store.read(|r| r.audit_search(q, offset, limit.clamp(1, 5000)))?;
+        let mut out: Vec<Value> = rows
+            .into_iter()
+            .filter_map(|(seq, text)| {
+                let r: AuditRecord = serde_json::from_str(&text).ok()?;
+                Some(json!({
+                    "seq": seq,
+                    "recorded": format_instant(r.recorded),
+                    "agent": r.agent.name,
+                    "agentKind": r.agent.kind,
+                    "facility": r.agent.facility,
+                    "profession": r.agent.profession,
+                    "address": r.agent.address,
+                    "action": r.action.code(),
+                    "subtype": r.subtype,
+                    "outcome": r.outcome.code(),
+                    "outcomeText": r.outcome_text,
+                    "purpose": match &r.purpose { AuditPurpose::Emergency(x) => format!("emergency: {x}"), AuditPurpose::Treatment => "treatment".into(), AuditPurpose::Operations => "operations".into(), AuditPurpose::PatientRequest => "patient".into() },
+                    "patient": r.patient,
+                    "person": r.person,
+                    "entities": r.entities.len(),
+                    "query": r.query,
+                }))
+            })
+            .collect();
+        if oldest_first {
+            out.reverse();
+        }
+        let mut a = self.audit_record(ctx, AuditAction::Read, "audit-report", AuditOutcome::Success);
+        a.query = Some(format!("{q:?}"));
+        self.audit(vec![a])?;
+        Ok((total, out))
+    }
+
+    /// Adds a facility to the registry (operator).
+    pub fn register_facility(
+        &self,
+        ctx: &Ctx,
+        row: musubi_store::FacilityRow,
+        cities: Vec<String>,
+    ) -> Result<(), ApiError> {
+        require_privileged(ctx)?;
+        let code: musubi_domain::FacilityCode =
+            row.code.parse().map_err(|e: musubi_domain::DomainError| ApiError::bad_request(e.to_string()))?;
+        if musubi_gate::FacilityClass::from_code(&row.class).is_none() {
+            return Err(ApiError::bad_request("施設の種類は hospital, clinic, dental, pharmacy, other のいずれかです"));
+        }
+        let mut writes = vec![];
+        for c in cities {
+            writes.push(AccountWrite::AreaCity { area: row.area.clone(), prefecture: row.prefecture, city: c });
+        }
+        writes.push(AccountWrite::Facility(row));
+        let mut a = self.audit_record(ctx, AuditAction::Update, "register-facility", AuditOutcome::Success);
+        a.entities = vec![format!("facility/{code}")];
+        self.store.write_accounts(writes, vec![a])?;
+        Ok(())
+    }
+}
+
+fn require_privileged(ctx: &Ctx) -> Result<(), ApiError> {
+    if ctx.actor.is_privileged() {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorKind::Forbidden, "この操作は運営管理者のみが行えます"))
+    }
+}
+
+fn own_portal(ctx: &Ctx, proxy_ok: bool) -> Result<PortalActor, ApiError> {
+    match &ctx.actor {
+        Actor::Portal(p) if proxy_ok || p.proxy_relation.is_none() => Ok(p.clone()),
+        Actor::Portal(_) => Err(ApiError::new(ErrorKind::Forbidden, "この操作はご本人のみが行えます")),
+        _ => Err(ApiError::new(ErrorKind::Forbidden, "患者ポータルのログインが必要です")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_rule() {
+        assert!(check_password_rule("short1A").is_err());
+        assert!(check_password_rule("alllowercaseletters").is_err());
+        assert!(check_password_rule("Longer-password-1").is_ok());
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("Musubi-pass-2026").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("Musubi-pass-2026", &h));
+        assert!(!verify_password("musubi-pass-2026", &h));
+    }
+
+    #[test]
+    fn totp_codes_verify() {
+        let s = new_totp_secret().unwrap();
+        let code = totp_code_now(&s).unwrap();
+        assert!(totp_ok(&s, &code));
+        assert!(!totp_ok(&s, "000000") || code == "000000");
+        assert!(totp_uri(&s, "yamada").unwrap().starts_with("otpauth://totp/"));
+    }
+}
