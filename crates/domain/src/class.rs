@@ -133,3 +133,9 @@ mod tests {
         }
     }
 }
+
+impl serde::Serialize for ResourceClass {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}

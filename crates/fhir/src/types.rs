@@ -497,3 +497,9 @@ mod tests {
         }
     }
 }
+
+impl serde::Serialize for ResourceType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}

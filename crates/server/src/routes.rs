@@ -462,6 +462,9 @@ async fn instance_get(
     RawQuery(q): RawQuery,
 ) -> Result<Response> {
     let rtype = rtype_of(&t)?;
+    if rtype == ResourceType::Patient && id.as_str() == "$everything" {
+        return Err(ApiError::bad_request("Patient/[id]/$everything の形で指定してください").into());
+    }
     check_accept(&headers, &query_pairs(q))?;
     let out = state.blocking(move |svc| svc.read(&ctx, rtype, &id, None)).await?;
     Ok(read_response(out))
@@ -532,6 +535,12 @@ async fn vread(
     Ok(read_response(out))
 }
 
+async fn everything(State(state): State<AppState>, Path(id): Path<String>, Authed(ctx): Authed, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response> {
+    check_accept(&headers, &query_pairs(q))?;
+    let out = state.blocking(move |svc| svc.everything(&ctx, &id)).await?;
+    Ok(fhir(StatusCode::OK, out))
+}
+
 async fn not_found(method: Method) -> Response {
     HttpError(ApiError::new(ErrorKind::NotFound, format!("この URL（{method}）には対応していません"))).into_response()
 }
@@ -556,6 +565,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{rtype}/_history", get(type_history))
         .route("/{rtype}/{id}", get(instance_get).put(instance_put).delete(instance_delete))
         .route("/{rtype}/{id}/_history", get(instance_history))
+        .route("/Patient/{id}/$everything", get(everything))
         .route("/{rtype}/{id}/_history/{vid}", get(vread))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

@@ -27,6 +27,7 @@ pub mod import;
 pub mod people;
 mod prepare;
 mod read;
+pub mod record;
 mod search;
 mod write;
 

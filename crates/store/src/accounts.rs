@@ -960,3 +960,16 @@ impl Store {
         })
     }
 }
+
+impl Reader<'_> {
+    /// Every current, non-deleted record of a person (all linked source patients), newest
+    /// clinical date first.
+    pub fn person_records(&mut self, person_id: &str) -> Result<Vec<crate::CurrentRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM resource r WHERE r.person_id = $1 AND r.deleted = 0 ORDER BY r.clinical_date DESC NULLS LAST, r.rtype, r.id",
+            crate::query::CURRENT_COLS
+        );
+        let rows = self.conn.query(&sql, &[Param::Text(person_id)])?;
+        rows.iter().map(|r| crate::query::current_row(r, 0)).collect()
+    }
+}

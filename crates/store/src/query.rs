@@ -10,10 +10,10 @@ use musubi_fhir::datetime::DateRange;
 use crate::sql::{Param, Row};
 use crate::{BundleSubmission, CurrentRow, Reader, StoreError, StoredMeta, StoredResource, TokenRow};
 
-const CURRENT_COLS: &str = "r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content_hash, r.facility, r.submitter, \
+pub(crate) const CURRENT_COLS: &str = "r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content_hash, r.facility, r.submitter, \
      r.patient_id, r.person_id, r.class, r.clinical_date, r.flags, r.retention_end, r.keep_last, r.item_key, r.bundle_key";
 
-fn current_row(row: &Row, offset: usize) -> Result<CurrentRow, StoreError> {
+pub(crate) fn current_row(row: &Row, offset: usize) -> Result<CurrentRow, StoreError> {
     let c = |i: usize| offset + i;
     let rtype: ResourceType = row.str(c(0)).parse().map_err(StoreError::Corrupt)?;
     let class: ResourceClass = row.str(c(10)).parse().map_err(StoreError::Corrupt)?;
