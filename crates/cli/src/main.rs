@@ -5,6 +5,7 @@
 mod collect;
 mod demo;
 mod import;
+mod mpi;
 mod people;
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,11 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// The master patient index.
+    Mpi {
+        #[command(subcommand)]
+        command: MpiCommand,
     },
     /// API tokens for facility systems.
     Token {
@@ -159,6 +165,37 @@ enum AuditCommand {
         /// Keep this many days.
         #[arg(long)]
         keep_days: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum MpiCommand {
+    /// Relink every source patient from scratch (training the model on the data).
+    Rebuild {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print `facility,local_id,person` for every source patient.
+    Links {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Output format.
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
+    /// Pairwise precision, recall and F1 of the links against a truth file
+    /// (`facility,local_id,person`).
+    Evaluate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The truth file.
+        #[arg(long)]
+        truth: PathBuf,
+    },
+    /// The open review queue.
+    Review {
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -309,6 +346,11 @@ fn hostname() -> String {
         .unwrap_or_else(|| "musubi".into())
 }
 
+/// The operator at the console (their login name goes into the audit record).
+pub(crate) fn operator() -> musubi_service::Ctx {
+    musubi_service::Ctx::operator(&std::env::var("USER").unwrap_or_else(|_| "operator".into()))
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
@@ -365,6 +407,7 @@ fn main() -> Result<()> {
             }
         },
         Command::Facility { command } => people::facility(command),
+        Command::Mpi { command } => mpi::run(command),
         Command::User { command } => people::user(command),
         Command::Audit { command } => match command {
             AuditCommand::Anchor { store } => {

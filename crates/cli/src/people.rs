@@ -1,19 +1,12 @@
 //! `musubi facility …` and `musubi user …`: the operator's console on the command line.
 
 use anyhow::{Context, Result};
-use musubi_gate::Actor;
+use musubi_service::Service;
 use musubi_service::people::NewUser;
-use musubi_service::{Ctx, Service};
+
+use crate::operator;
 
 use crate::{FacilityCommand, UserCommand};
-
-fn operator() -> Ctx {
-    Ctx {
-        actor: Actor::Operator { name: std::env::var("USER").unwrap_or_else(|_| "operator".into()) },
-        address: None,
-        base_url: String::new(),
-    }
-}
 
 pub fn facility(cmd: FacilityCommand) -> Result<()> {
     match cmd {

@@ -104,9 +104,10 @@ pub fn referral_recipients(bundle: &Value) -> Vec<String> {
             }
             for id in org["identifier"].as_array().into_iter().flatten() {
                 if id["system"] == musubi_domain::systems::INSTITUTION_NUMBER
-                    && let Some(v) = id["value"].as_str() {
-                        out.push(v.to_owned());
-                    }
+                    && let Some(v) = id["value"].as_str()
+                {
+                    out.push(v.to_owned());
+                }
             }
         }
     }

@@ -472,9 +472,10 @@ pub fn decide(actor: &Actor, op: Operation, rec: &RecordView, ctx: &Context<'_>)
                 Ok(basis) => {
                     let earliest = policy::earliest_visible(u.profession, ctx.now);
                     if let (Some(e), Some(d)) = (earliest, rec.clinical_date)
-                        && d < e {
-                            return Decision::Deny(DenyReason::OutsidePeriod);
-                        }
+                        && d < e
+                    {
+                        return Decision::Deny(DenyReason::OutsidePeriod);
+                    }
                     Decision::Allow(basis)
                 }
             }

@@ -476,6 +476,57 @@ async fn review_post(
     Ok(ok_json(json!({"ok": true})))
 }
 
+async fn mpi_reviews(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    let v = state.blocking(move |svc| svc.mpi_review_queue(&ctx)).await?;
+    Ok(ok_json(json!({"items": v})))
+}
+
+#[derive(Deserialize)]
+struct ResolveBody {
+    link: bool,
+}
+
+async fn mpi_resolve(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let b: ResolveBody = body_json(&state, &headers, body).await?;
+    state.blocking(move |svc| svc.mpi_resolve(&ctx, &id, b.link)).await?;
+    Ok(ok_json(json!({"ok": true})))
+}
+
+#[derive(Deserialize)]
+struct SplitBody {
+    facility: String,
+    local_id: String,
+}
+
+async fn mpi_split(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let b: SplitBody = body_json(&state, &headers, body).await?;
+    let p = state.blocking(move |svc| svc.mpi_split(&ctx, &b.facility, &b.local_id)).await?;
+    Ok(ok_json(json!({"person": p})))
+}
+
+async fn mpi_rebuild(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    let (records, persons, review) = state.blocking(move |svc| svc.mpi_rebuild(&ctx)).await?;
+    Ok(ok_json(json!({"records": records, "persons": persons, "review": review})))
+}
+
+async fn mpi_links(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    let csv = state.blocking(move |svc| svc.mpi_links_csv(&ctx)).await?;
+    let mut r = (StatusCode::OK, csv).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    Ok(r)
+}
+
 /// The `/api` routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -497,4 +548,9 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/audit-report", get(audit_report))
         .route("/admin/emergency-reviews", get(reviews_get))
         .route("/admin/emergency-reviews/{id}", post(review_post))
+        .route("/admin/mpi/review", get(mpi_reviews))
+        .route("/admin/mpi/review/{id}", post(mpi_resolve))
+        .route("/admin/mpi/split", post(mpi_split))
+        .route("/admin/mpi/rebuild", post(mpi_rebuild))
+        .route("/admin/mpi/links", get(mpi_links))
 }

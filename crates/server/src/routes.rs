@@ -535,10 +535,63 @@ async fn vread(
     Ok(read_response(out))
 }
 
-async fn everything(State(state): State<AppState>, Path(id): Path<String>, Authed(ctx): Authed, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response> {
+async fn everything(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Authed(ctx): Authed,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response> {
     check_accept(&headers, &query_pairs(q))?;
     let out = state.blocking(move |svc| svc.everything(&ctx, &id)).await?;
     Ok(fhir(StatusCode::OK, out))
+}
+
+async fn pix(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response> {
+    let params = query_pairs(q);
+    check_accept(&headers, &params)?;
+    let source = params
+        .iter()
+        .find(|(k, _)| k == "sourceIdentifier")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| HttpError(ApiError::bad_request("sourceIdentifier が必要です（system|value）")))?;
+    let targets: Vec<String> = params.iter().filter(|(k, _)| k == "targetSystem").map(|(_, v)| v.clone()).collect();
+    let out = state.blocking(move |svc| svc.pix(&ctx, &source, &targets)).await?;
+    Ok(fhir(StatusCode::OK, out.to_string()))
+}
+
+async fn pdq_match(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    check_accept(&headers, &[])?;
+    let v = json_body(&state, &headers, body).await?;
+    if v["resourceType"] != "Parameters" {
+        return Err(
+            ApiError::at(ErrorKind::BadRequest, "resourceType", "$match には Parameters を送ってください").into()
+        );
+    }
+    let params = v["parameter"].as_array().cloned().unwrap_or_default();
+    let patient = params.iter().find(|p| p["name"] == "resource").map(|p| p["resource"].clone()).ok_or_else(|| {
+        HttpError(ApiError::at(ErrorKind::BadRequest, "Parameters.parameter", "resource（Patient）が必要です"))
+    })?;
+    let count =
+        params.iter().find(|p| p["name"] == "count").and_then(|p| p["valueInteger"].as_u64()).unwrap_or(10).min(100)
+            as usize;
+    let only_certain = params
+        .iter()
+        .find(|p| p["name"] == "onlyCertainMatches")
+        .and_then(|p| p["valueBoolean"].as_bool())
+        .unwrap_or(false);
+    let out = state.blocking(move |svc| svc.pdq_match(&ctx, &patient, count, only_certain)).await?;
+    Ok(fhir(StatusCode::OK, out.to_string()))
 }
 
 async fn not_found(method: Method) -> Response {
@@ -566,6 +619,8 @@ pub fn router(state: AppState) -> Router {
         .route("/{rtype}/{id}", get(instance_get).put(instance_put).delete(instance_delete))
         .route("/{rtype}/{id}/_history", get(instance_history))
         .route("/Patient/{id}/$everything", get(everything))
+        .route("/Patient/$ihe-pix", get(pix))
+        .route("/Patient/$match", post(pdq_match))
         .route("/{rtype}/{id}/_history/{vid}", get(vread))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

@@ -13,28 +13,6 @@ const HOSP: &str = "1318814790"; // hospital in the same 二次医療圏
 const PHARM: &str = "1348814790"; // pharmacy in the same 二次医療圏
 const FAR: &str = "1418814790"; // hospital in another prefecture
 
-fn api(c: &Client, method: reqwest::Method, path: &str, body: Option<Value>) -> Resp {
-    let url = c.base.replace("/fhir", "/api") + path;
-    let mut r = c.http.request(method, url);
-    if !c.token.is_empty() {
-        r = r.bearer_auth(&c.token);
-    }
-    if let Some(b) = body {
-        r = r.header("content-type", "application/json").body(b.to_string());
-    }
-    let resp = r.send().unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().unwrap();
-    Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null), text }
-}
-
-fn anon(s: &TestServer) -> Client {
-    let mut c = s.client("");
-    c.token.clear();
-    c
-}
-
 /// Logs in with password and one-time code; returns a client carrying the session token.
 fn login(s: &TestServer, login: &str, password: &str, secret: &str, kind: &str) -> Client {
     let r = api(

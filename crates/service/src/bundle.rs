@@ -550,7 +550,7 @@ impl Service {
         }
         let base = self.audit_record(ctx, AuditAction::Execute, "transaction", AuditOutcome::Success);
         batch.audit = audits_by_patient(&base, &audit_items);
-        self.store.commit(batch)?;
+        self.commit_and_link(ctx, batch)?;
         // Reads run after the writes, each through the gate with its own audit record.
         for (i, url) in gets {
             let (status, resource, outcome) = match self.get_url(ctx, &url) {
@@ -890,7 +890,7 @@ impl Service {
         a.entities = stored.clone();
         a.query = Some(format!("Bundle?identifier={key}"));
         batch.audit.push(a);
-        self.store.commit(batch)?;
+        self.commit_and_link(ctx, batch)?;
         Ok(SubmitOutcome {
             status: if existing.is_some() { SubmitStatus::Replaced } else { SubmitStatus::Created },
             bundle_key: key,
@@ -1004,7 +1004,7 @@ impl Service {
             let mut base = self.audit_record(ctx, AuditAction::Delete, "delete-bundle", AuditOutcome::Success);
             base.query = Some(format!("Bundle?identifier={key}"));
             batch.audit = audits_by_patient(&base, &items);
-            self.store.commit(batch)?;
+            self.commit_and_link(ctx, batch)?;
             Ok(members.len())
         })();
         result.map_err(|e| {

@@ -478,7 +478,15 @@ impl Service {
     /// succeeded; then tell the session ([`CollectSession::committed`]).
     pub fn write_collected(&self, chunk: DecidedChunk) -> Result<CollectStats, ApiError> {
         let t = std::time::Instant::now();
+        let written: Vec<crate::mpi::WrittenPatient> =
+            chunk.batch.writes.iter().flat_map(|w| crate::mpi::WrittenPatient::of(&w.puts)).collect();
         self.store.commit_collect(chunk.batch)?;
+        let ctx = Ctx {
+            actor: musubi_gate::Actor::Operator { name: "collector".into() },
+            address: None,
+            base_url: String::new(),
+        };
+        self.link_written(&ctx, written);
         tracing::debug!(chunk = chunk.chunk, commit_ms = t.elapsed().as_secs_f64() * 1e3, "collect chunk committed");
         Ok(chunk.stats)
     }

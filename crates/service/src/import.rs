@@ -288,7 +288,7 @@ impl Service {
                 a
             })
             .collect();
-        self.store.commit(WriteBatch { puts: chunk.puts, audit, ..Default::default() })?;
+        self.commit_and_link(ctx, WriteBatch { puts: chunk.puts, audit, ..Default::default() })?;
         progress.committed(n, &ids);
         Ok(())
     }

@@ -24,6 +24,7 @@ mod capability;
 pub mod collect;
 mod error;
 pub mod import;
+pub mod mpi;
 pub mod people;
 mod prepare;
 mod read;
@@ -54,11 +55,19 @@ pub struct Ctx {
     pub base_url: String,
 }
 
+impl Ctx {
+    /// A network operator working from the command line (no address, no base URL).
+    pub fn operator(name: &str) -> Ctx {
+        Ctx { actor: Actor::Operator { name: name.to_owned() }, address: None, base_url: String::new() }
+    }
+}
+
 /// The application layer over one store.
 #[derive(Clone)]
 pub struct Service {
     store: Store,
     node: String,
+    mpi: mpi::MpiState,
 }
 
 impl std::fmt::Debug for Service {
@@ -83,7 +92,7 @@ impl Service {
     pub fn new(store: Store, node: impl Into<String>) -> Service {
         // Compile the validator now rather than on the first request.
         let _ = musubi_validate::Validator::shared();
-        Service { store, node: node.into() }
+        Service { store, node: node.into(), mpi: mpi::MpiState::default() }
     }
 
     /// The store (for administration commands that are not data access: tokens, settings,
@@ -114,6 +123,18 @@ impl Service {
             query: None,
             source: self.node.clone(),
         }
+    }
+
+    /// Commits a batch and links the Patients it wrote to persons (the MPI), after the commit.
+    pub(crate) fn commit_and_link(
+        &self,
+        ctx: &Ctx,
+        batch: musubi_store::WriteBatch,
+    ) -> Result<musubi_store::Committed, ApiError> {
+        let written = mpi::WrittenPatient::of(&batch.puts);
+        let c = self.store.commit(batch)?;
+        self.link_written(ctx, written);
+        Ok(c)
     }
 
     /// Appends audit records for an access that wrote nothing else (reads, refusals).

@@ -77,7 +77,8 @@ impl Service {
         let access = Access::new(self, ctx)?;
         access.person(&person)?;
         let p2 = person.clone();
-        let (rows, patients, facilities) = self.store.read(|r| Ok((r.person_records(&p2)?, r.patients_of_person(&p2)?, r.facilities()?)))?;
+        let (rows, patients, facilities) =
+            self.store.read(|r| Ok((r.person_records(&p2)?, r.patients_of_person(&p2)?, r.facilities()?)))?;
         let mut allowed = Vec::with_capacity(rows.len());
         let mut emergency = None;
         for row in rows {
@@ -105,12 +106,15 @@ impl Service {
         }
         a.entities = allowed.iter().map(|r| format!("{}/{}/_history/{}", r.rtype, r.id, r.version)).collect();
         self.audit(vec![a])?;
-        let keys: Vec<(ResourceType, String, i64)> = allowed.iter().map(|r| (r.rtype, r.id.clone(), r.version)).collect();
+        let keys: Vec<(ResourceType, String, i64)> =
+            allowed.iter().map(|r| (r.rtype, r.id.clone(), r.version)).collect();
         let contents = self.store.read(|r| r.contents(&keys))?;
-        let names: std::collections::HashMap<String, String> = facilities.into_iter().map(|f| (f.code, f.name)).collect();
+        let names: std::collections::HashMap<String, String> =
+            facilities.into_iter().map(|f| (f.code, f.name)).collect();
         let mut entries = Vec::with_capacity(allowed.len());
         for (row, stored) in allowed.into_iter().zip(contents) {
-            let resource: Value = serde_json::from_str(stored.content.as_deref().unwrap_or("{}")).map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", row.rtype, row.id)))?;
+            let resource: Value = serde_json::from_str(stored.content.as_deref().unwrap_or("{}"))
+                .map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", row.rtype, row.id)))?;
             let facility = row.meta.facility.map(|f| f.to_string());
             entries.push(RecordEntry {
                 rtype: row.rtype,

@@ -102,7 +102,7 @@ impl Service {
                 unchanged: false,
                 warnings,
             };
-            self.store.commit(WriteBatch { puts: vec![put], audit: vec![audit], ..Default::default() })?;
+            self.commit_and_link(ctx, WriteBatch { puts: vec![put], audit: vec![audit], ..Default::default() })?;
             Ok(out)
         })();
         result.map_err(|e| self.refuse(ctx, AuditAction::Create, "create", Some(rtype.as_str().to_owned()), e))
@@ -253,8 +253,12 @@ impl Service {
             unchanged: false,
             warnings: warnings.to_vec(),
         };
+        let written = crate::mpi::WrittenPatient::of(std::slice::from_ref(&put));
         match self.store.commit(WriteBatch { puts: vec![put], audit: vec![audit], ..Default::default() }) {
-            Ok(_) => Ok(out),
+            Ok(_) => {
+                self.link_written(ctx, written);
+                Ok(out)
+            }
             Err(StoreError::Constraint(_)) => Err(ApiError::new(ErrorKind::Conflict, "同時に作成されました")),
             Err(e) => Err(e.into()),
         }

@@ -24,6 +24,7 @@
 
 pub mod accounts;
 pub mod collect;
+pub mod mpi;
 mod ops;
 mod pool;
 mod postgres;

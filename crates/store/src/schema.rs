@@ -340,6 +340,52 @@ CREATE INDEX IF NOT EXISTS audit_person ON audit (person_id, seq);
 CREATE INDEX IF NOT EXISTS resource_person_facility ON resource (person_id, facility)
 "#,
     },
+    Migration {
+        version: 4,
+        name: "master patient index: links, review queue, keep-apart pairs, history",
+        sql: r#"
+CREATE TABLE mpi_link (
+    facility TEXT NOT NULL,
+    local_id TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    decided BIGINT NOT NULL,
+    PRIMARY KEY (facility, local_id)
+);
+CREATE INDEX IF NOT EXISTS mpi_link_person ON mpi_link (person_id);
+CREATE INDEX IF NOT EXISTS mpi_link_patient ON mpi_link (patient_id);
+CREATE TABLE mpi_review (
+    id TEXT PRIMARY KEY,
+    a_facility TEXT NOT NULL,
+    a_local TEXT NOT NULL,
+    b_facility TEXT NOT NULL,
+    b_local TEXT NOT NULL,
+    weight TEXT NOT NULL,
+    hold TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    resolved BIGINT,
+    resolution TEXT,
+    resolved_by TEXT
+);
+CREATE INDEX IF NOT EXISTS mpi_review_open ON mpi_review (resolved, created);
+CREATE TABLE mpi_keep_apart (
+    a_key TEXT NOT NULL,
+    b_key TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (a_key, b_key)
+);
+CREATE TABLE mpi_history (
+    id TEXT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    by_whom TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mpi_history_at ON mpi_history (at)
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the

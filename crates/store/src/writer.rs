@@ -246,10 +246,12 @@ fn run(queue: &Queue, mut conn: Box<dyn Conn>, connect: Box<dyn Fn() -> Result<B
         }
         // Audit records of reads may wait a moment for company: one commit for many reads
         // costs far less than one each, and each read still waits for its record's commit.
-        if jobs.len() < MAX_GROUP && jobs.iter().all(|j| j.durability == Durability::Deferred)
-            && let Some(more) = queue.take(Some(LINGER), MAX_GROUP - jobs.len()) {
-                jobs.extend(more);
-            }
+        if jobs.len() < MAX_GROUP
+            && jobs.iter().all(|j| j.durability == Durability::Deferred)
+            && let Some(more) = queue.take(Some(LINGER), MAX_GROUP - jobs.len())
+        {
+            jobs.extend(more);
+        }
         let full = jobs.iter().any(|j| j.durability == Durability::Full);
         let begin = match conn.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",

@@ -165,6 +165,30 @@ impl Client {
     }
 }
 
+/// A call to the `/api` routes (JSON).
+pub fn api(c: &Client, method: reqwest::Method, path: &str, body: Option<Value>) -> Resp {
+    let url = c.base.replace("/fhir", "/api") + path;
+    let mut r = c.http.request(method, url);
+    if !c.token.is_empty() {
+        r = r.bearer_auth(&c.token);
+    }
+    if let Some(b) = body {
+        r = r.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = r.send().unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().unwrap();
+    Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null), text }
+}
+
+/// A client without credentials.
+pub fn anon(s: &TestServer) -> Client {
+    let mut c = s.client("");
+    c.token.clear();
+    c
+}
+
 pub fn reference_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../reference"))
 }
