@@ -204,8 +204,7 @@ pub(crate) fn run(command: CollectCommand) -> Result<()> {
                     &root,
                     facility,
                     &opts,
-                    Duration::from_secs(interval.max(1)),
-                    &never,
+                    musubi_collect::Watch { interval: Duration::from_secs(interval.max(1)), stop: &never },
                     &bar,
                     |s| {
                         if s.files_read > 0 || s.stats.quarantined > 0 {

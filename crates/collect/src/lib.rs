@@ -300,26 +300,34 @@ pub fn collect_uke(
     Ok(s)
 }
 
-/// Collects an SS-MIX2 tree again and again, every `interval`, until `stop` is set: the
-/// `--watch` mode, and what a scheduler runs per registered facility. `each` sees every
-/// round's summary; an error ends the watch (the next start continues where it stopped).
+/// How to watch a storage tree: every `interval`, until `stop` is set.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch<'a> {
+    /// Time between the end of one round and the start of the next.
+    pub interval: Duration,
+    /// Set it (from a signal handler or the scheduler) to end the watch after this round.
+    pub stop: &'a std::sync::atomic::AtomicBool,
+}
+
+/// Collects an SS-MIX2 tree again and again until told to stop: the `--watch` mode, and what a
+/// scheduler runs per registered facility. `each` sees every round's summary; an error ends
+/// the watch (the next start continues where it stopped: every chunk is atomic).
 pub fn watch_ssmix2(
     service: &Service,
     root: &Path,
     facility: FacilityCode,
     opts: &CollectOptions,
-    interval: Duration,
-    stop: &std::sync::atomic::AtomicBool,
+    watch: Watch<'_>,
     progress: &dyn Progress,
     mut each: impl FnMut(&Summary),
 ) -> Result<(), CollectError> {
     use std::sync::atomic::Ordering;
-    while !stop.load(Ordering::Relaxed) {
+    while !watch.stop.load(Ordering::Relaxed) {
         let s = collect_ssmix2(service, root, facility, opts, progress)?;
         each(&s);
-        let until = std::time::Instant::now() + interval;
-        while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100).min(interval));
+        let until = std::time::Instant::now() + watch.interval;
+        while std::time::Instant::now() < until && !watch.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100).min(watch.interval));
         }
     }
     Ok(())

@@ -233,6 +233,26 @@ mod tests {
         assert_eq!(blob("z", nul).encoding, "base64");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_round_trip_through_a_blob(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let b = blob("k", &bytes);
+            proptest::prop_assert_eq!(b.size, bytes.len() as i64);
+            proptest::prop_assert!(!b.data.contains('\0'), "PostgreSQL TEXT cannot hold NUL");
+            proptest::prop_assert_eq!(blob_bytes(&b).unwrap(), bytes);
+        }
+
+        #[test]
+        fn any_file_maps_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let meta = FileMeta { path: "999/901/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_20111220224447339_-_1".into(), size: 0, mtime: 0, seen_before: false };
+            let f = ssmix2_file("1318814790".parse().unwrap(), meta.clone(), &bytes);
+            // Every file either has its message or says why not.
+            proptest::prop_assert!(!f.units.is_empty() || !f.problems.is_empty());
+            let (u, _) = uke_file(None, FileMeta { path: "x.UKE".into(), ..meta }, &bytes);
+            proptest::prop_assert_eq!(u.sha256.len(), 64);
+        }
+    }
+
     #[test]
     fn instants_to_epoch() {
         assert_eq!(epoch_ms("2011-12-20T22:44:47.339+09:00"), 1_324_388_687_339);

@@ -352,11 +352,31 @@ fn a_fixed_file_is_picked_up_and_its_entries_resolved() {
     assert_eq!(cond.len(), 1);
     assert_eq!(current(&store, "Condition", &cond[0].id).unwrap()["code"]["text"], "胃炎");
 
+    // A file that cannot be read (here a dangling link) is quarantined with the reason, and
+    // tried again on the next run.
+    #[cfg(unix)]
+    {
+        let link = "999/901/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_20111221000000000_-_1";
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), root.join(link)).unwrap();
+        run(&service, &root);
+        let q: Vec<_> = open_quarantine(&service).into_iter().filter(|e| e.path == link).collect();
+        assert_eq!(q.len(), 1);
+        assert!(q[0].reason.starts_with("ファイルを読み込めません"), "{}", q[0].reason);
+        let s = run(&service, &root);
+        assert_eq!(s.files_read, 1, "tried again");
+        assert_eq!(open_quarantine(&service).iter().filter(|e| e.path == link).count(), 1);
+        std::fs::remove_file(root.join(link)).unwrap();
+    }
+
     // The misplaced file is moved out of the storage: its entry is resolved, its state dropped.
     let bad = files(&root).into_iter().find(|f| f.contains("/ADT-31/")).unwrap();
     std::fs::rename(root.join(&bad), dir.path().join("moved-away")).unwrap();
     let s = run(&service, &root);
     assert_eq!(s.files_seen, 21);
+    assert!(
+        open_quarantine(&service).is_empty()
+            || open_quarantine(&service).iter().all(|e| !e.path.contains("20111221000000000"))
+    );
     assert!(open_quarantine(&service).iter().all(|e| e.path != bad));
     assert!(store.read(|r| r.collect_file(SourceKind::Ssmix2, &bad)).unwrap().is_empty());
 }
@@ -469,4 +489,37 @@ impl musubi_collect::Progress for StopAfter {
             panic!("interrupted");
         }
     }
+}
+
+#[test]
+fn watch_mode_picks_up_new_files_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("storage");
+    std::fs::create_dir_all(&root).unwrap();
+    let (store, service) = sqlite(dir.path());
+    ppr_version(&root, "20111209163030000", '1', None);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut rounds = Vec::new();
+    musubi_collect::watch_ssmix2(
+        &service,
+        &root,
+        facility(),
+        &CollectOptions::default(),
+        musubi_collect::Watch { interval: std::time::Duration::from_millis(10), stop: &stop },
+        &NoProgress,
+        |s| {
+            rounds.push((s.files_read, s.files_unchanged));
+            match rounds.len() {
+                // A new version arrives between two rounds.
+                2 => {
+                    ppr_version(&root, "20111210090000000", '1', Some("20110801"));
+                }
+                4 => stop.store(true, std::sync::atomic::Ordering::Relaxed),
+                _ => {}
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(rounds, [(1, 0), (0, 1), (1, 1), (0, 2)]);
+    assert_eq!(condition(&store).unwrap().1["onsetDateTime"], "2011-08-01");
 }

@@ -361,3 +361,52 @@ fn hand_written_edge_cases() {
         .collect();
     assert!(names.contains("8848176"), "{names:?}");
 }
+
+/// Panics (like a kill) once `chunks` chunks were committed.
+struct StopAfter(std::sync::atomic::AtomicUsize);
+
+impl musubi_collect::Progress for StopAfter {
+    fn start(&self, _: u64) {}
+    fn file(&self, _: u64) {}
+    fn committed(&self, _: &musubi_service::collect::CollectStats) {
+        if self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            panic!("interrupted");
+        }
+    }
+}
+
+#[test]
+fn large_files_split_across_chunks_survive_an_interruption() {
+    // Files larger than a chunk are committed in parts; the file state comes with the last
+    // part, so a file cut off after some parts is collected again and ends the same.
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    for (i, ym) in ["202401", "202402", "202403"].iter().enumerate() {
+        let mut lines = current_edition(ym);
+        if i == 1 {
+            lines[13] = "SY,8849692,20240401".into();
+        }
+        write(&inbox, &format!("{ym}.UKE"), &lines);
+    }
+    let opts = CollectOptions { chunk: 4, threads: 2, ..Default::default() };
+    let whole = tempfile::tempdir().unwrap();
+    let (ws, wsvc) = sqlite(whole.path());
+    let counter = StopAfter(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let s = collect_uke(&wsvc, std::slice::from_ref(&inbox), None, &opts, &counter).unwrap();
+    assert_eq!(s.files_read, 3);
+    let chunks = usize::MAX - counter.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(chunks >= 4, "the files were split into {chunks} chunks");
+    let expected = snapshot(&ws);
+    for stop_after in 1..chunks {
+        let part = tempfile::tempdir().unwrap();
+        let (ps, psvc) = sqlite(part.path());
+        let stopper = StopAfter(std::sync::atomic::AtomicUsize::new(stop_after));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            collect_uke(&psvc, std::slice::from_ref(&inbox), None, &opts, &stopper)
+        }));
+        assert!(r.is_err(), "interrupted");
+        collect_uke(&psvc, std::slice::from_ref(&inbox), None, &opts, &NoProgress).unwrap();
+        assert_eq!(snapshot(&ps), expected, "interrupted after {stop_after} chunks");
+    }
+}

@@ -30,6 +30,7 @@ mod prepare;
 mod read;
 pub mod record;
 mod search;
+pub mod summary;
 mod write;
 
 use musubi_domain::audit::{AuditAction, AuditOutcome, AuditRecord};
