@@ -737,7 +737,12 @@ fn lab_name(r: &Value) -> Option<String> {
     if let Some((sys, code)) = jlac10_of(r)
         && let Some(g) = musubi_validate::terminology::lab_group(sys, code)
     {
-        return Some(g.display.to_owned());
+        // Several groups share a display (プロトロンビン時間 for PT-INR, PT-Sec …): name the group.
+        return Some(if g.display.contains(g.code) {
+            g.display.to_owned()
+        } else {
+            format!("{}（{}）", g.display, g.code)
+        });
     }
     concept_text(&r["code"])
 }
@@ -784,7 +789,7 @@ fn range_text(r: &Value) -> Option<String> {
     let lo = range["low"]["value"].as_f64();
     let hi = range["high"]["value"].as_f64();
     match (lo, hi) {
-        (Some(l), Some(h)) => Some(format!("{l}–{h}")),
+        (Some(l), Some(h)) => Some(format!("{l}-{h}")),
         (Some(l), None) => Some(format!("{l}以上")),
         (None, Some(h)) => Some(format!("{h}以下")),
         _ => None,
