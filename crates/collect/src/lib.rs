@@ -17,7 +17,16 @@
 //! - **Killed at any point, rerun, same store.** Files are committed in a fixed order, each
 //!   chunk with its file states in one transaction, every change with its own version.
 //! - **Fast.** Files are read, mapped, validated and prepared on every core; one committer
-//!   applies them in order.
+//!   decides each chunk (one batched lookup) while the previous chunk commits, and applies
+//!   them in order. Measurements: `BENCH-RESULTS.md`.
+//! - **One collector per facility at a time.** Two runs over the same facility at once do not
+//!   corrupt anything (every write checks the version it expects) but the slower one stops
+//!   with a conflict; run it again.
+//!
+//! Entry points: [`collect_ssmix2`], [`watch_ssmix2`] (the `--watch` mode and what a
+//! scheduler runs per facility), [`collect_uke`]; [`source`] turns the pure crates' results
+//! into the service's format-free input. The quarantine is read through
+//! `musubi_service::Service::collect_quarantine` (audited).
 //!
 //! ```no_run
 //! use musubi_collect::{CollectOptions, NoProgress, collect_ssmix2};
