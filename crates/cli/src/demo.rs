@@ -3,13 +3,19 @@
 //! submissions as that facility's system, issues tokens, and prints a short tour; later runs
 //! reuse it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use musubi_domain::Profession;
+use musubi_fhir::ResourceType;
 use musubi_gate::Actor;
 use musubi_service::import::{ImportStats, NoProgress};
+use musubi_service::people::{NewUser, Registration};
 use musubi_service::{Ctx, Service};
 use musubi_store::Store;
+use musubi_synth::FacilityType;
+use serde_json::Value;
 
 const DEMO_PERSONS: u64 = 300;
 const DEMO_SEED: u64 = 2026;
@@ -19,7 +25,7 @@ pub fn run(data: &Path, listen: &str) -> Result<()> {
     let store = Store::open_sqlite(data)?;
     let fresh = store.setting("demo.loaded")?.is_none();
     if fresh {
-        load(&store, data)?;
+        load(&store, data, listen)?;
     }
     let tour = std::fs::read_to_string(data.join("demo-tour.txt")).unwrap_or_default();
     eprintln!("{tour}");
@@ -29,16 +35,40 @@ pub fn run(data: &Path, listen: &str) -> Result<()> {
         .block_on(crate::run_server(store, data, listen, None, 64))
 }
 
-fn load(store: &Store, data: &Path) -> Result<()> {
+/// The password of every demo account (synthetic region only; printed in the tour).
+pub const DEMO_PASSWORD: &str = "Musubi-demo-2026";
+
+fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
+    let web = format!("http://{listen}");
     eprintln!("デモ地域を生成しています（{DEMO_PERSONS} 人、合成データ）…");
     let out = data.join("synth");
     let mut opts = musubi_synth::SynthOptions::new(DEMO_PERSONS, DEMO_SEED, &out);
     opts.formats.ssmix2 = false;
     opts.formats.uke = false;
-    let manifest = musubi_synth::generate(&opts, &musubi_synth::NoProgress).map_err(|e| anyhow::anyhow!("{e}"))?;
+    musubi_synth::generate(&opts, &musubi_synth::NoProgress).map_err(|e| anyhow::anyhow!("{e}"))?;
     let region = musubi_synth::region(DEMO_SEED, DEMO_PERSONS);
     crate::ensure_admin_token(store, data)?;
     let service = Service::new(store.clone(), "demo");
+    let op = Ctx::operator("demo");
+    let describe = |e: musubi_service::ApiError| anyhow::anyhow!(musubi_service::import::describe(&e));
+
+    // The registry first: the gate places patients and facilities in their 二次医療圏 from it.
+    for f in &region.facilities {
+        let Some(area) = region.areas.get(usize::from(f.area)) else { continue };
+        let row = musubi_store::FacilityRow {
+            code: f.code.to_string(),
+            name: f.name.clone(),
+            class: facility_class(f.kind).to_owned(),
+            prefecture: i64::from(f.prefecture),
+            area: area_id(area),
+            area_name: area.name.to_owned(),
+            discloses: f.discloses,
+            views: f.views,
+        };
+        let cities = area.cities.iter().map(|c| c.name.to_owned()).collect();
+        service.register_facility(&op, row, cities).map_err(describe)?;
+    }
+
     let mut tokens = Vec::new();
     let mut stats = ImportStats::default();
     let fhir_dir = out.join("fhir");
@@ -63,34 +93,100 @@ fn load(store: &Store, data: &Path) -> Result<()> {
             tokens.push((f.code, f.name.clone(), token));
         }
     }
+    // Relink with a model trained on the loaded region (links were made on every write).
+    let (records, persons, reviews) = service.mpi_rebuild(&op).map_err(describe)?;
+
+    let pick = pick_showcase(store, &region)?;
+    let mut accounts = Vec::new();
+    if let Some(p) = &pick {
+        for (facility, profession) in &p.staff {
+            let Some(u) = region.users.iter().find(|u| u.facility == facility.index && u.profession == *profession)
+            else {
+                continue;
+            };
+            let enrolled = service
+                .create_user(
+                    &op,
+                    NewUser {
+                        login: u.login.clone(),
+                        name: u.name.clone(),
+                        kana: u.kana.clone(),
+                        profession: u.profession,
+                        facilities: vec![facility.code.to_string()],
+                        password: DEMO_PASSWORD.to_owned(),
+                    },
+                )
+                .map_err(describe)?;
+            accounts.push(DemoAccount {
+                login: u.login.clone(),
+                who: format!("{}（{}、{}）", u.name, profession_ja(u.profession), facility.name),
+                facility: facility.code.to_string(),
+                totp_secret: enrolled.totp_secret,
+            });
+        }
+    }
+    let patient_account = match &pick {
+        Some(p) => register_showcase_patient(&service, store, &p.patient_id)?,
+        None => None,
+    };
+
     let admin = std::fs::read_to_string(data.join("admin-token")).unwrap_or_default();
     let mut tour = String::new();
     tour.push_str("=== Musubi デモ地域 ===\n");
     tour.push_str(&format!(
-        "合成データ: {} 人、{} 施設、取り込み {} 件（却下 {} 件）。実在の患者データは含みません。\n\n",
+        "合成データ: {} 人、{} 施設、取り込み {} 件（却下 {} 件）、患者登録 {} 件を {} 人に名寄せ（確認待ち {} 件）。実在の患者データは含みません。\n\n",
         DEMO_PERSONS,
         region.facilities.len(),
         stats.created + stats.updated,
-        stats.rejected.len()
+        stats.rejected.len(),
+        records,
+        persons,
+        reviews
     ));
-    tour.push_str(&format!("管理者トークン: {}\n", admin.trim()));
+    tour.push_str(&format!("ログインはすべてパスワード {DEMO_PASSWORD} とワンタイムコード（TOTP）です。\n"));
+    tour.push_str("ワンタイムコードは認証アプリに秘密鍵を登録するか、`musubi totp <秘密鍵>` で表示できます。\n\n");
+    tour.push_str(&format!("医療者（{web}/login）:\n"));
+    for a in &accounts {
+        tour.push_str(&format!("  {}  {}  施設 {}  秘密鍵 {}\n", a.login, a.who, a.facility, a.totp_secret));
+    }
+    if let Some((login, name, secret)) = &patient_account {
+        tour.push_str(&format!("\n患者ポータル（{web}/portal）:\n  {login}  {name} さん  秘密鍵 {secret}\n"));
+        if let Some(p) = &pick {
+            tour.push_str(&format!("  病院での患者 ID: {}\n", p.patient_id));
+        }
+        tour.push_str("  上の医療者はこの方の診療に関わっています。医師でログインして患者検索から開き、救急用サマリ（PDF）を確かめ、\n");
+        tour.push_str("  ポータルでは開示の設定を変えて、誰がいつ見たか（閲覧履歴）を確認できます。\n");
+    }
+    tour.push_str(&format!("\n運営者（{web}/admin）: 管理者トークン {}\n", admin.trim()));
+    tour.push_str("  名寄せの確認待ち一覧、施設と利用者、監査ログの報告、緊急時アクセスの事後確認。\n\n");
     for (code, name, token) in &tokens {
         tour.push_str(&format!("{name}（{code}）のシステムトークン: {token}\n"));
     }
-    tour.push_str("\n試してみる:\n");
-    tour.push_str("  export TOKEN=$(cat ./musubi-demo/admin-token)\n");
-    tour.push_str("  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/fhir/metadata\n");
-    tour.push_str("  curl -H \"Authorization: Bearer $TOKEN\" 'http://127.0.0.1:8080/fhir/Patient?_count=5'\n");
-    tour.push_str(
-        "  curl -H \"Authorization: Bearer $TOKEN\" 'http://127.0.0.1:8080/fhir/Condition?patient=<id>&_sort=-date'\n",
-    );
-    tour.push_str("  curl -H \"Authorization: Bearer $TOKEN\" 'http://127.0.0.1:8080/fhir/AuditEvent?_count=5'\n");
+    tour.push_str("\nFHIR API を試す:\n");
+    tour.push_str(&format!("  export TOKEN=$(cat {}/admin-token)\n", data.display()));
+    tour.push_str(&format!("  curl -H \"Authorization: Bearer $TOKEN\" {web}/fhir/metadata\n"));
+    tour.push_str(&format!("  curl -H \"Authorization: Bearer $TOKEN\" '{web}/fhir/Patient?_count=5'\n"));
+    tour.push_str(&format!(
+        "  curl -H \"Authorization: Bearer $TOKEN\" '{web}/fhir/Condition?patient=<id>&_sort=-date'\n"
+    ));
+    tour.push_str(&format!("  curl -H \"Authorization: Bearer $TOKEN\" '{web}/fhir/AuditEvent?_count=5'\n"));
     tour.push_str(
         "施設のトークンでは、その施設が送ったデータだけが見えます（アクセスはすべて監査ログに記録されます）。\n",
     );
     tour.push_str(&format!("生成の内訳: {}\n", data.join("synth/manifest.json").display()));
-    let _ = manifest;
-    std::fs::write(data.join("demo-tour.txt"), &tour)?;
+    write_private(&data.join("demo-tour.txt"), &tour)?;
+    // The same accounts for scripts (and the demo's own test).
+    let machine = serde_json::json!({
+        "password": DEMO_PASSWORD,
+        "users": accounts.iter().map(|a| serde_json::json!({
+            "login": a.login, "facility": a.facility, "totp_secret": a.totp_secret, "who": a.who,
+        })).collect::<Vec<_>>(),
+        "patient": patient_account.as_ref().map(|(login, _, secret)| serde_json::json!({
+            "login": login, "totp_secret": secret,
+            "patient_id": pick.as_ref().map(|p| p.patient_id.clone()),
+        })),
+    });
+    write_private(&data.join("demo-accounts.json"), &serde_json::to_string_pretty(&machine)?)?;
     if !stats.rejected.is_empty() {
         let path = data.join("quarantine");
         std::fs::create_dir_all(&path)?;
@@ -103,4 +199,135 @@ fn load(store: &Store, data: &Path) -> Result<()> {
     }
     store.put_setting("demo.loaded".into(), musubi_fhir::datetime::now_ms().to_string())?;
     Ok(())
+}
+
+/// The tour holds the demo's secrets: readable by the owner only.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    crate::write_secret(path, text.trim_end())
+}
+
+struct DemoAccount {
+    login: String,
+    who: String,
+    facility: String,
+    totp_secret: String,
+}
+
+/// The person the tour is about: seen at several facilities, one of them a hospital whose
+/// staff get the demo logins.
+struct Showcase {
+    patient_id: String,
+    staff: Vec<(musubi_synth::Facility, Profession)>,
+}
+
+fn pick_showcase(store: &Store, region: &musubi_synth::Region) -> Result<Option<Showcase>> {
+    let links = store.read(|r| r.mpi_links())?;
+    let by_code: HashMap<String, &musubi_synth::Facility> =
+        region.facilities.iter().map(|f| (f.code.to_string(), f)).collect();
+    let mut persons: BTreeMap<&str, Vec<&musubi_store::mpi::LinkRow>> = BTreeMap::new();
+    for l in &links {
+        persons.entry(l.person_id.as_str()).or_default().push(l);
+    }
+    // Most facilities first; a viewing hospital among them; ties by person id (deterministic).
+    let mut best: Option<(usize, &str)> = None;
+    for (person, rows) in &persons {
+        let hospital = rows.iter().any(|l| {
+            by_code.get(&l.facility).is_some_and(|f| f.kind == FacilityType::Hospital && f.views && f.discloses)
+        });
+        if hospital && rows.len() >= 2 && best.is_none_or(|(n, _)| rows.len() > n) {
+            best = Some((rows.len(), person));
+        }
+    }
+    let Some((_, person)) = best else { return Ok(None) };
+    let rows = &persons[person];
+    let Some(hospital_link) = rows
+        .iter()
+        .find(|l| by_code.get(&l.facility).is_some_and(|f| f.kind == FacilityType::Hospital && f.views && f.discloses))
+    else {
+        return Ok(None);
+    };
+    let hospital = by_code[&hospital_link.facility];
+    let mut staff = vec![
+        (hospital.clone(), Profession::Doctor),
+        (hospital.clone(), Profession::Nurse),
+        (hospital.clone(), Profession::Clerk),
+    ];
+    for (kind, profession) in
+        [(FacilityType::Pharmacy, Profession::Pharmacist), (FacilityType::DentalClinic, Profession::Dentist)]
+    {
+        let used = rows.iter().filter_map(|l| by_code.get(&l.facility)).find(|f| f.kind == kind && f.views);
+        let any = region.facilities.iter().find(|f| f.kind == kind && f.views && f.area == hospital.area);
+        if let Some(f) = used.copied().or(any) {
+            staff.push((f.clone(), profession));
+        }
+    }
+    Ok(Some(Showcase { patient_id: hospital_link.patient_id.clone(), staff }))
+}
+
+/// Registers the showcase patient's portal account from the hospital's registration.
+fn register_showcase_patient(
+    service: &Service,
+    store: &Store,
+    patient_id: &str,
+) -> Result<Option<(String, String, String)>> {
+    let id = patient_id.to_owned();
+    let Some(text) = store.read(|r| r.version(ResourceType::Patient, &id, None))?.and_then(|v| v.content) else {
+        return Ok(None);
+    };
+    let p: Value = serde_json::from_str(&text)?;
+    let names: Vec<&Value> = p["name"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let is_kana = |n: &&Value| n.pointer("/extension/0/valueCode").and_then(Value::as_str) == Some("SYL");
+    let name = names.iter().find(|n| !is_kana(n)).and_then(|n| n["text"].as_str()).unwrap_or_default();
+    let kana = names.iter().find(|n| is_kana(n)).and_then(|n| n["text"].as_str()).unwrap_or_default();
+    let insurance = p["identifier"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["system"] == musubi_domain::systems::INSURANCE_MEMBER_ID)
+        .and_then(|i| i["value"].as_str());
+    let address = p["address"].as_array().and_then(|a| a.first());
+    let (Some(insurance), Some(birth), Some(address)) = (insurance, p["birthDate"].as_str(), address) else {
+        return Ok(None);
+    };
+    let login = "demo-patient".to_owned();
+    let reg = Registration {
+        name: name.to_owned(),
+        kana: kana.to_owned(),
+        sex: p["gender"].as_str().unwrap_or("unknown").to_owned(),
+        birth_date: birth.to_owned(),
+        prefecture: address["state"].as_str().unwrap_or_default().to_owned(),
+        city: address["city"].as_str().unwrap_or_default().to_owned(),
+        insurance_id: insurance.to_owned(),
+        login: login.clone(),
+        password: DEMO_PASSWORD.to_owned(),
+    };
+    let enrolled =
+        service.register_patient(reg, None).map_err(|e| anyhow::anyhow!(musubi_service::import::describe(&e)))?;
+    Ok(Some((login, name.to_owned(), enrolled.totp_secret)))
+}
+
+fn facility_class(kind: FacilityType) -> &'static str {
+    match kind {
+        FacilityType::Hospital => "hospital",
+        FacilityType::Clinic => "clinic",
+        FacilityType::DentalClinic => "dental",
+        FacilityType::Pharmacy => "pharmacy",
+        FacilityType::Lab => "other",
+    }
+}
+
+/// The registry id of a 二次医療圏: prefecture number and the area's index.
+fn area_id(area: &musubi_synth::region::Area) -> String {
+    format!("{:02}{:02}", area.prefecture, area.index)
+}
+
+fn profession_ja(p: Profession) -> &'static str {
+    match p {
+        Profession::Doctor => "医師",
+        Profession::Dentist => "歯科医師",
+        Profession::Pharmacist => "薬剤師",
+        Profession::Nurse => "看護師",
+        Profession::OtherLicensed => "その他の医療職",
+        Profession::Clerk => "事務",
+    }
 }

@@ -7,6 +7,7 @@ mod demo;
 mod import;
 mod mpi;
 mod people;
+mod synth;
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +71,40 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+    },
+    /// Generate a synthetic Japanese region: people, facilities, each facility's FHIR, SS-MIX2
+    /// and UKE data, and truth files (deterministic for a seed; synthetic data only).
+    Synth {
+        /// Number of people.
+        #[arg(long, default_value_t = 1000)]
+        persons: u64,
+        /// Seed: the same seed gives the same bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// First year of history.
+        #[arg(long, default_value_t = 2023)]
+        start_year: i32,
+        /// Years of history.
+        #[arg(long, default_value_t = 3)]
+        years: u32,
+        /// Outputs: fhir, ssmix2, uke, truth (comma-separated) or all.
+        #[arg(long, default_value = "all")]
+        formats: String,
+        /// Worker threads (0 = all cores); the output does not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Print the current one-time code of a TOTP secret (for trying the demo without an
+    /// authenticator app).
+    Totp {
+        /// The base32 secret printed when the account was created.
+        secret: String,
     },
     /// The network's facility registry.
     Facility {
@@ -283,7 +318,7 @@ pub(crate) fn ensure_admin_token(store: &Store, dir: &Path) -> Result<Option<Pat
     Ok(Some(path))
 }
 
-fn write_secret(path: &Path, secret: &str) -> Result<()> {
+pub(crate) fn write_secret(path: &Path, secret: &str) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -366,6 +401,15 @@ fn main() -> Result<()> {
             ))
         }
         Command::Demo { data, listen } => demo::run(&data, &listen),
+        Command::Synth { persons, seed, out, start_year, years, formats, threads, quiet } => {
+            synth::run(synth::SynthArgs { persons, seed, out, start_year, years, formats, threads, quiet })
+        }
+        Command::Totp { secret } => {
+            let code = musubi_service::people::totp_code_now(secret.trim())
+                .map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))?;
+            println!("{code}");
+            Ok(())
+        }
         Command::Token { command } => match command {
             TokenCommand::Issue { store, facility, name } => {
                 let code: musubi_domain::FacilityCode = facility.parse().map_err(|e| anyhow::anyhow!("{e}"))?;

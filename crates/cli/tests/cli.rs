@@ -270,3 +270,78 @@ fn tampering_is_also_found_on_postgresql() {
     drop(db);
     let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }
+
+/// `musubi demo`: a region with logins for each role; the demo doctor sees the showcase
+/// patient's records from other facilities, and the patient sees that access in the portal.
+#[test]
+fn the_demo_region_has_logins_for_each_role_and_a_patient_who_sees_who_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let port = free_port();
+    let mut child = musubi()
+        .args(["demo", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the demo did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the demo exited before serving");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _server = Server(child);
+    let tour = std::fs::read_to_string(data.join("demo-tour.txt")).unwrap();
+    assert!(tour.contains("Musubi デモ地域") && tour.contains("Musubi-demo-2026"), "{tour}");
+    let accounts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("demo-accounts.json")).unwrap()).unwrap();
+    let users = accounts["users"].as_array().unwrap();
+    let who: Vec<&str> = users.iter().map(|u| u["who"].as_str().unwrap()).collect();
+    for role in ["医師", "看護師", "事務"] {
+        assert!(who.iter().any(|w| w.contains(role)), "no {role} login in {who:?}");
+    }
+    let password = accounts["password"].as_str().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::new();
+    let totp = |secret: &str| {
+        let out = musubi().args(["totp", secret]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let login = |body: serde_json::Value, secret: &str| -> String {
+        let r = http.post(format!("{base}/api/login")).json(&body).send().unwrap();
+        assert_eq!(r.status(), 200, "login {body}");
+        let token = r.json::<serde_json::Value>().unwrap()["token"].as_str().unwrap().to_owned();
+        let r = http
+            .post(format!("{base}/api/login/totp"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"code": totp(secret)}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "second factor for {body}");
+        token
+    };
+
+    let doctor = users.iter().find(|u| u["who"].as_str().unwrap().contains("医師")).unwrap();
+    let token = login(
+        serde_json::json!({"login": doctor["login"], "password": password, "facility": doctor["facility"]}),
+        doctor["totp_secret"].as_str().unwrap(),
+    );
+    let patient = &accounts["patient"];
+    let pid = patient["patient_id"].as_str().unwrap();
+    let r = http.get(format!("{base}/fhir/Patient/{pid}/$everything")).bearer_auth(&token).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let bundle: serde_json::Value = r.json().unwrap();
+    let registrations =
+        bundle["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["resourceType"] == "Patient").count();
+    assert!(registrations >= 2, "the doctor should see the person's registrations at several facilities");
+
+    let ptoken = login(
+        serde_json::json!({"login": patient["login"], "password": password, "kind": "portal"}),
+        patient["totp_secret"].as_str().unwrap(),
+    );
+    let r = http.get(format!("{base}/api/portal/history")).bearer_auth(&ptoken).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let history = r.text().unwrap();
+    assert!(history.contains(doctor["facility"].as_str().unwrap()), "the doctor's access is not in {history}");
+}

@@ -120,6 +120,12 @@ impl fmt::Display for ResourceClass {
     }
 }
 
+impl serde::Serialize for ResourceClass {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,11 +137,5 @@ mod tests {
             assert!(seen.insert(c.code()));
             assert_eq!(c.code().parse::<ResourceClass>().unwrap(), c);
         }
-    }
-}
-
-impl serde::Serialize for ResourceClass {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.code())
     }
 }

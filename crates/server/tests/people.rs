@@ -262,8 +262,7 @@ fn consent_care_professions_break_glass_and_the_access_history() {
     assert_eq!(obs_total(&far_doctor, &pid), 0, "after expiry the record is closed again");
 
     // The audit report for the operator.
-    let rep =
-        api(&s.client(&s.admin), reqwest::Method::GET, &"/admin/audit-report?user=dr-far&limit=50".to_string(), None);
+    let rep = api(&s.client(&s.admin), reqwest::Method::GET, "/admin/audit-report?user=dr-far&limit=50", None);
     assert!(rep.body["total"].as_i64().unwrap() >= 3, "{}", rep.text);
     assert!(
         rep.body["rows"]

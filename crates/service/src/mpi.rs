@@ -25,6 +25,9 @@ use serde_json::{Value, json};
 use crate::access::Access;
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
+/// Source records moved to a person.
+type Moves = Vec<(SourceKey, PersonId)>;
+
 /// The setting holding the trained model (JSON).
 pub const MODEL_SETTING: &str = "mpi.model";
 
@@ -278,12 +281,11 @@ impl Service {
         let mut decided: std::collections::HashSet<(SourceKey, SourceKey)> = std::collections::HashSet::new();
         for r in reviews.iter().filter(|r| r.resolution.as_deref() == Some("linked")) {
             let (Some(a), Some(b)) = (key_of(&r.a.0, &r.a.1), key_of(&r.b.0, &r.b.1)) else { continue };
-            if let (Some(pa), Some(pb)) = (index.person_of(&a), index.person_of(&b)) {
-                if pa != pb {
-                    if let Err(e) = index.merge(pa, pb) {
-                        tracing::warn!(error = %e, "an operator's link could not be restored by the rebuild");
-                    }
-                }
+            if let (Some(pa), Some(pb)) = (index.person_of(&a), index.person_of(&b))
+                && pa != pb
+                && let Err(e) = index.merge(pa, pb)
+            {
+                tracing::warn!(error = %e, "an operator's link could not be restored by the rebuild");
             }
             decided.insert((a.clone(), b.clone()));
             decided.insert((b, a));
@@ -455,8 +457,8 @@ impl Service {
             at: now,
         }];
         if link {
-            let (moved, retired) = self.with_index(
-                |idx| -> Result<(Vec<(SourceKey, PersonId)>, Option<(PersonId, PersonId)>), ApiError> {
+            let (moved, retired) =
+                self.with_index(|idx| -> Result<(Moves, Option<(PersonId, PersonId)>), ApiError> {
                     let (Some(pa), Some(pb)) = (idx.person_of(&a), idx.person_of(&b)) else {
                         return Err(ApiError::new(ErrorKind::Conflict, "記録が索引にありません"));
                     };
@@ -473,8 +475,7 @@ impl Service {
                         .map(|k| (k, out.survivor))
                         .collect();
                     Ok((moved, Some((out.retired, out.survivor))))
-                },
-            )??;
+                })??;
             writes.extend(self.relink_writes(&moved, "operator", now)?);
             if let Some((from, to)) = retired {
                 writes.push(MpiWrite::MovePerson { from: person_string(from), to: person_string(to) });
@@ -487,20 +488,19 @@ impl Service {
                 by: by.clone(),
             });
         } else {
-            let (moved, left) =
-                self.with_index(|idx| -> Result<(Vec<(SourceKey, PersonId)>, Vec<SourceKey>), ApiError> {
-                    let mut moved = Vec::new();
-                    let mut left = Vec::new();
-                    if idx.person_of(&a).is_some() && idx.person_of(&a) == idx.person_of(&b) {
-                        left = split_off_list(idx, &b);
-                        let p = idx
-                            .split(&b)
-                            .map_err(|e| ApiError::new(ErrorKind::Conflict, format!("分離できません: {e}")))?;
-                        moved.push((b.clone(), p));
-                    }
-                    idx.keep_apart(&a, &b).map_err(|e| ApiError::new(ErrorKind::Conflict, format!("{e}")))?;
-                    Ok((moved, left))
-                })??;
+            let (moved, left) = self.with_index(|idx| -> Result<(Moves, Vec<SourceKey>), ApiError> {
+                let mut moved = Vec::new();
+                let mut left = Vec::new();
+                if idx.person_of(&a).is_some() && idx.person_of(&a) == idx.person_of(&b) {
+                    left = split_off_list(idx, &b);
+                    let p = idx
+                        .split(&b)
+                        .map_err(|e| ApiError::new(ErrorKind::Conflict, format!("分離できません: {e}")))?;
+                    moved.push((b.clone(), p));
+                }
+                idx.keep_apart(&a, &b).map_err(|e| ApiError::new(ErrorKind::Conflict, format!("{e}")))?;
+                Ok((moved, left))
+            })??;
             writes.extend(self.relink_writes(&moved, "operator", now)?);
             for o in left.iter().filter(|o| **o != a) {
                 writes.push(MpiWrite::KeepApart { a: key_string(o), b: key_string(&b), by: by.clone(), at: now });

@@ -522,7 +522,7 @@ pub fn allergies(entries: &[RecordEntry]) -> Vec<AllergyItem> {
         };
         out.push((u8::from(!is_drug), rank_crit, std::cmp::Reverse(e.clinical_date), item));
     }
-    out.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    out.sort_by_key(|a| (a.0, a.1, a.2));
     let mut seen = std::collections::HashSet::new();
     out.into_iter().map(|x| x.3).filter(|i| seen.insert(i.substance.clone())).collect()
 }
@@ -666,7 +666,7 @@ pub fn medications(entries: &[RecordEntry], now: i64) -> Vec<MedicationItem> {
             .map(|q| q.replace(" 日", "日").replace(" d", "日"));
         out.push((e.clinical_date, MedicationItem { name, kind, dose, usage, route, days, source: source(e) }));
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|a| std::cmp::Reverse(a.0));
     let mut seen = std::collections::HashSet::new();
     out.into_iter().map(|x| x.1).filter(|m| seen.insert((m.name.clone(), m.source.facility.clone()))).collect()
 }
@@ -697,7 +697,7 @@ pub fn diagnoses(entries: &[RecordEntry]) -> Vec<DiagnosisItem> {
             },
         ));
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|a| std::cmp::Reverse(a.0));
     let mut seen = std::collections::HashSet::new();
     out.into_iter().map(|x| x.1).filter(|d| seen.insert(d.name.clone())).collect()
 }
@@ -826,7 +826,7 @@ pub fn labs(entries: &[RecordEntry]) -> Vec<LabItem> {
     }
     let mut out: Vec<(usize, u8, LabItem)> = Vec::new();
     for (key, mut list) in by_item {
-        list.sort_by(|a, b| b.clinical_date.cmp(&a.clinical_date));
+        list.sort_by_key(|a| std::cmp::Reverse(a.clinical_date));
         let Some(latest) = list.first() else { continue };
         let r = &latest.resource;
         let Some(value) = value_text(r) else { continue };
@@ -915,7 +915,7 @@ pub fn events(entries: &[RecordEntry]) -> Vec<EventItem> {
             _ => {}
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|a| std::cmp::Reverse(a.0));
     out.into_iter().map(|x| x.1).collect()
 }
 
@@ -972,7 +972,7 @@ pub fn contacts(entries: &[RecordEntry]) -> Vec<ContactItem> {
     let mut latest: HashMap<String, Option<i64>> = HashMap::new();
     // Entries come newest first, so practitioners are collected newest first.
     let mut sorted: Vec<&RecordEntry> = entries.iter().collect();
-    sorted.sort_by(|a, b| b.clinical_date.cmp(&a.clinical_date));
+    sorted.sort_by_key(|a| std::cmp::Reverse(a.clinical_date));
     for e in sorted {
         organization_phones(&e.resource, &mut phones);
         let Some(f) = &e.facility else { continue };
