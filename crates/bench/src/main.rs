@@ -6,7 +6,10 @@
 //! - `populate`: fills a store with N synthetic resources through the import path;
 //! - `load`: an open-loop HTTP load at a fixed rate against a running server (latency measured
 //!   from each request's scheduled start, so a stall is not hidden: no coordinated omission);
-//! - `ndjson`: writes a large NDJSON file for the import memory test.
+//! - `ndjson`: writes a large NDJSON file for the import memory test;
+//! - `gate`: the access decision and its audit append per request, and the audit verification rate.
+
+mod gate;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -56,6 +59,21 @@ enum Cmd {
         /// Write the ids of the Observations (for `load`) here.
         #[arg(long)]
         ids: PathBuf,
+    },
+    /// The gate per request: decision alone, decision + audit append, audit verification rate.
+    Gate {
+        /// Data directory of the embedded store (ignored with --database).
+        #[arg(long)]
+        data: PathBuf,
+        /// PostgreSQL URL instead of the embedded store.
+        #[arg(long)]
+        database: Option<String>,
+        /// Requests (decision + audit append).
+        #[arg(long, default_value_t = 200_000)]
+        requests: u64,
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
     },
     /// Writes an NDJSON file of about `gib` GiB.
     Ndjson {
@@ -299,6 +317,7 @@ fn main() -> Result<()> {
         Cmd::Ingest { data, bundles, size, threads } => ingest(data, bundles, size, threads),
         Cmd::Populate { data, resources, ids } => populate(data, resources, ids),
         Cmd::Ndjson { out, gib } => ndjson(out, gib),
+        Cmd::Gate { data, database, requests, threads } => gate::run(data, database, requests, threads.max(1)),
         Cmd::Load { base, token, ids, rate, seconds, search } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

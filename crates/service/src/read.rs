@@ -166,8 +166,13 @@ impl Service {
         let count = count_param(params)?;
         let offset = offset_param(params)?;
         let access = Access::new(self, ctx)?;
+        // One resource's history is in the scope of its person, as a read of it is.
+        let person = match (rtype, id) {
+            (Some(t), Some(i)) => self.store.current(t, i)?.and_then(|row| row.meta.person_id.or(row.meta.patient_id)),
+            _ => None,
+        };
         let scope = match rtype {
-            Some(t) => access.scope(t, None)?,
+            Some(t) => access.scope(t, person.as_deref())?,
             None if ctx.actor.is_privileged() => musubi_store::Scope::all(),
             None => {
                 return Err(ApiError::new(ErrorKind::Forbidden, "システム全体の履歴は運営管理者のみが参照できます"));

@@ -96,7 +96,10 @@ impl Service {
         if let Some(r) = &emergency {
             a.purpose = AuditPurpose::Emergency(r.clone());
         }
-        if allowed.is_empty() {
+        // The named registration itself must be visible: otherwise the answer would tell the
+        // caller that a patient id of another facility is the same person as one of theirs.
+        let named_visible = allowed.iter().any(|r| r.rtype == ResourceType::Patient && r.id == patient_id);
+        if allowed.is_empty() || !named_visible {
             // Nothing visible: answered exactly like an unknown patient, and audited as refused.
             a.outcome = AuditOutcome::SeriousFailure;
             a.outcome_text = Some("nothing visible to the caller".into());
