@@ -164,8 +164,7 @@ pub fn run(data: std::path::PathBuf, database: Option<String>, requests: u64, th
         .map(|seq| {
             let record = audit_record(seq as u64, &Decision::Allow(musubi_gate::Basis::Consent)).canonical_json();
             let hash = chain_hash(&prev, seq, &record);
-            let s = StoredAudit { seq, record, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash };
-            s
+            StoredAudit { seq, record, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash }
         })
         .collect();
     let started = Instant::now();
