@@ -1,0 +1,533 @@
+//! The operator console: login with the administrator token, facilities and users (list and
+//! create; a new user's TOTP enrolment is shown once), the audit report (filters, sorting, CSV)
+//! and the emergency-access review list.
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use musubi_domain::Profession;
+use musubi_service::people::NewUser;
+use musubi_service::{ApiError, ErrorKind, parse_query};
+use serde_json::Value;
+
+use crate::Web;
+use crate::html::{self, Nav, csrf_field, notice, page};
+use crate::session::{
+    self, Anonymous, Form, OPERATOR_COOKIE, OPERATOR_SESSION_MS, OperatorSession, Operator, PageError, cookie,
+    random_token, set_cookie,
+};
+
+type Result<T> = std::result::Result<T, PageError>;
+
+pub(crate) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/admin", get(dashboard))
+        .route("/admin/login", get(login_form).post(login_post))
+        .route("/admin/logout", post(logout))
+        .route("/admin/facilities", get(facilities).post(facility_post))
+        .route("/admin/users", get(users).post(user_post))
+        .route("/admin/audit", get(audit))
+        .route("/admin/emergency", get(emergency))
+        .route("/admin/emergency/{id}", post(review))
+}
+
+fn query(q: Option<String>) -> Vec<(String, String)> {
+    q.map(|q| parse_query(&q)).unwrap_or_default()
+}
+
+fn q_get<'a>(q: &'a [(String, String)], k: &str) -> &'a str {
+    q.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v.trim())
+}
+
+fn login_page(message: Option<&str>) -> Response {
+    page(
+        "運営事務局 ログイン",
+        Nav::Anonymous,
+        html! {
+            section.card.narrow {
+                h1 { "運営事務局 ログイン" }
+                @if let Some(m) = message { (notice("error", m)) }
+                p { "管理者トークン（サーバーの " code { "DATA/admin-token" } "）を貼り付けてください。ログインは 8 時間有効で、トークンを失効させると直ちに無効になります。" }
+                form method="post" action="/admin/login" {
+                    label { "管理者トークン" input type="password" name="token" autocomplete="off" required autofocus; }
+                    button type="submit" { "ログイン" }
+                }
+            }
+        },
+    )
+}
+
+async fn login_form() -> Response {
+    login_page(None)
+}
+
+async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Result<Response> {
+    let token = form.get("token").to_owned();
+    let hash = musubi_fhir::sha256_hex(token.as_bytes());
+    let h2 = hash.clone();
+    let addr = anon.address.clone();
+    let row = web
+        .call(move |svc| {
+            let row = svc.store().read(|r| r.token(&h2))?.filter(|t| t.kind == "admin" && !t.revoked);
+            if row.is_none() {
+                svc.audit_login_failure(addr, "operator console: invalid administrator token")?;
+            }
+            Ok(row)
+        })
+        .await?;
+    let Some(row) = row else {
+        let mut r = login_page(Some("トークンが正しくないか、失効しています。"));
+        *r.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+        return Ok(r);
+    };
+    let id = random_token(32)?;
+    let s = OperatorSession {
+        name: row.name,
+        token_hash: hash,
+        csrf: random_token(18)?,
+        expires: musubi_fhir::datetime::now_ms() + OPERATOR_SESSION_MS,
+    };
+    {
+        let mut map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
+        let now = musubi_fhir::datetime::now_ms();
+        map.retain(|_, v| v.expires > now);
+        map.insert(id.clone(), s);
+    }
+    let mut r = Redirect::to("/admin").into_response();
+    set_cookie(&mut r, OPERATOR_COOKIE, &id, OPERATOR_SESSION_MS / 1000, web.config().secure_cookies);
+    Ok(r)
+}
+
+async fn logout(State(web): State<Web>, op: Operator, headers: HeaderMap, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    if let Some(id) = cookie(&headers, OPERATOR_COOKIE)
+        && let Ok(mut map) = web.inner.operators.lock()
+    {
+        map.remove(&id);
+    }
+    let mut r = Redirect::to("/admin/login").into_response();
+    set_cookie(&mut r, OPERATOR_COOKIE, "", 0, web.config().secure_cookies);
+    Ok(r)
+}
+
+async fn dashboard(State(web): State<Web>, op: Operator) -> Result<Response> {
+    let ctx = op.ctx.clone();
+    let reviews = web.call(move |svc| svc.emergency_reviews(&ctx)).await?;
+    Ok(page(
+        "運営",
+        Nav::Operator(&op.csrf),
+        html! {
+            h1 { "運営事務局" }
+            @if !reviews.is_empty() { (notice("warn", &format!("確認待ちの緊急時の閲覧が {} 件あります。", reviews.len()))) }
+            div.doors {
+                a.door href="/admin/facilities" { strong { "施設" } span { "参加施設の登録と一覧" } }
+                a.door href="/admin/users" { strong { "利用者" } span { "医療従事者・職員のアカウント" } }
+                a.door href="/admin/audit" { strong { "監査レポート" } span { "期間・利用者・患者・結果で絞り込み、CSV 出力" } }
+                a.door href="/admin/emergency" { strong { "緊急時の閲覧の確認" @if !reviews.is_empty() { " (" (reviews.len()) ")" } } span { "break-glass の妥当性の確認" } }
+                a.door href="/admin/mpi" { strong { "名寄せの確認" } span { "同一人物かどうかの判断待ち" } }
+            }
+        },
+    ))
+}
+
+// ---- facilities ----
+
+const CLASSES: [(&str, &str); 5] =
+    [("hospital", "病院"), ("clinic", "診療所"), ("dental", "歯科診療所"), ("pharmacy", "薬局"), ("other", "その他")];
+
+async fn facilities(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) -> Result<Response> {
+    let q = query(q);
+    facilities_page(&web, &op, if q_get(&q, "msg") == "saved" { Some(notice("ok", "施設を登録しました。")) } else { None }, &Form::default()).await
+}
+
+async fn facilities_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form) -> Result<Response> {
+    // The registry is not clinical data: read for the list.
+    let list = web.call(|svc| Ok(svc.store().read(|r| r.facilities())?)).await?;
+    Ok(page(
+        "施設",
+        Nav::Operator(&op.csrf),
+        html! {
+            h1 { "施設" }
+            @if let Some(m) = message { (m) }
+            section.card {
+                h2 { "登録済みの施設（" (list.len()) "）" }
+                table {
+                    thead { tr { th { "医療機関コード" } th { "名称" } th { "種類" } th { "都道府県" } th { "二次医療圏" } th { "開示" } th { "閲覧" } } }
+                    tbody {
+                        @for f in &list {
+                            tr {
+                                td { code { (f.code) } }
+                                td { (f.name) }
+                                td { (CLASSES.iter().find(|(c, _)| *c == f.class).map_or(f.class.as_str(), |(_, l)| l)) }
+                                td { (u8::try_from(f.prefecture).ok().and_then(musubi_domain::prefecture_name).unwrap_or("")) }
+                                td { (f.area) " " (f.area_name) }
+                                td { (if f.discloses { "○" } else { "—" }) }
+                                td { (if f.views { "○" } else { "—" }) }
+                            }
+                        }
+                    }
+                }
+            }
+            section.card.narrow {
+                h2 { "施設を登録する" }
+                form method="post" action="/admin/facilities" {
+                    (csrf_field(&op.csrf))
+                    label { "医療機関コード（10桁）" input type="text" name="code" value=(f.get("code")) inputmode="numeric" required pattern="[0-9]{10}"; }
+                    label { "名称" input type="text" name="name" value=(f.get("name")) required; }
+                    label { "種類" select name="class" { @for (c, l) in CLASSES { option value=(c) selected[f.get("class") == c] { (l) } } } }
+                    label { "都道府県"
+                        select name="prefecture" {
+                            @for n in 1..=47u8 { @if let Some(p) = musubi_domain::prefecture_name(n) { option value=(n) selected[f.get("prefecture") == n.to_string()] { (p) } } }
+                        }
+                    }
+                    label { "二次医療圏 ID" input type="text" name="area" value=(f.get("area")) placeholder="1301" required; }
+                    label { "二次医療圏の名称" input type="text" name="area_name" value=(f.get("area_name")) placeholder="区中央部"; }
+                    label { "圏内の市区町村（読点またはカンマ区切り）" input type="text" name="cities" value=(f.get("cities")) placeholder="千代田区、中央区"; }
+                    label.check { input type="checkbox" name="discloses" value="1" checked; "記録を開示する" }
+                    label.check { input type="checkbox" name="views" value="1" checked; "ネットワークの記録を閲覧する" }
+                    button type="submit" { "登録" }
+                }
+            }
+        },
+    ))
+}
+
+async fn facility_post(State(web): State<Web>, op: Operator, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    let row = musubi_store::FacilityRow {
+        code: form.get("code").to_owned(),
+        name: form.get("name").to_owned(),
+        class: form.get("class").to_owned(),
+        prefecture: form.get("prefecture").parse().unwrap_or(0),
+        area: form.get("area").to_owned(),
+        area_name: form.get("area_name").to_owned(),
+        discloses: form.checked("discloses"),
+        views: form.checked("views"),
+    };
+    let cities: Vec<String> =
+        form.get("cities").split([',', '、', '，']).map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    let ctx = op.ctx.clone();
+    match web.call(move |svc| svc.register_facility(&ctx, row, cities)).await {
+        Ok(()) => Ok(Redirect::to("/admin/facilities?msg=saved").into_response()),
+        Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Conflict) => {
+            let mut r = facilities_page(&web, &op, Some(notice("error", &e.summary())), &form).await?;
+            *r.status_mut() = session::status_of(e.kind);
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---- users ----
+
+async fn users(State(web): State<Web>, op: Operator) -> Result<Response> {
+    users_page(&web, &op, None, &Form::default()).await
+}
+
+async fn users_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form) -> Result<Response> {
+    // Account and registry data, not clinical: read for the lists.
+    let (list, facilities) = web.call(|svc| Ok(svc.store().read(|r| Ok((r.users()?, r.facilities()?)))?)).await?;
+    let fname = |code: &str| facilities.iter().find(|f| f.code == code).map_or(code.to_owned(), |f| f.name.clone());
+    Ok(page(
+        "利用者",
+        Nav::Operator(&op.csrf),
+        html! {
+            h1 { "利用者（医療従事者・職員）" }
+            @if let Some(m) = message { (m) }
+            section.card {
+                h2 { "登録済みの利用者（" (list.len()) "）" }
+                table {
+                    thead { tr { th { "ログインID" } th { "氏名" } th { "職種" } th { "所属施設" } th { "状態" } } }
+                    tbody {
+                        @for u in &list {
+                            tr {
+                                td { code { (u.login) } }
+                                td { (u.name) @if !u.kana.is_empty() { br; small { (u.kana) } } }
+                                td { (u.profession.parse::<Profession>().map_or(u.profession.as_str(), |p| p.label_ja())) }
+                                td { (u.facilities.iter().map(|c| fname(c)).collect::<Vec<_>>().join("、")) }
+                                td {
+                                    @if u.disabled { "停止" }
+                                    @else if u.locked_until.is_some_and(|t| t > musubi_fhir::datetime::now_ms()) { "ロック中" }
+                                    @else { "有効" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section.card.narrow {
+                h2 { "利用者を登録する" }
+                form method="post" action="/admin/users" {
+                    (csrf_field(&op.csrf))
+                    label { "ログインID" input type="text" name="login" value=(f.get("login")) required; }
+                    label { "氏名（漢字）" input type="text" name="name" value=(f.get("name")) required; }
+                    label { "氏名（カナ）" input type="text" name="kana" value=(f.get("kana")); }
+                    label { "職種" select name="profession" { @for p in Profession::ALL { option value=(p.code()) selected[f.get("profession") == p.code()] { (p.label_ja()) } } } }
+                    fieldset {
+                        legend { "所属施設" }
+                        @for fac in &facilities {
+                            label.check { input type="checkbox" name="facilities" value=(fac.code) checked[f.all("facilities").contains(&fac.code)]; (fac.name) " (" (fac.code) ")" }
+                        }
+                    }
+                    label { "初期パスワード（10文字以上、2種類以上の文字）" input type="password" name="password" autocomplete="new-password" required minlength="10"; }
+                    button type="submit" { "登録" }
+                }
+            }
+        },
+    ))
+}
+
+async fn user_post(State(web): State<Web>, op: Operator, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    let profession: Profession =
+        form.get("profession").parse().map_err(|e: String| ApiError::bad_request(format!("職種が不正です: {e}")))?;
+    let u = NewUser {
+        login: form.get("login").to_owned(),
+        name: form.get("name").to_owned(),
+        kana: form.get("kana").to_owned(),
+        profession,
+        facilities: form.all("facilities"),
+        password: form.get("password").to_owned(),
+    };
+    let login = u.login.clone();
+    let ctx = op.ctx.clone();
+    match web.call(move |svc| svc.create_user(&ctx, u)).await {
+        Ok(e) => {
+            let grouped: Vec<String> =
+                e.totp_secret.chars().collect::<Vec<_>>().chunks(4).map(|c| c.iter().collect()).collect();
+            let msg = html! {
+                div.notice.ok role="status" {
+                    p { "利用者 " code { (login) } " を登録しました。次の認証アプリ用の鍵を本人に安全な方法で渡してください（" strong { "この画面でのみ表示されます" } "）。" }
+                    p.secret { code #totp-secret { (grouped.join(" ")) } }
+                    p.secret { code #totp-uri { (e.totp_uri) } }
+                }
+            };
+            users_page(&web, &op, Some(msg), &Form::default()).await
+        }
+        Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Conflict) => {
+            let mut r = users_page(&web, &op, Some(notice("error", &e.summary())), &form).await?;
+            *r.status_mut() = session::status_of(e.kind);
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---- audit report ----
+
+const AUDIT_COLS: [(&str, &str); 12] = [
+    ("seq", "番号"),
+    ("recorded", "日時"),
+    ("agent", "利用者"),
+    ("agentKind", "種別"),
+    ("facility", "施設"),
+    ("profession", "職種"),
+    ("action", "操作"),
+    ("subtype", "内容"),
+    ("outcome", "結果"),
+    ("purpose", "目的"),
+    ("patient", "患者"),
+    ("entities", "件数"),
+];
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn outcome_label(code: &str) -> &str {
+    match code {
+        "0" => "成功",
+        "4" => "軽微な失敗",
+        "8" => "拒否・失敗",
+        "12" => "重大な失敗",
+        other => other,
+    }
+}
+
+async fn audit(State(web): State<Web>, op: Operator, RawQuery(raw): RawQuery) -> Result<Response> {
+    let q = query(raw.clone());
+    let get = |k: &str| Some(q_get(&q, k).to_owned()).filter(|v| !v.is_empty());
+    let date = |k: &str, end: bool| -> std::result::Result<Option<i64>, ApiError> {
+        match get(k) {
+            None => Ok(None),
+            Some(v) => musubi_fhir::datetime::parse_range(&v)
+                .map(|r| Some(if end { r.hi } else { r.lo }))
+                .map_err(|_| ApiError::bad_request(format!("日付 {v:?} が不正です（例: 2026-11-01）"))),
+        }
+    };
+    let aq = musubi_store::AuditQuery {
+        agent: get("user"),
+        patient: get("patient"),
+        person: None,
+        facility: get("facility"),
+        outcome: get("outcome"),
+        action: get("action"),
+        from: date("from", false)?,
+        to: date("to", true)?,
+        seq: None,
+    };
+    let sort = get("sort").unwrap_or_else(|| "time_desc".into());
+    let csv = get("format").as_deref() == Some("csv");
+    let offset: i64 = get("offset").and_then(|v| v.parse().ok()).unwrap_or(0).max(0);
+    let limit: i64 = if csv { 5000 } else { 100 };
+    let ctx = op.ctx.clone();
+    let oldest = sort == "time_asc";
+    let (total, mut rows) = web.call(move |svc| svc.audit_report(&ctx, &aq, offset, limit, oldest)).await?;
+    if let Some(col) = sort.strip_prefix("col_").filter(|c| AUDIT_COLS.iter().any(|(k, _)| k == c)) {
+        rows.sort_by_key(|r| cell(&r[col]));
+    }
+    if csv {
+        let mut out = AUDIT_COLS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(",") + "\n";
+        for r in &rows {
+            let line: Vec<String> =
+                AUDIT_COLS.iter().map(|(k, _)| format!("\"{}\"", cell(&r[*k]).replace('"', "\"\""))).collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+        let mut resp = out.into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+        h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"musubi-audit.csv\""));
+        return Ok(resp);
+    }
+    // Links keep the filters and change one thing.
+    let base: Vec<(String, String)> =
+        q.iter().filter(|(k, _)| !matches!(k.as_str(), "sort" | "offset" | "format")).cloned().collect();
+    let link = |extra: &[(&str, String)]| {
+        let mut parts: Vec<String> = base.iter().map(|(k, v)| format!("{k}={}", html::url_encode(v))).collect();
+        parts.extend(extra.iter().map(|(k, v)| format!("{k}={}", html::url_encode(v))));
+        format!("/admin/audit?{}", parts.join("&"))
+    };
+    let v = |k: &str| q_get(&q, k).to_owned();
+    Ok(page(
+        "監査レポート",
+        Nav::Operator(&op.csrf),
+        html! {
+            h1 { "監査レポート" }
+            form.search method="get" action="/admin/audit" {
+                div.fields {
+                    label { "期間（から）" input type="date" name="from" value=(v("from")); }
+                    label { "期間（まで）" input type="date" name="to" value=(v("to")); }
+                    label { "利用者（ログインID・トークン名）" input type="text" name="user" value=(v("user")); }
+                    label { "患者（Patient ID）" input type="text" name="patient" value=(v("patient")); }
+                    label { "施設コード" input type="text" name="facility" value=(v("facility")); }
+                    label { "結果"
+                        select name="outcome" {
+                            option value="" { "すべて" }
+                            @for (c, l) in [("0", "成功"), ("4", "軽微な失敗"), ("8", "拒否・失敗"), ("12", "重大な失敗")] {
+                                option value=(c) selected[v("outcome") == c] { (l) }
+                            }
+                        }
+                    }
+                    label { "操作"
+                        select name="action" {
+                            option value="" { "すべて" }
+                            @for (c, l) in [("R", "閲覧"), ("C", "登録"), ("U", "更新"), ("D", "削除"), ("E", "実行")] {
+                                option value=(c) selected[v("action") == c] { (l) }
+                            }
+                        }
+                    }
+                }
+                input type="hidden" name="sort" value=(sort);
+                button type="submit" { "絞り込む" }
+                " " a.button.secondary href=(link(&[("sort", sort.clone()), ("format", "csv".into())])) { "CSV で出力" }
+            }
+            p { "該当 " (total) " 件" @if total > 0 { "（" (offset + 1) "〜" (offset + rows.len() as i64) " 件目）" } }
+            table.audit {
+                thead {
+                    tr {
+                        @for (k, l) in AUDIT_COLS {
+                            th {
+                                @if k == "recorded" {
+                                    a href=(link(&[("sort", (if sort == "time_desc" { "time_asc" } else { "time_desc" }).to_owned())])) { (l) (if sort == "time_asc" { " ▲" } else if sort == "time_desc" { " ▼" } else { "" }) }
+                                } @else {
+                                    a href=(link(&[("sort", format!("col_{k}"))])) { (l) @if sort == format!("col_{k}") { " ▲" } }
+                                }
+                            }
+                        }
+                    }
+                }
+                tbody {
+                    @for r in &rows {
+                        tr class=(if cell(&r["outcome"]) != "0" { "denied" } else if cell(&r["purpose"]).starts_with("emergency") { "emergency" } else { "" }) {
+                            @for (k, _) in AUDIT_COLS {
+                                td {
+                                    @match k {
+                                        "recorded" => { (html::instant(&cell(&r[k]))) }
+                                        "outcome" => { (outcome_label(&cell(&r[k]))) }
+                                        "profession" => { (cell(&r[k]).split('|').next().and_then(|p| p.parse::<Profession>().ok()).map_or(String::new(), |p| p.label_ja().to_owned())) }
+                                        _ => { (cell(&r[k])) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            p {
+                @if offset > 0 { a href=(link(&[("sort", sort.clone()), ("offset", (offset - limit).max(0).to_string())])) { "← 前へ" } " " }
+                @if offset + limit < total { a href=(link(&[("sort", sort.clone()), ("offset", (offset + limit).to_string())])) { "次へ →" } }
+            }
+        },
+    ))
+}
+
+// ---- emergency access review ----
+
+async fn emergency(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) -> Result<Response> {
+    let q = query(q);
+    let ctx = op.ctx.clone();
+    let (list, facilities) =
+        web.call(move |svc| Ok((svc.emergency_reviews(&ctx)?, svc.store().read(|r| r.facilities())?))).await?;
+    let fname = |code: &str| facilities.iter().find(|f| f.code == code).map_or(code.to_owned(), |f| f.name.clone());
+    Ok(page(
+        "緊急時の閲覧の確認",
+        Nav::Operator(&op.csrf),
+        html! {
+            h1 { "緊急時の閲覧の確認" }
+            @if q_get(&q, "msg") == "reviewed" { (notice("ok", "確認済みにしました。")) }
+            @if list.is_empty() { p.none { "確認待ちはありません。" } } @else {
+                table {
+                    thead { tr { th { "開始" } th { "期限" } th { "利用者" } th { "施設" } th { "患者（person）" } th { "理由" } th { "確認" } } }
+                    tbody {
+                        @for g in &list {
+                            tr.emergency {
+                                td { (html::datetime_ms(g.started)) }
+                                td { (html::datetime_ms(g.until)) }
+                                td { code { (g.user_login) } }
+                                td { (fname(&g.facility)) }
+                                td { a href={"/admin/audit?patient=&user=" (html::url_encode(&g.user_login))} { code { (g.person_id) } } }
+                                td { (g.reason) }
+                                td {
+                                    form method="post" action={"/admin/emergency/" (g.id)} {
+                                        (csrf_field(&op.csrf))
+                                        label.sr { "確認メモ" input type="text" name="note" required placeholder="確認内容（例: 救急外来での正当な閲覧）"; }
+                                        button type="submit" { "確認済みにする" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+async fn review(State(web): State<Web>, op: Operator, Path(id): Path<String>, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    let note = form.get("note").to_owned();
+    if note.is_empty() {
+        return Err(ApiError::bad_request("確認メモを入力してください").into());
+    }
+    let ctx = op.ctx.clone();
+    web.call(move |svc| svc.review_emergency(&ctx, &id, &note)).await?;
+    Ok(Redirect::to("/admin/emergency?msg=reviewed").into_response())
+}

@@ -1,0 +1,169 @@
+//! Musubi's web pages: the clinician viewer, the patient portal and the operator console, as
+//! server-rendered HTML in Japanese.
+//!
+//! [`router`] returns the pages as an axum router that `musubi-server` merges at `/`:
+//!
+//! | path | who | what |
+//! |---|---|---|
+//! | `/login`, `/patients`, `/patients/{id}`, `/patients/{id}/documents/…` | clinicians and staff | login (password, one-time code, facility), patient search, the patient page (the 6 items, lab trends, timeline, documents), consent in person, emergency access |
+//! | `/portal/…` | patients and proxies | registration, login, disclosure settings, access history, notices, own record and its download (FHIR Bundle), proxies |
+//! | `/admin/…` | network operators | facilities and users, the audit report (CSV), the emergency-access review list |
+//!
+//! **Every read of clinical data goes through the service** ([`musubi_service::Service`]): a
+//! patient page is one [`Service::person_record`](musubi_service::Service::person_record) call
+//! (the gate decides each record, one audit record per page); searches are
+//! [`Service::search`](musubi_service::Service::search). This crate never reads clinical
+//! resources from the store. It reads only registry and account data that are not clinical
+//! (the facility list for forms, the user list for the operator, the caller's own emergency
+//! grant to show when it ends, the administrator token's row to log an operator in).
+//!
+//! ## Choices
+//!
+//! - **maud** for templates rather than askama: templates are Rust expressions checked by the
+//!   compiler (a typo in a field is a build error, not a blank page), every interpolation is
+//!   HTML-escaped unless marked, pages are composed from plain functions, and it adds one small
+//!   proc-macro crate and no template files to keep in sync.
+//! - **No script at all.** Every action is a plain form (one-click toggles are one-button
+//!   forms), so the Content-Security-Policy forbids every script (`script-src 'none'`), and the
+//!   pages work with JavaScript turned off. Charts are inline SVG drawn on the server.
+//! - **Sessions** are the service's: the `musubi_session` HttpOnly, SameSite=Strict cookie that
+//!   `/api/login` also sets; every form that changes something carries the session's CSRF token
+//!   and is refused without it; a cross-site `Origin` or `Sec-Fetch-Site` is refused too.
+//! - **Operators** log in by pasting the administrator token into a form (the token row is
+//!   checked, then an 8-hour operator session lives in this process's memory, with its own CSRF
+//!   token; revoking the token ends it at the next request). The service has no operator
+//!   account with a second factor yet; when it does, this login moves to it.
+//! - Patient pages are never cached (`Cache-Control: no-store`); every page is sent with
+//!   `X-Frame-Options: DENY`, `nosniff`, `Referrer-Policy: no-referrer`.
+
+#![deny(missing_docs)]
+
+mod admin;
+pub mod chart;
+mod html;
+pub mod model;
+mod portal;
+mod record_html;
+mod session;
+mod viewer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::header::{self, HeaderValue};
+use axum::response::Response;
+use axum::routing::get;
+use musubi_service::{ApiError, ErrorKind, Service};
+use tokio::sync::Semaphore;
+
+/// Settings of the web pages.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Mark cookies `Secure` (the public URL is https).
+    pub secure_cookies: bool,
+    /// The FHIR base URL for `fullUrl`s in downloads (`https://musubi.example.jp/fhir`); when
+    /// unset it is built from the request's Host header.
+    pub fhir_base: Option<String>,
+    /// How many service calls the pages may run at once.
+    pub max_blocking: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig { secure_cookies: false, fhir_base: None, max_blocking: 32 }
+    }
+}
+
+impl WebConfig {
+    /// The settings that follow from the server's public FHIR base URL.
+    pub fn from_base_url(base_url: Option<&str>) -> WebConfig {
+        WebConfig {
+            secure_cookies: base_url.is_some_and(|u| u.starts_with("https://")),
+            fhir_base: base_url.map(|u| u.trim_end_matches('/').to_owned()),
+            ..WebConfig::default()
+        }
+    }
+}
+
+struct Inner {
+    service: Service,
+    config: WebConfig,
+    permits: Semaphore,
+    operators: Mutex<HashMap<String, session::OperatorSession>>,
+}
+
+/// The state of the web pages.
+#[derive(Clone)]
+pub(crate) struct Web {
+    inner: Arc<Inner>,
+}
+
+impl Web {
+    /// Runs `f` on the blocking pool with a permit (the service blocks).
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::new(ErrorKind::Unavailable, "サーバーは停止処理中です"))?;
+        let svc = self.inner.service.clone();
+        tokio::task::spawn_blocking(move || f(&svc))
+            .await
+            .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))?
+    }
+
+    pub(crate) fn config(&self) -> &WebConfig {
+        &self.inner.config
+    }
+}
+
+/// The pages as a router for `service`, to be merged into the server's router at `/`. The
+/// router carries its own state, so it fits a router of any state type `S`.
+pub fn router<S: Clone + Send + Sync + 'static>(service: Service, config: WebConfig) -> Router<S> {
+    let permits = Semaphore::new(config.max_blocking.max(1));
+    let web = Web {
+        inner: Arc::new(Inner { service, config, permits, operators: Mutex::new(HashMap::new()) }),
+    };
+    Router::new()
+        .route("/", get(viewer::home))
+        .route("/assets/style.css", get(style))
+        .merge(viewer::routes())
+        .merge(portal::routes())
+        .merge(admin::routes())
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(web)
+}
+
+const STYLE: &str = include_str!("../assets/style.css");
+
+async fn style() -> Response {
+    let mut r = Response::new(axum::body::Body::from(STYLE));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    r
+}
+
+/// The Content-Security-Policy of every page: no script, styles and images only from here,
+/// forms only to here, no framing.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert("permissions-policy", HeaderValue::from_static("camera=(), microphone=(), geolocation=()"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        // Patient data must not stay in a shared computer's cache.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    }
+    r
+}

@@ -1,0 +1,396 @@
+//! Who is calling: the service's session cookie (clinicians, patients, proxies) resolved with
+//! `Service::session_actor`, the operator's in-memory session, the CSRF check of every form
+//! that changes something, and the refusal of cross-site form posts.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use musubi_gate::{Actor, PortalActor, UserActor};
+use musubi_service::{ApiError, Ctx, ErrorKind};
+
+use crate::Web;
+use crate::html;
+
+/// The service's session cookie (the same one `/api/login` sets).
+pub(crate) const SESSION_COOKIE: &str = "musubi_session";
+/// The operator's session cookie.
+pub(crate) const OPERATOR_COOKIE: &str = "musubi_operator";
+/// How long an operator session lasts.
+pub(crate) const OPERATOR_SESSION_MS: i64 = 8 * 3600 * 1000;
+
+/// An operator logged in with the administrator token.
+#[derive(Debug, Clone)]
+pub(crate) struct OperatorSession {
+    /// The token's name (the audit agent).
+    pub name: String,
+    /// The token's hash, checked again on every request (revocation ends the session).
+    pub token_hash: String,
+    /// The CSRF token of the session.
+    pub csrf: String,
+    /// Until when (epoch ms).
+    pub expires: i64,
+}
+
+/// A value of the Cookie header.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).flat_map(|h| h.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name && !v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+/// A `Set-Cookie` value (HttpOnly, SameSite=Strict, Path=/).
+pub(crate) fn set_cookie(r: &mut Response, name: &str, value: &str, max_age_s: i64, secure: bool) {
+    let c = format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        max_age_s.max(0),
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Random URL-safe text.
+pub(crate) fn random_token(bytes: usize) -> Result<String, ApiError> {
+    use base64::Engine;
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).map_err(|e| ApiError::internal(format!("random: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+/// An error shown as a page.
+#[derive(Debug)]
+pub(crate) enum PageError {
+    /// A service error (shown with its message and the matching status).
+    Api(ApiError),
+    /// Not logged in: go to this login page.
+    Login(&'static str, String),
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        PageError::Api(e)
+    }
+}
+
+/// The HTTP status of an error kind (the same table as the FHIR API's).
+pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Gone => StatusCode::GONE,
+        ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::Login(path, next) => {
+                let to = if next.is_empty() { path.to_owned() } else { format!("{path}?next={}", html::url_encode(&next)) };
+                Redirect::to(&to).into_response()
+            }
+            PageError::Api(e) => {
+                let status = status_of(e.kind);
+                let title = match e.kind {
+                    ErrorKind::NotFound => "見つかりません",
+                    ErrorKind::Forbidden => "この操作はできません",
+                    ErrorKind::Unauthorized => "ログインが必要です",
+                    ErrorKind::Conflict => "ほかの変更と重なりました",
+                    ErrorKind::BadRequest | ErrorKind::Unprocessable => "入力を確認してください",
+                    _ => "エラーが発生しました",
+                };
+                (status, html::error_page(title, &e.summary())).into_response()
+            }
+        }
+    }
+}
+
+/// The client's address (for the audit record).
+pub(crate) fn address(parts: &Parts) -> Option<String> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
+}
+
+/// The FHIR base URL for links in downloads.
+pub(crate) fn fhir_base(web: &Web, headers: &HeaderMap) -> String {
+    if let Some(b) = &web.config().fhir_base {
+        return b.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty() && h.len() < 256 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}/fhir")
+}
+
+/// Refuses a state-changing request that comes from another site (a second line behind the
+/// CSRF token and the SameSite cookie).
+pub(crate) fn same_origin(parts: &Parts) -> Result<(), PageError> {
+    if matches!(parts.method, Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    let forbidden =
+        || PageError::Api(ApiError::new(ErrorKind::Forbidden, "ほかのサイトからの送信は受け付けません"));
+    if parts.headers.get("sec-fetch-site").and_then(|h| h.to_str().ok()) == Some("cross-site") {
+        return Err(forbidden());
+    }
+    if let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|h| h.to_str().ok()) {
+        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest.trim_end_matches('/'));
+        if origin != "null" && origin_host != host {
+            return Err(forbidden());
+        }
+    }
+    Ok(())
+}
+
+/// Checks the CSRF token of a form.
+pub(crate) fn check_csrf(form: &Form, expected: &str) -> Result<(), PageError> {
+    if form.get("csrf") == expected && !expected.is_empty() {
+        Ok(())
+    } else {
+        Err(PageError::Api(ApiError::new(
+            ErrorKind::Forbidden,
+            "不正な要求です（CSRF トークンが一致しません）。ページを再読み込みしてからやり直してください。",
+        )))
+    }
+}
+
+/// A submitted form (`application/x-www-form-urlencoded`), in order, repeated names kept.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Form(pub Vec<(String, String)>);
+
+impl Form {
+    /// Parses a body.
+    pub(crate) fn parse(body: &[u8]) -> Form {
+        Form(musubi_service::parse_query(&String::from_utf8_lossy(body)))
+    }
+
+    /// The first value of `name`, trimmed ("" when absent).
+    pub(crate) fn get(&self, name: &str) -> &str {
+        self.0.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.trim())
+    }
+
+    /// The first value of `name` when not empty.
+    pub(crate) fn opt(&self, name: &str) -> Option<String> {
+        Some(self.get(name)).filter(|v| !v.is_empty()).map(str::to_owned)
+    }
+
+    /// Whether a checkbox named `name` was checked.
+    pub(crate) fn checked(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, v)| k == name && !v.is_empty())
+    }
+
+    /// Every value of `name`.
+    pub(crate) fn all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_owned()).collect()
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Form {
+    type Rejection = PageError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| PageError::Api(ApiError::bad_request("送信内容を読み取れませんでした")))?;
+        if bytes.len() > 1024 * 1024 {
+            return Err(PageError::Api(ApiError::new(ErrorKind::PayloadTooLarge, "送信内容が大きすぎます")));
+        }
+        Ok(Form::parse(&bytes))
+    }
+}
+
+fn next_of(parts: &Parts) -> String {
+    if parts.method == Method::GET {
+        parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+/// A logged-in clinician or staff member.
+pub(crate) struct Clinician {
+    /// The request context for the service.
+    pub ctx: Ctx,
+    /// Who.
+    pub user: UserActor,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+impl FromRequestParts<Web> for Clinician {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
+        same_origin(parts)?;
+        let login = || PageError::Login("/login", next_of(parts));
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(login()) };
+        let found = web.call(move |svc| svc.session_actor(&token)).await?;
+        match found {
+            Some((Actor::User(user), session)) => Ok(Clinician {
+                ctx: Ctx {
+                    actor: Actor::User(user.clone()),
+                    address: address(parts),
+                    base_url: fhir_base(web, &parts.headers),
+                },
+                user,
+                csrf: session.csrf,
+            }),
+            _ => Err(login()),
+        }
+    }
+}
+
+/// A logged-in patient or proxy.
+pub(crate) struct PortalUser {
+    /// The request context for the service.
+    pub ctx: Ctx,
+    /// Who.
+    pub me: PortalActor,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+impl FromRequestParts<Web> for PortalUser {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
+        same_origin(parts)?;
+        let login = || PageError::Login("/portal/login", next_of(parts));
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(login()) };
+        let found = web.call(move |svc| svc.session_actor(&token)).await?;
+        match found {
+            Some((Actor::Portal(me), session)) => Ok(PortalUser {
+                ctx: Ctx {
+                    actor: Actor::Portal(me.clone()),
+                    address: address(parts),
+                    base_url: fhir_base(web, &parts.headers),
+                },
+                me,
+                csrf: session.csrf,
+            }),
+            _ => Err(login()),
+        }
+    }
+}
+
+/// A logged-in operator.
+pub(crate) struct Operator {
+    /// The request context for the service (the administrator actor).
+    pub ctx: Ctx,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+impl FromRequestParts<Web> for Operator {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
+        same_origin(parts)?;
+        let login = || PageError::Login("/admin/login", next_of(parts));
+        let Some(id) = cookie(&parts.headers, OPERATOR_COOKIE) else { return Err(login()) };
+        let now = musubi_fhir::datetime::now_ms();
+        let session = {
+            let map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
+            map.get(&id).cloned()
+        };
+        let Some(s) = session.filter(|s| s.expires > now) else { return Err(login()) };
+        // The token may have been revoked since: the session ends with it.
+        let hash = s.token_hash.clone();
+        let valid = web
+            .call(move |svc| {
+                Ok(svc.store().read(|r| r.token(&hash))?.is_some_and(|t| !t.revoked && t.kind == "admin"))
+            })
+            .await?;
+        if !valid {
+            if let Ok(mut map) = web.inner.operators.lock() {
+                map.remove(&id);
+            }
+            return Err(login());
+        }
+        Ok(Operator {
+            ctx: Ctx {
+                actor: Actor::Admin { name: s.name.clone() },
+                address: address(parts),
+                base_url: fhir_base(web, &parts.headers),
+            },
+            csrf: s.csrf,
+        })
+    }
+}
+
+/// The request's address and Host (for pages without a session: login, registration).
+pub(crate) struct Anonymous {
+    /// The client's address.
+    pub address: Option<String>,
+}
+
+impl FromRequestParts<Web> for Anonymous {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Web) -> Result<Self, Self::Rejection> {
+        same_origin(parts)?;
+        Ok(Anonymous { address: address(parts) })
+    }
+}
+
+/// Where to go after logging in: only a local path, never another site.
+pub(crate) fn safe_next(next: &str, default: &str) -> String {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("://") {
+        next.to_owned()
+    } else {
+        default.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_local_only() {
+        assert_eq!(safe_next("/patients/abc", "/"), "/patients/abc");
+        assert_eq!(safe_next("//evil.example/x", "/"), "/");
+        assert_eq!(safe_next("https://evil.example/", "/"), "/");
+        assert_eq!(safe_next("/\\evil", "/"), "/");
+        assert_eq!(safe_next("", "/patients"), "/patients");
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; musubi_session=mss_x; b=2"));
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("mss_x"));
+        assert_eq!(cookie(&h, OPERATOR_COOKIE), None);
+    }
+
+    #[test]
+    fn forms_keep_repeated_names() {
+        let f = Form::parse("csrf=abc&x=1&x=2&name=%E7%B5%90+%E8%8A%B1%E5%AD%90".as_bytes());
+        assert_eq!(f.get("csrf"), "abc");
+        assert_eq!(f.all("x"), vec!["1", "2"]);
+        assert_eq!(f.get("name"), "結 花子");
+        assert!(check_csrf(&f, "abc").is_ok());
+        assert!(check_csrf(&f, "abd").is_err());
+        assert!(check_csrf(&Form::default(), "").is_err());
+    }
+}

@@ -1,0 +1,613 @@
+//! The clinician viewer: login (password, one-time code, facility), patient search, the patient
+//! page, a lab item's page, documents, consent in person and emergency access (break-glass).
+//! Each patient page is one `Service::person_record` call (gated, audited once).
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use musubi_fhir::ResourceType;
+use musubi_service::{ApiError, ErrorKind, parse_query};
+use serde_json::Value;
+
+use crate::html::{self, Nav, csrf_field, notice, page};
+use crate::model::{self, PatientView};
+use crate::record_html::{self, Links};
+use crate::session::{self, Anonymous, Clinician, Form, PageError, SESSION_COOKIE, cookie, safe_next, set_cookie};
+use crate::Web;
+
+type Result<T> = std::result::Result<T, PageError>;
+
+pub(crate) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/login", get(login_form).post(login_post))
+        .route("/login/code", post(code_post))
+        .route("/logout", post(logout))
+        .route("/patients", get(search))
+        .route("/patients/{id}", get(patient))
+        .route("/patients/{id}/labs/{group}", get(lab))
+        .route("/patients/{id}/documents/{rtype}/{rid}", get(document))
+        .route("/patients/{id}/visit-consent", post(visit_consent))
+        .route("/patients/{id}/emergency", get(emergency_form).post(emergency_post))
+}
+
+fn query(q: Option<String>) -> Vec<(String, String)> {
+    q.map(|q| parse_query(&q)).unwrap_or_default()
+}
+
+fn q_get<'a>(q: &'a [(String, String)], k: &str) -> &'a str {
+    q.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v.trim())
+}
+
+/// The landing page: the three doors.
+pub(crate) async fn home() -> Response {
+    page(
+        "ようこそ",
+        Nav::Anonymous,
+        html! {
+            section.hero {
+                h1 { "結 Musubi 地域医療情報連携ネットワーク" }
+                p { "地域の病院・診療所・薬局が、患者さんの同意のもとで診療情報を共有します。" }
+            }
+            div.doors {
+                a.door href="/login" { strong { "医療従事者の方" } span { "患者検索・診療情報の閲覧・文書送受信" } }
+                a.door href="/portal" { strong { "患者さん・ご家族の方" } span { "開示設定・閲覧履歴・ご自身の記録" } }
+                a.door href="/admin" { strong { "運営事務局" } span { "施設・利用者・監査" } }
+            }
+        },
+    )
+}
+
+fn login_page(message: Option<&str>, next: &str, login: &str, facilities: &[(String, String)]) -> Response {
+    page(
+        "医療従事者ログイン",
+        Nav::Anonymous,
+        html! {
+            section.card.narrow {
+                h1 { "医療従事者ログイン" }
+                @if let Some(m) = message { (notice("error", m)) }
+                form method="post" action="/login" {
+                    input type="hidden" name="next" value=(next);
+                    label { "ログインID" input type="text" name="login" value=(login) autocomplete="username" required autofocus[login.is_empty()]; }
+                    label { "パスワード" input type="password" name="password" autocomplete="current-password" required autofocus[!login.is_empty()]; }
+                    @if !facilities.is_empty() {
+                        label { "所属施設"
+                            select name="facility" required {
+                                @for (code, name) in facilities { option value=(code) { (name) "（" (code) "）" } }
+                            }
+                        }
+                    }
+                    button type="submit" { "次へ" }
+                }
+                p.note { "パスワードの次に、認証アプリのワンタイムコードを入力します。5回続けて失敗するとアカウントが15分間ロックされます。" }
+            }
+        },
+    )
+}
+
+async fn login_form(RawQuery(q): RawQuery) -> Response {
+    let q = query(q);
+    login_page(None, q_get(&q, "next"), "", &[])
+}
+
+fn code_page(message: Option<&str>, next: &str, action: &str, facility_name: Option<&str>) -> Response {
+    page(
+        "ワンタイムコード",
+        Nav::Anonymous,
+        html! {
+            section.card.narrow {
+                h1 { "ワンタイムコード" }
+                @if let Some(m) = message { (notice("error", m)) }
+                @if let Some(f) = facility_name { p { (f) " としてログインします。" } }
+                form method="post" action=(action) {
+                    input type="hidden" name="next" value=(next);
+                    label { "認証アプリに表示されている6桁のコード"
+                        input type="text" name="code" inputmode="numeric" pattern="[0-9 ]{6,7}" autocomplete="one-time-code" required autofocus;
+                    }
+                    button type="submit" { "ログイン" }
+                }
+            }
+        },
+    )
+}
+
+async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Result<Response> {
+    let login = form.get("login").to_owned();
+    let password = form.get("password").to_owned();
+    let next = form.get("next").to_owned();
+    let facility = form.opt("facility");
+    let addr = anon.address.clone();
+    let l2 = login.clone();
+    let outcome = web
+        .call(move |svc| {
+            let out = svc.login_user(&l2, &password, facility.as_deref(), addr)?;
+            // A user of several facilities chooses which one to act for.
+            let user = svc.store().read(|r| r.user_by_login(&l2))?;
+            let mut choices = Vec::new();
+            if let Some(u) = user.filter(|u| u.facilities.len() > 1 && facility.is_none()) {
+                svc.logout(&out.token)?;
+                for code in u.facilities {
+                    let c = code.clone();
+                    let name = svc.store().read(|r| r.facility(&c))?.map_or_else(|| code.clone(), |f| f.name);
+                    choices.push((code, name));
+                }
+            }
+            let fname = match &facility {
+                Some(f) => {
+                    let c = f.clone();
+                    svc.store().read(|r| r.facility(&c))?.map(|f| f.name)
+                }
+                None => None,
+            };
+            Ok((out, choices, fname))
+        })
+        .await;
+    match outcome {
+        Ok((_, choices, _)) if !choices.is_empty() => {
+            Ok(login_page(Some("所属施設を選んで、もう一度パスワードを入力してください。"), &next, &login, &choices))
+        }
+        Ok((out, _, fname)) => {
+            let mut r = code_page(None, &next, "/login/code", fname.as_deref());
+            let max_age = (out.expires - musubi_fhir::datetime::now_ms()) / 1000;
+            set_cookie(&mut r, SESSION_COOKIE, &out.token, max_age, web.config().secure_cookies);
+            Ok(r)
+        }
+        Err(e) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden) => {
+            let mut r = login_page(Some(&e.summary()), &next, &login, &[]);
+            *r.status_mut() = session::status_of(e.kind);
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Step two for both doors: the one-time code completes the session in the cookie.
+pub(crate) async fn second_factor(
+    web: &Web,
+    headers: &HeaderMap,
+    address: Option<String>,
+    form: &Form,
+    default_next: &'static str,
+    action: &'static str,
+    login_page_path: &'static str,
+) -> Result<Response> {
+    let next = safe_next(form.get("next"), default_next);
+    let Some(token) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(Redirect::to(login_page_path).into_response());
+    };
+    let code = form.get("code").to_owned();
+    match web.call(move |svc| svc.second_factor(&token, &code, address)).await {
+        Ok(()) => Ok(Redirect::to(&next).into_response()),
+        Err(e) if e.kind == ErrorKind::Unauthorized => {
+            let mut r = code_page(Some(&e.summary()), form.get("next"), action, None);
+            *r.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn code_post(State(web): State<Web>, anon: Anonymous, headers: HeaderMap, form: Form) -> Result<Response> {
+    second_factor(&web, &headers, anon.address, &form, "/patients", "/login/code", "/login").await
+}
+
+/// Ends the session in the cookie (after the CSRF check) and clears the cookie.
+pub(crate) async fn end_session(web: &Web, headers: &HeaderMap, form: &Form, csrf: &str, to: &str) -> Result<Response> {
+    session::check_csrf(form, csrf)?;
+    if let Some(token) = cookie(headers, SESSION_COOKIE) {
+        web.call(move |svc| svc.logout(&token)).await?;
+    }
+    let mut r = Redirect::to(to).into_response();
+    set_cookie(&mut r, SESSION_COOKIE, "", 0, web.config().secure_cookies);
+    Ok(r)
+}
+
+async fn logout(State(web): State<Web>, c: Clinician, headers: HeaderMap, form: Form) -> Result<Response> {
+    end_session(&web, &headers, &form, &c.csrf, "/login").await
+}
+
+/// `1970/05/05`, `19700505`, `1970-05-05` → `1970-05-05`.
+fn normalize_date(s: &str) -> Option<String> {
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    let nums: Vec<&str> = s.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).collect();
+    match (digits.len(), nums.as_slice()) {
+        (8, [_]) => Some(format!("{}-{}-{}", digits.get(..4)?, digits.get(4..6)?, digits.get(6..8)?)),
+        (_, [y, m, d]) if y.len() == 4 => {
+            Some(format!("{y}-{:02}-{:02}", m.parse::<u8>().ok()?, d.parse::<u8>().ok()?))
+        }
+        _ => None,
+    }
+}
+
+struct Found {
+    id: String,
+    name: String,
+    kana: String,
+    sex: String,
+    birth: String,
+    local_id: String,
+}
+
+fn found(bundle: &str) -> Vec<Found> {
+    let Ok(b) = serde_json::from_str::<Value>(bundle) else { return Vec::new() };
+    b["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"].as_str() == Some("Patient"))
+        .map(|p| {
+            let (name, kana) = model::patient_names(p);
+            let local_id = p["identifier"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| i["system"].as_str().is_some_and(|s| s.starts_with(musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX)))
+                .and_then(|i| i["value"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            Found {
+                id: p["id"].as_str().unwrap_or("").to_owned(),
+                name,
+                kana,
+                sex: match p["gender"].as_str() {
+                    Some("male") => "男",
+                    Some("female") => "女",
+                    _ => "",
+                }
+                .to_owned(),
+                birth: p["birthDate"].as_str().unwrap_or("").to_owned(),
+                local_id,
+            }
+        })
+        .collect()
+}
+
+async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> Result<Response> {
+    let q = query(q);
+    let (kana, name, birth, insurance, local, facility) = (
+        q_get(&q, "kana").to_owned(),
+        q_get(&q, "name").to_owned(),
+        q_get(&q, "birthdate").to_owned(),
+        q_get(&q, "insurance").to_owned(),
+        q_get(&q, "local_id").to_owned(),
+        q_get(&q, "facility").to_owned(),
+    );
+    let mut params: Vec<(String, String)> = Vec::new();
+    let mut problem = None;
+    for v in [&kana, &name] {
+        if !v.is_empty() {
+            params.push(("name".into(), v.clone()));
+        }
+    }
+    if !birth.is_empty() {
+        match normalize_date(&birth) {
+            Some(d) => params.push(("birthdate".into(), d)),
+            None => problem = Some("生年月日は 1970/05/05 の形で入力してください"),
+        }
+    }
+    if !insurance.is_empty() {
+        params.push(("identifier".into(), format!("{}|{}", musubi_domain::systems::INSURANCE_MEMBER_ID, insurance)));
+    }
+    if !local.is_empty() {
+        let fac = if facility.is_empty() { c.user.facility.to_string() } else { facility.clone() };
+        if fac.len() != 10 || !fac.bytes().all(|b| b.is_ascii_digit()) {
+            problem = Some("医療機関コードは10桁の数字です");
+        }
+        params.push(("identifier".into(), format!("{}{fac}|{local}", musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX)));
+    }
+    let searched = !params.is_empty() && problem.is_none();
+    let results = if searched {
+        params.push(("_count".into(), "50".into()));
+        let ctx = c.ctx.clone();
+        let p2 = params.clone();
+        let ins = insurance.clone();
+        let (text, total) = web
+            .call(move |svc| {
+                let r = svc.search(&ctx, ResourceType::Patient, &p2)?;
+                if r.total == 0 && !ins.is_empty() {
+                    // The same identity written with other widths or punctuation.
+                    if let Ok(id) = ins.parse::<musubi_domain::InsuranceId>() {
+                        let mut p3: Vec<(String, String)> = p2.into_iter().filter(|(k, _)| k != "identifier").collect();
+                        p3.push((
+                            "identifier".into(),
+                            format!("{}|{}", musubi_domain::systems::INSURANCE_MEMBER_ID, id.match_key()),
+                        ));
+                        let r2 = svc.search(&ctx, ResourceType::Patient, &p3)?;
+                        return Ok((r2.json, r2.total));
+                    }
+                }
+                Ok((r.json, r.total))
+            })
+            .await?;
+        Some((found(&text), total))
+    } else {
+        None
+    };
+    let facility_value = if facility.is_empty() { c.user.facility.to_string() } else { facility.clone() };
+    Ok(page(
+        "患者検索",
+        Nav::Clinician(&c.user, &c.csrf),
+        html! {
+            section.card {
+                h1 { "患者検索" }
+                form.search method="get" action="/patients" role="search" {
+                    div.fields {
+                        label { "カナ氏名" input type="text" name="kana" value=(kana) placeholder="ムスビ ハナコ"; }
+                        label { "漢字氏名" input type="text" name="name" value=(name) placeholder="結 花子"; }
+                        label { "生年月日" input type="text" name="birthdate" value=(birth) placeholder="1970/05/05" inputmode="numeric"; }
+                        label { "被保険者番号" input type="text" name="insurance" value=(insurance) placeholder="保険者番号:記号:番号:枝番"; }
+                    }
+                    fieldset {
+                        legend { "施設の患者IDで探す" }
+                        div.fields {
+                            label { "医療機関コード" input type="text" name="facility" value=(facility_value) inputmode="numeric" maxlength="10"; }
+                            label { "患者ID" input type="text" name="local_id" value=(local); }
+                        }
+                    }
+                    button type="submit" { "検索" }
+                }
+                @if let Some(p) = problem { (notice("error", p)) }
+            }
+            @if let Some((list, total)) = &results {
+                section.card aria-live="polite" {
+                    h2 { "検索結果 " (total) " 件" @if *total > list.len() as i64 { "（先頭 " (list.len()) " 件を表示）" } }
+                    @if list.is_empty() {
+                        p { "該当する患者は見つかりませんでした。" }
+                        p.note { "表示されるのは、閲覧が許可されている患者だけです（自施設の患者、および同意と診療関係のある患者）。初めて来院した患者は、施設の患者IDで登録したあとに検索できます。" }
+                    } @else {
+                        table.results {
+                            thead { tr { th { "氏名" } th { "カナ" } th { "性別" } th { "生年月日" } th { "患者ID" } } }
+                            tbody {
+                                @for f in list {
+                                    tr {
+                                        td { a href={"/patients/" (f.id)} { (f.name) } }
+                                        td { (f.kana) }
+                                        td { (f.sex) }
+                                        td { (html::fhir_date(&f.birth, false)) }
+                                        td { code { (f.local_id) } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+fn valid_id(id: &str) -> Result<()> {
+    if musubi_fhir::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorKind::NotFound, "患者が見つかりません").into())
+    }
+}
+
+/// The patient page's data: the view and, during an emergency access, until when it holds.
+async fn load(web: &Web, c: &Clinician, id: &str, purpose: &'static str) -> std::result::Result<(PatientView, Option<(String, i64)>), ApiError> {
+    let ctx = c.ctx.clone();
+    let pid = id.to_owned();
+    let user_id = c.user.user_id.clone();
+    web.call(move |svc| {
+        let rec = svc.person_record(&ctx, &pid, purpose)?;
+        let view = model::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
+        let emergency = match rec.emergency {
+            Some(reason) => {
+                // The caller's own grant (account data, not clinical): when it ends.
+                let person = rec.person_id.clone();
+                let now = musubi_fhir::datetime::now_ms();
+                let until = svc
+                    .store()
+                    .read(|r| r.emergency_grants(&person))?
+                    .into_iter()
+                    .filter(|g| g.user_id == user_id && g.until > now)
+                    .map(|g| g.until)
+                    .max()
+                    .unwrap_or(now);
+                Some((reason, until))
+            }
+            None => None,
+        };
+        Ok((view, emergency))
+    })
+    .await
+}
+
+fn flash(q: &[(String, String)]) -> Option<Markup> {
+    match q_get(q, "msg") {
+        "consent" => Some(notice("ok", "来院時の同意を記録しました。この施設から記録を閲覧できます。")),
+        "emergency" => Some(notice("warn", "緊急時の閲覧を開始しました。この閲覧は記録され、患者さんに通知されます。")),
+        _ => None,
+    }
+}
+
+fn emergency_banner(e: &Option<(String, i64)>) -> Markup {
+    html! {
+        @if let Some((reason, until)) = e {
+            div.banner.emergency role="alert" {
+                strong { "緊急時の閲覧中（" (html::datetime_ms(*until)) "まで）" }
+                " 理由: " (reason) " — この閲覧は監査記録に残り、患者さんに通知されています。"
+            }
+        }
+    }
+}
+
+fn actions(c: &Clinician, id: &str) -> Markup {
+    html! {
+        div.actions {
+            a.button href={"/patients/" (id) "/summary"} { "救急用サマリ" }
+            form.inline method="post" action={"/patients/" (id) "/visit-consent"} {
+                (csrf_field(&c.csrf))
+                button.secondary type="submit" { "来院時の同意を記録" }
+            }
+            a.button.danger href={"/patients/" (id) "/emergency"} { "緊急時の閲覧" }
+        }
+    }
+}
+
+/// The page shown when nothing of the patient is visible: the ways to gain access.
+fn not_visible(c: &Clinician, id: &str) -> Response {
+    let mut r = page(
+        "閲覧できません",
+        Nav::Clinician(&c.user, &c.csrf),
+        html! {
+            section.card {
+                h1 { "この患者の記録は閲覧できません" }
+                p { "患者が見つからないか、患者さんの開示設定・診療関係により、この施設からは閲覧が許可されていません。" }
+                p { "来院され同意を得た場合は「来院時の同意を記録」を、救急など生命に関わる場合は「緊急時の閲覧」を使ってください。" }
+                (actions(c, id))
+            }
+        },
+    );
+    *r.status_mut() = axum::http::StatusCode::NOT_FOUND;
+    r
+}
+
+async fn patient(State(web): State<Web>, c: Clinician, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Response> {
+    valid_id(&id)?;
+    let q = query(q);
+    let (view, emergency) = match load(&web, &c, &id, "viewer").await {
+        Ok(v) => v,
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(not_visible(&c, &id)),
+        Err(e) => return Err(e.into()),
+    };
+    let base = format!("/patients/{id}");
+    let links = Links { base: &base, clinician: true, timeline_limit: (q_get(&q, "timeline") != "all").then_some(60) };
+    let title = if view.identity.name.is_empty() { "患者".to_owned() } else { view.identity.name.clone() };
+    Ok(page(
+        &title,
+        Nav::Clinician(&c.user, &c.csrf),
+        html! {
+            @if let Some(m) = flash(&q) { (m) }
+            (emergency_banner(&emergency))
+            div.patient-head {
+                (record_html::identity(&view))
+                (actions(&c, &id))
+            }
+            (record_html::sections(&view, &links))
+        },
+    ))
+}
+
+async fn lab(State(web): State<Web>, c: Clinician, Path((id, group)): Path<(String, String)>) -> Result<Response> {
+    valid_id(&id)?;
+    let (view, emergency) = load(&web, &c, &id, "viewer").await?;
+    let Some(body) = record_html::lab_detail(&view, &group) else {
+        return Err(ApiError::new(ErrorKind::NotFound, "この検査項目の記録はありません").into());
+    };
+    Ok(page(
+        "検査の推移",
+        Nav::Clinician(&c.user, &c.csrf),
+        html! {
+            (emergency_banner(&emergency))
+            p.crumb { a href={"/patients/" (id)} { "← " (view.identity.name) " さんの記録" } }
+            (body)
+        },
+    ))
+}
+
+async fn document(
+    State(web): State<Web>,
+    c: Clinician,
+    Path((id, rtype, rid)): Path<(String, String, String)>,
+) -> Result<Response> {
+    valid_id(&id)?;
+    let rtype: ResourceType =
+        rtype.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "文書が見つかりません"))?;
+    let ctx = c.ctx.clone();
+    let out = web.call(move |svc| svc.read(&ctx, rtype, &rid, None)).await?;
+    let r: Value = serde_json::from_str(&out.content).map_err(|e| ApiError::internal(format!("document JSON: {e}")))?;
+    Ok(page(
+        "文書",
+        Nav::Clinician(&c.user, &c.csrf),
+        html! {
+            p.crumb { a href={"/patients/" (id) "#h-doc"} { "← 患者の記録へ戻る" } }
+            section.card.doc { (record_html::document(&r)) }
+        },
+    ))
+}
+
+async fn visit_consent(State(web): State<Web>, c: Clinician, Path(id): Path<String>, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &c.csrf)?;
+    valid_id(&id)?;
+    let ctx = c.ctx.clone();
+    let days = form.get("days").parse::<i64>().ok();
+    let pid = id.clone();
+    web.call(move |svc| svc.record_visit_consent(&ctx, &pid, days)).await?;
+    Ok(Redirect::to(&format!("/patients/{id}?msg=consent")).into_response())
+}
+
+const REASONS: [&str; 4] = [
+    "意識障害で救急搬送、既往歴・服薬の確認",
+    "心肺停止での搬送、アレルギー・既往歴の確認",
+    "本人から聴取できない状態での緊急手術前の確認",
+    "災害時の救護",
+];
+
+fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str) -> Response {
+    page(
+        "緊急時の閲覧",
+        Nav::Clinician(&c.user, &c.csrf),
+        html! {
+            section.card.narrow.danger-zone {
+                h1 { "緊急時の閲覧" }
+                @if let Some(m) = message { (notice("error", m)) }
+                p { strong { "患者さんの同意なしに記録を開きます。" } "生命・身体の保護のために必要で、本人の同意を得ることが困難な場合に限って使ってください。" }
+                ul {
+                    li { "閲覧は一定時間（既定 24 時間）に限られます。" }
+                    li { "この操作と理由は監査記録に残り、患者さんご本人の閲覧履歴にすぐ表示され、通知されます。" }
+                    li { "運営事務局が後日、妥当性を確認します。" }
+                }
+                form method="post" action={"/patients/" (id) "/emergency"} {
+                    (csrf_field(&c.csrf))
+                    label { "理由（必須）"
+                        textarea name="reason" rows="3" required minlength="4" maxlength="500" { (reason) }
+                    }
+                    p.note { "例: " @for (i, r) in REASONS.iter().enumerate() { @if i > 0 { " / " } (r) } }
+                    button.danger type="submit" { "記録に残して閲覧する" }
+                    " " a href={"/patients/" (id)} { "やめる" }
+                }
+            }
+        },
+    )
+}
+
+async fn emergency_form(c: Clinician, Path(id): Path<String>) -> Result<Response> {
+    valid_id(&id)?;
+    Ok(emergency_page(&c, &id, None, ""))
+}
+
+async fn emergency_post(State(web): State<Web>, c: Clinician, Path(id): Path<String>, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &c.csrf)?;
+    valid_id(&id)?;
+    let reason = form.get("reason").to_owned();
+    let ctx = c.ctx.clone();
+    let (pid, r2) = (id.clone(), reason.clone());
+    match web.call(move |svc| svc.break_glass(&ctx, &pid, &r2)).await {
+        Ok(_) => Ok(Redirect::to(&format!("/patients/{id}?msg=emergency")).into_response()),
+        Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Forbidden) => {
+            let mut r = emergency_page(&c, &id, Some(&e.summary()), &reason);
+            *r.status_mut() = session::status_of(e.kind);
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn birth_dates_in_the_usual_forms() {
+        assert_eq!(normalize_date("1970/05/05").as_deref(), Some("1970-05-05"));
+        assert_eq!(normalize_date("1970-5-5").as_deref(), Some("1970-05-05"));
+        assert_eq!(normalize_date("19700505").as_deref(), Some("1970-05-05"));
+        assert_eq!(normalize_date("70/5/5"), None);
+        assert_eq!(normalize_date("あ"), None);
+    }
+}
