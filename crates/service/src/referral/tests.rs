@@ -1,0 +1,1 @@
+//! Referral exchange tests (service level).
