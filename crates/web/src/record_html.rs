@@ -370,7 +370,13 @@ pub(crate) fn composition(c: &Value, by_url: &HashMap<&str, &Value>, depth: usiz
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|a| a["reference"].as_str().and_then(|u| by_url.get(u)).map(|r| entry_line(r)).or_else(|| a["display"].as_str().map(str::to_owned)))
+        .filter_map(|a| {
+            a["reference"]
+                .as_str()
+                .and_then(|u| by_url.get(u))
+                .map(|r| entry_line(r))
+                .or_else(|| a["display"].as_str().map(str::to_owned))
+        })
         .collect();
     html! {
         article.document {
@@ -406,7 +412,9 @@ pub(crate) fn document(r: &Value) -> Markup {
                 }
             }
         },
-        _ => html! { article.document { h2 { (r["resourceType"].as_str().unwrap_or("記録")) } p.narr { (entry_line(r)) } } },
+        _ => {
+            html! { article.document { h2 { (r["resourceType"].as_str().unwrap_or("記録")) } p.narr { (entry_line(r)) } } }
+        }
     }
 }
 

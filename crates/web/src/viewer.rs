@@ -12,11 +12,11 @@ use musubi_fhir::ResourceType;
 use musubi_service::{ApiError, ErrorKind, parse_query};
 use serde_json::Value;
 
+use crate::Web;
 use crate::html::{self, Nav, csrf_field, notice, page};
 use crate::model::{self, PatientView};
 use crate::record_html::{self, Links};
 use crate::session::{self, Anonymous, Clinician, Form, PageError, SESSION_COOKIE, cookie, safe_next, set_cookie};
-use crate::Web;
 
 type Result<T> = std::result::Result<T, PageError>;
 
@@ -31,6 +31,8 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/patients/{id}/documents/{rtype}/{rid}", get(document))
         .route("/patients/{id}/visit-consent", post(visit_consent))
         .route("/patients/{id}/emergency", get(emergency_form).post(emergency_post))
+        .route("/patients/{id}/summary", get(crate::summary_page::summary))
+        .route("/patients/{id}/summary.pdf", get(crate::summary_page::summary_pdf))
 }
 
 fn query(q: Option<String>) -> Vec<(String, String)> {
@@ -244,7 +246,9 @@ fn found(bundle: &str) -> Vec<Found> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|i| i["system"].as_str().is_some_and(|s| s.starts_with(musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX)))
+                .find(|i| {
+                    i["system"].as_str().is_some_and(|s| s.starts_with(musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX))
+                })
                 .and_then(|i| i["value"].as_str())
                 .unwrap_or("")
                 .to_owned();
@@ -379,7 +383,7 @@ async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> 
     ))
 }
 
-fn valid_id(id: &str) -> Result<()> {
+pub(crate) fn valid_id(id: &str) -> Result<()> {
     if musubi_fhir::is_valid_id(id) {
         Ok(())
     } else {
@@ -388,7 +392,12 @@ fn valid_id(id: &str) -> Result<()> {
 }
 
 /// The patient page's data: the view and, during an emergency access, until when it holds.
-async fn load(web: &Web, c: &Clinician, id: &str, purpose: &'static str) -> std::result::Result<(PatientView, Option<(String, i64)>), ApiError> {
+async fn load(
+    web: &Web,
+    c: &Clinician,
+    id: &str,
+    purpose: &'static str,
+) -> std::result::Result<(PatientView, Option<(String, i64)>), ApiError> {
     let ctx = c.ctx.clone();
     let pid = id.to_owned();
     let user_id = c.user.user_id.clone();
@@ -436,7 +445,8 @@ fn emergency_banner(e: &Option<(String, i64)>) -> Markup {
     }
 }
 
-fn actions(c: &Clinician, id: &str) -> Markup {
+/// The patient's actions; `to` is where an emergency access leads (`summary` or the record).
+fn actions(c: &Clinician, id: &str, to: &str) -> Markup {
     html! {
         div.actions {
             a.button href={"/patients/" (id) "/summary"} { "救急用サマリ" }
@@ -444,13 +454,13 @@ fn actions(c: &Clinician, id: &str) -> Markup {
                 (csrf_field(&c.csrf))
                 button.secondary type="submit" { "来院時の同意を記録" }
             }
-            a.button.danger href={"/patients/" (id) "/emergency"} { "緊急時の閲覧" }
+            a.button.danger href={"/patients/" (id) "/emergency" @if to == "summary" { "?to=summary" }} { "緊急時の閲覧" }
         }
     }
 }
 
 /// The page shown when nothing of the patient is visible: the ways to gain access.
-fn not_visible(c: &Clinician, id: &str) -> Response {
+pub(crate) fn not_visible(c: &Clinician, id: &str, to: &str) -> Response {
     let mut r = page(
         "閲覧できません",
         Nav::Clinician(&c.user, &c.csrf),
@@ -459,7 +469,7 @@ fn not_visible(c: &Clinician, id: &str) -> Response {
                 h1 { "この患者の記録は閲覧できません" }
                 p { "患者が見つからないか、患者さんの開示設定・診療関係により、この施設からは閲覧が許可されていません。" }
                 p { "来院され同意を得た場合は「来院時の同意を記録」を、救急など生命に関わる場合は「緊急時の閲覧」を使ってください。" }
-                (actions(c, id))
+                (actions(c, id, to))
             }
         },
     );
@@ -467,12 +477,17 @@ fn not_visible(c: &Clinician, id: &str) -> Response {
     r
 }
 
-async fn patient(State(web): State<Web>, c: Clinician, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Response> {
+async fn patient(
+    State(web): State<Web>,
+    c: Clinician,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response> {
     valid_id(&id)?;
     let q = query(q);
     let (view, emergency) = match load(&web, &c, &id, "viewer").await {
         Ok(v) => v,
-        Err(e) if e.kind == ErrorKind::NotFound => return Ok(not_visible(&c, &id)),
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(not_visible(&c, &id, "record")),
         Err(e) => return Err(e.into()),
     };
     let base = format!("/patients/{id}");
@@ -486,7 +501,7 @@ async fn patient(State(web): State<Web>, c: Clinician, Path(id): Path<String>, R
             (emergency_banner(&emergency))
             div.patient-head {
                 (record_html::identity(&view))
-                (actions(&c, &id))
+                (actions(&c, &id, "record"))
             }
             (record_html::sections(&view, &links))
         },
@@ -516,8 +531,7 @@ async fn document(
     Path((id, rtype, rid)): Path<(String, String, String)>,
 ) -> Result<Response> {
     valid_id(&id)?;
-    let rtype: ResourceType =
-        rtype.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "文書が見つかりません"))?;
+    let rtype: ResourceType = rtype.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "文書が見つかりません"))?;
     let ctx = c.ctx.clone();
     let out = web.call(move |svc| svc.read(&ctx, rtype, &rid, None)).await?;
     let r: Value = serde_json::from_str(&out.content).map_err(|e| ApiError::internal(format!("document JSON: {e}")))?;
@@ -548,7 +562,7 @@ const REASONS: [&str; 4] = [
     "災害時の救護",
 ];
 
-fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str) -> Response {
+fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str, to: &str) -> Response {
     page(
         "緊急時の閲覧",
         Nav::Clinician(&c.user, &c.csrf),
@@ -564,6 +578,7 @@ fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str) 
                 }
                 form method="post" action={"/patients/" (id) "/emergency"} {
                     (csrf_field(&c.csrf))
+                    input type="hidden" name="to" value=(to);
                     label { "理由（必須）"
                         textarea name="reason" rows="3" required minlength="4" maxlength="500" { (reason) }
                     }
@@ -576,21 +591,25 @@ fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str) 
     )
 }
 
-async fn emergency_form(c: Clinician, Path(id): Path<String>) -> Result<Response> {
+async fn emergency_form(c: Clinician, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Response> {
     valid_id(&id)?;
-    Ok(emergency_page(&c, &id, None, ""))
+    let q = query(q);
+    Ok(emergency_page(&c, &id, None, "", q_get(&q, "to")))
 }
 
 async fn emergency_post(State(web): State<Web>, c: Clinician, Path(id): Path<String>, form: Form) -> Result<Response> {
     session::check_csrf(&form, &c.csrf)?;
     valid_id(&id)?;
     let reason = form.get("reason").to_owned();
+    let to = if form.get("to") == "summary" { "summary" } else { "record" };
     let ctx = c.ctx.clone();
     let (pid, r2) = (id.clone(), reason.clone());
     match web.call(move |svc| svc.break_glass(&ctx, &pid, &r2)).await {
+        // The emergency summary first when that is what the doctor asked for.
+        Ok(_) if to == "summary" => Ok(Redirect::to(&format!("/patients/{id}/summary")).into_response()),
         Ok(_) => Ok(Redirect::to(&format!("/patients/{id}?msg=emergency")).into_response()),
         Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Forbidden) => {
-            let mut r = emergency_page(&c, &id, Some(&e.summary()), &reason);
+            let mut r = emergency_page(&c, &id, Some(&e.summary()), &reason, to);
             *r.status_mut() = session::status_of(e.kind);
             Ok(r)
         }
