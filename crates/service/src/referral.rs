@@ -846,7 +846,6 @@ impl Service {
             AuditOutcome::Success,
         );
         a.patient = Some(patient_id.clone());
-        a.person = row.person_id.clone();
         a.entities = std::iter::once(format!("Bundle/{bundle_id}"))
             .chain(discharge_id.iter().map(|d| format!("Bundle/{d}")))
             .collect();
@@ -907,6 +906,13 @@ impl Service {
             }
         }
         Ok(put)
+    }
+
+    /// The person a referral's patient is now linked to (the MPI may have linked or merged
+    /// since it was sent), for the audit record the patient's access history reads.
+    fn current_person(&self, patient_id: &Option<String>) -> Option<String> {
+        let pid = patient_id.clone()?;
+        self.store.read(|r| r.person_of_patient(&pid)).ok().flatten()
     }
 
     fn receipt_of(&self, ctx: &Ctx, id: &str, at: i64) -> Receipt {
@@ -1055,7 +1061,7 @@ impl Service {
             return Err(not_found());
         };
         a.patient = row.patient_id.clone();
-        a.person = row.person_id.clone();
+        a.person = self.current_person(&row.patient_id);
         a.entities = row.bundle_id.iter().map(|b| format!("Bundle/{b}")).collect();
         let Some(role) = role(&ctx.actor, &row) else {
             // Another facility: answered like a missing one, recorded as denied.
@@ -1106,7 +1112,7 @@ impl Service {
     ) -> Result<bool, ApiError> {
         let mut a = self.audit_record(ctx, AuditAction::Read, subtype, AuditOutcome::Success);
         a.patient = row.patient_id.clone();
-        a.person = row.person_id.clone();
+        a.person = self.current_person(&row.patient_id);
         a.entities = row.bundle_id.iter().chain(row.discharge_id.iter()).map(|b| format!("Bundle/{b}")).collect();
         a.query = Some(query);
         if role == Role::Addressee && row.received_at.is_none() {
