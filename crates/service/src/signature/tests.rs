@@ -263,7 +263,7 @@ pub(crate) fn sign(content: &[u8], signer: &Party, certs: &[&Certificate], how: 
 }
 
 const DOC: &[u8] = r#"{"resourceType":"Bundle","type":"document","note":"診療情報提供書"}"#.as_bytes();
-const DETACHED: How = How { detached: true, signed_attrs: true };
+pub(crate) const DETACHED: How = How { detached: true, signed_attrs: true };
 
 fn now() -> i64 {
     musubi_fhir::datetime::now_ms()
