@@ -269,6 +269,95 @@ fn found(bundle: &str) -> Vec<Found> {
         .collect()
 }
 
+/// `system|` of the insurance identity in token searches.
+const INS_PREFIX: &str = "http://jpfhir.jp/fhir/clins/Idsystem/JP_Insurance_memberID|";
+
+/// An insurance identity as typed, then half-width (the MPI's match key), then with full-width
+/// 記号 and 番号 (as many senders write them); duplicates dropped.
+fn insurance_variants(typed: &str) -> Vec<String> {
+    let mut out = vec![typed.to_owned()];
+    let Ok(id) = typed.parse::<musubi_domain::InsuranceId>() else { return out };
+    let half = id.match_key();
+    let full: Vec<String> = half
+        .split(':')
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 1 || i == 2 {
+                part.chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c })
+                    .collect()
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect();
+    for v in [half.clone(), full.join(":")] {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The Patient to match (`$match`) from the search form: names split into family and given at
+/// the first space, the birth date when it reads as one, the insurance identity.
+fn match_patient(kana: &str, name: &str, birth: &str, insurance: &str) -> Value {
+    let rep = |code: &str, text: &str| {
+        let t = text.replace('\u{3000}', " ");
+        let (family, given) = t.trim().split_once(' ').unwrap_or((t.trim(), ""));
+        let mut n = serde_json::json!({
+            "extension": [{"url": musubi_domain::systems::EXT_NAME_REPRESENTATION, "valueCode": code}],
+            "text": t.trim(), "family": family.trim()});
+        if !given.trim().is_empty() {
+            n["given"] = serde_json::json!([given.trim()]);
+        }
+        n
+    };
+    let mut names = Vec::new();
+    if !name.is_empty() {
+        names.push(rep("IDE", name));
+    }
+    if !kana.is_empty() {
+        names.push(rep("SYL", kana));
+    }
+    let mut p = serde_json::json!({"resourceType": "Patient", "name": names});
+    if let Some(d) = normalize_date(birth) {
+        p["birthDate"] = Value::String(d);
+    }
+    if !insurance.is_empty() {
+        p["identifier"] =
+            serde_json::json!([{"system": musubi_domain::systems::INSURANCE_MEMBER_ID, "value": insurance}]);
+    }
+    p
+}
+
+/// The candidates of a `$match` answer worth showing (certain, or a score of at least 0.5), with the score and
+/// the grade in Japanese.
+fn scored(bundle: &Value) -> Vec<(Found, f64, &'static str)> {
+    let list = found(&bundle.to_string());
+    let scores = bundle["entry"].as_array().into_iter().flatten().map(|e| {
+        let grade = e["search"]["extension"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|x| x["valueCode"].as_str())
+            .unwrap_or("");
+        (
+            e["search"]["score"].as_f64().unwrap_or(0.0),
+            match grade {
+                "certain" => "ほぼ確実",
+                "probable" => "可能性が高い",
+                _ => "可能性あり",
+            },
+        )
+    });
+    list.into_iter()
+        .zip(scores)
+        .filter(|(_, (s, g))| *s >= 0.5 || *g == "ほぼ確実")
+        .map(|(f, (s, g))| (f, s, g))
+        .collect()
+}
+
 async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> Result<Response> {
     let q = query(q);
     let (kana, name, birth, insurance, local, facility) = (
@@ -293,7 +382,7 @@ async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> 
         }
     }
     if !insurance.is_empty() {
-        params.push(("identifier".into(), format!("{}|{}", musubi_domain::systems::INSURANCE_MEMBER_ID, insurance)));
+        params.push(("identifier".into(), format!("{INS_PREFIX}{insurance}")));
     }
     if !local.is_empty() {
         let fac = if facility.is_empty() { c.user.facility.to_string() } else { facility.clone() };
@@ -303,30 +392,40 @@ async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> 
         params.push(("identifier".into(), format!("{}{fac}|{local}", musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX)));
     }
     let searched = !params.is_empty() && problem.is_none();
+    // When the exact search finds no one, a scored match on the demographics (PDQm `$match`)
+    // tolerates spelling variants, typos and an insurance id typed with other widths; it needs
+    // a name or the insurance id.
+    let match_query = (!kana.is_empty() || !name.is_empty() || !insurance.is_empty())
+        .then(|| match_patient(&kana, &name, &birth, &insurance));
     let results = if searched {
         params.push(("_count".into(), "50".into()));
         let ctx = c.ctx.clone();
         let p2 = params.clone();
         let ins = insurance.clone();
-        let (text, total) = web
+        let (text, total, candidates) = web
             .call(move |svc| {
-                let r = svc.search(&ctx, ResourceType::Patient, &p2)?;
-                if r.total == 0 && !ins.is_empty() {
-                    // The same identity written with other widths or punctuation.
-                    if let Ok(id) = ins.parse::<musubi_domain::InsuranceId>() {
-                        let mut p3: Vec<(String, String)> = p2.into_iter().filter(|(k, _)| k != "identifier").collect();
-                        p3.push((
-                            "identifier".into(),
-                            format!("{}|{}", musubi_domain::systems::INSURANCE_MEMBER_ID, id.match_key()),
-                        ));
-                        let r2 = svc.search(&ctx, ResourceType::Patient, &p3)?;
-                        return Ok((r2.json, r2.total));
+                let mut r = svc.search(&ctx, ResourceType::Patient, &p2)?;
+                // The same insurance identity as senders write it: half-width, or full-width
+                // 記号 and 番号 (the index keeps the value as sent).
+                for v in insurance_variants(&ins).into_iter().skip(1) {
+                    if r.total > 0 {
+                        break;
                     }
+                    let mut p3: Vec<(String, String)> =
+                        p2.iter().filter(|(k, x)| !(k == "identifier" && x.starts_with(INS_PREFIX))).cloned().collect();
+                    p3.push(("identifier".into(), format!("{INS_PREFIX}{v}")));
+                    r = svc.search(&ctx, ResourceType::Patient, &p3)?;
                 }
-                Ok((r.json, r.total))
+                if r.total == 0
+                    && let Some(m) = match_query
+                {
+                    let b = svc.pdq_match(&ctx, &m, 10, false)?;
+                    return Ok((r.json, r.total, Some(b)));
+                }
+                Ok((r.json, r.total, None))
             })
             .await?;
-        Some((found(&text), total))
+        Some((found(&text), total, candidates.map(|b| scored(&b)).unwrap_or_default()))
     } else {
         None
     };
@@ -355,10 +454,27 @@ async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> 
                 }
                 @if let Some(p) = problem { (notice("error", p)) }
             }
-            @if let Some((list, total)) = &results {
+            @if let Some((list, total, similar)) = &results {
                 section.card aria-live="polite" {
                     h2 { "検索結果 " (total) " 件" @if *total > list.len() as i64 { "（先頭 " (list.len()) " 件を表示）" } }
-                    @if list.is_empty() {
+                    @if list.is_empty() && !similar.is_empty() {
+                        p { "完全に一致する患者はいませんでしたが、次の患者が似ています（表記ゆれ・入力誤りを考慮した照合）。本人であることを確認してから開いてください。" }
+                        table.results {
+                            thead { tr { th { "氏名" } th { "カナ" } th { "性別" } th { "生年月日" } th { "患者ID" } th { "一致度" } } }
+                            tbody {
+                                @for (f, score, grade) in similar {
+                                    tr {
+                                        td { a href={"/patients/" (f.id)} { (f.name) } }
+                                        td { (f.kana) }
+                                        td { (f.sex) }
+                                        td { (html::fhir_date(&f.birth, false)) }
+                                        td { code { (f.local_id) } }
+                                        td { (format!("{:.0}%", score * 100.0)) " " span.tag { (grade) } }
+                                    }
+                                }
+                            }
+                        }
+                    } @else if list.is_empty() {
                         p { "該当する患者は見つかりませんでした。" }
                         p.note { "表示されるのは、閲覧が許可されている患者だけです（自施設の患者、および同意と診療関係のある患者）。初めて来院した患者は、施設の患者IDで登録したあとに検索できます。" }
                     } @else {
@@ -620,6 +736,16 @@ async fn emergency_post(State(web): State<Web>, c: Clinician, Path(id): Path<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insurance_ids_in_both_widths() {
+        assert_eq!(insurance_variants("06139999:a1:123:01"), vec!["06139999:a1:123:01", "06139999:ａ１:１２３:01"]);
+        assert_eq!(
+            insurance_variants("06139999:ａ１:１２３:01"),
+            vec!["06139999:ａ１:１２３:01", "06139999:a1:123:01"]
+        );
+        assert_eq!(insurance_variants("not an id"), vec!["not an id"]);
+    }
 
     #[test]
     fn birth_dates_in_the_usual_forms() {
