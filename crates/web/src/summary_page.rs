@@ -48,7 +48,7 @@ pub(crate) fn summary_body(s: &EmergencySummary) -> Markup {
                 ul.items {
                     @for a in &s.allergies.items {
                         li class=(if a.is_drug { "drug" } else { "other" }) {
-                            span.tag class=(if a.is_drug { "tag danger" } else { "tag" }) { (a.category) }
+                            span class=(if a.is_drug { "tag danger" } else { "tag" }) { (a.category) }
                             " " strong { (a.substance) }
                             @if let Some(c) = &a.criticality { " " span.tag.warn { "重篤度 " (c) } }
                             @if let Some(r) = &a.reaction { " 症状: " (r) }
@@ -68,7 +68,7 @@ pub(crate) fn summary_body(s: &EmergencySummary) -> Markup {
                                 th scope="row" { (i.item) }
                                 td class=(if i.positive == Some(true) { "val abn" } else { "val" }) {
                                     @match (&i.result, i.positive) {
-                                        (Some(r), Some(true)) => { (r) " （陽性）" }
+                                        (Some(r), Some(true)) if !r.contains("陽性") => { (r) "（陽性）" }
                                         (Some(r), _) => { (r) }
                                         (None, _) => { span.none { "記録なし" } }
                                     }

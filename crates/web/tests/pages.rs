@@ -449,11 +449,13 @@ fn portal_registration_settings_history_record_download_and_proxies() {
     let clinic_doc = Web::new(&w.net);
     let secret = w.net.user("dr-clinic", "倉石 四郎", musubi_domain::Profession::Doctor, &[CLINIC]);
     clinic_doc.login_clinician("dr-clinic", &secret, None);
-    // The hospital's own records stay visible to the hospital; the clinic's doctor reading the
-    // hospital's patient is closed out.
-    let p = clinic_doc.get(&format!("/patients/{}", w.patient));
+    // The clinic's doctor: the hospital's registration is closed (answered as unknown); the
+    // clinic's own registration still opens, with only what the clinic sent itself.
+    assert_eq!(clinic_doc.get(&format!("/patients/{}", w.patient)).status, 404);
+    let p = clinic_doc.get(&format!("/patients/{}", w.clinic_patient));
     assert_eq!(p.status, 200, "the clinic still sees what it sent itself");
     let t = plain(&p.text());
+    assert!(t.contains("そば"), "the clinic's own allergy record: {t}");
     assert!(!t.contains("ペニシリン系抗菌薬"), "the hospital's allergy record is closed to the clinic: {t}");
     let h = plain(&me.get("/portal/history").text());
     assert!(h.contains("倉石 四郎"), "{h}");
