@@ -276,6 +276,17 @@ pub struct FileDownload {
     pub data: Vec<u8>,
 }
 
+impl FileDownload {
+    /// The `Content-Disposition` header value: an ASCII fallback name and the UTF-8 name
+    /// (RFC 6266 / RFC 5987), so that 紹介状.pdf arrives as 紹介状.pdf.
+    pub fn content_disposition(&self) -> String {
+        let ascii: String =
+            self.filename.chars().map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' }).collect();
+        let encoded = percent_encoding::utf8_percent_encode(&self.filename, percent_encoding::NON_ALPHANUMERIC);
+        format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+    }
+}
+
 /// The caller's part in a referral.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
