@@ -27,6 +27,7 @@
 //! sending and checked again, with the current roots, whenever the referral is opened.
 //! Certificate validity is judged at the time Musubi received the document.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
@@ -280,8 +281,11 @@ impl FileDownload {
     /// The `Content-Disposition` header value: an ASCII fallback name and the UTF-8 name
     /// (RFC 6266 / RFC 5987), so that 紹介状.pdf arrives as 紹介状.pdf.
     pub fn content_disposition(&self) -> String {
-        let ascii: String =
-            self.filename.chars().map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' }).collect();
+        let ascii: String = self
+            .filename
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' })
+            .collect();
         let encoded = percent_encoding::utf8_percent_encode(&self.filename, percent_encoding::NON_ALPHANUMERIC);
         format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
     }
@@ -465,6 +469,24 @@ fn summary_of(bundle: &Value) -> StoredSummary {
         has_discharge_summary: false,
         files: Vec::new(),
     }
+}
+
+fn patient_of(bundle: &Value) -> Option<&Value> {
+    bundle["entry"].as_array()?.iter().map(|e| &e["resource"]).find(|r| r["resourceType"] == "Patient")
+}
+
+/// Whether two documents are about the same patient: the same local patient id, else the same
+/// insurance identity, else the same kanji name and birth date.
+fn same_patient(a: &Value, b: &Value) -> bool {
+    use musubi_fhir::classify::{insurance_id, local_patient_id};
+    let (Some(a), Some(b)) = (patient_of(a), patient_of(b)) else { return false };
+    if let (Some(x), Some(y)) = (local_patient_id(a), local_patient_id(b)) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (insurance_id(a), insurance_id(b)) {
+        return x == y;
+    }
+    name_of(a, "IDE").is_some() && name_of(a, "IDE") == name_of(b, "IDE") && a["birthDate"] == b["birthDate"]
 }
 
 /// When a referral sent at `created` is deleted at the latest: the same time of day,
@@ -673,7 +695,7 @@ impl Service {
             return Err(ApiError::at(ErrorKind::Unprocessable, "addressee", "自施設あてには送信できません"));
         }
         let code = addressee.to_string();
-        let (addressee_row, facilities) = self.store.read(|r| Ok((r.facility(&code)?, r.facilities()?)))?;
+        let addressee_row = self.store.read(|r| r.facility(&code))?;
         if addressee_row.is_none() {
             return Err(ApiError::at(
                 ErrorKind::Unprocessable,
@@ -685,12 +707,19 @@ impl Service {
         let files = check_files(&new.files)?;
         let discharge = match new.discharge_summary {
             Some(v) => {
-                let d = parse_document_value(v, "dischargeSummary", DISCHARGE_TYPE, "退院時サマリー")?;
+                let d = parse_document_value(v, "discharge_summary", DISCHARGE_TYPE, "退院時サマリー")?;
                 if d.identifier.facility() != sender {
                     return Err(ApiError::at(
                         ErrorKind::Unprocessable,
-                        "dischargeSummary.identifier",
+                        "discharge_summary.identifier",
                         "退院時サマリーは紹介状と同じ医療機関の文書でなければなりません",
+                    ));
+                }
+                if !same_patient(&doc.value, &d.value) {
+                    return Err(ApiError::at(
+                        ErrorKind::Unprocessable,
+                        "discharge_summary.entry",
+                        "退院時サマリーの患者が診療情報提供書の患者と一致しません",
                     ));
                 }
                 Some(d)
@@ -713,7 +742,7 @@ impl Service {
         if exists || dexists {
             return Err(ApiError::at(
                 ErrorKind::Conflict,
-                if exists { "document.identifier" } else { "dischargeSummary.identifier" },
+                if exists { "document.identifier" } else { "discharge_summary.identifier" },
                 format!(
                     "Bundle 識別子 {} の文書は既に登録されています。新しい紹介状には新しい Bundle 識別子を付けてください",
                     if exists { key.clone() } else { dkey.clone().unwrap_or_default() }
@@ -774,7 +803,7 @@ impl Service {
                 &patient_id,
                 retention_end.clone(),
                 None,
-                "dischargeSummary",
+                "discharge_summary",
                 now,
             )?;
             batch.puts.push(put);
@@ -869,7 +898,8 @@ impl Service {
         let written = crate::mpi::WrittenPatient::of(&batch.puts);
         self.store.create_referral(batch, row.clone(), attachments, receipt)?;
         self.link_written(ctx, written);
-        Ok(self.summarize(&row, &facilities, &[]))
+        let names = self.facility_names([row.sender.as_str(), row.addressee.as_str()])?;
+        Ok(self.summarize(&row, &names, &[]))
     }
 
     /// The store write for a document Bundle of a referral, filed under `patient_id`, with the
@@ -919,6 +949,24 @@ impl Service {
         Ok(put)
     }
 
+    /// The registry names of some facilities (only those: the registry may hold every
+    /// facility of the country).
+    fn facility_names<'a>(
+        &self,
+        codes: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<String, String>, ApiError> {
+        let codes: BTreeSet<String> = codes.into_iter().map(str::to_owned).collect();
+        Ok(self.store.read(|r| {
+            let mut out = HashMap::new();
+            for c in &codes {
+                if let Some(f) = r.facility(c)? {
+                    out.insert(f.code, f.name);
+                }
+            }
+            Ok(out)
+        })?)
+    }
+
     /// The person a referral's patient is now linked to (the MPI may have linked or merged
     /// since it was sent), for the audit record the patient's access history reads.
     fn current_person(&self, patient_id: &Option<String>) -> Option<String> {
@@ -935,13 +983,8 @@ impl Service {
         Receipt { referral_id: id.to_owned(), at, by: ctx.actor.name().to_owned(), by_name }
     }
 
-    fn summarize(
-        &self,
-        row: &ReferralRow,
-        facilities: &[musubi_store::FacilityRow],
-        replies: &[String],
-    ) -> ReferralSummary {
-        let name = |code: &str| facilities.iter().find(|f| f.code == code).map(|f| f.name.clone());
+    fn summarize(&self, row: &ReferralRow, names: &HashMap<String, String>, replies: &[String]) -> ReferralSummary {
+        let name = |code: &str| names.get(code).cloned();
         let stored: Option<StoredSummary> = row.summary.as_deref().and_then(|s| serde_json::from_str(s).ok());
         let status = if row.deleted_at.is_some() {
             ReferralStatus::Deleted
@@ -1033,9 +1076,10 @@ impl Service {
         let subtype = if inbox { "referral-inbox" } else { "referral-outbox" };
         let result = (|| {
             let f = self.list_facility(ctx, facility)?;
-            let (to, from, facilities) = self
-                .store
-                .read(|r| Ok((r.referrals_to(&f, LIST_LIMIT)?, r.referrals_from(&f, LIST_LIMIT)?, r.facilities()?)))?;
+            let (to, from) =
+                self.store.read(|r| Ok((r.referrals_to(&f, LIST_LIMIT)?, r.referrals_from(&f, LIST_LIMIT)?)))?;
+            let names = self
+                .facility_names(to.iter().chain(from.iter()).flat_map(|r| [r.sender.as_str(), r.addressee.as_str()]))?;
             // Replies to what this facility sent are in its inbox, and the other way round.
             let (rows, answers) = if inbox { (to, from) } else { (from, to) };
             let out: Vec<ReferralSummary> = rows
@@ -1047,7 +1091,7 @@ impl Service {
                         .filter(|a| a.reply_to.as_deref() == Some(r.id.as_str()))
                         .map(|a| a.id.clone())
                         .collect();
-                    self.summarize(r, &facilities, &replies)
+                    self.summarize(r, &names, &replies)
                 })
                 .collect();
             let mut a = self.audit_record(ctx, AuditAction::Read, subtype, AuditOutcome::Success);
@@ -1143,7 +1187,8 @@ impl Service {
     pub fn open_referral(&self, ctx: &Ctx, id: &str) -> Result<ReferralView, ApiError> {
         let (row, role) = self.referral_for_reading(ctx, id, "referral-open")?;
         let result = (|| {
-            let (bundle, discharge, replies, facilities) = self.store.read(|r| {
+            let names = self.facility_names([row.sender.as_str(), row.addressee.as_str()])?;
+            let (bundle, discharge, replies) = self.store.read(|r| {
                 let content = |r: &mut musubi_store::Reader<'_>,
                                bid: &Option<String>|
                  -> Result<Option<String>, musubi_store::StoreError> {
@@ -1154,12 +1199,7 @@ impl Service {
                         None => Ok(None),
                     }
                 };
-                Ok((
-                    content(r, &row.bundle_id)?,
-                    content(r, &row.discharge_id)?,
-                    r.referral_replies(&row.id)?,
-                    r.facilities()?,
-                ))
+                Ok((content(r, &row.bundle_id)?, content(r, &row.discharge_id)?, r.referral_replies(&row.id)?))
             })?;
             let Some(bundle) = bundle else {
                 return Err(ApiError::new(ErrorKind::Gone, "この紹介状の文書は保存期間の経過により削除されています"));
@@ -1183,7 +1223,7 @@ impl Service {
             };
             let reply_ids: Vec<String> = replies.iter().map(|r| r.id.clone()).collect();
             Ok(ReferralView {
-                summary: self.summarize(&row, &facilities, &reply_ids),
+                summary: self.summarize(&row, &names, &reply_ids),
                 document,
                 discharge_summary,
                 signature_report,

@@ -27,7 +27,8 @@ pub struct ReferralRow {
     pub addressee: String,
     /// The stored document Bundle (None once deleted).
     pub bundle_id: Option<String>,
-    /// Its JP-CLINS Bundle identifier.
+    /// Its JP-CLINS Bundle identifier (unique among referrals not deleted: one letter, one
+    /// identifier).
     pub bundle_key: Option<String>,
     /// The attached 退院時サマリー Bundle, if any.
     pub discharge_id: Option<String>,
@@ -300,7 +301,7 @@ impl Store {
             for it in &items {
                 let n = conn.execute(
                     "UPDATE referral SET deleted_at = $1, deleted_reason = $2, summary = NULL, signature = NULL, \
-                     signed_content = NULL, signature_report = NULL, bundle_id = NULL, discharge_id = NULL \
+                     signed_content = NULL, signature_report = NULL, bundle_id = NULL, discharge_id = NULL, bundle_key = NULL \
                      WHERE id = $3 AND deleted_at IS NULL",
                     &[Param::I64(at), Param::Text(&it.reason), Param::Text(&it.id)],
                 )?;

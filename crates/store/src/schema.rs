@@ -419,6 +419,7 @@ CREATE INDEX IF NOT EXISTS referral_sender ON referral (sender, created);
 CREATE INDEX IF NOT EXISTS referral_expires ON referral (deleted_at, expires);
 CREATE INDEX IF NOT EXISTS referral_received ON referral (deleted_at, received_at);
 CREATE INDEX IF NOT EXISTS referral_reply ON referral (reply_to);
+CREATE UNIQUE INDEX IF NOT EXISTS referral_bundle_key ON referral (bundle_key);
 CREATE TABLE referral_attachment (
     referral_id TEXT NOT NULL,
     seq BIGINT NOT NULL,

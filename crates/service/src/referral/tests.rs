@@ -314,6 +314,17 @@ fn files_and_discharge_summary() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::PayloadTooLarge);
 
+    // A discharge summary about someone else is refused.
+    let mut other = discharge_doc("F-DS");
+    let p =
+        other["entry"].as_array_mut().unwrap().iter_mut().find(|e| e["resource"]["resourceType"] == "Patient").unwrap();
+    p["resource"]["identifier"][0]["value"] = json!("000111222");
+    let e = f.svc.send_referral(&dr, NewReferral { discharge_summary: Some(other), ..new(vec![]) }).unwrap_err();
+    assert_eq!(
+        (e.kind, e.issues[0].expression.as_deref()),
+        (ErrorKind::Unprocessable, Some("discharge_summary.entry"))
+    );
+
     let sent = f
         .svc
         .send_referral(
