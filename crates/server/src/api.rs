@@ -1,8 +1,8 @@
 //! The JSON API for people (under `/api`): login with a password and a one-time code, the
 //! patient portal (registration, disclosure settings, access history, notices, proxies), the
 //! clinician's emergency access and consent in person, and the operator's console (facilities,
-//! users, the audit report, the emergency-access review list). Errors are OperationOutcomes, as
-//! everywhere.
+//! users, the audit report, the emergency-access review list), referral exchange (文書送受信,
+//! see [`referrals`]) and the retention sweep. Errors are OperationOutcomes, as everywhere.
 
 use axum::Router;
 use axum::body::Body;
@@ -553,4 +553,234 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/mpi/split", post(mpi_split))
         .route("/admin/mpi/rebuild", post(mpi_rebuild))
         .route("/admin/mpi/links", get(mpi_links))
+        .route("/referrals", post(referrals::create))
+        .route("/referrals/inbox", get(referrals::inbox))
+        .route("/referrals/outbox", get(referrals::outbox))
+        .route("/referrals/{id}", get(referrals::open))
+        .route("/referrals/{id}/files/{seq}", get(referrals::file))
+        .route("/referrals/{id}/reply", post(referrals::reply))
+        .route("/admin/retention-sweep", post(referrals::sweep))
+        .route("/admin/trust-roots", get(referrals::trust_roots))
+}
+
+/// Referral exchange (文書送受信) and the retention sweep over JSON.
+///
+/// | route | who | what |
+/// |---|---|---|
+/// | `POST /api/referrals` | a clinician (医師・歯科医師・看護師) or a facility system | send a 診療情報提供書; 201 with the referral as the outbox lists it, `Location: /api/referrals/{id}` |
+/// | `GET /api/referrals/inbox` | the facility's staff (clerks too), `?facility=` for administrators; `?include_deleted=true` | referrals addressed to the facility, newest first, with 未受領 / 受領済み |
+/// | `GET /api/referrals/outbox` | the same | referrals the facility sent, with receipt (time, who) and replies |
+/// | `GET /api/referrals/{id}` | sender or addressee (clinicians), administrators | the documents, files, and the signature checked now; the addressee's first opening marks it received |
+/// | `GET /api/referrals/{id}/files/{seq}` | the same | one attached file (its bytes, type and name) |
+/// | `POST /api/referrals/{id}/reply` | the addressee | a reply (返書) to the sender, linked to the original (a regional-network extension: the national service has no replies) |
+/// | `POST /api/admin/retention-sweep` | administrators | delete what retention ended (referrals 7 days after receipt or 6 months after sending; records past their end) |
+/// | `GET /api/admin/trust-roots` | administrators | the HPKI-style roots signatures are checked against |
+///
+/// The send (and reply) body is JSON (`application/json`), files in base64:
+///
+/// ```json
+/// {
+///   "addressee": "1311234567",
+///   "document": { "resourceType": "Bundle", "type": "document", "...": "..." },
+///   "signature": "MIAGCSqGSIb3DQEHAqCAMIACAQEx… (base64 DER, or PEM text)",
+///   "discharge_summary": { "resourceType": "Bundle", "...": "..." },
+///   "attachments": [{"filename": "紹介状.pdf", "content_type": "application/pdf", "data": "JVBERi0xLjQK…"}]
+/// }
+/// ```
+///
+/// - `addressee` may be left out when the document's 紹介先 section names one facility.
+/// - `document` is the eReferral document Bundle: a JSON object, or a string holding the JSON
+///   text exactly as signed; `document_base64` gives the exact bytes instead. A detached
+///   signature covers exact bytes, so send those (string or base64) with it. With an
+///   enveloping signature the document may be left out: it is taken from the signature.
+/// - Files: PDF, JPEG, PNG, TIFF, GIF; at most 10 files, 10 MB each, 20 MB together; the
+///   declared type must match the bytes.
+pub mod referrals {
+    use super::*;
+    use base64::Engine;
+    use musubi_service::referral::{NewFile, NewReferral};
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct FileBody {
+        filename: String,
+        content_type: String,
+        data: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct ReferralBody {
+        #[serde(default)]
+        addressee: Option<String>,
+        #[serde(default)]
+        document: Option<Value>,
+        #[serde(default)]
+        document_base64: Option<String>,
+        #[serde(default)]
+        signature: Option<String>,
+        #[serde(default)]
+        discharge_summary: Option<Value>,
+        #[serde(default)]
+        attachments: Vec<FileBody>,
+    }
+
+    fn base64_of(s: &str, at: &str) -> Result<Vec<u8>> {
+        let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|e| HttpError(ApiError::at(ErrorKind::BadRequest, at, format!("{at} の base64 が不正です: {e}"))))
+    }
+
+    impl ReferralBody {
+        fn into_new(self) -> Result<NewReferral> {
+            let document = match (self.document, self.document_base64) {
+                (Some(_), Some(_)) => {
+                    return Err(HttpError(ApiError::at(
+                        ErrorKind::BadRequest,
+                        "document",
+                        "document と document_base64 はどちらか一方だけを送ってください",
+                    )));
+                }
+                (Some(Value::String(text)), None) => Some(text.into_bytes()),
+                (Some(v @ Value::Object(_)), None) => Some(v.to_string().into_bytes()),
+                (Some(_), None) => {
+                    return Err(HttpError(ApiError::at(
+                        ErrorKind::BadRequest,
+                        "document",
+                        "document は Bundle の JSON オブジェクトか、その JSON テキストの文字列で送ってください",
+                    )));
+                }
+                (None, Some(b)) => Some(base64_of(&b, "document_base64")?),
+                (None, None) => None,
+            };
+            let signature = match self.signature {
+                Some(s) if s.trim_start().starts_with("-----BEGIN") => Some(s.into_bytes()),
+                Some(s) => Some(base64_of(&s, "signature")?),
+                None => None,
+            };
+            let mut files = Vec::with_capacity(self.attachments.len());
+            for (i, f) in self.attachments.into_iter().enumerate() {
+                let data = base64_of(&f.data, &format!("attachments[{i}].data"))?;
+                files.push(NewFile { filename: f.filename, content_type: f.content_type, data });
+            }
+            Ok(NewReferral {
+                addressee: self.addressee,
+                document,
+                signature,
+                discharge_summary: self.discharge_summary,
+                files,
+            })
+        }
+    }
+
+    fn created(v: Value, id: &str) -> Response {
+        let mut r = ok_json(v);
+        *r.status_mut() = StatusCode::CREATED;
+        if let Ok(loc) = HeaderValue::from_str(&format!("/api/referrals/{id}")) {
+            r.headers_mut().insert(header::LOCATION, loc);
+        }
+        r
+    }
+
+    pub(super) async fn create(
+        State(state): State<AppState>,
+        Authed(ctx): Authed,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Response> {
+        let b: ReferralBody = body_json(&state, &headers, body).await?;
+        let new = b.into_new()?;
+        let out = state.blocking(move |svc| svc.send_referral(&ctx, new)).await?;
+        Ok(created(serde_json::to_value(&out).unwrap_or_default(), &out.id))
+    }
+
+    pub(super) async fn reply(
+        State(state): State<AppState>,
+        Authed(ctx): Authed,
+        Path(id): Path<String>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Response> {
+        let b: ReferralBody = body_json(&state, &headers, body).await?;
+        let new = b.into_new()?;
+        let out = state.blocking(move |svc| svc.reply_referral(&ctx, &id, new)).await?;
+        Ok(created(serde_json::to_value(&out).unwrap_or_default(), &out.id))
+    }
+
+    fn list_params(q: Option<String>) -> (Option<String>, bool) {
+        let q = q.map(|q| parse_query(&q)).unwrap_or_default();
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+        (get("facility"), get("include_deleted").is_some_and(|v| v == "true" || v == "1"))
+    }
+
+    pub(super) async fn inbox(
+        State(state): State<AppState>,
+        Authed(ctx): Authed,
+        RawQuery(q): RawQuery,
+    ) -> Result<Response> {
+        let (facility, deleted) = list_params(q);
+        let v = state.blocking(move |svc| svc.referral_inbox(&ctx, facility.as_deref(), deleted)).await?;
+        Ok(ok_json(json!({"referrals": v})))
+    }
+
+    pub(super) async fn outbox(
+        State(state): State<AppState>,
+        Authed(ctx): Authed,
+        RawQuery(q): RawQuery,
+    ) -> Result<Response> {
+        let (facility, deleted) = list_params(q);
+        let v = state.blocking(move |svc| svc.referral_outbox(&ctx, facility.as_deref(), deleted)).await?;
+        Ok(ok_json(json!({"referrals": v})))
+    }
+
+    pub(super) async fn open(
+        State(state): State<AppState>,
+        Authed(ctx): Authed,
+        Path(id): Path<String>,
+    ) -> Result<Response> {
+        let v = state.blocking(move |svc| svc.open_referral(&ctx, &id)).await?;
+        let mut r = ok_json(serde_json::to_value(&v).unwrap_or_default());
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(r)
+    }
+
+    pub(super) async fn file(
+        State(state): State<AppState>,
+        Authed(ctx): Authed,
+        Path((id, seq)): Path<(String, String)>,
+    ) -> Result<Response> {
+        let seq: i64 = seq.parse().map_err(|_| {
+            HttpError(ApiError::new(ErrorKind::NotFound, format!("紹介状 {id} の添付ファイル {seq} は見つかりません")))
+        })?;
+        let f = state.blocking(move |svc| svc.referral_file(&ctx, &id, seq)).await?;
+        let disposition = f.content_disposition();
+        let mut r = (StatusCode::OK, f.data).into_response();
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&f.content_type) {
+            h.insert(header::CONTENT_TYPE, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+        // The type was checked against the bytes; the browser must not guess another.
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(r)
+    }
+
+    pub(super) async fn sweep(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+        let report = state.blocking(move |svc| svc.retention_sweep(&ctx, musubi_fhir::datetime::now_ms())).await?;
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        v["summary"] = Value::String(report.summary_ja());
+        Ok(ok_json(v))
+    }
+
+    pub(super) async fn trust_roots(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+        if !ctx.actor.is_privileged() {
+            return Err(HttpError(ApiError::new(ErrorKind::Forbidden, "この操作は運営管理者のみが行えます")));
+        }
+        let roots = state.blocking(|svc| Ok(svc.trust_roots())).await?;
+        Ok(ok_json(json!({"count": roots.len(), "subjects": roots.subjects()})))
+    }
 }

@@ -1,6 +1,9 @@
 //! Musubi's HTTP server. Only this crate knows HTTP: it authenticates the caller, turns each
 //! request into a call on the [`Service`] (run on the blocking pool, bounded), and each result
 //! or [`ApiError`] into a FHIR JSON response. Every error body is an OperationOutcome.
+//! The web pages (`musubi-web`: the clinician viewer, the patient portal and the operator
+//! console, server-rendered HTML) are merged at `/` over the same service, so `musubi serve`
+//! serves them too; their errors are HTML pages, not OperationOutcomes.
 //!
 //! | error kind | status |
 //! |---|---|

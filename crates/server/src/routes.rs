@@ -623,10 +623,16 @@ pub fn router(state: AppState) -> Router {
         .route("/Patient/$match", post(pdq_match))
         .route("/{rtype}/{id}/_history/{vid}", get(vread))
         .method_not_allowed_fallback(method_not_allowed);
+    // The web pages (viewer, portal, operator console) at `/`, over the same service.
+    let web = musubi_web::router(
+        state.inner.service.clone(),
+        musubi_web::WebConfig::from_base_url(state.inner.config.base_url.as_deref()),
+    );
     Router::new()
         .nest("/api", crate::api::routes())
         .route("/fhir/", post(system_post))
         .nest("/fhir", fhir)
+        .merge(web)
         .fallback(not_found)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)

@@ -29,7 +29,10 @@ pub mod people;
 mod prepare;
 mod read;
 pub mod record;
+pub mod referral;
+pub mod retention;
 mod search;
+pub mod signature;
 pub mod summary;
 mod write;
 
@@ -69,6 +72,7 @@ pub struct Service {
     store: Store,
     node: String,
     mpi: mpi::MpiState,
+    referral: referral::ReferralState,
 }
 
 impl std::fmt::Debug for Service {
@@ -93,7 +97,12 @@ impl Service {
     pub fn new(store: Store, node: impl Into<String>) -> Service {
         // Compile the validator now rather than on the first request.
         let _ = musubi_validate::Validator::shared();
-        Service { store, node: node.into(), mpi: mpi::MpiState::default() }
+        Service {
+            store,
+            node: node.into(),
+            mpi: mpi::MpiState::default(),
+            referral: referral::ReferralState::default(),
+        }
     }
 
     /// The store (for administration commands that are not data access: tokens, settings,

@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 
 use musubi_domain::FacilityCode;
 use musubi_ssmix2::{Collected, MappedResource, Outcome, ProblemKind, Severity, collect, patient_logical_id};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../reference/ssmix2/SSMIX2DataTestingTool/sampleData");
+
+/// JP Core's Rp number and order-in-Rp identifier systems (URL variant of JP Core 1.1.2).
+const RP_NUMBER: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/Medication-RPGroupNumber";
+const ORDER_IN_RP: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/MedicationAdministrationIndex";
 
 fn facility() -> FacilityCode {
     "1318814790".parse().unwrap()
@@ -209,8 +213,16 @@ fn omp01_prescriptions() {
     assert_eq!(m[2]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"], 50);
     assert_eq!(m[2]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["code"], "MG");
     assert_eq!(m[2]["dosageInstruction"][0]["timing"]["repeat"]["boundsDuration"]["value"], 14);
-    let rp: Vec<&str> = m.iter().map(|x| x["identifier"][1]["value"].as_str().unwrap()).collect();
+    // ORC-4 is the Rp number; the order within the Rp counts the RXEs of that Rp (JP Core
+    // `identifier:rpNumber` and `identifier:orderInRp`).
+    let ids = |x: &Value, system: &str| -> String {
+        let list = x["identifier"].as_array().unwrap();
+        list.iter().find(|i| i["system"] == system).unwrap()["value"].as_str().unwrap().to_owned()
+    };
+    let rp: Vec<String> = m.iter().map(|x| ids(x, RP_NUMBER)).collect();
     assert_eq!(rp, ["1", "1", "2"]);
+    let order: Vec<String> = m.iter().map(|x| ids(x, ORDER_IN_RP)).collect();
+    assert_eq!(order, ["1", "2", "1"]);
 }
 
 #[test]
@@ -241,12 +253,28 @@ fn omp11_and_omp12_administrations() {
     assert_eq!(a[0]["effectivePeriod"]["start"], "2011-07-01T08:30:00+09:00");
     assert_eq!(a[0]["performer"][0]["actor"]["display"], "看護 花子");
     assert_eq!(a[0]["dosage"]["route"]["coding"][0]["code"], "PO");
+    // Both RXAs are drugs of Rp 1 (ORC-4), in that order.
+    for (i, x) in a.iter().enumerate() {
+        let ids = &x["identifier"];
+        assert_eq!(ids[1], json!({"system": RP_NUMBER, "value": "1"}));
+        assert_eq!(ids[2], json!({"system": ORDER_IN_RP, "value": (i + 1).to_string()}));
+    }
 
     let c = run("OMP-12/");
     let a = of(&c, "MedicationAdministration");
     assert_eq!(a.len(), 2);
-    assert_eq!(a[0]["medicationCodeableConcept"]["coding"][0]["code"], "620007329");
-    assert!(a[0]["medicationCodeableConcept"]["text"].as_str().unwrap().starts_with("ソリタ"));
+    // JP_MedicationAdministration_Injection: the drug as a contained Medication.
+    assert_eq!(a[0]["medicationReference"]["reference"], "#medication");
+    assert_eq!(a[0]["contained"][0]["code"]["coding"][0]["code"], "620007329");
+    assert!(a[0]["contained"][0]["code"]["text"].as_str().unwrap().starts_with("ソリタ"));
+    assert!(a[0].get("medicationCodeableConcept").is_none());
+    let rp: Vec<(&str, &str)> = a[0]["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["system"].as_str().unwrap(), i["value"].as_str().unwrap()))
+        .collect();
+    assert!(rp.contains(&(RP_NUMBER, "123456789012345_01_001")), "{rp:?}");
     assert_eq!(a[0]["effectivePeriod"]["end"], "2011-07-01T13:05:43+09:00");
     assert_eq!(a[0]["note"][0]["text"], "左手に実施");
     assert_eq!(a[0]["dosage"]["text"], "投与速度 102ml/hr");
@@ -308,6 +336,21 @@ fn oml11_lab_results_with_jlac10() {
     assert_eq!(dr["result"].as_array().unwrap().len(), 3);
     assert_eq!(dr["code"]["text"], "血液学的検査");
     assert_eq!(dr["issued"], "2011-12-20T10:30:59+09:00");
+    // The categories JP_Observation_LabResult and JP_DiagnosticReport_LabResult fix.
+    assert_eq!(
+        obs[1]["category"][0]["coding"][0],
+        json!({"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_SimpleObservationCategory_CS", "code": "laboratory", "display": "検体検査"})
+    );
+    assert_eq!(dr["category"][0]["coding"][0]["system"], "http://loinc.org");
+    assert_eq!(dr["category"][0]["coding"][0]["code"], "LP29693-6");
+    assert_eq!(dr["category"][1]["coding"][0]["code"], "LAB");
+    // SPM-4 `023^血清^JC10` is the 3-digit JLAC10 material code, not a 17-digit JLAC10 code.
+    let sp = of(&c, "Specimen")[0];
+    assert_eq!(
+        sp["type"]["coding"][0],
+        json!({"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_ObservationSampleMaterialCode_CS", "code": "023", "display": "血清"})
+    );
+    assert_eq!(obs[1]["specimen"]["reference"], format!("Specimen/{}", sp["id"].as_str().unwrap()));
 }
 
 #[test]

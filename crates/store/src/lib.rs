@@ -29,6 +29,7 @@ mod ops;
 mod pool;
 mod postgres;
 mod query;
+pub mod referral;
 pub mod schema;
 pub mod sql;
 mod sqlite;
@@ -47,6 +48,7 @@ pub use accounts::{
     VisitConsentRow,
 };
 pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};
+pub use referral::{AttachmentRow, PurgeKey, Receipt, ReferralDeletion, ReferralRow};
 
 use crate::pool::Pool;
 use crate::sql::Conn;

@@ -386,6 +386,53 @@ CREATE TABLE mpi_history (
 CREATE INDEX IF NOT EXISTS mpi_history_at ON mpi_history (at)
 "#,
     },
+    Migration {
+        version: 5,
+        name: "referral exchange: referrals (sent, received, deleted by retention), attached files",
+        sql: r#"
+CREATE TABLE referral (
+    id TEXT PRIMARY KEY,
+    sender TEXT NOT NULL,
+    addressee TEXT NOT NULL,
+    bundle_id TEXT,
+    bundle_key TEXT,
+    discharge_id TEXT,
+    patient_id TEXT,
+    person_id TEXT,
+    reply_to TEXT,
+    summary TEXT,
+    created BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    expires BIGINT NOT NULL,
+    received_at BIGINT,
+    received_by TEXT,
+    received_by_name TEXT,
+    signature_status TEXT NOT NULL,
+    signature_report TEXT,
+    deleted_at BIGINT,
+    deleted_reason TEXT,
+    signature TEXT,
+    signed_content TEXT
+);
+CREATE INDEX IF NOT EXISTS referral_addressee ON referral (addressee, created);
+CREATE INDEX IF NOT EXISTS referral_sender ON referral (sender, created);
+CREATE INDEX IF NOT EXISTS referral_expires ON referral (deleted_at, expires);
+CREATE INDEX IF NOT EXISTS referral_received ON referral (deleted_at, received_at);
+CREATE INDEX IF NOT EXISTS referral_reply ON referral (reply_to);
+CREATE UNIQUE INDEX IF NOT EXISTS referral_bundle_key ON referral (bundle_key);
+CREATE TABLE referral_attachment (
+    referral_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (referral_id, seq)
+);
+CREATE INDEX IF NOT EXISTS resource_item ON resource (person_id, rtype, item_key)
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the

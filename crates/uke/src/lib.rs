@@ -31,11 +31,16 @@
 //!   source of MedicationStatement). 調剤 IY becomes MedicationDispense: the pharmacy handed
 //!   it over on the CZ 調剤年月日. SI (and DPC CD 診療行為 lines) become Procedure; TO becomes a
 //!   Procedure with the device as `usedCode`; CO comments become notes on the record before.
-//! - **Ids** are UUID v5 of `[施設].[請求年月].[レセプト番号].[レコード識別].[receipt 内の行]`, so
-//!   re-importing a file gives the same ids. The receipt's Patient is keyed on the facility and
-//!   the カルテ番号 (RE-14 医科, RE-36 調剤) when present, else the insurance identity, else
-//!   the receipt; it is a separate source patient from the SS-MIX2 one (linked by the MPI
-//!   through the same local-id identifier), so a claim never overwrites richer demographics.
+//! - **Ids** are UUID v5 of
+//!   `[施設].[請求年月].[提出単位].[レセプト番号].[レコード識別].[receipt 内の行]`, so re-importing
+//!   a file gives the same ids. The 提出単位 (`ika1`, `dpc2`, `chozai1`, `ika1v01` …: the kind of
+//!   receipts, the 審査支払機関, the volume) is read from the file, because a receipt computer
+//!   numbers receipts per file: a facility's 社保 and 国保 files, or its 医科 and DPC files, of
+//!   one month reuse the same レセプト番号 for other patients. The receipt's Patient is keyed on
+//!   the facility and the カルテ番号 (RE-14 医科, RE-36 調剤) when present, else the insurance
+//!   identity, else the receipt; it is a separate source patient from the SS-MIX2 one (linked
+//!   by the MPI through the same local-id identifier), so a claim never overwrites richer
+//!   demographics.
 //! - Code systems with no published FHIR URI (診療行為, 医薬品, 特定器材, 診療識別 codes of
 //!   the レセ電 masters) use `urn:uke:cs:<name>` placeholders.
 

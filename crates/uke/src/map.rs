@@ -25,6 +25,20 @@ const CS_DRUG: &str = "urn:uke:cs:drug";
 const CS_DEVICE: &str = "urn:uke:cs:device";
 const CS_CATEGORY: &str = "urn:uke:cs:shinryo-shikibetsu";
 const CS_USAGE: &str = "urn:uke:cs:usage";
+/// JP Core's Rp number system (URL variant of JP Core 1.1.2, `identifier:rpNumber`).
+const RP_NUMBER: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/Medication-RPGroupNumber";
+/// JP Core's order-in-Rp system (URL variant of JP Core 1.1.2, `identifier:orderInRp`).
+const ORDER_IN_RP: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/MedicationAdministrationIndex";
+
+/// The 調剤 Rp being read: its SH record, the CZ 調剤年月日 and 調剤数量, and how many IY
+/// drugs it has had so far.
+#[derive(Default)]
+struct Dispensing<'r> {
+    handed: Option<String>,
+    quantity: Option<String>,
+    sh: Option<&'r Record>,
+    drugs: usize,
+}
 
 fn problem(
     file: &str,
@@ -89,6 +103,7 @@ pub(crate) fn collect(parsed: Parsed, expected: Option<FacilityCode>) -> Result<
     };
     let name_field = if kind == FileKind::Medical { 7 } else { 6 };
     totals(&parsed, &name, &mut file_problems);
+    let submission = submission(&parsed, kind, header);
 
     let mut receipts = Vec::with_capacity(parsed.units.len());
     for unit in &parsed.units {
@@ -97,7 +112,7 @@ pub(crate) fn collect(parsed: Parsed, expected: Option<FacilityCode>) -> Result<
         let result = if unit.has_errors() {
             Err(unit.problems.clone())
         } else {
-            let mut ctx = ReceiptCtx::new(&name, kind, facility, billing, unit);
+            let mut ctx = ReceiptCtx::new(&name, kind, facility, billing, &submission, unit);
             match ctx.map() {
                 Some(m) => Ok(m),
                 None => Err(ctx.problems),
@@ -122,6 +137,38 @@ pub(crate) fn collect(parsed: Parsed, expected: Option<FacilityCode>) -> Result<
         problems: file_problems,
         records: parsed.records,
     })
+}
+
+/// Records only DPC receipts have (the older table's DPC records; see layout::MEDICAL).
+const DPC_RECORDS: &[&str] = &["BU", "SB", "KK", "SK", "GA", "HH", "GT", "CD"];
+
+/// What, besides the facility and the 請求年月, tells one submitted file from another: the
+/// kind of receipts (`ika`, `dpc`, `chozai`), the 審査支払機関 (IR-2 / YK-2: 1 支払基金,
+/// 2 国保連) and, for a multi-volume submission, the volume (IR-9 / YK-8 マルチボリューム識別情報,
+/// `00` when there is one volume).
+///
+/// A receipt computer numbers the receipts (RE-2 レセプト番号) per file, from 1: a facility's
+/// 社保 and 国保 files of one month, and a DPC hospital's 医科 and DPC files, reuse the same
+/// numbers for other patients. Receipt ids carry this tag so they never collide, and, being
+/// read from the file's own content, the same file always gives the same ids. A file is `dpc`
+/// when any of its receipts has a DPC record; a hospital that sends DPC and 出来高 receipts in
+/// one file numbers them in one sequence, so tagging that whole file `dpc` keeps them apart.
+fn submission(parsed: &Parsed, kind: FileKind, header: &Record) -> String {
+    let receipts = match kind {
+        FileKind::Pharmacy => "chozai",
+        FileKind::Medical
+            if parsed.units.iter().flat_map(|u| u.records.iter()).any(|r| DPC_RECORDS.contains(&r.id())) =>
+        {
+            "dpc"
+        }
+        FileKind::Medical => "ika",
+    };
+    let reviewer = header.opt(2).unwrap_or("0");
+    let volume = header.opt(if kind == FileKind::Medical { 9 } else { 8 }).filter(|v| *v != "00");
+    match volume {
+        Some(v) => format!("{receipts}{reviewer}v{v}"),
+        None => format!("{receipts}{reviewer}"),
+    }
 }
 
 /// GO 総件数 is the number of HO and KO records; 総合計点数 the sum of HO 合計点数.
@@ -212,7 +259,14 @@ fn number(s: &str) -> Option<Json> {
 }
 
 impl<'u> ReceiptCtx<'u> {
-    fn new(file: &'u str, kind: FileKind, facility: FacilityCode, billing: YearMonth, unit: &'u Unit) -> Self {
+    fn new(
+        file: &'u str,
+        kind: FileKind,
+        facility: FacilityCode,
+        billing: YearMonth,
+        submission: &str,
+        unit: &'u Unit,
+    ) -> Self {
         let no = unit.receipt_no.clone().unwrap_or_default();
         ReceiptCtx {
             file,
@@ -220,7 +274,7 @@ impl<'u> ReceiptCtx<'u> {
             facility,
             billing,
             unit,
-            base: format!("{facility}.{}.{no}", billing.compact()),
+            base: format!("{facility}.{}.{submission}.{no}", billing.compact()),
             patient_ref: Json::Null,
             problems: unit.problems.clone(),
             out: Vec::new(),
@@ -368,7 +422,7 @@ impl<'u> ReceiptCtx<'u> {
         self.push_with("Patient", patient_key, patient_id.clone(), re.line, p);
 
         let mut last_clinical: Option<usize> = None;
-        let mut dispense_ctx: (Option<String>, Option<String>, Option<&Record>) = (None, None, None);
+        let mut dispense_ctx = Dispensing::default();
         for (ordinal, rec) in unit.records.iter().enumerate().skip(1) {
             let made = match (self.kind, rec.id()) {
                 (_, "HO") => {
@@ -386,15 +440,18 @@ impl<'u> ReceiptCtx<'u> {
                 (FileKind::Medical, "IY") => Some(self.statement(ordinal, rec, ym)),
                 (FileKind::Medical, "CD") => self.coding_data(ordinal, rec),
                 (FileKind::Pharmacy, "SH") => {
-                    dispense_ctx = (None, None, Some(rec));
+                    dispense_ctx = Dispensing { sh: Some(rec), ..Dispensing::default() };
                     None
                 }
                 (FileKind::Pharmacy, "CZ") => {
-                    dispense_ctx.0 = rec.opt(4).and_then(date::date);
-                    dispense_ctx.1 = rec.opt(6).map(str::to_owned);
+                    dispense_ctx.handed = rec.opt(4).and_then(date::date);
+                    dispense_ctx.quantity = rec.opt(6).map(str::to_owned);
                     None
                 }
-                (FileKind::Pharmacy, "IY") => Some(self.dispense(ordinal, rec, ym, &dispense_ctx)),
+                (FileKind::Pharmacy, "IY") => {
+                    dispense_ctx.drugs += 1;
+                    Some(self.dispense(ordinal, rec, ym, &dispense_ctx))
+                }
                 (_, "CO") => {
                     let text = if pharmacy { rec.opt(3) } else { rec.opt(5) };
                     let code = if pharmacy { rec.field(2) } else { rec.field(4) };
@@ -741,19 +798,26 @@ impl<'u> ReceiptCtx<'u> {
         Some(self.push(rt, ordinal, cd, r))
     }
 
-    fn dispense(
-        &mut self,
-        ordinal: usize,
-        iy: &Record,
-        ym: YearMonth,
-        ctx: &(Option<String>, Option<String>, Option<&Record>),
-    ) -> usize {
-        let (handed, quantity, sh) = ctx;
+    fn dispense(&mut self, ordinal: usize, iy: &Record, ym: YearMonth, ctx: &Dispensing<'_>) -> usize {
+        let Dispensing { handed, quantity, sh, drugs } = ctx;
         let mut m = Map::new();
         m.insert(
             "meta".into(),
             json!({"profile": ["http://jpfhir.jp/fhir/core/StructureDefinition/JP_MedicationDispense"]}),
         );
+        // JP_MedicationDispense requires `identifier:rpNumber` (処方箋内部の剤グループとしてのRp番号)
+        // and `identifier:orderInRp` (同一RP番号（剤グループ）での薬剤の表記順): the SH 処方No
+        // opens an Rp, and its IY records are its drugs in order. An IY before any SH has no Rp
+        // and is refused by the validator (a record-order error in the file).
+        if let Some(rp) = sh.and_then(|s| s.opt(2)) {
+            m.insert(
+                "identifier".into(),
+                json!([
+                    {"system": RP_NUMBER, "value": rp},
+                    {"system": ORDER_IN_RP, "value": drugs.to_string()},
+                ]),
+            );
+        }
         m.insert("status".into(), json!("completed"));
         m.insert("medicationCodeableConcept".into(), json!({"coding": [coding(CS_DRUG, iy.field(3).trim(), None)]}));
         m.insert("subject".into(), self.patient_ref.clone());

@@ -5,7 +5,7 @@
 use musubi_domain::FacilityCode;
 use musubi_uke::{Edition, FileKind, ProblemKind, Severity, UkeFile, collect};
 use proptest::prelude::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A record with `fields` first and empty fields up to `total`.
 fn rec(fields: &[&str], total: usize) -> String {
@@ -370,6 +370,88 @@ fn pharmacy_file_gives_dispenses() {
     assert_eq!(d["dosageInstruction"][0]["timing"]["code"]["coding"][0]["code"], "1013044400000000");
     let notes: Vec<&str> = d["note"].as_array().unwrap().iter().map(|n| n["text"].as_str().unwrap()).collect();
     assert!(notes.contains(&"コメント 810000001: 一包化"), "{notes:?}");
+    // JP_MedicationDispense: the Rp number (SH 処方No) and the drug's place in it.
+    assert_eq!(
+        d["identifier"],
+        json!([
+            {"system": "http://jpfhir.jp/fhir/core/mhlw/IdSystem/Medication-RPGroupNumber", "value": "1"},
+            {"system": "http://jpfhir.jp/fhir/core/mhlw/IdSystem/MedicationAdministrationIndex", "value": "1"},
+        ])
+    );
+}
+
+#[test]
+fn dispenses_count_their_place_in_each_rp() {
+    let mut re = vec![String::new(); 42];
+    for (i, s) in ["RE", "1", "4112", "202405", "架空　次郎", "1", "19600101"].iter().enumerate() {
+        re[i] = (*s).to_owned();
+    }
+    re[35] = "D-78".into();
+    let lines = vec![
+        rec(&["YK", "1", "13", "4", "1234567", "むすび薬局", "202405", "00", ""], 9),
+        re.join(","),
+        rec(&["HO", "06139999", "５６", "７８", "1", "300"], 14),
+        rec(&["SH", "01", "1", "1013044400000000", "", "30"], 10),
+        rec(&["CZ", "1", "20240510", "20240510", "1", "14", "1"], 54),
+        rec(&["IY", "1", "620005570", "3"], 10),
+        rec(&["IY", "1", "620007880", "1"], 10),
+        rec(&["SH", "02", "3", "1050110020000000", "", "10"], 10),
+        rec(&["CZ", "1", "20240510", "20240510", "1", "5", "1"], 54),
+        rec(&["IY", "1", "620002023", "2"], 10),
+        rec(&["GO", "1", "300", "99"], 4),
+    ];
+    let f = collect("rx2.UKE", &file(&lines), None).unwrap();
+    let d = of(landed(&f, 0), "MedicationDispense");
+    let ids: Vec<(&str, &str)> = d
+        .iter()
+        .map(|x| (x["identifier"][0]["value"].as_str().unwrap(), x["identifier"][1]["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids, [("01", "1"), ("01", "2"), ("02", "1")]);
+    assert_eq!(d[2]["medicationCodeableConcept"]["coding"][0]["code"], "620002023");
+}
+
+/// A receipt computer numbers receipts per file: the same レセプト番号 in a facility's 社保 and
+/// 国保 files, or its 医科 and DPC files, of one month are other patients' receipts and must
+/// get other ids; the same file read again gives the same ids.
+#[test]
+fn receipt_numbers_reused_by_other_files_of_the_month_get_other_ids() {
+    let ids = |f: &UkeFile| -> Vec<String> {
+        f.receipts
+            .iter()
+            .flat_map(|r| r.result.as_ref().unwrap().resources.iter())
+            .filter(|x| x.resource_type != "Patient")
+            .map(|x| x.id.clone())
+            .collect()
+    };
+    let shaho = current_edition();
+    let mut kokuho = current_edition();
+    kokuho[0] = rec(&["IR", "2", "13", "1", "8814790", "", "むすび内科クリニック", "202405", "00", "0312345678"], 10);
+    let dpc = vec![
+        ir("202405"),
+        re_current("1", "架空　三郎", "1", "19550505", "K9", ""),
+        rec(&["HO", "06139999", "１", "２", "10", "5000"], 15),
+        rec(&["BU", "040080xx99x0xx", "20240501", "20240510", "1", ""], 6),
+        rec(&["SB", "8848176", "", "", "E250", "11", "", ""], 8),
+        rec(&["GO", "1", "5000", "99"], 4),
+    ];
+    let mut volume2 = current_edition();
+    volume2[0] = rec(&["IR", "1", "13", "1", "8814790", "", "むすび内科クリニック", "202405", "02", "0312345678"], 10);
+    let files: Vec<UkeFile> =
+        [&shaho, &kokuho, &dpc, &volume2].iter().map(|l| collect("RECEIPTC.UKE", &file(l), None).unwrap()).collect();
+    let mut all: Vec<String> = files.iter().flat_map(ids).collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "ids collide between the files of one month");
+    // The keys say which submission a receipt came from.
+    let key = |f: &UkeFile| f.receipts[0].result.as_ref().unwrap().resources[1].key.clone();
+    assert_eq!(key(&files[0]), "1318814790.202405.ika1.1.HO.1");
+    assert_eq!(key(&files[1]), "1318814790.202405.ika2.1.HO.1");
+    assert_eq!(key(&files[2]), "1318814790.202405.dpc1.1.HO.1");
+    assert_eq!(key(&files[3]), "1318814790.202405.ika1v02.1.HO.1");
+    // Idempotent: the same bytes under another name give the same ids.
+    let again = collect("again.UKE", &file(&kokuho), None).unwrap();
+    assert_eq!(ids(&again), ids(&files[1]));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::Web;
 use crate::html::{self, Nav, csrf_field, notice, page};
 use crate::session::{
-    self, Anonymous, Form, OPERATOR_COOKIE, OPERATOR_SESSION_MS, OperatorSession, Operator, PageError, cookie,
+    self, Anonymous, Form, OPERATOR_COOKIE, OPERATOR_SESSION_MS, Operator, OperatorSession, PageError, cookie,
     random_token, set_cookie,
 };
 
@@ -32,6 +32,8 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/admin/audit", get(audit))
         .route("/admin/emergency", get(emergency))
         .route("/admin/emergency/{id}", post(review))
+        .route("/admin/mpi", get(mpi))
+        .route("/admin/mpi/{id}", post(mpi_resolve))
 }
 
 fn query(q: Option<String>) -> Vec<(String, String)> {
@@ -140,7 +142,13 @@ const CLASSES: [(&str, &str); 5] =
 
 async fn facilities(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) -> Result<Response> {
     let q = query(q);
-    facilities_page(&web, &op, if q_get(&q, "msg") == "saved" { Some(notice("ok", "施設を登録しました。")) } else { None }, &Form::default()).await
+    facilities_page(
+        &web,
+        &op,
+        if q_get(&q, "msg") == "saved" { Some(notice("ok", "施設を登録しました。")) } else { None },
+        &Form::default(),
+    )
+    .await
 }
 
 async fn facilities_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form) -> Result<Response> {
@@ -207,8 +215,13 @@ async fn facility_post(State(web): State<Web>, op: Operator, form: Form) -> Resu
         discloses: form.checked("discloses"),
         views: form.checked("views"),
     };
-    let cities: Vec<String> =
-        form.get("cities").split([',', '、', '，']).map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    let cities: Vec<String> = form
+        .get("cities")
+        .split([',', '、', '，'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
     let ctx = op.ctx.clone();
     match web.call(move |svc| svc.register_facility(&ctx, row, cities)).await {
         Ok(()) => Ok(Redirect::to("/admin/facilities?msg=saved").into_response()),
@@ -530,4 +543,136 @@ async fn review(State(web): State<Web>, op: Operator, Path(id): Path<String>, fo
     let ctx = op.ctx.clone();
     web.call(move |svc| svc.review_emergency(&ctx, &id, &note)).await?;
     Ok(Redirect::to("/admin/emergency?msg=reviewed").into_response())
+}
+
+// ---- MPI review queue ----
+
+/// The fields of a source patient the operator compares, as (label, value).
+fn patient_facts(p: &Value) -> Vec<(&'static str, String)> {
+    let (kanji, kana) = crate::model::patient_names(p);
+    let ids = p["identifier"].as_array();
+    let insurance = ids
+        .into_iter()
+        .flatten()
+        .find(|i| i["system"].as_str() == Some(musubi_domain::systems::INSURANCE_MEMBER_ID))
+        .and_then(|i| i["value"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let address = p["address"]
+        .as_array()
+        .and_then(|a| a.first())
+        .map(|a| {
+            a["text"].as_str().map(str::to_owned).unwrap_or_else(|| {
+                let lines: Vec<&str> = a["line"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                format!("{}{}{}", a["state"].as_str().unwrap_or(""), a["city"].as_str().unwrap_or(""), lines.join(""))
+            })
+        })
+        .unwrap_or_default();
+    let phone = p["telecom"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["system"].as_str() == Some("phone"))
+        .and_then(|t| t["value"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let sex = match p["gender"].as_str() {
+        Some("male") => "男性",
+        Some("female") => "女性",
+        Some("other") => "その他",
+        Some(_) => "不明",
+        None => "",
+    };
+    vec![
+        ("氏名", kanji),
+        ("カナ", kana),
+        ("性別", sex.to_owned()),
+        ("生年月日", p["birthDate"].as_str().unwrap_or("").to_owned()),
+        ("住所", address),
+        ("電話", phone),
+        ("被保険者番号", insurance),
+    ]
+}
+
+/// Why the index held a pair (`musubi_identify::Hold`, by its debug name), for people.
+fn hold_label(hold: &str) -> String {
+    match hold {
+        "Uncertain" => "一致度が自動判定の基準の間".to_owned(),
+        "GivenNameConflict" => "名（下の名前）がはっきり異なる（双子・兄弟姉妹の可能性）".to_owned(),
+        "SameFacility" => "同じ施設に同一人物の別の記録がある".to_owned(),
+        "KeptApart" => "以前に別人と判断された記録".to_owned(),
+        "Ambiguous" => "複数の人物が候補になる".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+async fn mpi(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) -> Result<Response> {
+    let q = query(q);
+    let ctx = op.ctx.clone();
+    let list = web.call(move |svc| svc.mpi_review_queue(&ctx)).await?;
+    let msg = match q_get(&q, "msg") {
+        "linked" => Some(notice("ok", "同一人物として統合しました。")),
+        "apart" => Some(notice("ok", "別人として分けました。今後、この2件が自動で統合されることはありません。")),
+        _ => None,
+    };
+    Ok(page(
+        "名寄せの確認",
+        Nav::Operator(&op.csrf),
+        html! {
+            h1 { "名寄せの確認（同一人物かどうかの判断待ち）" }
+            @if let Some(m) = msg { (m) }
+            p { "自動では判断できなかった患者記録の組です。2件を見比べて、同一人物なら「統合」、別人なら「別人として分ける」を選んでください。判断は記録され、後から分離（統合の取り消し）もできます。" }
+            @if list.is_empty() { p.none { "確認待ちはありません。" } }
+            @for item in &list {
+                @let (fa, fb) = (patient_facts(&item.a.patient), patient_facts(&item.b.patient));
+                section.card.review {
+                    h2 { "確認 " code { (item.id) } }
+                    p { "一致度（重み） " strong { (format!("{:.1}", item.weight)) } "　理由: " (hold_label(&item.hold)) }
+                    table.side {
+                        thead {
+                            tr {
+                                th { "" }
+                                th { (item.a.facility_name.as_deref().unwrap_or(&item.a.facility)) br; small { (item.a.facility) " / 患者ID " code { (item.a.local_id) } } }
+                                th { (item.b.facility_name.as_deref().unwrap_or(&item.b.facility)) br; small { (item.b.facility) " / 患者ID " code { (item.b.local_id) } } }
+                            }
+                        }
+                        tbody {
+                            @for ((label, va), (_, vb)) in fa.iter().zip(fb.iter()) {
+                                @let differs = !va.is_empty() && !vb.is_empty() && va != vb;
+                                tr class=(if differs { "differs" } else { "" }) {
+                                    th scope="row" { (label) @if differs { " " span.tag.warn { "相違" } } }
+                                    td { (va) }
+                                    td { (vb) }
+                                }
+                            }
+                        }
+                    }
+                    div.actions {
+                        form.inline method="post" action={"/admin/mpi/" (item.id)} {
+                            (csrf_field(&op.csrf))
+                            input type="hidden" name="decision" value="link";
+                            button type="submit" { "同一人物として統合" }
+                        }
+                        form.inline method="post" action={"/admin/mpi/" (item.id)} {
+                            (csrf_field(&op.csrf))
+                            input type="hidden" name="decision" value="apart";
+                            button.secondary type="submit" { "別人として分ける" }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+async fn mpi_resolve(State(web): State<Web>, op: Operator, Path(id): Path<String>, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    let link = match form.get("decision") {
+        "link" => true,
+        "apart" => false,
+        _ => return Err(ApiError::bad_request("判断（統合／別人）を選んでください").into()),
+    };
+    let ctx = op.ctx.clone();
+    web.call(move |svc| svc.mpi_resolve(&ctx, &id, link)).await?;
+    Ok(Redirect::to(if link { "/admin/mpi?msg=linked" } else { "/admin/mpi?msg=apart" }).into_response())
 }

@@ -66,7 +66,8 @@ impl Scale {
         let pad = (v1 - v0) * 0.08;
         let t0 = points.iter().map(|p| p.t).min().unwrap_or(0);
         let t1 = points.iter().map(|p| p.t).max().unwrap_or(1);
-        Scale { t0, t1: if t1 == t0 { t0 + 1 } else { t1 }, v0: v0 - pad, v1: v1 + pad, x0: x.0, x1: x.1, y0: y.0, y1: y.1 }
+        // One date: `x` puts it in the middle.
+        Scale { t0, t1, v0: v0 - pad, v1: v1 + pad, x0: x.0, x1: x.1, y0: y.0, y1: y.1 }
     }
 
     fn x(&self, t: i64) -> f64 {
@@ -192,10 +193,7 @@ mod tests {
 
     #[test]
     fn sparkline_marks_abnormal_values_and_draws_the_band() {
-        let pts = [
-            Point { t: 0, v: 6.0, abnormal: false },
-            Point { t: 10, v: 7.2, abnormal: true },
-        ];
+        let pts = [Point { t: 0, v: 6.0, abnormal: false }, Point { t: 10, v: 7.2, abnormal: true }];
         let svg = sparkline(&pts, Some((4.6, 6.2)), "HbA1c <推移>");
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains(r#"aria-label="HbA1c &lt;推移&gt;""#));
@@ -208,7 +206,8 @@ mod tests {
     #[test]
     fn one_point_and_no_range_still_draw() {
         let svg = plot(&[Point { t: 5, v: 3.0, abnormal: false }], None, "x", "2026/01/01", "2026/01/01");
-        assert!(svg.contains("<circle cx=\"348.0\""), "{svg}");
+        // The only point is in the middle of the plot area (56..628).
+        assert!(svg.contains("<circle cx=\"342.0\""), "{svg}");
         assert!(!svg.contains("NaN"));
     }
 

@@ -155,15 +155,16 @@ pub(crate) fn datetime_ms(ms: i64) -> String {
 /// A FHIR date or dateTime for people: `2026/11/03` (the time of a dateTime is shown in JST
 /// when `with_time`).
 pub(crate) fn fhir_date(s: &str, with_time: bool) -> String {
-    if s.len() > 10 && with_time {
-        if let Ok(r) = musubi_fhir::datetime::parse_range(s) {
-            return datetime_ms(r.lo);
-        }
+    if s.len() > 10
+        && with_time
+        && let Ok(r) = musubi_fhir::datetime::parse_range(s)
+    {
+        return datetime_ms(r.lo);
     }
-    if s.len() >= 10 {
-        if let Ok(r) = musubi_fhir::datetime::parse_range(s) {
-            return date_ms(r.lo);
-        }
+    if s.len() >= 10
+        && let Ok(r) = musubi_fhir::datetime::parse_range(s)
+    {
+        return date_ms(r.lo);
     }
     s.replace('-', "/")
 }

@@ -45,6 +45,7 @@ pub mod model;
 mod portal;
 mod record_html;
 mod session;
+mod summary_page;
 mod viewer;
 
 use std::collections::HashMap;
@@ -126,9 +127,7 @@ impl Web {
 /// router carries its own state, so it fits a router of any state type `S`.
 pub fn router<S: Clone + Send + Sync + 'static>(service: Service, config: WebConfig) -> Router<S> {
     let permits = Semaphore::new(config.max_blocking.max(1));
-    let web = Web {
-        inner: Arc::new(Inner { service, config, permits, operators: Mutex::new(HashMap::new()) }),
-    };
+    let web = Web { inner: Arc::new(Inner { service, config, permits, operators: Mutex::new(HashMap::new()) }) };
     Router::new()
         .route("/", get(viewer::home))
         .route("/assets/style.css", get(style))

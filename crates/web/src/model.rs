@@ -28,9 +28,10 @@ impl Source {
     fn of(e: &RecordEntry) -> Source {
         let facility = e.facility.clone().unwrap_or_default();
         Source {
-            facility_name: e.facility_name.clone().unwrap_or_else(|| {
-                if facility.is_empty() { "（施設不明）".to_owned() } else { facility.clone() }
-            }),
+            facility_name: e
+                .facility_name
+                .clone()
+                .unwrap_or_else(|| if facility.is_empty() { "（施設不明）".to_owned() } else { facility.clone() }),
             facility,
             date: e.clinical_date,
         }
@@ -316,11 +317,9 @@ pub fn patient_names(p: &Value) -> (String, String) {
             let given: Vec<&str> = n["given"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
             format!("{} {}", n["family"].as_str().unwrap_or(""), given.join(" ")).trim().to_owned()
         });
-        let rep = n["extension"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|e| e["valueCode"].as_str().filter(|_| e["url"].as_str().is_some_and(|u| u.ends_with("EN-representation"))));
+        let rep = n["extension"].as_array().into_iter().flatten().find_map(|e| {
+            e["valueCode"].as_str().filter(|_| e["url"].as_str().is_some_and(|u| u.ends_with("EN-representation")))
+        });
         match rep {
             Some("SYL") if kana.is_empty() => kana = text,
             Some("SYL") => {}
@@ -366,7 +365,9 @@ fn identity_of(p: &Value, now_ms: i64) -> Identity {
 fn local_id(p: &Value, facility: &str) -> String {
     let ids = p["identifier"].as_array();
     let by_facility = ids.into_iter().flatten().find(|i| {
-        i["system"].as_str().is_some_and(|s| s.starts_with(musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX) && s.ends_with(facility))
+        i["system"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX) && s.ends_with(facility))
     });
     by_facility
         .or_else(|| {
@@ -428,7 +429,9 @@ fn observation_value(o: &Value) -> (Option<f64>, String) {
     } else if let Some(i) = o["valueInteger"].as_i64() {
         (Some(i as f64), i.to_string())
     } else {
-        (None, o["dataAbsentReason"].is_object().then(|| concept_text(&o["dataAbsentReason"])).unwrap_or_default())
+        let absent =
+            if o["dataAbsentReason"].is_object() { concept_text(&o["dataAbsentReason"]) } else { String::new() };
+        (None, absent)
     }
 }
 
@@ -440,9 +443,10 @@ fn reference_range(o: &Value) -> Option<(f64, f64)> {
 /// The lab group (code, Japanese name) of an Observation, if it is one of the 43 core items
 /// or the 5 infection items.
 fn lab_group_of(o: &Value) -> Option<&'static musubi_validate::terminology::LabGroup> {
-    o["code"]["coding"].as_array()?.iter().find_map(|c| {
-        musubi_validate::terminology::lab_group(c["system"].as_str()?, c["code"].as_str()?)
-    })
+    o["code"]["coding"]
+        .as_array()?
+        .iter()
+        .find_map(|c| musubi_validate::terminology::lab_group(c["system"].as_str()?, c["code"].as_str()?))
 }
 
 /// The document title of a Bundle (its Composition), Composition or DocumentReference.
@@ -461,9 +465,9 @@ pub fn document_title(e: &RecordEntry) -> String {
         ResourceType::Composition => {
             Some(r["title"].as_str().map(str::to_owned).unwrap_or_else(|| concept_text(&r["type"])))
         }
-        ResourceType::DocumentReference => Some(
-            r["description"].as_str().map(str::to_owned).unwrap_or_else(|| concept_text(&r["type"])),
-        ),
+        ResourceType::DocumentReference => {
+            Some(r["description"].as_str().map(str::to_owned).unwrap_or_else(|| concept_text(&r["type"])))
+        }
         _ => None,
     };
     t.filter(|t| !t.is_empty()).unwrap_or_else(|| e.class.label_ja().to_owned())
@@ -626,7 +630,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                     });
                 } else if let Some(g) = group {
                     let range = reference_range(r);
-                    let flag = interpretation_flag(r).or_else(|| match (value, range) {
+                    let flag = interpretation_flag(r).or(match (value, range) {
                         (Some(v), Some((_, hi))) if v > hi => Some("H"),
                         (Some(v), Some((lo, _))) if v < lo => Some("L"),
                         _ => None,
@@ -717,10 +721,10 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
             counts: Vec::new(),
             documents: Vec::new(),
         });
-        if item.kind.is_none() || day_kind == Some("入院") {
-            if let Some(k) = day_kind {
-                item.kind = Some(k.to_owned());
-            }
+        if (item.kind.is_none() || day_kind == Some("入院"))
+            && let Some(k) = day_kind
+        {
+            item.kind = Some(k.to_owned());
         }
         if day_until.is_some() {
             item.until = day_until;
@@ -811,7 +815,8 @@ pub fn narrative_text(xhtml: &str) -> String {
                         tag.push(t.to_ascii_lowercase());
                     }
                 }
-                let name: String = tag.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                let name: String =
+                    tag.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
                 if matches!(name.as_str(), "br" | "p" | "div" | "li" | "tr" | "h1" | "h2" | "h3" | "h4" | "table")
                     && !out.ends_with('\n')
                     && !out.is_empty()
@@ -868,7 +873,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn entry(rtype: ResourceType, id: &str, class: ResourceClass, fac: &str, date: Option<&str>, r: Value) -> RecordEntry {
+    fn entry(
+        rtype: ResourceType,
+        id: &str,
+        class: ResourceClass,
+        fac: &str,
+        date: Option<&str>,
+        r: Value,
+    ) -> RecordEntry {
         RecordEntry {
             rtype,
             id: id.into(),
@@ -887,7 +899,9 @@ mod tests {
     #[test]
     fn narrative_is_plain_text() {
         assert_eq!(
-            narrative_text(r#"<div xmlns="http://www.w3.org/1999/xhtml"><p>経過&amp;所見</p><p>&lt;b&gt; 良好<br/>退院</p><script>x</script></div>"#),
+            narrative_text(
+                r#"<div xmlns="http://www.w3.org/1999/xhtml"><p>経過&amp;所見</p><p>&lt;b&gt; 良好<br/>退院</p><script>x</script></div>"#
+            ),
             "経過&所見\n<b> 良好\n退院\nx"
         );
         assert_eq!(narrative_text("a &unknown; &#x9AD9; &#39640; &"), "a &unknown; 髙 高 &");
@@ -900,19 +914,59 @@ mod tests {
                    "code": {"coding": [{"system": musubi_domain::systems::MEDIS_DISEASE, "code": code}], "text": name}})
         };
         let entries = vec![
-            entry(ResourceType::Patient, "p1", ResourceClass::Demographics, "1312345678", None, json!({"resourceType": "Patient",
+            entry(
+                ResourceType::Patient,
+                "p1",
+                ResourceClass::Demographics,
+                "1312345678",
+                None,
+                json!({"resourceType": "Patient",
                 "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11312345678", "value": "C-1"}],
                 "name": [{"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation", "valueCode": "IDE"}], "text": "結 花子"},
                          {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation", "valueCode": "SYL"}], "text": "ムスビ ハナコ"}],
-                "gender": "female", "birthDate": "1970-05-05"})),
-            entry(ResourceType::Condition, "c3", ResourceClass::Diagnosis, "1318814790", Some("2026-09-01"), cond("20064591", "２型糖尿病", "active")),
-            entry(ResourceType::Condition, "c1", ResourceClass::Diagnosis, "1312345678", Some("2025-04-01"), cond("20064591", "２型糖尿病", "active")),
-            entry(ResourceType::Condition, "c2", ResourceClass::Diagnosis, "1312345678", Some("2025-03-01"), cond("20051234", "急性気管支炎", "resolved")),
-            entry(ResourceType::AllergyIntolerance, "a1", ResourceClass::OtherAllergy, "1312345678", Some("2025-03-01"),
-                json!({"resourceType": "AllergyIntolerance", "category": ["food"], "code": {"text": "そば"}})),
-            entry(ResourceType::AllergyIntolerance, "a2", ResourceClass::DrugAllergy, "1312345678", Some("2024-03-01"),
+                "gender": "female", "birthDate": "1970-05-05"}),
+            ),
+            entry(
+                ResourceType::Condition,
+                "c3",
+                ResourceClass::Diagnosis,
+                "1318814790",
+                Some("2026-09-01"),
+                cond("20064591", "２型糖尿病", "active"),
+            ),
+            entry(
+                ResourceType::Condition,
+                "c1",
+                ResourceClass::Diagnosis,
+                "1312345678",
+                Some("2025-04-01"),
+                cond("20064591", "２型糖尿病", "active"),
+            ),
+            entry(
+                ResourceType::Condition,
+                "c2",
+                ResourceClass::Diagnosis,
+                "1312345678",
+                Some("2025-03-01"),
+                cond("20051234", "急性気管支炎", "resolved"),
+            ),
+            entry(
+                ResourceType::AllergyIntolerance,
+                "a1",
+                ResourceClass::OtherAllergy,
+                "1312345678",
+                Some("2025-03-01"),
+                json!({"resourceType": "AllergyIntolerance", "category": ["food"], "code": {"text": "そば"}}),
+            ),
+            entry(
+                ResourceType::AllergyIntolerance,
+                "a2",
+                ResourceClass::DrugAllergy,
+                "1312345678",
+                Some("2024-03-01"),
                 json!({"resourceType": "AllergyIntolerance", "category": ["medication"], "criticality": "high", "code": {"text": "ペニシリン系"},
-                       "reaction": [{"manifestation": [{"text": "蕁麻疹"}]}]})),
+                       "reaction": [{"manifestation": [{"text": "蕁麻疹"}]}]}),
+            ),
         ];
         let v = patient_view("p1", &entries, NOW);
         assert_eq!(v.identity.name, "結 花子");
@@ -939,8 +993,22 @@ mod tests {
                    "referenceRange": [{"low": {"value": 4.6}, "high": {"value": 6.2}}], "effectiveDateTime": d})
         };
         let entries = vec![
-            entry(ResourceType::Observation, "o2", ResourceClass::Lab, "1312345678", Some("2026-06-01"), lab(7.2, "2026-06-01")),
-            entry(ResourceType::Observation, "o1", ResourceClass::Lab, "1312345678", Some("2026-01-01"), lab(6.0, "2026-01-01")),
+            entry(
+                ResourceType::Observation,
+                "o2",
+                ResourceClass::Lab,
+                "1312345678",
+                Some("2026-06-01"),
+                lab(7.2, "2026-06-01"),
+            ),
+            entry(
+                ResourceType::Observation,
+                "o1",
+                ResourceClass::Lab,
+                "1312345678",
+                Some("2026-01-01"),
+                lab(6.0, "2026-01-01"),
+            ),
         ];
         let v = patient_view("p", &entries, NOW);
         assert_eq!(v.labs.len(), 1);
@@ -960,9 +1028,30 @@ mod tests {
                    "dispenseRequest": {"expectedSupplyDuration": {"value": days}}})
         };
         let entries = vec![
-            entry(ResourceType::MedicationRequest, "m1", ResourceClass::Prescription, "1312345678", Some("2026-10-01"), rx("2026-10-01", 60)),
-            entry(ResourceType::MedicationRequest, "m2", ResourceClass::Prescription, "1312345678", Some("2026-03-01"), rx("2026-03-01", 30)),
-            entry(ResourceType::MedicationRequest, "m3", ResourceClass::Prescription, "1312345678", Some("2020-03-01"), rx("2020-03-01", 30)),
+            entry(
+                ResourceType::MedicationRequest,
+                "m1",
+                ResourceClass::Prescription,
+                "1312345678",
+                Some("2026-10-01"),
+                rx("2026-10-01", 60),
+            ),
+            entry(
+                ResourceType::MedicationRequest,
+                "m2",
+                ResourceClass::Prescription,
+                "1312345678",
+                Some("2026-03-01"),
+                rx("2026-03-01", 30),
+            ),
+            entry(
+                ResourceType::MedicationRequest,
+                "m3",
+                ResourceClass::Prescription,
+                "1312345678",
+                Some("2020-03-01"),
+                rx("2020-03-01", 30),
+            ),
         ];
         let v = patient_view("p", &entries, NOW);
         assert_eq!(v.current_prescriptions.len(), 1);

@@ -133,7 +133,10 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
                 }
                 for g in grants.into_iter().filter(|g| g.revoked.is_none()) {
                     let p = g.person_id.clone();
-                    let name = svc.store().read(|r| r.portal_of_person(&p))?.map_or_else(|| "（登録者）".to_owned(), |a| a.name);
+                    let name = svc
+                        .store()
+                        .read(|r| r.portal_of_person(&p))?
+                        .map_or_else(|| "（登録者）".to_owned(), |a| a.name);
                     choices.push((g.person_id, format!("{name}（{}）", g.relation)));
                 }
                 if choices.len() > 1 {
@@ -146,9 +149,12 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
         })
         .await;
     match outcome {
-        Ok((_, choices)) if !choices.is_empty() => {
-            Ok(login_page(Some("どなたの手続きをするか選んで、もう一度パスワードを入力してください。"), &next, &login, &choices))
-        }
+        Ok((_, choices)) if !choices.is_empty() => Ok(login_page(
+            Some("どなたの手続きをするか選んで、もう一度パスワードを入力してください。"),
+            &next,
+            &login,
+            &choices,
+        )),
         Ok((out, _)) => {
             let mut r = code_page(&next);
             let max_age = (out.expires - musubi_fhir::datetime::now_ms()) / 1000;
@@ -318,7 +324,8 @@ async fn proxy_register_form() -> Response {
 }
 
 async fn proxy_register_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Result<Response> {
-    let (name, login, password) = (form.get("name").to_owned(), form.get("login").to_owned(), form.get("password").to_owned());
+    let (name, login, password) =
+        (form.get("name").to_owned(), form.get("login").to_owned(), form.get("password").to_owned());
     match web.call(move |svc| svc.register_proxy(&name, &login, &password, anon.address)).await {
         Ok(e) => Ok(enrolled_page("代理人の登録が完了しました", &e)),
         Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Conflict) => {
@@ -330,13 +337,22 @@ async fn proxy_register_post(State(web): State<Web>, anon: Anonymous, form: Form
 
 // ---- disclosure settings ----
 
-fn toggle(csrf: &str, version: i64, action: &str, key: &str, value: &str, label: &str, class: &str, pressed: bool) -> Markup {
+/// What a one-click toggle changes: one setting (`action`, `key`) of the settings version the
+/// page showed.
+struct Setting<'a> {
+    csrf: &'a str,
+    version: i64,
+    action: &'a str,
+    key: &'a str,
+}
+
+fn toggle(t: &Setting<'_>, value: &str, label: &str, class: &str, pressed: bool) -> Markup {
     html! {
         form.inline method="post" action="/portal/consent" {
-            (csrf_field(csrf))
-            input type="hidden" name="version" value=(version);
-            input type="hidden" name="action" value=(action);
-            input type="hidden" name="key" value=(key);
+            (csrf_field(t.csrf))
+            input type="hidden" name="version" value=(t.version);
+            input type="hidden" name="action" value=(t.action);
+            input type="hidden" name="key" value=(t.key);
             input type="hidden" name="value" value=(value);
             button class=(class) type="submit" aria-pressed=(if pressed { "true" } else { "false" }) disabled[pressed] { (label) }
         }
@@ -345,11 +361,12 @@ fn toggle(csrf: &str, version: i64, action: &str, key: &str, value: &str, label:
 
 /// Open / closed (/ follow the broader setting) buttons for one setting.
 fn switch(csrf: &str, version: i64, action: &str, key: &str, state: Option<bool>, with_default: bool) -> Markup {
+    let t = Setting { csrf, version, action, key };
     html! {
         span.switch role="group" {
-            (toggle(csrf, version, action, key, "on", "開示する", "on", state == Some(true)))
-            (toggle(csrf, version, action, key, "off", "開示しない", "off", state == Some(false)))
-            @if with_default { (toggle(csrf, version, action, key, "default", "地域の設定に従う", "default", state.is_none())) }
+            (toggle(&t, "on", "開示する", "on", state == Some(true)))
+            (toggle(&t, "off", "開示しない", "off", state == Some(false)))
+            @if with_default { (toggle(&t, "default", "地域の設定に従う", "default", state.is_none())) }
         }
     }
 }
@@ -378,7 +395,11 @@ fn consent_page(u: &PortalUser, v: &ConsentView, message: Option<Markup>) -> Res
         ("elsewhere", "そのほかの地域の医療機関", s.area.elsewhere),
     ];
     let scopes = [
-        (format!("area:{}", v.residence.area), format!("お住まいの二次医療圏（{}）", v.residence.area), Within::Area(v.residence.area.clone())),
+        (
+            format!("area:{}", v.residence.area),
+            format!("お住まいの二次医療圏（{}）", v.residence.area),
+            Within::Area(v.residence.area.clone()),
+        ),
         (
             format!("pref:{}", v.residence.prefecture),
             format!("{}内", v.residence.prefecture_name),
@@ -396,10 +417,10 @@ fn consent_page(u: &PortalUser, v: &ConsentView, message: Option<Markup>) -> Res
                 h2 { "すべて" }
                 @if s.closed {
                     (notice("warn", "現在、すべての開示を停止しています。どの医療機関も（緊急時を除き）あなたの記録を見られません。"))
-                    (toggle(csrf, ver, "closed", "", "off", "開示を再開する", "on", false))
+                    (toggle(&Setting { csrf, version: ver, action: "closed", key: "" }, "off", "開示を再開する", "on", false))
                 } @else {
                     p { "すべての医療機関への開示を一度に停止できます（救命のための緊急時の閲覧は除きます。その場合も履歴に残り、お知らせが届きます）。" }
-                    (toggle(csrf, ver, "closed", "", "on", "すべての開示を停止する", "off danger", false))
+                    (toggle(&Setting { csrf, version: ver, action: "closed", key: "" }, "on", "すべての開示を停止する", "off danger", false))
                 }
             }
             section.card {
@@ -483,7 +504,12 @@ async fn consent(State(web): State<Web>, u: PortalUser, RawQuery(q): RawQuery) -
 }
 
 /// Applies one toggle to the settings.
-pub(crate) fn apply_toggle(s: &mut ConsentSettings, action: &str, key: &str, value: &str) -> std::result::Result<(), ApiError> {
+pub(crate) fn apply_toggle(
+    s: &mut ConsentSettings,
+    action: &str,
+    key: &str,
+    value: &str,
+) -> std::result::Result<(), ApiError> {
     let bad = || ApiError::bad_request("設定の指定が不正です");
     let on = match value {
         "on" => Some(true),
@@ -549,7 +575,8 @@ pub(crate) fn apply_toggle(s: &mut ConsentSettings, action: &str, key: &str, val
 async fn consent_post(State(web): State<Web>, u: PortalUser, form: Form) -> Result<Response> {
     session::check_csrf(&form, &u.csrf)?;
     let version: i64 = form.get("version").parse().map_err(|_| ApiError::bad_request("版の指定が不正です"))?;
-    let (action, key, value) = (form.get("action").to_owned(), form.get("key").to_owned(), form.get("value").to_owned());
+    let (action, key, value) =
+        (form.get("action").to_owned(), form.get("key").to_owned(), form.get("value").to_owned());
     let ctx = u.ctx.clone();
     let saved = web
         .call(move |svc| {
@@ -661,13 +688,16 @@ async fn notices(State(web): State<Web>, u: PortalUser) -> Result<Response> {
 fn own_patient(svc: &musubi_service::Service, ctx: &Ctx) -> std::result::Result<String, ApiError> {
     let r = svc.search(ctx, ResourceType::Patient, &[("_count".into(), "1".into())])?;
     let b: Value = serde_json::from_str(&r.json).map_err(|e| ApiError::internal(format!("search JSON: {e}")))?;
-    b["entry"][0]["resource"]["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "記録が見つかりません（閲覧の権限がないか、まだ記録がありません）"))
+    b["entry"][0]["resource"]["id"].as_str().map(str::to_owned).ok_or_else(|| {
+        ApiError::new(ErrorKind::NotFound, "記録が見つかりません（閲覧の権限がないか、まだ記録がありません）")
+    })
 }
 
-async fn own_view(web: &Web, u: &PortalUser, purpose: &'static str) -> std::result::Result<model::PatientView, ApiError> {
+async fn own_view(
+    web: &Web,
+    u: &PortalUser,
+    purpose: &'static str,
+) -> std::result::Result<model::PatientView, ApiError> {
     let ctx = u.ctx.clone();
     web.call(move |svc| {
         let pid = own_patient(svc, &ctx)?;
@@ -680,7 +710,11 @@ async fn own_view(web: &Web, u: &PortalUser, purpose: &'static str) -> std::resu
 async fn record(State(web): State<Web>, u: PortalUser, RawQuery(q): RawQuery) -> Result<Response> {
     let q = query(q);
     let view = own_view(&web, &u, "portal").await?;
-    let links = Links { base: "/portal/record", clinician: false, timeline_limit: (q_get(&q, "timeline") != "all").then_some(60) };
+    let links = Links {
+        base: "/portal/record",
+        clinician: false,
+        timeline_limit: (q_get(&q, "timeline") != "all").then_some(60),
+    };
     Ok(page(
         "わたしの記録",
         nav(&u),
@@ -701,7 +735,11 @@ async fn record_lab(State(web): State<Web>, u: PortalUser, Path(group): Path<Str
     Ok(page("検査の推移", nav(&u), html! { p.crumb { a href="/portal/record" { "← わたしの記録" } } (body) }))
 }
 
-async fn record_document(State(web): State<Web>, u: PortalUser, Path((rtype, rid)): Path<(String, String)>) -> Result<Response> {
+async fn record_document(
+    State(web): State<Web>,
+    u: PortalUser,
+    Path((rtype, rid)): Path<(String, String)>,
+) -> Result<Response> {
     let rtype: ResourceType = rtype.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "文書が見つかりません"))?;
     let ctx = u.ctx.clone();
     let out = web.call(move |svc| svc.read(&ctx, rtype, &rid, None)).await?;
@@ -859,7 +897,10 @@ mod tests {
     fn toggles_change_exactly_one_setting() {
         let mut s = ConsentSettings::default();
         apply_toggle(&mut s, "kind", "area:1301:pharmacy", "off").unwrap();
-        assert_eq!(s.kinds, vec![KindSetting { within: Within::Area("1301".into()), class: FacilityClass::Pharmacy, allow: false }]);
+        assert_eq!(
+            s.kinds,
+            vec![KindSetting { within: Within::Area("1301".into()), class: FacilityClass::Pharmacy, allow: false }]
+        );
         apply_toggle(&mut s, "kind", "area:1301:pharmacy", "default").unwrap();
         assert!(s.kinds.is_empty());
         apply_toggle(&mut s, "profession", "pharmacist", "off").unwrap();

@@ -201,18 +201,53 @@ fn points(s: &model::LabSeries) -> Vec<Point> {
     s.points.iter().filter_map(|p| Some(Point { t: p.date, v: p.value?, abnormal: p.flag.is_some() })).collect()
 }
 
+/// The same drug from the same facility, repeated: one row with how many times and since when
+/// (a year of monthly refills is one line, not twelve).
+pub(crate) struct RxGroup<'a> {
+    /// The newest prescription of the group.
+    pub latest: &'a model::Prescription,
+    /// How many prescriptions.
+    pub count: usize,
+    /// The oldest prescription's date.
+    pub first: Option<i64>,
+}
+
+/// Groups prescriptions (newest first) by drug and facility, keeping the order of the newest.
+pub(crate) fn group_prescriptions(list: &[model::Prescription]) -> Vec<RxGroup<'_>> {
+    let mut out: Vec<RxGroup<'_>> = Vec::new();
+    for p in list {
+        match out.iter_mut().find(|g| g.latest.drug == p.drug && g.latest.source.facility == p.source.facility) {
+            Some(g) => {
+                g.count += 1;
+                if p.authored.is_some() && (g.first.is_none() || p.authored < g.first) {
+                    g.first = p.authored;
+                }
+            }
+            None => out.push(RxGroup { latest: p, count: 1, first: p.authored }),
+        }
+    }
+    out
+}
+
 fn prescriptions(list: &[model::Prescription]) -> Markup {
+    let groups = group_prescriptions(list);
     html! {
         @if list.is_empty() { p.none { "記録なし" } } @else {
             table {
                 thead { tr { th { "薬剤" } th { "用法" } th { "日数" } th { "施設・処方日" } } }
                 tbody {
-                    @for p in list {
+                    @for g in &groups {
+                        @let p = g.latest;
                         tr {
                             td { (p.drug) }
                             td { (p.dosage) }
                             td { @if let Some(d) = p.days { (d) "日分" } }
-                            td { span.src { span.fac { (p.source.facility_name) } @if let Some(a) = p.authored { " " time { (date_ms(a)) } } } }
+                            td {
+                                span.src { span.fac { (p.source.facility_name) } @if let Some(a) = p.authored { " " time { (date_ms(a)) } } }
+                                @if g.count > 1 {
+                                    br; small.note { "ほか " (g.count - 1) " 回" @if let Some(f) = g.first { "（" (date_ms(f)) " から）" } }
+                                }
+                            }
                         }
                     }
                 }
@@ -370,7 +405,13 @@ pub(crate) fn composition(c: &Value, by_url: &HashMap<&str, &Value>, depth: usiz
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|a| a["reference"].as_str().and_then(|u| by_url.get(u)).map(|r| entry_line(r)).or_else(|| a["display"].as_str().map(str::to_owned)))
+        .filter_map(|a| {
+            a["reference"]
+                .as_str()
+                .and_then(|u| by_url.get(u))
+                .map(|r| entry_line(r))
+                .or_else(|| a["display"].as_str().map(str::to_owned))
+        })
         .collect();
     html! {
         article.document {
@@ -406,7 +447,9 @@ pub(crate) fn document(r: &Value) -> Markup {
                 }
             }
         },
-        _ => html! { article.document { h2 { (r["resourceType"].as_str().unwrap_or("記録")) } p.narr { (entry_line(r)) } } },
+        _ => {
+            html! { article.document { h2 { (r["resourceType"].as_str().unwrap_or("記録")) } p.narr { (entry_line(r)) } } }
+        }
     }
 }
 
@@ -414,6 +457,26 @@ pub(crate) fn document(r: &Value) -> Markup {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn repeated_prescriptions_are_one_row() {
+        let rx = |drug: &str, fac: &str, day: i64| model::Prescription {
+            drug: drug.into(),
+            dosage: String::new(),
+            days: Some(30),
+            authored: Some(day * 86_400_000),
+            until: None,
+            source: Source { facility: fac.into(), facility_name: fac.into(), date: None },
+        };
+        let list = vec![rx("A", "1", 300), rx("B", "1", 300), rx("A", "2", 290), rx("A", "1", 270), rx("A", "1", 240)];
+        let g = group_prescriptions(&list);
+        assert_eq!(g.len(), 3);
+        assert_eq!((g[0].latest.drug.as_str(), g[0].count, g[0].first), ("A", 3, Some(240 * 86_400_000)));
+        assert_eq!((g[1].latest.drug.as_str(), g[1].count), ("B", 1));
+        assert_eq!((g[2].latest.source.facility.as_str(), g[2].count), ("2", 1));
+        let html = prescriptions(&list).into_string();
+        assert!(html.contains("ほか 2 回"), "{html}");
+    }
 
     #[test]
     fn a_referral_renders_its_sections_and_the_attached_summary() {

@@ -102,7 +102,8 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             PageError::Login(path, next) => {
-                let to = if next.is_empty() { path.to_owned() } else { format!("{path}?next={}", html::url_encode(&next)) };
+                let to =
+                    if next.is_empty() { path.to_owned() } else { format!("{path}?next={}", html::url_encode(&next)) };
                 Redirect::to(&to).into_response()
             }
             PageError::Api(e) => {
@@ -147,8 +148,7 @@ pub(crate) fn same_origin(parts: &Parts) -> Result<(), PageError> {
     if matches!(parts.method, Method::GET | Method::HEAD) {
         return Ok(());
     }
-    let forbidden =
-        || PageError::Api(ApiError::new(ErrorKind::Forbidden, "ほかのサイトからの送信は受け付けません"));
+    let forbidden = || PageError::Api(ApiError::new(ErrorKind::Forbidden, "ほかのサイトからの送信は受け付けません"));
     if parts.headers.get("sec-fetch-site").and_then(|h| h.to_str().ok()) == Some("cross-site") {
         return Err(forbidden());
     }
@@ -317,9 +317,7 @@ impl FromRequestParts<Web> for Operator {
         // The token may have been revoked since: the session ends with it.
         let hash = s.token_hash.clone();
         let valid = web
-            .call(move |svc| {
-                Ok(svc.store().read(|r| r.token(&hash))?.is_some_and(|t| !t.revoked && t.kind == "admin"))
-            })
+            .call(move |svc| Ok(svc.store().read(|r| r.token(&hash))?.is_some_and(|t| !t.revoked && t.kind == "admin")))
             .await?;
         if !valid {
             if let Ok(mut map) = web.inner.operators.lock() {

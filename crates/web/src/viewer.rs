@@ -12,11 +12,11 @@ use musubi_fhir::ResourceType;
 use musubi_service::{ApiError, ErrorKind, parse_query};
 use serde_json::Value;
 
+use crate::Web;
 use crate::html::{self, Nav, csrf_field, notice, page};
 use crate::model::{self, PatientView};
 use crate::record_html::{self, Links};
 use crate::session::{self, Anonymous, Clinician, Form, PageError, SESSION_COOKIE, cookie, safe_next, set_cookie};
-use crate::Web;
 
 type Result<T> = std::result::Result<T, PageError>;
 
@@ -31,6 +31,8 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/patients/{id}/documents/{rtype}/{rid}", get(document))
         .route("/patients/{id}/visit-consent", post(visit_consent))
         .route("/patients/{id}/emergency", get(emergency_form).post(emergency_post))
+        .route("/patients/{id}/summary", get(crate::summary_page::summary))
+        .route("/patients/{id}/summary.pdf", get(crate::summary_page::summary_pdf))
 }
 
 fn query(q: Option<String>) -> Vec<(String, String)> {
@@ -244,7 +246,9 @@ fn found(bundle: &str) -> Vec<Found> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|i| i["system"].as_str().is_some_and(|s| s.starts_with(musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX)))
+                .find(|i| {
+                    i["system"].as_str().is_some_and(|s| s.starts_with(musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX))
+                })
                 .and_then(|i| i["value"].as_str())
                 .unwrap_or("")
                 .to_owned();
@@ -262,6 +266,95 @@ fn found(bundle: &str) -> Vec<Found> {
                 local_id,
             }
         })
+        .collect()
+}
+
+/// `system|` of the insurance identity in token searches.
+const INS_PREFIX: &str = "http://jpfhir.jp/fhir/clins/Idsystem/JP_Insurance_memberID|";
+
+/// An insurance identity as typed, then half-width (the MPI's match key), then with full-width
+/// 記号 and 番号 (as many senders write them); duplicates dropped.
+fn insurance_variants(typed: &str) -> Vec<String> {
+    let mut out = vec![typed.to_owned()];
+    let Ok(id) = typed.parse::<musubi_domain::InsuranceId>() else { return out };
+    let half = id.match_key();
+    let full: Vec<String> = half
+        .split(':')
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 1 || i == 2 {
+                part.chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c })
+                    .collect()
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect();
+    for v in [half.clone(), full.join(":")] {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The Patient to match (`$match`) from the search form: names split into family and given at
+/// the first space, the birth date when it reads as one, the insurance identity.
+fn match_patient(kana: &str, name: &str, birth: &str, insurance: &str) -> Value {
+    let rep = |code: &str, text: &str| {
+        let t = text.replace('\u{3000}', " ");
+        let (family, given) = t.trim().split_once(' ').unwrap_or((t.trim(), ""));
+        let mut n = serde_json::json!({
+            "extension": [{"url": musubi_domain::systems::EXT_NAME_REPRESENTATION, "valueCode": code}],
+            "text": t.trim(), "family": family.trim()});
+        if !given.trim().is_empty() {
+            n["given"] = serde_json::json!([given.trim()]);
+        }
+        n
+    };
+    let mut names = Vec::new();
+    if !name.is_empty() {
+        names.push(rep("IDE", name));
+    }
+    if !kana.is_empty() {
+        names.push(rep("SYL", kana));
+    }
+    let mut p = serde_json::json!({"resourceType": "Patient", "name": names});
+    if let Some(d) = normalize_date(birth) {
+        p["birthDate"] = Value::String(d);
+    }
+    if !insurance.is_empty() {
+        p["identifier"] =
+            serde_json::json!([{"system": musubi_domain::systems::INSURANCE_MEMBER_ID, "value": insurance}]);
+    }
+    p
+}
+
+/// The candidates of a `$match` answer worth showing (certain, or a score of at least 0.5), with the score and
+/// the grade in Japanese.
+fn scored(bundle: &Value) -> Vec<(Found, f64, &'static str)> {
+    let list = found(&bundle.to_string());
+    let scores = bundle["entry"].as_array().into_iter().flatten().map(|e| {
+        let grade = e["search"]["extension"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|x| x["valueCode"].as_str())
+            .unwrap_or("");
+        (
+            e["search"]["score"].as_f64().unwrap_or(0.0),
+            match grade {
+                "certain" => "ほぼ確実",
+                "probable" => "可能性が高い",
+                _ => "可能性あり",
+            },
+        )
+    });
+    list.into_iter()
+        .zip(scores)
+        .filter(|(_, (s, g))| *s >= 0.5 || *g == "ほぼ確実")
+        .map(|(f, (s, g))| (f, s, g))
         .collect()
 }
 
@@ -289,7 +382,7 @@ async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> 
         }
     }
     if !insurance.is_empty() {
-        params.push(("identifier".into(), format!("{}|{}", musubi_domain::systems::INSURANCE_MEMBER_ID, insurance)));
+        params.push(("identifier".into(), format!("{INS_PREFIX}{insurance}")));
     }
     if !local.is_empty() {
         let fac = if facility.is_empty() { c.user.facility.to_string() } else { facility.clone() };
@@ -299,30 +392,40 @@ async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> 
         params.push(("identifier".into(), format!("{}{fac}|{local}", musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX)));
     }
     let searched = !params.is_empty() && problem.is_none();
+    // When the exact search finds no one, a scored match on the demographics (PDQm `$match`)
+    // tolerates spelling variants, typos and an insurance id typed with other widths; it needs
+    // a name or the insurance id.
+    let match_query = (!kana.is_empty() || !name.is_empty() || !insurance.is_empty())
+        .then(|| match_patient(&kana, &name, &birth, &insurance));
     let results = if searched {
         params.push(("_count".into(), "50".into()));
         let ctx = c.ctx.clone();
         let p2 = params.clone();
         let ins = insurance.clone();
-        let (text, total) = web
+        let (text, total, candidates) = web
             .call(move |svc| {
-                let r = svc.search(&ctx, ResourceType::Patient, &p2)?;
-                if r.total == 0 && !ins.is_empty() {
-                    // The same identity written with other widths or punctuation.
-                    if let Ok(id) = ins.parse::<musubi_domain::InsuranceId>() {
-                        let mut p3: Vec<(String, String)> = p2.into_iter().filter(|(k, _)| k != "identifier").collect();
-                        p3.push((
-                            "identifier".into(),
-                            format!("{}|{}", musubi_domain::systems::INSURANCE_MEMBER_ID, id.match_key()),
-                        ));
-                        let r2 = svc.search(&ctx, ResourceType::Patient, &p3)?;
-                        return Ok((r2.json, r2.total));
+                let mut r = svc.search(&ctx, ResourceType::Patient, &p2)?;
+                // The same insurance identity as senders write it: half-width, or full-width
+                // 記号 and 番号 (the index keeps the value as sent).
+                for v in insurance_variants(&ins).into_iter().skip(1) {
+                    if r.total > 0 {
+                        break;
                     }
+                    let mut p3: Vec<(String, String)> =
+                        p2.iter().filter(|(k, x)| !(k == "identifier" && x.starts_with(INS_PREFIX))).cloned().collect();
+                    p3.push(("identifier".into(), format!("{INS_PREFIX}{v}")));
+                    r = svc.search(&ctx, ResourceType::Patient, &p3)?;
                 }
-                Ok((r.json, r.total))
+                if r.total == 0
+                    && let Some(m) = match_query
+                {
+                    let b = svc.pdq_match(&ctx, &m, 10, false)?;
+                    return Ok((r.json, r.total, Some(b)));
+                }
+                Ok((r.json, r.total, None))
             })
             .await?;
-        Some((found(&text), total))
+        Some((found(&text), total, candidates.map(|b| scored(&b)).unwrap_or_default()))
     } else {
         None
     };
@@ -351,10 +454,27 @@ async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> 
                 }
                 @if let Some(p) = problem { (notice("error", p)) }
             }
-            @if let Some((list, total)) = &results {
+            @if let Some((list, total, similar)) = &results {
                 section.card aria-live="polite" {
                     h2 { "検索結果 " (total) " 件" @if *total > list.len() as i64 { "（先頭 " (list.len()) " 件を表示）" } }
-                    @if list.is_empty() {
+                    @if list.is_empty() && !similar.is_empty() {
+                        p { "完全に一致する患者はいませんでしたが、次の患者が似ています（表記ゆれ・入力誤りを考慮した照合）。本人であることを確認してから開いてください。" }
+                        table.results {
+                            thead { tr { th { "氏名" } th { "カナ" } th { "性別" } th { "生年月日" } th { "患者ID" } th { "一致度" } } }
+                            tbody {
+                                @for (f, score, grade) in similar {
+                                    tr {
+                                        td { a href={"/patients/" (f.id)} { (f.name) } }
+                                        td { (f.kana) }
+                                        td { (f.sex) }
+                                        td { (html::fhir_date(&f.birth, false)) }
+                                        td { code { (f.local_id) } }
+                                        td { (format!("{:.0}%", score * 100.0)) " " span.tag { (grade) } }
+                                    }
+                                }
+                            }
+                        }
+                    } @else if list.is_empty() {
                         p { "該当する患者は見つかりませんでした。" }
                         p.note { "表示されるのは、閲覧が許可されている患者だけです（自施設の患者、および同意と診療関係のある患者）。初めて来院した患者は、施設の患者IDで登録したあとに検索できます。" }
                     } @else {
@@ -379,7 +499,7 @@ async fn search(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> 
     ))
 }
 
-fn valid_id(id: &str) -> Result<()> {
+pub(crate) fn valid_id(id: &str) -> Result<()> {
     if musubi_fhir::is_valid_id(id) {
         Ok(())
     } else {
@@ -388,7 +508,12 @@ fn valid_id(id: &str) -> Result<()> {
 }
 
 /// The patient page's data: the view and, during an emergency access, until when it holds.
-async fn load(web: &Web, c: &Clinician, id: &str, purpose: &'static str) -> std::result::Result<(PatientView, Option<(String, i64)>), ApiError> {
+async fn load(
+    web: &Web,
+    c: &Clinician,
+    id: &str,
+    purpose: &'static str,
+) -> std::result::Result<(PatientView, Option<(String, i64)>), ApiError> {
     let ctx = c.ctx.clone();
     let pid = id.to_owned();
     let user_id = c.user.user_id.clone();
@@ -436,7 +561,8 @@ fn emergency_banner(e: &Option<(String, i64)>) -> Markup {
     }
 }
 
-fn actions(c: &Clinician, id: &str) -> Markup {
+/// The patient's actions; `to` is where an emergency access leads (`summary` or the record).
+fn actions(c: &Clinician, id: &str, to: &str) -> Markup {
     html! {
         div.actions {
             a.button href={"/patients/" (id) "/summary"} { "救急用サマリ" }
@@ -444,13 +570,13 @@ fn actions(c: &Clinician, id: &str) -> Markup {
                 (csrf_field(&c.csrf))
                 button.secondary type="submit" { "来院時の同意を記録" }
             }
-            a.button.danger href={"/patients/" (id) "/emergency"} { "緊急時の閲覧" }
+            a.button.danger href={"/patients/" (id) "/emergency" @if to == "summary" { "?to=summary" }} { "緊急時の閲覧" }
         }
     }
 }
 
 /// The page shown when nothing of the patient is visible: the ways to gain access.
-fn not_visible(c: &Clinician, id: &str) -> Response {
+pub(crate) fn not_visible(c: &Clinician, id: &str, to: &str) -> Response {
     let mut r = page(
         "閲覧できません",
         Nav::Clinician(&c.user, &c.csrf),
@@ -459,7 +585,7 @@ fn not_visible(c: &Clinician, id: &str) -> Response {
                 h1 { "この患者の記録は閲覧できません" }
                 p { "患者が見つからないか、患者さんの開示設定・診療関係により、この施設からは閲覧が許可されていません。" }
                 p { "来院され同意を得た場合は「来院時の同意を記録」を、救急など生命に関わる場合は「緊急時の閲覧」を使ってください。" }
-                (actions(c, id))
+                (actions(c, id, to))
             }
         },
     );
@@ -467,12 +593,17 @@ fn not_visible(c: &Clinician, id: &str) -> Response {
     r
 }
 
-async fn patient(State(web): State<Web>, c: Clinician, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Response> {
+async fn patient(
+    State(web): State<Web>,
+    c: Clinician,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response> {
     valid_id(&id)?;
     let q = query(q);
     let (view, emergency) = match load(&web, &c, &id, "viewer").await {
         Ok(v) => v,
-        Err(e) if e.kind == ErrorKind::NotFound => return Ok(not_visible(&c, &id)),
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(not_visible(&c, &id, "record")),
         Err(e) => return Err(e.into()),
     };
     let base = format!("/patients/{id}");
@@ -486,7 +617,7 @@ async fn patient(State(web): State<Web>, c: Clinician, Path(id): Path<String>, R
             (emergency_banner(&emergency))
             div.patient-head {
                 (record_html::identity(&view))
-                (actions(&c, &id))
+                (actions(&c, &id, "record"))
             }
             (record_html::sections(&view, &links))
         },
@@ -516,8 +647,7 @@ async fn document(
     Path((id, rtype, rid)): Path<(String, String, String)>,
 ) -> Result<Response> {
     valid_id(&id)?;
-    let rtype: ResourceType =
-        rtype.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "文書が見つかりません"))?;
+    let rtype: ResourceType = rtype.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "文書が見つかりません"))?;
     let ctx = c.ctx.clone();
     let out = web.call(move |svc| svc.read(&ctx, rtype, &rid, None)).await?;
     let r: Value = serde_json::from_str(&out.content).map_err(|e| ApiError::internal(format!("document JSON: {e}")))?;
@@ -548,7 +678,7 @@ const REASONS: [&str; 4] = [
     "災害時の救護",
 ];
 
-fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str) -> Response {
+fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str, to: &str) -> Response {
     page(
         "緊急時の閲覧",
         Nav::Clinician(&c.user, &c.csrf),
@@ -564,6 +694,7 @@ fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str) 
                 }
                 form method="post" action={"/patients/" (id) "/emergency"} {
                     (csrf_field(&c.csrf))
+                    input type="hidden" name="to" value=(to);
                     label { "理由（必須）"
                         textarea name="reason" rows="3" required minlength="4" maxlength="500" { (reason) }
                     }
@@ -576,21 +707,25 @@ fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str) 
     )
 }
 
-async fn emergency_form(c: Clinician, Path(id): Path<String>) -> Result<Response> {
+async fn emergency_form(c: Clinician, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Response> {
     valid_id(&id)?;
-    Ok(emergency_page(&c, &id, None, ""))
+    let q = query(q);
+    Ok(emergency_page(&c, &id, None, "", q_get(&q, "to")))
 }
 
 async fn emergency_post(State(web): State<Web>, c: Clinician, Path(id): Path<String>, form: Form) -> Result<Response> {
     session::check_csrf(&form, &c.csrf)?;
     valid_id(&id)?;
     let reason = form.get("reason").to_owned();
+    let to = if form.get("to") == "summary" { "summary" } else { "record" };
     let ctx = c.ctx.clone();
     let (pid, r2) = (id.clone(), reason.clone());
     match web.call(move |svc| svc.break_glass(&ctx, &pid, &r2)).await {
+        // The emergency summary first when that is what the doctor asked for.
+        Ok(_) if to == "summary" => Ok(Redirect::to(&format!("/patients/{id}/summary")).into_response()),
         Ok(_) => Ok(Redirect::to(&format!("/patients/{id}?msg=emergency")).into_response()),
         Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Forbidden) => {
-            let mut r = emergency_page(&c, &id, Some(&e.summary()), &reason);
+            let mut r = emergency_page(&c, &id, Some(&e.summary()), &reason, to);
             *r.status_mut() = session::status_of(e.kind);
             Ok(r)
         }
@@ -601,6 +736,16 @@ async fn emergency_post(State(web): State<Web>, c: Clinician, Path(id): Path<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insurance_ids_in_both_widths() {
+        assert_eq!(insurance_variants("06139999:a1:123:01"), vec!["06139999:a1:123:01", "06139999:ａ１:１２３:01"]);
+        assert_eq!(
+            insurance_variants("06139999:ａ１:１２３:01"),
+            vec!["06139999:ａ１:１２３:01", "06139999:a1:123:01"]
+        );
+        assert_eq!(insurance_variants("not an id"), vec!["not an id"]);
+    }
 
     #[test]
     fn birth_dates_in_the_usual_forms() {

@@ -92,16 +92,53 @@ pub(super) fn ppr01(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
     }
 }
 
-fn order_identifiers(ctx: &Ctx<'_>, orc: Option<&Segment<'_>>, extra: Option<String>) -> Vec<Json> {
+/// JP Core's Rp number system (`MedicationRequest.identifier:rpNumber`, 処方箋内部の剤グループとしての
+/// Rp番号), as the URL variant of JP Core 1.1.2 fixes it.
+const RP_NUMBER: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/Medication-RPGroupNumber";
+/// JP Core's order-in-Rp system (`identifier:orderInRp`, 同一RP番号（剤グループ）での薬剤の表記順),
+/// as the URL variant of JP Core 1.1.2 fixes it.
+const ORDER_IN_RP: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/MedicationAdministrationIndex";
+
+/// For each segment named `name` (RXE or RXA), its 1-based position among the segments of that
+/// name under the same Rp number (ORC-4 of the ORC before it) in this message: the
+/// SSMIX2toFHIR guide maps ORC-4 to both `identifier:RpNumber` and `identifier:OrderInRp`
+/// (「同一RP番号での薬剤の表記順」). An Rp spread over several ORC groups keeps counting.
+fn orders_in_rp(msg: &Message<'_>, name: &str) -> std::collections::HashMap<usize, usize> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut rp: Option<String> = None;
+    let mut out = std::collections::HashMap::new();
+    for seg in &msg.segments {
+        if seg.name == "ORC" {
+            rp = seg.comp_text(4, 1);
+        } else if seg.name == name
+            && let Some(r) = &rp
+        {
+            let n = seen.entry(r.clone()).or_insert(0);
+            *n += 1;
+            out.insert(seg.index, *n);
+        }
+    }
+    out
+}
+
+/// The identifiers of a medication order or administration: the order number (ORC-2), the Rp
+/// number (ORC-4), the order within the Rp when given, and the 処方箋番号 (RXE-15).
+fn order_identifiers(
+    ctx: &Ctx<'_>,
+    orc: Option<&Segment<'_>>,
+    order_in_rp: Option<usize>,
+    extra: Option<String>,
+) -> Vec<Json> {
     let mut ids = Vec::new();
     if let Some(o) = orc {
         if let Some(no) = o.comp_text(2, 1) {
             ids.push(ctx.business_id(&no));
         }
         if let Some(rp) = o.comp_text(4, 1) {
-            ids.push(
-                json!({"system": "http://jpfhir.jp/fhir/core/mhlw/IdSystem/Medication-RPGroupNumber", "value": rp}),
-            );
+            ids.push(json!({"system": RP_NUMBER, "value": rp}));
+            if let Some(n) = order_in_rp {
+                ids.push(json!({"system": ORDER_IN_RP, "value": n.to_string()}));
+            }
         }
     }
     if let Some(e) = extra {
@@ -122,6 +159,7 @@ fn route(ctx: &Ctx<'_>, rxr: Option<&Segment<'_>>, dosage: &mut Map<String, Json
 /// OMP-01 / OMP-02 (RDE^O11): one MedicationRequest per RXE.
 pub(super) fn rde(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
     let injection = ctx.path.data_type.as_str() == "OMP-02";
+    let in_rp = orders_in_rp(msg, "RXE");
     for rxe in msg.segments.iter().filter(|s| s.name == "RXE") {
         let orc = last_before(msg, rxe.index, "ORC");
         let grp = group(msg, rxe.index, &["ORC", "RXE"]);
@@ -132,7 +170,10 @@ pub(super) fn rde(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             "meta".into(),
             profile(if injection { "JP_MedicationRequest_Injection" } else { "JP_MedicationRequest" }),
         );
-        let ids = order_identifiers(ctx, orc, rxe.comp_text(15, 1));
+        // JP_MedicationRequest requires orderInRp; the injection profile has no such slice
+        // (an injection Rp is one mixture, its drugs are the contained Medication's ingredients).
+        let order_in_rp = if injection { None } else { in_rp.get(&rxe.index).copied() };
+        let ids = order_identifiers(ctx, orc, order_in_rp, rxe.comp_text(15, 1));
         if !ids.is_empty() {
             m.insert("identifier".into(), Json::Array(ids));
         }
@@ -147,31 +188,57 @@ pub(super) fn rde(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             m.insert("category".into(), Json::Array(cats));
         }
         let rxcs: Vec<&Segment<'_>> = grp.iter().filter(|s| s.name == "RXC").collect();
-        if injection && !rxcs.is_empty() {
-            // An injection order: RXE-2 is the 注射種別, the drugs are the RXC components.
-            let ingredients: Vec<Json> = rxcs
-                .iter()
-                .filter_map(|rxc| {
-                    let item = codeable(rxc.get(2), &ctx.facility)?;
-                    let mut ing = Map::new();
-                    ing.insert("itemCodeableConcept".into(), item);
-                    if let Some(q) = quantity(&rxc.get(3).text(), rxc.get(4), &ctx.facility) {
-                        ing.insert("strength".into(), json!({"numerator": q, "denominator": {"value": 1}}));
+        if injection {
+            // JP_MedicationRequest_Injection allows only `medicationReference` (to a
+            // JP_Medication): the drugs are the ingredients of a contained Medication.
+            let ingredients: Vec<Json> = if rxcs.is_empty() {
+                // No RXC components: RXE-2 names the one drug, RXE-3/RXE-5 its dose.
+                match codeable(rxe.get(2), &ctx.facility) {
+                    Some(item) => {
+                        let mut ing = Map::new();
+                        ing.insert("itemCodeableConcept".into(), item);
+                        if let Some(q) = quantity(&rxe.get(3).text(), rxe.get(5), &ctx.facility) {
+                            ing.insert("strength".into(), json!({"numerator": q, "denominator": {"value": 1}}));
+                        }
+                        ing.insert("isActive".into(), json!(true));
+                        vec![Json::Object(ing)]
                     }
-                    ing.insert(
-                        "isActive".into(),
-                        json!(rxc.get(1).comp(1).text() == "B" || rxc.get(1).comp(1).text() == "A"),
-                    );
-                    Some(Json::Object(ing))
-                })
-                .collect();
-            let mut med = json!({"resourceType": "Medication", "id": "medication", "ingredient": ingredients});
+                    None => {
+                        ctx.warn(rxe, Some(2), ProblemKind::MissingField, "RXE-2 与薬コードがありません");
+                        Vec::new()
+                    }
+                }
+            } else {
+                // RXE-2 is the 注射種別, the drugs are the RXC components.
+                put(&mut m, "category", codeable(rxe.get(2), &ctx.facility).map(|c| json!([c])));
+                rxcs.iter()
+                    .filter_map(|rxc| {
+                        let item = codeable(rxc.get(2), &ctx.facility)?;
+                        let mut ing = Map::new();
+                        ing.insert("itemCodeableConcept".into(), item);
+                        if let Some(q) = quantity(&rxc.get(3).text(), rxc.get(4), &ctx.facility) {
+                            ing.insert("strength".into(), json!({"numerator": q, "denominator": {"value": 1}}));
+                        }
+                        ing.insert(
+                            "isActive".into(),
+                            json!(rxc.get(1).comp(1).text() == "B" || rxc.get(1).comp(1).text() == "A"),
+                        );
+                        Some(Json::Object(ing))
+                    })
+                    .collect()
+            };
+            // JP_Medication requires `status` (1..1); an ordered drug is an active product.
+            let mut med = json!({"resourceType": "Medication", "id": "medication", "status": "active"});
+            if ingredients.is_empty() {
+                med["code"] = json!({"text": "不明"});
+            } else {
+                med["ingredient"] = Json::Array(ingredients);
+            }
             if let Some(form) = codeable(rxe.get(6), &ctx.facility) {
                 med["form"] = form;
             }
             m.insert("contained".into(), json!([med]));
             m.insert("medicationReference".into(), json!({"reference": "#medication"}));
-            put(&mut m, "category", codeable(rxe.get(2), &ctx.facility).map(|c| json!([c])));
         } else {
             match codeable(rxe.get(2), &ctx.facility) {
                 Some(c) => {
@@ -247,6 +314,7 @@ pub(super) fn rde(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
 /// OMP-11 / OMP-12 (RAS^O17): one MedicationAdministration per RXA.
 pub(super) fn ras(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
     let injection = ctx.path.data_type.as_str() == "OMP-12";
+    let in_rp = orders_in_rp(msg, "RXA");
     for rxa in msg.segments.iter().filter(|s| s.name == "RXA") {
         let orc = last_before(msg, rxa.index, "ORC");
         // The RXR after a run of RXAs applies to each of them.
@@ -256,7 +324,8 @@ pub(super) fn ras(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             "meta".into(),
             profile(if injection { "JP_MedicationAdministration_Injection" } else { "JP_MedicationAdministration" }),
         );
-        let ids = order_identifiers(ctx, orc, None);
+        let order_in_rp = if injection { None } else { in_rp.get(&rxa.index).copied() };
+        let ids = order_identifiers(ctx, orc, order_in_rp, None);
         if !ids.is_empty() {
             a.insert("identifier".into(), Json::Array(ids));
         }
@@ -276,14 +345,18 @@ pub(super) fn ras(ctx: &mut Ctx<'_>, msg: &Message<'_>) {
             }
         };
         a.insert("status".into(), json!(status));
-        match codeable(rxa.get(5), &ctx.facility) {
-            Some(c) => {
-                a.insert("medicationCodeableConcept".into(), c);
-            }
-            None => {
-                ctx.warn(rxa, Some(5), ProblemKind::MissingField, "RXA-5 投薬コードがありません");
-                a.insert("medicationCodeableConcept".into(), json!({"text": "不明"}));
-            }
+        let medication = codeable(rxa.get(5), &ctx.facility).unwrap_or_else(|| {
+            ctx.warn(rxa, Some(5), ProblemKind::MissingField, "RXA-5 投薬コードがありません");
+            json!({"text": "不明"})
+        });
+        if injection {
+            // JP_MedicationAdministration_Injection allows only `medicationReference` (to a
+            // JP_Medication): the drug this RXA gave becomes a contained Medication.
+            let med = json!({"resourceType": "Medication", "id": "medication", "status": "active", "code": medication});
+            a.insert("contained".into(), json!([med]));
+            a.insert("medicationReference".into(), json!({"reference": "#medication"}));
+        } else {
+            a.insert("medicationCodeableConcept".into(), medication);
         }
         a.insert("subject".into(), ctx.patient_ref.clone());
         let start = rxa.text(3).and_then(|d| fhir_datetime(&d));

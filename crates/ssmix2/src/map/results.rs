@@ -70,17 +70,16 @@ pub(super) fn observation(
     o.insert("status".into(), json!(status));
     let code_str = obx.get(3).comp(1).text().into_owned();
     let category = if kind == ObsKind::Lab {
-        "laboratory"
+        // JP_Observation_LabResult: `Observation.category:laboratory` (1..1) fixes
+        // coding.system = JP_SimpleObservationCategory_CS and code = laboratory.
+        json!({"coding": [{"system": SIMPLE_OBSERVATION_CATEGORY, "code": "laboratory", "display": "検体検査"}]})
     } else if code_str.starts_with("9N0") {
         // JLAC10 9N001 身長, 9N006 体重 …: the guide sets vital-signs for these.
-        "vital-signs"
+        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]})
     } else {
-        "exam"
+        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "exam"}]})
     };
-    o.insert(
-        "category".into(),
-        json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}]),
-    );
+    o.insert("category".into(), json!([category]));
     o.insert("code".into(), code);
     o.insert("subject".into(), ctx.patient_ref.clone());
     let effective = obx.text(14).and_then(|d| fhir_datetime(&d)).or_else(|| link.and_then(|l| l.effective.clone()));
@@ -163,6 +162,9 @@ pub(super) fn observation(
     Some(ctx.push("Observation", &obx.index.to_string(), obx.index, o))
 }
 
+/// JP Core's simple Observation category CodeSystem (`laboratory`, `vital-signs`, …).
+const SIMPLE_OBSERVATION_CATEGORY: &str = "http://jpfhir.jp/fhir/core/CodeSystem/JP_SimpleObservationCategory_CS";
+
 fn specimen(ctx: &mut Ctx<'_>, spm: &Segment<'_>) -> String {
     let mut s = Map::new();
     s.insert("meta".into(), profile("JP_Specimen"));
@@ -171,6 +173,7 @@ fn specimen(ctx: &mut Ctx<'_>, spm: &Segment<'_>) -> String {
     }
     match codeable(spm.get(4), &ctx.facility) {
         Some(t) => {
+            // `023^血清^JC10`: the JLAC10 material code (see `types::jlac10_system`).
             s.insert("type".into(), t);
         }
         None => ctx.warn(spm, Some(4), ProblemKind::MissingField, "SPM-4 検体タイプがありません"),
@@ -345,10 +348,16 @@ fn report(
         _ => "final",
     };
     d.insert("status".into(), json!(status));
-    d.insert(
-        "category".into(),
-        json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": category}]}]),
-    );
+    let mut categories = Vec::new();
+    if kind == ObsKind::Lab {
+        // JP_DiagnosticReport_LabResult: `DiagnosticReport.category:laboratory` (1..1) has the
+        // pattern LOINC LP29693-6 (検体検査).
+        categories.push(
+            json!({"coding": [{"system": musubi_domain::systems::LOINC, "code": "LP29693-6", "display": "検体検査"}]}),
+        );
+    }
+    categories.push(json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": category}]}));
+    d.insert("category".into(), Json::Array(categories));
     match codeable(obr.get(4), &ctx.facility) {
         Some(c) => {
             d.insert("code".into(), c);

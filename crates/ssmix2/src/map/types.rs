@@ -88,6 +88,39 @@ pub fn system_uri(name: &str, facility: &FacilityCode) -> String {
     }
 }
 
+/// JP Core's JLAC10 CodeSystem (NamingSystem `jp-observation-jlac10-namingsystem`, URL form):
+/// JLAC10 codes of any length.
+pub const JLAC10_JP_CORE: &str = "http://jpfhir.jp/fhir/core/CodeSystem/JP_ObservationLabResultCode_CS";
+
+/// JP Core's CodeSystem of the JLAC10 specimen material codes (材料コード).
+pub const JLAC10_MATERIAL: &str = "http://jpfhir.jp/fhir/core/CodeSystem/JP_ObservationSampleMaterialCode_CS";
+
+/// The system of a code SS-MIX2 labels `JC10` (JLAC10), by what the code is.
+///
+/// A full JLAC10 code is 17 characters: analyte 5 · identification 4 · material 3 · method 3 ·
+/// result 2. Only those belong to `http://medis.or.jp/CodeSystem/master-JLAC10-17digits`,
+/// the system JP-CLINS uses for the shared lab items (and which the validator holds to 17
+/// characters). SS-MIX2 also sends parts of a JLAC10 code under `JC10`:
+/// - the 3-digit material code as a specimen type (SPM-4 `023^血清^JC10`): JP Core's
+///   `JP_ObservationSampleMaterialCode_CS`, as in the JP-CLINS 1.5.2 examples
+///   `Specimen-Example-Contained-JP-Specimen-Serum` (`023` 血清) and `…-Urine` (`001`)
+///   (reference/jp-clins/examples; alias in
+///   reference/jp-clins/fsh-codesystems/aliases-CLINSeCS-terminology.fsh);
+/// - 5-character analyte codes (`9A110` 心電図) and 15-character codes without the result
+///   part (allergen-specific IgE in ADT-61): JP Core's JLAC10 CodeSystem
+///   (`JP_ObservationLabResultCode_CS`, NamingSystem `jp-observation-jlac10-namingsystem` in
+///   reference/packages/jp-core.r4-1.1.2-url.tgz), which does not fix a length.
+pub fn jlac10_system(code: &str) -> &'static str {
+    let alnum = |c: u8| c.is_ascii_digit() || c.is_ascii_uppercase();
+    if code.len() == 17 && code.bytes().all(alnum) {
+        systems::JLAC10
+    } else if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) {
+        JLAC10_MATERIAL
+    } else {
+        JLAC10_JP_CORE
+    }
+}
+
 fn coding(
     code: Option<String>,
     display: Option<String>,
@@ -99,7 +132,11 @@ fn coding(
     }
     let mut c = Map::new();
     if let Some(s) = system {
-        c.insert("system".into(), Json::String(system_uri(&s, facility)));
+        let uri = match (s.as_str(), code.as_deref()) {
+            ("JC10", Some(code)) => jlac10_system(code).to_owned(),
+            _ => system_uri(&s, facility),
+        };
+        c.insert("system".into(), Json::String(uri));
     }
     if let Some(code) = code {
         c.insert("code".into(), Json::String(code));
