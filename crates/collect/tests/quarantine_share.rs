@@ -27,7 +27,8 @@ use serde_json::Value;
 /// The quarantine grouped by (collector, resource type, element, rule, reason without ids),
 /// largest first, one line each with an example path.
 fn grouped(entries: &[QuarantineEntry]) -> String {
-    let mut groups: BTreeMap<(String, String, String, String, String), (usize, String)> = BTreeMap::new();
+    // "collector type element [rule] reason" → (count, an example path).
+    let mut groups: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for e in entries {
         let rtype = e
             .content
@@ -37,24 +38,17 @@ fn grouped(entries: &[QuarantineEntry]) -> String {
             .unwrap_or_else(|| e.segment.clone().unwrap_or_default());
         // Ids and keys differ per entry; the first 60 characters say what kind of problem it is.
         let reason: String = e.reason.chars().take(60).collect();
-        let k = (
-            e.kind.as_str().to_owned(),
-            rtype,
-            e.element.clone().unwrap_or_default(),
-            e.rule.clone().unwrap_or_default(),
-            reason,
+        let key = format!(
+            "{} {rtype} {} [{}] {reason}",
+            e.kind.as_str(),
+            e.element.as_deref().unwrap_or(""),
+            e.rule.as_deref().unwrap_or("")
         );
-        let g = groups.entry(k).or_insert_with(|| (0, e.path.clone()));
-        g.0 += 1;
+        groups.entry(key).or_insert_with(|| (0, e.path.clone())).0 += 1;
     }
     let mut v: Vec<_> = groups.into_iter().collect();
-    v.sort_by(|a, b| b.1.0.cmp(&a.1.0));
-    v.iter()
-        .map(|((kind, t, el, rule, reason), (n, path))| {
-            format!("{n:>7} {kind} {t} {el} [{rule}] {reason}  (e.g. {path})")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    v.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
+    v.iter().map(|(k, (n, path))| format!("{n:>7} {k}  (e.g. {path})")).collect::<Vec<_>>().join("\n")
 }
 
 fn share(stats: &CollectStats) -> f64 {

@@ -1276,12 +1276,5 @@ impl Service {
     }
 }
 
-/// Reads `ReferralState` for `Service`.
-impl std::fmt::Debug for ReferralState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReferralState")
-    }
-}
-
 #[cfg(test)]
 mod tests;
