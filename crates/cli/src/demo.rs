@@ -29,10 +29,12 @@ pub fn run(data: &Path, listen: &str) -> Result<()> {
     }
     let tour = std::fs::read_to_string(data.join("demo-tour.txt")).unwrap_or_default();
     eprintln!("{tour}");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(crate::run_server(store, data, listen, None, 64))
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(crate::run_server(
+        store,
+        data,
+        listen,
+        crate::ServeOptions::default(),
+    ))
 }
 
 /// The password of every demo account (synthetic region only; printed in the tour).

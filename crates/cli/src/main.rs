@@ -62,6 +62,20 @@ enum Command {
         /// Largest request body in MiB.
         #[arg(long, default_value_t = 64)]
         body_limit_mib: usize,
+        /// PEM root certificates (files or directories) that signed referral letters are checked
+        /// against (HPKI-style roots chosen by the operator). Without them every signature shows
+        /// as untrusted.
+        #[arg(long)]
+        hpki_roots: Vec<PathBuf>,
+        /// Delete what the retention rules say has expired, every hour (off by default: it really
+        /// deletes clinical data; `musubi retention sweep` runs it once).
+        #[arg(long)]
+        retention_sweep: bool,
+    },
+    /// Retention of records by the national service's rules.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
     },
     /// Serve a demo region on the embedded store (created on first run).
     Demo {
@@ -235,6 +249,16 @@ enum MpiCommand {
 }
 
 #[derive(Subcommand)]
+enum RetentionCommand {
+    /// Delete every record whose retention has ended and the referral letters received more than
+    /// 7 days ago (or sent more than 6 months ago), now; prints what was deleted.
+    Sweep {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum FacilityCommand {
     /// Register a facility in the network (or update it).
     Add {
@@ -333,13 +357,22 @@ pub(crate) fn write_secret(path: &Path, secret: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn run_server(
-    store: Store,
-    data: &Path,
-    listen: &str,
-    base_url: Option<String>,
-    body_limit_mib: usize,
-) -> Result<()> {
+/// How `musubi serve` runs, beside where.
+pub(crate) struct ServeOptions {
+    pub base_url: Option<String>,
+    pub body_limit_mib: usize,
+    pub hpki_roots: Vec<PathBuf>,
+    pub retention_sweep: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { base_url: None, body_limit_mib: 64, hpki_roots: Vec::new(), retention_sweep: false }
+    }
+}
+
+pub(crate) async fn run_server(store: Store, data: &Path, listen: &str, opts: ServeOptions) -> Result<()> {
+    let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep } = opts;
     if let Some(p) = ensure_admin_token(&store, data)? {
         tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
@@ -347,6 +380,34 @@ pub(crate) async fn run_server(
     let node = hostname();
     let state_store = store.clone();
     let service = musubi_service::Service::new(store, node);
+    if !hpki_roots.is_empty() {
+        let roots = musubi_service::signature::TrustRoots::load(&hpki_roots)
+            .map_err(|e| anyhow::anyhow!("cannot load the HPKI roots: {e}"))?;
+        service.set_trust_roots(roots);
+    }
+    if retention_sweep {
+        let svc = service.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(musubi_service::retention::SUGGESTED_INTERVAL);
+            loop {
+                tick.tick().await;
+                let s = svc.clone();
+                let run = tokio::task::spawn_blocking(move || {
+                    s.retention_sweep(
+                        &musubi_service::Ctx::operator("retention-sweep"),
+                        musubi_fhir::datetime::now_ms(),
+                    )
+                });
+                match run.await {
+                    Ok(Ok(report)) => tracing::info!(deleted = report.records_total(), "retention sweep done"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %musubi_service::import::describe(&e), "retention sweep failed")
+                    }
+                    Err(e) => tracing::error!(error = %e, "retention sweep task failed"),
+                }
+            }
+        });
+    }
     let config =
         musubi_server::ServerConfig { base_url, body_limit: body_limit_mib * 1024 * 1024, ..Default::default() };
     let state = musubi_server::AppState::new(service, config);
@@ -390,15 +451,23 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Serve { store, listen, base_url, body_limit_mib } => {
+        Command::Serve { store, listen, base_url, body_limit_mib, hpki_roots, retention_sweep } => {
             let s = store.open()?;
+            let opts = ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
                 s,
                 &store.data,
                 &listen,
-                base_url,
-                body_limit_mib,
+                opts,
             ))
+        }
+        Command::Retention { command: RetentionCommand::Sweep { store } } => {
+            let svc = musubi_service::Service::new(store.open()?, "cli");
+            let report = svc
+                .retention_sweep(&operator(), musubi_fhir::datetime::now_ms())
+                .map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))?;
+            println!("{}", report.summary_ja());
+            Ok(())
         }
         Command::Demo { data, listen } => demo::run(&data, &listen),
         Command::Synth { persons, seed, out, start_year, years, formats, threads, quiet } => {

@@ -303,6 +303,12 @@ fn the_demo_region_has_logins_for_each_role_and_a_patient_who_sees_who_looked() 
     let password = accounts["password"].as_str().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::new();
+    // The tour's web pages are served by the same binary.
+    for page in ["/login", "/portal/login", "/admin/login"] {
+        let r = http.get(format!("{base}{page}")).send().unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        assert!(r.text().unwrap().contains("ログイン"), "{page} is not the Japanese login page");
+    }
     let totp = |secret: &str| {
         let out = musubi().args(["totp", secret]).output().unwrap();
         assert!(out.status.success());
@@ -344,4 +350,39 @@ fn the_demo_region_has_logins_for_each_role_and_a_patient_who_sees_who_looked() 
     assert_eq!(r.status(), 200);
     let history = r.text().unwrap();
     assert!(history.contains(doctor["facility"].as_str().unwrap()), "the doctor's access is not in {history}");
+}
+
+/// `musubi retention sweep`: labs older than a year go, except the last 3 of an item for a
+/// person; a second sweep deletes nothing.
+#[test]
+fn the_retention_sweep_deletes_expired_labs_but_keeps_the_last_three() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("labs.ndjson");
+    let mut f = std::fs::File::create(&file).unwrap();
+    for i in 0..5 {
+        let o = serde_json::json!({
+            "resourceType": "Observation",
+            "id": format!("old-lab-{i}"),
+            "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://jpfhir.jp/fhir/clins/CodeSystem/JLAC10/JP_CLINS_ObsLabResult_CoreLabo_CS", "code": "3D046000001920402", "display": "HbA1c"}]},
+            "subject": {"reference": "Patient/pt-retention"},
+            "effectiveDateTime": format!("2023-0{}-10", i + 1),
+            "valueQuantity": {"value": 6.0 + i as f64 / 10.0, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}
+        });
+        writeln!(f, "{o}").unwrap();
+    }
+    drop(f);
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    assert!(musubi().args(["import", "--quiet", "--data", d, file.to_str().unwrap()]).status().unwrap().success());
+    assert_eq!(snapshot(&data).len(), 5);
+    let out = musubi().args(["retention", "sweep", "--data", d]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("記録 2 件"), "{text}");
+    let left: Vec<String> = snapshot(&data).into_iter().map(|(id, ..)| id).collect();
+    assert_eq!(left, vec!["old-lab-2", "old-lab-3", "old-lab-4"], "the newest three stay");
+    let again = musubi().args(["retention", "sweep", "--data", d]).output().unwrap();
+    assert!(String::from_utf8(again.stdout).unwrap().contains("記録 0 件"));
 }

@@ -10,7 +10,8 @@
 //! | everything else | kept by the network's own policy (no end here) |
 //!
 //! The base date is the clinical date of the record; when a record has none, the date it was
-//! received.
+//! received. For 診療情報提供書 and 退院時サマリー it is always the date received (the service
+//! applies this in `prepare`).
 
 use time::{Date, Duration, Month};
 

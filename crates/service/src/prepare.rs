@@ -3,6 +3,7 @@
 //! transactions, JP-CLINS submissions and imports, so every route writes the same way.
 
 use musubi_domain::FacilityCode;
+use musubi_domain::ResourceClass;
 use musubi_domain::retention::retention;
 use musubi_fhir::outcome::{OutcomeIssue, Severity as OSeverity};
 use musubi_fhir::{ResourceType, classify, datetime, index};
@@ -167,7 +168,14 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
         return Err(ApiError::at(ErrorKind::Forbidden, p.at, reason.message_ja()));
     }
 
-    let base = m.clinical_date.or(Some(p.now)).and_then(datetime::jst_date).unwrap_or(time::Date::MIN);
+    // Referral letters and discharge summaries are kept from when the network received them
+    // (the national service's 6 months run from registration), not from the document's own
+    // date: an older letter sent today must still reach its addressee.
+    let base_ms = match m.class {
+        ResourceClass::Referral | ResourceClass::DischargeSummary => Some(p.now),
+        _ => m.clinical_date.or(Some(p.now)),
+    };
+    let base = base_ms.and_then(datetime::jst_date).unwrap_or(time::Date::MIN);
     let ret = retention(m.class, base, m.flags);
     let (retention_end, keep_last) = match ret {
         musubi_domain::retention::Retention::Kept => (None, None),
