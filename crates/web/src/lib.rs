@@ -7,7 +7,9 @@
 //! |---|---|---|
 //! | `/login`, `/patients`, `/patients/{id}`, `/patients/{id}/documents/…` | clinicians and staff | login (password, one-time code, facility), patient search, the patient page (the 6 items, lab trends, timeline, documents), consent in person, emergency access |
 //! | `/portal/…` | patients and proxies | registration, login, disclosure settings, access history, notices, own record and its download (FHIR Bundle), proxies |
-//! | `/admin/…` | network operators | facilities and users, the audit report (CSV), the emergency-access review list |
+//! | `/patients/{id}/summary`, `/patients/{id}/summary.pdf` | clinicians | the emergency summary (救急用サマリ) and its PDF |
+//! | `/referrals/…` | clinicians and staff | referral exchange (文書送受信): inbox, outbox, a new 診療情報提供書 with attachments, an opened referral with its signature checked, a reply |
+//! | `/admin/…` | network operators | facilities and users, the audit report (CSV), the emergency-access review list, the MPI review queue |
 //!
 //! **Every read of clinical data goes through the service** ([`musubi_service::Service`]): a
 //! patient page is one [`Service::person_record`](musubi_service::Service::person_record) call
@@ -34,16 +36,19 @@
 //!   token; revoking the token ends it at the next request). The service has no operator
 //!   account with a second factor yet; when it does, this login moves to it.
 //! - Patient pages are never cached (`Cache-Control: no-store`); every page is sent with
-//!   `X-Frame-Options: DENY`, `nosniff`, `Referrer-Policy: no-referrer`.
+//!   `X-Frame-Options: DENY`, `nosniff`, `Referrer-Policy: no-referrer`, and with
+//!   `Server-Timing: app;dur=…` (the server's time for it; the benchmark reads it).
 
 #![deny(missing_docs)]
 
 mod admin;
 pub mod chart;
 mod html;
+pub mod letter;
 pub mod model;
 mod portal;
 mod record_html;
+mod referrals;
 mod session;
 mod summary_page;
 mod viewer;
@@ -134,7 +139,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(service: Service, config: WebCon
         .merge(viewer::routes())
         .merge(portal::routes())
         .merge(admin::routes())
+        .merge(referrals::routes())
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn(server_timing))
         .with_state(web)
 }
 
@@ -151,6 +158,18 @@ async fn style() -> Response {
 /// The Content-Security-Policy of every page: no script, styles and images only from here,
 /// forms only to here, no framing.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Adds `Server-Timing: app;dur=…` (milliseconds from the request to the response head): the
+/// server's own time for a page, as browsers' developer tools and the benchmark read it.
+async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let start = std::time::Instant::now();
+    let mut r = next.run(req).await;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={ms:.2}")) {
+        r.headers_mut().insert("server-timing", v);
+    }
+    r
+}
 
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();

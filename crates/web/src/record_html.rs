@@ -332,6 +332,10 @@ fn entry_line(r: &Value) -> String {
             let start = r["period"]["start"].as_str().map(|s| fhir_date(s, false)).unwrap_or_default();
             let end = r["period"]["end"].as_str().map(|s| fhir_date(s, false)).unwrap_or_default();
             let class = r["class"]["display"].as_str().or_else(|| r["class"]["code"].as_str()).unwrap_or("");
+            if start.is_empty() {
+                // A visit without a date says nothing the section's text does not.
+                return String::new();
+            }
             format!("{class} {start}{}", if end.is_empty() { String::new() } else { format!("〜{end}") })
         }
         "DocumentReference" => attachment_text(r).unwrap_or_else(|| r["description"].as_str().unwrap_or("").to_owned()),

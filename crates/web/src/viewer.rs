@@ -566,6 +566,7 @@ fn actions(c: &Clinician, id: &str, to: &str) -> Markup {
     html! {
         div.actions {
             a.button href={"/patients/" (id) "/summary"} { "救急用サマリ" }
+            a.button.secondary href={"/referrals/new?patient=" (id)} { "紹介状を作成" }
             form.inline method="post" action={"/patients/" (id) "/visit-consent"} {
                 (csrf_field(&c.csrf))
                 button.secondary type="submit" { "来院時の同意を記録" }

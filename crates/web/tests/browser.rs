@@ -1,7 +1,9 @@
 //! The pages in a real browser: Debian's headless Chromium driven through chromedriver
 //! (WebDriver, fantoccini). A clinician logs in with password and one-time code, finds the
 //! patient by kana, opens the patient page and the emergency summary, downloads its PDF (read
-//! back with `pdftotext`), and an operator opens the MPI review queue. Screenshots of each step
+//! back with `pdftotext`), writes a referral letter to a clinic with the PDF attached; the
+//! clinic's doctor logs in, finds it in the inbox and opens it (received); an operator opens
+//! the MPI review queue and keeps two records apart. Screenshots of each step
 //! go to `target/test-artifacts/` (the paths are printed).
 //!
 //! chromedriver must be installed (`scripts/test` installs `chromium` and `chromium-driver`);
@@ -117,8 +119,11 @@ fn a_clinician_and_an_operator_in_headless_chromium() {
     let (s, b) = w.net.fhir(&w.net.system_token(CLINIC), reqwest::Method::POST, "Patient", Some(&dup));
     assert_eq!(s, 201, "{b}");
 
+    let clinic_secret = w.net.user("dr-clinic", "倉石 四郎", musubi_domain::Profession::Doctor, &[CLINIC]);
     let base = w.net.base.clone();
     let secret = w.secrets["dr-hosp"].clone();
+    let upload_dir = tempfile::tempdir().unwrap();
+    let upload = upload_dir.path().join("救急用サマリ.pdf");
     let admin_token = w.net.admin_token.clone();
     let patient = w.patient.clone();
     let profile = driver._profile.path().display().to_string();
@@ -202,6 +207,49 @@ fn a_clinician_and_an_operator_in_headless_chromium() {
         let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
         let cd = r.headers()["content-disposition"].to_str().unwrap().to_owned();
         let pdf = r.bytes().await.unwrap().to_vec();
+
+        // A referral letter to the clinic, with the summary PDF attached (a real file upload).
+        std::fs::write(&upload, &pdf).unwrap();
+        c.goto(&format!("{base}/patients/{patient}")).await.unwrap();
+        c.find(Locator::LinkText("紹介状を作成")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("textarea[name=purpose]")).await.unwrap();
+        assert!(body_text(&c).await.contains("２型糖尿病"), "the letter is drafted from the record");
+        click(&c, &format!("select[name=addressee] option[value='{CLINIC}']")).await;
+        type_into(&c, "textarea[name=purpose]", "２型糖尿病の血糖管理の継続をお願いします。").await;
+        c.find(Locator::Css("input[name=files]"))
+            .await
+            .unwrap()
+            .send_keys(&upload.display().to_string())
+            .await
+            .unwrap();
+        shot(&c, "06-referral-form").await;
+        c.find(Locator::XPath("//button[contains(., '送信する')]")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("div.notice.ok")).await.unwrap();
+        let t = body_text(&c).await;
+        assert!(t.contains("紹介状を送信しました") && t.contains("未受領") && t.contains("救急用サマリ.pdf"), "{t}");
+
+        // The clinic's doctor: log out, log in, the inbox, open the letter (received).
+        click(&c, "form[action='/logout'] button").await;
+        c.wait().for_element(Locator::Css("input[name=login]")).await.unwrap();
+        type_into(&c, "input[name=login]", "dr-clinic").await;
+        type_into(&c, "input[name=password]", PASSWORD).await;
+        click(&c, "main button[type=submit]").await;
+        c.wait().for_element(Locator::Css("input[name=code]")).await.unwrap();
+        let code = musubi_service::people::totp_code_now(&clinic_secret).unwrap();
+        type_into(&c, "input[name=code]", &code).await;
+        click(&c, "main button[type=submit]").await;
+        c.wait().for_element(Locator::Css("form.search")).await.unwrap();
+        c.find(Locator::LinkText("文書送受信")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("table.referrals")).await.unwrap();
+        let t = body_text(&c).await;
+        assert!(t.contains("未受領 1") && t.contains("東京結び病院"), "{t}");
+        shot(&c, "07-referral-inbox").await;
+        c.find(Locator::Css("table.referrals td a")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("article.document")).await.unwrap();
+        let t = body_text(&c).await;
+        assert!(t.contains("この紹介状を受領しました") && t.contains("受領済み") && t.contains("署名なし"), "{t}");
+        assert!(t.contains("２型糖尿病の血糖管理の継続をお願いします。") && t.contains("結城 一郎"), "{t}");
+        shot(&c, "08-referral-open").await;
 
         // The operator: token login, then the MPI review queue side by side.
         c.goto(&format!("{base}/admin/mpi")).await.unwrap();

@@ -294,6 +294,34 @@ impl Web {
         )
     }
 
+    /// Posts `multipart/form-data`: fields, then files (field name, file name, type, bytes).
+    pub fn post_multipart(&self, path: &str, fields: &[(&str, &str)], files: &[(&str, &str, &str, &[u8])]) -> Page {
+        let boundary = "----musubi-test-boundary-7f3a";
+        let mut body = Vec::new();
+        for (k, v) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+            );
+        }
+        for (k, name, ctype, data) in files {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"; filename=\"{name}\"\r\nContent-Type: {ctype}\r\n\r\n")
+                    .as_bytes(),
+            );
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        Self::finish(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+                .body(body)
+                .send()
+                .unwrap(),
+        )
+    }
+
     /// Follows one redirect (asserting there is one).
     pub fn follow(&self, p: &Page) -> Page {
         assert!((300..400).contains(&p.status), "expected a redirect, got {}: {}", p.status, p.text());

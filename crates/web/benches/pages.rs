@@ -1,0 +1,159 @@
+//! How fast the clinician's pages are for a patient with a long history: 5 years at 10
+//! facilities (visits, admissions, labs, prescriptions, notes — several thousand records), on a
+//! real server over an embedded store. For the patient page, the emergency summary and its PDF
+//! it reports the server's own time per request (the `Server-Timing` header the pages send:
+//! from the request to the response head, so the gate, the audit record, the page model and
+//! the HTML or PDF are all in it) as p50 / p90 / p99 / max, and the round trip seen by the
+//! client. It also times `musubi_pdf::render_summary` alone.
+//!
+//! `cargo bench -p musubi-web --bench pages` (set `MUSUBI_BENCH_N` for more samples).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use musubi_domain::Profession;
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Stats {
+    name: &'static str,
+    server: Vec<f64>,
+    client: Vec<f64>,
+    bytes: usize,
+}
+
+impl Stats {
+    fn print(&mut self) {
+        self.server.sort_by(f64::total_cmp);
+        self.client.sort_by(f64::total_cmp);
+        let s = &self.server;
+        let c = &self.client;
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} KB |",
+            self.name,
+            s.len(),
+            pct(s, 0.5),
+            pct(s, 0.9),
+            pct(s, 0.99),
+            s[s.len() - 1],
+            pct(c, 0.5),
+            pct(c, 0.99),
+            self.bytes / 1024
+        );
+    }
+}
+
+fn measure(web: &Web, name: &'static str, path: &str, n: usize) -> Stats {
+    for _ in 0..5 {
+        assert_eq!(web.get(path).status, 200, "{path}");
+    }
+    let mut st = Stats { name, server: Vec::with_capacity(n), client: Vec::with_capacity(n), bytes: 0 };
+    for _ in 0..n {
+        let t = Instant::now();
+        let p = web.get(path);
+        st.client.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(p.status, 200, "{path}");
+        let timing = p.header("server-timing");
+        let dur: f64 =
+            timing.strip_prefix("app;dur=").and_then(|d| d.parse().ok()).unwrap_or_else(|| panic!("{timing}"));
+        st.server.push(dur);
+        st.bytes = p.bytes.len();
+    }
+    st
+}
+
+fn main() {
+    let n: usize = std::env::var("MUSUBI_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let net = Net::start();
+    let codes = [
+        "1318814790",
+        "1312345678",
+        "1312345679",
+        "1312345680",
+        "1318814791",
+        "1312345681",
+        "1312345682",
+        "1348814790",
+        "1318814792",
+        "1312345683",
+    ];
+    let mut sites = Vec::new();
+    for (i, code) in codes.iter().enumerate() {
+        let hospital = code.starts_with("131881");
+        let class = if code.starts_with("134") {
+            "pharmacy"
+        } else if hospital {
+            "hospital"
+        } else {
+            "clinic"
+        };
+        net.facility(code, &format!("結び医療機関{}", i + 1), class, "1301", if i == 0 { &["千代田区"] } else { &[] });
+        sites.push(data::Site { facility: (*code).into(), local_id: format!("P-{:04}", i + 1), hospital });
+    }
+    let secret = net.user("dr-bench", "結城 一郎", Profession::Doctor, &[codes[0]]);
+    let plan = data::Plan {
+        years: 5,
+        visits_per_year: 12,
+        now_ms: musubi_fhir::datetime::now_ms(),
+        seed: 42,
+        uninformed: true,
+    };
+    let t = Instant::now();
+    let bundles = data::history(&data::YUI, &sites, &plan);
+    let records: usize = bundles.iter().map(|(_, b)| b["entry"].as_array().map_or(0, Vec::len)).sum();
+    let ids = net.load(&bundles);
+    println!(
+        "loaded {records} records of one person from {} facilities over {} years in {:.1} s",
+        codes.len(),
+        plan.years,
+        t.elapsed().as_secs_f64()
+    );
+    let patient = ids[codes[0]].clone();
+
+    let web = Web::new(&net);
+    web.login_clinician("dr-bench", &secret, None);
+    let page = format!("/patients/{patient}");
+
+    println!();
+    println!("| page | n | server p50 ms | p90 | p99 | max | round trip p50 ms | p99 | size |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    measure(&web, "patient page", &page, n).print();
+    measure(&web, "emergency summary", &format!("{page}/summary"), n).print();
+    measure(&web, "summary PDF", &format!("{page}/summary.pdf"), n.min(100)).print();
+    measure(&web, "lab item page (HbA1c)", &format!("{page}/labs/HbA1c-NGSP"), n.min(100)).print();
+
+    // The PDF alone: the summary built once (through the gate), rendered many times.
+    let ctx = musubi_service::Ctx::operator("bench");
+    let summary = net.svc.emergency_summary(&ctx, &patient).unwrap();
+    let meta = musubi_pdf::PdfMeta {
+        generated_at: musubi_fhir::datetime::now_ms(),
+        generated_by: "結城 一郎（医師）".into(),
+        facility: "結び医療機関1".into(),
+    };
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..n.min(100) {
+        let t = Instant::now();
+        size = musubi_pdf::render_summary(&summary, &meta).unwrap().len();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "render_summary alone: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} KB ({} allergies, {} medications, {} labs in the summary)",
+        pct(&times, 0.5),
+        pct(&times, 0.99),
+        times[times.len() - 1],
+        size / 1024,
+        summary.allergies.items.len(),
+        summary.medications.items.len(),
+        summary.labs.items.len()
+    );
+    println!("records the summary was built from: {}", summary.records_seen);
+}
