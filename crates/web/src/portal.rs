@@ -714,6 +714,7 @@ async fn record(State(web): State<Web>, u: PortalUser, RawQuery(q): RawQuery) ->
         base: "/portal/record",
         clinician: false,
         timeline_limit: (q_get(&q, "timeline") != "all").then_some(60),
+        documents_limit: (q_get(&q, "documents") != "all").then_some(20),
     };
     Ok(page(
         "わたしの記録",
