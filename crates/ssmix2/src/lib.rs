@@ -37,6 +37,15 @@
 //!   [`Retraction::source_key`] — otherwise a newer version would be deleted.
 //! - Only ADT-00 produces a Patient. Other messages reference the source patient
 //!   (`Patient/<id>` plus the local-id identifier) so the reference resolves once ADT-00 lands.
+//! - **What JP Core fixes, the guide leaves open** (so every mapped resource validates against
+//!   the JP Core 1.1.2 profile it names): lab Observations carry the `laboratory` category of
+//!   `JP_SimpleObservationCategory_CS` and lab DiagnosticReports LOINC `LP29693-6`; prescriptions
+//!   and administrations carry the Rp number (ORC-4) and their place in that Rp
+//!   (`identifier:orderInRp`, counted over the RXE/RXA under the same ORC-4); injection orders
+//!   and administrations name their drugs in a contained Medication, the only form the
+//!   injection profiles allow. Codes labelled `JC10` go to the JLAC10 system that fits their
+//!   length: 17 characters to `master-JLAC10-17digits`, the 3-digit material code (SPM-4) to
+//!   `JP_ObservationSampleMaterialCode_CS`, others to JP Core's JLAC10 CodeSystem.
 
 #![deny(missing_docs)]
 

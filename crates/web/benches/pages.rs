@@ -128,6 +128,61 @@ fn main() {
     measure(&web, "summary PDF", &format!("{page}/summary.pdf"), n.min(100)).print();
     measure(&web, "lab item page (HbA1c)", &format!("{page}/labs/HbA1c-NGSP"), n.min(100)).print();
 
+    // Where a patient page's time goes: the service's whole-record read (gate, audit record,
+    // loading and parsing every record) against the page model built from it; the store's
+    // row and content reads and the JSON parsing are timed on their own too.
+    let user = net.store.read(|r| r.user_by_login("dr-bench")).unwrap().unwrap();
+    let doctor = musubi_service::Ctx {
+        actor: musubi_gate::Actor::User(musubi_gate::UserActor {
+            user_id: user.id.clone(),
+            login: user.login.clone(),
+            name: user.name.clone(),
+            profession: Profession::Doctor,
+            facility: codes[0].parse().unwrap(),
+        }),
+        address: None,
+        base_url: "http://localhost/fhir".into(),
+    };
+    let person = net.store.read(|r| r.person_of_patient(&patient)).unwrap().unwrap();
+    let (mut rec_t, mut view_t, mut rows_t, mut contents_t, mut parse_t) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..n.min(50) {
+        let t = Instant::now();
+        let rec = net.svc.person_record(&doctor, &patient, "bench").unwrap();
+        rec_t.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let v = musubi_web::model::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
+        view_t.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(!v.labs.is_empty());
+        let t = Instant::now();
+        let rows = net.store.read(|r| r.person_records(&person)).unwrap();
+        rows_t.push(t.elapsed().as_secs_f64() * 1000.0);
+        let keys: Vec<(musubi_fhir::ResourceType, String, i64)> =
+            rows.iter().map(|r| (r.rtype, r.id.clone(), r.version)).collect();
+        let t = Instant::now();
+        let contents = net.store.read(|r| r.contents(&keys)).unwrap();
+        contents_t.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let parsed: usize = contents
+            .iter()
+            .filter_map(|c| c.content.as_deref())
+            .map(|c| serde_json::from_str::<serde_json::Value>(c).map(|_| 1).unwrap_or(0))
+            .sum();
+        parse_t.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(parsed, rows.len());
+    }
+    println!();
+    println!("where the patient page's time goes (p50 of {} runs, ms):", rec_t.len());
+    for (name, v) in [
+        ("Service::person_record (gate + audit + load + parse)", &mut rec_t),
+        ("  store: the person's record rows", &mut rows_t),
+        ("  store: their contents", &mut contents_t),
+        ("  JSON parsing of the contents", &mut parse_t),
+        ("model::patient_view (the page model)", &mut view_t),
+    ] {
+        v.sort_by(f64::total_cmp);
+        println!("- {name}: {:.1}", pct(v, 0.5));
+    }
+
     // The PDF alone: the summary built once (through the gate), rendered many times.
     let ctx = musubi_service::Ctx::operator("bench");
     let summary = net.svc.emergency_summary(&ctx, &patient).unwrap();

@@ -21,7 +21,7 @@ use crate::Web;
 use crate::html::{self, Nav, csrf_field, notice, page};
 use crate::model;
 use crate::record_html::{self, Links};
-use crate::session::{self, Anonymous, Form, PageError, PortalUser, SESSION_COOKIE, safe_next, set_cookie};
+use crate::session::{self, Anonymous, Form, PageError, PortalUser, SESSION_COOKIE, set_cookie};
 use crate::viewer;
 
 type Result<T> = std::result::Result<T, PageError>;
@@ -610,13 +610,11 @@ async fn history(State(web): State<Web>, u: PortalUser, RawQuery(q): RawQuery) -
     let (from, to) = (parse(&from_s, false)?, parse(&to_s, true)?);
     let ctx = u.ctx.clone();
     let list = web.call(move |svc| svc.access_history(&ctx, from, to, 500)).await?;
-    let today = musubi_fhir::datetime::jst_date(musubi_fhir::datetime::now_ms());
     let ago = |days: i64| {
         musubi_fhir::datetime::jst_date(musubi_fhir::datetime::now_ms() - days * 86_400_000)
             .map(|d| format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day()))
             .unwrap_or_default()
     };
-    let _ = today;
     Ok(page(
         "閲覧履歴",
         nav(&u),
@@ -714,6 +712,7 @@ async fn record(State(web): State<Web>, u: PortalUser, RawQuery(q): RawQuery) ->
         base: "/portal/record",
         clinician: false,
         timeline_limit: (q_get(&q, "timeline") != "all").then_some(60),
+        documents_limit: (q_get(&q, "documents") != "all").then_some(20),
     };
     Ok(page(
         "わたしの記録",
@@ -881,12 +880,6 @@ async fn proxy_revoke(State(web): State<Web>, u: PortalUser, Path(id): Path<Stri
     let ctx = u.ctx.clone();
     web.call(move |svc| svc.revoke_proxy(&ctx, &id)).await?;
     Ok(Redirect::to("/portal/proxies?msg=revoked").into_response())
-}
-
-/// Where a portal login goes next (kept for symmetry with the clinician login).
-#[allow(dead_code)]
-fn next_or_home(next: &str) -> String {
-    safe_next(next, "/portal")
 }
 
 #[cfg(test)]

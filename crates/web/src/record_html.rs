@@ -19,6 +19,8 @@ pub(crate) struct Links<'a> {
     pub clinician: bool,
     /// How many timeline days to show (None = all).
     pub timeline_limit: Option<usize>,
+    /// How many documents to show (None = all).
+    pub documents_limit: Option<usize>,
 }
 
 fn source(s: &Source) -> Markup {
@@ -151,8 +153,9 @@ pub(crate) fn sections(v: &PatientView, l: &Links<'_>) -> Markup {
             section.card.wide aria-labelledby="h-doc" {
                 h2 #h-doc { "文書" }
                 @if v.documents.is_empty() { p.none { "記録なし" } }
+                @let shown_docs = l.documents_limit.unwrap_or(usize::MAX).min(v.documents.len());
                 ul.items {
-                    @for d in &v.documents {
+                    @for d in v.documents.iter().take(shown_docs) {
                         li {
                             a href={(l.base) "/documents/" (d.rtype.as_str()) "/" (d.id)} { (d.title) }
                             " " span.tag { (d.kind) }
@@ -160,6 +163,9 @@ pub(crate) fn sections(v: &PatientView, l: &Links<'_>) -> Markup {
                             br; (source(&d.source))
                         }
                     }
+                }
+                @if shown_docs < v.documents.len() {
+                    p { a href={(l.base) "?documents=all#h-doc"} { "すべて表示（" (v.documents.len()) "件）" } }
                 }
             }
             section.card.wide aria-labelledby="h-tl" {

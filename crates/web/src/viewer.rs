@@ -608,7 +608,12 @@ async fn patient(
         Err(e) => return Err(e.into()),
     };
     let base = format!("/patients/{id}");
-    let links = Links { base: &base, clinician: true, timeline_limit: (q_get(&q, "timeline") != "all").then_some(60) };
+    let links = Links {
+        base: &base,
+        clinician: true,
+        timeline_limit: (q_get(&q, "timeline") != "all").then_some(60),
+        documents_limit: (q_get(&q, "documents") != "all").then_some(20),
+    };
     let title = if view.identity.name.is_empty() { "患者".to_owned() } else { view.identity.name.clone() };
     Ok(page(
         &title,

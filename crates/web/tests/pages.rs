@@ -319,6 +319,28 @@ fn refusals_without_consent_or_care_csrf_and_emergency_access() {
     assert_eq!(list.status, 200);
     let lt = list.text();
     assert!(lt.contains("dr-other") && lt.contains("意識障害で救急搬送") && lt.contains("丸の内中央病院"), "{lt}");
+
+    // The patient sees it at once: in the access history (as 緊急, with the reason) and as a notice.
+    let me = portal_login(&w);
+    let h = plain(&me.get("/portal/history").text());
+    assert!(h.contains("丸の内中央病院") && h.contains("丸山 次郎") && h.contains("緊急"), "{h}");
+    assert!(h.contains("意識障害で救急搬送"), "the stated reason: {h}");
+    assert!(me.get("/portal").text().contains("新しいお知らせが"), "the home page says there is news");
+    let n = plain(&me.get("/portal/notices").text());
+    assert!(n.contains("緊急時の閲覧"), "{n}");
+
+    // The operator reviews it (a note is required; the CSRF token too); the list empties.
+    let action = {
+        let at = lt.find(r#"action="/admin/emergency/"#).unwrap() + r#"action=""#.len();
+        lt[at..at + lt[at..].find('"').unwrap()].to_owned()
+    };
+    let ocsrf = common::csrf(&lt);
+    assert_eq!(op.post(&action, &[("note", "救急外来での正当な閲覧")]).status, 403);
+    assert_eq!(op.post(&action, &[("csrf", &ocsrf), ("note", "")]).status, 400);
+    let r = op.post(&action, &[("csrf", &ocsrf), ("note", "救急外来での正当な閲覧")]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let after = op.follow(&r).text();
+    assert!(after.contains("確認済みにしました") && after.contains("確認待ちはありません"), "{after}");
 }
 
 /// Registers 髙橋 結衣 in the portal and logs her in; returns her web client.
