@@ -74,8 +74,9 @@ fn ssmix2_samples_and_the_quarantine_report() {
     assert_eq!(m["facility"], "1318814790");
     assert_eq!(m["resolved"], false);
     assert!(m["blob"].is_string());
-    // One administration record of the sample still maps to a single identifier where JP Core
-    // needs two (a known gap of the OMP-11 mapping); element, rule and line are named.
+    // The checker's deliberately broken OMP-11 message: its RXA has no order (ORC) to take the
+    // Rp number from, so the record has one identifier where JP Core needs two; element, rule
+    // and line are named.
     let admin = v.iter().find(|e| e["file"].as_str().unwrap().contains("/OMP-11/0000001_")).unwrap();
     assert_eq!(admin["element"], "MedicationAdministration.identifier");
     assert_eq!(admin["rule"], "JP_MedicationAdministration: MedicationAdministration.identifier min=2");
