@@ -6,10 +6,18 @@
 //! the HTML or PDF are all in it) as p50 / p90 / p99 / max, and the round trip seen by the
 //! client. It also times `musubi_pdf::render_summary` alone.
 //!
+//! It runs with mimalloc, the allocator of the `musubi` binary (with the system allocator the
+//! service's whole-record read is about 60% slower on the blocking pool's threads than on the
+//! main thread: freed memory goes back to the system and is faulted in again per request).
+//!
 //! `cargo bench -p musubi-web --bench pages` (set `MUSUBI_BENCH_N` for more samples).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+
+// The allocator of the `musubi` binary (`musubi serve`), so the numbers are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::Instant;
 
@@ -51,14 +59,15 @@ impl Stats {
 
 fn measure(web: &Web, name: &'static str, path: &str, n: usize) -> Stats {
     for _ in 0..5 {
-        assert_eq!(web.get(path).status, 200, "{path}");
+        let p = web.get(path);
+        assert_eq!(p.status, 200, "{path}: {}", p.text());
     }
     let mut st = Stats { name, server: Vec::with_capacity(n), client: Vec::with_capacity(n), bytes: 0 };
     for _ in 0..n {
         let t = Instant::now();
         let p = web.get(path);
         st.client.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(p.status, 200, "{path}");
+        assert_eq!(p.status, 200, "{path}: {}", p.text());
         let timing = p.header("server-timing");
         let dur: f64 =
             timing.strip_prefix("app;dur=").and_then(|d| d.parse().ok()).unwrap_or_else(|| panic!("{timing}"));
@@ -69,6 +78,8 @@ fn measure(web: &Web, name: &'static str, path: &str, n: usize) -> Stats {
 }
 
 fn main() {
+    // Internal errors are logged by the service: show them (a failed request stops the run).
+    tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
     let n: usize = std::env::var("MUSUBI_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let net = Net::start();
     let codes = [
@@ -116,6 +127,27 @@ fn main() {
     );
     let patient = ids[codes[0]].clone();
 
+    // For comparison, a patient with an ordinary history: a year at two facilities.
+    let hanako = data::Person {
+        family: "結",
+        given: "花子",
+        kana_family: "ムスビ",
+        kana_given: "ハナコ",
+        gender: "female",
+        birth: "1970-05-05",
+        insurance: "06139999:1:456:02",
+        state: "東京都",
+        city: "千代田区",
+        line: "大手町2-2-2",
+        phone: "03-2222-3333",
+    };
+    let small_sites =
+        [sites[0].clone(), sites[1].clone()].map(|s| data::Site { local_id: format!("{}-H", s.local_id), ..s });
+    let small_plan = data::Plan { years: 1, visits_per_year: 6, seed: 7, ..plan.clone() };
+    let small_bundles = data::history(&hanako, &small_sites, &small_plan);
+    let small_records: usize = small_bundles.iter().map(|(_, b)| b["entry"].as_array().map_or(0, Vec::len)).sum();
+    let small = net.load(&small_bundles)[codes[0]].clone();
+
     let web = Web::new(&net);
     web.login_clinician("dr-bench", &secret, None);
     let page = format!("/patients/{patient}");
@@ -127,6 +159,14 @@ fn main() {
     measure(&web, "emergency summary", &format!("{page}/summary"), n).print();
     measure(&web, "summary PDF", &format!("{page}/summary.pdf"), n.min(100)).print();
     measure(&web, "lab item page (HbA1c)", &format!("{page}/labs/HbA1c-NGSP"), n.min(100)).print();
+    println!();
+    println!("an ordinary patient ({small_records} records, a year at two facilities):");
+    println!();
+    println!("| page | n | server p50 ms | p90 | p99 | max | round trip p50 ms | p99 | size |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    measure(&web, "patient page", &format!("/patients/{small}"), n).print();
+    measure(&web, "emergency summary", &format!("/patients/{small}/summary"), n).print();
+    measure(&web, "summary PDF", &format!("/patients/{small}/summary.pdf"), n.min(100)).print();
 
     // Where a patient page's time goes: the service's whole-record read (gate, audit record,
     // loading and parsing every record) against the page model built from it; the store's
@@ -170,6 +210,21 @@ fn main() {
         parse_t.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(parsed, rows.len());
     }
+    // The same read on another thread (the pages run the service on tokio's blocking pool).
+    let mut thread_t = Vec::new();
+    for _ in 0..n.min(50) {
+        let (svc, ctx, pid) = (net.svc.clone(), doctor.clone(), patient.clone());
+        let t = Instant::now();
+        std::thread::spawn(move || svc.person_record(&ctx, &pid, "bench").unwrap().entries.len()).join().unwrap();
+        thread_t.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut sum_t = Vec::new();
+    for _ in 0..n.min(50) {
+        let t = Instant::now();
+        let s = net.svc.emergency_summary(&doctor, &patient).unwrap();
+        sum_t.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(!s.medications.items.is_empty());
+    }
     println!();
     println!("where the patient page's time goes (p50 of {} runs, ms):", rec_t.len());
     for (name, v) in [
@@ -177,7 +232,9 @@ fn main() {
         ("  store: the person's record rows", &mut rows_t),
         ("  store: their contents", &mut contents_t),
         ("  JSON parsing of the contents", &mut parse_t),
+        ("Service::person_record on a fresh thread", &mut thread_t),
         ("model::patient_view (the page model)", &mut view_t),
+        ("Service::emergency_summary (in process, no HTTP)", &mut sum_t),
     ] {
         v.sort_by(f64::total_cmp);
         println!("- {name}: {:.1}", pct(v, 0.5));
