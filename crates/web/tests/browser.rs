@@ -12,6 +12,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +23,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// chromedriver on a free port, stopped (killed by its own handle) when dropped.
+/// chromedriver on a free port, in a process group of its own (Chromium runs inside it), so
+/// that when dropped — also when a test fails before closing the browser — the group this
+/// test started is ended, by its id, and no browser outlives the test.
 struct Driver {
     child: Child,
     port: u16,
@@ -31,7 +34,13 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.child.wait();
     }
 }
@@ -55,6 +64,7 @@ fn start_driver() -> Driver {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(&driver)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -139,7 +149,8 @@ fn a_clinician_and_an_operator_in_headless_chromium() {
                 "binary": program("CHROMIUM", CHROMIUM),
                 "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--disable-dev-shm-usage", "--lang=ja", format!("--user-data-dir={profile}"),
+                         "--disable-dev-shm-usage", "--disable-crash-reporter", "--disable-breakpad",
+                         "--lang=ja", format!("--user-data-dir={profile}"),
                          "--window-size=1280,2000"]
             }),
         );
