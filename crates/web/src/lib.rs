@@ -26,8 +26,13 @@
 //!   HTML-escaped unless marked, pages are composed from plain functions, and it adds one small
 //!   proc-macro crate and no template files to keep in sync.
 //! - **No script at all.** Every action is a plain form (one-click toggles are one-button
-//!   forms), so the Content-Security-Policy forbids every script (`script-src 'none'`), and the
-//!   pages work with JavaScript turned off. Charts are inline SVG drawn on the server.
+//!   forms), so the Content-Security-Policy ([`CSP`], `default-src 'none'`) allows no script,
+//!   and the pages work with JavaScript turned off. Charts are inline SVG drawn on the server;
+//!   no element carries an inline style.
+//! - **Referral letters** written in the form are built by [`letter`] as JP-CLINS eReferral
+//!   document Bundles (checked against the profiles by a test); a letter an EMR made and signed
+//!   can be uploaded as it is, with its CMS signature. Uploads are `multipart/form-data`; the
+//!   service checks every file's type and size.
 //! - **Sessions** are the service's: the `musubi_session` HttpOnly, SameSite=Strict cookie that
 //!   `/api/login` also sets; every form that changes something carries the session's CSRF token
 //!   and is refused without it; a cross-site `Origin` or `Sec-Fetch-Site` is refused too.
@@ -38,6 +43,15 @@
 //! - Patient pages are never cached (`Cache-Control: no-store`); every page is sent with
 //!   `X-Frame-Options: DENY`, `nosniff`, `Referrer-Policy: no-referrer`, and with
 //!   `Server-Timing: app;dur=…` (the server's time for it; the benchmark reads it).
+//!
+//! ## Tests
+//!
+//! `tests/pages.rs` drives every page family over HTTP against a real server (refusals
+//! included: no session, no CSRF token, no consent or care relationship, emergency access and
+//! its trace in the patient's history); `tests/referrals.rs` the referral exchange, signatures
+//! included; `tests/browser.rs` the main path in headless Chromium through chromedriver, with
+//! screenshots in `target/test-artifacts/`. `benches/pages.rs` measures the pages for a patient
+//! with 5 years of history at 10 facilities (`BENCH-RESULTS.md`).
 
 #![deny(missing_docs)]
 
