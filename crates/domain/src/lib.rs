@@ -30,7 +30,7 @@ pub use class::ResourceClass;
 pub use facility::{FacilityCode, FacilityKind};
 pub use flags::Flags;
 pub use insurance::{InsuranceId, InsurerNumber};
-pub use prefecture::{prefecture_name, prefecture_number};
+pub use prefecture::{PREFECTURES, prefecture_name, prefecture_number};
 pub use profession::Profession;
 
 /// Why a domain value failed to parse. The message is for people (English in logs; the API

@@ -1,6 +1,7 @@
 //! The 47 prefectures (都道府県) with their JIS X 0401 numbers.
 
-const NAMES: [&str; 47] = [
+/// The 47 prefectures in JIS X 0401 order (number = index + 1).
+pub const PREFECTURES: [&str; 47] = [
     "北海道",
     "青森県",
     "岩手県",
@@ -52,7 +53,7 @@ const NAMES: [&str; 47] = [
 
 /// The name of prefecture `n` (1..=47).
 pub fn prefecture_name(n: u8) -> Option<&'static str> {
-    NAMES.get(usize::from(n).checked_sub(1)?).copied()
+    PREFECTURES.get(usize::from(n).checked_sub(1)?).copied()
 }
 
 /// The number of a prefecture from its name, with or without 都/道/府/県 ("東京", "東京都"),
@@ -62,7 +63,7 @@ pub fn prefecture_number(s: &str) -> Option<u8> {
     if let Ok(n) = s.parse::<u8>() {
         return (1..=47).contains(&n).then_some(n);
     }
-    NAMES
+    PREFECTURES
         .iter()
         .position(|name| {
             *name == s || (name.chars().count() > 2 && name.trim_end_matches(['都', '道', '府', '県']) == s)
