@@ -867,6 +867,9 @@ impl Service {
                 },
                 bundle,
             )?;
+            // The document is filed under its patient, and so under that patient's person (the
+            // gate and the person's record go by the person).
+            put.meta.person_id = Some(persons.of(&patient_id)?);
             put.meta.patient_id = Some(patient_id.clone());
             stored.push(format!("Bundle/{id}"));
             bundle_id = Some(id);
