@@ -25,12 +25,13 @@ fn record(items: usize) -> PersonRecord {
         clinical_date: None,
         flags: Flags::empty(),
         resource: json!({"resourceType": "Patient", "gender": "male", "birthDate": "1948-02-11",
-            "name": [{"text": "合成 太郎"}], "address": [{"text": "東京都中央区日本橋1-1"}]}),
+            "name": [{"text": "合成 太郎"}], "address": [{"text": "東京都中央区日本橋1-1"}]})
+        .into(),
     }];
     for i in 0..items {
         let f = format!("13{:08}", 10_000_000 + (i % 10) as i64);
         let d = Some(NOW - (i as i64 % 90) * DAY);
-        let mk = |rtype, class, id: String, resource| RecordEntry {
+        let mk = |rtype, class, id: String, resource: serde_json::Value| RecordEntry {
             rtype,
             id,
             version: 1,
@@ -39,7 +40,7 @@ fn record(items: usize) -> PersonRecord {
             facility_name: Some(format!("合成病院{}", i % 10)),
             clinical_date: d,
             flags: Flags::empty(),
-            resource,
+            resource: resource.into(),
         };
         entries.push(mk(ResourceType::MedicationRequest, ResourceClass::Prescription, format!("m{i}"),
             json!({"resourceType": "MedicationRequest", "medicationCodeableConcept": {"text": format!("合成薬{i}錠5mg")},

@@ -17,7 +17,7 @@ fn e(rtype: ResourceType, class: ResourceClass, id: &str, f: &str, name: &str, d
         facility_name: Some(name.into()),
         clinical_date: Some(now - days * 86_400_000),
         flags: Flags::empty(),
-        resource: r,
+        resource: r.into(),
     }
 }
 

@@ -23,7 +23,7 @@ fn entry(rtype: ResourceType, class: ResourceClass, id: &str, facility: &str, da
         facility_name: Some(format!("結び病院{}", &facility[6..])),
         clinical_date: Some(NOW - days_ago * DAY),
         flags: Flags::empty(),
-        resource: r,
+        resource: r.into(),
     }
 }
 

@@ -20,6 +20,7 @@ mod access;
 pub mod anchors;
 mod audit_event;
 mod bundle;
+mod cache;
 mod capability;
 pub mod collect;
 mod error;
@@ -42,6 +43,7 @@ use musubi_gate::Actor;
 use musubi_store::Store;
 
 pub use bundle::{SubmitOutcome, SubmitStatus};
+pub use cache::DEFAULT_CACHE_BYTES as DEFAULT_RECORD_CACHE_BYTES;
 pub use capability::capability_statement;
 pub use error::{ApiError, ErrorKind};
 pub use read::ReadOutcome;
@@ -73,6 +75,7 @@ pub struct Service {
     node: String,
     mpi: mpi::MpiState,
     referral: referral::ReferralState,
+    cache: cache::ResourceCache,
 }
 
 impl std::fmt::Debug for Service {
@@ -102,7 +105,15 @@ impl Service {
             node: node.into(),
             mpi: mpi::MpiState::default(),
             referral: referral::ReferralState::default(),
+            cache: cache::ResourceCache::new(cache::DEFAULT_CACHE_BYTES),
         }
+    }
+
+    /// Bounds the memory kept for parsed records (the whole-record pages' cache) to `bytes`;
+    /// 0 turns the cache off. The default is [`DEFAULT_RECORD_CACHE_BYTES`].
+    pub fn with_record_cache(mut self, bytes: u64) -> Service {
+        self.cache = cache::ResourceCache::new(bytes);
+        self
     }
 
     /// The store (for administration commands that are not data access: tokens, settings,

@@ -7,8 +7,14 @@ use musubi_domain::audit::{AuditAction, AuditOutcome, AuditPurpose};
 use musubi_domain::{Flags, ResourceClass};
 use musubi_fhir::ResourceType;
 use musubi_gate::{Operation, RecordView};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use musubi_store::PersonRecordRow;
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::cache::{Parsed, VersionRef};
 
 use crate::access::Access;
 use crate::{ApiError, Ctx, ErrorKind, Service};
@@ -33,8 +39,8 @@ pub struct RecordEntry {
     /// Flags.
     #[serde(skip)]
     pub flags: Flags,
-    /// The resource.
-    pub resource: Value,
+    /// The resource (shared with the service's cache of parsed versions).
+    pub resource: Arc<Value>,
 }
 
 /// A person's record as the caller may see it.
@@ -82,7 +88,16 @@ impl Service {
         let mut allowed = Vec::with_capacity(rows.len());
         let mut emergency = None;
         for row in rows {
-            let d = access.decide_loaded(Operation::Read, &RecordView::of(&row));
+            let view = RecordView {
+                rtype: row.rtype,
+                class: row.class,
+                facility: row.facility,
+                patient_id: row.patient_id.clone(),
+                person_id: Some(person.clone()),
+                flags: row.flags,
+                clinical_date: row.clinical_date,
+            };
+            let d = access.decide_loaded(Operation::Read, &view);
             if let Some(reason) = d.emergency_reason() {
                 emergency = Some(reason.to_owned());
             }
@@ -109,29 +124,79 @@ impl Service {
         }
         a.entities = allowed.iter().map(|r| format!("{}/{}/_history/{}", r.rtype, r.id, r.version)).collect();
         self.audit(vec![a])?;
-        let keys: Vec<(ResourceType, String, i64)> =
-            allowed.iter().map(|r| (r.rtype, r.id.clone(), r.version)).collect();
-        let contents = self.store.read(|r| r.contents(&keys))?;
+        let resources = self.parsed_contents(&person, &allowed)?;
         let names: std::collections::HashMap<String, String> =
             facilities.into_iter().map(|f| (f.code, f.name)).collect();
         let mut entries = Vec::with_capacity(allowed.len());
-        for (row, stored) in allowed.into_iter().zip(contents) {
-            let resource: Value = serde_json::from_str(stored.content.as_deref().unwrap_or("{}"))
-                .map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", row.rtype, row.id)))?;
-            let facility = row.meta.facility.map(|f| f.to_string());
+        for (row, resource) in allowed.into_iter().zip(resources) {
+            let Some(resource) = resource else {
+                // A current row without its version's content: the store is damaged. Leave the
+                // record out (it cannot be shown) and say so in the log.
+                tracing::error!(rtype = %row.rtype, id = %row.id, version = row.version, "stored version missing");
+                continue;
+            };
+            let facility = row.facility.map(|f| f.to_string());
             entries.push(RecordEntry {
                 rtype: row.rtype,
                 id: row.id,
                 version: row.version,
-                class: row.meta.class,
+                class: row.class,
                 facility_name: facility.as_ref().and_then(|f| names.get(f).cloned()),
                 facility,
-                clinical_date: row.meta.clinical_date,
-                flags: row.meta.flags,
+                clinical_date: row.clinical_date,
+                flags: row.flags,
                 resource,
             });
         }
         Ok(PersonRecord { person_id: person, patients, entries, emergency })
+    }
+
+    /// The parsed content of each allowed row's version, in order: from the cache, and what
+    /// it misses from the store (in one statement when many are missing), parsed and cached.
+    fn parsed_contents(&self, person: &str, rows: &[PersonRecordRow]) -> Result<Vec<Option<Arc<Value>>>, ApiError> {
+        let mut out: Vec<Option<Arc<Value>>> = Vec::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let hit = self.cache.get(&VersionRef::of(row));
+            if hit.is_none() {
+                missing.push(i);
+            }
+            out.push(hit);
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        // A first look at a long history: one statement for the person's contents rather than
+        // one per record (a version written since the rows were read is looked up by itself).
+        let mut texts: HashMap<(ResourceType, String, i64), Option<String>> = HashMap::new();
+        if missing.len() >= 32 {
+            let p = person.to_owned();
+            for s in self.store.read(|r| r.person_contents(&p))? {
+                texts.insert((s.rtype, s.id, s.version), s.content);
+            }
+        }
+        let unresolved: Vec<(ResourceType, String, i64)> = missing
+            .iter()
+            .filter_map(|&i| rows.get(i))
+            .map(|r| (r.rtype, r.id.clone(), r.version))
+            .filter(|k| !texts.contains_key(k))
+            .collect();
+        if !unresolved.is_empty() {
+            for s in self.store.read(|r| r.contents(&unresolved))? {
+                texts.insert((s.rtype, s.id, s.version), s.content);
+            }
+        }
+        for i in missing {
+            let (Some(row), Some(slot)) = (rows.get(i), out.get_mut(i)) else { continue };
+            let Some(text) = texts.remove(&(row.rtype, row.id.clone(), row.version)) else { continue };
+            let text = text.as_deref().unwrap_or("{}");
+            let value: Value = serde_json::from_str(text)
+                .map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", row.rtype, row.id)))?;
+            let parsed = Parsed::new(value, text.len());
+            *slot = Some(parsed.value.clone());
+            self.cache.insert(VersionRef::of(row).to_key(), parsed);
+        }
+        Ok(out)
     }
 
     /// `Patient/[id]/$everything`: the person's visible record as a searchset Bundle.

@@ -968,15 +968,15 @@ fn organization_phones(r: &Value, into: &mut HashMap<String, String>) {
 /// in their newest records and a phone number when a record carries one.
 pub fn contacts(entries: &[RecordEntry]) -> Vec<ContactItem> {
     let mut phones = HashMap::new();
-    let mut by_facility: BTreeMap<String, ContactItem> = BTreeMap::new();
-    let mut latest: HashMap<String, Option<i64>> = HashMap::new();
+    let mut by_facility: BTreeMap<&str, ContactItem> = BTreeMap::new();
+    let mut latest: HashMap<&str, Option<i64>> = HashMap::new();
     // Entries come newest first, so practitioners are collected newest first.
     let mut sorted: Vec<&RecordEntry> = entries.iter().collect();
     sorted.sort_by_key(|a| std::cmp::Reverse(a.clinical_date));
     for e in sorted {
         organization_phones(&e.resource, &mut phones);
         let Some(f) = &e.facility else { continue };
-        let c = by_facility.entry(f.clone()).or_insert_with(|| ContactItem {
+        let c = by_facility.entry(f.as_str()).or_insert_with(|| ContactItem {
             facility: f.clone(),
             name: e.facility_name.clone().unwrap_or_else(|| f.clone()),
             phone: None,
@@ -985,7 +985,7 @@ pub fn contacts(entries: &[RecordEntry]) -> Vec<ContactItem> {
             records: 0,
         });
         c.records += 1;
-        let l = latest.entry(f.clone()).or_insert(None);
+        let l = latest.entry(f.as_str()).or_insert(None);
         if e.clinical_date > *l {
             *l = e.clinical_date;
             c.last_date = date_of(e.clinical_date);
@@ -1003,7 +1003,9 @@ pub fn contacts(entries: &[RecordEntry]) -> Vec<ContactItem> {
             c
         })
         .collect();
-    out.sort_by(|a, b| latest.get(&b.facility).cmp(&latest.get(&a.facility)).then(a.facility.cmp(&b.facility)));
+    out.sort_by(|a, b| {
+        latest.get(b.facility.as_str()).cmp(&latest.get(a.facility.as_str())).then(a.facility.cmp(&b.facility))
+    });
     out
 }
 
@@ -1036,7 +1038,7 @@ mod tests {
             facility_name: Some(format!("病院{facility}")),
             clinical_date: Some(day(days_ago)),
             flags: Flags::empty(),
-            resource: r,
+            resource: r.into(),
         }
     }
 
@@ -1082,16 +1084,17 @@ mod tests {
     #[test]
     fn resolved_and_refuted_allergies_are_left_out() {
         let mut a = allergy("a1", "medication", "high", "アスピリン", 3);
-        a.resource["clinicalStatus"] = json!({"coding": [{"code": "resolved"}]});
+        std::sync::Arc::make_mut(&mut a.resource)["clinicalStatus"] = json!({"coding": [{"code": "resolved"}]});
         let mut b = allergy("b1", "medication", "high", "ロキソプロフェン", 3);
-        b.resource["verificationStatus"] = json!({"coding": [{"code": "refuted"}]});
+        std::sync::Arc::make_mut(&mut b.resource)["verificationStatus"] = json!({"coding": [{"code": "refuted"}]});
         assert!(allergies(&[a, b]).is_empty());
     }
 
     #[test]
     fn jfagy_codes_are_named_from_the_master() {
         let mut a = allergy("a1", "food", "low", "", 3);
-        a.resource["code"] = json!({"coding": [{"system": systems::JFAGY_FOOD, "code": "J9FC11310000"}]});
+        std::sync::Arc::make_mut(&mut a.resource)["code"] =
+            json!({"coding": [{"system": systems::JFAGY_FOOD, "code": "J9FC11310000"}]});
         let list = allergies(&[a]);
         assert_eq!(list.len(), 1);
         assert_eq!(Some(list[0].substance.as_str()), musubi_validate::terminology::jfagy_term("J9FC11310000"));

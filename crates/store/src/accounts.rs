@@ -963,13 +963,52 @@ impl Store {
 
 impl Reader<'_> {
     /// Every current, non-deleted record of a person (all linked source patients), newest
-    /// clinical date first.
-    pub fn person_records(&mut self, person_id: &str) -> Result<Vec<crate::CurrentRow>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM resource r WHERE r.person_id = $1 AND r.deleted = 0 ORDER BY r.clinical_date DESC NULLS LAST, r.rtype, r.id",
-            crate::query::CURRENT_COLS
-        );
-        let rows = self.conn.query(&sql, &[Param::Text(person_id)])?;
-        rows.iter().map(|r| crate::query::current_row(r, 0)).collect()
+    /// clinical date first: only what the gate decides on and the version to load.
+    pub fn person_records(&mut self, person_id: &str) -> Result<Vec<PersonRecordRow>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT rtype, id, version, last_updated, patient_id, facility, class, clinical_date, flags \
+             FROM resource WHERE person_id = $1 AND deleted = 0 \
+             ORDER BY clinical_date DESC NULLS LAST, rtype, id",
+            &[Param::Text(person_id)],
+        )?;
+        rows.into_iter()
+            .map(|mut r| {
+                Ok(PersonRecordRow {
+                    rtype: r.str(0).parse().map_err(StoreError::Corrupt)?,
+                    id: r.take_str(1).unwrap_or_default(),
+                    version: r.i64(2),
+                    last_updated: r.i64(3),
+                    patient_id: r.take_str(4),
+                    facility: r.opt_str(5).and_then(|f| f.parse().ok()),
+                    class: r.str(6).parse().map_err(StoreError::Corrupt)?,
+                    clinical_date: r.opt_i64(7),
+                    flags: musubi_domain::Flags::from_bits(u8::try_from(r.i64(8)).unwrap_or(0)),
+                })
+            })
+            .collect()
     }
+}
+
+/// One current record of a person, as a whole-record read needs it (a long history has
+/// thousands: the row carries what the gate decides on and which version to load, no more).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonRecordRow {
+    /// Type.
+    pub rtype: musubi_fhir::ResourceType,
+    /// Logical id.
+    pub id: String,
+    /// Current version.
+    pub version: i64,
+    /// When the current version was written.
+    pub last_updated: i64,
+    /// The source patient it is about.
+    pub patient_id: Option<String>,
+    /// Source facility.
+    pub facility: Option<musubi_domain::FacilityCode>,
+    /// Class.
+    pub class: musubi_domain::ResourceClass,
+    /// Clinical date (epoch ms).
+    pub clinical_date: Option<i64>,
+    /// Flags.
+    pub flags: musubi_domain::Flags,
 }

@@ -13,29 +13,31 @@ use crate::{BundleSubmission, CurrentRow, Reader, StoreError, StoredMeta, Stored
 pub(crate) const CURRENT_COLS: &str = "r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content_hash, r.facility, r.submitter, \
      r.patient_id, r.person_id, r.class, r.clinical_date, r.flags, r.retention_end, r.keep_last, r.item_key, r.bundle_key";
 
-pub(crate) fn current_row(row: &Row, offset: usize) -> Result<CurrentRow, StoreError> {
+/// The current row in columns `offset..offset + 17` of `row` ([`CURRENT_COLS`]); its text is
+/// moved out, not copied (a whole-record read converts thousands of rows).
+pub(crate) fn current_row(row: &mut Row, offset: usize) -> Result<CurrentRow, StoreError> {
     let c = |i: usize| offset + i;
     let rtype: ResourceType = row.str(c(0)).parse().map_err(StoreError::Corrupt)?;
     let class: ResourceClass = row.str(c(10)).parse().map_err(StoreError::Corrupt)?;
     Ok(CurrentRow {
         rtype,
-        id: row.str(c(1)).to_owned(),
+        id: row.take_str(c(1)).unwrap_or_default(),
         version: row.i64(c(2)),
         last_updated: row.i64(c(3)),
         deleted: row.i64(c(4)) != 0,
-        content_hash: row.str(c(5)).to_owned(),
+        content_hash: row.take_str(c(5)).unwrap_or_default(),
         meta: StoredMeta {
             facility: row.opt_str(c(6)).and_then(|f| f.parse().ok()),
-            submitter: row.str(c(7)).to_owned(),
-            patient_id: row.opt_str(c(8)).map(str::to_owned),
-            person_id: row.opt_str(c(9)).map(str::to_owned),
+            submitter: row.take_str(c(7)).unwrap_or_default(),
+            patient_id: row.take_str(c(8)),
+            person_id: row.take_str(c(9)),
             class,
             clinical_date: row.opt_i64(c(11)),
             flags: Flags::from_bits(u8::try_from(row.i64(c(12))).unwrap_or(0)),
-            retention_end: row.opt_str(c(13)).map(str::to_owned),
+            retention_end: row.take_str(c(13)),
             keep_last: row.opt_i64(c(14)),
-            item_key: row.opt_str(c(15)).map(str::to_owned),
-            bundle_key: row.opt_str(c(16)).map(str::to_owned),
+            item_key: row.take_str(c(15)),
+            bundle_key: row.take_str(c(16)),
         },
     })
 }
@@ -512,7 +514,7 @@ impl Reader<'_> {
     pub fn current(&mut self, rtype: ResourceType, id: &str) -> Result<Option<CurrentRow>, StoreError> {
         let sql = format!("SELECT {CURRENT_COLS} FROM resource r WHERE r.rtype = $1 AND r.id = $2");
         let rows = self.conn.query(&sql, &[Param::Text(rtype.as_str()), Param::Text(id)])?;
-        rows.first().map(|r| current_row(r, 0)).transpose()
+        rows.into_iter().next().map(|mut r| current_row(&mut r, 0)).transpose()
     }
 
     /// The current row and the content of one version (the current one when `version` is
@@ -530,7 +532,7 @@ impl Reader<'_> {
         );
         let rows = self.conn.query(&sql, &[Param::Text(rtype.as_str()), Param::Text(id), version.into()])?;
         let Some(mut row) = rows.into_iter().next() else { return Ok(None) };
-        let cur = current_row(&row, 0)?;
+        let cur = current_row(&mut row, 0)?;
         let stored = row.opt_i64(17).map(|v| StoredResource {
             rtype,
             id: id.to_owned(),
@@ -581,6 +583,30 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// The content of the current version of every live record of a person, with its key
+    /// (type, id, version): one statement instead of one per record, for a whole-record read
+    /// that misses the service's parsed-resource cache.
+    pub fn person_contents(&mut self, person_id: &str) -> Result<Vec<StoredResource>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT r.rtype, r.id, v.version, v.last_updated, v.deleted, v.content FROM resource r \
+             JOIN resource_version v ON v.rtype = r.rtype AND v.id = r.id AND v.version = r.version \
+             WHERE r.person_id = $1 AND r.deleted = 0",
+            &[Param::Text(person_id)],
+        )?;
+        rows.into_iter()
+            .map(|mut r| {
+                Ok(StoredResource {
+                    rtype: r.str(0).parse().map_err(StoreError::Corrupt)?,
+                    id: r.str(1).to_owned(),
+                    version: r.i64(2),
+                    last_updated: r.i64(3),
+                    deleted: r.i64(4) != 0,
+                    content: r.take_str(5),
+                })
+            })
+            .collect()
+    }
+
     /// History of a resource, a type, or everything (newest first): versions with the
     /// resource's current meta (for the gate). Returns the total and one page.
     pub fn history(
@@ -621,7 +647,7 @@ impl Reader<'_> {
         let rows = self.conn.query(&sql, &b.params())?;
         let mut out = Vec::with_capacity(rows.len());
         for mut r in rows {
-            let cur = current_row(&r, 4)?;
+            let cur = current_row(&mut r, 4)?;
             let stored = StoredResource {
                 rtype: cur.rtype,
                 id: cur.id.clone(),
@@ -661,7 +687,7 @@ impl Reader<'_> {
             sql.push_str(&format!(" LIMIT {lp} OFFSET {op}"));
         }
         let rows = self.conn.query(&sql, &b.params())?;
-        rows.iter().map(|r| current_row(r, 0)).collect()
+        rows.into_iter().map(|mut r| current_row(&mut r, 0)).collect()
     }
 
     /// Current rows of the given patients' records of `rtype`-less search: every current
@@ -677,7 +703,7 @@ impl Reader<'_> {
             ps.join(", ")
         );
         let rows = self.conn.query(&sql, &b.params())?;
-        rows.iter().map(|r| current_row(r, 0)).collect()
+        rows.into_iter().map(|mut r| current_row(&mut r, 0)).collect()
     }
 
     /// Current, non-deleted resources of `rtype` carrying token `system|code` in `param`.
@@ -695,7 +721,7 @@ impl Reader<'_> {
         let rows = self
             .conn
             .query(&sql, &[Param::Text(rtype.as_str()), Param::Text(param), Param::Text(code), Param::Text(system)])?;
-        rows.iter().map(|r| current_row(r, 0)).collect()
+        rows.into_iter().map(|mut r| current_row(&mut r, 0)).collect()
     }
 
     /// A JP-CLINS Bundle submission by identifier.
@@ -720,7 +746,7 @@ impl Reader<'_> {
             "SELECT {CURRENT_COLS} FROM resource r WHERE r.bundle_key = $1 AND r.deleted = 0 ORDER BY r.rtype, r.id"
         );
         let rows = self.conn.query(&sql, &[Param::Text(key)])?;
-        rows.iter().map(|r| current_row(r, 0)).collect()
+        rows.into_iter().map(|mut r| current_row(&mut r, 0)).collect()
     }
 
     /// The audit chain head.

@@ -465,7 +465,7 @@ impl Reader<'_> {
                 &[Param::Text(today), Param::Text(end), Param::Text(rtype), Param::Text(id), Param::I64(limit)],
             )?,
         };
-        rows.iter().map(|r| crate::query::current_row(r, 0)).collect()
+        rows.into_iter().map(|mut r| crate::query::current_row(&mut r, 0)).collect()
     }
 
     /// The ids of the newest `n` current records of one item (`item_key`) of a person (or of a

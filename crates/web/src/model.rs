@@ -26,14 +26,19 @@ pub struct Source {
 
 impl Source {
     fn of(e: &RecordEntry) -> Source {
-        let facility = e.facility.clone().unwrap_or_default();
         Source {
-            facility_name: e
-                .facility_name
-                .clone()
-                .unwrap_or_else(|| if facility.is_empty() { "（施設不明）".to_owned() } else { facility.clone() }),
-            facility,
+            facility_name: Source::name_of(e),
+            facility: e.facility.clone().unwrap_or_default(),
             date: e.clinical_date,
+        }
+    }
+
+    /// The source facility's name (its code when the registry has no name).
+    fn name_of(e: &RecordEntry) -> String {
+        match (&e.facility_name, &e.facility) {
+            (Some(n), _) => n.clone(),
+            (None, Some(f)) if !f.is_empty() => f.clone(),
+            _ => "（施設不明）".to_owned(),
         }
     }
 }
@@ -546,10 +551,12 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
     let mut documents = Vec::new();
     let mut other_count = 0usize;
     // (day, facility) → timeline item
-    let mut days: BTreeMap<(i64, String), TimelineItem> = BTreeMap::new();
+    let mut days: BTreeMap<(i64, &str), TimelineItem> = BTreeMap::new();
     for e in entries {
         let r = &e.resource;
-        let src = Source::of(e);
+        // Built only for what lists its source: most records (labs above all) only count on
+        // the timeline, and a long history has thousands.
+        let src = || Source::of(e);
         let mut day_kind: Option<&'static str> = None;
         let mut day_until = None;
         match e.rtype {
@@ -559,8 +566,8 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                 }
                 sources.push(SourcePatient {
                     patient_id: e.id.clone(),
-                    local_id: local_id(r, &src.facility),
-                    source: src,
+                    local_id: local_id(r, e.facility.as_deref().unwrap_or("")),
+                    source: src(),
                 });
                 continue;
             }
@@ -576,7 +583,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                     onset: r["onsetDateTime"].as_str().or_else(|| r["onsetString"].as_str()).unwrap_or("").to_owned(),
                     uninformed: e.flags.contains(Flags::UNINFORMED),
                     long_term: e.flags.contains(Flags::LTS),
-                    source: src.clone(),
+                    source: src(),
                     also: Vec::new(),
                     id: e.id.clone(),
                 }
@@ -612,7 +619,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                     .to_owned(),
                     high: crit == "high",
                     reactions,
-                    source: src.clone(),
+                    source: src(),
                     also: Vec::new(),
                 });
             }
@@ -626,7 +633,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                         item: name,
                         positive: flag == Some("H") || text.contains("陽性"),
                         result: text,
-                        source: src.clone(),
+                        source: src(),
                     });
                 } else if let Some(g) = group {
                     let range = reference_range(r);
@@ -654,7 +661,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                         value,
                         text,
                         flag,
-                        facility_name: src.facility_name.clone(),
+                        facility_name: Source::name_of(e),
                     });
                 } else {
                     other_count += 1;
@@ -682,7 +689,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                     days,
                     authored,
                     until: authored.map(|a| a + days.unwrap_or(0).max(1) * DAY_MS),
-                    source: src.clone(),
+                    source: src(),
                 });
             }
             ResourceType::Encounter => {
@@ -698,7 +705,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                     rtype: e.rtype,
                     id: e.id.clone(),
                     signed: r["signature"].is_object(),
-                    source: src.clone(),
+                    source: src(),
                 });
             }
             _ => other_count += 1,
@@ -713,9 +720,9 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                 .find(|c| c["resourceType"].as_str() == Some("Encounter"))
                 .and_then(|c| encounter_kind(c["class"]["code"].as_str()));
         }
-        let item = days.entry((jst_day(date), src.facility.clone())).or_insert_with(|| TimelineItem {
+        let item = days.entry((jst_day(date), e.facility.as_deref().unwrap_or(""))).or_insert_with(|| TimelineItem {
             date,
-            facility_name: src.facility_name.clone(),
+            facility_name: Source::name_of(e),
             kind: None,
             until: None,
             counts: Vec::new(),
@@ -734,10 +741,10 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                 item.documents.push(d.clone());
             }
         } else if e.rtype != ResourceType::Encounter {
-            let label = e.class.label_ja().to_owned();
-            match item.counts.iter_mut().find(|(l, _)| *l == label) {
+            let label = e.class.label_ja();
+            match item.counts.iter_mut().find(|(l, _)| l == label) {
                 Some((_, n)) => *n += 1,
-                None => item.counts.push((label, 1)),
+                None => item.counts.push((label.to_owned(), 1)),
             }
         }
     }
@@ -890,7 +897,7 @@ mod tests {
             facility_name: Some(format!("施設{fac}")),
             clinical_date: date.and_then(date_of),
             flags: Flags::empty(),
-            resource: r,
+            resource: r.into(),
         }
     }
 
