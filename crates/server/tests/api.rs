@@ -160,6 +160,48 @@ fn obs(patient: &str, code: &str, date: &str, value: f64) -> Value {
     })
 }
 
+/// The whole-record reads (`$everything`, the viewer, the summary) keep parsed versions in
+/// memory: every write must show in the next read all the same.
+#[test]
+fn whole_record_reads_follow_every_write() {
+    let s = TestServer::start();
+    let c = s.client(&s.admin);
+    let patient = json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11318814790", "value": "00077"}], "name": [{"text": "結 冬子"}], "gender": "female", "birthDate": "1975-12-01"});
+    let r = c.post("Patient", &patient);
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_owned();
+    let r = c.post("Observation", &obs(&pid, "3D046000001906202", "2026-10-01", 5.5));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let oid = r.body["id"].as_str().unwrap().to_owned();
+    let values = |c: &Client| -> Vec<Value> {
+        let all = c.get(&format!("Patient/{pid}/$everything"));
+        assert_eq!(all.status, 200, "{}", all.text);
+        all.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["resourceType"] == "Observation")
+            .map(|e| e["resource"]["valueQuantity"]["value"].clone())
+            .collect()
+    };
+    assert_eq!(values(&c), vec![json!(5.5)]);
+    assert_eq!(values(&c), vec![json!(5.5)], "read again (from the cache)");
+
+    let mut o = obs(&pid, "3D046000001906202", "2026-10-01", 6.5);
+    o["id"] = json!(oid);
+    let r = c.put(&format!("Observation/{oid}"), &o);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(values(&c), vec![json!(6.5)], "an update shows at once");
+
+    assert_eq!(c.delete(&format!("Observation/{oid}")).status, 204);
+    assert_eq!(values(&c), Vec::<Value>::new(), "a deletion shows at once");
+
+    o["valueQuantity"]["value"] = json!(7.5);
+    let r = c.put(&format!("Observation/{oid}"), &o);
+    assert!(r.status == 200 || r.status == 201, "{}", r.text);
+    assert_eq!(values(&c), vec![json!(7.5)], "written again after its deletion");
+}
+
 #[test]
 fn search_parameters_paging_sort_and_include() {
     let s = TestServer::start();
