@@ -71,6 +71,10 @@ enum Command {
         /// deletes clinical data; `musubi retention sweep` runs it once).
         #[arg(long)]
         retention_sweep: bool,
+        /// Memory (MiB) for parsed records kept between requests: the patient page, the
+        /// emergency summary and its PDF of a long history read them all (0 turns it off).
+        #[arg(long, default_value_t = 256, env = "MUSUBI_RECORD_CACHE_MIB")]
+        record_cache_mib: u64,
     },
     /// Retention of records by the national service's rules.
     Retention {
@@ -363,23 +367,30 @@ pub(crate) struct ServeOptions {
     pub body_limit_mib: usize,
     pub hpki_roots: Vec<PathBuf>,
     pub retention_sweep: bool,
+    pub record_cache_mib: u64,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { base_url: None, body_limit_mib: 64, hpki_roots: Vec::new(), retention_sweep: false }
+        ServeOptions {
+            base_url: None,
+            body_limit_mib: 64,
+            hpki_roots: Vec::new(),
+            retention_sweep: false,
+            record_cache_mib: musubi_service::DEFAULT_RECORD_CACHE_BYTES >> 20,
+        }
     }
 }
 
 pub(crate) async fn run_server(store: Store, data: &Path, listen: &str, opts: ServeOptions) -> Result<()> {
-    let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep } = opts;
+    let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } = opts;
     if let Some(p) = ensure_admin_token(&store, data)? {
         tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
     }
     let node = hostname();
     let state_store = store.clone();
-    let service = musubi_service::Service::new(store, node);
+    let service = musubi_service::Service::new(store, node).with_record_cache(record_cache_mib.saturating_mul(1 << 20));
     if !hpki_roots.is_empty() {
         let roots = musubi_service::signature::TrustRoots::load(&hpki_roots)
             .map_err(|e| anyhow::anyhow!("cannot load the HPKI roots: {e}"))?;
@@ -451,9 +462,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Serve { store, listen, base_url, body_limit_mib, hpki_roots, retention_sweep } => {
+        Command::Serve { store, listen, base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } => {
             let s = store.open()?;
-            let opts = ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep };
+            let opts = ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
                 s,
                 &store.data,
