@@ -27,6 +27,7 @@ fn record(items: usize) -> PersonRecord {
         resource: json!({"resourceType": "Patient", "gender": "male", "birthDate": "1948-02-11",
             "name": [{"text": "合成 太郎"}], "address": [{"text": "東京都中央区日本橋1-1"}]})
         .into(),
+        derived: Default::default(),
     }];
     for i in 0..items {
         let f = format!("13{:08}", 10_000_000 + (i % 10) as i64);
@@ -41,6 +42,7 @@ fn record(items: usize) -> PersonRecord {
             clinical_date: d,
             flags: Flags::empty(),
             resource: resource.into(),
+            derived: Default::default(),
         };
         entries.push(mk(ResourceType::MedicationRequest, ResourceClass::Prescription, format!("m{i}"),
             json!({"resourceType": "MedicationRequest", "medicationCodeableConcept": {"text": format!("合成薬{i}錠5mg")},

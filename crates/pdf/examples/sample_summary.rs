@@ -18,6 +18,7 @@ fn e(rtype: ResourceType, class: ResourceClass, id: &str, f: &str, name: &str, d
         clinical_date: Some(now - days * 86_400_000),
         flags: Flags::empty(),
         resource: r.into(),
+        derived: Default::default(),
     }
 }
 

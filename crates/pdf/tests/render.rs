@@ -24,6 +24,7 @@ fn entry(rtype: ResourceType, class: ResourceClass, id: &str, facility: &str, da
         clinical_date: Some(NOW - days_ago * DAY),
         flags: Flags::empty(),
         resource: r.into(),
+        derived: Default::default(),
     }
 }
 

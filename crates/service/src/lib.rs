@@ -43,7 +43,7 @@ use musubi_gate::Actor;
 use musubi_store::Store;
 
 pub use bundle::{SubmitOutcome, SubmitStatus};
-pub use cache::DEFAULT_CACHE_BYTES as DEFAULT_RECORD_CACHE_BYTES;
+pub use cache::{DEFAULT_CACHE_BYTES as DEFAULT_RECORD_CACHE_BYTES, Derived};
 pub use capability::capability_statement;
 pub use error::{ApiError, ErrorKind};
 pub use read::ReadOutcome;

@@ -14,7 +14,7 @@ use musubi_store::PersonRecordRow;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cache::{Parsed, VersionRef};
+use crate::cache::{Derived, Parsed, VersionRef};
 
 use crate::access::Access;
 use crate::{ApiError, Ctx, ErrorKind, Service};
@@ -41,6 +41,9 @@ pub struct RecordEntry {
     pub flags: Flags,
     /// The resource (shared with the service's cache of parsed versions).
     pub resource: Arc<Value>,
+    /// What readers derived from this version (shared with the cache likewise).
+    #[serde(skip)]
+    pub derived: Derived,
 }
 
 /// A person's record as the caller may see it.
@@ -128,8 +131,8 @@ impl Service {
         let names: std::collections::HashMap<String, String> =
             facilities.into_iter().map(|f| (f.code, f.name)).collect();
         let mut entries = Vec::with_capacity(allowed.len());
-        for (row, resource) in allowed.into_iter().zip(resources) {
-            let Some(resource) = resource else {
+        for (row, parsed) in allowed.into_iter().zip(resources) {
+            let Some(Parsed { value: resource, derived, .. }) = parsed else {
                 // A current row without its version's content: the store is damaged. Leave the
                 // record out (it cannot be shown) and say so in the log.
                 tracing::error!(rtype = %row.rtype, id = %row.id, version = row.version, "stored version missing");
@@ -146,6 +149,7 @@ impl Service {
                 clinical_date: row.clinical_date,
                 flags: row.flags,
                 resource,
+                derived,
             });
         }
         Ok(PersonRecord { person_id: person, patients, entries, emergency })
@@ -153,8 +157,8 @@ impl Service {
 
     /// The parsed content of each allowed row's version, in order: from the cache, and what
     /// it misses from the store (in one statement when many are missing), parsed and cached.
-    fn parsed_contents(&self, person: &str, rows: &[PersonRecordRow]) -> Result<Vec<Option<Arc<Value>>>, ApiError> {
-        let mut out: Vec<Option<Arc<Value>>> = Vec::with_capacity(rows.len());
+    fn parsed_contents(&self, person: &str, rows: &[PersonRecordRow]) -> Result<Vec<Option<Parsed>>, ApiError> {
+        let mut out: Vec<Option<Parsed>> = Vec::with_capacity(rows.len());
         let mut missing = Vec::new();
         for (i, row) in rows.iter().enumerate() {
             let hit = self.cache.get(&VersionRef::of(row));
@@ -193,8 +197,8 @@ impl Service {
             let value: Value = serde_json::from_str(text)
                 .map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", row.rtype, row.id)))?;
             let parsed = Parsed::new(value, text.len());
-            *slot = Some(parsed.value.clone());
-            self.cache.insert(VersionRef::of(row).to_key(), parsed);
+            self.cache.insert(VersionRef::of(row).to_key(), parsed.clone());
+            *slot = Some(parsed);
         }
         Ok(out)
     }

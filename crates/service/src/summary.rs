@@ -815,14 +815,11 @@ pub fn labs(entries: &[RecordEntry]) -> Vec<LabItem> {
     // Item → results newest first (entries come newest first; sort again to be sure).
     let mut by_item: BTreeMap<String, Vec<&RecordEntry>> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.rtype == ResourceType::Observation && e.class == ResourceClass::Lab) {
-        if matches!(s(&e.resource["status"]), Some("entered-in-error" | "cancelled")) {
+        let facts = SummaryFacts::of(e);
+        if matches!(facts.status.as_deref(), Some("entered-in-error" | "cancelled")) {
             continue;
         }
-        let key = lab_group_code(&e.resource)
-            .map(str::to_owned)
-            .or_else(|| first_code(&e.resource["code"]))
-            .unwrap_or_else(|| "?".into());
-        by_item.entry(key).or_default().push(e);
+        by_item.entry(facts.lab_item.clone()).or_default().push(e);
     }
     let mut out: Vec<(usize, u8, LabItem)> = Vec::new();
     for (key, mut list) in by_item {
@@ -964,6 +961,42 @@ fn organization_phones(r: &Value, into: &mut HashMap<String, String>) {
     }
 }
 
+/// What the summary reads of every record, derived once per stored version and kept with it
+/// (see [`crate::Derived`]; content only).
+struct SummaryFacts {
+    /// `status`.
+    status: Option<String>,
+    /// For an Observation: the item it is a result of (lab group, else its first code).
+    lab_item: String,
+    /// Organizations' phone numbers it carries (医療機関コード → phone).
+    phones: Vec<(String, String)>,
+    /// Practitioners it names (kanji names).
+    practitioners: Vec<String>,
+}
+
+impl SummaryFacts {
+    fn of(e: &RecordEntry) -> std::sync::Arc<SummaryFacts> {
+        e.derived.get_or_derive(|| {
+            let r = &e.resource;
+            let mut phones = HashMap::new();
+            organization_phones(r, &mut phones);
+            SummaryFacts {
+                status: s(&r["status"]).map(str::to_owned),
+                lab_item: if e.rtype == ResourceType::Observation {
+                    lab_group_code(r)
+                        .map(str::to_owned)
+                        .or_else(|| first_code(&r["code"]))
+                        .unwrap_or_else(|| "?".into())
+                } else {
+                    String::new()
+                },
+                phones: phones.into_iter().collect(),
+                practitioners: practitioner_names(r),
+            }
+        })
+    }
+}
+
 /// The facilities holding the person's records, the latest first, with the practitioners named
 /// in their newest records and a phone number when a record carries one.
 pub fn contacts(entries: &[RecordEntry]) -> Vec<ContactItem> {
@@ -974,7 +1007,10 @@ pub fn contacts(entries: &[RecordEntry]) -> Vec<ContactItem> {
     let mut sorted: Vec<&RecordEntry> = entries.iter().collect();
     sorted.sort_by_key(|a| std::cmp::Reverse(a.clinical_date));
     for e in sorted {
-        organization_phones(&e.resource, &mut phones);
+        let facts = SummaryFacts::of(e);
+        for (code, phone) in &facts.phones {
+            phones.entry(code.clone()).or_insert_with(|| phone.clone());
+        }
         let Some(f) = &e.facility else { continue };
         let c = by_facility.entry(f.as_str()).or_insert_with(|| ContactItem {
             facility: f.clone(),
@@ -990,9 +1026,9 @@ pub fn contacts(entries: &[RecordEntry]) -> Vec<ContactItem> {
             *l = e.clinical_date;
             c.last_date = date_of(e.clinical_date);
         }
-        for n in practitioner_names(&e.resource) {
-            if c.practitioners.len() < 3 && !c.practitioners.contains(&n) {
-                c.practitioners.push(n);
+        for n in &facts.practitioners {
+            if c.practitioners.len() < 3 && !c.practitioners.contains(n) {
+                c.practitioners.push(n.clone());
             }
         }
     }
@@ -1039,6 +1075,7 @@ mod tests {
             clinical_date: Some(day(days_ago)),
             flags: Flags::empty(),
             resource: r.into(),
+            derived: Default::default(),
         }
     }
 

@@ -148,6 +148,18 @@ fn main() {
     let small_records: usize = small_bundles.iter().map(|(_, b)| b["entry"].as_array().map_or(0, Vec::len)).sum();
     let small = net.load(&small_bundles)[codes[0]].clone();
 
+    // `MUSUBI_BENCH_PROFILE=model`: only the page model and the summary, in a loop, for a
+    // profiler (`perf record`); nothing is measured.
+    if std::env::var("MUSUBI_BENCH_PROFILE").as_deref() == Ok("model") {
+        let ctx = musubi_service::Ctx::operator("bench");
+        let rec = net.svc.person_record(&ctx, &patient, "bench").unwrap();
+        for _ in 0..n {
+            let v = musubi_web::model::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
+            let s = musubi_service::summary::build(&rec, &patient, musubi_fhir::datetime::now_ms());
+            assert!(!v.labs.is_empty() && !s.labs.items.is_empty());
+        }
+        return;
+    }
     let web = Web::new(&net);
     web.login_clinician("dr-bench", &secret, None);
     let page = format!("/patients/{patient}");

@@ -538,6 +538,49 @@ fn group_by<T, K: std::hash::Hash + Eq + Clone>(
     out
 }
 
+/// What the patient page reads of one stored version, derived once per version and kept with
+/// it (see [`musubi_service::Derived`]): a long history's labs are thousands of records.
+/// Content only: the record's class and dates come from the store with each request.
+struct PageFacts {
+    /// For an Observation: its lab group (43 core items, 5 infection items).
+    lab_group: Option<&'static musubi_validate::terminology::LabGroup>,
+    /// For an Observation: the value as a number, and as shown.
+    value: Option<f64>,
+    text: String,
+    /// For an Observation: the first reference range and the interpretation flag.
+    range: Option<(f64, f64)>,
+    flag: Option<&'static str>,
+    /// For an Observation: the unit of its Quantity value.
+    unit: String,
+    /// The kind of visit of a contained Encounter (外来, 入院, …).
+    contained_encounter: Option<&'static str>,
+}
+
+impl PageFacts {
+    fn of(rtype: ResourceType, r: &Value) -> PageFacts {
+        let observation = rtype == ResourceType::Observation;
+        let (value, text) = if observation { observation_value(r) } else { (None, String::new()) };
+        PageFacts {
+            lab_group: if observation { lab_group_of(r) } else { None },
+            value,
+            text,
+            range: if observation { reference_range(r) } else { None },
+            flag: if observation { interpretation_flag(r) } else { None },
+            unit: if observation {
+                r["valueQuantity"]["unit"].as_str().unwrap_or("").to_owned()
+            } else {
+                String::new()
+            },
+            contained_encounter: r["contained"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["resourceType"].as_str() == Some("Encounter"))
+                .and_then(|c| encounter_kind(c["class"]["code"].as_str())),
+        }
+    }
+}
+
 /// Builds the patient page from the visible entries (newest first, as `person_record` returns
 /// them). `now_ms` decides what is current.
 pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> PatientView {
@@ -557,6 +600,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
         // Built only for what lists its source: most records (labs above all) only count on
         // the timeline, and a long history has thousands.
         let src = || Source::of(e);
+        let facts = e.derived.get_or_derive(|| PageFacts::of(e.rtype, r));
         let mut day_kind: Option<&'static str> = None;
         let mut day_until = None;
         match e.rtype {
@@ -624,11 +668,11 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                 });
             }
             ResourceType::Observation if matches!(e.class, ResourceClass::Lab | ResourceClass::Infection) => {
-                let group = lab_group_of(r);
-                let (value, text) = observation_value(r);
+                let group = facts.lab_group;
+                let (value, text) = (facts.value, facts.text.clone());
                 let name = group.map_or_else(|| concept_text(&r["code"]), |g| g.display.to_owned());
                 if e.class == ResourceClass::Infection {
-                    let flag = interpretation_flag(r);
+                    let flag = facts.flag;
                     infections.push(Infection {
                         item: name,
                         positive: flag == Some("H") || text.contains("陽性"),
@@ -636,8 +680,8 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                         source: src(),
                     });
                 } else if let Some(g) = group {
-                    let range = reference_range(r);
-                    let flag = interpretation_flag(r).or(match (value, range) {
+                    let range = facts.range;
+                    let flag = facts.flag.or(match (value, range) {
                         (Some(v), Some((_, hi))) if v > hi => Some("H"),
                         (Some(v), Some((lo, _))) if v < lo => Some("L"),
                         _ => None,
@@ -654,7 +698,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
                         series.range = range;
                     }
                     if series.unit.is_empty() {
-                        series.unit = r["valueQuantity"]["unit"].as_str().unwrap_or("").to_owned();
+                        series.unit.clone_from(&facts.unit);
                     }
                     series.points.push(LabPoint {
                         date: e.clinical_date.unwrap_or(0),
@@ -713,12 +757,7 @@ pub fn patient_view(person_id: &str, entries: &[RecordEntry], now_ms: i64) -> Pa
         // The timeline: every dated record puts its facility's day on it.
         let Some(date) = e.clinical_date else { continue };
         if day_kind.is_none() {
-            day_kind = r["contained"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["resourceType"].as_str() == Some("Encounter"))
-                .and_then(|c| encounter_kind(c["class"]["code"].as_str()));
+            day_kind = facts.contained_encounter;
         }
         let item = days.entry((jst_day(date), e.facility.as_deref().unwrap_or(""))).or_insert_with(|| TimelineItem {
             date,
@@ -898,6 +937,7 @@ mod tests {
             clinical_date: date.and_then(date_of),
             flags: Flags::empty(),
             resource: r.into(),
+            derived: Default::default(),
         }
     }
 
