@@ -30,6 +30,7 @@ use base64::Engine;
 use musubi_domain::audit::{AuditAction, AuditOutcome};
 use musubi_domain::{BundleIdentifier, FacilityCode, systems};
 use musubi_fhir::index::{IndexEntry, IndexValue, referral_recipients};
+use musubi_fhir::outcome::{OutcomeIssue, Severity};
 use musubi_fhir::{ResourceType, datetime};
 use musubi_gate::{Actor, Decision, DenyReason, LetterView, ReferralOp, decide_referral, may_send_referrals};
 use musubi_store::{AttachmentRow, BundleOp, BundleSubmission, Expect, PutResource, Receipt, ReferralRow, WriteBatch};
@@ -577,6 +578,108 @@ fn parse_document_value(value: Value, at: &str, expected_type: &str, what: &str)
     Ok(Document { value, identifier })
 }
 
+/// A JP-CLINS document Bundle being stored as a submission, as [`Service::referral_delivery`]
+/// needs it.
+pub(crate) struct Submitted<'a> {
+    /// The document.
+    pub doc: &'a Value,
+    /// Its Bundle identifier.
+    pub key: &'a str,
+    /// The facility of the identifier (the sender).
+    pub sender: FacilityCode,
+    /// The id it is stored under.
+    pub bundle_id: &'a str,
+    /// The source patient it is filed under.
+    pub patient_id: &'a str,
+    /// That patient's person.
+    pub person_id: Option<String>,
+    /// Now (epoch ms): when the letter is delivered.
+    pub now: i64,
+    /// When the network received the document (epoch ms): its 6 months run from then, as the
+    /// stored document's retention does (an earlier identical submission that reached no inbox
+    /// is delivered later, but not kept longer).
+    pub registered: i64,
+    /// Where the document is in the request (`Bundle`, `Bundle.entry[2].resource`).
+    pub at: &'a str,
+}
+
+/// What becomes of a 診療情報提供書 submitted as a FHIR document Bundle.
+pub(crate) enum Delivery {
+    /// It goes to the addressee's inbox: the referral to write with the document, the audit
+    /// record of its sending, and notes for the sender's OperationOutcome.
+    New {
+        /// The inbox entry.
+        row: Box<ReferralRow>,
+        /// The audit record of the sending.
+        audit: Box<musubi_domain::audit::AuditRecord>,
+        /// The addressee.
+        addressee: FacilityCode,
+        /// What the sender is told.
+        notes: Vec<OutcomeIssue>,
+    },
+    /// It is in an inbox already (its Bundle identifier was delivered before).
+    Already {
+        /// The referral.
+        id: String,
+        /// Its addressee.
+        addressee: String,
+    },
+    /// It reaches no inbox; the warning says why.
+    NotDelivered(OutcomeIssue),
+}
+
+/// Whether a Bundle is a 診療情報提供書 document (its Composition's type is 57133-1).
+pub(crate) fn is_referral_document(bundle: &Value) -> bool {
+    bundle["type"] == "document" && composition_type(bundle) == Some(REFERRAL_TYPE)
+}
+
+/// The warning of a 診療情報提供書 that was stored but reached no inbox.
+fn not_delivered(why: impl Into<String>, at: Option<&str>) -> OutcomeIssue {
+    OutcomeIssue {
+        severity: Severity::Warning,
+        code: "incomplete",
+        expression: at.map(str::to_owned),
+        diagnostics: format!("この診療情報提供書は保存しましたが、紹介先の受信箱には届いていません。{}", why.into()),
+        rule: None,
+    }
+}
+
+/// The warning of a 診療情報提供書 stored as a plain Bundle resource: without the national
+/// service's Bundle identifier it cannot be one letter with one identifier, so it reaches no
+/// inbox. None when `bundle` is not a 診療情報提供書 or carries that identifier.
+pub(crate) fn unidentified_referral_warning(bundle: &Value, at: &str) -> Option<OutcomeIssue> {
+    if !is_referral_document(bundle) || crate::Service::is_submission(bundle) {
+        return None;
+    }
+    Some(not_delivered(
+        format!(
+            "Bundle.identifier が電子カルテ情報共有サービスの Bundle 識別子（system {}、値 医療機関コード^年^番号）ではありません。",
+            systems::BUNDLE_IDENTIFIER
+        ),
+        Some(&format!("{at}.identifier")),
+    ))
+}
+
+/// Gives a referral document's store write the referral's retention (`retention_end`: 6 months
+/// after sending; the sweep removes it sooner once received) and its addressee as recipient (the
+/// gate's care relationship "a referral addressed to it").
+pub(crate) fn file_as_referral(put: &mut PutResource, retention_end: Option<String>, addressee: Option<FacilityCode>) {
+    put.meta.retention_end = retention_end;
+    put.meta.keep_last = None;
+    if let Some(a) = addressee {
+        let entry =
+            IndexEntry { param: "recipient", value: IndexValue::Token { system: String::new(), code: a.to_string() } };
+        if !put.index.contains(&entry) {
+            put.index.push(entry);
+        }
+    }
+}
+
+/// The retention end (JST date) of a referral sent at `now`.
+pub(crate) fn referral_retention_end(now: i64) -> Option<String> {
+    datetime::jst_date(expiry_of(now)).map(|d| d.to_string())
+}
+
 impl Service {
     /// Replaces the trust roots signatures are checked against (takes effect at once).
     pub fn set_trust_roots(&self, roots: TrustRoots) {
@@ -789,7 +892,7 @@ impl Service {
         )?;
         batch.puts.extend(patient_put);
         let expires = expiry_of(now);
-        let retention_end = datetime::jst_date(expires).map(|d| d.to_string());
+        let retention_end = referral_retention_end(now);
         let mut summary = summary_of(&doc.value);
         let doc_hash = musubi_fhir::sha256_hex(doc.value.to_string().as_bytes());
         let bundle_id = new_id();
@@ -954,18 +1057,133 @@ impl Service {
         )?;
         put.meta.patient_id = Some(patient_id.to_owned());
         put.meta.person_id = Some(persons.of(patient_id)?);
-        put.meta.retention_end = retention_end;
-        put.meta.keep_last = None;
-        if let Some(a) = addressee {
-            let entry = IndexEntry {
-                param: "recipient",
-                value: IndexValue::Token { system: String::new(), code: a.to_string() },
-            };
-            if !put.index.contains(&entry) {
-                put.index.push(entry);
-            }
-        }
+        file_as_referral(&mut put, retention_end, addressee);
         Ok(put)
+    }
+
+    /// What becomes of a 診療情報提供書 submitted as a FHIR document Bundle (`POST /Bundle`, or
+    /// a `POST Bundle` entry of a transaction): the inbox entry `send_referral` would make for
+    /// it, when the document names exactly one addressee facility (its 紹介先 Organization with a
+    /// 医療機関コード) that is registered and the gate lets the caller send as the document's
+    /// facility; otherwise the warning that says why it reached no inbox (the document is
+    /// stored all the same). The document itself was validated as a submission already, which
+    /// is the validation `send_referral` applies.
+    pub(crate) fn referral_delivery(&self, ctx: &Ctx, s: &Submitted<'_>) -> Result<Delivery, ApiError> {
+        let key = s.key.to_owned();
+        if let Some(row) = self.store.read(|r| r.referral_by_bundle_key(&key))? {
+            return Ok(Delivery::Already { id: row.id, addressee: row.addressee });
+        }
+        if let Decision::Deny(r) = decide_referral(&ctx.actor, &ReferralOp::Send(s.sender)) {
+            let why = send_refusal(&ctx.actor, &r, Some(s.sender)).summary();
+            return Ok(Delivery::NotDelivered(not_delivered(format!("{why}。"), None)));
+        }
+        let at = format!("{}.entry[0].resource.section", s.at);
+        let named = referral_recipients(s.doc);
+        let code = match named.as_slice() {
+            [only] => only.clone(),
+            [] => {
+                return Ok(Delivery::NotDelivered(not_delivered(
+                    "文書の紹介先情報セクション（910）に、医療機関番号のある紹介先医療機関（Organization）がありません。\
+                     紹介先を記載して同じ Bundle 識別子で再送信するか、宛先を指定して /api/referrals から送信してください。",
+                    Some(&at),
+                )));
+            }
+            _ => {
+                return Ok(Delivery::NotDelivered(not_delivered(
+                    format!(
+                        "文書に紹介先の医療機関が複数あり（{}）、宛先を1つに決められません。\
+                         紹介先を1つにして同じ Bundle 識別子で再送信してください。",
+                        named.join("、")
+                    ),
+                    Some(&at),
+                )));
+            }
+        };
+        let addressee: FacilityCode = match code.parse() {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(Delivery::NotDelivered(not_delivered(
+                    format!("紹介先の医療機関番号 {code:?} が不正です: {e}"),
+                    Some(&at),
+                )));
+            }
+        };
+        if addressee == s.sender {
+            return Ok(Delivery::NotDelivered(not_delivered(
+                format!("紹介先 {addressee} が紹介元（Bundle 識別子の医療機関）と同じです。"),
+                Some(&at),
+            )));
+        }
+        let registered = self.facility_names([addressee.as_str()])?;
+        let Some(name) = registered.get(addressee.as_str()) else {
+            return Ok(Delivery::NotDelivered(not_delivered(
+                format!(
+                    "紹介先の医療機関 {addressee} はネットワークに登録されていません。\
+                     運営事務局に登録を依頼し、登録後に同じ Bundle をもう一度送信してください。"
+                ),
+                Some(&at),
+            )));
+        };
+
+        // A FHIR document carries its own signature element (XML-DSig or JWT), which Musubi does
+        // not verify: the letter is shown as unsigned, and the sender is told so.
+        let mut notes = Vec::new();
+        let report = if s.doc.get("signature").is_some() {
+            notes.push(OutcomeIssue {
+                severity: Severity::Warning,
+                code: "not-supported",
+                expression: Some(format!("{}.signature", s.at)),
+                diagnostics:
+                    "Bundle.signature（XML-DSig・JWT）は検証していません。受信箱では「署名なし」と表示されます。\
+                              検証される電子署名（CMS）を付けるには /api/referrals から送信してください。"
+                        .into(),
+                rule: None,
+            });
+            SignatureReport {
+                message: "Bundle.signature は検証していません（Musubi が検証するのは /api/referrals で送られた CMS 署名です）"
+                    .into(),
+                ..SignatureReport::unsigned(s.now)
+            }
+        } else {
+            SignatureReport::unsigned(s.now)
+        };
+        let id = new_id();
+        let row = ReferralRow {
+            id: id.clone(),
+            sender: s.sender.to_string(),
+            addressee: addressee.to_string(),
+            bundle_id: Some(s.bundle_id.to_owned()),
+            bundle_key: Some(key.clone()),
+            discharge_id: None,
+            patient_id: Some(s.patient_id.to_owned()),
+            person_id: s.person_id.clone(),
+            reply_to: None,
+            summary: Some(serde_json::to_string(&summary_of(s.doc)).map_err(ApiError::internal)?),
+            created: s.now,
+            created_by: ctx.actor.name().to_owned(),
+            expires: expiry_of(s.registered),
+            received_at: None,
+            received_by: None,
+            received_by_name: None,
+            signature_status: report.status.code().into(),
+            signature_report: Some(serde_json::to_string(&report).map_err(ApiError::internal)?),
+            signature: None,
+            signed_content: None,
+            deleted_at: None,
+            deleted_reason: None,
+        };
+        notes.push(OutcomeIssue {
+            severity: Severity::Information,
+            code: "informational",
+            expression: None,
+            diagnostics: format!("診療情報提供書を紹介先 {name}（{addressee}）の受信箱に届けました（紹介状 {id}）"),
+            rule: None,
+        });
+        let mut a = self.audit_record(ctx, AuditAction::Create, "referral-send", AuditOutcome::Success);
+        a.patient = Some(s.patient_id.to_owned());
+        a.entities = vec![format!("Bundle/{}", s.bundle_id)];
+        a.query = Some(format!("referral={id}&addressee={addressee}&signature={}&via=Bundle", report.status.code()));
+        Ok(Delivery::New { row: Box::new(row), audit: Box::new(a), addressee, notes })
     }
 
     /// The registry names of some facilities (only those: the registry may hold every
@@ -1279,10 +1497,12 @@ impl Service {
     /// Musubi.
     fn recheck_signature(&self, row: &ReferralRow) -> SignatureReport {
         let Some(sig) = row.signature.as_deref().and_then(unb64) else {
-            return match row.signature_report.as_deref().and_then(|s| serde_json::from_str::<SignatureReport>(s).ok()) {
-                Some(r) if r.status != SignatureStatus::Unsigned => r,
-                _ => SignatureReport::unsigned(row.created),
-            };
+            // Nothing to check again: the report made at sending (it says why it is unsigned).
+            return row
+                .signature_report
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<SignatureReport>(s).ok())
+                .unwrap_or_else(|| SignatureReport::unsigned(row.created));
         };
         let detached = row.signed_content.as_deref().and_then(unb64);
         crate::signature::verify(&sig, detached.as_deref(), &self.trust_roots(), row.created).report
