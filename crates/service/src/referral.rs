@@ -1084,7 +1084,7 @@ impl Service {
             [] => {
                 return Ok(Delivery::NotDelivered(not_delivered(
                     "文書の紹介先情報セクション（910）に、医療機関番号のある紹介先医療機関（Organization）がありません。\
-                     紹介先を記載して同じ Bundle 識別子で再送信するか、宛先を指定して /api/referrals から送信してください。",
+                     紹介先を記載して同じ Bundle 識別子で再送信するか、新しい Bundle 識別子で宛先を指定して /api/referrals から送信してください。",
                     Some(&at),
                 )));
             }
