@@ -18,11 +18,17 @@
 //! [`search_scope`] turns the same rules into a [`Scope`] the store applies in SQL, so totals
 //! and pages are computed after the gate; [`decide`] is still asked for every row returned, and
 //! a property test holds the two in agreement for every actor, record and context.
+//!
+//! The referral exchange (a letter from one facility to another, its inbox, outbox, receipt and
+//! replies) is decided by [`referral::decide_referral`], with its own table: a letter is
+//! between its sender and its addressee, and its addressee opens it whatever the patient's
+//! disclosure settings say (the module says why).
 
 #![deny(missing_docs)]
 
 pub mod consent;
 pub mod policy;
+pub mod referral;
 
 use musubi_domain::audit::{AuditAgent, AuditPurpose};
 use musubi_domain::{FacilityCode, Flags, Profession, ResourceClass};
@@ -30,6 +36,7 @@ use musubi_fhir::ResourceType;
 use musubi_store::{CurrentRow, Scope, ScopeRule};
 
 pub use consent::{ConsentSettings, FacilityClass, FacilityInfo, Residence, Verdict};
+pub use referral::{LetterView, ReferralOp, ReferralParty, decide_referral, may_send_referrals};
 
 /// A clinician or staff member logged in at a facility.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +306,8 @@ pub enum Basis {
     Emergency(String),
     /// The patient's own record (or their proxy's).
     OwnRecord,
+    /// A referral letter addressed to the actor's facility.
+    ReferralAddressed,
 }
 
 /// Why an access was refused. The text is shown to the caller (Japanese) and kept in the audit.
@@ -328,6 +337,13 @@ pub enum DenyReason {
     UnknownFacility,
     /// Read-only actor.
     ReadOnly,
+    /// The actor's facility neither sent nor received the referral letter (answered as if it
+    /// did not exist).
+    NotReferralParty,
+    /// Only the facility a referral letter is addressed to may do this (receive it, reply).
+    NotAddressee,
+    /// Only facility staff and systems take part in the referral exchange.
+    StaffOnly,
 }
 
 impl DenyReason {
@@ -346,6 +362,9 @@ impl DenyReason {
             DenyReason::UnknownPerson => "この患者の情報にはアクセスできません",
             DenyReason::UnknownFacility => "所属医療機関がネットワークに登録されていません",
             DenyReason::ReadOnly => "この操作は行えません",
+            DenyReason::NotReferralParty => "紹介元・紹介先以外の医療機関です",
+            DenyReason::NotAddressee => "この操作は紹介先の医療機関だけが行えます",
+            DenyReason::StaffOnly => "紹介状の送受信は医療機関の職員のみ行えます",
         }
     }
 
@@ -364,6 +383,9 @@ impl DenyReason {
             DenyReason::UnknownPerson => "unknown-person",
             DenyReason::UnknownFacility => "unknown-facility",
             DenyReason::ReadOnly => "read-only",
+            DenyReason::NotReferralParty => "not-referral-party",
+            DenyReason::NotAddressee => "not-addressee",
+            DenyReason::StaffOnly => "staff-only",
         }
     }
 }

@@ -45,8 +45,23 @@ pub struct SubmitOutcome {
     pub stored: Vec<String>,
     /// For documents, the stored Bundle's id.
     pub bundle_id: Option<String>,
-    /// Validation warnings.
+    /// For a 診療情報提供書, the referral (the addressee's inbox entry) it was delivered as.
+    pub referral_id: Option<String>,
+    /// Validation warnings, and what became of a referral letter (delivered to an inbox, or a
+    /// warning saying why not).
     pub warnings: Vec<OutcomeIssue>,
+}
+
+/// A JP-CLINS submission ready to commit.
+pub(crate) struct Planned {
+    /// What the caller is told.
+    pub outcome: SubmitOutcome,
+    /// The store write, with its audit records.
+    pub batch: WriteBatch,
+    /// Referrals it delivers (written in the same store transaction).
+    pub referrals: Vec<musubi_store::ReferralRow>,
+    /// For a document, the version of its Bundle after the commit.
+    pub doc_version: Option<i64>,
 }
 
 impl SubmitOutcome {
@@ -292,9 +307,13 @@ impl Service {
         let mut ids: Vec<Option<String>> = Vec::with_capacity(ops.len());
         let mut seen: HashSet<String> = HashSet::new();
         let mut existing_for: Vec<Option<(String, i64)>> = vec![None; ops.len()];
+        // Entries that POST a JP-CLINS 診療情報提供書: stored as a submission (as at
+        // `POST /Bundle`), so that the letter reaches its addressee's inbox.
+        let mut submission: Vec<bool> = vec![false; ops.len()];
+        let mut submission_keys: HashSet<String> = HashSet::new();
         for (i, (full_url, op)) in ops.iter().enumerate() {
             let key = match op {
-                TxOp::Create { rtype, if_none_exist, .. } => {
+                TxOp::Create { rtype, if_none_exist, body } => {
                     if let Some(cond) = if_none_exist {
                         let found = self.conditional_match(ctx, *rtype, cond, &entry_at(i))?;
                         match found.as_slice() {
@@ -309,7 +328,27 @@ impl Service {
                             }
                         }
                     }
-                    let id = existing_for[i].as_ref().map_or_else(new_id, |(id, _)| id.clone());
+                    let id = match &existing_for[i] {
+                        Some((id, _)) => id.clone(),
+                        None if *rtype == ResourceType::Bundle && is_referral_submission(body) => {
+                            let key =
+                                body.pointer("/identifier/value").and_then(Value::as_str).unwrap_or("").to_owned();
+                            if !submission_keys.insert(key.clone()) {
+                                return Err(ApiError::at(
+                                    ErrorKind::BadRequest,
+                                    format!("{}.resource.identifier", entry_at(i)),
+                                    format!("Bundle 識別子 {key} の文書が同じ transaction に複数あります"),
+                                ));
+                            }
+                            submission[i] = true;
+                            // A resubmission keeps the stored document's id.
+                            self.store
+                                .read(|r| r.bundle_submission(&key))?
+                                .and_then(|s| s.bundle_id)
+                                .unwrap_or_else(new_id)
+                        }
+                        None => new_id(),
+                    };
                     ids.push(Some(id.clone()));
                     Some(format!("{rtype}/{id}"))
                 }
@@ -342,18 +381,27 @@ impl Service {
         let mut issues: Vec<OutcomeIssue> = Vec::new();
         let mut warnings = Vec::new();
         for (i, (_, op)) in ops.iter_mut().enumerate() {
-            if let TxOp::Create { body, .. } | TxOp::Update { body, .. } = op {
-                rewrite_references(body, &map);
-                for r in musubi_fhir::reference::collect_references(body) {
-                    if r.starts_with("urn:uuid:") {
-                        issues.push(
-                            OutcomeIssue::error(
-                                "invalid",
-                                format!("参照 {r} はこの transaction のどの fullUrl とも一致しません"),
-                            )
-                            .at(format!("{}.resource", entry_at(i))),
-                        );
+            if let TxOp::Create { rtype, body, .. } | TxOp::Update { rtype, body, .. } = op {
+                // A Bundle resource (a document, a collection) resolves its references among
+                // its own entries: the transaction's fullUrls are not its, and rewriting them
+                // would change the document as its author wrote (and signed) it.
+                if *rtype != ResourceType::Bundle {
+                    rewrite_references(body, &map);
+                    for r in musubi_fhir::reference::collect_references(body) {
+                        if r.starts_with("urn:uuid:") {
+                            issues.push(
+                                OutcomeIssue::error(
+                                    "invalid",
+                                    format!("参照 {r} はこの transaction のどの fullUrl とも一致しません"),
+                                )
+                                .at(format!("{}.resource", entry_at(i))),
+                            );
+                        }
                     }
+                }
+                if submission[i] {
+                    // Validated whole, as a submission, when it is planned below.
+                    continue;
                 }
                 match validate(body, Some(&format!("{}.resource", entry_at(i)))) {
                     Ok(w) => warnings.extend(w),
@@ -370,11 +418,39 @@ impl Service {
         let mut audit_items: Vec<(Option<String>, String)> = Vec::new();
         let mut responses: Vec<ResponseEntry> = Vec::with_capacity(ops.len());
         let mut gets: Vec<(usize, String)> = Vec::new();
+        let mut submitted_audit = Vec::new();
+        let mut referrals = Vec::new();
         for (i, ((_, op), id)) in ops.into_iter().zip(ids).enumerate() {
             let at = format!("{}.resource", entry_at(i));
             match op {
+                TxOp::Create { rtype, body, .. } if submission[i] && existing_for[i].is_none() => {
+                    let id = id.unwrap_or_else(new_id);
+                    let planned = self.plan_submission(ctx, body, &persons, now, Some(id.clone()), &at)?;
+                    let Planned { outcome, batch: b, referrals: r, doc_version } = planned;
+                    let id = outcome.bundle_id.clone().unwrap_or(id);
+                    let v = doc_version.unwrap_or(1);
+                    let written = !b.puts.is_empty();
+                    batch.puts.extend(b.puts);
+                    batch.deletes.extend(b.deletes);
+                    batch.bundles.extend(b.bundles);
+                    submitted_audit.extend(b.audit);
+                    referrals.extend(r);
+                    responses.push(ResponseEntry {
+                        full_url: Some(format!("{}/{rtype}/{id}", ctx.base_url)),
+                        resource: None,
+                        response: EntryResponse {
+                            status: if outcome.status == SubmitStatus::Created { "201 Created" } else { "200 OK" }
+                                .into(),
+                            location: Some(format!("{rtype}/{id}/_history/{v}")),
+                            etag: Some(format!("W/\"{v}\"")),
+                            last_modified: written.then(|| datetime::format_instant(now)),
+                            outcome: Some(outcome.outcome()),
+                        },
+                    });
+                }
                 TxOp::Create { rtype, body, .. } => {
                     let id = id.unwrap_or_else(new_id);
+                    let warning = crate::referral::unidentified_referral_warning(&body, &at);
                     if let Some((eid, v)) = &existing_for[i] {
                         responses.push(ResponseEntry {
                             full_url: Some(format!("{}/{rtype}/{eid}", ctx.base_url)),
@@ -412,7 +488,7 @@ impl Service {
                             location: Some(format!("{rtype}/{id}/_history/1")),
                             etag: Some("W/\"1\"".into()),
                             last_modified: Some(datetime::format_instant(now)),
-                            outcome: None,
+                            outcome: warning.map(|w| musubi_fhir::outcome::operation_outcome(&[w])),
                         },
                     });
                     batch.puts.push(put);
@@ -550,7 +626,8 @@ impl Service {
         }
         let base = self.audit_record(ctx, AuditAction::Execute, "transaction", AuditOutcome::Success);
         batch.audit = audits_by_patient(&base, &audit_items);
-        self.commit_and_link(ctx, batch)?;
+        batch.audit.extend(submitted_audit);
+        self.commit_delivering(ctx, batch, referrals)?;
         // Reads run after the writes, each through the gate with its own audit record.
         for (i, url) in gets {
             let (status, resource, outcome) = match self.get_url(ctx, &url) {
@@ -621,13 +698,20 @@ impl Service {
         let mut out = Vec::with_capacity(entries.len());
         for (i, e) in entries.into_iter().enumerate() {
             let r = parse_entry(i, e).and_then(|(_, op)| match op {
-                TxOp::Create { rtype, body, .. } => {
-                    self.create(ctx, rtype, body).map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w)))
+                TxOp::Create { rtype: ResourceType::Bundle, body, .. } if is_referral_submission(&body) => {
+                    // As at `POST /Bundle`: a submission, delivered to the addressee's inbox.
+                    self.submit_bundle(ctx, body).map(|o| {
+                        let status = if o.status == SubmitStatus::Created { "201 Created" } else { "200 OK" };
+                        (status, None, Some(o))
+                    })
                 }
+                TxOp::Create { rtype, body, .. } => self
+                    .create(ctx, rtype, body)
+                    .map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w), None)),
                 TxOp::Update { rtype, id, body, if_match } => self
                     .update(ctx, rtype, &id, body, if_match)
-                    .map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w))),
-                TxOp::Delete { rtype, id } => self.delete(ctx, rtype, &id).map(|_| ("204 No Content", None)),
+                    .map(|w| (if w.created { "201 Created" } else { "200 OK" }, Some(w), None)),
+                TxOp::Delete { rtype, id } => self.delete(ctx, rtype, &id).map(|_| ("204 No Content", None, None)),
                 TxOp::Get { url } => self.get_url(ctx, &url).map(|v| {
                     (
                         "200 OK",
@@ -641,11 +725,23 @@ impl Service {
                             unchanged: true,
                             warnings: Vec::new(),
                         }),
+                        None,
                     )
                 }),
             });
             out.push(match r {
-                Ok((status, Some(w))) if w.version > 0 => ResponseEntry {
+                Ok((status, _, Some(o))) => ResponseEntry {
+                    full_url: o.bundle_id.as_ref().map(|id| format!("{}/Bundle/{id}", ctx.base_url)),
+                    resource: None,
+                    response: EntryResponse {
+                        status: status.into(),
+                        location: o.bundle_id.as_ref().map(|id| format!("Bundle/{id}")),
+                        etag: None,
+                        last_modified: None,
+                        outcome: Some(o.outcome()),
+                    },
+                },
+                Ok((status, Some(w), None)) if w.version > 0 => ResponseEntry {
                     full_url: Some(format!("{}/{}/{}", ctx.base_url, w.rtype, w.id)),
                     resource: None,
                     response: EntryResponse {
@@ -656,7 +752,7 @@ impl Service {
                         outcome: None,
                     },
                 },
-                Ok((status, Some(w))) => ResponseEntry {
+                Ok((status, Some(w), None)) => ResponseEntry {
                     full_url: None,
                     resource: serde_json::from_str(&w.content).ok(),
                     response: EntryResponse {
@@ -667,7 +763,7 @@ impl Service {
                         outcome: None,
                     },
                 },
-                Ok((status, None)) => ResponseEntry {
+                Ok((status, None, None)) => ResponseEntry {
                     full_url: None,
                     resource: None,
                     response: EntryResponse {
@@ -711,27 +807,76 @@ impl Service {
 
     fn submit_inner(&self, ctx: &Ctx, bundle: Value) -> Result<SubmitOutcome, ApiError> {
         let persons = crate::prepare::Persons::new(&self.store);
+        let planned = self.plan_submission(ctx, bundle, &persons, datetime::now_ms(), None, "Bundle")?;
+        let Planned { outcome, batch, referrals, .. } = planned;
+        if referrals.is_empty() && batch.puts.is_empty() && batch.deletes.is_empty() && batch.bundles.is_empty() {
+            // Unchanged: only the access is recorded.
+            self.audit(batch.audit)?;
+        } else {
+            self.commit_delivering(ctx, batch, referrals)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Commits a batch with the referrals it delivers (in the same store transaction) and links
+    /// the Patients it wrote to persons.
+    fn commit_delivering(
+        &self,
+        ctx: &Ctx,
+        batch: WriteBatch,
+        referrals: Vec<musubi_store::ReferralRow>,
+    ) -> Result<(), ApiError> {
+        if referrals.is_empty() {
+            self.commit_and_link(ctx, batch)?;
+            return Ok(());
+        }
+        let written = crate::mpi::WrittenPatient::of(&batch.puts);
+        self.store.commit_with_referrals(batch, referrals)?;
+        self.link_written(ctx, written);
+        Ok(())
+    }
+
+    /// A JP-CLINS submission made ready to commit: validated, filed under its source patient,
+    /// compared with an earlier submission of the same identifier (unchanged, or replacing it),
+    /// and — for a 診療情報提供書 — delivered to its addressee's inbox as
+    /// [`Service::send_referral`] would (see [`Service::referral_delivery`]). `doc_id` is the id
+    /// a new document gets (None: a new one); `at` is where the Bundle is in the request.
+    pub(crate) fn plan_submission(
+        &self,
+        ctx: &Ctx,
+        bundle: Value,
+        persons: &crate::prepare::Persons,
+        now: i64,
+        doc_id: Option<String>,
+        at: &str,
+    ) -> Result<Planned, ApiError> {
         let issues = musubi_validate::Validator::shared().validate_bundle(&bundle);
-        let mapped = to_outcome_issues(&issues, None);
+        let mapped = to_outcome_issues(&issues, Some(at));
         if musubi_validate::has_errors(&issues) {
             return Err(ApiError { kind: ErrorKind::Unprocessable, issues: mapped });
         }
-        let warnings: Vec<OutcomeIssue> =
+        let mut warnings: Vec<OutcomeIssue> =
             mapped.into_iter().filter(|i| i.severity == musubi_fhir::outcome::Severity::Warning).collect();
         let key = bundle.pointer("/identifier/value").and_then(Value::as_str).unwrap_or("").to_owned();
         let ident: BundleIdentifier = key.parse().map_err(|e: musubi_domain::DomainError| {
-            ApiError::at(ErrorKind::Unprocessable, "Bundle.identifier.value", format!("Bundle 識別子が不正です: {e}"))
+            ApiError::at(
+                ErrorKind::Unprocessable,
+                format!("{at}.identifier.value"),
+                format!("Bundle 識別子が不正です: {e}"),
+            )
         })?;
-        let facility =
-            resolve_facility(&ctx.actor, Some(ident.facility()), "Bundle.identifier")?.unwrap_or(ident.facility());
+        let facility = resolve_facility(&ctx.actor, Some(ident.facility()), &format!("{at}.identifier"))?
+            .unwrap_or(ident.facility());
         let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+        let is_referral = kind == "document" && crate::referral::is_referral_document(&bundle);
         let content_hash = musubi_fhir::sha256_hex(bundle.to_string().as_bytes());
         let existing = self.store.read(|r| r.bundle_submission(&key))?;
+        let mut referrals = Vec::new();
         if let Some(ex) = &existing {
             if ex.facility != facility.as_str() {
                 return Err(ApiError::at(
                     ErrorKind::Forbidden,
-                    "Bundle.identifier",
+                    format!("{at}.identifier"),
                     "この Bundle 識別子は別の医療機関が使用しています",
                 ));
             }
@@ -739,24 +884,62 @@ impl Service {
                 let members = self.store.read(|r| r.bundle_members(&key))?;
                 let patient_id = members.iter().find_map(|m| m.meta.patient_id.clone()).unwrap_or_default();
                 let stored: Vec<String> = members.iter().map(|m| m.key()).collect();
+                let doc_version = members.iter().find(|m| Some(&m.id) == ex.bundle_id.as_ref()).map(|m| m.version);
                 let mut a = self.audit_record(ctx, AuditAction::Update, "submit-bundle", AuditOutcome::Success);
                 a.patient = Some(patient_id.clone()).filter(|p| !p.is_empty());
                 a.entities = stored.clone();
                 a.outcome_text = Some("unchanged".into());
-                self.audit(vec![a])?;
-                return Ok(SubmitOutcome {
-                    status: SubmitStatus::Unchanged,
-                    bundle_key: key,
-                    kind,
-                    patient_id,
-                    stored,
-                    bundle_id: ex.bundle_id.clone(),
-                    warnings,
+                let mut batch = WriteBatch { audit: vec![a], ..Default::default() };
+                // The same letter again: delivered now if it was not before (its addressee may
+                // have been registered since), never twice.
+                let mut referral_id = None;
+                if is_referral
+                    && let Some(bid) = &ex.bundle_id
+                    && !patient_id.is_empty()
+                {
+                    let s = crate::referral::Submitted {
+                        doc: &bundle,
+                        key: &key,
+                        sender: facility,
+                        bundle_id: bid,
+                        patient_id: &patient_id,
+                        person_id: Some(persons.of(&patient_id)?),
+                        now,
+                        registered: ex.received,
+                        at,
+                    };
+                    referral_id = self.deliver(ctx, &s, &mut batch, &mut referrals, &mut warnings, None)?;
+                }
+                return Ok(Planned {
+                    outcome: SubmitOutcome {
+                        status: SubmitStatus::Unchanged,
+                        bundle_key: key,
+                        kind,
+                        patient_id,
+                        stored,
+                        bundle_id: ex.bundle_id.clone(),
+                        referral_id,
+                        warnings,
+                    },
+                    batch,
+                    referrals,
+                    doc_version,
                 });
+            }
+            if is_referral && let Some(sent) = self.store.read(|r| r.referral_by_bundle_key(&key))? {
+                // One letter, one identifier: what the addressee may already have read is not
+                // changed under them (nor its signature's meaning).
+                return Err(ApiError::at(
+                    ErrorKind::Conflict,
+                    format!("{at}.identifier"),
+                    format!(
+                        "Bundle 識別子 {key} の診療情報提供書は紹介状 {} として紹介先 {} に送信済みのため、置き換えられません。訂正した紹介状は新しい Bundle 識別子で送信してください",
+                        sent.id, sent.addressee
+                    ),
+                ));
             }
         }
 
-        let now = datetime::now_ms();
         let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
         // The patient: the collection's first entry, or the document's Patient entry.
         let (patient_idx, patient) = entries
@@ -767,17 +950,22 @@ impl Service {
                     .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
                     .map(|r| (i, r.clone()))
             })
-            .ok_or_else(|| ApiError::at(ErrorKind::Unprocessable, "Bundle.entry", "Bundle に Patient がありません"))?;
+            .ok_or_else(|| {
+                ApiError::at(ErrorKind::Unprocessable, format!("{at}.entry"), "Bundle に Patient がありません")
+            })?;
         let patient_full_url =
             entries.get(patient_idx).and_then(|e| e.get("fullUrl")).and_then(Value::as_str).map(str::to_owned);
         let mut batch = WriteBatch::default();
         let (patient_id, patient_put) =
-            self.upsert_source_patient(ctx, facility, patient, now, &format!("Bundle.entry[{patient_idx}].resource"))?;
+            self.upsert_source_patient(ctx, facility, patient, now, &format!("{at}.entry[{patient_idx}].resource"))?;
         if let Some(p) = patient_put {
             batch.puts.push(p);
         }
         let mut stored = Vec::new();
         let mut bundle_id = None;
+        let mut doc_version = None;
+        let mut referral_id = None;
+        let mut delivery_audit = WriteBatch::default();
         let insurance =
             classify::insurance_id(entries.get(patient_idx).and_then(|e| e.get("resource")).unwrap_or(&Value::Null))
                 .map(str::to_owned);
@@ -810,7 +998,7 @@ impl Service {
                 let rtype: ResourceType = t.parse().map_err(|_| {
                     ApiError::at(
                         ErrorKind::Unprocessable,
-                        format!("Bundle.entry[{i}].resource.resourceType"),
+                        format!("{at}.entry[{i}].resource.resourceType"),
                         format!("リソース型 {t} には対応していません"),
                     )
                 })?;
@@ -818,7 +1006,7 @@ impl Service {
                 link_patient_by_identifier(&mut r, rtype, &patient_id, insurance.as_deref());
                 let put = prepare(
                     Prep {
-                        persons: &persons,
+                        persons,
                         actor: &ctx.actor,
                         rtype,
                         id: id.clone(),
@@ -826,7 +1014,7 @@ impl Service {
                         expect: Expect::Absent,
                         now,
                         bundle_key: Some(key.clone()),
-                        at: format!("Bundle.entry[{i}].resource"),
+                        at: format!("{at}.entry[{i}].resource"),
                     },
                     r,
                 )?;
@@ -851,11 +1039,34 @@ impl Service {
                     Some(c) => (id, c.version + 1, Expect::Version(c.version)),
                     None => (id, 1, Expect::Absent),
                 },
-                None => (new_id(), 1, Expect::Absent),
+                None => (doc_id.unwrap_or_else(new_id), 1, Expect::Absent),
+            };
+            // The document is filed under its patient, and so under that patient's person (the
+            // gate and the person's record go by the person).
+            let person_id = persons.of(&patient_id)?;
+            // A 診療情報提供書 goes to its addressee's inbox, as if sent through the referral API.
+            let addressee = if is_referral {
+                let s = crate::referral::Submitted {
+                    doc: &bundle,
+                    key: &key,
+                    sender: facility,
+                    bundle_id: &id,
+                    patient_id: &patient_id,
+                    person_id: Some(person_id.clone()),
+                    now,
+                    registered: now,
+                    at,
+                };
+                let mut addressee = None;
+                referral_id =
+                    self.deliver(ctx, &s, &mut delivery_audit, &mut referrals, &mut warnings, Some(&mut addressee))?;
+                addressee
+            } else {
+                None
             };
             let mut put = prepare(
                 Prep {
-                    persons: &persons,
+                    persons,
                     actor: &ctx.actor,
                     rtype: ResourceType::Bundle,
                     id: id.clone(),
@@ -863,16 +1074,18 @@ impl Service {
                     expect,
                     now,
                     bundle_key: Some(key.clone()),
-                    at: "Bundle".into(),
+                    at: at.to_owned(),
                 },
                 bundle,
             )?;
-            // The document is filed under its patient, and so under that patient's person (the
-            // gate and the person's record go by the person).
-            put.meta.person_id = Some(persons.of(&patient_id)?);
+            put.meta.person_id = Some(person_id);
             put.meta.patient_id = Some(patient_id.clone());
+            if let Some(a) = addressee {
+                crate::referral::file_as_referral(&mut put, crate::referral::referral_retention_end(now), Some(a));
+            }
             stored.push(format!("Bundle/{id}"));
             bundle_id = Some(id);
+            doc_version = Some(version);
             batch.puts.push(put);
         }
         batch.bundles.push(BundleOp::Put(BundleSubmission {
@@ -893,15 +1106,65 @@ impl Service {
         a.entities = stored.clone();
         a.query = Some(format!("Bundle?identifier={key}"));
         batch.audit.push(a);
-        self.commit_and_link(ctx, batch)?;
-        Ok(SubmitOutcome {
-            status: if existing.is_some() { SubmitStatus::Replaced } else { SubmitStatus::Created },
-            bundle_key: key,
-            kind,
-            patient_id,
-            stored,
-            bundle_id,
-            warnings,
+        batch.audit.append(&mut delivery_audit.audit);
+        Ok(Planned {
+            outcome: SubmitOutcome {
+                status: if existing.is_some() { SubmitStatus::Replaced } else { SubmitStatus::Created },
+                bundle_key: key,
+                kind,
+                patient_id,
+                stored,
+                bundle_id,
+                referral_id,
+                warnings,
+            },
+            batch,
+            referrals,
+            doc_version,
+        })
+    }
+
+    /// Delivers a submitted 診療情報提供書 (see [`Service::referral_delivery`]): a new inbox
+    /// entry goes into `referrals` with its audit record in `batch`, and what the sender is told
+    /// into `notes`; `addressee` receives the addressee of a new entry. Returns the referral's
+    /// id when the letter is (now or already) in an inbox.
+    fn deliver(
+        &self,
+        ctx: &Ctx,
+        s: &crate::referral::Submitted<'_>,
+        batch: &mut WriteBatch,
+        referrals: &mut Vec<musubi_store::ReferralRow>,
+        notes: &mut Vec<OutcomeIssue>,
+        addressee: Option<&mut Option<musubi_domain::FacilityCode>>,
+    ) -> Result<Option<String>, ApiError> {
+        use crate::referral::Delivery;
+        Ok(match self.referral_delivery(ctx, s)? {
+            Delivery::New { row, audit, addressee: to, notes: n } => {
+                let id = row.id.clone();
+                referrals.push(*row);
+                batch.audit.push(*audit);
+                notes.extend(n);
+                if let Some(slot) = addressee {
+                    *slot = Some(to);
+                }
+                Some(id)
+            }
+            Delivery::Already { id, addressee } => {
+                notes.push(OutcomeIssue {
+                    severity: musubi_fhir::outcome::Severity::Information,
+                    code: "informational",
+                    expression: None,
+                    diagnostics: format!(
+                        "この診療情報提供書は紹介状 {id} として紹介先 {addressee} の受信箱に届いています"
+                    ),
+                    rule: None,
+                });
+                Some(id)
+            }
+            Delivery::NotDelivered(w) => {
+                notes.push(w);
+                None
+            }
         })
     }
 
@@ -1014,6 +1277,12 @@ impl Service {
             self.refuse(ctx, AuditAction::Delete, "delete-bundle", Some(format!("Bundle?identifier={key}")), e)
         })
     }
+}
+
+/// Whether a transaction entry's body is a JP-CLINS 診療情報提供書 submission (a document Bundle
+/// with the national service's Bundle identifier and Composition type 57133-1).
+fn is_referral_submission(body: &Value) -> bool {
+    Service::is_submission(body) && crate::referral::is_referral_document(body)
 }
 
 /// Where a JP-CLINS resource names its patient only by insurance identifier

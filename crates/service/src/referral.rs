@@ -8,15 +8,11 @@
 //! Every step is audited: sending, every listing, every opening (the first opening by the
 //! addressee marks the receipt in the same transaction as its audit record), every refusal.
 //!
-//! Who may do what:
-//!
-//! | actor | send | inbox / outbox | open, download files | reply |
-//! |---|---|---|---|---|
-//! | 医師, 歯科医師, 看護師 of a facility | as their facility | their facility's | referrals sent by or addressed to their facility (opening one addressed to it marks it received) | to referrals addressed to their facility |
-//! | 事務職 (地域連携室), 薬剤師, その他医療職 | no | their facility's (patient's name, sender, status — no clinical content) | no (403: the profession may not see referral letters) | no |
-//! | a facility's system token | as its facility | its facility's | as a clinician of the facility | yes |
-//! | administrator, operator | as the facility of the Bundle identifier | any facility's (`facility` given) | yes, without marking receipt | no |
-//! | anyone else | no | no | 404, audited as denied | no |
+//! Who may do what is decided by the gate ([`musubi_gate::referral`], with its table and the
+//! reason the addressee opens a letter whatever the patient's disclosure settings say): every
+//! list, opening, file download, receipt, reply and sending here asks
+//! [`musubi_gate::decide_referral`] first. A letter of other facilities answers exactly like a
+//! missing one (404, audited as denied); other refusals are 403 with the reason.
 //!
 //! Retention (DESIGN.md, the national service): a referral and its documents and files are
 //! deleted 7 days after the addressee received it, and 6 months after sending at the latest
@@ -32,15 +28,16 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use musubi_domain::audit::{AuditAction, AuditOutcome};
-use musubi_domain::{BundleIdentifier, FacilityCode, ResourceClass, systems};
+use musubi_domain::{BundleIdentifier, FacilityCode, systems};
 use musubi_fhir::index::{IndexEntry, IndexValue, referral_recipients};
+use musubi_fhir::outcome::{OutcomeIssue, Severity};
 use musubi_fhir::{ResourceType, datetime};
-use musubi_gate::{Actor, policy};
+use musubi_gate::{Actor, Decision, DenyReason, LetterView, ReferralOp, decide_referral, may_send_referrals};
 use musubi_store::{AttachmentRow, BundleOp, BundleSubmission, Expect, PutResource, Receipt, ReferralRow, WriteBatch};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::prepare::{Persons, Prep, new_id, prepare, resolve_facility, to_outcome_issues};
+use crate::prepare::{Persons, Prep, new_id, prepare, to_outcome_issues};
 use crate::signature::{SignatureReport, SignatureStatus, TrustRoots};
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
@@ -291,34 +288,56 @@ impl FileDownload {
     }
 }
 
-/// The caller's part in a referral.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Sender,
-    Addressee,
-    Operator,
+/// The letter as the gate sees it (who sent it, to whom).
+fn view_of(row: &ReferralRow) -> Result<LetterView, ApiError> {
+    let code = |c: &str| {
+        c.parse::<FacilityCode>()
+            .map_err(|e| ApiError::internal(format!("referral {}: stored facility {c:?}: {e}", row.id)))
+    };
+    Ok(LetterView { sender: code(&row.sender)?, addressee: code(&row.addressee)? })
 }
 
-fn role(actor: &Actor, row: &ReferralRow) -> Option<Role> {
-    if actor.is_privileged() {
-        return Some(Role::Operator);
-    }
-    let own = actor.facility()?;
-    if own.as_str() == row.addressee {
-        Some(Role::Addressee)
-    } else if own.as_str() == row.sender {
-        Some(Role::Sender)
-    } else {
-        None
+/// A refusal of the gate about a letter as the caller is told it: a letter of other facilities
+/// answers exactly like a missing one (404); anything else is 403 with the reason. `what` says
+/// what was refused, for the profession's message.
+fn letter_refusal(actor: &Actor, id: &str, reason: &DenyReason, what: &str) -> ApiError {
+    match reason {
+        DenyReason::NotReferralParty => ApiError::new(ErrorKind::NotFound, format!("紹介状 {id} は見つかりません")),
+        DenyReason::ProfessionClass => ApiError::new(
+            ErrorKind::Forbidden,
+            match actor {
+                Actor::User(u) => format!("{}は{what}", u.profession.label_ja()),
+                _ => format!("この利用者は{what}"),
+            },
+        ),
+        other => ApiError::new(ErrorKind::Forbidden, other.message_ja()),
     }
 }
 
-/// Whether the actor may see a referral's content (professions: [`policy`]).
-fn may_see_content(actor: &Actor) -> bool {
-    match actor {
-        Actor::User(u) => policy::profession_may_see(u.profession, ResourceClass::Referral),
-        Actor::Portal(_) => false,
-        _ => true,
+/// A refusal of the gate to send a letter (as `sender`, when known), as the caller is told it.
+fn send_refusal(actor: &Actor, reason: &DenyReason, sender: Option<FacilityCode>) -> ApiError {
+    match (reason, sender, actor.facility()) {
+        (DenyReason::StaffOnly, ..) => ApiError::new(ErrorKind::Forbidden, "紹介状は医療機関の職員のみ送信できます"),
+        (DenyReason::ProfessionClass, ..) => letter_refusal(actor, "", reason, "診療情報提供書を作成・送信できません"),
+        (DenyReason::OtherFacility, Some(f), Some(own)) => ApiError::at(
+            ErrorKind::Forbidden,
+            "document.identifier",
+            format!(
+                "文書の医療機関番号 {f} は、この利用者の医療機関 {own} と一致しません。他の医療機関の紹介状は送信できません。"
+            ),
+        ),
+        (other, ..) => ApiError::new(ErrorKind::Forbidden, other.message_ja()),
+    }
+}
+
+/// A refusal of the gate to list a box, as the caller is told it.
+fn list_refusal(reason: &DenyReason) -> ApiError {
+    match reason {
+        DenyReason::OtherFacility => ApiError::new(ErrorKind::Forbidden, "他の医療機関の受信箱・送信箱は見られません"),
+        DenyReason::StaffOnly => {
+            ApiError::new(ErrorKind::Forbidden, "紹介状の受信箱・送信箱は医療機関の職員のみ使えます")
+        }
+        other => ApiError::new(ErrorKind::Forbidden, other.message_ja()),
     }
 }
 
@@ -559,6 +578,108 @@ fn parse_document_value(value: Value, at: &str, expected_type: &str, what: &str)
     Ok(Document { value, identifier })
 }
 
+/// A JP-CLINS document Bundle being stored as a submission, as [`Service::referral_delivery`]
+/// needs it.
+pub(crate) struct Submitted<'a> {
+    /// The document.
+    pub doc: &'a Value,
+    /// Its Bundle identifier.
+    pub key: &'a str,
+    /// The facility of the identifier (the sender).
+    pub sender: FacilityCode,
+    /// The id it is stored under.
+    pub bundle_id: &'a str,
+    /// The source patient it is filed under.
+    pub patient_id: &'a str,
+    /// That patient's person.
+    pub person_id: Option<String>,
+    /// Now (epoch ms): when the letter is delivered.
+    pub now: i64,
+    /// When the network received the document (epoch ms): its 6 months run from then, as the
+    /// stored document's retention does (an earlier identical submission that reached no inbox
+    /// is delivered later, but not kept longer).
+    pub registered: i64,
+    /// Where the document is in the request (`Bundle`, `Bundle.entry[2].resource`).
+    pub at: &'a str,
+}
+
+/// What becomes of a 診療情報提供書 submitted as a FHIR document Bundle.
+pub(crate) enum Delivery {
+    /// It goes to the addressee's inbox: the referral to write with the document, the audit
+    /// record of its sending, and notes for the sender's OperationOutcome.
+    New {
+        /// The inbox entry.
+        row: Box<ReferralRow>,
+        /// The audit record of the sending.
+        audit: Box<musubi_domain::audit::AuditRecord>,
+        /// The addressee.
+        addressee: FacilityCode,
+        /// What the sender is told.
+        notes: Vec<OutcomeIssue>,
+    },
+    /// It is in an inbox already (its Bundle identifier was delivered before).
+    Already {
+        /// The referral.
+        id: String,
+        /// Its addressee.
+        addressee: String,
+    },
+    /// It reaches no inbox; the warning says why.
+    NotDelivered(OutcomeIssue),
+}
+
+/// Whether a Bundle is a 診療情報提供書 document (its Composition's type is 57133-1).
+pub(crate) fn is_referral_document(bundle: &Value) -> bool {
+    bundle["type"] == "document" && composition_type(bundle) == Some(REFERRAL_TYPE)
+}
+
+/// The warning of a 診療情報提供書 that was stored but reached no inbox.
+fn not_delivered(why: impl Into<String>, at: Option<&str>) -> OutcomeIssue {
+    OutcomeIssue {
+        severity: Severity::Warning,
+        code: "incomplete",
+        expression: at.map(str::to_owned),
+        diagnostics: format!("この診療情報提供書は保存しましたが、紹介先の受信箱には届いていません。{}", why.into()),
+        rule: None,
+    }
+}
+
+/// The warning of a 診療情報提供書 stored as a plain Bundle resource: without the national
+/// service's Bundle identifier it cannot be one letter with one identifier, so it reaches no
+/// inbox. None when `bundle` is not a 診療情報提供書 or carries that identifier.
+pub(crate) fn unidentified_referral_warning(bundle: &Value, at: &str) -> Option<OutcomeIssue> {
+    if !is_referral_document(bundle) || crate::Service::is_submission(bundle) {
+        return None;
+    }
+    Some(not_delivered(
+        format!(
+            "Bundle.identifier が電子カルテ情報共有サービスの Bundle 識別子（system {}、値 医療機関コード^年^番号）ではありません。",
+            systems::BUNDLE_IDENTIFIER
+        ),
+        Some(&format!("{at}.identifier")),
+    ))
+}
+
+/// Gives a referral document's store write the referral's retention (`retention_end`: 6 months
+/// after sending; the sweep removes it sooner once received) and its addressee as recipient (the
+/// gate's care relationship "a referral addressed to it").
+pub(crate) fn file_as_referral(put: &mut PutResource, retention_end: Option<String>, addressee: Option<FacilityCode>) {
+    put.meta.retention_end = retention_end;
+    put.meta.keep_last = None;
+    if let Some(a) = addressee {
+        let entry =
+            IndexEntry { param: "recipient", value: IndexValue::Token { system: String::new(), code: a.to_string() } };
+        if !put.index.contains(&entry) {
+            put.index.push(entry);
+        }
+    }
+}
+
+/// The retention end (JST date) of a referral sent at `now`.
+pub(crate) fn referral_retention_end(now: i64) -> Option<String> {
+    datetime::jst_date(expiry_of(now)).map(|d| d.to_string())
+}
+
 impl Service {
     /// Replaces the trust roots signatures are checked against (takes effect at once).
     pub fn set_trust_roots(&self, roots: TrustRoots) {
@@ -586,11 +707,17 @@ impl Service {
         let result = (|| {
             let iid = id.to_owned();
             let original = self.store.read(|r| r.referral(&iid))?;
-            let Some(original) = original.filter(|o| role(&ctx.actor, o).is_some()) else {
+            let Some(original) = original else {
                 return Err(ApiError::new(ErrorKind::NotFound, format!("紹介状 {id} は見つかりません")));
             };
-            if role(&ctx.actor, &original) != Some(Role::Addressee) {
-                return Err(ApiError::new(ErrorKind::Forbidden, "返書は紹介先の医療機関だけが作成できます"));
+            match decide_referral(&ctx.actor, &ReferralOp::Reply(view_of(&original)?)) {
+                Decision::Allow(_) => {}
+                Decision::Deny(DenyReason::NotAddressee) => {
+                    return Err(ApiError::new(ErrorKind::Forbidden, "返書は紹介先の医療機関だけが作成できます"));
+                }
+                Decision::Deny(r) => {
+                    return Err(letter_refusal(&ctx.actor, id, &r, "診療情報提供書を作成・送信できません"));
+                }
             }
             if original.deleted_at.is_some() {
                 return Err(ApiError::new(ErrorKind::Gone, "元の紹介状は保存期間の経過により削除されています"));
@@ -616,17 +743,9 @@ impl Service {
         new: NewReferral,
         reply_to: Option<ReferralRow>,
     ) -> Result<ReferralSummary, ApiError> {
-        match &ctx.actor {
-            Actor::Portal(_) => {
-                return Err(ApiError::new(ErrorKind::Forbidden, "紹介状は医療機関の職員のみ送信できます"));
-            }
-            Actor::User(u) if !policy::profession_may_see(u.profession, ResourceClass::Referral) => {
-                return Err(ApiError::new(
-                    ErrorKind::Forbidden,
-                    format!("{}は診療情報提供書を作成・送信できません", u.profession.label_ja()),
-                ));
-            }
-            _ => {}
+        // Refused before the document is even read when the actor may send no letter at all.
+        if let Decision::Deny(r) = may_send_referrals(&ctx.actor) {
+            return Err(send_refusal(&ctx.actor, &r, None));
         }
         let now = datetime::now_ms();
         let roots = self.trust_roots();
@@ -654,8 +773,11 @@ impl Service {
             }
         };
         let doc = parse_document(&doc_bytes, "document", REFERRAL_TYPE, "診療情報提供書")?;
-        let sender = resolve_facility(&ctx.actor, Some(doc.identifier.facility()), "document.identifier")?
-            .unwrap_or(doc.identifier.facility());
+        // The letter is the facility's of its Bundle identifier; the actor must act for it.
+        let sender = doc.identifier.facility();
+        if let Decision::Deny(r) = decide_referral(&ctx.actor, &ReferralOp::Send(sender)) {
+            return Err(send_refusal(&ctx.actor, &r, Some(sender)));
+        }
 
         // The addressee: as given, checked against the document's 紹介先.
         let named = referral_recipients(&doc.value);
@@ -770,7 +892,7 @@ impl Service {
         )?;
         batch.puts.extend(patient_put);
         let expires = expiry_of(now);
-        let retention_end = datetime::jst_date(expires).map(|d| d.to_string());
+        let retention_end = referral_retention_end(now);
         let mut summary = summary_of(&doc.value);
         let doc_hash = musubi_fhir::sha256_hex(doc.value.to_string().as_bytes());
         let bundle_id = new_id();
@@ -935,18 +1057,133 @@ impl Service {
         )?;
         put.meta.patient_id = Some(patient_id.to_owned());
         put.meta.person_id = Some(persons.of(patient_id)?);
-        put.meta.retention_end = retention_end;
-        put.meta.keep_last = None;
-        if let Some(a) = addressee {
-            let entry = IndexEntry {
-                param: "recipient",
-                value: IndexValue::Token { system: String::new(), code: a.to_string() },
-            };
-            if !put.index.contains(&entry) {
-                put.index.push(entry);
-            }
-        }
+        file_as_referral(&mut put, retention_end, addressee);
         Ok(put)
+    }
+
+    /// What becomes of a 診療情報提供書 submitted as a FHIR document Bundle (`POST /Bundle`, or
+    /// a `POST Bundle` entry of a transaction): the inbox entry `send_referral` would make for
+    /// it, when the document names exactly one addressee facility (its 紹介先 Organization with a
+    /// 医療機関コード) that is registered and the gate lets the caller send as the document's
+    /// facility; otherwise the warning that says why it reached no inbox (the document is
+    /// stored all the same). The document itself was validated as a submission already, which
+    /// is the validation `send_referral` applies.
+    pub(crate) fn referral_delivery(&self, ctx: &Ctx, s: &Submitted<'_>) -> Result<Delivery, ApiError> {
+        let key = s.key.to_owned();
+        if let Some(row) = self.store.read(|r| r.referral_by_bundle_key(&key))? {
+            return Ok(Delivery::Already { id: row.id, addressee: row.addressee });
+        }
+        if let Decision::Deny(r) = decide_referral(&ctx.actor, &ReferralOp::Send(s.sender)) {
+            let why = send_refusal(&ctx.actor, &r, Some(s.sender)).summary();
+            return Ok(Delivery::NotDelivered(not_delivered(format!("{why}。"), None)));
+        }
+        let at = format!("{}.entry[0].resource.section", s.at);
+        let named = referral_recipients(s.doc);
+        let code = match named.as_slice() {
+            [only] => only.clone(),
+            [] => {
+                return Ok(Delivery::NotDelivered(not_delivered(
+                    "文書の紹介先情報セクション（910）に、医療機関番号のある紹介先医療機関（Organization）がありません。\
+                     紹介先を記載して同じ Bundle 識別子で再送信するか、新しい Bundle 識別子で宛先を指定して /api/referrals から送信してください。",
+                    Some(&at),
+                )));
+            }
+            _ => {
+                return Ok(Delivery::NotDelivered(not_delivered(
+                    format!(
+                        "文書に紹介先の医療機関が複数あり（{}）、宛先を1つに決められません。\
+                         紹介先を1つにして同じ Bundle 識別子で再送信してください。",
+                        named.join("、")
+                    ),
+                    Some(&at),
+                )));
+            }
+        };
+        let addressee: FacilityCode = match code.parse() {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(Delivery::NotDelivered(not_delivered(
+                    format!("紹介先の医療機関番号 {code:?} が不正です: {e}"),
+                    Some(&at),
+                )));
+            }
+        };
+        if addressee == s.sender {
+            return Ok(Delivery::NotDelivered(not_delivered(
+                format!("紹介先 {addressee} が紹介元（Bundle 識別子の医療機関）と同じです。"),
+                Some(&at),
+            )));
+        }
+        let registered = self.facility_names([addressee.as_str()])?;
+        let Some(name) = registered.get(addressee.as_str()) else {
+            return Ok(Delivery::NotDelivered(not_delivered(
+                format!(
+                    "紹介先の医療機関 {addressee} はネットワークに登録されていません。\
+                     運営事務局に登録を依頼し、登録後に同じ Bundle をもう一度送信してください。"
+                ),
+                Some(&at),
+            )));
+        };
+
+        // A FHIR document carries its own signature element (XML-DSig or JWT), which Musubi does
+        // not verify: the letter is shown as unsigned, and the sender is told so.
+        let mut notes = Vec::new();
+        let report = if s.doc.get("signature").is_some() {
+            notes.push(OutcomeIssue {
+                severity: Severity::Warning,
+                code: "not-supported",
+                expression: Some(format!("{}.signature", s.at)),
+                diagnostics:
+                    "Bundle.signature（XML-DSig・JWT）は検証していません。受信箱では「署名なし」と表示されます。\
+                              検証される電子署名（CMS）を付けるには /api/referrals から送信してください。"
+                        .into(),
+                rule: None,
+            });
+            SignatureReport {
+                message: "Bundle.signature は検証していません（Musubi が検証するのは /api/referrals で送られた CMS 署名です）"
+                    .into(),
+                ..SignatureReport::unsigned(s.now)
+            }
+        } else {
+            SignatureReport::unsigned(s.now)
+        };
+        let id = new_id();
+        let row = ReferralRow {
+            id: id.clone(),
+            sender: s.sender.to_string(),
+            addressee: addressee.to_string(),
+            bundle_id: Some(s.bundle_id.to_owned()),
+            bundle_key: Some(key.clone()),
+            discharge_id: None,
+            patient_id: Some(s.patient_id.to_owned()),
+            person_id: s.person_id.clone(),
+            reply_to: None,
+            summary: Some(serde_json::to_string(&summary_of(s.doc)).map_err(ApiError::internal)?),
+            created: s.now,
+            created_by: ctx.actor.name().to_owned(),
+            expires: expiry_of(s.registered),
+            received_at: None,
+            received_by: None,
+            received_by_name: None,
+            signature_status: report.status.code().into(),
+            signature_report: Some(serde_json::to_string(&report).map_err(ApiError::internal)?),
+            signature: None,
+            signed_content: None,
+            deleted_at: None,
+            deleted_reason: None,
+        };
+        notes.push(OutcomeIssue {
+            severity: Severity::Information,
+            code: "informational",
+            expression: None,
+            diagnostics: format!("診療情報提供書を紹介先 {name}（{addressee}）の受信箱に届けました（紹介状 {id}）"),
+            rule: None,
+        });
+        let mut a = self.audit_record(ctx, AuditAction::Create, "referral-send", AuditOutcome::Success);
+        a.patient = Some(s.patient_id.to_owned());
+        a.entities = vec![format!("Bundle/{}", s.bundle_id)];
+        a.query = Some(format!("referral={id}&addressee={addressee}&signature={}&via=Bundle", report.status.code()));
+        Ok(Delivery::New { row: Box::new(row), audit: Box::new(a), addressee, notes })
     }
 
     /// The registry names of some facilities (only those: the registry may hold every
@@ -1025,22 +1262,32 @@ impl Service {
         }
     }
 
-    /// The facility a list is for: the caller's own, or (administrators) the one named.
-    fn list_facility(&self, ctx: &Ctx, facility: Option<&str>) -> Result<String, ApiError> {
-        match (&ctx.actor, facility) {
-            (a, Some(f)) if a.is_privileged() => f.parse::<FacilityCode>().map(|c| c.to_string()).map_err(|e| {
-                ApiError::at(ErrorKind::BadRequest, "facility", format!("医療機関コード {f:?} が不正です: {e}"))
-            }),
-            (a, _) if a.is_privileged() => Err(ApiError::at(
-                ErrorKind::BadRequest,
-                "facility",
-                "どの医療機関の一覧かを facility で指定してください",
-            )),
-            (a, f) => match a.facility() {
-                Some(own) if f.is_none_or(|f| f == own.as_str()) => Ok(own.to_string()),
-                Some(_) => Err(ApiError::new(ErrorKind::Forbidden, "他の医療機関の受信箱・送信箱は見られません")),
-                None => Err(ApiError::new(ErrorKind::Forbidden, "紹介状の受信箱・送信箱は医療機関の職員のみ使えます")),
-            },
+    /// The facility a list is for: the one named, else the caller's own; the gate decides
+    /// whether the caller may list it.
+    fn list_facility(&self, ctx: &Ctx, facility: Option<&str>, inbox: bool) -> Result<String, ApiError> {
+        let named = facility
+            .map(|f| {
+                f.parse::<FacilityCode>().map_err(|e| {
+                    ApiError::at(ErrorKind::BadRequest, "facility", format!("医療機関コード {f:?} が不正です: {e}"))
+                })
+            })
+            .transpose()?;
+        let f = match (named, ctx.actor.facility()) {
+            (Some(f), _) | (None, Some(f)) => f,
+            (None, None) if ctx.actor.is_privileged() => {
+                return Err(ApiError::at(
+                    ErrorKind::BadRequest,
+                    "facility",
+                    "どの医療機関の一覧かを facility で指定してください",
+                ));
+            }
+            // A patient or proxy: no box is theirs, and the gate refuses them every box.
+            (None, None) => return Err(list_refusal(&DenyReason::StaffOnly)),
+        };
+        let op = if inbox { ReferralOp::ListInbox(f) } else { ReferralOp::ListOutbox(f) };
+        match decide_referral(&ctx.actor, &op) {
+            Decision::Allow(_) => Ok(f.to_string()),
+            Decision::Deny(r) => Err(list_refusal(&r)),
         }
     }
 
@@ -1075,7 +1322,7 @@ impl Service {
     ) -> Result<Vec<ReferralSummary>, ApiError> {
         let subtype = if inbox { "referral-inbox" } else { "referral-outbox" };
         let result = (|| {
-            let f = self.list_facility(ctx, facility)?;
+            let f = self.list_facility(ctx, facility, inbox)?;
             let (to, from) =
                 self.store.read(|r| Ok((r.referrals_to(&f, LIST_LIMIT)?, r.referrals_from(&f, LIST_LIMIT)?)))?;
             let names = self
@@ -1102,38 +1349,41 @@ impl Service {
         result.map_err(|e| self.refuse(ctx, AuditAction::Read, subtype, None, e))
     }
 
-    /// Checks the caller may open referral `id`; audits a refusal. Returns the row and role.
-    fn referral_for_reading(&self, ctx: &Ctx, id: &str, subtype: &str) -> Result<(ReferralRow, Role), ApiError> {
+    /// Asks the gate whether the caller may open referral `id` (`file`: download one of its
+    /// files); audits a refusal. Returns the row and the letter as the gate saw it.
+    fn referral_for_reading(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        subtype: &str,
+        file: bool,
+    ) -> Result<(ReferralRow, LetterView), ApiError> {
         let iid = id.to_owned();
         let row = self.store.read(|r| r.referral(&iid))?;
         let mut a = self.audit_record(ctx, AuditAction::Read, subtype, AuditOutcome::Success);
         a.query = Some(format!("referral={id}"));
-        let not_found = || ApiError::new(ErrorKind::NotFound, format!("紹介状 {id} は見つかりません"));
         let Some(row) = row else {
             a.outcome = AuditOutcome::MinorFailure;
             a.outcome_text = Some("not found".into());
             self.audit(vec![a])?;
-            return Err(not_found());
+            return Err(ApiError::new(ErrorKind::NotFound, format!("紹介状 {id} は見つかりません")));
         };
         a.patient = row.patient_id.clone();
         a.person = self.current_person(&row.patient_id);
         a.entities = row.bundle_id.iter().map(|b| format!("Bundle/{b}")).collect();
-        let Some(role) = role(&ctx.actor, &row) else {
-            // Another facility: answered like a missing one, recorded as denied.
+        let view = view_of(&row)?;
+        let op = if file { ReferralOp::File(view) } else { ReferralOp::Open(view) };
+        if let Decision::Deny(r) = decide_referral(&ctx.actor, &op) {
+            // Another facility's letter answers like a missing one; every refusal is recorded
+            // as denied, with the patient named (their access history shows the attempt).
+            let e = letter_refusal(&ctx.actor, id, &r, "診療情報提供書の内容を閲覧できません");
             a.outcome = AuditOutcome::SeriousFailure;
-            a.outcome_text = Some("denied: 紹介元・紹介先以外の医療機関です".into());
+            a.outcome_text = Some(format!(
+                "denied: {}",
+                if e.kind == ErrorKind::NotFound { r.message_ja().to_owned() } else { e.summary() }
+            ));
             self.audit(vec![a])?;
-            return Err(not_found());
-        };
-        if !may_see_content(&ctx.actor) {
-            let msg = match &ctx.actor {
-                Actor::User(u) => format!("{}は診療情報提供書の内容を閲覧できません", u.profession.label_ja()),
-                _ => "診療情報提供書の内容は閲覧できません".to_owned(),
-            };
-            a.outcome = AuditOutcome::SeriousFailure;
-            a.outcome_text = Some(format!("denied: {msg}"));
-            self.audit(vec![a])?;
-            return Err(ApiError::new(ErrorKind::Forbidden, msg));
+            return Err(e);
         }
         if let Some(at) = row.deleted_at {
             a.outcome = AuditOutcome::MinorFailure;
@@ -1152,7 +1402,13 @@ impl Service {
                 ),
             ));
         }
-        Ok((row, role))
+        Ok((row, view))
+    }
+
+    /// Whether this opening marks the letter received: the gate lets the caller receive it
+    /// (the addressee's clinicians and system) and nobody has yet.
+    fn receives(ctx: &Ctx, row: &ReferralRow, view: LetterView) -> bool {
+        row.received_at.is_none() && decide_referral(&ctx.actor, &ReferralOp::MarkReceived(view)).is_allow()
     }
 
     /// Writes the audit record of an opening; the addressee's first opening also marks the
@@ -1161,7 +1417,7 @@ impl Service {
         &self,
         ctx: &Ctx,
         row: &ReferralRow,
-        role: Role,
+        view: LetterView,
         subtype: &str,
         query: String,
     ) -> Result<bool, ApiError> {
@@ -1170,7 +1426,7 @@ impl Service {
         a.person = self.current_person(&row.patient_id);
         a.entities = row.bundle_id.iter().chain(row.discharge_id.iter()).map(|b| format!("Bundle/{b}")).collect();
         a.query = Some(query);
-        if role == Role::Addressee && row.received_at.is_none() {
+        if Self::receives(ctx, row, view) {
             a.outcome_text = Some("received".into());
             let marked = self
                 .store
@@ -1185,7 +1441,7 @@ impl Service {
     /// Opens referral `id`: its documents, files and the signature checked now. The first
     /// opening by the addressee marks it received (time and who).
     pub fn open_referral(&self, ctx: &Ctx, id: &str) -> Result<ReferralView, ApiError> {
-        let (row, role) = self.referral_for_reading(ctx, id, "referral-open")?;
+        let (row, view) = self.referral_for_reading(ctx, id, "referral-open", false)?;
         let result = (|| {
             let names = self.facility_names([row.sender.as_str(), row.addressee.as_str()])?;
             let (bundle, discharge, replies) = self.store.read(|r| {
@@ -1210,12 +1466,11 @@ impl Service {
             let document = parse(&bundle)?;
             let discharge_summary = discharge.as_deref().map(parse).transpose()?;
             let signature_report = self.recheck_signature(&row);
-            let marked = self.record_opening(ctx, &row, role, "referral-open", format!("referral={id}"))?;
-            let row = if marked {
-                let iid = id.to_owned();
-                self.store.read(|r| r.referral(&iid))?.unwrap_or(row.clone())
-            } else if role == Role::Addressee && row.received_at.is_none() {
-                // Someone else at the facility opened it a moment earlier.
+            let receives = Self::receives(ctx, &row, view);
+            let marked = self.record_opening(ctx, &row, view, "referral-open", format!("referral={id}"))?;
+            let row = if receives {
+                // Marked now, or by someone else at the facility a moment earlier: the receipt
+                // as stored.
                 let iid = id.to_owned();
                 self.store.read(|r| r.referral(&iid))?.unwrap_or(row.clone())
             } else {
@@ -1242,10 +1497,12 @@ impl Service {
     /// Musubi.
     fn recheck_signature(&self, row: &ReferralRow) -> SignatureReport {
         let Some(sig) = row.signature.as_deref().and_then(unb64) else {
-            return match row.signature_report.as_deref().and_then(|s| serde_json::from_str::<SignatureReport>(s).ok()) {
-                Some(r) if r.status != SignatureStatus::Unsigned => r,
-                _ => SignatureReport::unsigned(row.created),
-            };
+            // Nothing to check again: the report made at sending (it says why it is unsigned).
+            return row
+                .signature_report
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<SignatureReport>(s).ok())
+                .unwrap_or_else(|| SignatureReport::unsigned(row.created));
         };
         let detached = row.signed_content.as_deref().and_then(unb64);
         crate::signature::verify(&sig, detached.as_deref(), &self.trust_roots(), row.created).report
@@ -1254,7 +1511,7 @@ impl Service {
     /// Downloads file `seq` of referral `id` (same access as opening; the addressee's first
     /// download also marks it received).
     pub fn referral_file(&self, ctx: &Ctx, id: &str, seq: i64) -> Result<FileDownload, ApiError> {
-        let (row, role) = self.referral_for_reading(ctx, id, "referral-file")?;
+        let (row, view) = self.referral_for_reading(ctx, id, "referral-file", true)?;
         let iid = id.to_owned();
         let file = self.store.read(|r| r.referral_attachment(&iid, seq))?;
         let Some(file) = file else {
@@ -1271,7 +1528,7 @@ impl Service {
             .as_deref()
             .and_then(unb64)
             .ok_or_else(|| ApiError::internal("stored attachment is not base64"))?;
-        self.record_opening(ctx, &row, role, "referral-file", format!("referral={id}&file={seq}"))?;
+        self.record_opening(ctx, &row, view, "referral-file", format!("referral={id}&file={seq}"))?;
         Ok(FileDownload { filename: file.filename, content_type: file.content_type, data })
     }
 }

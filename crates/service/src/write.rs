@@ -73,7 +73,11 @@ impl Service {
         let result = (|| {
             check_supported(rtype, Interaction::Create)?;
             expect_type(&body, rtype, rtype.as_str())?;
-            let warnings = validate(&body, None)?;
+            let mut warnings = validate(&body, None)?;
+            if rtype == ResourceType::Bundle {
+                // A 診療情報提供書 stored as a plain resource reaches no inbox: say so.
+                warnings.extend(crate::referral::unidentified_referral_warning(&body, "Bundle"));
+            }
             let now = datetime::now_ms();
             let put = prepare(
                 Prep {

@@ -277,6 +277,23 @@ impl Store {
         })
     }
 
+    /// Writes a batch together with new referrals without files: the 診療情報提供書 a FHIR
+    /// submission or transaction carried, delivered to their addressees' inboxes in the same
+    /// transaction as the documents themselves.
+    pub fn commit_with_referrals(
+        &self,
+        batch: WriteBatch,
+        referrals: Vec<ReferralRow>,
+    ) -> Result<Committed, StoreError> {
+        self.inner.writer.write(move |conn| {
+            let c = apply_batch(conn, &batch)?;
+            for r in &referrals {
+                insert_referral(conn, r)?;
+            }
+            Ok(c)
+        })
+    }
+
     /// Marks a referral received (if it is not yet) together with the audit record of the
     /// opening. Returns whether this call marked it.
     pub fn receive_referral(&self, receipt: Receipt, audit: Vec<AuditRecord>) -> Result<bool, StoreError> {
@@ -351,6 +368,15 @@ impl Reader<'_> {
             .conn
             .query(&format!("SELECT {LIST_COLS}, {BLOB_COLS} FROM referral WHERE id = $1"), &[Param::Text(id)])?;
         Ok(rows.first().map(|r| referral_row(r, true)))
+    }
+
+    /// The referral (not deleted) of a JP-CLINS Bundle identifier, without its signature.
+    pub fn referral_by_bundle_key(&mut self, bundle_key: &str) -> Result<Option<ReferralRow>, StoreError> {
+        let rows = self.conn.query(
+            &format!("SELECT {LIST_COLS} FROM referral WHERE bundle_key = $1 AND deleted_at IS NULL"),
+            &[Param::Text(bundle_key)],
+        )?;
+        Ok(rows.first().map(|r| referral_row(r, false)))
     }
 
     /// Referrals addressed to a facility, newest first (without signatures).

@@ -3,7 +3,7 @@
 //! sweep removes and keeps.
 
 use musubi_domain::audit::AuditOutcome;
-use musubi_domain::{FacilityCode, Profession};
+use musubi_domain::{FacilityCode, Profession, ResourceClass};
 use musubi_fhir::ResourceType;
 use musubi_gate::{Actor, UserActor};
 use musubi_store::Store;
