@@ -292,6 +292,8 @@ pub(crate) struct Inner {
     backend: &'static str,
     readers: Pool,
     pub(crate) writer: Writer,
+    /// The embedded store's background WAL checkpoints (None on PostgreSQL).
+    _checkpointer: Option<sqlite::Checkpointer>,
 }
 
 /// The store. Cheap to clone; share it.
@@ -322,12 +324,13 @@ impl Store {
         let wpath = path.clone();
         let writer =
             Writer::start(Box::new(move || Ok(Box::new(sqlite::SqliteConn::open(&wpath, false)?) as Box<dyn Conn>)))?;
+        let checkpointer = sqlite::Checkpointer::start(&path)?;
         let rpath = path;
         let readers = Pool::new(
             opts.readers,
             Box::new(move || Ok(Box::new(sqlite::SqliteConn::open(&rpath, true)?) as Box<dyn Conn>)),
         );
-        Ok(Store { inner: Arc::new(Inner { backend: "sqlite", readers, writer }) })
+        Ok(Store { inner: Arc::new(Inner { backend: "sqlite", readers, writer, _checkpointer: Some(checkpointer) }) })
     }
 
     /// Connects to PostgreSQL at `url` (migrating the schema if needed).
@@ -345,7 +348,7 @@ impl Store {
         let rurl = url.to_owned();
         let readers =
             Pool::new(opts.readers, Box::new(move || Ok(Box::new(postgres::PgConn::connect(&rurl)?) as Box<dyn Conn>)));
-        Ok(Store { inner: Arc::new(Inner { backend: "postgres", readers, writer }) })
+        Ok(Store { inner: Arc::new(Inner { backend: "postgres", readers, writer, _checkpointer: None }) })
     }
 
     /// Opens by a location: `postgres://…`/`postgresql://…` or a data directory.

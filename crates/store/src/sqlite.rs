@@ -27,11 +27,67 @@ impl SqliteConn {
         } else {
             // FULL: the WAL is synced at every commit, so an acknowledged write survives power
             // loss, not only a process crash.
+            // The WAL is checkpointed by a background thread ([`Checkpointer`]), not by the
+            // commit that happens to cross the threshold: that commit (often a read's audit
+            // record, which the read waits for) would otherwise copy megabytes and sync the
+            // file first. The threshold here is only the fallback if that thread falls behind.
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -64000; \
-             PRAGMA wal_autocheckpoint = 4000; PRAGMA mmap_size = 268435456;"
+             PRAGMA wal_autocheckpoint = 16000; PRAGMA mmap_size = 268435456;"
         };
         conn.execute_batch(pragmas).map_err(|e| StoreError::backend("pragma", e))?;
         Ok(SqliteConn { conn })
+    }
+}
+
+/// Checkpoints the WAL of a database file in the background, every [`Checkpointer::EVERY`],
+/// in `PASSIVE` mode: it copies what it can without waiting for readers or the writer, who
+/// never wait for it either. Stops when dropped.
+pub(crate) struct Checkpointer {
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+    /// Starts checkpointing the database at `path`.
+    pub(crate) fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = SqliteConn::open(path, false)?.conn;
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("musubi-checkpoint".into())
+            .spawn(move || {
+                let (lock, cvar) = &*flag;
+                let mut stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                while !*stopped {
+                    stopped = cvar
+                        .wait_timeout(stopped, Self::EVERY)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                    if *stopped {
+                        break;
+                    }
+                    drop(stopped);
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "background WAL checkpoint failed (the writer's own checkpoint stays as fallback)");
+                    }
+                    stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            })
+            .map_err(|e| StoreError::backend("start the checkpoint thread", e))?;
+        Ok(Checkpointer { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.stop;
+        *lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        cvar.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
