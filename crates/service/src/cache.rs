@@ -201,7 +201,7 @@ mod tests {
         }
         let inner = c.inner.as_ref().map(|c| c.weight()).unwrap_or(0);
         assert!(inner <= 100 * PARSED_BYTES_PER_TEXT_BYTE, "{inner}");
-        assert!(c.inner.as_ref().is_some_and(|c| c.len() > 0));
+        assert!(c.inner.as_ref().is_some_and(|c| !c.is_empty()));
     }
 
     #[test]
