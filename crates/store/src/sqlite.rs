@@ -39,37 +39,61 @@ impl SqliteConn {
     }
 }
 
-/// Checkpoints the WAL of a database file in the background, every [`Checkpointer::EVERY`],
-/// in `PASSIVE` mode: it copies what it can without waiting for readers or the writer, who
-/// never wait for it either. Stops when dropped.
+/// The embedded store's WAL upkeep, in a background thread, so that no request waits for it:
+///
+/// - every [`crate::writer::SYNC_WINDOW`] it syncs the WAL file to disk: the audit records of
+///   reads are committed without a sync (`Durability::Deferred`), and this is what makes them
+///   survive a power loss within that window, however busy the writer is;
+/// - every [`Checkpointer::CHECKPOINT_EVERY`] it checkpoints the WAL in `PASSIVE` mode (it copies
+///   what it can without waiting for readers or the writer, who never wait for it either).
+///
+/// Stops when dropped.
 pub(crate) struct Checkpointer {
     stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    const EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+    const CHECKPOINT_EVERY: u32 = 4;
 
-    /// Starts checkpointing the database at `path`.
+    /// Starts the upkeep of the database at `path`.
     pub(crate) fn start(path: &Path) -> Result<Checkpointer, StoreError> {
         let conn = SqliteConn::open(path, false)?.conn;
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let wal_path = std::path::PathBuf::from(wal_path);
         let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("musubi-checkpoint".into())
             .spawn(move || {
                 let (lock, cvar) = &*flag;
+                let mut wal: Option<std::fs::File> = None;
+                let mut tick = 0u32;
                 let mut stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 while !*stopped {
                     stopped = cvar
-                        .wait_timeout(stopped, Self::EVERY)
+                        .wait_timeout(stopped, crate::writer::SYNC_WINDOW)
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .0;
                     if *stopped {
                         break;
                     }
                     drop(stopped);
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    // fsync applies to the file, whichever descriptor wrote it.
+                    if wal.is_none() {
+                        wal = std::fs::File::open(&wal_path).ok();
+                    }
+                    if let Some(f) = &wal
+                        && let Err(e) = f.sync_data()
+                    {
+                        tracing::warn!(error = %e, "could not sync the WAL; retrying with a new handle");
+                        wal = None;
+                    }
+                    tick = tick.wrapping_add(1);
+                    if tick % Self::CHECKPOINT_EVERY == 0
+                        && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
                         tracing::warn!(error = %e, "background WAL checkpoint failed (the writer's own checkpoint stays as fallback)");
                     }
                     stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

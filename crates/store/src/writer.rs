@@ -252,10 +252,13 @@ fn run(queue: &Queue, mut conn: Box<dyn Conn>, connect: Box<dyn Fn() -> Result<B
         {
             jobs.extend(more);
         }
-        // Under steady load the queue never runs dry, so the idle-time sync below never comes:
-        // a group made when the oldest unsynced commit is due is committed with a sync instead
-        // (which syncs everything before it too), keeping the SYNC_WINDOW promise.
-        let sync_due = unsynced_since.is_some_and(|t| t.elapsed() >= SYNC_WINDOW);
+        // Under steady load the queue never runs dry, so the idle-time sync above never comes.
+        // On SQLite the store's background thread syncs the WAL file every SYNC_WINDOW
+        // (`sqlite::Checkpointer`), off this thread; on PostgreSQL a group made when the oldest
+        // unsynced commit is due is committed synchronously instead (which flushes everything
+        // before it too).
+        let sync_due =
+            conn.dialect() == Dialect::Postgres && unsynced_since.is_some_and(|t| t.elapsed() >= SYNC_WINDOW);
         let full = sync_due || jobs.iter().any(|j| j.durability == Durability::Full);
         let begin = match conn.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
