@@ -157,6 +157,14 @@ fn apply(conn: &mut dyn Conn, w: &MpiWrite) -> Result<(), StoreError> {
         }
         MpiWrite::MovePerson { from, to } => {
             let p = [Param::Text(to), Param::Text(from)];
+            // The audit trail cannot move (it is hash-chained): remember that `from` lives on
+            // as `to`, and that every id retired into `from` now does too.
+            conn.execute("UPDATE person_retired SET survivor_id = $1 WHERE survivor_id = $2", &p)?;
+            conn.execute(
+                "INSERT INTO person_retired (retired_id, survivor_id, at) VALUES ($2, $1, $3) \
+                 ON CONFLICT (retired_id) DO UPDATE SET survivor_id = excluded.survivor_id, at = excluded.at",
+                &[Param::Text(to), Param::Text(from), Param::I64(musubi_fhir::datetime::now_ms())],
+            )?;
             for table in ["portal_account", "proxy_grant", "visit_consent", "emergency_grant", "notification"] {
                 conn.execute(&format!("UPDATE {table} SET person_id = $1 WHERE person_id = $2"), &p)?;
             }

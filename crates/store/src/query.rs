@@ -471,7 +471,8 @@ pub struct AuditQuery {
     pub to: Option<i64>,
     /// Only this sequence number.
     pub seq: Option<i64>,
-    /// Records about this person (any of their source patients).
+    /// Records about this person (any of their source patients, and any person merged into
+    /// them).
     pub person: Option<String>,
 }
 
@@ -503,7 +504,11 @@ impl AuditQuery {
             c.push(format!("seq = {}", b.int(v)));
         }
         if let Some(v) = &self.person {
-            c.push(format!("person_id = {}", b.text(v.clone())));
+            // A person's trail includes what was recorded under the ids merged into them.
+            let p = b.text(v.clone());
+            c.push(format!(
+                "(person_id = {p} OR person_id IN (SELECT retired_id FROM person_retired WHERE survivor_id = {p}))"
+            ));
         }
         c.join(" AND ")
     }

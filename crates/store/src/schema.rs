@@ -433,6 +433,18 @@ CREATE TABLE referral_attachment (
 CREATE INDEX IF NOT EXISTS resource_item ON resource (person_id, rtype, item_key)
 "#,
     },
+    Migration {
+        version: 6,
+        name: "persons retired by a merge, and who they live on as (so their audit trail stays theirs)",
+        sql: r#"
+CREATE TABLE person_retired (
+    retired_id TEXT PRIMARY KEY,
+    survivor_id TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS person_retired_survivor ON person_retired (survivor_id)
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the

@@ -9,6 +9,7 @@ use musubi_domain::{Flags, ResourceClass};
 use musubi_fhir::datetime::parse_range;
 use musubi_fhir::index::extract;
 use musubi_fhir::{ResourceType, classify};
+use musubi_store::mpi::MpiWrite;
 use musubi_store::*;
 use serde_json::{Value, json};
 
@@ -434,6 +435,29 @@ fn run_suite(store: Store) {
     assert!(total > 100);
     assert_eq!(page.len(), 5);
     assert!(page[0].0 > page[1].0, "newest first");
+
+    // A merged person's trail: what was recorded under the retired ids is found under the
+    // survivor, through a chain of merges (p-a into p-b, then p-b into p-c).
+    let about = |i: usize, person: &str| AuditRecord { person: Some(person.into()), ..audit(i, None) };
+    store.append_audit(vec![about(900, "p-a"), about(901, "p-b"), about(902, "p-c"), about(903, "p-x")]).unwrap();
+    let trail = |person: &str| -> Vec<String> {
+        let q = AuditQuery { person: Some(person.into()), ..Default::default() };
+        let (_, rows) = store.read(|r| r.audit_search(&q, 0, 100)).unwrap();
+        let mut who: Vec<String> = rows
+            .iter()
+            .map(|(_, text)| serde_json::from_str::<AuditRecord>(text).unwrap().person.unwrap_or_default())
+            .collect();
+        who.sort();
+        who
+    };
+    assert_eq!(trail("p-c"), vec!["p-c"]);
+    store.write_mpi(vec![MpiWrite::MovePerson { from: "p-a".into(), to: "p-b".into() }], vec![]).unwrap();
+    assert_eq!(trail("p-b"), vec!["p-a", "p-b"]);
+    store.write_mpi(vec![MpiWrite::MovePerson { from: "p-b".into(), to: "p-c".into() }], vec![]).unwrap();
+    assert_eq!(trail("p-c"), vec!["p-a", "p-b", "p-c"]);
+    // The retired id still finds what was recorded under it, no longer what was merged into it.
+    assert_eq!(trail("p-b"), vec!["p-b"]);
+    assert_eq!(trail("p-x"), vec!["p-x"]);
 }
 
 #[test]
