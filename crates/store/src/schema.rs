@@ -433,6 +433,13 @@ CREATE TABLE referral_attachment (
 CREATE INDEX IF NOT EXISTS resource_item ON resource (person_id, rtype, item_key)
 "#,
     },
+    Migration {
+        version: 7,
+        name: "referral exchange: who withdrew a letter (取り下げ)",
+        sql: r#"
+ALTER TABLE referral ADD COLUMN withdrawn_by TEXT
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the
