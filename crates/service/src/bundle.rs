@@ -1227,7 +1227,9 @@ impl Service {
         Ok((id, Some(put)))
     }
 
-    /// `DELETE /Bundle?identifier=…`: removes a JP-CLINS submission and what it stored.
+    /// `DELETE /Bundle?identifier=…`: removes a JP-CLINS submission and what it stored. When it
+    /// is a delivered 診療情報提供書, the letter is withdrawn (取り下げ, see
+    /// [`crate::referral`]) in the same transaction, with its attached 退院時サマリー.
     pub fn delete_bundle(&self, ctx: &Ctx, identifier: &str) -> Result<usize, ApiError> {
         let key = identifier
             .split_once('|')
@@ -1270,7 +1272,16 @@ impl Service {
             let mut base = self.audit_record(ctx, AuditAction::Delete, "delete-bundle", AuditOutcome::Success);
             base.query = Some(format!("Bundle?identifier={key}"));
             batch.audit = audits_by_patient(&base, &items);
-            self.commit_and_link(ctx, batch)?;
+            // A delivered 診療情報提供書 is withdrawn (取り下げ) by its sender: the referral is
+            // marked in the same transaction as the deletion of its document.
+            match self.plan_withdrawal(ctx, &key, now, &mut batch)? {
+                Some(w) => {
+                    self.store.commit_withdrawing(batch, vec![w])?;
+                }
+                None => {
+                    self.commit_and_link(ctx, batch)?;
+                }
+            }
             Ok(members.len())
         })();
         result.map_err(|e| {

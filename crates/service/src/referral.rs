@@ -18,6 +18,14 @@
 //! deleted 7 days after the addressee received it, and 6 months after sending at the latest
 //! ([`crate::retention`] does it). What is deleted answers 410 Gone.
 //!
+//! Withdrawal (取り下げ): the sender withdraws a letter sent by mistake by deleting its
+//! document Bundle by identifier (`DELETE /Bundle?identifier=…`, [`Service::delete_bundle`]).
+//! The letter is marked withdrawn (when, by whom) in the same transaction as the deletion; both
+//! boxes list it as 取り下げ (with its receipt, if it was received before), its files are
+//! dropped, and opening it answers 410 saying the sender withdrew it. The patient is no longer
+//! shown: a letter sent by mistake may have gone to the wrong facility or be about the wrong
+//! patient.
+//!
 //! Signatures: a CMS signature over the document's exact bytes (detached) or enveloping it is
 //! verified against the operator's trust roots ([`crate::signature`]); the result is stored at
 //! sending and checked again, with the current roots, whenever the referral is opened.
@@ -33,6 +41,7 @@ use musubi_fhir::index::{IndexEntry, IndexValue, referral_recipients};
 use musubi_fhir::outcome::{OutcomeIssue, Severity};
 use musubi_fhir::{ResourceType, datetime};
 use musubi_gate::{Actor, Decision, DenyReason, LetterView, ReferralOp, decide_referral, may_send_referrals};
+use musubi_store::referral::{WITHDRAWN, Withdrawal};
 use musubi_store::{AttachmentRow, BundleOp, BundleSubmission, Expect, PutResource, Receipt, ReferralRow, WriteBatch};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -157,6 +166,8 @@ pub enum ReferralStatus {
     Received,
     /// Deleted by retention (削除済み).
     Deleted,
+    /// Withdrawn by its sender (取り下げ).
+    Withdrawn,
 }
 
 impl ReferralStatus {
@@ -166,6 +177,7 @@ impl ReferralStatus {
             ReferralStatus::Sent => "未受領",
             ReferralStatus::Received => "受領済み",
             ReferralStatus::Deleted => "削除済み（保存期間経過）",
+            ReferralStatus::Withdrawn => "取り下げ",
         }
     }
 }
@@ -229,8 +241,10 @@ pub struct ReferralSummary {
     /// Deleted at.
     #[serde(serialize_with = "opt_instant")]
     pub deleted_at: Option<i64>,
-    /// Why deleted.
+    /// Why deleted: `received+7d`, `retention-6m` or `withdrawn`.
     pub deleted_reason: Option<String>,
+    /// Who withdrew it (login or system name), when withdrawn; `deleted_at` says when.
+    pub withdrawn_by: Option<String>,
     /// The signature result at sending.
     pub signature: SignatureBadge,
     /// The referral this one answers.
@@ -719,6 +733,9 @@ impl Service {
                     return Err(letter_refusal(&ctx.actor, id, &r, "診療情報提供書を作成・送信できません"));
                 }
             }
+            if original.deleted_reason.as_deref() == Some(WITHDRAWN) {
+                return Err(ApiError::new(ErrorKind::Gone, "元の紹介状は紹介元が取り下げたため、返書は送れません"));
+            }
             if original.deleted_at.is_some() {
                 return Err(ApiError::new(ErrorKind::Gone, "元の紹介状は保存期間の経過により削除されています"));
             }
@@ -996,6 +1013,7 @@ impl Service {
             signed_content: if detached { Some(b64(&doc_bytes)) } else { None },
             deleted_at: None,
             deleted_reason: None,
+            withdrawn_by: None,
         };
         let receipt = match &reply_to {
             Some(o) if o.received_at.is_none() => Some(self.receipt_of(ctx, &o.id, now)),
@@ -1171,6 +1189,7 @@ impl Service {
             signed_content: None,
             deleted_at: None,
             deleted_reason: None,
+            withdrawn_by: None,
         };
         notes.push(OutcomeIssue {
             severity: Severity::Information,
@@ -1223,7 +1242,9 @@ impl Service {
     fn summarize(&self, row: &ReferralRow, names: &HashMap<String, String>, replies: &[String]) -> ReferralSummary {
         let name = |code: &str| names.get(code).cloned();
         let stored: Option<StoredSummary> = row.summary.as_deref().and_then(|s| serde_json::from_str(s).ok());
-        let status = if row.deleted_at.is_some() {
+        let status = if row.deleted_reason.as_deref() == Some(WITHDRAWN) {
+            ReferralStatus::Withdrawn
+        } else if row.deleted_at.is_some() {
             ReferralStatus::Deleted
         } else if row.received_at.is_some() {
             ReferralStatus::Received
@@ -1242,7 +1263,7 @@ impl Service {
             status_label: status.label_ja(),
             sender: FacilityRef { code: row.sender.clone(), name: name(&row.sender) },
             addressee: FacilityRef { code: row.addressee.clone(), name: name(&row.addressee) },
-            patient: row.summary.as_ref().map(|_| s.patient.clone()),
+            patient: row.summary.as_ref().filter(|_| status != ReferralStatus::Withdrawn).map(|_| s.patient.clone()),
             title: s.title,
             author: s.author,
             document_date: s.document_date,
@@ -1254,6 +1275,7 @@ impl Service {
             delete_after,
             deleted_at: row.deleted_at,
             deleted_reason: row.deleted_reason.clone(),
+            withdrawn_by: row.withdrawn_by.clone(),
             signature: SignatureBadge { status: signature, label: signature.label_ja() },
             reply_to: row.reply_to.clone(),
             replies: replies.to_vec(),
@@ -1292,7 +1314,8 @@ impl Service {
     }
 
     /// The referrals addressed to the caller's facility (`facility` for administrators),
-    /// newest first; deleted ones only when `include_deleted`.
+    /// newest first; withdrawn ones always (the addressee must see that a letter was taken
+    /// back), ones deleted by retention only when `include_deleted`.
     pub fn referral_inbox(
         &self,
         ctx: &Ctx,
@@ -1303,7 +1326,8 @@ impl Service {
     }
 
     /// The referrals the caller's facility sent (`facility` for administrators), newest first,
-    /// with their receipt and replies; deleted ones only when `include_deleted`.
+    /// with their receipt and replies; withdrawn ones always, ones deleted by retention only when
+    /// `include_deleted`.
     pub fn referral_outbox(
         &self,
         ctx: &Ctx,
@@ -1331,7 +1355,7 @@ impl Service {
             let (rows, answers) = if inbox { (to, from) } else { (from, to) };
             let out: Vec<ReferralSummary> = rows
                 .iter()
-                .filter(|r| include_deleted || r.deleted_at.is_none())
+                .filter(|r| include_deleted || r.deleted_at.is_none() || r.deleted_reason.as_deref() == Some(WITHDRAWN))
                 .map(|r| {
                     let replies: Vec<String> = answers
                         .iter()
@@ -1386,9 +1410,21 @@ impl Service {
             return Err(e);
         }
         if let Some(at) = row.deleted_at {
+            let withdrawn = row.deleted_reason.as_deref() == Some(WITHDRAWN);
             a.outcome = AuditOutcome::MinorFailure;
-            a.outcome_text = Some("deleted".into());
+            a.outcome_text = Some(if withdrawn { "withdrawn" } else { "deleted" }.into());
             self.audit(vec![a])?;
+            if withdrawn {
+                let names = self.facility_names([row.sender.as_str()])?;
+                return Err(ApiError::new(
+                    ErrorKind::Gone,
+                    format!(
+                        "この紹介状は紹介元（{}）が {} に取り下げました。内容と添付ファイルは閲覧できません",
+                        names.get(&row.sender).map_or_else(|| row.sender.clone(), |n| format!("{n} {}", row.sender)),
+                        datetime::format_instant(at),
+                    ),
+                ));
+            }
             return Err(ApiError::new(
                 ErrorKind::Gone,
                 format!(
@@ -1458,7 +1494,9 @@ impl Service {
                 Ok((content(r, &row.bundle_id)?, content(r, &row.discharge_id)?, r.referral_replies(&row.id)?))
             })?;
             let Some(bundle) = bundle else {
-                return Err(ApiError::new(ErrorKind::Gone, "この紹介状の文書は保存期間の経過により削除されています"));
+                // Deleted without the referral being marked (by another path than retention or
+                // withdrawal): say only that it is gone, not why.
+                return Err(ApiError::new(ErrorKind::Gone, "この紹介状の文書は削除されています"));
             };
             let parse = |s: &str| {
                 serde_json::from_str::<Value>(s).map_err(|e| ApiError::internal(format!("stored referral JSON: {e}")))
@@ -1506,6 +1544,60 @@ impl Service {
         };
         let detached = row.signed_content.as_deref().and_then(unb64);
         crate::signature::verify(&sig, detached.as_deref(), &self.trust_roots(), row.created).report
+    }
+
+    /// The withdrawal (取り下げ) of the delivered letter whose document Bundle identifier is
+    /// `key`, if there is one not yet deleted: its attached 退院時サマリー goes into `batch` to be
+    /// deleted with it (the caller deletes the letter's own document), with the audit record of
+    /// the withdrawal. The caller commits `batch` and the withdrawal together
+    /// ([`musubi_store::Store::commit_withdrawing`]).
+    pub(crate) fn plan_withdrawal(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        now: i64,
+        batch: &mut WriteBatch,
+    ) -> Result<Option<Withdrawal>, ApiError> {
+        let k = key.to_owned();
+        let Some(row) = self.store.read(|r| r.referral_by_bundle_key(&k))? else { return Ok(None) };
+        let mut entities: Vec<String> = row.bundle_id.iter().map(|b| format!("Bundle/{b}")).collect();
+        if let Some(did) = &row.discharge_id
+            && let Some(d) = self.store.current(ResourceType::Bundle, did)?
+            && !d.deleted
+        {
+            if let Decision::Deny(r) = crate::access::write_decision(
+                &ctx.actor,
+                musubi_gate::Operation::Delete,
+                &musubi_gate::RecordView::of(&d),
+            ) {
+                return Err(ApiError::new(ErrorKind::Forbidden, r.message_ja()));
+            }
+            entities.push(d.key());
+            if let Some(dk) = d.meta.bundle_key.clone()
+                && dk != key
+            {
+                batch.bundles.push(BundleOp::Remove(dk));
+            }
+            batch.deletes.push(musubi_store::DeleteResource {
+                rtype: ResourceType::Bundle,
+                id: d.id,
+                last_updated: now,
+                expect_version: Some(d.version),
+            });
+        }
+        // The boxes keep only what names the letter, not the patient nor the files.
+        let kept = row.summary.as_deref().and_then(|s| serde_json::from_str::<StoredSummary>(s).ok()).map(|s| {
+            StoredSummary { title: s.title, author: s.author, document_date: s.document_date, ..Default::default() }
+        });
+        let summary =
+            kept.map(|k| serde_json::to_string(&k)).transpose().map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut a = self.audit_record(ctx, AuditAction::Delete, "referral-withdraw", AuditOutcome::Success);
+        a.patient = row.patient_id.clone();
+        a.person = self.current_person(&row.patient_id);
+        a.entities = entities;
+        a.query = Some(format!("referral={}&Bundle?identifier={key}", row.id));
+        batch.audit.push(a);
+        Ok(Some(Withdrawal { referral_id: row.id, at: now, by: ctx.actor.name().to_owned(), summary }))
     }
 
     /// Downloads file `seq` of referral `id` (same access as opening; the addressee's first

@@ -5,6 +5,10 @@
 //! attached files are. A referral is written together with its resources and its audit record
 //! in one transaction; receipt is marked at most once (the first opening wins).
 //!
+//! A letter its sender withdraws (取り下げ: its document deleted by Bundle identifier) keeps its
+//! row, marked withdrawn (when, by whom) in the same transaction as the deletion, so that both
+//! boxes show what happened and an opening answers 410 naming the withdrawal.
+//!
 //! The purge removes a resource's content for good (every stored version) and leaves a deletion
 //! version behind, so that a read answers 410 Gone and the id is never reused: what retention
 //! removes must not linger in `_history`.
@@ -62,8 +66,26 @@ pub struct ReferralRow {
     pub signed_content: Option<String>,
     /// When deleted.
     pub deleted_at: Option<i64>,
-    /// Why: `received+7d` or `retention-6m`.
+    /// Why: `received+7d` or `retention-6m` (retention), or [`WITHDRAWN`] (the sender withdrew it).
     pub deleted_reason: Option<String>,
+    /// Who withdrew it (login or system name), when `deleted_reason` is [`WITHDRAWN`].
+    pub withdrawn_by: Option<String>,
+}
+
+/// The `deleted_reason` of a letter its sender withdrew (取り下げ).
+pub const WITHDRAWN: &str = "withdrawn";
+
+/// A letter to mark withdrawn by its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// The referral.
+    pub referral_id: String,
+    /// When.
+    pub at: i64,
+    /// Who (login or system name).
+    pub by: String,
+    /// What the lists go on showing (JSON written by the service; None shows nothing).
+    pub summary: Option<String>,
 }
 
 /// A file attached to a referral.
@@ -122,7 +144,7 @@ pub struct PurgeKey {
 }
 
 const LIST_COLS: &str = "id, sender, addressee, bundle_id, bundle_key, discharge_id, patient_id, person_id, reply_to, summary, \
-     created, created_by, expires, received_at, received_by, received_by_name, signature_status, signature_report, deleted_at, deleted_reason";
+     created, created_by, expires, received_at, received_by, received_by_name, signature_status, signature_report, deleted_at, deleted_reason, withdrawn_by";
 const BLOB_COLS: &str = "signature, signed_content";
 
 fn referral_row(r: &Row, blobs: bool) -> ReferralRow {
@@ -148,8 +170,9 @@ fn referral_row(r: &Row, blobs: bool) -> ReferralRow {
         signature_report: s(17),
         deleted_at: r.opt_i64(18),
         deleted_reason: s(19),
-        signature: if blobs { s(20) } else { None },
-        signed_content: if blobs { s(21) } else { None },
+        withdrawn_by: s(20),
+        signature: if blobs { s(21) } else { None },
+        signed_content: if blobs { s(22) } else { None },
     }
 }
 
@@ -157,7 +180,7 @@ fn insert_referral(conn: &mut dyn Conn, r: &ReferralRow) -> Result<(), StoreErro
     conn.execute(
         &format!(
             "INSERT INTO referral ({LIST_COLS}, {BLOB_COLS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
         ),
         &[
             Param::Text(&r.id),
@@ -180,6 +203,7 @@ fn insert_referral(conn: &mut dyn Conn, r: &ReferralRow) -> Result<(), StoreErro
             r.signature_report.as_deref().into(),
             r.deleted_at.into(),
             r.deleted_reason.as_deref().into(),
+            r.withdrawn_by.as_deref().into(),
             r.signature.as_deref().into(),
             r.signed_content.as_deref().into(),
         ],
@@ -301,6 +325,42 @@ impl Store {
             let marked = mark_received(conn, &receipt)?;
             append_audit(conn, &audit)?;
             Ok(marked)
+        })
+    }
+
+    /// Writes a batch (the deletion of withdrawn letters' documents, with its audit records)
+    /// and marks those letters withdrawn in the same transaction: when and by whom, their files
+    /// dropped, their signature and identifier released (the identifier may be sent again as a
+    /// new letter). A letter already deleted or withdrawn is left as it is. Returns the ids
+    /// marked by this call.
+    pub fn commit_withdrawing(
+        &self,
+        batch: WriteBatch,
+        withdrawals: Vec<Withdrawal>,
+    ) -> Result<(Committed, Vec<String>), StoreError> {
+        self.inner.writer.write(move |conn| {
+            let c = apply_batch(conn, &batch)?;
+            let mut done = Vec::new();
+            for w in &withdrawals {
+                let n = conn.execute(
+                    "UPDATE referral SET deleted_at = $1, deleted_reason = $2, withdrawn_by = $3, summary = $4, \
+                     signature = NULL, signed_content = NULL, bundle_id = NULL, discharge_id = NULL, bundle_key = NULL \
+                     WHERE id = $5 AND deleted_at IS NULL",
+                    &[
+                        Param::I64(w.at),
+                        Param::Text(WITHDRAWN),
+                        Param::Text(&w.by),
+                        w.summary.as_deref().into(),
+                        Param::Text(&w.referral_id),
+                    ],
+                )?;
+                if n == 0 {
+                    continue;
+                }
+                conn.execute("DELETE FROM referral_attachment WHERE referral_id = $1", &[Param::Text(&w.referral_id)])?;
+                done.push(w.referral_id.clone());
+            }
+            Ok((c, done))
         })
     }
 

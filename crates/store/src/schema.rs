@@ -445,6 +445,13 @@ CREATE TABLE person_retired (
 CREATE INDEX IF NOT EXISTS person_retired_survivor ON person_retired (survivor_id)
 "#,
     },
+    Migration {
+        version: 7,
+        name: "referral exchange: who withdrew a letter (取り下げ)",
+        sql: r#"
+ALTER TABLE referral ADD COLUMN withdrawn_by TEXT
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the
