@@ -190,13 +190,16 @@ impl Service {
                 texts.insert((s.rtype, s.id, s.version), s.content);
             }
         }
-        for i in missing {
+        // The texts to parse, in row order.
+        let jobs: Vec<(usize, Option<String>)> = missing
+            .into_iter()
+            .filter_map(|i| {
+                let row = rows.get(i)?;
+                texts.remove(&(row.rtype, row.id.clone(), row.version)).map(|t| (i, t))
+            })
+            .collect();
+        for (i, parsed) in parse_all(rows, jobs)? {
             let (Some(row), Some(slot)) = (rows.get(i), out.get_mut(i)) else { continue };
-            let Some(text) = texts.remove(&(row.rtype, row.id.clone(), row.version)) else { continue };
-            let text = text.as_deref().unwrap_or("{}");
-            let value: Value = serde_json::from_str(text)
-                .map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", row.rtype, row.id)))?;
-            let parsed = Parsed::new(value, text.len());
             self.cache.insert(VersionRef::of(row).to_key(), parsed.clone());
             *slot = Some(parsed);
         }
@@ -224,4 +227,35 @@ impl Service {
         });
         Ok(bundle.to_string())
     }
+}
+
+/// Parses stored JSON texts (`(row index, text)`), on every core when there are many: the first
+/// open of a long history parses thousands of records, and parsing is most of its time.
+fn parse_all(rows: &[PersonRecordRow], jobs: Vec<(usize, Option<String>)>) -> Result<Vec<(usize, Parsed)>, ApiError> {
+    fn parse(rows: &[PersonRecordRow], jobs: &[(usize, Option<String>)]) -> Result<Vec<(usize, Parsed)>, ApiError> {
+        jobs.iter()
+            .map(|(i, text)| {
+                let text = text.as_deref().unwrap_or("{}");
+                let value: Value = serde_json::from_str(text).map_err(|e| {
+                    let what = rows.get(*i).map(|r| format!("{}/{}", r.rtype, r.id)).unwrap_or_default();
+                    ApiError::internal(format!("stored JSON of {what}: {e}"))
+                })?;
+                Ok((*i, Parsed::new(value, text.len())))
+            })
+            .collect()
+    }
+    const PARALLEL_FROM: usize = 512;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    if jobs.len() < PARALLEL_FROM || threads < 2 {
+        return parse(rows, &jobs);
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs.chunks(chunk).map(|part| scope.spawn(move || parse(rows, part))).collect();
+        let mut out = Vec::with_capacity(jobs.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| ApiError::internal("a parsing thread panicked".to_owned()))??);
+        }
+        Ok(out)
+    })
 }
