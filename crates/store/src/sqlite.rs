@@ -91,7 +91,7 @@ impl Checkpointer {
                         wal = None;
                     }
                     tick = tick.wrapping_add(1);
-                    if tick % Self::CHECKPOINT_EVERY == 0
+                    if tick.is_multiple_of(Self::CHECKPOINT_EVERY)
                         && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
                         tracing::warn!(error = %e, "background WAL checkpoint failed (the writer's own checkpoint stays as fallback)");
