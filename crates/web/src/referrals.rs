@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/referrals/{id}", get(open))
         .route("/referrals/{id}/files/{seq}", get(file))
         .route("/referrals/{id}/reply", get(reply_form).post(reply_post))
+        .route("/referrals/{id}/withdraw", axum::routing::post(withdraw_post))
         .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_LIMIT))
 }
 
@@ -113,6 +114,7 @@ async fn list(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> Re
         if outbox { out.iter().collect() } else { inbox.iter().filter(|r| !only_new || is_waiting(r)).collect() };
     let msg = match q_get(&q, "msg") {
         "sent" => Some(notice("ok", "紹介状を送信しました。宛先の医療機関が開くと「受領済み」になります。")),
+        "withdrawn" => Some(notice("ok", "紹介状を取り下げました。宛先の受信箱には「取り下げ」と表示されます。")),
         _ => None,
     };
     Ok(page(
@@ -515,6 +517,14 @@ async fn open(State(web): State<Web>, c: Clinician, Path(id): Path<String>, RawQ
                     @for r in &s.replies { a.button.secondary href={"/referrals/" (r)} { "返書を開く" } }
                     @if let Some(orig) = &s.reply_to { a.button.secondary href={"/referrals/" (orig)} { "元の紹介状" } }
                 }
+                // The sender may take back a letter sent by mistake (the service asks the gate).
+                @if s.sender.code == own && s.deleted_at.is_none() {
+                    form.actions method="post" action={"/referrals/" (s.id) "/withdraw"} {
+                        (csrf_field(&c.csrf))
+                        p.note { "誤って送信した場合は取り下げられます。取り下げると宛先では開けなくなります（取り消せません）。" }
+                        button.danger type="submit" { "この紹介状を取り下げる" }
+                    }
+                }
             }
             (signature_block(&v))
             section.card.doc { (record_html::document(&v.document)) }
@@ -687,6 +697,14 @@ async fn reply_post(State(web): State<Web>, c: Clinician, Path(id): Path<String>
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `POST /referrals/{id}/withdraw`: the sender withdraws (取り下げ) a letter.
+async fn withdraw_post(State(web): State<Web>, c: Clinician, Path(id): Path<String>, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &c.csrf)?;
+    let ctx = c.ctx.clone();
+    web.call(move |svc| svc.withdraw_referral(&ctx, &id)).await?;
+    Ok(Redirect::to("/referrals?box=out&msg=withdrawn").into_response())
 }
 
 #[cfg(test)]
