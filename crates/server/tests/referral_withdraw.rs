@@ -62,6 +62,51 @@ fn referral_doc(local: &str) -> Value {
     d
 }
 
+/// A 退院時サマリー built from the example's resources with the sections the eDischargeSummary
+/// profile requires.
+fn discharge_doc(local: &str) -> Value {
+    let mut d = referral_doc(local);
+    d["meta"]["profile"] = json!(["http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eDischargeSummary|1"]);
+    let purpose = "urn:uuid:3acc3dc7-c79b-41f1-8eea-ac4de9b664b8";
+    d["entry"].as_array_mut().unwrap().retain(|e| e["fullUrl"] != purpose);
+    let section = |code: &str, title: &str, refs: &[(&str, &str)]| {
+        let mut s = json!({"title": title, "code": {"coding": [{"system": "http://jpfhir.jp/fhir/clins/CodeSystem/document-section", "code": code}]},
+            "text": {"status": "additional", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{title}</div>")}});
+        if !refs.is_empty() {
+            s["entry"] = refs.iter().map(|(u, t)| json!({"reference": format!("urn:uuid:{u}"), "type": t})).collect();
+        }
+        s
+    };
+    let enc = ("7cad1f19-3435-451d-9a71-a81b61f3358e", "Encounter");
+    let cc1 = ("6a31db8e-109d-4349-b0cf-095131c3307a", "Condition");
+    let structured = json!([
+        section("322", "入院時詳細", &[enc]),
+        section("342", "入院時診断", &[cc1]),
+        section("352", "主訴", &[("a9358f3e-c743-4998-aa89-1be54c31b432", "Condition")]),
+        section("312", "入院理由", &[]),
+        section("362", "現病歴", &[("5eab50b2-6741-467c-a2fd-a4adab1f835f", "Condition")]),
+        section("333", "入院中経過", &[("a6e4fc73-a749-4583-94a7-18e4241b4c75", "DocumentReference")]),
+        section("324", "退院時詳細", &[enc]),
+        section("344", "退院時診断", &[cc1]),
+        section("444", "退院時投薬指示", &[]),
+        section("424", "退院時方針指示", &[]),
+    ]);
+    let c = &mut d["entry"][0]["resource"];
+    c["meta"]["profile"] =
+        json!(["http://jpfhir.jp/fhir/eDischargeSummary/StructureDefinition/JP_Composition_eDischargeSummary|1"]);
+    c["type"]["coding"][0]["code"] = json!("18842-5");
+    c["type"]["coding"][0]["display"] = json!("退院時サマリー");
+    c["category"] = json!([{"coding": [{"system": "http://jpfhir.jp/fhir/Common/CodeSystem/doc-subtypecodes", "code": "DISCHARGE"}]}]);
+    c["title"] = json!("退院時サマリー");
+    c["event"] = json!([{"period": {"start": "2020-08-01", "end": "2020-08-20"}}]);
+    for s in c["section"].as_array_mut().unwrap() {
+        if s["code"]["coding"][0]["code"] == "300" {
+            s["section"] = structured.clone();
+        }
+    }
+    d
+}
+
 fn delete_path(local: &str) -> String {
     format!("Bundle?identifier=http%3A%2F%2Fjpfhir.jp%2Ffhir%2Fclins%2Fbundle-identifier%7C{SENDER}%5E2024%5E{local}")
 }
@@ -99,7 +144,7 @@ fn scenario(s: &TestServer) {
         &dr_send,
         Method::POST,
         "/referrals",
-        Some(json!({"document": referral_doc("WD-1"),
+        Some(json!({"document": referral_doc("WD-1"), "discharge_summary": discharge_doc("WD-1-DS"),
                "attachments": [{"filename": "紹介状 写し.pdf", "content_type": "application/pdf",
                                 "data": base64::engine::general_purpose::STANDARD.encode(PDF)}]})),
     );
@@ -109,6 +154,8 @@ fn scenario(s: &TestServer) {
     assert_eq!(open.status, 200, "{}", open.text);
     assert_eq!(open.body["received_now"], true);
     let bundle_id = open.body["bundle_id"].as_str().unwrap().to_owned();
+    assert_eq!(open.body["discharge_summary"]["identifier"]["value"], format!("{SENDER}^2024^WD-1-DS"));
+    assert!(s.store.read(|r| r.bundle_submission(&format!("{SENDER}^2024^WD-1-DS"))).unwrap().is_some());
     assert_eq!(api(&dr_to, Method::GET, &format!("/referrals/{id}/files/0"), None).status, 200);
 
     // The sender withdraws it by deleting the document by identifier.
@@ -141,8 +188,11 @@ fn scenario(s: &TestServer) {
         let file = api(c, Method::GET, &format!("/referrals/{id}/files/0"), None);
         assert_eq!(file.status, 410, "{}", file.text);
     }
-    // The document itself is deleted.
+    // The document itself is deleted, and the attached 退院時サマリー with it.
     assert_eq!(dr_send.get(&format!("Bundle/{bundle_id}")).status, 410);
+    let ds_key = format!("{SENDER}^2024^WD-1-DS");
+    assert!(s.store.read(|r| r.bundle_submission(&ds_key)).unwrap().is_none(), "the discharge summary is gone");
+    assert_eq!(dr_send.delete(&delete_path("WD-1-DS")).status, 404);
     // A reply to a withdrawn letter is refused.
     let reply =
         api(&dr_to, Method::POST, &format!("/referrals/{id}/reply"), Some(json!({"document": referral_doc("WD-1R")})));
@@ -156,6 +206,7 @@ fn scenario(s: &TestServer) {
     assert_eq!(w[0]["query"], format!("referral={id}&Bundle?identifier={SENDER}^2024^WD-1"));
     assert!(w[0]["patient"].is_string(), "{}", w[0]);
     assert!(w[0]["entities"].to_string().contains(&format!("Bundle/{bundle_id}")), "{}", w[0]);
+    assert_eq!(w[0]["entities"].as_array().unwrap().len(), 2, "the letter and its discharge summary: {}", w[0]);
     // Deleting it again finds nothing: the submission is gone.
     assert_eq!(dr_send.delete(&delete_path("WD-1")).status, 404);
 
