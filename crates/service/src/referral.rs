@@ -1546,6 +1546,54 @@ impl Service {
         crate::signature::verify(&sig, detached.as_deref(), &self.trust_roots(), row.created).report
     }
 
+    /// Withdraws (取り下げ) referral `id`: deletes its document Bundle by identifier as
+    /// [`Service::delete_bundle`] does, which marks the letter withdrawn in the same
+    /// transaction. Who may send letters as the sending facility may take back what it sent
+    /// (the gate's [`ReferralOp::Send`] for the sender: its clinicians and system,
+    /// administrators and the operator); the addressee may not. Returns the letter as the
+    /// outbox now lists it.
+    pub fn withdraw_referral(&self, ctx: &Ctx, id: &str) -> Result<ReferralSummary, ApiError> {
+        let query = format!("referral={id}");
+        let result = (|| {
+            let iid = id.to_owned();
+            let Some(row) = self.store.read(|r| r.referral(&iid))? else {
+                return Err(ApiError::new(ErrorKind::NotFound, format!("紹介状 {id} は見つかりません")));
+            };
+            let view = view_of(&row)?;
+            // Another facility's letter answers like a missing one.
+            if let Decision::Deny(r) = decide_referral(&ctx.actor, &ReferralOp::Open(view))
+                && r == DenyReason::NotReferralParty
+            {
+                return Err(letter_refusal(&ctx.actor, id, &r, "紹介状を取り下げられません"));
+            }
+            if let Decision::Deny(r) = decide_referral(&ctx.actor, &ReferralOp::Send(view.sender)) {
+                return Err(match r {
+                    DenyReason::OtherFacility => {
+                        ApiError::new(ErrorKind::Forbidden, "紹介状を取り下げられるのは紹介元の医療機関だけです")
+                    }
+                    other => letter_refusal(&ctx.actor, id, &other, "紹介状を取り下げられません"),
+                });
+            }
+            if row.deleted_reason.as_deref() == Some(WITHDRAWN) {
+                return Err(ApiError::new(ErrorKind::Gone, "この紹介状はすでに取り下げられています"));
+            }
+            match (row.deleted_at, row.bundle_key.clone()) {
+                (None, Some(key)) => Ok((row, key)),
+                _ => Err(ApiError::new(ErrorKind::Gone, "この紹介状は保存期間の経過により削除されています")),
+            }
+        })();
+        let (row, key) = result.map_err(|e| match e.kind {
+            ErrorKind::Internal | ErrorKind::Unavailable => e,
+            _ => self.refuse(ctx, AuditAction::Delete, "referral-withdraw", Some(query.clone()), e),
+        })?;
+        // The deletion audits itself, the withdrawal with it (or its refusal).
+        self.delete_bundle(ctx, &format!("{}|{key}", systems::BUNDLE_IDENTIFIER))?;
+        let iid = id.to_owned();
+        let after = self.store.read(|r| r.referral(&iid))?.unwrap_or(row);
+        let names = self.facility_names([after.sender.as_str(), after.addressee.as_str()])?;
+        Ok(self.summarize(&after, &names, &[]))
+    }
+
     /// The withdrawal (取り下げ) of the delivered letter whose document Bundle identifier is
     /// `key`, if there is one not yet deleted: its attached 退院時サマリー goes into `batch` to be
     /// deleted with it (the caller deletes the letter's own document), with the audit record of

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use maud::{Markup, html};
 use musubi_fhir::ResourceType;
-use musubi_service::referral::{NewFile, NewReferral, ReferralSummary, ReferralView};
+use musubi_service::referral::{NewFile, NewReferral, ReferralStatus, ReferralSummary, ReferralView};
 use musubi_service::signature::SignatureStatus;
 use musubi_service::{ApiError, ErrorKind, parse_query};
 use serde_json::Value;
@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/referrals/{id}", get(open))
         .route("/referrals/{id}/files/{seq}", get(file))
         .route("/referrals/{id}/reply", get(reply_form).post(reply_post))
+        .route("/referrals/{id}/withdraw", axum::routing::post(withdraw_post))
         .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_LIMIT))
 }
 
@@ -57,12 +58,18 @@ fn q_get<'a>(q: &'a [(String, String)], k: &str) -> &'a str {
 }
 
 fn status_tag(r: &ReferralSummary) -> Markup {
-    let class = match r.status_label {
-        "未受領" => "tag warn",
-        "受領済み" => "tag ok",
-        _ => "tag",
+    let class = match r.status {
+        ReferralStatus::Sent => "tag warn",
+        ReferralStatus::Received => "tag ok",
+        ReferralStatus::Withdrawn => "tag danger",
+        ReferralStatus::Deleted => "tag",
     };
     html! { span class=(class) { (r.status_label) } }
+}
+
+/// A letter still waiting for the addressee (not received, neither withdrawn nor deleted).
+fn is_waiting(r: &ReferralSummary) -> bool {
+    r.received_at.is_none() && r.deleted_at.is_none()
 }
 
 fn signature_tag(status: SignatureStatus) -> Markup {
@@ -81,6 +88,7 @@ fn patient_line(r: &ReferralSummary) -> String {
             p.name.as_deref().unwrap_or("（氏名なし）"),
             p.birth_date.as_deref().map(|b| format!("（{}生）", b.replace('-', "/"))).unwrap_or_default()
         ),
+        None if r.status == ReferralStatus::Withdrawn => "（取り下げ）".to_owned(),
         None => "（削除済み）".to_owned(),
     }
 }
@@ -101,14 +109,12 @@ async fn list(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> Re
             Ok((inbox, out))
         })
         .await?;
-    let waiting = inbox.iter().filter(|r| r.received_at.is_none()).count();
-    let rows: Vec<&ReferralSummary> = if outbox {
-        out.iter().collect()
-    } else {
-        inbox.iter().filter(|r| !only_new || r.received_at.is_none()).collect()
-    };
+    let waiting = inbox.iter().filter(|r| is_waiting(r)).count();
+    let rows: Vec<&ReferralSummary> =
+        if outbox { out.iter().collect() } else { inbox.iter().filter(|r| !only_new || is_waiting(r)).collect() };
     let msg = match q_get(&q, "msg") {
         "sent" => Some(notice("ok", "紹介状を送信しました。宛先の医療機関が開くと「受領済み」になります。")),
+        "withdrawn" => Some(notice("ok", "紹介状を取り下げました。宛先の受信箱には「取り下げ」と表示されます。")),
         _ => None,
     };
     Ok(page(
@@ -135,8 +141,12 @@ async fn list(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> Re
                         }
                         tbody {
                             @for r in &rows {
-                                tr class=(if r.received_at.is_none() { "unread" } else { "" }) {
-                                    td { (status_tag(r)) }
+                                tr class=(if is_waiting(r) { "unread" } else { "" }) {
+                                    td {
+                                        (status_tag(r))
+                                        // When the sender took it back (the receipt, if any, stays in its column).
+                                        @if let (ReferralStatus::Withdrawn, Some(at)) = (r.status, r.deleted_at) { br; small { (html::datetime_ms(at)) } }
+                                    }
                                     td { a href={"/referrals/" (r.id)} { (patient_line(r)) } }
                                     td {
                                         @if outbox { (facility_label(&r.addressee.code, &r.addressee.name)) } @else { (facility_label(&r.sender.code, &r.sender.name)) }
@@ -156,7 +166,7 @@ async fn list(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -> Re
                         }
                     }
                 }
-                p.note { "紹介状は、宛先が受領してから約1週間後、受領されなくても送信から6か月後に削除されます。" }
+                p.note { "紹介状は、宛先が受領してから約1週間後、受領されなくても送信から6か月後に削除されます。紹介元が取り下げた紹介状は「取り下げ」と表示され、開けません。" }
             }
         },
     ))
@@ -507,6 +517,14 @@ async fn open(State(web): State<Web>, c: Clinician, Path(id): Path<String>, RawQ
                     @for r in &s.replies { a.button.secondary href={"/referrals/" (r)} { "返書を開く" } }
                     @if let Some(orig) = &s.reply_to { a.button.secondary href={"/referrals/" (orig)} { "元の紹介状" } }
                 }
+                // The sender may take back a letter sent by mistake (the service asks the gate).
+                @if s.sender.code == own && s.deleted_at.is_none() {
+                    form.actions method="post" action={"/referrals/" (s.id) "/withdraw"} {
+                        (csrf_field(&c.csrf))
+                        p.note { "誤って送信した場合は取り下げられます。取り下げると宛先では開けなくなります（取り消せません）。" }
+                        button.danger type="submit" { "この紹介状を取り下げる" }
+                    }
+                }
             }
             (signature_block(&v))
             section.card.doc { (record_html::document(&v.document)) }
@@ -679,6 +697,14 @@ async fn reply_post(State(web): State<Web>, c: Clinician, Path(id): Path<String>
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `POST /referrals/{id}/withdraw`: the sender withdraws (取り下げ) a letter.
+async fn withdraw_post(State(web): State<Web>, c: Clinician, Path(id): Path<String>, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &c.csrf)?;
+    let ctx = c.ctx.clone();
+    web.call(move |svc| svc.withdraw_referral(&ctx, &id)).await?;
+    Ok(Redirect::to("/referrals?box=out&msg=withdrawn").into_response())
 }
 
 #[cfg(test)]
