@@ -559,6 +559,7 @@ pub fn routes() -> Router<AppState> {
         .route("/referrals/{id}", get(referrals::open))
         .route("/referrals/{id}/files/{seq}", get(referrals::file))
         .route("/referrals/{id}/reply", post(referrals::reply))
+        .route("/referrals/{id}/withdraw", post(referrals::withdraw))
         .route("/admin/retention-sweep", post(referrals::sweep))
         .route("/admin/trust-roots", get(referrals::trust_roots))
 }
@@ -572,6 +573,7 @@ pub fn routes() -> Router<AppState> {
 /// | `GET /api/referrals/outbox` | the same | referrals the facility sent, with receipt (time, who) and replies |
 /// | `GET /api/referrals/{id}` | sender or addressee (clinicians), administrators | the documents, files, and the signature checked now; the addressee's first opening marks it received |
 /// | `GET /api/referrals/{id}/files/{seq}` | the same | one attached file (its bytes, type and name) |
+/// | `POST /api/referrals/{id}/withdraw` | the sender facility's clinicians and system, administrators | withdraw (取り下げ) a letter sent by mistake: its documents and files are deleted, both boxes show 取り下げ, opening it answers 410 (deleting its Bundle by identifier does the same) |
 /// | `POST /api/referrals/{id}/reply` | the addressee | a reply (返書) to the sender, linked to the original (a regional-network extension: the national service has no replies) |
 /// | `POST /api/admin/retention-sweep` | administrators | delete what retention ended (referrals 7 days after receipt or 6 months after sending; records past their end) |
 /// | `GET /api/admin/trust-roots` | administrators | the HPKI-style roots signatures are checked against |
@@ -767,6 +769,15 @@ pub mod referrals {
         h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(r)
+    }
+
+    pub(super) async fn withdraw(
+        State(state): State<AppState>,
+        Authed(ctx): Authed,
+        Path(id): Path<String>,
+    ) -> Result<Response> {
+        let v = state.blocking(move |svc| svc.withdraw_referral(&ctx, &id)).await?;
+        Ok(ok_json(serde_json::to_value(&v).unwrap_or_default()))
     }
 
     pub(super) async fn sweep(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {

@@ -251,6 +251,22 @@ fn scenario(s: &TestServer) {
     assert_eq!(open.body["document"]["identifier"]["value"], format!("{SENDER}^2024^WD-2"));
     // Withdrawn letters are listed without include_deleted; three letters in all.
     assert_eq!(rows.len(), 3, "{}", inbox.text);
+
+    // The explicit withdrawal over the API: refused to the addressee, done for the sender.
+    let refused = api(&dr_to, Method::POST, &format!("/referrals/{id3}/withdraw"), None);
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let w = api(&dr_send, Method::POST, &format!("/referrals/{id3}/withdraw"), None);
+    assert_eq!(w.status, 200, "{}", w.text);
+    assert_eq!(
+        (w.body["status"].as_str(), w.body["withdrawn_by"].as_str()),
+        (Some("withdrawn"), Some("dr-send")),
+        "{}",
+        w.text
+    );
+    assert_eq!(listed(&dr_to, "inbox", &id3)["status_label"], "取り下げ");
+    assert_eq!(api(&dr_to, Method::GET, &format!("/referrals/{id3}"), None).status, 410);
+    let twice = api(&dr_send, Method::POST, &format!("/referrals/{id3}/withdraw"), None);
+    assert_eq!(twice.status, 410, "{}", twice.text);
 }
 
 #[test]
