@@ -162,6 +162,19 @@ fn write_send_receive_open_download_and_reply() {
     assert!(rv.contains("本日受診されました。") && rv.contains("元の紹介状"), "{rv}");
     let orig = plain(&dr.get(&format!("/referrals/{id}")).text());
     assert!(orig.contains("返書を開く"), "{orig}");
+
+    // The sender withdraws the letter from its page (the addressee is offered no such button).
+    assert!(!plain(&to.get(&format!("/referrals/{id}")).text()).contains("この紹介状を取り下げる"));
+    let page = dr.get(&format!("/referrals/{id}"));
+    assert!(plain(&page.text()).contains("この紹介状を取り下げる"), "{}", page.text());
+    assert_eq!(dr.post(&format!("/referrals/{id}/withdraw"), &[]).status, 403, "no CSRF token");
+    let r = dr.post(&format!("/referrals/{id}/withdraw"), &[("csrf", &page.csrf())]);
+    let out = plain(&dr.follow(&r).text());
+    assert!(out.contains("紹介状を取り下げました") && out.contains("取り下げ"), "{out}");
+    let gone = to.get(&format!("/referrals/{id}"));
+    assert_eq!(gone.status, 410, "{}", gone.text());
+    assert!(plain(&gone.text()).contains("取り下げました"), "{}", gone.text());
+    assert!(plain(&to.get("/referrals").text()).contains("取り下げ"), "the addressee's inbox shows it");
 }
 
 #[test]
