@@ -62,6 +62,8 @@ pub enum ReferralOp {
     MarkReceived(LetterView),
     /// Answer a letter (返書).
     Reply(LetterView),
+    /// Withdraw (取り下げ) a letter sent by mistake: the sender facility's act.
+    Withdraw(LetterView),
 }
 
 /// The actor's part in a letter.
@@ -143,6 +145,26 @@ pub fn decide_referral(actor: &Actor, op: &ReferralOp) -> Decision {
             match p {
                 ReferralParty::Addressee => Decision::Allow(Basis::ReferralAddressed),
                 ReferralParty::Sender => Decision::Allow(Basis::OwnFacility),
+            }
+        }
+        ReferralOp::Withdraw(v) => {
+            if actor.is_privileged() {
+                return Decision::Allow(Basis::Privileged);
+            }
+            let own = actor.facility();
+            if own.is_none() || (own != Some(v.sender) && own != Some(v.addressee)) {
+                return Decision::Deny(DenyReason::NotReferralParty);
+            }
+            if let Actor::User(u) = actor
+                && !profession_may_handle(u.profession)
+            {
+                return Decision::Deny(DenyReason::ProfessionClass);
+            }
+            // The addressee learns of the letter but cannot take it back.
+            if own == Some(v.sender) {
+                Decision::Allow(Basis::OwnFacility)
+            } else {
+                Decision::Deny(DenyReason::OtherFacility)
             }
         }
         ReferralOp::MarkReceived(v) | ReferralOp::Reply(v) => {
@@ -349,6 +371,17 @@ mod tests {
                     Seen::Hidden
                 }
             }
+            ReferralOp::Withdraw(v) => {
+                if privileged {
+                    Seen::Allowed
+                } else if facility == Some(v.sender) {
+                    yes(reads_letters)
+                } else if facility == Some(v.addressee) {
+                    Seen::Refused
+                } else {
+                    Seen::Hidden
+                }
+            }
             ReferralOp::MarkReceived(v) | ReferralOp::Reply(v) => {
                 if privileged {
                     Seen::Refused
@@ -410,6 +443,7 @@ mod tests {
             any_view().prop_map(ReferralOp::File),
             any_view().prop_map(ReferralOp::MarkReceived),
             any_view().prop_map(ReferralOp::Reply),
+            any_view().prop_map(ReferralOp::Withdraw),
         ]
     }
 
@@ -439,6 +473,10 @@ mod tests {
             {
                 prop_assert!(open);
                 prop_assert_eq!(party(&actor, &v), Some(ReferralParty::Addressee));
+            }
+            // Whoever may withdraw a letter may open it.
+            if decide_referral(&actor, &ReferralOp::Withdraw(v)).is_allow() {
+                prop_assert!(open);
             }
             if open && !actor.is_privileged() {
                 prop_assert!(party(&actor, &v).is_some());

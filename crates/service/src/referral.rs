@@ -1548,9 +1548,8 @@ impl Service {
 
     /// Withdraws (取り下げ) referral `id`: deletes its document Bundle by identifier as
     /// [`Service::delete_bundle`] does, which marks the letter withdrawn in the same
-    /// transaction. Who may send letters as the sending facility may take back what it sent
-    /// (the gate's [`ReferralOp::Send`] for the sender: its clinicians and system,
-    /// administrators and the operator); the addressee may not. Returns the letter as the
+    /// transaction. The gate's [`ReferralOp::Withdraw`] decides: the sending facility's
+    /// clinicians and system, administrators and the operator; the addressee may not. Returns the letter as the
     /// outbox now lists it.
     pub fn withdraw_referral(&self, ctx: &Ctx, id: &str) -> Result<ReferralSummary, ApiError> {
         let query = format!("referral={id}");
@@ -1560,13 +1559,8 @@ impl Service {
                 return Err(ApiError::new(ErrorKind::NotFound, format!("紹介状 {id} は見つかりません")));
             };
             let view = view_of(&row)?;
-            // Another facility's letter answers like a missing one.
-            if let Decision::Deny(r) = decide_referral(&ctx.actor, &ReferralOp::Open(view))
-                && r == DenyReason::NotReferralParty
-            {
-                return Err(letter_refusal(&ctx.actor, id, &r, "紹介状を取り下げられません"));
-            }
-            if let Decision::Deny(r) = decide_referral(&ctx.actor, &ReferralOp::Send(view.sender)) {
+            // Another facility's letter answers like a missing one (NotReferralParty).
+            if let Decision::Deny(r) = decide_referral(&ctx.actor, &ReferralOp::Withdraw(view)) {
                 return Err(match r {
                     DenyReason::OtherFacility => {
                         ApiError::new(ErrorKind::Forbidden, "紹介状を取り下げられるのは紹介元の医療機関だけです")
