@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::Path;
 
 use base64::Engine;
 use common::*;
@@ -350,45 +349,9 @@ fn referral_exchange_and_retention_sqlite() {
     scenario(&RefServer::start(store, dir, musubi_service::signature::TrustRoots::empty()));
 }
 
-/// A fresh database on the PostgreSQL server of `MUSUBI_TEST_POSTGRES`, dropped at the end
-/// (made with `psql`, which comes with the server package).
-struct FreshDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-fn psql(url: &str, sql: &str) -> std::process::Output {
-    let bin = std::env::var("PG_BIN").map(|b| format!("{b}/psql")).ok().filter(|p| Path::new(p).exists());
-    std::process::Command::new(bin.as_deref().unwrap_or("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .output()
-        .expect("psql is needed to create a test database (it comes with the PostgreSQL packages)")
-}
-
-impl FreshDb {
-    fn new() -> FreshDb {
-        let admin = std::env::var("MUSUBI_TEST_POSTGRES").expect(
-            "MUSUBI_TEST_POSTGRES is not set: the referral tests must also run on PostgreSQL. Run scripts/test, which starts a server and sets it.",
-        );
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let name = format!("musubi_referral_http_{}_{}", std::process::id(), t % 1_000_000_000_000);
-        let out = psql(&admin, &format!("CREATE DATABASE {name}"));
-        assert!(out.status.success(), "create database: {}", String::from_utf8_lossy(&out.stderr));
-        let url = format!("{}/{name}", admin.rsplit_once('/').map(|(b, _)| b).unwrap());
-        FreshDb { admin, name, url }
-    }
-}
-
-impl Drop for FreshDb {
-    fn drop(&mut self) {
-        let _ = psql(&self.admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-    }
-}
-
 #[test]
 fn referral_exchange_and_retention_postgres() {
-    let db = FreshDb::new();
+    let db = FreshDb::new("musubi_referral_http");
     {
         let store = Store::open_postgres(&db.url).unwrap();
         let server =
