@@ -89,6 +89,18 @@ pub fn party(actor: &Actor, view: &LetterView) -> Option<ReferralParty> {
     }
 }
 
+/// The actor's part in a letter when they may handle it: one of its two facilities (else the
+/// letter is hidden) and, for a person, a profession that reads letters.
+fn handling_party(actor: &Actor, view: &LetterView) -> Result<ReferralParty, DenyReason> {
+    let p = party(actor, view).ok_or(DenyReason::NotReferralParty)?;
+    if let Actor::User(u) = actor
+        && !profession_may_handle(u.profession)
+    {
+        return Err(DenyReason::ProfessionClass);
+    }
+    Ok(p)
+}
+
 /// Whether the profession may read (and so write) referral letters: the profession table's
 /// rule for the class 診療情報提供書.
 fn profession_may_handle(p: Profession) -> bool {
@@ -136,35 +148,21 @@ pub fn decide_referral(actor: &Actor, op: &ReferralOp) -> Decision {
             if actor.is_privileged() {
                 return Decision::Allow(Basis::Privileged);
             }
-            let Some(p) = party(actor, &v) else { return Decision::Deny(DenyReason::NotReferralParty) };
-            if let Actor::User(u) = actor
-                && !profession_may_handle(u.profession)
-            {
-                return Decision::Deny(DenyReason::ProfessionClass);
-            }
-            match p {
-                ReferralParty::Addressee => Decision::Allow(Basis::ReferralAddressed),
-                ReferralParty::Sender => Decision::Allow(Basis::OwnFacility),
+            match handling_party(actor, &v) {
+                Err(r) => Decision::Deny(r),
+                Ok(ReferralParty::Addressee) => Decision::Allow(Basis::ReferralAddressed),
+                Ok(ReferralParty::Sender) => Decision::Allow(Basis::OwnFacility),
             }
         }
         ReferralOp::Withdraw(v) => {
             if actor.is_privileged() {
                 return Decision::Allow(Basis::Privileged);
             }
-            let own = actor.facility();
-            if own.is_none() || (own != Some(v.sender) && own != Some(v.addressee)) {
-                return Decision::Deny(DenyReason::NotReferralParty);
-            }
-            if let Actor::User(u) = actor
-                && !profession_may_handle(u.profession)
-            {
-                return Decision::Deny(DenyReason::ProfessionClass);
-            }
-            // The addressee learns of the letter but cannot take it back.
-            if own == Some(v.sender) {
-                Decision::Allow(Basis::OwnFacility)
-            } else {
-                Decision::Deny(DenyReason::OtherFacility)
+            match handling_party(actor, &v) {
+                Err(r) => Decision::Deny(r),
+                Ok(_) if actor.facility() == Some(v.sender) => Decision::Allow(Basis::OwnFacility),
+                // The addressee learns of the letter but cannot take it back.
+                Ok(_) => Decision::Deny(DenyReason::OtherFacility),
             }
         }
         ReferralOp::MarkReceived(v) | ReferralOp::Reply(v) => {
@@ -173,15 +171,10 @@ pub fn decide_referral(actor: &Actor, op: &ReferralOp) -> Decision {
             if actor.is_privileged() {
                 return Decision::Deny(DenyReason::NotAddressee);
             }
-            let Some(p) = party(actor, &v) else { return Decision::Deny(DenyReason::NotReferralParty) };
-            if let Actor::User(u) = actor
-                && !profession_may_handle(u.profession)
-            {
-                return Decision::Deny(DenyReason::ProfessionClass);
-            }
-            match p {
-                ReferralParty::Addressee => Decision::Allow(Basis::ReferralAddressed),
-                ReferralParty::Sender => Decision::Deny(DenyReason::NotAddressee),
+            match handling_party(actor, &v) {
+                Err(r) => Decision::Deny(r),
+                Ok(ReferralParty::Addressee) => Decision::Allow(Basis::ReferralAddressed),
+                Ok(ReferralParty::Sender) => Decision::Deny(DenyReason::NotAddressee),
             }
         }
     }

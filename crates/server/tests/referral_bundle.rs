@@ -7,7 +7,6 @@
 
 mod common;
 
-
 use common::*;
 use musubi_store::Store;
 use reqwest::Method;

@@ -7,7 +7,6 @@
 
 mod common;
 
-
 use base64::Engine;
 use common::*;
 use musubi_store::Store;

@@ -8,7 +8,6 @@
 
 mod common;
 
-
 use base64::Engine;
 use common::*;
 use musubi_service::{Ctx, Service};
