@@ -51,6 +51,7 @@ fn inputs() -> Result<Inputs> {
             class: FacilityClass::Hospital,
             prefecture: 13,
             area: "1301".into(),
+            views: true,
         },
         person: PersonContext {
             person_id: "P1".into(),
@@ -96,7 +97,8 @@ fn audit_record(i: u64, d: &Decision) -> AuditRecord {
 
 pub fn run(data: std::path::PathBuf, database: Option<String>, requests: u64, threads: usize) -> Result<()> {
     let inp = Arc::new(inputs()?);
-    let ctx = Context { now: 1_800_000_000_000, facility: Some(&inp.facility), person: Some(&inp.person) };
+    let ctx =
+        Context { now: 1_800_000_000_000, facility: Some(&inp.facility), person: Some(&inp.person), withheld: &[] };
 
     // 1. The decision alone.
     let n = 2_000_000u64;
@@ -124,7 +126,12 @@ pub fn run(data: std::path::PathBuf, database: Option<String>, requests: u64, th
             let (store, inp) = (store.clone(), inp.clone());
             std::thread::spawn(move || -> Result<Histogram<u64>> {
                 let mut h = Histogram::<u64>::new(3)?;
-                let ctx = Context { now: 1_800_000_000_000, facility: Some(&inp.facility), person: Some(&inp.person) };
+                let ctx = Context {
+                    now: 1_800_000_000_000,
+                    facility: Some(&inp.facility),
+                    person: Some(&inp.person),
+                    withheld: &[],
+                };
                 for i in 0..per_thread {
                     let t0 = Instant::now();
                     let d = decide(&inp.actor, Operation::Read, &inp.record, &ctx);

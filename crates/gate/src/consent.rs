@@ -90,6 +90,14 @@ pub struct FacilityInfo {
     pub prefecture: u8,
     /// 二次医療圏 (an id unique in the network, e.g. "1301" for 区中央部).
     pub area: String,
+    /// Whether its staff view (閲覧) other facilities' data. A facility that does not view
+    /// reads only its own records, whatever the patient allows.
+    #[serde(default = "yes")]
+    pub views: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where the patient lives and has lived (from the registered address history).
@@ -232,7 +240,14 @@ mod tests {
     use super::*;
 
     fn fac(code: &str, class: FacilityClass, pref: u8, area: &str) -> FacilityInfo {
-        FacilityInfo { code: code.parse().unwrap(), name: "x".into(), class, prefecture: pref, area: area.into() }
+        FacilityInfo {
+            code: code.parse().unwrap(),
+            name: "x".into(),
+            class,
+            prefecture: pref,
+            area: area.into(),
+            views: true,
+        }
     }
 
     fn home() -> Residence {

@@ -289,6 +289,9 @@ pub struct Context<'a> {
     pub facility: Option<&'a FacilityInfo>,
     /// The person concerned.
     pub person: Option<&'a PersonContext>,
+    /// Facilities that do not disclose (開示) their data to the network: their records are
+    /// shown to nobody outside them (administrators and the patient excepted).
+    pub withheld: &'a [FacilityCode],
 }
 
 /// Why an access was allowed (emergency access is marked in the audit record).
@@ -344,6 +347,12 @@ pub enum DenyReason {
     NotAddressee,
     /// Only facility staff and systems take part in the referral exchange.
     StaffOnly,
+    /// The record's facility does not disclose (開示) its data to the network.
+    NotDisclosed,
+    /// The user's facility does not view (閲覧) the network's data.
+    FacilityDoesNotView,
+    /// The patient's own disclosure settings (a `Consent` of the network) are the patient's.
+    PatientSettings,
 }
 
 impl DenyReason {
@@ -365,6 +374,9 @@ impl DenyReason {
             DenyReason::NotReferralParty => "紹介元・紹介先以外の医療機関です",
             DenyReason::NotAddressee => "この操作は紹介先の医療機関だけが行えます",
             DenyReason::StaffOnly => "紹介状の送受信は医療機関の職員のみ行えます",
+            DenyReason::NotDisclosed => "作成元の医療機関はネットワークに情報を開示していません",
+            DenyReason::FacilityDoesNotView => "所属医療機関はネットワークの情報を閲覧する設定になっていません",
+            DenyReason::PatientSettings => "患者さんの開示設定は、ご本人・代理人・運営事務局のみが参照できます",
         }
     }
 
@@ -386,6 +398,9 @@ impl DenyReason {
             DenyReason::NotReferralParty => "not-referral-party",
             DenyReason::NotAddressee => "not-addressee",
             DenyReason::StaffOnly => "staff-only",
+            DenyReason::NotDisclosed => "not-disclosed",
+            DenyReason::FacilityDoesNotView => "facility-does-not-view",
+            DenyReason::PatientSettings => "patient-settings",
         }
     }
 }
@@ -422,12 +437,15 @@ fn is_directory(rtype: ResourceType, class: ResourceClass) -> bool {
 /// Whether a user may see the person's records at all (consent + care relationship, or an
 /// emergency grant), before the per-record checks.
 pub fn person_access(u: &UserActor, ctx: &Context<'_>, person: &PersonContext) -> Result<Basis, DenyReason> {
-    if let Some(g) = person.emergency.iter().find(|g| g.user_id == u.user_id && g.until > ctx.now) {
-        return Ok(Basis::Emergency(g.reason.clone()));
-    }
     let Some(fac) = ctx.facility.filter(|f| f.code == u.facility) else {
         return Err(DenyReason::UnknownFacility);
     };
+    if !fac.views {
+        return Err(DenyReason::FacilityDoesNotView);
+    }
+    if let Some(g) = person.emergency.iter().find(|g| g.user_id == u.user_id && g.until > ctx.now) {
+        return Ok(Basis::Emergency(g.reason.clone()));
+    }
     let active = |k: CareKind| {
         person.care.iter().any(|c| c.facility == u.facility && c.kind == k && c.until.is_none_or(|t| t > ctx.now))
     };
@@ -482,11 +500,19 @@ pub fn decide(actor: &Actor, op: Operation, rec: &RecordView, ctx: &Context<'_>)
             if rec.facility == Some(u.facility) {
                 return Decision::Allow(Basis::OwnFacility);
             }
+            if rec.rtype == ResourceType::Consent {
+                // Another facility's or the network's Consent holds the patient's settings
+                // (which facilities they closed): the patient's, not a clinician's, to read.
+                return Decision::Deny(DenyReason::PatientSettings);
+            }
             let Some(person) = ctx.person.filter(|p| rec.person_id.as_deref() == Some(p.person_id.as_str())) else {
                 return Decision::Deny(DenyReason::UnknownPerson);
             };
             if rec.flags.contains(Flags::UNDELIVERED) {
                 return Decision::Deny(DenyReason::Undelivered);
+            }
+            if rec.facility.is_some_and(|f| ctx.withheld.contains(&f)) {
+                return Decision::Deny(DenyReason::NotDisclosed);
             }
             match person_access(u, ctx, person) {
                 Err(r) => Decision::Deny(r),
@@ -556,12 +582,16 @@ pub fn search_scope(actor: &Actor, rtype: ResourceType, ctx: &Context<'_>) -> Sc
             if is_dir_type {
                 rules.push(directory());
             }
-            if let Some(person) = ctx.person {
+            // Consent resources of others hold patients' settings: never in a user's scope.
+            if let Some(person) = ctx.person.filter(|_| rtype != ResourceType::Consent) {
+                let exclude_facilities =
+                    (!ctx.withheld.is_empty()).then(|| ctx.withheld.iter().map(|f| f.to_string()).collect());
                 match person_access(u, ctx, person) {
                     Ok(Basis::Emergency(_)) => rules.push(ScopeRule {
                         persons: Some(vec![person.person_id.clone()]),
                         classes: Some(classes),
                         exclude_flags: Flags::UNDELIVERED.bits(),
+                        exclude_facilities,
                         ..Default::default()
                     }),
                     Ok(_) => rules.push(ScopeRule {
@@ -569,6 +599,7 @@ pub fn search_scope(actor: &Actor, rtype: ResourceType, ctx: &Context<'_>) -> Sc
                         classes: Some(classes),
                         min_clinical_date: policy::earliest_visible(u.profession, ctx.now),
                         exclude_flags: Flags::UNDELIVERED.bits(),
+                        exclude_facilities,
                         ..Default::default()
                     }),
                     Err(_) => {}
@@ -602,6 +633,9 @@ pub fn in_scope(scope: &Scope, rec: &RecordView) -> bool {
             && r.persons.as_ref().is_none_or(|p| rec.person_id.as_ref().is_some_and(|id| p.contains(id)))
             && r.min_clinical_date.is_none_or(|m| rec.clinical_date.is_none_or(|d| d >= m))
             && rec.flags.bits() & r.exclude_flags == 0
+            && r.exclude_facilities
+                .as_ref()
+                .is_none_or(|x| rec.facility.is_none_or(|rf| !x.iter().any(|f| f == rf.as_str())))
     })
 }
 

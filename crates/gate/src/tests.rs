@@ -14,7 +14,7 @@ fn fac(s: &str) -> FacilityCode {
 }
 
 fn info(code: &str, class: FacilityClass, pref: u8, area: &str) -> FacilityInfo {
-    FacilityInfo { code: fac(code), name: "x".into(), class, prefecture: pref, area: area.into() }
+    FacilityInfo { code: fac(code), name: "x".into(), class, prefecture: pref, area: area.into(), views: true }
 }
 
 fn user(p: Profession, f: &str) -> Actor {
@@ -64,7 +64,12 @@ fn registry() -> Vec<FacilityInfo> {
 }
 
 fn ctx<'a>(reg: &'a [FacilityInfo], actor: &Actor, p: &'a PersonContext) -> Context<'a> {
-    Context { now: NOW, facility: actor.facility().and_then(|f| reg.iter().find(|i| i.code == f)), person: Some(p) }
+    Context {
+        now: NOW,
+        facility: actor.facility().and_then(|f| reg.iter().find(|i| i.code == f)),
+        person: Some(p),
+        withheld: &[],
+    }
 }
 
 #[test]
@@ -296,9 +301,25 @@ proptest! {
 
     /// What search shows is exactly what read allows.
     #[test]
-    fn scope_agrees_with_decision(actor in arb_actor(), rec in arb_record(), p in arb_person(), with_person in any::<bool>()) {
-        let reg = registry();
-        let c = Context { now: NOW, facility: actor.facility().and_then(|f| reg.iter().find(|i| i.code == f)), person: with_person.then_some(&p) };
+    fn scope_agrees_with_decision(
+        actor in arb_actor(),
+        rec in arb_record(),
+        p in arb_person(),
+        with_person in any::<bool>(),
+        views in any::<bool>(),
+        withheld in prop::sample::subsequence(vec![HOSP, PHARM, FAR, SOURCE], 0..3),
+    ) {
+        let mut reg = registry();
+        for f in &mut reg {
+            f.views = views;
+        }
+        let withheld: Vec<FacilityCode> = withheld.into_iter().map(fac).collect();
+        let c = Context {
+            now: NOW,
+            facility: actor.facility().and_then(|f| reg.iter().find(|i| i.code == f)),
+            person: with_person.then_some(&p),
+            withheld: &withheld,
+        };
         let scope = search_scope(&actor, rec.rtype, &c);
         prop_assert_eq!(in_scope(&scope, &rec), decide(&actor, Operation::Read, &rec, &c).is_allow());
     }
@@ -321,12 +342,27 @@ proptest! {
     /// A user never reads another facility's record of a person without consent and a care
     /// relationship, or an active emergency grant.
     #[test]
-    fn no_access_without_basis(p in arb_person(), rec in arb_record(), prof in prop::sample::select(Profession::ALL.to_vec())) {
-        let reg = registry();
+    fn no_access_without_basis(
+        p in arb_person(),
+        rec in arb_record(),
+        prof in prop::sample::select(Profession::ALL.to_vec()),
+        views in any::<bool>(),
+        withheld in prop::sample::subsequence(vec![PHARM, FAR, SOURCE], 0..3),
+    ) {
+        let mut reg = registry();
+        for f in &mut reg {
+            f.views = views;
+        }
+        let withheld: Vec<FacilityCode> = withheld.into_iter().map(fac).collect();
         let actor = user(prof, HOSP);
-        let c = Context { now: NOW, facility: reg.iter().find(|i| i.code == fac(HOSP)), person: Some(&p) };
+        let c = Context { now: NOW, facility: reg.iter().find(|i| i.code == fac(HOSP)), person: Some(&p), withheld: &withheld };
         let d = decide(&actor, Operation::Read, &rec, &c);
         if d.is_allow() && rec.facility != Some(fac(HOSP)) && !is_directory(rec.rtype, rec.class) {
+            // A facility that does not view reads nothing of others; a withheld facility's
+            // records and the patients' settings reach nobody outside it.
+            prop_assert!(views);
+            prop_assert!(rec.facility.is_none_or(|f| !withheld.contains(&f)));
+            prop_assert!(rec.rtype != ResourceType::Consent);
             let emergency = p.emergency.iter().any(|g| g.user_id == format!("u-{}", prof.code()) && g.until > NOW);
             let care = p.care.iter().any(|c| c.facility == fac(HOSP));
             prop_assert!(emergency || (care && !p.consent.closed));

@@ -82,14 +82,16 @@ fn arb_rule() -> impl Strategy<Value = ScopeRule> {
         prop::option::of(prop::collection::vec(prop::sample::select(PERSONS.to_vec()), 0..3)),
         prop::option::of(0i64..800),
         0u8..8,
+        prop::option::of(prop::collection::vec(prop::sample::select(FACS.to_vec()), 0..2)),
     )
-        .prop_map(|(f, c, p, days, flags)| ScopeRule {
+        .prop_map(|(f, c, p, days, flags, x)| ScopeRule {
             facilities: f.map(|v| v.into_iter().map(str::to_owned).collect()),
             classes: c,
             patients: None,
             persons: p.map(|v| v.into_iter().map(str::to_owned).collect()),
             min_clinical_date: days.map(|d| NOW - d * DAY),
             exclude_flags: flags,
+            exclude_facilities: x.map(|v| v.into_iter().map(str::to_owned).collect()),
         })
 }
 

@@ -26,6 +26,7 @@ pub(crate) fn facility_info(row: &musubi_store::FacilityRow) -> Option<FacilityI
         class: FacilityClass::from_code(&row.class).unwrap_or(FacilityClass::Other),
         prefecture: u8::try_from(row.prefecture).ok()?,
         area: row.area.clone(),
+        views: row.views,
     })
 }
 
@@ -35,20 +36,30 @@ pub(crate) struct Access<'a> {
     ctx: &'a Ctx,
     now: i64,
     facility: Option<FacilityInfo>,
+    /// Facilities that do not disclose (開示): loaded for users only.
+    withheld: Vec<FacilityCode>,
     persons: RefCell<HashMap<String, Rc<PersonContext>>>,
 }
 
 impl<'a> Access<'a> {
     /// The context for `ctx` (reads the user's facility from the registry).
     pub(crate) fn new(svc: &'a Service, ctx: &'a Ctx) -> Result<Access<'a>, ApiError> {
-        let facility = match &ctx.actor {
+        let (facility, withheld) = match &ctx.actor {
             Actor::User(u) => {
                 let code = u.facility.to_string();
-                svc.store.read(|r| r.facility(&code))?.as_ref().and_then(facility_info)
+                let (row, withheld) = svc.store.read(|r| Ok((r.facility(&code)?, r.withheld_facilities()?)))?;
+                (row.as_ref().and_then(facility_info), codes(&withheld).collect())
             }
-            _ => None,
+            _ => (None, Vec::new()),
         };
-        Ok(Access { svc, ctx, now: musubi_fhir::datetime::now_ms(), facility, persons: RefCell::new(HashMap::new()) })
+        Ok(Access {
+            svc,
+            ctx,
+            now: musubi_fhir::datetime::now_ms(),
+            facility,
+            withheld,
+            persons: RefCell::new(HashMap::new()),
+        })
     }
 
     /// Whether the decision needs a person's context (users reading other facilities' data).
@@ -66,7 +77,12 @@ impl<'a> Access<'a> {
             &self.ctx.actor,
             op,
             rec,
-            &Context { now: self.now, facility: self.facility.as_ref(), person: person.as_deref() },
+            &Context {
+                now: self.now,
+                facility: self.facility.as_ref(),
+                person: person.as_deref(),
+                withheld: &self.withheld,
+            },
         ))
     }
 
@@ -79,7 +95,12 @@ impl<'a> Access<'a> {
         Ok(search_scope(
             &self.ctx.actor,
             rtype,
-            &Context { now: self.now, facility: self.facility.as_ref(), person: ctx.as_deref() },
+            &Context {
+                now: self.now,
+                facility: self.facility.as_ref(),
+                person: ctx.as_deref(),
+                withheld: &self.withheld,
+            },
         ))
     }
 
@@ -183,7 +204,7 @@ impl Service {
 /// The decision about a write or delete (no person context is needed: only administrators and
 /// the record's own facility may write).
 pub(crate) fn write_decision(actor: &Actor, op: Operation, rec: &RecordView) -> Decision {
-    decide(actor, op, rec, &Context { now: musubi_fhir::datetime::now_ms(), facility: None, person: None })
+    decide(actor, op, rec, &Context { now: musubi_fhir::datetime::now_ms(), ..Default::default() })
 }
 
 impl Access<'_> {
@@ -196,7 +217,12 @@ impl Access<'_> {
             &self.ctx.actor,
             op,
             rec,
-            &Context { now: self.now, facility: self.facility.as_ref(), person: person.as_deref() },
+            &Context {
+                now: self.now,
+                facility: self.facility.as_ref(),
+                person: person.as_deref(),
+                withheld: &self.withheld,
+            },
         )
     }
 }

@@ -495,8 +495,8 @@ impl Service {
                 }
                 TxOp::Update { rtype, id, body, if_match } => {
                     let cur = self.store.current(rtype, &id)?;
+                    // A deleted resource still belongs to its facility.
                     if let Some(c) = &cur
-                        && !c.deleted
                         && !crate::access::write_decision(&ctx.actor, Operation::Write, &RecordView::of(c)).is_allow()
                     {
                         return Err(ApiError::at(

@@ -598,6 +598,16 @@ impl Service {
                     // identity, so a change of patient means two sources collide, never an
                     // update; the stored record is kept and the newcomer waits in quarantine.
                     let refusal = match &st.view {
+                        // A deleted record still belongs to its facility.
+                        Some(view)
+                            if st.deleted
+                                && !crate::access::write_decision(&f.actor, Operation::Write, view).is_allow() =>
+                        {
+                            Some(format!(
+                                "{}/{} は他の医療機関の記録のため更新できません（アクセス権限がありません）",
+                                p.put.rtype, p.put.id
+                            ))
+                        }
                         Some(view) if !st.deleted => {
                             if !crate::access::write_decision(&f.actor, Operation::Write, view).is_allow() {
                                 Some(format!(

@@ -92,11 +92,23 @@ pub(crate) fn resolve_facility(
 pub(crate) struct Persons {
     store: musubi_store::Store,
     cache: std::cell::RefCell<std::collections::HashMap<String, String>>,
+    owners: std::cell::RefCell<std::collections::HashMap<String, Option<FacilityCode>>>,
 }
 
 impl Persons {
     pub(crate) fn new(store: &musubi_store::Store) -> Persons {
-        Persons { store: store.clone(), cache: Default::default() }
+        Persons { store: store.clone(), cache: Default::default(), owners: Default::default() }
+    }
+
+    /// The facility a source patient belongs to (the one that sent the `Patient`, deleted or
+    /// not), or None for an unknown patient or one without a facility.
+    pub(crate) fn owner(&self, patient_id: &str) -> Result<Option<FacilityCode>, ApiError> {
+        if let Some(f) = self.owners.borrow().get(patient_id) {
+            return Ok(*f);
+        }
+        let owner = self.store.current(ResourceType::Patient, patient_id)?.and_then(|row| row.meta.facility);
+        self.owners.borrow_mut().insert(patient_id.to_owned(), owner);
+        Ok(owner)
     }
 
     /// The person of a patient: its MPI link, or the patient itself when not linked (a new
@@ -166,6 +178,22 @@ pub(crate) fn prepare(p: Prep<'_>, body: Value) -> Result<PutResource, ApiError>
     let view = RecordView::for_write(p.rtype, m.class, facility, patient_id.clone());
     if let Decision::Deny(reason) = crate::access::write_decision(p.actor, Operation::Write, &view) {
         return Err(ApiError::at(ErrorKind::Forbidden, p.at, reason.message_ja()));
+    }
+    // A facility writes about its own source patients only: a record whose subject is another
+    // facility's Patient would file data under that facility's person (and once made a care
+    // relationship out of nothing).
+    if let (Some(own), Some(pid)) = (p.actor.facility(), m.patient.as_deref())
+        && p.rtype != ResourceType::Patient
+        && let Some(owner) = p.persons.owner(pid)?
+        && owner != own
+    {
+        return Err(ApiError::at(
+            ErrorKind::Forbidden,
+            p.at,
+            format!(
+                "参照している患者 Patient/{pid} は他の医療機関（{owner}）の患者です。自施設の患者（Patient）について登録してください。"
+            ),
+        ));
     }
 
     // Referral letters and discharge summaries are kept from when the network received them

@@ -95,7 +95,21 @@ impl Service {
         };
         audit.patient = cur.meta.patient_id.clone();
         audit.person = cur.meta.person_id.clone();
-        let decision = Access::new(self, ctx)?.decide(Operation::Read, &RecordView::of(&cur))?;
+        let access = Access::new(self, ctx)?;
+        let mut decision = access.decide(Operation::Read, &RecordView::of(&cur))?;
+        // An older version is decided on its own meta too (it may have been about another
+        // patient, or carried other flags); the audit names the version's patient.
+        if decision.is_allow()
+            && let Some(v) = version.as_ref().filter(|v| v.version != cur.version)
+        {
+            let persons = crate::prepare::Persons::new(&self.store);
+            let view = version_view(&cur, v, &persons)?;
+            if view.patient_id.is_some() {
+                audit.patient = view.patient_id.clone();
+                audit.person = view.person_id.clone();
+            }
+            decision = access.decide(Operation::Read, &view)?;
+        }
         if let Some(reason) = decision.emergency_reason() {
             audit.purpose = AuditPurpose::Emergency(reason.to_owned());
         }
@@ -186,8 +200,11 @@ impl Service {
             id.map(|i| format!("{i}/")).unwrap_or_default()
         ));
         let mut entries_raw = Vec::with_capacity(rows.len());
-        for (stored, cur) in &rows {
-            if !access.decide(Operation::Read, &RecordView::of(cur))?.is_allow() {
+        let persons = crate::prepare::Persons::new(&self.store);
+        let mut hidden = 0;
+        let mut kept = Vec::with_capacity(rows.len());
+        for (stored, cur) in rows {
+            if !access.decide(Operation::Read, &RecordView::of(&cur))?.is_allow() {
                 // The scope and the decision are held equal by a property test; a row outside
                 // it means a bug, and nothing is returned rather than something hidden.
                 return Err(ApiError::internal(format!(
@@ -195,6 +212,20 @@ impl Service {
                     cur.rtype, cur.id
                 )));
             }
+            // Each version on its own meta as well: an older version about another patient
+            // (or flagged otherwise) is not shown with the current one.
+            let view = version_view(&cur, &stored, &persons)?;
+            if !access.decide(Operation::Read, &view)?.is_allow() {
+                hidden += 1;
+                continue;
+            }
+            let mut cur = cur;
+            cur.meta.patient_id = view.patient_id.or(cur.meta.patient_id);
+            kept.push((stored, cur));
+        }
+        let rows = kept;
+        let total = total - hidden;
+        for (stored, _) in &rows {
             let raw = match &stored.content {
                 Some(c) => Some(
                     RawValue::from_string(c.clone()).map_err(|e| ApiError::internal(format!("stored JSON: {e}")))?,
@@ -277,4 +308,35 @@ impl Service {
         };
         serde_json::to_string(&b).map_err(ApiError::internal)
     }
+}
+
+/// What the gate sees of one stored version: the current row's facility (a resource never
+/// changes hands, deleted or not), with the patient, person, class, flags and clinical date of
+/// the version itself. A deletion has no content and is seen as the current row.
+pub(crate) fn version_view(
+    cur: &musubi_store::CurrentRow,
+    v: &musubi_store::StoredResource,
+    persons: &crate::prepare::Persons,
+) -> Result<RecordView, ApiError> {
+    let Some(text) = v.content.as_deref().filter(|_| !v.deleted) else { return Ok(RecordView::of(cur)) };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", v.rtype, v.id)))?;
+    let m = musubi_fhir::classify::classify_with(v.rtype, &value, &crate::lab_set);
+    let patient_id = if v.rtype == ResourceType::Patient { Some(v.id.clone()) } else { m.patient };
+    let person_id = match &patient_id {
+        Some(p) if cur.meta.patient_id.as_deref() == Some(p.as_str()) => {
+            cur.meta.person_id.clone().or_else(|| Some(p.clone()))
+        }
+        Some(p) => Some(persons.of(p)?),
+        None => None,
+    };
+    Ok(RecordView {
+        rtype: v.rtype,
+        class: m.class,
+        facility: cur.meta.facility,
+        patient_id,
+        person_id,
+        flags: m.flags,
+        clinical_date: m.clinical_date,
+    })
 }

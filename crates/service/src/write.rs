@@ -175,10 +175,10 @@ impl Service {
         let persons = crate::prepare::Persons::new(&self.store);
         let now = datetime::now_ms();
         let current = self.store.current(rtype, id)?;
-        if let Some(cur) = &current
-            && !cur.deleted
-        {
-            // The existing record must be writable too: no taking over another facility's resource.
+        if let Some(cur) = &current {
+            // The existing record must be writable too: no taking over another facility's
+            // resource, deleted or not (a deleted resource still belongs to its facility, and
+            // its old versions stay in its history).
             if !crate::access::write_decision(&ctx.actor, Operation::Write, &RecordView::of(cur)).is_allow() {
                 // The same answer whether or not the caller may read it: nothing leaks.
                 return Err(ApiError::new(

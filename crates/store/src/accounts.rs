@@ -653,6 +653,12 @@ impl Reader<'_> {
         Ok(self.facilities_where("WHERE code = $1", &[Param::Text(code)])?.into_iter().next())
     }
 
+    /// The codes of facilities that do not disclose (開示) their data to the network.
+    pub fn withheld_facilities(&mut self) -> Result<Vec<String>, StoreError> {
+        let rows = self.conn.query("SELECT code FROM facility WHERE discloses = 0 ORDER BY code", &[])?;
+        Ok(rows.iter().map(|r| r.str(0).to_owned()).collect())
+    }
+
     /// Every facility.
     pub fn facilities(&mut self) -> Result<Vec<FacilityRow>, StoreError> {
         self.facilities_where("", &[])
@@ -816,20 +822,26 @@ impl Reader<'_> {
             .collect())
     }
 
-    /// Facilities with current records of a person (they have treated the person).
+    /// Facilities whose own source patient (a current `Patient` they sent) is linked to the
+    /// person: they have treated the person. Other records a facility wrote about a person are
+    /// not evidence of care (it could write them about anyone); the link of its Patient is,
+    /// because the MPI makes it only on matching demographics (identifier-only links wait in
+    /// review).
     pub fn treating_facilities(&mut self, person_id: &str) -> Result<Vec<String>, StoreError> {
         let rows = self.conn.query(
-            "SELECT DISTINCT facility FROM resource WHERE person_id = $1 AND deleted = 0 AND facility IS NOT NULL ORDER BY facility",
+            "SELECT DISTINCT facility FROM resource WHERE person_id = $1 AND rtype = 'Patient' AND deleted = 0 AND facility IS NOT NULL ORDER BY facility",
             &[Param::Text(person_id)],
         )?;
         Ok(rows.iter().map(|r| r.str(0).to_owned()).collect())
     }
 
-    /// Facilities a referral of the person is addressed to.
+    /// Facilities a referral of the person is addressed to by another facility (a letter a
+    /// facility addresses to itself is no evidence of care).
     pub fn referral_recipients(&mut self, person_id: &str) -> Result<Vec<String>, StoreError> {
         let rows = self.conn.query(
             "SELECT DISTINCT i.code FROM resource r JOIN idx_token i ON i.rtype = r.rtype AND i.id = r.id \
-             WHERE r.person_id = $1 AND r.rtype = 'Bundle' AND r.deleted = 0 AND i.param = 'recipient' ORDER BY i.code",
+             WHERE r.person_id = $1 AND r.rtype = 'Bundle' AND r.deleted = 0 AND i.param = 'recipient' \
+             AND r.facility IS NOT NULL AND r.facility <> i.code ORDER BY i.code",
             &[Param::Text(person_id)],
         )?;
         Ok(rows.iter().map(|r| r.str(0).to_owned()).collect())

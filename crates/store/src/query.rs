@@ -201,6 +201,9 @@ pub struct ScopeRule {
     pub min_clinical_date: Option<i64>,
     /// None of these flag bits may be set.
     pub exclude_flags: u8,
+    /// The source facility is none of these (facilities that do not disclose; records
+    /// without a facility pass).
+    pub exclude_facilities: Option<Vec<String>>,
 }
 
 impl Scope {
@@ -340,6 +343,10 @@ impl SqlBuilder {
                 // Flags are three bits; a bitwise AND is spelled the same in both dialects.
                 let fp = self.int(i64::from(rule.exclude_flags));
                 ands.push(format!("(r.flags & {fp}) = 0"));
+            }
+            if let Some(x) = rule.exclude_facilities.as_ref().filter(|x| !x.is_empty()) {
+                let ps: Vec<String> = x.iter().map(|f| self.text(f.clone())).collect();
+                ands.push(format!("(r.facility IS NULL OR r.facility NOT IN ({}))", ps.join(", ")));
             }
             ors.push(if ands.is_empty() { "1 = 1".to_owned() } else { format!("({})", ands.join(" AND ")) });
         }
