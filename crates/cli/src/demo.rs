@@ -292,6 +292,10 @@ fn register_showcase_patient(
         return Ok(None);
     };
     let login = "demo-patient".to_owned();
+    // As at a desk: the operator issues the activation code after an identity check.
+    let code = service
+        .issue_activation_code(&musubi_service::Ctx::operator("demo"), patient_id)
+        .map_err(|e| anyhow::anyhow!(musubi_service::import::describe(&e)))?;
     let reg = Registration {
         name: name.to_owned(),
         kana: kana.to_owned(),
@@ -302,6 +306,7 @@ fn register_showcase_patient(
         insurance_id: insurance.to_owned(),
         login: login.clone(),
         password: DEMO_PASSWORD.to_owned(),
+        activation_code: code.code,
     };
     let enrolled =
         service.register_patient(reg, None).map_err(|e| anyhow::anyhow!(musubi_service::import::describe(&e)))?;

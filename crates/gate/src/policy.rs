@@ -48,6 +48,13 @@ pub fn earliest_visible(p: Profession, now: i64) -> Option<i64> {
     period_days(p).map(|d| now - d * 86_400_000)
 }
 
+/// The professions that may receive a patient's consent at the visit and record it: the
+/// licensed clinical professions and the clerks at the desk (事務職, 地域連携室), who take the
+/// consent forms in practice. Other licensed staff (検査技師, 療法士) do not.
+pub fn may_receive_consent(p: Profession) -> bool {
+    !matches!(p, Profession::OtherLicensed)
+}
+
 /// The professions that may open a record by emergency access (break-glass).
 pub fn may_break_glass(p: Profession) -> bool {
     matches!(p, Profession::Doctor | Profession::Dentist | Profession::Nurse | Profession::Pharmacist)

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use musubi_domain::Profession;
 use musubi_gate::{Actor, ConsentSettings};
+use musubi_service::evidence::{BreakGlass, EmergencyReason, VisitEvidence};
 use musubi_service::people::{NewUser, Registration};
 use musubi_service::{ApiError, ErrorKind, parse_query};
 use serde::Deserialize;
@@ -286,7 +287,12 @@ async fn proxies_delete(
 #[derive(Deserialize)]
 struct BreakGlassBody {
     patient: String,
+    /// One of `cannot-consent`, `emergency-transport`, `disaster`, `other-urgent`.
+    reason_code: String,
+    /// The situation in the clinician's words.
     reason: String,
+    /// The clinician's one-time code, entered again.
+    code: String,
 }
 
 async fn break_glass(
@@ -296,13 +302,31 @@ async fn break_glass(
     body: Body,
 ) -> Result<Response> {
     let b: BreakGlassBody = body_json(&state, &headers, body).await?;
-    let g = state.blocking(move |svc| svc.break_glass(&ctx, &b.patient, &b.reason)).await?;
+    let reason = EmergencyReason::from_code(&b.reason_code).ok_or_else(|| {
+        ApiError::at(
+            ErrorKind::BadRequest,
+            "reason_code",
+            format!(
+                "緊急時の閲覧の理由 {:?} は一覧にありません（{}）",
+                b.reason_code,
+                EmergencyReason::ALL.map(EmergencyReason::code).join(", ")
+            ),
+        )
+    })?;
+    let req = BreakGlass { patient_id: b.patient, reason, text: b.reason, totp: b.code };
+    let g = state.blocking(move |svc| svc.break_glass(&ctx, req)).await?;
     Ok(ok_json(json!({"id": g.id, "person": g.person_id, "until": musubi_fhir::datetime::format_instant(g.until)})))
 }
 
 #[derive(Deserialize)]
 struct VisitConsentBody {
     patient: String,
+    /// The code the patient shows from the portal.
+    #[serde(default)]
+    code: Option<String>,
+    /// Or the number of a signed paper form (takes effect when the operator confirms it).
+    #[serde(default)]
+    paper_form: Option<String>,
     #[serde(default)]
     days: Option<i64>,
 }
@@ -314,8 +338,104 @@ async fn visit_consent(
     body: Body,
 ) -> Result<Response> {
     let b: VisitConsentBody = body_json(&state, &headers, body).await?;
-    let v = state.blocking(move |svc| svc.record_visit_consent(&ctx, &b.patient, b.days)).await?;
-    Ok(ok_json(json!({"id": v.id, "person": v.person_id, "facility": v.facility})))
+    let evidence = match (b.code, b.paper_form) {
+        (Some(c), None) => VisitEvidence::Code(c),
+        (None, Some(f)) => VisitEvidence::Paper(f),
+        _ => {
+            return Err(ApiError::bad_request(
+                "来院時の同意には、患者さんが示した同意コード（code）か紙の同意書の番号（paper_form）のどちらか一方が必要です",
+            )
+            .into());
+        }
+    };
+    let v = state.blocking(move |svc| svc.record_visit_consent(&ctx, &b.patient, evidence, b.days)).await?;
+    Ok(ok_json(visit_consent_json(&v)))
+}
+
+fn visit_consent_json(v: &musubi_store::VisitConsentRow) -> Value {
+    json!({"id": v.id, "person": v.person_id, "facility": v.facility, "status": v.status, "evidence": v.evidence,
+        "given": musubi_fhir::datetime::format_instant(v.given_at),
+        "until": v.until.map(musubi_fhir::datetime::format_instant), "recorded_by": v.recorded_by,
+        "confirmed_by": v.confirmed_by})
+}
+
+async fn consent_code(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    let c = state.blocking(move |svc| svc.issue_consent_code(&ctx)).await?;
+    Ok(ok_json(json!({"code": c.code, "expires": musubi_fhir::datetime::format_instant(c.expires)})))
+}
+
+#[derive(Deserialize)]
+struct PatientBody {
+    patient: String,
+}
+
+async fn activation_code(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let b: PatientBody = body_json(&state, &headers, body).await?;
+    let c = state.blocking(move |svc| svc.issue_activation_code(&ctx, &b.patient)).await?;
+    Ok(ok_json(json!({"code": c.code, "expires": musubi_fhir::datetime::format_instant(c.expires)})))
+}
+
+async fn visit_consents_get(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    let r = state.blocking(move |svc| svc.visit_consent_review(&ctx)).await?;
+    Ok(ok_json(json!({
+        "pending": r.pending.iter().map(visit_consent_json).collect::<Vec<_>>(),
+        "recent": r.recent.iter().map(visit_consent_json).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct DecisionBody {
+    accept: bool,
+}
+
+async fn visit_consent_decide(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let b: DecisionBody = body_json(&state, &headers, body).await?;
+    let v = state.blocking(move |svc| svc.decide_visit_consent(&ctx, &id, b.accept)).await?;
+    Ok(ok_json(visit_consent_json(&v)))
+}
+
+async fn alerts_get(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    let list = state.blocking(move |svc| svc.operator_alerts(&ctx)).await?;
+    Ok(ok_json(Value::Array(
+        list.iter()
+            .map(|a| json!({"id": a.id, "kind": a.kind, "text": a.text, "created": musubi_fhir::datetime::format_instant(a.created)}))
+            .collect(),
+    )))
+}
+
+async fn alert_handled(State(state): State<AppState>, Authed(ctx): Authed, Path(id): Path<String>) -> Result<Response> {
+    state.blocking(move |svc| svc.handle_alert(&ctx, &id)).await?;
+    Ok(ok_json(json!({"handled": true})))
+}
+
+async fn notices_get(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    let list = state.blocking(move |svc| svc.notices_to_post(&ctx)).await?;
+    Ok(ok_json(Value::Array(
+        list.iter()
+            .map(|n| json!({"id": n.id, "person": n.person_id, "kind": n.kind, "text": n.text, "created": musubi_fhir::datetime::format_instant(n.created)}))
+            .collect(),
+    )))
+}
+
+async fn notice_posted(State(state): State<AppState>, Authed(ctx): Authed, Path(id): Path<String>) -> Result<Response> {
+    state.blocking(move |svc| svc.notice_posted(&ctx, &id)).await?;
+    Ok(ok_json(json!({"posted": true})))
+}
+
+async fn portal_revoke(State(state): State<AppState>, Authed(ctx): Authed, Path(id): Path<String>) -> Result<Response> {
+    state.blocking(move |svc| svc.revoke_portal_account(&ctx, &id)).await?;
+    Ok(ok_json(json!({"revoked": true})))
 }
 
 #[derive(Deserialize)]
@@ -543,6 +663,16 @@ pub fn routes() -> Router<AppState> {
         .route("/portal/proxies/{id}", delete(proxies_delete))
         .route("/clinician/break-glass", post(break_glass))
         .route("/clinician/visit-consent", post(visit_consent))
+        .route("/clinician/activation-code", post(activation_code))
+        .route("/portal/consent-code", post(consent_code))
+        .route("/admin/activation-code", post(activation_code))
+        .route("/admin/visit-consents", get(visit_consents_get))
+        .route("/admin/visit-consents/{id}", post(visit_consent_decide))
+        .route("/admin/alerts", get(alerts_get))
+        .route("/admin/alerts/{id}", post(alert_handled))
+        .route("/admin/notices-to-post", get(notices_get))
+        .route("/admin/notices-to-post/{id}", post(notice_posted))
+        .route("/admin/portal-accounts/{id}/revoke", post(portal_revoke))
         .route("/admin/facilities", post(facility_post))
         .route("/admin/users", post(user_post))
         .route("/admin/audit-report", get(audit_report))

@@ -210,8 +210,12 @@ fn linking_pix_match_review_merge_split_restart_and_rebuild() {
                 person_id: before.clone(),
                 facility: HOSP.into(),
                 given_at: 1,
-                until: None,
+                until: Some(i64::MAX / 2),
                 recorded_by: "test".into(),
+                evidence: "code".into(),
+                status: "active".into(),
+                confirmed_by: None,
+                confirmed_at: None,
             })],
             Vec::new(),
         )

@@ -36,6 +36,8 @@ pub enum ErrorKind {
     Internal,
     /// 503: the store is unavailable.
     Unavailable,
+    /// 429: too many attempts (codes, emergency accesses); try again later.
+    TooManyRequests,
 }
 
 impl ErrorKind {
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Unprocessable => "processing",
             ErrorKind::Internal => "exception",
             ErrorKind::Unavailable => "transient",
+            ErrorKind::TooManyRequests => "throttled",
         }
     }
 }

@@ -15,10 +15,8 @@ use musubi_domain::audit::{AuditAction, AuditOutcome, AuditPurpose, AuditRecord}
 use musubi_domain::{Flags, Profession};
 use musubi_fhir::ResourceType;
 use musubi_fhir::datetime::{format_instant, now_ms};
-use musubi_gate::{Actor, ConsentSettings, PortalActor, UserActor, policy};
-use musubi_store::{
-    AccountWrite, EmergencyRow, NotificationRow, PortalRow, ProxyGrantRow, SessionRow, UserRow, VisitConsentRow,
-};
+use musubi_gate::{Actor, ConsentSettings, PortalActor, UserActor};
+use musubi_store::{AccountWrite, EmergencyRow, NotificationRow, PortalRow, ProxyGrantRow, SessionRow, UserRow};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -32,8 +30,6 @@ pub const LOCK_MS: i64 = 15 * 60 * 1000;
 pub const USER_SESSION_MS: i64 = 8 * 3600 * 1000;
 /// How long a portal session lasts.
 pub const PORTAL_SESSION_MS: i64 = 3600 * 1000;
-/// The default length of an emergency grant.
-pub const EMERGENCY_HOURS: i64 = 24;
 /// The prefix of session tokens.
 pub const SESSION_PREFIX: &str = "mss_";
 
@@ -111,7 +107,7 @@ pub fn totp_code_now(secret: &str) -> Result<String, ApiError> {
     Ok(totp(secret, "x")?.generate_current().to_string())
 }
 
-fn totp_ok(secret: &str, code: &str) -> bool {
+pub(crate) fn totp_ok(secret: &str, code: &str) -> bool {
     let code: String = code.chars().filter(char::is_ascii_digit).collect();
     totp(secret, "x").is_ok_and(|t| t.check_current(&code).is_some())
 }
@@ -157,27 +153,37 @@ pub struct Enrolled {
     pub totp_uri: String,
 }
 
-/// Registration data of a patient (the 4 basic items, the insurance identity, credentials).
+/// Registration data of a patient: the activation code and the birth date bind the account;
+/// the rest describes the patient (residence, for the disclosure defaults).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Registration {
     /// Kanji name (姓 名).
     pub name: String,
     /// Kana name.
+    #[serde(default)]
     pub kana: String,
     /// `male`, `female`, `other`, `unknown`.
+    #[serde(default)]
     pub sex: String,
     /// YYYY-MM-DD.
     pub birth_date: String,
     /// Prefecture name (都道府県).
+    #[serde(default)]
     pub prefecture: String,
     /// City (市区町村).
+    #[serde(default)]
     pub city: String,
-    /// 被保険者個人識別子 `保険者番号:記号:番号:枝番`.
+    /// 被保険者個人識別子 `保険者番号:記号:番号:枝番` (optional; not what binds the account).
+    #[serde(default)]
     pub insurance_id: String,
     /// Login name.
     pub login: String,
     /// Password.
     pub password: String,
+    /// The one-time activation code a member facility or the operator issued after checking
+    /// the patient's identity: with the birth date, what binds the account to the person.
+    #[serde(default)]
+    pub activation_code: String,
 }
 
 /// One line of a patient's access history.
@@ -407,7 +413,7 @@ impl Service {
         Ok(out.0)
     }
 
-    fn login_record(
+    pub(crate) fn login_record(
         &self,
         address: Option<String>,
         kind: &str,
@@ -581,111 +587,6 @@ impl Service {
             }
         };
         Ok(Some((actor, s)))
-    }
-
-    /// Registers a patient account: the 4 basic items and the insurance identity must match a
-    /// source patient the network holds (then the account belongs to that person).
-    pub fn register_patient(&self, reg: Registration, address: Option<String>) -> Result<Enrolled, ApiError> {
-        check_password_rule(&reg.password)?;
-        if reg.login.trim().is_empty() || reg.login.len() > 64 || reg.login.chars().any(char::is_whitespace) {
-            return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
-        }
-        let ins: musubi_domain::InsuranceId = reg.insurance_id.parse().map_err(|e: musubi_domain::DomainError| {
-            ApiError::bad_request(format!("被保険者番号の形式が違います: {e}"))
-        })?;
-        let pref = musubi_domain::prefecture_number(&reg.prefecture)
-            .ok_or_else(|| ApiError::bad_request(format!("都道府県名 {} がわかりません", reg.prefecture)))?;
-        let login = reg.login.clone();
-        if self.store.read(|r| r.portal_by_login(&login))?.is_some() {
-            return Err(ApiError::new(ErrorKind::Conflict, "このログインIDは既に使われています"));
-        }
-        let candidates = self.store.read(|r| {
-            let mut rows = r.find_by_token(
-                ResourceType::Patient,
-                "identifier",
-                musubi_domain::systems::INSURANCE_MEMBER_ID,
-                &reg.insurance_id,
-            )?;
-            if rows.is_empty() {
-                // The same identity written with other widths or punctuation.
-                rows = r.find_by_token(
-                    ResourceType::Patient,
-                    "identifier",
-                    musubi_domain::systems::INSURANCE_MEMBER_ID,
-                    &ins.match_key(),
-                )?;
-            }
-            let mut out = Vec::new();
-            for row in rows {
-                if let Some(v) = r.version(ResourceType::Patient, &row.id, Some(row.version))? {
-                    out.push((row, v.content.unwrap_or_default()));
-                }
-            }
-            Ok(out)
-        })?;
-        let norm = |s: &str| musubi_fhir::index::normalize_string(s);
-        let matched = candidates.into_iter().find(|(_, text)| {
-            let Ok(p) = serde_json::from_str::<Value>(text) else { return false };
-            let birth_ok = p["birthDate"].as_str() == Some(reg.birth_date.as_str());
-            let sex_ok = p["gender"].as_str().is_none_or(|g| g == reg.sex);
-            let names: Vec<String> =
-                p["name"].as_array().into_iter().flatten().filter_map(|n| n["text"].as_str().map(norm)).collect();
-            let name_ok = names.iter().any(|n| *n == norm(&reg.name) || *n == norm(&reg.kana));
-            birth_ok && sex_ok && name_ok
-        });
-        let Some((row, _)) = matched else {
-            self.login_audit(
-                address,
-                "patient",
-                &reg.login,
-                AuditOutcome::MinorFailure,
-                "registration: no matching person",
-            )?;
-            return Err(ApiError::new(
-                ErrorKind::NotFound,
-                "入力された氏名・生年月日・性別・被保険者番号に一致する受診記録が見つかりません。受診された医療機関で登録された内容と同じか確認してください。",
-            ));
-        };
-        let person = row.meta.person_id.clone().unwrap_or(row.id.clone());
-        let p2 = person.clone();
-        if self.store.read(|r| r.portal_of_person(&p2))?.is_some() {
-            return Err(ApiError::new(ErrorKind::Conflict, "この方のアカウントは既に登録されています"));
-        }
-        let city = reg.city.clone();
-        let area = self.store.read(|r| r.area_of_city(i64::from(pref), &city))?.unwrap_or_default();
-        let id = crate::prepare::new_id();
-        let secret = new_totp_secret()?;
-        let now = now_ms();
-        let acct = PortalRow {
-            id: id.clone(),
-            login: reg.login.clone(),
-            name: reg.name.clone(),
-            person_id: Some(person.clone()),
-            password_hash: hash_password(&reg.password)?,
-            totp_secret: Some(secret.clone()),
-            failed_logins: 0,
-            locked_until: None,
-            disabled: false,
-            created: now,
-        };
-        let mut a = self.login_record(address, "patient", &reg.login, AuditOutcome::Success, "registered");
-        a.subtype = "register".into();
-        a.person = Some(person.clone());
-        a.patient = Some(row.id.clone());
-        self.store.write_accounts(
-            vec![
-                AccountWrite::NewPortal(acct),
-                AccountWrite::Residence {
-                    person_id: person,
-                    prefecture: i64::from(pref),
-                    area,
-                    recent: String::new(),
-                    at: now,
-                },
-            ],
-            vec![a],
-        )?;
-        Ok(Enrolled { id, totp_uri: totp_uri(&secret, &reg.login)?, totp_secret: secret })
     }
 
     /// Registers an account for a proxy (family or a facility's liaison staff). It sees
@@ -1129,101 +1030,6 @@ impl Service {
             )?;
         }
         Ok(list)
-    }
-
-    /// Emergency access (break-glass) by a clinician to a patient's records: a grant for a
-    /// limited time with the stated reason, marked in the audit, shown to the patient at once
-    /// (with a notice), and put on the operator's review list.
-    pub fn break_glass(&self, ctx: &Ctx, patient_id: &str, reason: &str) -> Result<EmergencyRow, ApiError> {
-        let Actor::User(u) = &ctx.actor else {
-            return Err(ApiError::new(ErrorKind::Forbidden, "緊急時の閲覧は医療従事者のみが行えます"));
-        };
-        if !policy::may_break_glass(u.profession) {
-            return Err(ApiError::new(ErrorKind::Forbidden, "この職種では緊急時の閲覧はできません"));
-        }
-        let reason = reason.trim();
-        if reason.chars().count() < 4 {
-            return Err(ApiError::bad_request("緊急時の閲覧には理由（4文字以上）を入力してください"));
-        }
-        let pid = patient_id.to_owned();
-        let person = self
-            .store
-            .read(|r| r.person_of_patient(&pid))?
-            .ok_or_else(|| ApiError::not_found("Patient", patient_id))?;
-        let hours = self
-            .store
-            .setting("emergency.hours")?
-            .and_then(|h| h.parse::<i64>().ok())
-            .unwrap_or(EMERGENCY_HOURS)
-            .clamp(1, 72);
-        let now = now_ms();
-        let grant = EmergencyRow {
-            id: crate::prepare::new_id(),
-            user_id: u.user_id.clone(),
-            user_login: u.login.clone(),
-            facility: u.facility.to_string(),
-            person_id: person.clone(),
-            reason: reason.into(),
-            started: now,
-            until: now + hours * 3600 * 1000,
-            reviewed_by: None,
-            reviewed_at: None,
-            review_note: None,
-        };
-        let fname =
-            self.store.read(|r| r.facility(&u.facility.to_string()))?.map_or(u.facility.to_string(), |f| f.name);
-        let notice = NotificationRow {
-            id: crate::prepare::new_id(),
-            person_id: person.clone(),
-            kind: "emergency-access".into(),
-            text: format!(
-                "{fname} の{} {} が緊急時の閲覧を行いました（理由: {reason}）。{hours}時間有効です。",
-                u.profession.label_ja(),
-                u.name
-            ),
-            created: now,
-            read_at: None,
-        };
-        let mut a = self.audit_record(ctx, AuditAction::Execute, "break-glass", AuditOutcome::Success);
-        a.purpose = AuditPurpose::Emergency(reason.into());
-        a.person = Some(person);
-        a.patient = Some(patient_id.into());
-        a.entities = vec![format!("Patient/{patient_id}")];
-        self.store
-            .write_accounts(vec![AccountWrite::Emergency(grant.clone()), AccountWrite::Notify(notice)], vec![a])?;
-        Ok(grant)
-    }
-
-    /// Records that the patient consented in person at this visit (a care relationship, and an
-    /// individual consent for the user's facility).
-    pub fn record_visit_consent(
-        &self,
-        ctx: &Ctx,
-        patient_id: &str,
-        days: Option<i64>,
-    ) -> Result<VisitConsentRow, ApiError> {
-        let Actor::User(u) = &ctx.actor else {
-            return Err(ApiError::new(ErrorKind::Forbidden, "来院時の同意は医療機関の職員が記録します"));
-        };
-        let pid = patient_id.to_owned();
-        let person = self
-            .store
-            .read(|r| r.person_of_patient(&pid))?
-            .ok_or_else(|| ApiError::not_found("Patient", patient_id))?;
-        let now = now_ms();
-        let row = VisitConsentRow {
-            id: crate::prepare::new_id(),
-            person_id: person.clone(),
-            facility: u.facility.to_string(),
-            given_at: now,
-            until: days.map(|d| now + d.clamp(1, 3650) * 86_400_000),
-            recorded_by: u.login.clone(),
-        };
-        let mut a = self.audit_record(ctx, AuditAction::Create, "visit-consent", AuditOutcome::Success);
-        a.person = Some(person);
-        a.patient = Some(patient_id.into());
-        self.store.write_accounts(vec![AccountWrite::VisitConsent(row.clone())], vec![a])?;
-        Ok(row)
     }
 
     /// The operator's list of emergency accesses to review.

@@ -187,10 +187,20 @@ pub struct VisitConsentRow {
     pub facility: String,
     /// When given.
     pub given_at: i64,
-    /// Until (None: until withdrawn).
+    /// Until (None only for consents recorded before evidence was required).
     pub until: Option<i64>,
     /// Recorded by (user login).
     pub recorded_by: String,
+    /// What shows the patient was there: `code` (a code the patient showed from the portal or
+    /// a printed notice), `paper:<form reference>` (a signed form the operator confirms), or
+    /// `none` (recorded before evidence was required).
+    pub evidence: String,
+    /// `active` (the gate counts it), `pending` (waits for the operator), `rejected`.
+    pub status: String,
+    /// The operator who confirmed or rejected it.
+    pub confirmed_by: Option<String>,
+    /// When.
+    pub confirmed_at: Option<i64>,
 }
 
 /// A signed checkpoint of the audit chain.
@@ -400,7 +410,7 @@ fn table(portal: bool) -> &'static str {
     if portal { "portal_account" } else { "user_account" }
 }
 
-fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreError> {
+pub(crate) fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreError> {
     match w {
         AccountWrite::Facility(f) => {
             conn.execute("DELETE FROM facility WHERE code = $1", &[Param::Text(&f.code)])?;
@@ -567,8 +577,8 @@ fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreError> {
         }
         AccountWrite::VisitConsent(v) => {
             conn.execute(
-                "INSERT INTO visit_consent (id, person_id, facility, given_at, until_at, recorded_by) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[Param::Text(&v.id), Param::Text(&v.person_id), Param::Text(&v.facility), Param::I64(v.given_at), v.until.into(), Param::Text(&v.recorded_by)],
+                "INSERT INTO visit_consent (id, person_id, facility, given_at, until_at, recorded_by, evidence, status, confirmed_by, confirmed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[Param::Text(&v.id), Param::Text(&v.person_id), Param::Text(&v.facility), Param::I64(v.given_at), v.until.into(), Param::Text(&v.recorded_by), Param::Text(&v.evidence), Param::Text(&v.status), v.confirmed_by.as_deref().into(), v.confirmed_at.into()],
             )?;
         }
         AccountWrite::Emergency(e) => {
@@ -805,9 +815,33 @@ impl Reader<'_> {
 
     /// Consents given in person for a person.
     pub fn visit_consents(&mut self, person_id: &str) -> Result<Vec<VisitConsentRow>, StoreError> {
-        let rows = self.conn.query(
-            "SELECT id, person_id, facility, given_at, until_at, recorded_by FROM visit_consent WHERE person_id = $1 ORDER BY given_at",
+        self.visit_consents_where(
+            "WHERE person_id = $1 AND status = 'active' ORDER BY given_at",
             &[Param::Text(person_id)],
+        )
+    }
+
+    /// Consents at a visit waiting for the operator (paper forms), oldest first.
+    pub fn visit_consents_pending(&mut self) -> Result<Vec<VisitConsentRow>, StoreError> {
+        self.visit_consents_where("WHERE status = 'pending' ORDER BY given_at", &[])
+    }
+
+    /// Consents at a visit recorded since `since` (epoch ms), newest first: the operator's list.
+    pub fn visit_consents_since(&mut self, since: i64) -> Result<Vec<VisitConsentRow>, StoreError> {
+        self.visit_consents_where("WHERE given_at >= $1 ORDER BY given_at DESC", &[Param::I64(since)])
+    }
+
+    /// One consent at a visit.
+    pub fn visit_consent(&mut self, id: &str) -> Result<Option<VisitConsentRow>, StoreError> {
+        Ok(self.visit_consents_where("WHERE id = $1", &[Param::Text(id)])?.into_iter().next())
+    }
+
+    fn visit_consents_where(&mut self, w: &str, p: &[Param<'_>]) -> Result<Vec<VisitConsentRow>, StoreError> {
+        let rows = self.conn.query(
+            &format!(
+                "SELECT id, person_id, facility, given_at, until_at, recorded_by, evidence, status, confirmed_by, confirmed_at FROM visit_consent {w}"
+            ),
+            p,
         )?;
         Ok(rows
             .iter()
@@ -818,6 +852,10 @@ impl Reader<'_> {
                 given_at: r.i64(3),
                 until: r.opt_i64(4),
                 recorded_by: r.str(5).into(),
+                evidence: r.opt_str(6).unwrap_or("none").into(),
+                status: r.opt_str(7).unwrap_or("pending").into(),
+                confirmed_by: r.opt_str(8).map(Into::into),
+                confirmed_at: r.opt_i64(9),
             })
             .collect())
     }

@@ -24,6 +24,7 @@
 
 pub mod accounts;
 pub mod collect;
+pub mod evidence;
 pub mod mpi;
 mod ops;
 mod pool;
@@ -47,6 +48,7 @@ pub use accounts::{
     AccountWrite, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PersonRecordRow, PortalRow, ProxyGrantRow,
     SessionRow, UserRow, VisitConsentRow,
 };
+pub use evidence::{AlertRow, CodePurpose, EvidenceWrite, PersonCodeRow};
 pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};
 pub use referral::{AttachmentRow, PurgeKey, Receipt, ReferralDeletion, ReferralRow};
 

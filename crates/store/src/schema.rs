@@ -452,6 +452,38 @@ CREATE INDEX IF NOT EXISTS person_retired_survivor ON person_retired (survivor_i
 ALTER TABLE referral ADD COLUMN withdrawn_by TEXT
 "#,
     },
+    Migration {
+        version: 8,
+        name: "evidence for the gate: codes the patient shows, consent at the visit with its evidence and the operator's confirmation, operator alerts, notices sent by post",
+        sql: r#"
+ALTER TABLE visit_consent ADD COLUMN evidence TEXT;
+ALTER TABLE visit_consent ADD COLUMN status TEXT;
+ALTER TABLE visit_consent ADD COLUMN confirmed_by TEXT;
+ALTER TABLE visit_consent ADD COLUMN confirmed_at BIGINT;
+UPDATE visit_consent SET evidence = 'none', status = 'pending';
+CREATE INDEX IF NOT EXISTS visit_consent_status ON visit_consent (status, given_at);
+CREATE TABLE person_code (
+    code_hash TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    issued_by TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    expires BIGINT NOT NULL,
+    used_at BIGINT,
+    used_by TEXT
+);
+CREATE INDEX IF NOT EXISTS person_code_person ON person_code (person_id, purpose);
+CREATE TABLE operator_alert (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    handled_by TEXT,
+    handled_at BIGINT
+);
+ALTER TABLE notification ADD COLUMN posted_at BIGINT
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the

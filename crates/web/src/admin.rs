@@ -32,6 +32,10 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/admin/audit", get(audit))
         .route("/admin/emergency", get(emergency))
         .route("/admin/emergency/{id}", post(review))
+        .route("/admin/evidence", get(evidence))
+        .route("/admin/visit-consents/{id}", post(visit_consent_decide))
+        .route("/admin/alerts/{id}", post(alert_handled))
+        .route("/admin/notices/{id}", post(notice_posted))
         .route("/admin/mpi", get(mpi))
         .route("/admin/mpi/{id}", post(mpi_resolve))
 }
@@ -130,6 +134,7 @@ async fn dashboard(State(web): State<Web>, op: Operator) -> Result<Response> {
                 a.door href="/admin/audit" { strong { "監査レポート" } span { "期間・利用者・患者・結果で絞り込み、CSV 出力" } }
                 a.door href="/admin/emergency" { strong { "緊急時の閲覧の確認" @if !reviews.is_empty() { " (" (reviews.len()) ")" } } span { "break-glass の妥当性の確認" } }
                 a.door href="/admin/mpi" { strong { "名寄せの確認" } span { "同一人物かどうかの判断待ち" } }
+                a.door href="/admin/evidence" { strong { "同意・警告・郵送" } span { "紙の同意書の確認、来院時の同意の一覧、警告、郵送する通知" } }
             }
         },
     ))
@@ -500,6 +505,7 @@ async fn emergency(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) 
     let (list, facilities) =
         web.call(move |svc| Ok((svc.emergency_reviews(&ctx)?, svc.store().read(|r| r.facilities())?))).await?;
     let fname = |code: &str| facilities.iter().find(|f| f.code == code).map_or(code.to_owned(), |f| f.name.clone());
+    let now = musubi_fhir::datetime::now_ms();
     Ok(page(
         "緊急時の閲覧の確認",
         Nav::Operator(&op.csrf),
@@ -512,7 +518,7 @@ async fn emergency(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) 
                     tbody {
                         @for g in &list {
                             tr.emergency {
-                                td { (html::datetime_ms(g.started)) }
+                                td { (html::datetime_ms(g.started)) @if musubi_service::evidence::review_overdue(g, now) { " " strong.overdue { "確認期限超過" } } }
                                 td { (html::datetime_ms(g.until)) }
                                 td { code { (g.user_login) } }
                                 td { (fname(&g.facility)) }
@@ -532,6 +538,144 @@ async fn emergency(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) 
             }
         },
     ))
+}
+
+/// Evidence for the operator: paper consents to confirm, every consent at a visit of the week,
+/// alerts, and notices to post to patients without a portal account.
+async fn evidence(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) -> Result<Response> {
+    let q = query(q);
+    let ctx = op.ctx.clone();
+    let (review, alerts, notices, facilities) = web
+        .call(move |svc| {
+            Ok((
+                svc.visit_consent_review(&ctx)?,
+                svc.operator_alerts(&ctx)?,
+                svc.notices_to_post(&ctx)?,
+                svc.store().read(|r| r.facilities())?,
+            ))
+        })
+        .await?;
+    let fname = |code: &str| facilities.iter().find(|f| f.code == code).map_or(code.to_owned(), |f| f.name.clone());
+    let status = |s: &str| match s {
+        "active" => "有効",
+        "pending" => "確認待ち",
+        "rejected" => "無効",
+        _ => "不明",
+    };
+    let evidence = |e: &str| match e.split_once(':') {
+        Some(("paper", form)) => format!("紙の同意書 {form}"),
+        _ if e == "code" => "患者さんの同意コード".to_owned(),
+        _ => "証跡なし（移行前の記録）".to_owned(),
+    };
+    Ok(page(
+        "同意・警告・郵送",
+        Nav::Operator(&op.csrf),
+        html! {
+            h1 { "同意・警告・郵送" }
+            @if q_get(&q, "msg") == "done" { (notice("ok", "処理しました。")) }
+            h2 { "警告" }
+            @if alerts.is_empty() { p.none { "未対応の警告はありません。" } } @else {
+                ul.alerts {
+                    @for a in &alerts {
+                        li { (html::datetime_ms(a.created)) " " (a.text)
+                            form.inline method="post" action={"/admin/alerts/" (a.id)} { (csrf_field(&op.csrf)) button type="submit" { "対応済み" } }
+                        }
+                    }
+                }
+            }
+            h2 { "確認待ちの紙の同意書" }
+            @if review.pending.is_empty() { p.none { "確認待ちはありません。" } } @else {
+                table {
+                    thead { tr { th { "登録" } th { "施設" } th { "登録者" } th { "患者（person）" } th { "証跡" } th { "確認" } } }
+                    tbody {
+                        @for v in &review.pending {
+                            tr {
+                                td { (html::datetime_ms(v.given_at)) }
+                                td { (fname(&v.facility)) }
+                                td { code { (v.recorded_by) } }
+                                td { code { (v.person_id) } }
+                                td { (evidence(&v.evidence)) }
+                                td {
+                                    form.inline method="post" action={"/admin/visit-consents/" (v.id)} {
+                                        (csrf_field(&op.csrf))
+                                        input type="hidden" name="accept" value="true";
+                                        button type="submit" { "同意書を確認した（有効にする）" }
+                                    }
+                                    form.inline method="post" action={"/admin/visit-consents/" (v.id)} {
+                                        (csrf_field(&op.csrf))
+                                        input type="hidden" name="accept" value="false";
+                                        button.danger type="submit" { "無効にする" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "来院時の同意（過去7日）" }
+            @if review.recent.is_empty() { p.none { "ありません。" } } @else {
+                table {
+                    thead { tr { th { "記録" } th { "期限" } th { "施設" } th { "記録者" } th { "患者（person）" } th { "証跡" } th { "状態" } } }
+                    tbody {
+                        @for v in &review.recent {
+                            tr {
+                                td { (html::datetime_ms(v.given_at)) }
+                                td { @if let Some(u) = v.until { (html::datetime_ms(u)) } @else { "—" } }
+                                td { (fname(&v.facility)) }
+                                td { code { (v.recorded_by) } }
+                                td { code { (v.person_id) } }
+                                td { (evidence(&v.evidence)) }
+                                td { (status(&v.status)) }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "郵送する通知（ポータル未登録の患者さん）" }
+            @if notices.is_empty() { p.none { "ありません。" } } @else {
+                table {
+                    thead { tr { th { "作成" } th { "患者（person）" } th { "内容" } th { "" } } }
+                    tbody {
+                        @for n in &notices {
+                            tr {
+                                td { (html::datetime_ms(n.created)) }
+                                td { code { (n.person_id) } }
+                                td { (n.text) }
+                                td { form.inline method="post" action={"/admin/notices/" (n.id)} { (csrf_field(&op.csrf)) button type="submit" { "郵送した" } } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+async fn visit_consent_decide(
+    State(web): State<Web>,
+    op: Operator,
+    Path(id): Path<String>,
+    form: Form,
+) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    let accept = form.get("accept") == "true";
+    let ctx = op.ctx.clone();
+    web.call(move |svc| svc.decide_visit_consent(&ctx, &id, accept)).await?;
+    Ok(Redirect::to("/admin/evidence?msg=done").into_response())
+}
+
+async fn alert_handled(State(web): State<Web>, op: Operator, Path(id): Path<String>, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    let ctx = op.ctx.clone();
+    web.call(move |svc| svc.handle_alert(&ctx, &id)).await?;
+    Ok(Redirect::to("/admin/evidence?msg=done").into_response())
+}
+
+async fn notice_posted(State(web): State<Web>, op: Operator, Path(id): Path<String>, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    let ctx = op.ctx.clone();
+    web.call(move |svc| svc.notice_posted(&ctx, &id)).await?;
+    Ok(Redirect::to("/admin/evidence?msg=done").into_response())
 }
 
 async fn review(State(web): State<Web>, op: Operator, Path(id): Path<String>, form: Form) -> Result<Response> {

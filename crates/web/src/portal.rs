@@ -35,6 +35,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/portal/register", get(register_form).post(register_post))
         .route("/portal/register-proxy", get(proxy_register_form).post(proxy_register_post))
         .route("/portal/consent", get(consent).post(consent_post))
+        .route("/portal/consent-code", get(consent_code_page).post(consent_code_post))
         .route("/portal/history", get(history))
         .route("/portal/notices", get(notices))
         .route("/portal/record", get(record))
@@ -72,10 +73,45 @@ async fn home(State(web): State<Web>, u: PortalUser) -> Result<Response> {
                 a.door href="/portal/history" { strong { "閲覧履歴" } span { "いつ・誰が・何を・なぜ見たか" } }
                 a.door href="/portal/record" { strong { "わたしの記録" } span { "各医療機関の記録の一覧とダウンロード" } }
                 a.door href="/portal/notices" { strong { "お知らせ" @if unread > 0 { " (" (unread) ")" } } span { "緊急時の閲覧などの通知" } }
+                a.door href="/portal/consent-code" { strong { "来院時の同意コード" } span { "受診先の窓口で示すと、その医療機関に記録の閲覧を認めます" } }
                 @if u.me.proxy_relation.is_none() { a.door href="/portal/proxies" { strong { "代理人" } span { "ご家族などに手続きを任せる" } } }
             }
         },
     ))
+}
+
+fn consent_code_view(u: &PortalUser, code: Option<&musubi_service::evidence::IssuedCode>) -> Response {
+    page(
+        "来院時の同意コード",
+        nav(u),
+        html! {
+            section.card.narrow {
+                h1 { "来院時の同意コード" }
+                p { "受診先の医療機関の窓口でこのコードを示すと、その医療機関があなたの記録を閲覧できるようになります（受診日のみ、または医療機関が指定した期間。最長90日）。記録されると、お知らせと閲覧履歴に表示されます。" }
+                @if let Some(c) = code {
+                    p.code-big { strong { (c.code) } }
+                    p { "このコードは " (html::datetime_ms(c.expires)) " まで、1回だけ使えます。窓口の方以外には教えないでください。" }
+                } @else {
+                    form method="post" action="/portal/consent-code" {
+                        (csrf_field(&u.csrf))
+                        button type="submit" { "コードを表示する" }
+                    }
+                }
+                p { a href="/portal" { "← ポータルへ戻る" } }
+            }
+        },
+    )
+}
+
+async fn consent_code_page(u: PortalUser) -> Result<Response> {
+    Ok(consent_code_view(&u, None))
+}
+
+async fn consent_code_post(State(web): State<Web>, u: PortalUser, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &u.csrf)?;
+    let ctx = u.ctx.clone();
+    let code = web.call(move |svc| svc.issue_consent_code(&ctx)).await?;
+    Ok(consent_code_view(&u, Some(&code)))
 }
 
 fn login_page(message: Option<&str>, next: &str, login: &str, persons: &[(String, String)]) -> Response {
@@ -227,19 +263,23 @@ fn register_page(message: Option<&str>, f: &Form) -> Response {
         html! {
             section.card.narrow {
                 h1 { "患者ポータル 利用登録" }
-                p { "受診した医療機関に登録されている内容と同じものを入力してください。ネットワークの記録と照合します。" }
+                p { "受診した医療機関の窓口または運営事務局で、本人確認のうえ「利用登録コード」をお受け取りください。コードと生年月日で、あなたの記録に結び付けます。" }
                 @if let Some(m) = message { (notice("error", m)) }
                 form method="post" action="/portal/register" {
                     fieldset {
-                        legend { "基本4情報" }
+                        legend { "利用登録コード" }
+                        label { "利用登録コード（16文字）" input type="text" name="activation_code" value=(f.get("activation_code")) placeholder="XXXX-XXXX-XXXX-XXXX" required autocomplete="off"; }
+                        label { "生年月日" input type="date" name="birth_date" value=(f.get("birth_date")) required autocomplete="bday"; }
+                    }
+                    fieldset {
+                        legend { "お名前とお住まい" }
                         label { "氏名（漢字）" input type="text" name="name" value=(f.get("name")) placeholder="結 花子" required autocomplete="name"; }
-                        label { "氏名（カナ）" input type="text" name="kana" value=(f.get("kana")) placeholder="ムスビ ハナコ" required; }
+                        label { "氏名（カナ）" input type="text" name="kana" value=(f.get("kana")) placeholder="ムスビ ハナコ"; }
                         label { "性別"
-                            select name="sex" required {
+                            select name="sex" {
                                 @for (code, label) in SEXES { option value=(code) selected[f.get("sex") == code] { (label) } }
                             }
                         }
-                        label { "生年月日" input type="date" name="birth_date" value=(f.get("birth_date")) required autocomplete="bday"; }
                         label { "都道府県"
                             select name="prefecture" required {
                                 @for n in 1..=47u8 {
@@ -248,10 +288,6 @@ fn register_page(message: Option<&str>, f: &Form) -> Response {
                             }
                         }
                         label { "市区町村" input type="text" name="city" value=(f.get("city")) placeholder="千代田区" required; }
-                    }
-                    fieldset {
-                        legend { "保険証" }
-                        label { "被保険者番号（保険者番号:記号:番号:枝番）" input type="text" name="insurance_id" value=(f.get("insurance_id")) placeholder="06139999:1:123:01" required; }
                     }
                     fieldset {
                         legend { "ログイン情報" }
@@ -284,6 +320,7 @@ async fn register_post(State(web): State<Web>, anon: Anonymous, form: Form) -> R
         insurance_id: form.get("insurance_id").to_owned(),
         login: form.get("login").to_owned(),
         password: form.get("password").to_owned(),
+        activation_code: form.get("activation_code").to_owned(),
     };
     match web.call(move |svc| svc.register_patient(reg, anon.address)).await {
         Ok(e) => Ok(enrolled_page("利用登録が完了しました", &e)),

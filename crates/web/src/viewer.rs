@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use musubi_fhir::ResourceType;
+use musubi_service::evidence::{
+    BreakGlass, EMERGENCY_HOURS, EMERGENCY_PER_DAY, EMERGENCY_REASON_MIN, EmergencyReason, VisitEvidence,
+};
 use musubi_service::{ApiError, ErrorKind, parse_query};
 use serde_json::Value;
 
@@ -29,7 +32,8 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/patients/{id}", get(patient))
         .route("/patients/{id}/labs/{group}", get(lab))
         .route("/patients/{id}/documents/{rtype}/{rid}", get(document))
-        .route("/patients/{id}/visit-consent", post(visit_consent))
+        .route("/patients/{id}/visit-consent", get(visit_consent_form).post(visit_consent))
+        .route("/patients/{id}/activation-code", post(activation_code))
         .route("/patients/{id}/emergency", get(emergency_form).post(emergency_post))
         .route("/patients/{id}/summary", get(crate::summary_page::summary))
         .route("/patients/{id}/summary.pdf", get(crate::summary_page::summary_pdf))
@@ -544,7 +548,13 @@ async fn load(
 
 fn flash(q: &[(String, String)]) -> Option<Markup> {
     match q_get(q, "msg") {
-        "consent" => Some(notice("ok", "来院時の同意を記録しました。この施設から記録を閲覧できます。")),
+        "consent" => Some(notice(
+            "ok",
+            "来院時の同意を記録しました。期間中、この施設から記録を閲覧できます。患者さんに通知されました。",
+        )),
+        "consent-pending" => {
+            Some(notice("warn", "紙の同意書による来院時の同意を登録しました。運営事務局が確認した後に有効になります。"))
+        }
         "emergency" => Some(notice("warn", "緊急時の閲覧を開始しました。この閲覧は記録され、患者さんに通知されます。")),
         _ => None,
     }
@@ -567,9 +577,10 @@ fn actions(c: &Clinician, id: &str, to: &str) -> Markup {
         div.actions {
             a.button href={"/patients/" (id) "/summary"} { "救急用サマリ" }
             a.button.secondary href={"/referrals/new?patient=" (id)} { "紹介状を作成" }
-            form.inline method="post" action={"/patients/" (id) "/visit-consent"} {
+            a.button.secondary href={"/patients/" (id) "/visit-consent"} { "来院時の同意を記録" }
+            form.inline method="post" action={"/patients/" (id) "/activation-code"} {
                 (csrf_field(&c.csrf))
-                button.secondary type="submit" { "来院時の同意を記録" }
+                button.secondary type="submit" title="自施設の患者さんに、本人確認のうえ患者ポータルの利用登録コードを発行します" { "ポータル利用登録コード" }
             }
             a.button.danger href={"/patients/" (id) "/emergency" @if to == "summary" { "?to=summary" }} { "緊急時の閲覧" }
         }
@@ -667,24 +678,111 @@ async fn document(
     ))
 }
 
+fn visit_consent_page(c: &Clinician, id: &str, message: Option<&str>) -> Response {
+    page(
+        "来院時の同意",
+        Nav::Clinician(&c.user, &c.csrf),
+        html! {
+            section.card.narrow {
+                h1 { "来院時の同意を記録" }
+                @if let Some(m) = message { (notice("error", m)) }
+                p { "患者さんご本人がいらしていることの証として、次のどちらかが必要です。記録すると患者さんに通知され、運営事務局の一覧にも表示されます。" }
+                form method="post" action={"/patients/" (id) "/visit-consent"} {
+                    (csrf_field(&c.csrf))
+                    fieldset {
+                        legend { "1. 同意コード（すぐに有効）" }
+                        p.note { "患者さんに患者ポータルの「来院時の同意コード」を表示してもらい、8桁の数字を入力してください（15分間・1回限り有効）。" }
+                        label { "同意コード" input type="text" name="code" inputmode="numeric" autocomplete="off" maxlength="16"; }
+                    }
+                    fieldset {
+                        legend { "2. 紙の同意書（運営事務局の確認後に有効）" }
+                        p.note { "署名された同意書の番号を入力し、同意書は運営事務局に送付してください。" }
+                        label { "同意書の番号" input type="text" name="paper_form" maxlength="64"; }
+                    }
+                    label { "期間"
+                        select name="days" {
+                            option value="" { "本日のみ（受診日）" }
+                            option value="7" { "7日間" }
+                            option value="30" { "30日間（入院など）" }
+                            option value="90" { "90日間（最長）" }
+                        }
+                    }
+                    button type="submit" { "記録する" }
+                    " " a href={"/patients/" (id)} { "やめる" }
+                }
+            }
+        },
+    )
+}
+
+async fn visit_consent_form(c: Clinician, Path(id): Path<String>) -> Result<Response> {
+    valid_id(&id)?;
+    Ok(visit_consent_page(&c, &id, None))
+}
+
 async fn visit_consent(State(web): State<Web>, c: Clinician, Path(id): Path<String>, form: Form) -> Result<Response> {
     session::check_csrf(&form, &c.csrf)?;
     valid_id(&id)?;
     let ctx = c.ctx.clone();
-    let days = form.get("days").parse::<i64>().ok();
+    let days = match form.get("days").trim() {
+        "" => None,
+        d => Some(d.parse::<i64>().map_err(|_| ApiError::bad_request("期間の指定が正しくありません"))?),
+    };
+    let evidence = match (form.get("code").trim(), form.get("paper_form").trim()) {
+        (code, "") if !code.is_empty() => VisitEvidence::Code(code.to_owned()),
+        ("", paper) if !paper.is_empty() => VisitEvidence::Paper(paper.to_owned()),
+        _ => {
+            let mut r = visit_consent_page(&c, &id, Some("同意コードか同意書の番号のどちらか一方を入力してください"));
+            *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            return Ok(r);
+        }
+    };
     let pid = id.clone();
-    web.call(move |svc| svc.record_visit_consent(&ctx, &pid, days)).await?;
-    Ok(Redirect::to(&format!("/patients/{id}?msg=consent")).into_response())
+    match web.call(move |svc| svc.record_visit_consent(&ctx, &pid, evidence, days)).await {
+        Ok(v) if v.status == "pending" => {
+            Ok(Redirect::to(&format!("/patients/{id}?msg=consent-pending")).into_response())
+        }
+        Ok(_) => Ok(Redirect::to(&format!("/patients/{id}?msg=consent")).into_response()),
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::BadRequest | ErrorKind::Forbidden | ErrorKind::TooManyRequests | ErrorKind::NotFound
+            ) =>
+        {
+            let mut r = visit_consent_page(&c, &id, Some(&e.summary()));
+            *r.status_mut() = session::status_of(e.kind);
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-const REASONS: [&str; 4] = [
-    "意識障害で救急搬送、既往歴・服薬の確認",
-    "心肺停止での搬送、アレルギー・既往歴の確認",
-    "本人から聴取できない状態での緊急手術前の確認",
-    "災害時の救護",
-];
+/// A printable activation code for the patient portal (the facility's own patient, after an
+/// identity check at the desk).
+async fn activation_code(State(web): State<Web>, c: Clinician, Path(id): Path<String>, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &c.csrf)?;
+    valid_id(&id)?;
+    let ctx = c.ctx.clone();
+    let pid = id.clone();
+    let code = web.call(move |svc| svc.issue_activation_code(&ctx, &pid)).await?;
+    Ok(page(
+        "利用登録コード",
+        Nav::Clinician(&c.user, &c.csrf),
+        html! {
+            section.card.narrow.printable {
+                h1 { "患者ポータル 利用登録コード" }
+                p { "本人確認のうえ、患者さんご本人にお渡しください。コードは一度だけ表示されます。" }
+                p.code-big { strong { (code.code) } }
+                p { "有効期限: " (html::datetime_ms(code.expires)) }
+                p.note { "患者ポータル（/portal/register）で、このコードと生年月日を入力して登録します。以前のコードは無効になりました。" }
+                p { a href={"/patients/" (id)} { "← 患者の記録へ戻る" } }
+            }
+        },
+    ))
+}
 
-fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str, to: &str) -> Response {
+fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, form: &Form, to: &str) -> Response {
+    let chosen = form.get("reason_code");
     page(
         "緊急時の閲覧",
         Nav::Clinician(&c.user, &c.csrf),
@@ -694,17 +792,27 @@ fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str, 
                 @if let Some(m) = message { (notice("error", m)) }
                 p { strong { "患者さんの同意なしに記録を開きます。" } "生命・身体の保護のために必要で、本人の同意を得ることが困難な場合に限って使ってください。" }
                 ul {
-                    li { "閲覧は一定時間（既定 24 時間）に限られます。" }
-                    li { "この操作と理由は監査記録に残り、患者さんご本人の閲覧履歴にすぐ表示され、通知されます。" }
+                    li { "閲覧は数時間（既定 " (EMERGENCY_HOURS) " 時間）に限られます。24時間に " (EMERGENCY_PER_DAY) " 回を超えると受け付けられず、運営事務局に通知されます。" }
+                    li { "この操作と理由は監査記録に残り、患者さんご本人に通知されます（ポータル未登録の方には郵送されます）。" }
                     li { "運営事務局が後日、妥当性を確認します。" }
                 }
                 form method="post" action={"/patients/" (id) "/emergency"} {
                     (csrf_field(&c.csrf))
                     input type="hidden" name="to" value=(to);
                     label { "理由（必須）"
-                        textarea name="reason" rows="3" required minlength="4" maxlength="500" { (reason) }
+                        select name="reason_code" required {
+                            option value="" { "選んでください" }
+                            @for r in EmergencyReason::ALL {
+                                option value=(r.code()) selected[chosen == r.code()] { (r.label_ja()) }
+                            }
+                        }
                     }
-                    p.note { "例: " @for (i, r) in REASONS.iter().enumerate() { @if i > 0 { " / " } (r) } }
+                    label { "状況の説明（必須・" (EMERGENCY_REASON_MIN) "文字以上）"
+                        textarea name="reason" rows="3" required minlength=(EMERGENCY_REASON_MIN) maxlength="500" { (form.get("reason")) }
+                    }
+                    label { "ワンタイムコード（再入力）"
+                        input type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required maxlength="10";
+                    }
                     button.danger type="submit" { "記録に残して閲覧する" }
                     " " a href={"/patients/" (id)} { "やめる" }
                 }
@@ -716,22 +824,36 @@ fn emergency_page(c: &Clinician, id: &str, message: Option<&str>, reason: &str, 
 async fn emergency_form(c: Clinician, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Response> {
     valid_id(&id)?;
     let q = query(q);
-    Ok(emergency_page(&c, &id, None, "", q_get(&q, "to")))
+    Ok(emergency_page(&c, &id, None, &Form(Vec::new()), q_get(&q, "to")))
 }
 
 async fn emergency_post(State(web): State<Web>, c: Clinician, Path(id): Path<String>, form: Form) -> Result<Response> {
     session::check_csrf(&form, &c.csrf)?;
     valid_id(&id)?;
-    let reason = form.get("reason").to_owned();
     let to = if form.get("to") == "summary" { "summary" } else { "record" };
+    let Some(reason) = EmergencyReason::from_code(form.get("reason_code")) else {
+        let mut r = emergency_page(&c, &id, Some("理由を一覧から選んでください"), &form, to);
+        *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+        return Ok(r);
+    };
+    let req = BreakGlass {
+        patient_id: id.clone(),
+        reason,
+        text: form.get("reason").to_owned(),
+        totp: form.get("code").to_owned(),
+    };
     let ctx = c.ctx.clone();
-    let (pid, r2) = (id.clone(), reason.clone());
-    match web.call(move |svc| svc.break_glass(&ctx, &pid, &r2)).await {
+    match web.call(move |svc| svc.break_glass(&ctx, req)).await {
         // The emergency summary first when that is what the doctor asked for.
         Ok(_) if to == "summary" => Ok(Redirect::to(&format!("/patients/{id}/summary")).into_response()),
         Ok(_) => Ok(Redirect::to(&format!("/patients/{id}?msg=emergency")).into_response()),
-        Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Forbidden) => {
-            let mut r = emergency_page(&c, &id, Some(&e.summary()), &reason, to);
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::BadRequest | ErrorKind::Forbidden | ErrorKind::Unauthorized | ErrorKind::TooManyRequests
+            ) =>
+        {
+            let mut r = emergency_page(&c, &id, Some(&e.summary()), &form, to);
             *r.status_mut() = session::status_of(e.kind);
             Ok(r)
         }
