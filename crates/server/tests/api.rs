@@ -299,9 +299,16 @@ fn facility_systems_see_only_their_own_data_and_nothing_leaks() {
     foreign["extension"] = ext("1318814790");
     let r = b.post("Observation", &foreign);
     assert_eq!(r.status, 403, "{}", r.text);
-    // B's own observation about the same patient id.
+    // Nor its own observation about A's patient: a facility writes about its own patients
+    // (issue 11: such a write once made B "treating" the person).
     let ob = b.post("Observation", &obs(&pid, "x3", "2024-01-03", 1.0));
-    assert_eq!(ob.status, 201);
+    assert_eq!(ob.status, 403, "{}", ob.text);
+    // B's own patient and observation.
+    let pb = b.post("Patient", &json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.12712345678", "value": "B-1"}], "gender": "male"}));
+    assert_eq!(pb.status, 201, "{}", pb.text);
+    let pbid = pb.body["id"].as_str().unwrap().to_owned();
+    let ob = b.post("Observation", &obs(&pbid, "x3", "2024-01-03", 1.0));
+    assert_eq!(ob.status, 201, "{}", ob.text);
 
     // Reads: hidden resources look exactly like missing ones.
     assert_eq!(b.get(&format!("Observation/{oid}")).status, 404);
@@ -311,15 +318,23 @@ fn facility_systems_see_only_their_own_data_and_nothing_leaks() {
     );
     assert_eq!(b.get(&format!("Observation/{oid}/_history")).status, 404);
     // Totals and pages count only what the caller may see.
-    assert_eq!(b.get(&format!("Observation?patient={pid}")).body["total"], 1);
+    assert_eq!(b.get(&format!("Observation?patient={pid}")).body["total"], 0);
     assert_eq!(a.get(&format!("Observation?patient={pid}")).body["total"], 1);
-    assert_eq!(admin.get(&format!("Observation?patient={pid}")).body["total"], 2);
+    assert_eq!(admin.get(&format!("Observation?patient={pid}")).body["total"], 1);
+    assert_eq!(admin.get(&format!("Observation?patient={pbid}")).body["total"], 1);
     assert_eq!(
-        b.get(&format!("Observation?patient={pid}&_include=Observation:patient")).body["entry"]
+        b.get(&format!("Observation?patient={pbid}&_include=Observation:patient")).body["entry"]
             .as_array()
             .unwrap()
             .len(),
-        1,
+        2,
+        "B's own patient is included for B"
+    );
+    assert_eq!(
+        b.get(&format!("Observation?patient={pid}&_include=Observation:patient")).body["entry"]
+            .as_array()
+            .map_or(0, Vec::len),
+        0,
         "A's patient is not included for B"
     );
     assert_eq!(b.get("Observation/_history").body["total"], 1);

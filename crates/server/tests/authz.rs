@@ -350,6 +350,10 @@ fn login(s: &TestServer, login: &str, password: &str, secret: &str, kind: &str, 
 }
 
 fn user(s: &TestServer, name: &str, profession: &str, facility: &str) -> Client {
+    user_with_secret(s, name, profession, facility).0
+}
+
+fn user_with_secret(s: &TestServer, name: &str, profession: &str, facility: &str) -> (Client, String) {
     let pw = "Musubi-pass-2026";
     let r = api(
         &s.client(&s.admin),
@@ -360,17 +364,19 @@ fn user(s: &TestServer, name: &str, profession: &str, facility: &str) -> Client 
         ),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    login(s, name, pw, r.body["totp_secret"].as_str().unwrap(), "user", None)
+    let secret = r.body["totp_secret"].as_str().unwrap().to_owned();
+    (login(s, name, pw, &secret, "user", None), secret)
 }
 
-fn register(s: &TestServer, name: &str, kana: &str, insurance: &str, login_name: &str) -> Client {
+fn register(s: &TestServer, patient: &str, name: &str, kana: &str, login_name: &str) -> Client {
     let pw = "Hanako-pass-2026";
+    let code = activation_code(s, patient);
     let r = api(
         &anon(s),
         reqwest::Method::POST,
         "/portal/register",
         Some(json!({"name": name, "kana": kana, "sex": "female", "birth_date": "1970-05-05", "prefecture": "東京都",
-                    "city": "千代田区", "insurance_id": insurance, "login": login_name, "password": pw})),
+                    "city": "千代田区", "activation_code": code, "login": login_name, "password": pw})),
     );
     assert_eq!(r.status, 200, "{}", r.text);
     login(s, login_name, pw, r.body["totp_secret"].as_str().unwrap(), "portal", None)
@@ -472,8 +478,9 @@ fn observe(
 fn every_route_role_consent_and_care_relationship_agrees_with_the_documented_rules() {
     let s = TestServer::start();
     let (pid, recs) = load(&s);
-    let patient = register(&s, "結 花子", "ムスビ ハナコ", "06139999:ａ１:１２３:01", "hanako");
-    let other_patient = register(&s, "結 次郎", "ムスビ ジロウ", "06139999:ｂ２:４５６:01", "jiro");
+    let patient = register(&s, &pid, "結 花子", "ムスビ ハナコ", "hanako");
+    let other_id = recs.iter().find(|r| r.rtype == "Patient" && !r.ours).unwrap().id.clone();
+    let other_patient = register(&s, &other_id, "結 次郎", "ムスビ ジロウ", "jiro");
 
     // Clinicians: every profession at every facility; consent in person where the matrix says so.
     let mut roles: Vec<(String, Role, Client)> = Vec::new();
@@ -482,8 +489,13 @@ fn every_route_role_consent_and_care_relationship_agrees_with_the_documented_rul
             let name = format!("{p}-{}", f.code);
             let c = user(&s, &name, p, f.code);
             if f.care == Care::InPerson {
-                let r = api(&c, reqwest::Method::POST, "/clinician/visit-consent", Some(json!({"patient": pid})));
-                assert_eq!(r.status, 200, "{name}: {}", r.text);
+                let r = visit_consent(&c, &patient, &pid);
+                // Other licensed staff (検査技師, 療法士) do not receive consent; a colleague does.
+                if p == "other-licensed" {
+                    assert_eq!(r.status, 403, "{name}: {}", r.text);
+                } else {
+                    assert_eq!(r.status, 200, "{name}: {}", r.text);
+                }
             }
             roles.push((name, Role::Clinician { profession: p, facility: f, break_glass: false }, c));
         }
@@ -492,25 +504,15 @@ fn every_route_role_consent_and_care_relationship_agrees_with_the_documented_rul
     let h_n = FACILITIES.iter().find(|f| f.code == H_N).unwrap();
     for p in ["doctor", "dentist", "nurse", "pharmacist"] {
         let name = format!("bg-{p}");
-        let c = user(&s, &name, p, H_N);
-        let r = api(
-            &c,
-            reqwest::Method::POST,
-            "/clinician/break-glass",
-            Some(json!({"patient": pid, "reason": "意識障害で救急搬送、既往歴の確認"})),
-        );
+        let (c, secret) = user_with_secret(&s, &name, p, H_N);
+        let r = break_glass(&c, &pid, &secret, "意識障害で救急搬送、既往歴の確認");
         assert_eq!(r.status, 200, "{name}: {}", r.text);
         roles.push((name, Role::Clinician { profession: p, facility: h_n, break_glass: true }, c));
     }
     // Professions that may not break the glass are refused.
     for p in ["other-licensed", "clerk"] {
-        let c = user(&s, &format!("bg-{p}"), p, H_N);
-        let r = api(
-            &c,
-            reqwest::Method::POST,
-            "/clinician/break-glass",
-            Some(json!({"patient": pid, "reason": "意識障害で救急搬送、既往歴の確認"})),
-        );
+        let (c, secret) = user_with_secret(&s, &format!("bg-{p}"), p, H_N);
+        let r = break_glass(&c, &pid, &secret, "意識障害で救急搬送、既往歴の確認");
         assert_eq!(r.status, 403, "{p} must not break the glass: {}", r.text);
     }
     roles.push(("system-source".into(), Role::System { facility: SOURCE }, s.client(&s.token(SOURCE, "src-2"))));

@@ -111,22 +111,24 @@ fn consent_care_professions_break_glass_and_the_access_history() {
     let s = TestServer::start();
     let (pid, untold_id) = setup(&s);
 
-    // The patient registers: the 4 basic items and the insurance identity must match the records.
+    // The patient registers with the activation code handed over after an identity check,
+    // and the birth date.
+    let code = activation_code(&s, &pid);
     let bad = api(
         &anon(&s),
         reqwest::Method::POST,
         "/portal/register",
         Some(
-            json!({"name": "結 花子", "kana": "ムスビ ハナコ", "sex": "female", "birth_date": "1970-05-06", "prefecture": "東京都", "city": "千代田区", "insurance_id": "06139999:ａ１:１２３:01", "login": "hanako", "password": "Hanako-pass-2026"}),
+            json!({"name": "結 花子", "kana": "ムスビ ハナコ", "sex": "female", "birth_date": "1970-05-06", "prefecture": "東京都", "city": "千代田区", "login": "hanako", "password": "Hanako-pass-2026", "activation_code": code}),
         ),
     );
-    assert_eq!(bad.status, 404, "a wrong birth date finds no one: {}", bad.text);
+    assert_eq!(bad.status, 400, "a wrong birth date is refused: {}", bad.text);
     let reg = api(
         &anon(&s),
         reqwest::Method::POST,
         "/portal/register",
         Some(
-            json!({"name": "結 花子", "kana": "ムスビ ハナコ", "sex": "female", "birth_date": "1970-05-05", "prefecture": "東京都", "city": "千代田区", "insurance_id": "06139999:ａ１:１２３:01", "login": "hanako", "password": "Hanako-pass-2026"}),
+            json!({"name": "結 花子", "kana": "ムスビ ハナコ", "sex": "female", "birth_date": "1970-05-05", "prefecture": "東京都", "city": "千代田区", "login": "hanako", "password": "Hanako-pass-2026", "activation_code": code}),
         ),
     );
     assert_eq!(reg.status, 200, "{}", reg.text);
@@ -139,16 +141,19 @@ fn consent_care_professions_break_glass_and_the_access_history() {
     let pharmacist = login(&s, "ph-sakura", &pw, &sec, "user");
     let (pw, sec) = new_user(&s, "clerk-hosp", "clerk", HOSP);
     let clerk = login(&s, "clerk-hosp", &pw, &sec, "user");
-    let (pw, sec) = new_user(&s, "dr-far", "doctor", FAR);
-    let far_doctor = login(&s, "dr-far", &pw, &sec, "user");
+    let (pw, far_secret) = new_user(&s, "dr-far", "doctor", FAR);
+    let far_doctor = login(&s, "dr-far", &pw, &far_secret, "user");
 
     // No care relationship yet: nothing is visible, and nothing leaks through totals or reads.
     assert_eq!(obs_total(&doctor, &pid), 0);
     assert_eq!(doctor.get(&format!("Patient/{pid}")).status, 404);
-    // Consent in person at a visit creates the care relationship; the residence 二次医療圏 is open by default.
+    // Consent in person at a visit (the patient shows a code) creates the care relationship;
+    // the residence 二次医療圏 is open by default.
     for c in [&doctor, &pharmacist, &clerk] {
-        let r = api(c, reqwest::Method::POST, "/clinician/visit-consent", Some(json!({"patient": pid})));
+        let r = visit_consent(c, &patient, &pid);
         assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["status"], "active");
+        assert!(r.body["until"].is_string(), "a consent at the visit is bounded: {}", r.text);
     }
     assert_eq!(obs_total(&doctor, &pid), 1, "a doctor with a care relationship sees");
     assert_eq!(obs_total(&pharmacist, &pid), 1, "a pharmacist sees lab results");
@@ -190,19 +195,9 @@ fn consent_care_professions_break_glass_and_the_access_history() {
 
     // A doctor in another prefecture: denied, until break-glass.
     assert_eq!(obs_total(&far_doctor, &pid), 0);
-    let short = api(
-        &far_doctor,
-        reqwest::Method::POST,
-        "/clinician/break-glass",
-        Some(json!({"patient": pid, "reason": "急"})),
-    );
+    let short = break_glass(&far_doctor, &pid, &far_secret, "急");
     assert_eq!(short.status, 400, "a reason is required");
-    let bg = api(
-        &far_doctor,
-        reqwest::Method::POST,
-        "/clinician/break-glass",
-        Some(json!({"patient": pid, "reason": "意識障害で救急搬送、既往歴の確認"})),
-    );
+    let bg = break_glass(&far_doctor, &pid, &far_secret, "意識障害で救急搬送、既往歴の確認");
     assert_eq!(bg.status, 200, "{}", bg.text);
     assert_eq!(obs_total(&far_doctor, &pid), 1, "break-glass opens the record");
     let r = far_doctor.get(&format!("Observation?patient={pid}"));
@@ -217,7 +212,7 @@ fn consent_care_professions_break_glass_and_the_access_history() {
     let entries = hist.body["entries"].as_array().unwrap().clone();
     let emergency: Vec<&Value> = entries.iter().filter(|e| e["why"] == "緊急").collect();
     assert!(!emergency.is_empty(), "{}", hist.text);
-    assert!(emergency.iter().any(|e| e["reason"] == "意識障害で救急搬送、既往歴の確認"
+    assert!(emergency.iter().any(|e| e["reason"] == "救急搬送: 意識障害で救急搬送、既往歴の確認"
         && e["facility_name"] == "横浜結び病院"
         && e["profession"] == "医師"));
     let denied: Vec<&Value> = entries.iter().filter(|e| e["why"] == "拒否").collect();

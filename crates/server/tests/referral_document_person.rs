@@ -102,10 +102,9 @@ fn a_document_from_b_is_in_the_persons_record_seen_from_a() {
     // document writes no Patient, and nothing but the filing itself can put the document under
     // the person): the MPI links both registrations into one person.
     let b_patient = created(b_emr.post("Patient", &example()["entry"][1]["resource"]));
-    // A's doctor: consent in person at the visit (the patient lives in 高知県, outside the
-    // area opened by default).
-    let r = api(&dr_a, Method::POST, "/clinician/visit-consent", Some(json!({"patient": a_patient})));
-    assert_eq!(r.status, 200, "{}", r.text);
+    // A's doctor: consent in person at the visit on a signed paper form the operator confirmed
+    // (the patient lives in 高知県, outside the area opened by default).
+    paper_visit_consent(&s, &dr_a, &a_patient);
     let before = everything_seen_from_a(&dr_a, &a_patient);
     assert!(before.contains(&format!("Patient/{b_patient}")), "one person: {before:?}");
 
@@ -137,8 +136,7 @@ fn a_document_that_registers_the_patient_at_b_is_in_the_persons_record_too() {
     let s = TestServer::start();
     let (a_emr, b_emr, dr_a) = setup(&s);
     let a_patient = created(a_emr.post("Patient", &patient_at(A, "A-0002")));
-    let r = api(&dr_a, Method::POST, "/clinician/visit-consent", Some(json!({"patient": a_patient})));
-    assert_eq!(r.status, 200, "{}", r.text);
+    paper_visit_consent(&s, &dr_a, &a_patient);
     // B has not registered the patient: the document's Patient becomes B's registration, and
     // the MPI links it to A's person after the commit.
     let bundle_id = post_document(&b_emr, "PR-2");

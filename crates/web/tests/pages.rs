@@ -270,11 +270,44 @@ fn refusals_without_consent_or_care_csrf_and_emergency_access() {
     let form = other.get(&format!("{link}/emergency?to=summary"));
     assert_eq!(form.status, 200);
     assert!(form.text().contains("患者さんの同意なしに記録を開きます"));
-    let short = other.post(&format!("{link}/emergency"), &[("csrf", &csrf), ("reason", ""), ("to", "summary")]);
+    assert!(form.text().contains("ワンタイムコード（再入力）") && form.text().contains("救急搬送"));
+    let totp = musubi_service::people::totp_code_now(&w.secrets["dr-other"]).unwrap();
+    let short = other.post(
+        &format!("{link}/emergency"),
+        &[
+            ("csrf", &csrf),
+            ("reason_code", "emergency-transport"),
+            ("reason", "急"),
+            ("code", &totp),
+            ("to", "summary"),
+        ],
+    );
     assert_eq!(short.status, 400, "{}", short.text());
+    let no_reason = other.post(
+        &format!("{link}/emergency"),
+        &[("csrf", &csrf), ("reason", "意識障害で救急搬送、既往歴・服薬の確認"), ("code", &totp), ("to", "summary")],
+    );
+    assert_eq!(no_reason.status, 400, "a reason from the list is required: {}", no_reason.text());
+    let wrong_code = other.post(
+        &format!("{link}/emergency"),
+        &[
+            ("csrf", &csrf),
+            ("reason_code", "emergency-transport"),
+            ("reason", "意識障害で救急搬送、既往歴・服薬の確認"),
+            ("code", "000000"),
+            ("to", "summary"),
+        ],
+    );
+    assert_eq!(wrong_code.status, if totp == "000000" { 303 } else { 401 }, "{}", wrong_code.text());
     let ok = other.post(
         &format!("{link}/emergency"),
-        &[("csrf", &csrf), ("reason", "意識障害で救急搬送、既往歴・服薬の確認"), ("to", "summary")],
+        &[
+            ("csrf", &csrf),
+            ("reason_code", "emergency-transport"),
+            ("reason", "意識障害で救急搬送、既往歴・服薬の確認"),
+            ("code", &totp),
+            ("to", "summary"),
+        ],
     );
     assert_eq!(ok.status, 303, "{}", ok.text());
     assert_eq!(ok.location.as_deref(), Some(format!("{link}/summary").as_str()));
@@ -297,7 +330,27 @@ fn refusals_without_consent_or_care_csrf_and_emergency_access() {
     clinic.login_clinician("ns-far", &pw_secret, None);
     assert_eq!(clinic.get(&link).status, 404, "another prefecture without consent");
     let c = common::csrf(&clinic.get(&link).text());
+    // Without the patient's code (or a paper form) nothing is recorded.
     let r = clinic.post(&format!("{link}/visit-consent"), &[("csrf", &c)]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = clinic.post(&format!("{link}/visit-consent"), &[("csrf", &c), ("code", "1234 5678")]);
+    assert_eq!(r.status, 403, "a made-up code: {}", r.text());
+    assert_eq!(clinic.get(&link).status, 404);
+    // The patient shows a code from the portal; the nurse enters it.
+    let me = portal_login(&w);
+    let cp = me.get("/portal/consent-code");
+    assert_eq!(cp.status, 200);
+    let shown = me.post("/portal/consent-code", &[("csrf", &common::csrf(&cp.text()))]);
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    let code = {
+        let t = shown.text();
+        let at = t.find(r#"class="code-big"><strong>"#).unwrap() + r#"class="code-big"><strong>"#.len();
+        t[at..at + t[at..].find('<').unwrap()].to_owned()
+    };
+    let form = clinic.get(&format!("{link}/visit-consent"));
+    assert_eq!(form.status, 200);
+    assert!(form.text().contains("同意コード"));
+    let r = clinic.post(&format!("{link}/visit-consent"), &[("csrf", &c), ("code", &code), ("days", "")]);
     assert_eq!(r.status, 303, "{}", r.text());
     let p = clinic.follow(&r);
     assert_eq!(p.status, 200, "{}", p.text());
@@ -321,7 +374,6 @@ fn refusals_without_consent_or_care_csrf_and_emergency_access() {
     assert!(lt.contains("dr-other") && lt.contains("意識障害で救急搬送") && lt.contains("丸の内中央病院"), "{lt}");
 
     // The patient sees it at once: in the access history (as 緊急, with the reason) and as a notice.
-    let me = portal_login(&w);
     let h = plain(&me.get("/portal/history").text());
     assert!(h.contains("丸の内中央病院") && h.contains("丸山 次郎") && h.contains("緊急"), "{h}");
     assert!(h.contains("意識障害で救急搬送"), "the stated reason: {h}");
@@ -348,23 +400,25 @@ fn portal_login(w: &World) -> Web {
     let web = Web::new(&w.net);
     let reg = web.get("/portal/register");
     assert_eq!(reg.status, 200);
-    assert!(reg.text().contains("基本4情報"));
+    assert!(reg.text().contains("利用登録コード"));
+    // The hospital's desk issued her an activation code after checking her identity.
+    let activation = w.net.svc.issue_activation_code(&musubi_service::Ctx::operator("desk"), &w.patient).unwrap().code;
     let fields = |birth: &'static str| {
         vec![
+            ("activation_code", activation.as_str()),
             ("name", "髙橋 結衣"),
             ("kana", "タカハシ ユイ"),
             ("sex", "female"),
             ("birth_date", birth),
             ("prefecture", "東京都"),
             ("city", "千代田区"),
-            ("insurance_id", "06139999:ａ１:１２３:01"),
             ("login", "yui"),
             ("password", "Yui-portal-2026"),
             ("password2", "Yui-portal-2026"),
         ]
     };
     let wrong = web.post("/portal/register", &fields("1958-03-15"));
-    assert_eq!(wrong.status, 404, "a wrong birth date matches no one: {}", wrong.text());
+    assert_eq!(wrong.status, 400, "a wrong birth date is refused: {}", wrong.text());
     assert!(wrong.text().contains("髙橋 結衣"), "the form keeps what was typed");
     let ok = web.post("/portal/register", &fields("1958-03-14"));
     assert_eq!(ok.status, 200, "{}", ok.text());

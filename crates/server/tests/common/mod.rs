@@ -232,3 +232,67 @@ impl Drop for FreshDb {
         let _ = psql(&self.admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
     }
 }
+
+/// The operator issues an activation code for a patient (after an identity check at the desk).
+pub fn activation_code(s: &TestServer, patient: &str) -> String {
+    let r = api(
+        &s.client(&s.admin),
+        reqwest::Method::POST,
+        "/admin/activation-code",
+        Some(serde_json::json!({"patient": patient})),
+    );
+    assert_eq!(r.status, 200, "activation code: {}", r.text);
+    r.body["code"].as_str().unwrap().to_owned()
+}
+
+/// The patient (logged in at the portal) shows a consent code.
+pub fn consent_code(patient: &Client) -> String {
+    let r = api(patient, reqwest::Method::POST, "/portal/consent-code", None);
+    assert_eq!(r.status, 200, "consent code: {}", r.text);
+    r.body["code"].as_str().unwrap().to_owned()
+}
+
+/// A clinician records consent at the visit with the code the patient shows.
+pub fn visit_consent(c: &Client, patient_client: &Client, patient: &str) -> Resp {
+    let code = consent_code(patient_client);
+    api(
+        c,
+        reqwest::Method::POST,
+        "/clinician/visit-consent",
+        Some(serde_json::json!({"patient": patient, "code": code})),
+    )
+}
+
+/// A clinician starts an emergency access (reason from the list, words, the one-time code again).
+pub fn break_glass(c: &Client, patient: &str, totp_secret: &str, reason: &str) -> Resp {
+    let code = musubi_service::people::totp_code_now(totp_secret).unwrap();
+    api(
+        c,
+        reqwest::Method::POST,
+        "/clinician/break-glass",
+        Some(
+            serde_json::json!({"patient": patient, "reason_code": "emergency-transport", "reason": reason, "code": code}),
+        ),
+    )
+}
+
+/// A clinician registers a signed paper consent form; the operator confirms it.
+pub fn paper_visit_consent(s: &TestServer, c: &Client, patient: &str) {
+    let r = api(
+        c,
+        reqwest::Method::POST,
+        "/clinician/visit-consent",
+        Some(serde_json::json!({"patient": patient, "paper_form": "同意書-0001"})),
+    );
+    assert_eq!(r.status, 200, "paper consent: {}", r.text);
+    assert_eq!(r.body["status"], "pending", "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let r = api(
+        &s.client(&s.admin),
+        reqwest::Method::POST,
+        &format!("/admin/visit-consents/{id}"),
+        Some(serde_json::json!({"accept": true})),
+    );
+    assert_eq!(r.status, 200, "confirm: {}", r.text);
+    assert_eq!(r.body["status"], "active", "{}", r.text);
+}
