@@ -59,6 +59,7 @@ fn inputs() -> Result<Inputs> {
             residence: Residence { prefecture: 13, area: "1301".into(), recent_prefectures: vec![] },
             care: vec![CareRelation { facility: hosp, kind: CareKind::Treated, until: None }],
             emergency: vec![],
+            participating: true,
         },
         record: RecordView {
             rtype: ResourceType::Condition,
@@ -97,8 +98,13 @@ fn audit_record(i: u64, d: &Decision) -> AuditRecord {
 
 pub fn run(data: std::path::PathBuf, database: Option<String>, requests: u64, threads: usize) -> Result<()> {
     let inp = Arc::new(inputs()?);
-    let ctx =
-        Context { now: 1_800_000_000_000, facility: Some(&inp.facility), person: Some(&inp.person), withheld: &[] };
+    let ctx = Context {
+        now: 1_800_000_000_000,
+        facility: Some(&inp.facility),
+        person: Some(&inp.person),
+        withheld: &[],
+        policy: Default::default(),
+    };
 
     // 1. The decision alone.
     let n = 2_000_000u64;
@@ -131,6 +137,7 @@ pub fn run(data: std::path::PathBuf, database: Option<String>, requests: u64, th
                     facility: Some(&inp.facility),
                     person: Some(&inp.person),
                     withheld: &[],
+                    policy: Default::default(),
                 };
                 for i in 0..per_thread {
                     let t0 = Instant::now();

@@ -97,6 +97,9 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
     }
     // Relink with a model trained on the loaded region (links were made on every write).
     let (records, persons, reviews) = service.mpi_rebuild(&op).map_err(describe)?;
+    // The network is opt-in (参加同意): the demo's synthetic patients all consented to take
+    // part, so that the tour shows shared records.
+    store.participation_for_everyone(musubi_fhir::datetime::now_ms(), "demo".into())?;
 
     let pick = pick_showcase(store, &region)?;
     let mut accounts = Vec::new();

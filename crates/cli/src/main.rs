@@ -76,6 +76,16 @@ enum Command {
         #[arg(long, default_value_t = 256, env = "MUSUBI_RECORD_CACHE_MIB")]
         record_cache_mib: u64,
     },
+    /// Network settings: `network.participation` (`opt-in` | `per-visit`), `emergency.hours`
+    /// (1–12).
+    Setting {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The setting's key.
+        key: String,
+        /// The new value (without it, the current value is printed).
+        value: Option<String>,
+    },
     /// Retention of records by the national service's rules.
     Retention {
         #[command(subcommand)]
@@ -471,6 +481,31 @@ fn main() -> Result<()> {
                 &listen,
                 opts,
             ))
+        }
+        Command::Setting { store, key, value } => {
+            let allowed: &[(&str, &[&str])] =
+                &[("network.participation", &["opt-in", "per-visit"]), ("emergency.hours", &[])];
+            let Some((_, values)) = allowed.iter().find(|(k, _)| *k == key) else {
+                bail!("unknown setting {key:?} (known: network.participation, emergency.hours)");
+            };
+            let store = store.open()?;
+            match value {
+                None => println!("{key} = {}", store.setting(&key)?.unwrap_or_else(|| "(default)".into())),
+                Some(v) => {
+                    let ok = if values.is_empty() {
+                        v.parse::<i64>().is_ok_and(|h| (1..=12).contains(&h))
+                    } else {
+                        values.contains(&v.as_str())
+                    };
+                    if !ok {
+                        bail!("{key}: {v:?} is not allowed");
+                    }
+                    store.put_setting(key.clone(), v.clone())?;
+                    tracing::info!(key = %key, value = %v, "setting changed");
+                    println!("{key} = {v}");
+                }
+            }
+            Ok(())
         }
         Command::Retention { command: RetentionCommand::Sweep { store } } => {
             let svc = musubi_service::Service::new(store.open()?, "cli");

@@ -278,6 +278,31 @@ pub struct PersonContext {
     pub care: Vec<CareRelation>,
     /// Emergency grants.
     pub emergency: Vec<EmergencyGrant>,
+    /// Whether the person's participation consent (参加同意) is recorded (by the patient in the
+    /// portal, or by staff on the patient's evidence).
+    pub participating: bool,
+}
+
+/// How the network shares a person's records with other facilities (a network setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SharingPolicy {
+    /// Regional networks' style and the 2012 要綱: records are kept but shown to no other facility
+    /// until the person's participation consent is recorded (the default).
+    #[default]
+    OptIn,
+    /// The national service's style: consent at each visit — another facility sees the records
+    /// only under an active consent at the visit.
+    PerVisit,
+}
+
+impl SharingPolicy {
+    /// From the setting `network.participation` (`opt-in`, `per-visit`).
+    pub fn from_setting(s: Option<&str>) -> SharingPolicy {
+        match s {
+            Some("per-visit") => SharingPolicy::PerVisit,
+            _ => SharingPolicy::OptIn,
+        }
+    }
 }
 
 /// The context of a decision: the time, the actor's facility, the person concerned.
@@ -292,6 +317,8 @@ pub struct Context<'a> {
     /// Facilities that do not disclose (開示) their data to the network: their records are
     /// shown to nobody outside them (administrators and the patient excepted).
     pub withheld: &'a [FacilityCode],
+    /// The network's sharing policy.
+    pub policy: SharingPolicy,
 }
 
 /// Why an access was allowed (emergency access is marked in the audit record).
@@ -353,6 +380,10 @@ pub enum DenyReason {
     FacilityDoesNotView,
     /// The patient's own disclosure settings (a `Consent` of the network) are the patient's.
     PatientSettings,
+    /// The person has not consented to take part in the network (参加同意).
+    NotParticipating,
+    /// The network shares per visit, and there is no active consent at a visit.
+    NoVisitConsent,
 }
 
 impl DenyReason {
@@ -377,6 +408,10 @@ impl DenyReason {
             DenyReason::NotDisclosed => "作成元の医療機関はネットワークに情報を開示していません",
             DenyReason::FacilityDoesNotView => "所属医療機関はネットワークの情報を閲覧する設定になっていません",
             DenyReason::PatientSettings => "患者さんの開示設定は、ご本人・代理人・運営事務局のみが参照できます",
+            DenyReason::NotParticipating => {
+                "この患者さんはネットワークへの参加に同意していません（参加同意が未登録です）"
+            }
+            DenyReason::NoVisitConsent => "受診時の同意がありません（このネットワークは受診ごとの同意で共有します）",
         }
     }
 
@@ -401,6 +436,8 @@ impl DenyReason {
             DenyReason::NotDisclosed => "not-disclosed",
             DenyReason::FacilityDoesNotView => "facility-does-not-view",
             DenyReason::PatientSettings => "patient-settings",
+            DenyReason::NotParticipating => "not-participating",
+            DenyReason::NoVisitConsent => "no-visit-consent",
         }
     }
 }
@@ -449,6 +486,11 @@ pub fn person_access(u: &UserActor, ctx: &Context<'_>, person: &PersonContext) -
     let active = |k: CareKind| {
         person.care.iter().any(|c| c.facility == u.facility && c.kind == k && c.until.is_none_or(|t| t > ctx.now))
     };
+    match ctx.policy {
+        SharingPolicy::OptIn if !person.participating => return Err(DenyReason::NotParticipating),
+        SharingPolicy::PerVisit if !active(CareKind::InPersonConsent) => return Err(DenyReason::NoVisitConsent),
+        _ => {}
+    }
     match person.consent.verdict(&person.residence, fac, u.profession) {
         Verdict::Open(_) => {}
         Verdict::Closed(why) => return Err(DenyReason::Consent(why)),

@@ -46,6 +46,7 @@ fn person(care: Vec<(&str, CareKind)>) -> PersonContext {
         residence: Residence { prefecture: 13, area: "1301".into(), recent_prefectures: vec![] },
         care: care.into_iter().map(|(f, k)| CareRelation { facility: fac(f), kind: k, until: None }).collect(),
         emergency: vec![],
+        participating: true,
     }
 }
 
@@ -69,6 +70,7 @@ fn ctx<'a>(reg: &'a [FacilityInfo], actor: &Actor, p: &'a PersonContext) -> Cont
         facility: actor.facility().and_then(|f| reg.iter().find(|i| i.code == f)),
         person: Some(p),
         withheld: &[],
+        policy: SharingPolicy::OptIn,
     }
 }
 
@@ -207,6 +209,82 @@ fn patients_see_their_own_records_except_uninformed() {
     assert!(!decide(&proxy, Operation::Read, &rec(ResourceClass::Diagnosis, SOURCE, "P1"), &c).is_allow());
 }
 
+#[test]
+fn attack_a_facility_that_does_not_view_reads_nothing_of_others() {
+    let mut reg = registry();
+    for f in &mut reg {
+        if f.code == fac(HOSP) {
+            f.views = false;
+        }
+    }
+    let p = person(vec![(HOSP, CareKind::InPersonConsent)]);
+    let doc = user(Profession::Doctor, HOSP);
+    let c = ctx(&reg, &doc, &p);
+    assert_eq!(
+        decide(&doc, Operation::Read, &rec(ResourceClass::Diagnosis, SOURCE, "P1"), &c),
+        Decision::Deny(DenyReason::FacilityDoesNotView)
+    );
+    // Its own records stay readable.
+    assert!(decide(&doc, Operation::Read, &rec(ResourceClass::Diagnosis, HOSP, "P1"), &c).is_allow());
+}
+
+#[test]
+fn attack_a_facility_that_does_not_disclose_is_shown_to_nobody() {
+    let reg = registry();
+    let p = person(vec![(HOSP, CareKind::Treated)]);
+    let doc = user(Profession::Doctor, HOSP);
+    let withheld = [fac(SOURCE)];
+    let c = Context { withheld: &withheld, ..ctx(&reg, &doc, &p) };
+    assert_eq!(
+        decide(&doc, Operation::Read, &rec(ResourceClass::Diagnosis, SOURCE, "P1"), &c),
+        Decision::Deny(DenyReason::NotDisclosed)
+    );
+    // Break-glass does not open it either.
+    let mut p2 = p.clone();
+    p2.emergency.push(EmergencyGrant { user_id: "u-doctor".into(), reason: "救急".into(), until: NOW + DAY });
+    let c2 = Context { withheld: &withheld, ..ctx(&reg, &doc, &p2) };
+    assert!(!decide(&doc, Operation::Read, &rec(ResourceClass::Diagnosis, SOURCE, "P1"), &c2).is_allow());
+    // The patient still sees their own record.
+    let me = Actor::Portal(PortalActor {
+        account_id: "a".into(),
+        name: "n".into(),
+        person_id: "P1".into(),
+        proxy_relation: None,
+        may_view_records: true,
+    });
+    assert!(decide(&me, Operation::Read, &rec(ResourceClass::Diagnosis, SOURCE, "P1"), &c).is_allow());
+}
+
+#[test]
+fn attack_a_clinician_reads_the_patients_disclosure_settings() {
+    let reg = registry();
+    let p = person(vec![(HOSP, CareKind::Treated)]);
+    let doc = user(Profession::Doctor, HOSP);
+    let mut consent = rec(ResourceClass::Other, SOURCE, "P1");
+    consent.rtype = ResourceType::Consent;
+    consent.facility = None;
+    assert_eq!(
+        decide(&doc, Operation::Read, &consent, &ctx(&reg, &doc, &p)),
+        Decision::Deny(DenyReason::PatientSettings)
+    );
+    assert!(!in_scope(&search_scope(&doc, ResourceType::Consent, &ctx(&reg, &doc, &p)), &consent));
+}
+
+#[test]
+fn expired_consent_at_the_visit_is_no_care_relationship() {
+    let reg = registry();
+    let mut p = person(vec![]);
+    p.care.push(CareRelation { facility: fac(FAR), kind: CareKind::InPersonConsent, until: Some(NOW - 1) });
+    let doc = user(Profession::Doctor, FAR);
+    assert!(
+        !decide(&doc, Operation::Read, &rec(ResourceClass::Diagnosis, SOURCE, "P1"), &ctx(&reg, &doc, &p)).is_allow()
+    );
+    p.care[0].until = Some(NOW + DAY);
+    assert!(
+        decide(&doc, Operation::Read, &rec(ResourceClass::Diagnosis, SOURCE, "P1"), &ctx(&reg, &doc, &p)).is_allow()
+    );
+}
+
 // ---- property tests: scope == decision ----
 
 fn arb_actor() -> impl Strategy<Value = Actor> {
@@ -267,7 +345,22 @@ fn arb_person() -> impl Strategy<Value = PersonContext> {
         prop::option::of((prop::sample::select(Profession::ALL.to_vec()), any::<bool>())),
     )
         .prop_map(|(closed, care, facilities, kinds, profs, area, emergency)| {
-            let mut p = person(care.into_iter().map(|(f, k, _)| (f, k)).collect());
+            let mut p = person(Vec::new());
+            // Some people have not consented to take part.
+            p.participating = !(closed && care.len() % 2 == 1);
+            // Consent at the visit is always bounded now; some relations have run out.
+            p.care = care
+                .into_iter()
+                .map(|(f, k, expired)| CareRelation {
+                    facility: fac(f),
+                    kind: k,
+                    until: match (k, expired) {
+                        (CareKind::InPersonConsent, true) => Some(NOW - DAY),
+                        (CareKind::InPersonConsent, false) => Some(NOW + DAY),
+                        _ => None,
+                    },
+                })
+                .collect();
             p.consent.closed = closed;
             p.consent.facilities = facilities.into_iter().map(|(f, a)| (f.to_string(), a)).collect();
             p.consent.kinds = kinds
@@ -308,6 +401,7 @@ proptest! {
         with_person in any::<bool>(),
         views in any::<bool>(),
         withheld in prop::sample::subsequence(vec![HOSP, PHARM, FAR, SOURCE], 0..3),
+        per_visit in any::<bool>(),
     ) {
         let mut reg = registry();
         for f in &mut reg {
@@ -319,6 +413,7 @@ proptest! {
             facility: actor.facility().and_then(|f| reg.iter().find(|i| i.code == f)),
             person: with_person.then_some(&p),
             withheld: &withheld,
+            policy: if per_visit { SharingPolicy::PerVisit } else { SharingPolicy::OptIn },
         };
         let scope = search_scope(&actor, rec.rtype, &c);
         prop_assert_eq!(in_scope(&scope, &rec), decide(&actor, Operation::Read, &rec, &c).is_allow());
@@ -348,6 +443,7 @@ proptest! {
         prof in prop::sample::select(Profession::ALL.to_vec()),
         views in any::<bool>(),
         withheld in prop::sample::subsequence(vec![PHARM, FAR, SOURCE], 0..3),
+        per_visit in any::<bool>(),
     ) {
         let mut reg = registry();
         for f in &mut reg {
@@ -355,7 +451,8 @@ proptest! {
         }
         let withheld: Vec<FacilityCode> = withheld.into_iter().map(fac).collect();
         let actor = user(prof, HOSP);
-        let c = Context { now: NOW, facility: reg.iter().find(|i| i.code == fac(HOSP)), person: Some(&p), withheld: &withheld };
+        let policy = if per_visit { SharingPolicy::PerVisit } else { SharingPolicy::OptIn };
+        let c = Context { now: NOW, facility: reg.iter().find(|i| i.code == fac(HOSP)), person: Some(&p), withheld: &withheld, policy };
         let d = decide(&actor, Operation::Read, &rec, &c);
         if d.is_allow() && rec.facility != Some(fac(HOSP)) && !is_directory(rec.rtype, rec.class) {
             // A facility that does not view reads nothing of others; a withheld facility's
@@ -364,8 +461,17 @@ proptest! {
             prop_assert!(rec.facility.is_none_or(|f| !withheld.contains(&f)));
             prop_assert!(rec.rtype != ResourceType::Consent);
             let emergency = p.emergency.iter().any(|g| g.user_id == format!("u-{}", prof.code()) && g.until > NOW);
-            let care = p.care.iter().any(|c| c.facility == fac(HOSP));
+            let care = p.care.iter().any(|c| c.facility == fac(HOSP) && c.until.is_none_or(|t| t > NOW));
             prop_assert!(emergency || (care && !p.consent.closed));
+            // Without participation (opt-in) or a consent at the visit (per visit), only an
+            // emergency grant opens another facility's record.
+            let visit = p.care.iter().any(|c| {
+                c.facility == fac(HOSP) && c.kind == CareKind::InPersonConsent && c.until.is_none_or(|t| t > NOW)
+            });
+            match policy {
+                SharingPolicy::OptIn => prop_assert!(emergency || p.participating),
+                SharingPolicy::PerVisit => prop_assert!(emergency || visit),
+            }
             prop_assert!(policy::profession_may_see(prof, rec.class));
             prop_assert!(!rec.flags.contains(Flags::UNDELIVERED));
         }

@@ -359,6 +359,27 @@ fn visit_consent_json(v: &musubi_store::VisitConsentRow) -> Value {
         "confirmed_by": v.confirmed_by})
 }
 
+#[derive(Deserialize)]
+struct ParticipationBody {
+    participating: bool,
+}
+
+async fn participation_get(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    let p = state.blocking(move |svc| svc.participation(&ctx)).await?;
+    Ok(ok_json(json!({"participating": p})))
+}
+
+async fn participation_put(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let b: ParticipationBody = body_json(&state, &headers, body).await?;
+    let p = state.blocking(move |svc| svc.set_participation(&ctx, b.participating)).await?;
+    Ok(ok_json(json!({"participating": p})))
+}
+
 async fn consent_code(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
     let c = state.blocking(move |svc| svc.issue_consent_code(&ctx)).await?;
     Ok(ok_json(json!({"code": c.code, "expires": musubi_fhir::datetime::format_instant(c.expires)})))
@@ -665,6 +686,7 @@ pub fn routes() -> Router<AppState> {
         .route("/clinician/visit-consent", post(visit_consent))
         .route("/clinician/activation-code", post(activation_code))
         .route("/portal/consent-code", post(consent_code))
+        .route("/portal/participation", get(participation_get).put(participation_put))
         .route("/admin/activation-code", post(activation_code))
         .route("/admin/visit-consents", get(visit_consents_get))
         .route("/admin/visit-consents/{id}", post(visit_consent_decide))

@@ -83,9 +83,9 @@ fn register(s: &TestServer, code: &str, birth: &str, login: &str) -> Resp {
     )
 }
 
-fn portal(s: &TestServer, patient: &str, login: &str) -> Client {
+fn portal(s: &TestServer, patient: &str, birth: &str, login: &str) -> Client {
     let code = activation_code(s, patient);
-    let r = register(s, &code, "1970-05-05", login);
+    let r = register(s, &code, birth, login);
     assert_eq!(r.status, 200, "{}", r.text);
     log_in(s, login, "Hanako-pass-2026", r.body["totp_secret"].as_str().unwrap(), "portal")
 }
@@ -455,9 +455,43 @@ fn attack_break_glass_unbounded(s: &TestServer, w: &World) {
     assert!(reviews.body["reviews"].as_array().unwrap().len() >= 3, "{}", reviews.text);
 }
 
+/// Records arrive for everyone, but are shown to other facilities only after the person's
+/// participation consent (opt-in, the default); in a per-visit network, only under a consent at
+/// the visit.
+fn attack_sharing_without_participation(s: &TestServer) {
+    let src = s.client(&s.token(SOURCE, "clinic-emr-p"));
+    let hosp = s.client(&s.token(HOSP, "hosp-emr-p"));
+    let who = ("参加 未子", "参加", "未子");
+    let p = created(
+        src.post("Patient", &patient_json(SOURCE, "C-0009", who, "サンカ ミコ", "1981-02-03", "06139999:9:9:09")),
+    );
+    created(src.post("Observation", &lab(SOURCE, &p, 5.5)));
+    // The hospital treated her too (its own registration, matching demographics).
+    created(hosp.post("Patient", &patient_json(HOSP, "H-0009", who, "サンカ ミコ", "1981-02-03", "06139999:9:9:09")));
+    let (doctor, _) = clinician(s, "dr-part", "doctor", HOSP);
+    assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 0, "no participation yet");
+    let me = portal(s, &p, "1981-02-03", "miko");
+    // Registration alone is not participation.
+    assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 0);
+    let r = api(&me, Method::PUT, "/portal/participation", Some(json!({"participating": true})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 1, "shared once she takes part");
+    // Per-visit networks need a consent at the visit on top.
+    s.store.put_setting("network.participation".into(), "per-visit".into()).unwrap();
+    assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 0);
+    let (clerk, _) = clinician(s, "clerk-part", "clerk", HOSP);
+    assert_eq!(visit_consent(&clerk, &me, &p).status, 200);
+    assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 1);
+    s.store.put_setting("network.participation".into(), "opt-in".into()).unwrap();
+    // Withdrawn: hidden again.
+    let r = api(&me, Method::PUT, "/portal/participation", Some(json!({"participating": false})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 0);
+}
+
 fn scenario(s: &TestServer) {
     let w = world(s);
-    let patient = portal(s, &w.pid, "hanako");
+    let patient = portal(s, &w.pid, "1970-05-05", "hanako");
     attack_clerk_records_visit_consent_without_the_patient(s, &w);
     attack_consent_code_reused_or_used_for_another_patient(s, &w, &patient);
     attack_paper_consent_without_the_operator(s, &w);
@@ -470,6 +504,7 @@ fn scenario(s: &TestServer) {
     attack_break_glass_unbounded(s, &w);
     attack_hijacked_account_is_revoked(s, &w);
     attack_guessing_consent_codes(s, &w, &patient);
+    attack_sharing_without_participation(s);
 }
 
 #[test]

@@ -481,6 +481,9 @@ fn every_route_role_consent_and_care_relationship_agrees_with_the_documented_rul
     let patient = register(&s, &pid, "結 花子", "ムスビ ハナコ", "hanako");
     let other_id = recs.iter().find(|r| r.rtype == "Patient" && !r.ours).unwrap().id.clone();
     let other_patient = register(&s, &other_id, "結 次郎", "ムスビ ジロウ", "jiro");
+    // The network is opt-in: the patient consents to take part (参加同意) in the portal.
+    let r = api(&patient, reqwest::Method::PUT, "/portal/participation", Some(json!({"participating": true})));
+    assert_eq!(r.status, 200, "{}", r.text);
 
     // Clinicians: every profession at every facility; consent in person where the matrix says so.
     let mut roles: Vec<(String, Role, Client)> = Vec::new();

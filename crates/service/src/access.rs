@@ -11,7 +11,7 @@ use musubi_domain::FacilityCode;
 use musubi_fhir::ResourceType;
 use musubi_gate::{
     Actor, CareKind, CareRelation, ConsentSettings, Context, Decision, EmergencyGrant, FacilityClass, FacilityInfo,
-    Operation, PersonContext, RecordView, Residence, decide, search_scope,
+    Operation, PersonContext, RecordView, Residence, SharingPolicy, decide, search_scope,
 };
 use musubi_store::Scope;
 use serde_json::Value;
@@ -38,19 +38,27 @@ pub(crate) struct Access<'a> {
     facility: Option<FacilityInfo>,
     /// Facilities that do not disclose (開示): loaded for users only.
     withheld: Vec<FacilityCode>,
+    /// The network's sharing policy (setting `network.participation`).
+    policy: SharingPolicy,
     persons: RefCell<HashMap<String, Rc<PersonContext>>>,
 }
 
 impl<'a> Access<'a> {
     /// The context for `ctx` (reads the user's facility from the registry).
     pub(crate) fn new(svc: &'a Service, ctx: &'a Ctx) -> Result<Access<'a>, ApiError> {
-        let (facility, withheld) = match &ctx.actor {
+        let (facility, withheld, policy) = match &ctx.actor {
             Actor::User(u) => {
                 let code = u.facility.to_string();
-                let (row, withheld) = svc.store.read(|r| Ok((r.facility(&code)?, r.withheld_facilities()?)))?;
-                (row.as_ref().and_then(facility_info), codes(&withheld).collect())
+                let (row, withheld, policy) = svc.store.read(|r| {
+                    Ok((r.facility(&code)?, r.withheld_facilities()?, r.setting("network.participation")?))
+                })?;
+                (
+                    row.as_ref().and_then(facility_info),
+                    codes(&withheld).collect(),
+                    SharingPolicy::from_setting(policy.as_deref()),
+                )
             }
-            _ => (None, Vec::new()),
+            _ => (None, Vec::new(), SharingPolicy::default()),
         };
         Ok(Access {
             svc,
@@ -58,6 +66,7 @@ impl<'a> Access<'a> {
             now: musubi_fhir::datetime::now_ms(),
             facility,
             withheld,
+            policy,
             persons: RefCell::new(HashMap::new()),
         })
     }
@@ -82,6 +91,7 @@ impl<'a> Access<'a> {
                 facility: self.facility.as_ref(),
                 person: person.as_deref(),
                 withheld: &self.withheld,
+                policy: self.policy,
             },
         ))
     }
@@ -100,6 +110,7 @@ impl<'a> Access<'a> {
                 facility: self.facility.as_ref(),
                 person: ctx.as_deref(),
                 withheld: &self.withheld,
+                policy: self.policy,
             },
         ))
     }
@@ -123,7 +134,7 @@ impl Service {
     /// Everything the gate needs about a person, from the store.
     pub(crate) fn person_context(&self, person_id: &str, now: i64) -> Result<PersonContext, ApiError> {
         let id = person_id.to_owned();
-        let (consent, residence, treated, referred, visits, emergency) = self.store.read(|r| {
+        let (consent, residence, treated, referred, visits, emergency, participating) = self.store.read(|r| {
             let mut treated = r.treating_facilities(&id)?;
             // Claims (レセプト) show use of a facility too, even before its records arrive.
             for pid in r.patients_of_person(&id)? {
@@ -138,6 +149,7 @@ impl Service {
                 r.referral_recipients(&id)?,
                 r.visit_consents(&id)?,
                 r.emergency_grants(&id)?,
+                r.participating(&id)?,
             ))
         })?;
         let consent = match consent {
@@ -168,7 +180,7 @@ impl Service {
             .filter(|g| g.until > now)
             .map(|g| EmergencyGrant { user_id: g.user_id, reason: g.reason, until: g.until })
             .collect();
-        Ok(PersonContext { person_id: person_id.to_owned(), consent, residence, care, emergency })
+        Ok(PersonContext { person_id: person_id.to_owned(), consent, residence, care, emergency, participating })
     }
 
     /// The residence of a person without a registered one: the newest address of their source
@@ -222,6 +234,7 @@ impl Access<'_> {
                 facility: self.facility.as_ref(),
                 person: person.as_deref(),
                 withheld: &self.withheld,
+                policy: self.policy,
             },
         )
     }

@@ -352,13 +352,24 @@ impl Service {
                     now,
                 );
                 let used = self.store.write_evidence(
-                    vec![EvidenceWrite::UseCode {
-                        code_hash: code_hash(&code),
-                        purpose: CodePurpose::VisitConsent,
-                        person_id: Some(person.clone()),
-                        at: now,
-                        by: format!("{}:{}", u.facility, u.login),
-                    }],
+                    vec![
+                        EvidenceWrite::UseCode {
+                            code_hash: code_hash(&code),
+                            purpose: CodePurpose::VisitConsent,
+                            person_id: Some(person.clone()),
+                            at: now,
+                            by: format!("{}:{}", u.facility, u.login),
+                        },
+                        // Consent given in person at a member facility, on the patient's own
+                        // evidence, is also their participation consent (参加同意).
+                        EvidenceWrite::Participation {
+                            person_id: person.clone(),
+                            participating: true,
+                            at: now,
+                            by: format!("{}:{}", u.facility, u.login),
+                            evidence: "code".into(),
+                        },
+                    ],
                     vec![AccountWrite::VisitConsent(row.clone()), AccountWrite::Notify(n)],
                     vec![a.clone()],
                 );
@@ -438,19 +449,60 @@ impl Service {
         } else {
             format!("{fname} が登録した紙の同意書による来院時の同意は、運営事務局の確認の結果、無効とされました。")
         };
-        self.store.write_evidence(
-            vec![EvidenceWrite::DecideVisitConsent {
-                id: id.into(),
-                status: if accept { "active" } else { "rejected" },
-                by: ctx.actor.name().into(),
+        let mut evidence = vec![EvidenceWrite::DecideVisitConsent {
+            id: id.into(),
+            status: if accept { "active" } else { "rejected" },
+            by: ctx.actor.name().into(),
+            at: now,
+            until,
+        }];
+        if accept {
+            evidence.push(EvidenceWrite::Participation {
+                person_id: row.person_id.clone(),
+                participating: true,
                 at: now,
-                until,
-            }],
+                by: format!("operator:{}", ctx.actor.name()),
+                evidence: row.evidence.clone(),
+            });
+        }
+        self.store.write_evidence(
+            evidence,
             vec![AccountWrite::Notify(notice(&row.person_id, "visit-consent", text, now))],
             vec![a],
         )?;
         let i = id.to_owned();
         self.store.read(|r| r.visit_consent(&i))?.ok_or_else(|| ApiError::internal("visit consent vanished"))
+    }
+
+    /// The patient (or a proxy who manages their consent) gives or withdraws their participation
+    /// consent (参加同意): without it, no other facility sees their records (in an opt-in network).
+    pub fn set_participation(&self, ctx: &Ctx, participating: bool) -> Result<bool, ApiError> {
+        let me = self.portal_manager(ctx)?;
+        let now = now_ms();
+        let mut a = self.audit_record(ctx, AuditAction::Update, "participation", AuditOutcome::Success);
+        a.person = Some(me.person_id.clone());
+        a.outcome_text = Some(if participating { "participates".into() } else { "withdrew".into() });
+        self.store.write_evidence(
+            vec![EvidenceWrite::Participation {
+                person_id: me.person_id.clone(),
+                participating,
+                at: now,
+                by: format!("portal:{}", me.account_id),
+                evidence: "portal".into(),
+            }],
+            Vec::new(),
+            vec![a],
+        )?;
+        Ok(participating)
+    }
+
+    /// Whether the portal actor's person participates.
+    pub fn participation(&self, ctx: &Ctx) -> Result<bool, ApiError> {
+        let Actor::Portal(me) = &ctx.actor else {
+            return Err(ApiError::new(ErrorKind::Forbidden, "患者ポータルのログインが必要です"));
+        };
+        let p = me.person_id.clone();
+        Ok(self.store.read(|r| r.participating(&p))?)
     }
 
     /// The operator's list: paper consents to confirm, and every consent at a visit of the

@@ -117,6 +117,19 @@ pub enum EvidenceWrite {
         /// Account id.
         id: String,
     },
+    /// The person's participation consent (参加同意), given or withdrawn.
+    Participation {
+        /// Person.
+        person_id: String,
+        /// Given (true) or withdrawn.
+        participating: bool,
+        /// When.
+        at: i64,
+        /// Who recorded it (`portal:<account>`, `<facility>:<login>`, `operator:<name>`).
+        by: String,
+        /// On what evidence (`portal`, `code`, `paper:<form>`).
+        evidence: String,
+    },
     /// A notice was sent by post.
     Posted {
         /// Notification id.
@@ -193,6 +206,19 @@ fn apply(conn: &mut dyn Conn, w: &EvidenceWrite) -> Result<(), StoreError> {
             conn.execute("UPDATE portal_account SET disabled = 1, person_id = NULL WHERE id = $1", &[Param::Text(id)])?;
             conn.execute("DELETE FROM session WHERE subject = $1 AND kind = 'portal'", &[Param::Text(id)])?;
         }
+        EvidenceWrite::Participation { person_id, participating, at, by, evidence } => {
+            conn.execute("DELETE FROM participation WHERE person_id = $1", &[Param::Text(person_id)])?;
+            conn.execute(
+                "INSERT INTO participation (person_id, participating, at, by_whom, evidence) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    Param::Text(person_id),
+                    Param::I64(i64::from(*participating)),
+                    Param::I64(*at),
+                    Param::Text(by),
+                    Param::Text(evidence),
+                ],
+            )?;
+        }
         EvidenceWrite::Posted { id, at } => {
             conn.execute("UPDATE notification SET posted_at = $1 WHERE id = $2", &[Param::I64(*at), Param::Text(id)])?;
         }
@@ -201,6 +227,20 @@ fn apply(conn: &mut dyn Conn, w: &EvidenceWrite) -> Result<(), StoreError> {
 }
 
 impl Store {
+    /// Records participation for every person with a source patient who has none recorded:
+    /// for the demo region only (its synthetic patients "consented" when it was made).
+    pub fn participation_for_everyone(&self, at: i64, by: String) -> Result<u64, StoreError> {
+        self.inner.writer.write(move |conn| {
+            conn.execute(
+                "INSERT INTO participation (person_id, participating, at, by_whom, evidence) \
+                 SELECT DISTINCT person_id, 1, $1, $2, 'demo' FROM resource \
+                 WHERE rtype = 'Patient' AND person_id IS NOT NULL \
+                 AND person_id NOT IN (SELECT person_id FROM participation)",
+                &[Param::I64(at), Param::Text(&by)],
+            )
+        })
+    }
+
     /// Applies evidence changes, account changes and audit records in one transaction: a code
     /// is used exactly when what it allows is recorded.
     pub fn write_evidence(
@@ -245,6 +285,14 @@ impl Reader<'_> {
             &[Param::Text(code_hash), Param::Text(purpose.code()), Param::I64(now)],
         )?;
         Ok(rows.first().map(|r| r.str(0).to_owned()))
+    }
+
+    /// Whether the person's participation consent is recorded (and not withdrawn).
+    pub fn participating(&mut self, person_id: &str) -> Result<bool, StoreError> {
+        let rows = self
+            .conn
+            .query("SELECT participating FROM participation WHERE person_id = $1", &[Param::Text(person_id)])?;
+        Ok(rows.first().is_some_and(|r| r.i64(0) == 1))
     }
 
     /// Alerts not yet handled, oldest first.

@@ -170,7 +170,7 @@ fn apply(conn: &mut dyn Conn, w: &MpiWrite) -> Result<(), StoreError> {
             {
                 conn.execute(&format!("UPDATE {table} SET person_id = $1 WHERE person_id = $2"), &p)?;
             }
-            for table in ["consent_setting", "residence"] {
+            for table in ["consent_setting", "residence", "participation"] {
                 conn.execute(
                     &format!(
                         "UPDATE {table} SET person_id = $1 WHERE person_id = $2 \

@@ -481,7 +481,14 @@ CREATE TABLE operator_alert (
     handled_by TEXT,
     handled_at BIGINT
 );
-ALTER TABLE notification ADD COLUMN posted_at BIGINT
+ALTER TABLE notification ADD COLUMN posted_at BIGINT;
+CREATE TABLE participation (
+    person_id TEXT PRIMARY KEY,
+    participating BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    by_whom TEXT NOT NULL,
+    evidence TEXT NOT NULL
+)
 "#,
     },
 ];

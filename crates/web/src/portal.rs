@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/portal/register-proxy", get(proxy_register_form).post(proxy_register_post))
         .route("/portal/consent", get(consent).post(consent_post))
         .route("/portal/consent-code", get(consent_code_page).post(consent_code_post))
+        .route("/portal/participation", post(participation_post))
         .route("/portal/history", get(history))
         .route("/portal/notices", get(notices))
         .route("/portal/record", get(record))
@@ -61,6 +62,8 @@ fn nav<'a>(u: &'a PortalUser) -> Nav<'a> {
 async fn home(State(web): State<Web>, u: PortalUser) -> Result<Response> {
     let ctx = u.ctx.clone();
     let notices = web.call(move |svc| svc.notifications(&ctx)).await.unwrap_or_default();
+    let ctx = u.ctx.clone();
+    let participating = web.call(move |svc| svc.participation(&ctx)).await.unwrap_or(false);
     let unread = notices.iter().filter(|n| n.read_at.is_none()).count();
     Ok(page(
         "患者ポータル",
@@ -68,6 +71,21 @@ async fn home(State(web): State<Web>, u: PortalUser) -> Result<Response> {
         html! {
             h1 { (u.me.name) " さん" @if let Some(r) = &u.me.proxy_relation { "（代理人: " (r) "）" } }
             @if unread > 0 { (notice("warn", &format!("新しいお知らせが {unread} 件あります。"))) }
+            section.card {
+                h2 { "ネットワークへの参加（参加同意）" }
+                @if participating {
+                    p { "参加に同意しています。開示設定の範囲で、診療関係のある医療機関があなたの記録を閲覧できます。" }
+                } @else {
+                    p { "参加に同意していません。あなたの記録は保管されますが、他の医療機関には表示されません（緊急時の閲覧を除く）。" }
+                }
+                form.inline method="post" action="/portal/participation" {
+                    (csrf_field(&u.csrf))
+                    input type="hidden" name="participating" value=(if participating { "false" } else { "true" });
+                    button type="submit" class=(if participating { "secondary" } else { "" }) {
+                        @if participating { "参加同意を取り消す" } @else { "参加に同意する" }
+                    }
+                }
+            }
             div.doors {
                 a.door href="/portal/consent" { strong { "開示設定" } span { "どの医療機関・職種に記録を見せるかを選べます" } }
                 a.door href="/portal/history" { strong { "閲覧履歴" } span { "いつ・誰が・何を・なぜ見たか" } }
@@ -101,6 +119,14 @@ fn consent_code_view(u: &PortalUser, code: Option<&musubi_service::evidence::Iss
             }
         },
     )
+}
+
+async fn participation_post(State(web): State<Web>, u: PortalUser, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &u.csrf)?;
+    let participating = form.get("participating") == "true";
+    let ctx = u.ctx.clone();
+    web.call(move |svc| svc.set_participation(&ctx, participating)).await?;
+    Ok(Redirect::to("/portal").into_response())
 }
 
 async fn consent_code_page(u: PortalUser) -> Result<Response> {

@@ -176,6 +176,8 @@ pub fn world() -> World {
     ];
     let ids = net.load(&data::history(&data::YUI, &sites, &plan));
     let patient = ids[HOSP].clone();
+    // She consented to take part in the network (参加同意) at the hospital's desk.
+    net.store.participation_for_everyone(musubi_fhir::datetime::now_ms(), "test".into()).unwrap();
     let clinic_patient = ids[CLINIC].clone();
     // The hospital's referral letter (the JP-CLINS example, about this patient, written lately).
     let mut referral = read_json("jp-clins/examples/Bundle-Bundle-CLINS-Referral-Example-01.json");
