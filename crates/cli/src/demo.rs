@@ -29,11 +29,13 @@ pub fn run(data: &Path, listen: &str) -> Result<()> {
     }
     let tour = std::fs::read_to_string(data.join("demo-tour.txt")).unwrap_or_default();
     eprintln!("{tour}");
+    let anchoring = crate::audit::Anchoring::demo(&store, data)?;
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(crate::run_server(
         store,
         data,
         listen,
         crate::ServeOptions::default(),
+        anchoring,
     ))
 }
 

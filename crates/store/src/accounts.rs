@@ -206,6 +206,24 @@ pub struct AnchorRow {
     pub signature: String,
 }
 
+/// The database's copy of one line of the external anchor log (see `musubi_service::anchors`):
+/// a line the database knows about but the log lacks shows the log was cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorLogRow {
+    /// The line's number in the log (1, 2, 3, …).
+    pub n: i64,
+    /// Why it was written: start, periodic, shutdown, demand, prune.
+    pub kind: String,
+    /// The sequence number anchored.
+    pub seq: i64,
+    /// Its chain hash.
+    pub hash: String,
+    /// When (epoch ms).
+    pub created: i64,
+    /// The hash of the whole signed line (the next line's `prev`).
+    pub line_hash: String,
+}
+
 fn b(v: bool) -> Param<'static> {
     Param::I64(i64::from(v))
 }
@@ -934,7 +952,52 @@ impl Reader<'_> {
     }
 }
 
+impl Store {
+    /// Keeps the database's copy of an anchor line. A line number already recorded keeps its
+    /// first copy: a log restarted from line 1 must not overwrite what it is checked against.
+    pub fn record_anchor_line(&self, row: AnchorLogRow) -> Result<(), StoreError> {
+        self.inner.writer.write(move |conn| {
+            conn.execute(
+                "INSERT INTO audit_anchor_log (n, kind, seq, hash, created, line_hash) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (n) DO NOTHING",
+                &[
+                    Param::I64(row.n),
+                    Param::Text(&row.kind),
+                    Param::I64(row.seq),
+                    Param::Text(&row.hash),
+                    Param::I64(row.created),
+                    Param::Text(&row.line_hash),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+}
+
 impl Reader<'_> {
+    /// The database's copies of the anchor log's lines, in line order.
+    pub fn anchor_lines(&mut self) -> Result<Vec<AnchorLogRow>, StoreError> {
+        let rows = self
+            .conn
+            .query("SELECT n, kind, seq, hash, created, line_hash FROM audit_anchor_log ORDER BY n", &[])?;
+        Ok(rows
+            .iter()
+            .map(|r| AnchorLogRow {
+                n: r.i64(0),
+                kind: r.str(1).into(),
+                seq: r.i64(2),
+                hash: r.str(3).into(),
+                created: r.i64(4),
+                line_hash: r.str(5).into(),
+            })
+            .collect())
+    }
+
+    /// The stored canonical JSON of one audit record.
+    pub fn audit_record(&mut self, seq: i64) -> Result<Option<String>, StoreError> {
+        let rows = self.conn.query("SELECT record FROM audit WHERE seq = $1", &[Param::I64(seq)])?;
+        Ok(rows.first().map(|r| r.str(0).to_owned()))
+    }
+
     /// The last audit record recorded before `before` (epoch ms): (seq, hash).
     pub fn last_audit_before(&mut self, before: i64) -> Result<Option<(i64, String)>, StoreError> {
         let rows = self.conn.query(

@@ -44,7 +44,7 @@ use musubi_fhir::ResourceType;
 use musubi_fhir::index::IndexEntry;
 
 pub use accounts::{
-    AccountWrite, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PersonRecordRow, PortalRow, ProxyGrantRow,
+    AccountWrite, AnchorLogRow, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PersonRecordRow, PortalRow, ProxyGrantRow,
     SessionRow, UserRow, VisitConsentRow,
 };
 pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};

@@ -452,6 +452,20 @@ CREATE INDEX IF NOT EXISTS person_retired_survivor ON person_retired (survivor_i
 ALTER TABLE referral ADD COLUMN withdrawn_by TEXT
 "#,
     },
+    Migration {
+        version: 12,
+        name: "the database's copy of the signed audit anchors (to find lines removed from the external log)",
+        sql: r#"
+CREATE TABLE audit_anchor_log (
+    n BIGINT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    line_hash TEXT NOT NULL
+)
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the
