@@ -91,15 +91,37 @@ impl PublicKey {
     }
 }
 
-/// Whether `path` lies inside `dir` (both resolved; a path that does not exist yet is resolved
-/// through its parent).
+/// `path` made absolute, `.` and `..` folded, and the symbolic links of its longest existing
+/// prefix resolved (the file itself may not exist yet).
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let mut norm = PathBuf::new();
+    for c in std::path::absolute(path).ok()?.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                norm.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => norm.push(other),
+        }
+    }
+    let mut rest = Vec::new();
+    while !norm.exists() {
+        rest.push(norm.file_name()?.to_owned());
+        if !norm.pop() {
+            return None;
+        }
+    }
+    let mut out = norm.canonicalize().ok()?;
+    out.extend(rest.iter().rev());
+    Some(out)
+}
+
+/// Whether `path` lies inside `dir`.
 fn is_inside(path: &Path, dir: &Path) -> bool {
-    let Ok(dir) = dir.canonicalize() else { return false };
-    let resolved = path.canonicalize().ok().or_else(|| {
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Some(parent.canonicalize().ok()?.join(path.file_name()?))
-    });
-    resolved.is_some_and(|p| p.starts_with(&dir))
+    match (resolve(path), resolve(dir)) {
+        (Some(p), Some(d)) => p.starts_with(d),
+        _ => false,
+    }
 }
 
 /// Refuses a key or anchor log inside the data directory: whoever can change the database
@@ -540,6 +562,8 @@ pub fn verify(
     };
     let (head_seq, _) = store.audit_head()?;
     let pruned = pruned_through(store)?;
+    // The chain check returns the last sequence number; count only what is still stored.
+    let records = records - pruned.as_ref().map_or(0, |(s, _)| *s);
     let db_lines = store.read(|r| r.anchor_lines())?;
     let untouched = head_seq == 0 && pruned.is_none() && db_lines.is_empty();
     let text = match std::fs::read_to_string(log) {
