@@ -21,12 +21,15 @@ fn free_port() -> u16 {
 
 /// A running server, and the directory of its audit key and anchor log (outside the data
 /// directory), kept as long as it runs.
-struct Server(Child, Option<tempfile::TempDir>);
+struct Server {
+    child: Child,
+    _witness: Option<tempfile::TempDir>,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -44,7 +47,7 @@ fn serve(data: &Path, port: u16) -> Server {
     let key = witness.path().join("anchor.key");
     keygen(&key, data);
     let child = serve_with_key(data, port, &key);
-    Server(child, Some(witness))
+    Server { child, _witness: Some(witness) }
 }
 
 fn serve_with_key(data: &Path, port: u16, key: &Path) -> Child {
@@ -396,7 +399,7 @@ fn the_demo_region_has_logins_for_each_role_and_a_patient_who_sees_who_looked() 
         assert!(child.try_wait().unwrap().is_none(), "the demo exited before serving");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _server = Server(child, None);
+    let _server = Server { child, _witness: None };
     let tour = std::fs::read_to_string(data.join("demo-tour.txt")).unwrap();
     assert!(tour.contains("Musubi デモ地域") && tour.contains("Musubi-demo-2026"), "{tour}");
     let accounts: serde_json::Value =
