@@ -273,7 +273,13 @@ fn the_anchor_log_outside_the_database_witnesses_the_audit_chain() {
     assert!(!st.status.success());
     let file = dir.path().join("small.ndjson");
     write_ndjson(&file, 300);
-    assert!(musubi().args(["import", "--quiet", "--data", data.to_str().unwrap(), file.to_str().unwrap()]).status().unwrap().success());
+    assert!(
+        musubi()
+            .args(["import", "--quiet", "--data", data.to_str().unwrap(), file.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let pubkey = format!("{}.pub", key.display());
     let args = ["--data", data.to_str().unwrap(), "--audit-pubkey", &pubkey];
     let (code, out) = verify(&args);

@@ -190,7 +190,10 @@ pub fn load_key(path: &Path, data_dir: &Path) -> Result<SigningKey, AnchorError>
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(config(path, format!("the audit key is readable by others (mode {:o}); chmod 600 it", mode & 0o777)));
+            return Err(config(
+                path,
+                format!("the audit key is readable by others (mode {:o}); chmod 600 it", mode & 0o777),
+            ));
         }
     }
     let bytes = read_hex(path)?;
@@ -409,15 +412,7 @@ impl Anchorer {
         };
         let msg = Anchor::message(n, kind, seq, hash, now, &prev);
         let sig: p256::ecdsa::Signature = self.key.0.sign(msg.as_bytes());
-        let a = Anchor {
-            n,
-            kind,
-            seq,
-            hash: hash.to_owned(),
-            created: now,
-            prev,
-            sig: hex::encode(sig.to_bytes()),
-        };
+        let a = Anchor { n, kind, seq, hash: hash.to_owned(), created: now, prev, sig: hex::encode(sig.to_bytes()) };
         let line = a.to_line();
         writeln!(f, "{line}").map_err(io(path))?;
         f.sync_data().map_err(io(path))?;
@@ -512,8 +507,9 @@ fn read_log(text: &str, key: &PublicKey) -> Result<Vec<Anchor>, AnchorError> {
     let mut head = 0i64;
     for (i, line) in text.lines().enumerate() {
         let no = i + 1;
-        let a = Anchor::parse(line)
-            .ok_or_else(|| AnchorError::Tampered(format!("anchor log line {no}: not an anchor (damaged or altered)")))?;
+        let a = Anchor::parse(line).ok_or_else(|| {
+            AnchorError::Tampered(format!("anchor log line {no}: not an anchor (damaged or altered)"))
+        })?;
         let expected = anchors.len() as i64 + 1;
         if a.n != expected {
             return Err(AnchorError::Tampered(format!(

@@ -307,7 +307,10 @@ fn a_prune_is_accepted_only_when_the_log_records_it() {
             anchors::PRUNED_SETTING
         ));
         let why = env.tampered();
-        assert!(why.contains("records up to 5 were deleted as pruned, but the anchor log records no such prune"), "{why}");
+        assert!(
+            why.contains("records up to 5 were deleted as pruned, but the anchor log records no such prune"),
+            "{why}"
+        );
         // The same prune done by the anchorer (the boundary in the log first) verifies.
         env.raw.exec(&format!("DELETE FROM setting WHERE key = '{}'", anchors::PRUNED_SETTING));
         let n = a.prune(T0 + 10 * SEC, T0 + 62 * SEC).unwrap();

@@ -976,9 +976,8 @@ impl Store {
 impl Reader<'_> {
     /// The database's copies of the anchor log's lines, in line order.
     pub fn anchor_lines(&mut self) -> Result<Vec<AnchorLogRow>, StoreError> {
-        let rows = self
-            .conn
-            .query("SELECT n, kind, seq, hash, created, line_hash FROM audit_anchor_log ORDER BY n", &[])?;
+        let rows =
+            self.conn.query("SELECT n, kind, seq, hash, created, line_hash FROM audit_anchor_log ORDER BY n", &[])?;
         Ok(rows
             .iter()
             .map(|r| AnchorLogRow {

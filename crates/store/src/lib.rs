@@ -44,8 +44,8 @@ use musubi_fhir::ResourceType;
 use musubi_fhir::index::IndexEntry;
 
 pub use accounts::{
-    AccountWrite, AnchorLogRow, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PersonRecordRow, PortalRow, ProxyGrantRow,
-    SessionRow, UserRow, VisitConsentRow,
+    AccountWrite, AnchorLogRow, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PersonRecordRow, PortalRow,
+    ProxyGrantRow, SessionRow, UserRow, VisitConsentRow,
 };
 pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};
 pub use referral::{AttachmentRow, PurgeKey, Receipt, ReferralDeletion, ReferralRow};
