@@ -102,6 +102,19 @@ pub enum AuditCommand {
         /// Keep this many days.
         #[arg(long)]
         keep_days: i64,
+        /// PostgreSQL: the URL of the role that may delete audit rows (the tables' owner), when
+        /// the application's role may not (see `restrict-app-role`).
+        #[arg(long, env = "MUSUBI_PRUNE_DATABASE_URL")]
+        prune_database_url: Option<String>,
+    },
+    /// PostgreSQL, as the tables' owner: let the application's role use every table but never
+    /// change or delete audit rows (pruning then needs --prune-database-url).
+    RestrictAppRole {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The role the server connects as.
+        #[arg(long)]
+        app_role: String,
     },
 }
 
@@ -116,18 +129,27 @@ pub fn run(command: AuditCommand) -> Result<()> {
             println!("public key: {}", public.to_hex());
             Ok(())
         }
+        AuditCommand::RestrictAppRole { store, app_role } => {
+            anyhow::ensure!(store.database.is_some(), "restrict-app-role needs --database (the owner's PostgreSQL URL)");
+            store.open()?.restrict_app_role(app_role.clone())?;
+            println!("{app_role} may no longer change or delete audit rows; prune with --prune-database-url");
+            Ok(())
+        }
         AuditCommand::Anchor { store, anchor } => {
             let s = store.open()?;
             let a = anchor.anchorer(&s, &store.data)?.anchor(AnchorKind::Demand, now)?;
             println!("anchored record {} ({}) as line {}", a.seq, a.hash, a.n);
             Ok(())
         }
-        AuditCommand::Prune { store, anchor, keep_days } => {
+        AuditCommand::Prune { store, anchor, keep_days, prune_database_url } => {
             anyhow::ensure!(
                 keep_days >= 365,
                 "keep at least 365 days of audit records (the safety guideline asks for years)"
             );
-            let s = store.open()?;
+            let s = match prune_database_url {
+                Some(url) => StoreArgs { database: Some(url), ..store.clone() }.open()?,
+                None => store.open()?,
+            };
             let before = now - keep_days * 86_400_000;
             let n = anchor.anchorer(&s, &store.data)?.prune(before, now)?;
             println!("pruned {n} audit records older than {keep_days} days");
@@ -235,6 +257,16 @@ impl Anchoring {
     pub async fn stop(&self) -> Result<()> {
         self.anchor(AnchorKind::Shutdown).await.context("cannot write the audit anchor at shutdown")
     }
+}
+
+/// Warns when the server's PostgreSQL role could change or delete audit rows.
+pub fn warn_if_audit_mutable(store: &Store) -> Result<()> {
+    if store.read(|r| r.audit_rows_mutable())? == Some(true) {
+        tracing::warn!(
+            "the database role can change or delete audit rows; connect as a restricted role (musubi audit restrict-app-role)"
+        );
+    }
+    Ok(())
 }
 
 /// `DATA-audit`, beside the data directory.

@@ -375,6 +375,7 @@ pub(crate) async fn run_server(
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
     }
     let node = hostname();
+    audit::warn_if_audit_mutable(&store)?;
     let service = musubi_service::Service::new(store, node).with_record_cache(record_cache_mib.saturating_mul(1 << 20));
     if !hpki_roots.is_empty() {
         let roots = musubi_service::signature::TrustRoots::load(&hpki_roots)

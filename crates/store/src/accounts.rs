@@ -1023,6 +1023,50 @@ impl Store {
     }
 }
 
+impl Store {
+    /// PostgreSQL, run as the owner of the tables: lets `app_role` read and write every table
+    /// but never UPDATE, DELETE or TRUNCATE audit rows or anchor copies. The application then
+    /// connects as `app_role`; pruning connects as the owner (`--prune-database-url`). Run again
+    /// after an upgrade that adds tables.
+    pub fn restrict_app_role(&self, app_role: String) -> Result<(), StoreError> {
+        let valid = app_role.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && app_role.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(StoreError::backend("restrict", format!("{app_role:?}: a role name is a-z, 0-9 and _")));
+        }
+        self.inner.writer.write(move |conn| {
+            if conn.dialect() != crate::sql::Dialect::Postgres {
+                return Err(StoreError::backend("restrict", "only PostgreSQL has roles"));
+            }
+            let schema = conn.query("SELECT current_schema()", &[])?;
+            let schema = schema.first().and_then(|r| r.opt_str(0)).unwrap_or("public").replace('"', "");
+            // The app must lock schema_migrations on start (hence UPDATE there), and needs no
+            // CREATE: the owner runs the migrations.
+            conn.batch(&format!(
+                "GRANT USAGE ON SCHEMA \"{schema}\" TO {app_role}; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO {app_role}; \
+                 REVOKE UPDATE, DELETE, TRUNCATE ON audit, audit_anchor, audit_anchor_log FROM {app_role}"
+            ))?;
+            Ok(())
+        })
+    }
+}
+
+impl Reader<'_> {
+    /// PostgreSQL: whether the connected role may change or delete audit rows (None on SQLite,
+    /// where whoever can write the file can).
+    pub fn audit_rows_mutable(&mut self) -> Result<Option<bool>, StoreError> {
+        if self.conn.dialect() != crate::sql::Dialect::Postgres {
+            return Ok(None);
+        }
+        let rows = self.conn.query(
+            "SELECT has_table_privilege(current_user, 'audit', 'DELETE') OR has_table_privilege(current_user, 'audit', 'UPDATE')",
+            &[],
+        )?;
+        Ok(Some(rows.first().is_some_and(|r| r.i64(0) != 0)))
+    }
+}
+
 impl Reader<'_> {
     /// Every current, non-deleted record of a person (all linked source patients), newest
     /// clinical date first: only what the gate decides on and the version to load.
