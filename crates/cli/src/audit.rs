@@ -130,7 +130,10 @@ pub fn run(command: AuditCommand) -> Result<()> {
             Ok(())
         }
         AuditCommand::RestrictAppRole { store, app_role } => {
-            anyhow::ensure!(store.database.is_some(), "restrict-app-role needs --database (the owner's PostgreSQL URL)");
+            anyhow::ensure!(
+                store.database.is_some(),
+                "restrict-app-role needs --database (the owner's PostgreSQL URL)"
+            );
             store.open()?.restrict_app_role(app_role.clone())?;
             println!("{app_role} may no longer change or delete audit rows; prune with --prune-database-url");
             Ok(())

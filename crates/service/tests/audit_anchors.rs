@@ -340,3 +340,53 @@ fn the_key_and_the_log_must_stay_out_of_the_data_directory() {
     let public = anchors::load_public_key(&anchors::public_key_path(&env.key)).unwrap();
     assert_eq!(public.to_hex(), env.public.to_hex());
 }
+
+/// PostgreSQL with two roles: the owner (migrations, pruning) and the application's role,
+/// which writes audit records but cannot change or delete them.
+#[test]
+fn on_postgresql_the_application_role_cannot_change_or_delete_audit_rows() {
+    let Ok(admin) = std::env::var("MUSUBI_TEST_POSTGRES") else { return };
+    let env = Env::new(true);
+    let owner_url = env._db.as_ref().unwrap().url.clone();
+    let role = format!("musubi_app_{}", std::process::id());
+    let mut admin_client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    admin_client.batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN")).unwrap();
+    env.store.restrict_app_role(role.clone()).unwrap();
+    assert_eq!(env.store.read(|r| r.audit_rows_mutable()).unwrap(), Some(true), "the owner still can");
+    // The same database, as the application's role (the test server trusts local logins).
+    let (scheme_host, db) = owner_url.rsplit_once('/').unwrap();
+    let host = scheme_host.rsplit_once('@').map_or(scheme_host.trim_start_matches("postgres://"), |(_, h)| h);
+    let app_url = format!("postgres://{role}@{host}/{db}");
+    {
+        let app = Store::open_postgres(&app_url).unwrap();
+        assert_eq!(app.read(|r| r.audit_rows_mutable()).unwrap(), Some(false));
+        for i in 1..=20 {
+            app.append_audit(vec![record(i, T0 + i * SEC)]).unwrap();
+        }
+        let key = anchors::load_key(&env.key, &env.data).unwrap();
+        let sink = Sink { log: env.log.clone(), syslog: false };
+        let a = Anchorer::new(app.clone(), key, sink, &env.data).unwrap();
+        a.anchor(AnchorKind::Start, T0 + 21 * SEC).unwrap();
+        let mut raw = postgres::Client::connect(&app_url, postgres::NoTls).unwrap();
+        for sql in [
+            "DELETE FROM audit WHERE seq = 20",
+            "UPDATE audit SET record = 'x' WHERE seq = 3",
+            "TRUNCATE audit",
+            "DELETE FROM audit_anchor_log",
+        ] {
+            let e = raw.batch_execute(sql).unwrap_err();
+            let why = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+            assert!(why.contains("permission denied"), "{sql}: {e:?}");
+        }
+        // Pruning as the application fails; as the owner it works and verifies.
+        assert!(a.prune(T0 + 10 * SEC, T0 + 22 * SEC).is_err());
+    }
+    let key = anchors::load_key(&env.key, &env.data).unwrap();
+    let owner = Anchorer::new(env.store.clone(), key, Sink { log: env.log.clone(), syslog: false }, &env.data).unwrap();
+    // The failed attempt left its prune line in the log; the owner's prune supersedes it.
+    assert_eq!(owner.prune(T0 + 10 * SEC, T0 + 23 * SEC).unwrap(), 9);
+    let report = env.verify().unwrap();
+    assert_eq!(report.records, 11);
+    drop(env);
+    let _ = admin_client.batch_execute(&format!("DROP ROLE IF EXISTS {role}"));
+}
