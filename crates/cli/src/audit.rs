@@ -262,6 +262,31 @@ impl Anchoring {
     }
 }
 
+/// After a one-shot command (import, collect, mpi, user, …) that wrote audit records: anchors
+/// them when `MUSUBI_AUDIT_KEY` is set, so they do not wait for the server's next anchor (with
+/// the server stopped they would make the log look stale). Failing to anchor only warns: the
+/// command's own work is done.
+pub fn anchor_after_command() {
+    let Some((store, before)) = crate::OPENED.lock().ok().and_then(|mut o| o.take()) else { return };
+    let Some(key) = std::env::var_os("MUSUBI_AUDIT_KEY") else { return };
+    let args = AnchorArgs {
+        audit_key: Some(key.into()),
+        audit_log: std::env::var_os("MUSUBI_AUDIT_LOG").map(Into::into),
+        audit_syslog: false,
+        audit_anchor_secs: anchors::DEFAULT_INTERVAL.as_secs(),
+    };
+    let run = || -> Result<()> {
+        let s = store.open()?;
+        if s.audit_head()?.0 != before {
+            args.anchorer(&s, &store.data)?.anchor(AnchorKind::Demand, musubi_fhir::datetime::now_ms())?;
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        eprintln!("警告: 監査ログのアンカーを書けませんでした（musubi audit anchor で書いてください）: {e:#}");
+    }
+}
+
 /// Warns when the server's PostgreSQL role could change or delete audit rows.
 pub fn warn_if_audit_mutable(store: &Store) -> Result<()> {
     if store.read(|r| r.audit_rows_mutable())? == Some(true) {

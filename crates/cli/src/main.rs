@@ -39,11 +39,20 @@ struct StoreArgs {
     database: Option<String>,
 }
 
+/// The first store a command opened and its audit head then: a one-shot command that wrote
+/// audit records anchors them when it ends (see `audit::anchor_after_command`).
+static OPENED: std::sync::Mutex<Option<(StoreArgs, i64)>> = std::sync::Mutex::new(None);
+
 impl StoreArgs {
     fn open(&self) -> Result<Store> {
         std::fs::create_dir_all(&self.data)
             .with_context(|| format!("cannot create data directory {}", self.data.display()))?;
         let store = Store::open(self.database.as_deref(), &self.data).context("cannot open the store")?;
+        if let Ok(mut opened) = OPENED.lock()
+            && opened.is_none()
+        {
+            *opened = Some((self.clone(), store.audit_head()?.0));
+        }
         Ok(store)
     }
 }
@@ -433,7 +442,17 @@ pub(crate) fn operator() -> musubi_service::Ctx {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
-    match cli.command {
+    // The server anchors by itself; the audit commands are about anchors.
+    let one_shot = !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. } | Command::Audit { .. });
+    let result = run(cli.command);
+    if one_shot {
+        audit::anchor_after_command();
+    }
+    result
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Serve {
             store,
             listen,

@@ -328,14 +328,17 @@ fn tampering_with_one_audit_row_makes_verify_fail() {
     let data = dir.path().join("data");
     let key = dir.path().join("anchor.key");
     keygen(&key, &data);
+    // With MUSUBI_AUDIT_KEY set, a one-shot command anchors what it wrote when it ends.
     assert!(
         musubi()
             .args(["import", "--quiet", "--data", data.to_str().unwrap(), file.to_str().unwrap()])
+            .env("MUSUBI_AUDIT_KEY", &key)
             .status()
             .unwrap()
             .success()
     );
-    anchor(&["--data", data.to_str().unwrap(), "--audit-key", key.to_str().unwrap()]);
+    let log = std::fs::read_to_string(dir.path().join("audit-anchors.log")).unwrap();
+    assert!(log.lines().count() == 1 && log.contains("\"kind\":\"demand\""), "{log}");
     let pubkey = format!("{}.pub", key.display());
     let (code, out) = verify(&["--data", data.to_str().unwrap(), "--audit-pubkey", &pubkey]);
     assert_eq!(code, 0, "{out}");
