@@ -369,10 +369,9 @@ impl Anchorer {
 
     /// Anchors the current chain head now.
     pub fn anchor(&self, kind: AnchorKind, now: i64) -> Result<Anchor, AnchorError> {
-        let (seq, hash) = self.store.audit_head()?;
-        let a = self.append(kind, seq, &hash, now)?;
+        let a = self.append(kind, None, now)?;
         if let Ok(mut last) = self.last.lock() {
-            *last = Some((seq, hash));
+            *last = Some((a.seq, a.hash.clone()));
         }
         Ok(a)
     }
@@ -391,16 +390,23 @@ impl Anchorer {
     /// deleted.
     pub fn prune(&self, before: i64, now: i64) -> Result<u64, AnchorError> {
         let Some((seq, hash)) = self.store.read(|r| r.last_audit_before(before))? else { return Ok(0) };
-        self.append(AnchorKind::Prune, seq, &hash, now)?;
+        self.append(AnchorKind::Prune, Some((seq, hash.clone())), now)?;
         Ok(self.store.prune_audit(seq, hash)?)
     }
 
-    fn append(&self, kind: AnchorKind, seq: i64, hash: &str, now: i64) -> Result<Anchor, AnchorError> {
+    /// Appends an anchor of `target` (a prune's boundary), or of the chain head when None.
+    fn append(&self, kind: AnchorKind, target: Option<(i64, String)>, now: i64) -> Result<Anchor, AnchorError> {
         let path = &self.sink.log;
         let mut f = std::fs::OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io(path))?;
         // The server and `musubi audit anchor` may append at once; the line numbers and
-        // previous-line hashes need one writer at a time.
+        // previous-line hashes need one writer at a time, and the head is read under the lock
+        // so that the anchored heads never go backwards in the log.
         f.lock().map_err(io(path))?;
+        let (seq, hash) = match target {
+            Some(t) => t,
+            None => self.store.audit_head()?,
+        };
+        let hash = hash.as_str();
         let last = last_line(&mut f, path)?;
         let (n, prev) = match last {
             None => (1, GENESIS_HASH.to_owned()),

@@ -390,3 +390,26 @@ fn on_postgresql_the_application_role_cannot_change_or_delete_audit_rows() {
     drop(env);
     let _ = admin_client.batch_execute(&format!("DROP ROLE IF EXISTS {role}"));
 }
+
+/// Two writers of one log (the server and `musubi audit anchor`) append under a file lock:
+/// the numbering and links stay whole and the anchored heads never go backwards.
+#[test]
+fn concurrent_anchorers_keep_the_log_a_chain() {
+    on_each_store(|env| {
+        env.append(1, 5, T0);
+        let (a, b) = (env.anchorer(), env.anchorer());
+        std::thread::scope(|s| {
+            for (k, who) in [&a, &b].into_iter().enumerate() {
+                let store = &env.store;
+                s.spawn(move || {
+                    for i in 0..20 {
+                        let n = 6 + (k as i64) * 100 + i;
+                        store.append_audit(vec![record(n, T0 + 5 * SEC + i)]).unwrap();
+                        who.anchor(AnchorKind::Demand, T0 + 6 * SEC + i).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(env.verify().unwrap(), Report { records: 45, anchors: 40 });
+    });
+}
