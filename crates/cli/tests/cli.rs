@@ -411,6 +411,12 @@ fn the_demo_region_has_logins_for_each_role_and_a_patient_who_sees_who_looked() 
     let _server = Server { child, _witness: None };
     let tour = std::fs::read_to_string(data.join("demo-tour.txt")).unwrap();
     assert!(tour.contains("Musubi デモ地域") && tour.contains("Musubi-demo-2026"), "{tour}");
+    // The demo's audit key and anchor log were made beside the data directory; the start
+    // anchor covers what loading the region wrote.
+    let pubkey = dir.path().join("demo-audit/anchor.key.pub");
+    assert!(tour.contains(pubkey.to_str().unwrap()), "{tour}");
+    let (code, out) = verify(&["--data", data.to_str().unwrap(), "--audit-pubkey", pubkey.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
     let accounts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(data.join("demo-accounts.json")).unwrap()).unwrap();
     let users = accounts["users"].as_array().unwrap();
