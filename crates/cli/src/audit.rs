@@ -47,7 +47,10 @@ impl AnchorArgs {
     pub fn anchorer(&self, store: &Store, data: &Path) -> Result<Anchorer> {
         let key_path = self.key_path()?;
         let key = anchors::load_key(key_path, data)?;
-        let sink = Sink { log: log_path(self.audit_log.as_deref(), key_path), syslog: self.audit_syslog };
+        let sink = Sink {
+            log: log_path(self.audit_log.as_deref(), key_path),
+            syslog: self.audit_syslog.then(|| anchors::SYSLOG_SOCKET.into()),
+        };
         Ok(Anchorer::new(store.clone(), key, sink, data)?)
     }
 }
@@ -218,7 +221,7 @@ impl Anchoring {
         if created {
             eprintln!("監査アンカーの署名鍵を {} に作成しました（データディレクトリの外）。", key_path.display());
         }
-        let sink = Sink { log: dir.join(anchors::LOG_FILE), syslog: false };
+        let sink = Sink { log: dir.join(anchors::LOG_FILE), syslog: None };
         Ok(Anchoring {
             anchorer: Arc::new(Anchorer::new(store.clone(), key, sink, data)?),
             interval: anchors::DEFAULT_INTERVAL,

@@ -342,8 +342,9 @@ impl Anchor {
 pub struct Sink {
     /// The anchor log file (append-only; ideally on another volume).
     pub log: PathBuf,
-    /// Also send every anchor line to the local syslog (`/dev/log`).
-    pub syslog: bool,
+    /// Also send every anchor line to this syslog socket ([`SYSLOG_SOCKET`] for the local
+    /// daemon, which may forward it to another machine).
+    pub syslog: Option<PathBuf>,
 }
 
 /// Writes anchors: the server holds one, `musubi audit anchor` and `prune` make one.
@@ -423,8 +424,8 @@ impl Anchorer {
         writeln!(f, "{line}").map_err(io(path))?;
         f.sync_data().map_err(io(path))?;
         drop(f);
-        if self.sink.syslog
-            && let Err(e) = to_syslog(&line)
+        if let Some(socket) = &self.sink.syslog
+            && let Err(e) = to_syslog(socket, &line)
         {
             tracing::error!(error = %e, "cannot send the audit anchor to syslog");
         }
@@ -450,17 +451,20 @@ fn last_line(f: &mut std::fs::File, path: &Path) -> Result<Option<String>, Ancho
     Ok(tail.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_owned))
 }
 
-/// Sends one line to the local syslog daemon (facility authpriv, severity notice).
-fn to_syslog(line: &str) -> std::io::Result<()> {
+/// The local syslog daemon's socket.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Sends one line to a syslog socket (facility authpriv, severity notice).
+fn to_syslog(socket: &Path, line: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         let sock = std::os::unix::net::UnixDatagram::unbound()?;
         let msg = format!("<85>musubi-audit[{}]: {line}", std::process::id());
-        sock.send_to(msg.as_bytes(), "/dev/log").map(|_| ())
+        sock.send_to(msg.as_bytes(), socket).map(|_| ())
     }
     #[cfg(not(unix))]
     {
-        let _ = line;
+        let _ = (socket, line);
         Err(std::io::Error::other("syslog needs a unix system"))
     }
 }

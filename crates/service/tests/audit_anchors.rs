@@ -122,7 +122,7 @@ impl Env {
 
     fn anchorer(&self) -> Anchorer {
         let key = anchors::load_key(&self.key, &self.data).unwrap();
-        Anchorer::new(self.store.clone(), key, Sink { log: self.log.clone(), syslog: false }, &self.data).unwrap()
+        Anchorer::new(self.store.clone(), key, Sink { log: self.log.clone(), syslog: None }, &self.data).unwrap()
     }
 
     /// Appends records `from..=to`, one a second from `start`.
@@ -327,7 +327,7 @@ fn the_key_and_the_log_must_stay_out_of_the_data_directory() {
     assert!(e.to_string().contains("must not be inside the data directory"), "{e}");
     let key = anchors::load_key(&env.key, &env.data).unwrap();
     let log = env.data.join("sub").join("..").join(anchors::LOG_FILE);
-    let e = Anchorer::new(env.store.clone(), key, Sink { log, syslog: false }, &env.data).err().unwrap();
+    let e = Anchorer::new(env.store.clone(), key, Sink { log, syslog: None }, &env.data).err().unwrap();
     assert!(e.to_string().contains("anchor log must not be inside"), "{e}");
     // A key readable by others is refused.
     #[cfg(unix)]
@@ -364,7 +364,7 @@ fn on_postgresql_the_application_role_cannot_change_or_delete_audit_rows() {
             app.append_audit(vec![record(i, T0 + i * SEC)]).unwrap();
         }
         let key = anchors::load_key(&env.key, &env.data).unwrap();
-        let sink = Sink { log: env.log.clone(), syslog: false };
+        let sink = Sink { log: env.log.clone(), syslog: None };
         let a = Anchorer::new(app.clone(), key, sink, &env.data).unwrap();
         a.anchor(AnchorKind::Start, T0 + 21 * SEC).unwrap();
         let mut raw = postgres::Client::connect(&app_url, postgres::NoTls).unwrap();
@@ -382,7 +382,7 @@ fn on_postgresql_the_application_role_cannot_change_or_delete_audit_rows() {
         assert!(a.prune(T0 + 10 * SEC, T0 + 22 * SEC).is_err());
     }
     let key = anchors::load_key(&env.key, &env.data).unwrap();
-    let owner = Anchorer::new(env.store.clone(), key, Sink { log: env.log.clone(), syslog: false }, &env.data).unwrap();
+    let owner = Anchorer::new(env.store.clone(), key, Sink { log: env.log.clone(), syslog: None }, &env.data).unwrap();
     // The failed attempt left its prune line in the log; the owner's prune supersedes it.
     assert_eq!(owner.prune(T0 + 10 * SEC, T0 + 23 * SEC).unwrap(), 9);
     let report = env.verify().unwrap();
@@ -412,4 +412,22 @@ fn concurrent_anchorers_keep_the_log_a_chain() {
         });
         assert_eq!(env.verify().unwrap(), Report { records: 45, anchors: 40 });
     });
+}
+
+/// The second sink: every anchor line also goes to a syslog socket (here a test socket).
+#[cfg(unix)]
+#[test]
+fn anchors_are_also_sent_to_syslog() {
+    let env = Env::new(false);
+    let socket = env.key.with_file_name("log.sock");
+    let daemon = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    let key = anchors::load_key(&env.key, &env.data).unwrap();
+    let sink = Sink { log: env.log.clone(), syslog: Some(socket) };
+    let a = Anchorer::new(env.store.clone(), key, sink, &env.data).unwrap();
+    env.append(1, 3, T0);
+    a.anchor(AnchorKind::Demand, T0 + 4 * SEC).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = daemon.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]);
+    assert!(msg.starts_with("<85>musubi-audit[") && msg.ends_with(env.log_lines()[0].as_str()), "{msg}");
 }
