@@ -395,6 +395,24 @@ impl Anchorer {
         Ok(self.store.prune_audit(seq, hash)?)
     }
 
+    /// The head to anchor: the database's, unless this process committed a later one (or the
+    /// same sequence number with another hash): then the database lost records this process
+    /// wrote, and anchoring what was written makes `verify` report them missing.
+    fn head(&self) -> Result<(i64, String), AnchorError> {
+        let db = self.store.audit_head()?;
+        match self.store.committed_audit_head() {
+            Some(mine) if mine.0 >= db.0 && mine != db => {
+                tracing::error!(
+                    committed = mine.0,
+                    database = db.0,
+                    "the audit chain in the database is behind what this server committed: records were cut"
+                );
+                Ok(mine)
+            }
+            _ => Ok(db),
+        }
+    }
+
     /// Appends an anchor of `target` (a prune's boundary), or of the chain head when None.
     fn append(&self, kind: AnchorKind, target: Option<(i64, String)>, now: i64) -> Result<Anchor, AnchorError> {
         let path = &self.sink.log;
@@ -405,7 +423,7 @@ impl Anchorer {
         f.lock().map_err(io(path))?;
         let (seq, hash) = match target {
             Some(t) => t,
-            None => self.store.audit_head()?,
+            None => self.head()?,
         };
         let hash = hash.as_str();
         let last = last_line(&mut f, path)?;

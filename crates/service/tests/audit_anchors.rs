@@ -431,3 +431,25 @@ fn anchors_are_also_sent_to_syslog() {
     let msg = String::from_utf8_lossy(&buf[..n]);
     assert!(msg.starts_with("<85>musubi-audit[") && msg.ends_with(env.log_lines()[0].as_str()), "{msg}");
 }
+
+/// While the server runs, cutting records it has not anchored yet (and rewriting the head,
+/// even appending new records in their place) still shows: the server anchors the head it
+/// committed, not the database's.
+#[test]
+fn a_running_server_anchors_what_it_wrote_even_after_a_cut() {
+    on_each_store(|mut env| {
+        let a = env.anchorer();
+        env.append(1, 20, T0);
+        a.anchor(AnchorKind::Start, T0 + 20 * SEC).unwrap();
+        env.append(21, 25, T0 + 30 * SEC);
+        let h = env.raw.hash(20);
+        env.raw.exec(&format!("DELETE FROM audit WHERE seq > 20; UPDATE audit_head SET seq = 20, hash = '{h}'"));
+        // New records take the freed numbers; the chain alone holds.
+        env.append(21, 22, T0 + 40 * SEC);
+        assert!(musubi_store::verify_audit_chain(&env.store, |_| {}).unwrap().is_ok());
+        let anchored = a.anchor_if_moved(T0 + 60 * SEC).unwrap().unwrap();
+        assert_eq!(anchored.seq, 25, "the head this process committed");
+        let why = env.tampered();
+        assert!(why.contains("audit record 25, anchored on line 2, is missing"), "{why}");
+    });
+}

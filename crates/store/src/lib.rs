@@ -409,6 +409,12 @@ impl Store {
         self.read(|r| r.audit_head())
     }
 
+    /// The highest chain head this process committed (None before its first audit record):
+    /// a database head behind it means records were cut since.
+    pub fn committed_audit_head(&self) -> Option<(i64, String)> {
+        self.inner.writer.committed_audit_head()
+    }
+
     /// Stores a new API token.
     pub fn insert_token(&self, t: TokenRow) -> Result<(), StoreError> {
         self.inner.writer.write(move |conn| ops::insert_token(conn, &t))
