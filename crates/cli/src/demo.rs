@@ -29,11 +29,13 @@ pub fn run(data: &Path, listen: &str) -> Result<()> {
     }
     let tour = std::fs::read_to_string(data.join("demo-tour.txt")).unwrap_or_default();
     eprintln!("{tour}");
+    let anchoring = crate::audit::Anchoring::demo(&store, data)?;
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(crate::run_server(
         store,
         data,
         listen,
         crate::ServeOptions::default(),
+        anchoring,
     ))
 }
 
@@ -178,6 +180,14 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
     tour.push_str(
         "施設のトークンでは、その施設が送ったデータだけが見えます（アクセスはすべて監査ログに記録されます）。\n",
     );
+    if let Ok(audit_dir) = crate::audit::demo_audit_dir(data) {
+        tour.push_str(&format!(
+            "監査ログの検証（署名アンカーはデータディレクトリの外 {} に記録されます）:\n  musubi audit verify --data {} --audit-pubkey {}\n",
+            audit_dir.display(),
+            data.display(),
+            audit_dir.join("anchor.key.pub").display()
+        ));
+    }
     tour.push_str(&format!("生成の内訳: {}\n", data.join("synth/manifest.json").display()));
     write_private(&data.join("demo-tour.txt"), &tour)?;
     // The same accounts for scripts (and the demo's own test).

@@ -148,6 +148,7 @@ pub fn run(store: &Store, data: &Path, paths: &[PathBuf], journal: Option<&Path>
             stats.rejected.len(),
             path.display()
         );
+        crate::audit::anchor_after_command();
         std::process::exit(3);
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! `--data DIR` (the embedded database, default `./musubi-data`) or `--database URL`
 //! (PostgreSQL).
 
+mod audit;
 mod collect;
 mod demo;
 mod import;
@@ -38,11 +39,20 @@ struct StoreArgs {
     database: Option<String>,
 }
 
+/// The first store a command opened and its audit head then: a one-shot command that wrote
+/// audit records anchors them when it ends (see `audit::anchor_after_command`).
+static OPENED: std::sync::Mutex<Option<(StoreArgs, i64)>> = std::sync::Mutex::new(None);
+
 impl StoreArgs {
     fn open(&self) -> Result<Store> {
         std::fs::create_dir_all(&self.data)
             .with_context(|| format!("cannot create data directory {}", self.data.display()))?;
         let store = Store::open(self.database.as_deref(), &self.data).context("cannot open the store")?;
+        if let Ok(mut opened) = OPENED.lock()
+            && opened.is_none()
+        {
+            *opened = Some((self.clone(), store.audit_head()?.0));
+        }
         Ok(store)
     }
 }
@@ -75,6 +85,8 @@ enum Command {
         /// emergency summary and its PDF of a long history read them all (0 turns it off).
         #[arg(long, default_value_t = 256, env = "MUSUBI_RECORD_CACHE_MIB")]
         record_cache_mib: u64,
+        #[command(flatten)]
+        anchor: audit::AnchorArgs,
     },
     /// Network settings: `network.participation` (`opt-in` | `per-visit`), `emergency.hours`
     /// (1–12).
@@ -157,7 +169,7 @@ enum Command {
     /// The audit log.
     Audit {
         #[command(subcommand)]
-        command: AuditCommand,
+        command: audit::AuditCommand,
     },
     /// Collect SS-MIX2 storage and UKE receipt files; show the quarantine.
     Collect {
@@ -205,29 +217,6 @@ enum TokenCommand {
         /// The name.
         #[arg(long)]
         name: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Verify the hash chain of the audit log and the signed anchors kept outside the
-    /// database; exits non-zero if any record was changed, deleted or reordered.
-    Verify {
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-    /// Write a signed anchor of the chain head now (the server also does this periodically).
-    Anchor {
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-    /// Delete audit records older than the retention period (after anchoring the boundary).
-    Prune {
-        #[command(flatten)]
-        store: StoreArgs,
-        /// Keep this many days.
-        #[arg(long)]
-        keep_days: i64,
     },
 }
 
@@ -392,14 +381,20 @@ impl Default for ServeOptions {
     }
 }
 
-pub(crate) async fn run_server(store: Store, data: &Path, listen: &str, opts: ServeOptions) -> Result<()> {
+pub(crate) async fn run_server(
+    store: Store,
+    data: &Path,
+    listen: &str,
+    opts: ServeOptions,
+    anchoring: audit::Anchoring,
+) -> Result<()> {
     let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } = opts;
     if let Some(p) = ensure_admin_token(&store, data)? {
         tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
     }
     let node = hostname();
-    let state_store = store.clone();
+    audit::warn_if_audit_mutable(&store)?;
     let service = musubi_service::Service::new(store, node).with_record_cache(record_cache_mib.saturating_mul(1 << 20));
     if !hpki_roots.is_empty() {
         let roots = musubi_service::signature::TrustRoots::load(&hpki_roots)
@@ -432,27 +427,13 @@ pub(crate) async fn run_server(store: Store, data: &Path, listen: &str, opts: Se
     let config =
         musubi_server::ServerConfig { base_url, body_limit: body_limit_mib * 1024 * 1024, ..Default::default() };
     let state = musubi_server::AppState::new(service, config);
-    // A signed anchor of the audit chain every ten minutes, outside the database.
-    let anchor_store = state_store.clone();
-    let anchor_dir = data.to_owned();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-        loop {
-            tick.tick().await;
-            let (s, d) = (anchor_store.clone(), anchor_dir.clone());
-            match tokio::task::spawn_blocking(move || musubi_service::anchors::anchor(&s, &d)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "audit anchor failed"),
-                Err(e) => tracing::error!(error = %e, "audit anchor task failed"),
-            }
-        }
-    });
+    anchoring.start().await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving the FHIR API at /fhir");
     eprintln!("Musubi FHIR API: http://{addr}/fhir");
     musubi_server::serve(listener, state).await?;
-    Ok(())
+    anchoring.stop().await
 }
 
 fn hostname() -> String {
@@ -471,15 +452,36 @@ pub(crate) fn operator() -> musubi_service::Ctx {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
-    match cli.command {
-        Command::Serve { store, listen, base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } => {
+    // The server anchors by itself; the audit commands are about anchors.
+    let one_shot = !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. } | Command::Audit { .. });
+    let result = run(cli.command);
+    if one_shot {
+        audit::anchor_after_command();
+    }
+    result
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve {
+            store,
+            listen,
+            base_url,
+            body_limit_mib,
+            hpki_roots,
+            retention_sweep,
+            record_cache_mib,
+            anchor,
+        } => {
             let s = store.open()?;
+            let anchoring = audit::Anchoring::from_args(&s, &store.data, &anchor)?;
             let opts = ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
                 s,
                 &store.data,
                 &listen,
                 opts,
+                anchoring,
             ))
         }
         Command::Setting { store, key, value } => {
@@ -568,59 +570,7 @@ fn main() -> Result<()> {
         Command::Facility { command } => people::facility(command),
         Command::Mpi { command } => mpi::run(command),
         Command::User { command } => people::user(command),
-        Command::Audit { command } => match command {
-            AuditCommand::Anchor { store } => {
-                let s = store.open()?;
-                match musubi_service::anchors::anchor(&s, &store.data)? {
-                    Some(a) => println!("anchored record {} ({})", a.seq, a.hash),
-                    None => println!("the audit log is empty"),
-                }
-                Ok(())
-            }
-            AuditCommand::Prune { store, keep_days } => {
-                anyhow::ensure!(
-                    keep_days >= 365,
-                    "keep at least 365 days of audit records (the safety guideline asks for years)"
-                );
-                let s = store.open()?;
-                let before = musubi_fhir::datetime::now_ms() - keep_days * 86_400_000;
-                let n = musubi_service::anchors::prune(&s, &store.data, before)?;
-                println!("pruned {n} audit records older than {keep_days} days");
-                Ok(())
-            }
-            AuditCommand::Verify { store } => {
-                let s = store.open()?;
-                let bar = indicatif::ProgressBar::new_spinner();
-                let start = std::time::Instant::now();
-                let result =
-                    musubi_store::verify_audit_chain(&s, |n| bar.set_message(format!("{n} records verified")))?;
-                bar.finish_and_clear();
-                match result {
-                    Ok(n) => {
-                        let secs = start.elapsed().as_secs_f64();
-                        match musubi_service::anchors::verify(&s, &store.data) {
-                            Ok(a) => {
-                                println!(
-                                    "OK: {n} audit records, chain intact ({:.0} records/s); {a} signed anchors match",
-                                    n as f64 / secs.max(1e-9)
-                                );
-                                Ok(())
-                            }
-                            Err(e) => {
-                                eprintln!("監査ログの改ざんを検出しました: {e}");
-                                println!("TAMPERED: {e}");
-                                std::process::exit(2);
-                            }
-                        }
-                    }
-                    Err(b) => {
-                        eprintln!("監査ログの改ざんを検出しました: record {}: {}", b.seq, b.reason);
-                        println!("TAMPERED: record {}: {}", b.seq, b.reason);
-                        std::process::exit(2);
-                    }
-                }
-            }
-        },
+        Command::Audit { command } => audit::run(command),
         Command::Collect { command } => collect::run(command),
         Command::Import { store, paths, journal, quiet } => {
             import::run(&store.open()?, &store.data, &paths, journal.as_deref(), quiet)

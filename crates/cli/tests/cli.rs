@@ -19,18 +19,41 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-struct Server(Child);
+/// A running server, and the directory of its audit key and anchor log (outside the data
+/// directory), kept as long as it runs.
+struct Server {
+    child: Child,
+    _witness: Option<tempfile::TempDir>,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
+/// Creates an audit key (and its .pub) at `key` with `musubi audit keygen`.
+fn keygen(key: &Path, data: &Path) {
+    let out = musubi()
+        .args(["audit", "keygen", "--out", key.to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn serve(data: &Path, port: u16) -> Server {
+    let witness = tempfile::tempdir().unwrap();
+    let key = witness.path().join("anchor.key");
+    keygen(&key, data);
+    let child = serve_with_key(data, port, &key);
+    Server { child, _witness: Some(witness) }
+}
+
+fn serve_with_key(data: &Path, port: u16, key: &Path) -> Child {
     let child = musubi()
         .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--audit-key", key.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -40,7 +63,7 @@ fn serve(data: &Path, port: u16) -> Server {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    Server(child)
+    child
 }
 
 fn python() -> PathBuf {
@@ -217,6 +240,81 @@ fn rejected_lines_are_quarantined_with_their_reason() {
     assert_eq!(snapshot(&data).len(), 3, "the good lines landed");
 }
 
+fn anchor(args: &[&str]) {
+    let out = musubi().args(["audit", "anchor"]).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The witness outside the database: the key refused inside the data directory, the server's
+/// anchors at start and at shutdown (SIGTERM), and verify failing once the newest records are
+/// cut or the anchor log is deleted.
+#[test]
+fn the_anchor_log_outside_the_database_witnesses_the_audit_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let inside = data.join("anchor.key");
+    let out = musubi()
+        .args(["audit", "keygen", "--out", inside.to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && !inside.exists());
+    let witness = dir.path().join("witness");
+    std::fs::create_dir_all(&witness).unwrap();
+    let key = witness.join("anchor.key");
+    keygen(&key, &data);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // Without a key the server does not start.
+    let st = musubi().args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert!(!st.status.success());
+    let file = dir.path().join("small.ndjson");
+    write_ndjson(&file, 300);
+    assert!(
+        musubi()
+            .args(["import", "--quiet", "--data", data.to_str().unwrap(), file.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let pubkey = format!("{}.pub", key.display());
+    let args = ["--data", data.to_str().unwrap(), "--audit-pubkey", &pubkey];
+    let (code, out) = verify(&args);
+    assert_eq!(code, 2, "records but no anchor log: {out}");
+    assert!(out.contains("anchor log") && out.contains("is missing"), "{out}");
+
+    let port = free_port();
+    let mut child = serve_with_key(&data, port, &key);
+    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    assert!(child.wait().unwrap().success(), "the server stops cleanly on SIGTERM");
+    let log = std::fs::read_to_string(witness.join("audit-anchors.log")).unwrap();
+    let kinds: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["start", "shutdown"]);
+    let (code, out) = verify(&args);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 signed anchors"), "{out}");
+
+    // Cut the newest records and rewrite the head.
+    let raw = rusqlite::Connection::open(data.join(musubi_store::SQLITE_FILE)).unwrap();
+    raw.execute_batch(
+        "DELETE FROM audit WHERE seq > (SELECT seq FROM audit_head) - 2; UPDATE audit_head SET seq = seq - 2, hash = (SELECT hash FROM audit WHERE seq = (SELECT seq - 2 FROM audit_head))",
+    )
+    .unwrap();
+    let (code, out) = verify(&args);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("TAMPERED") && out.contains("is missing (records were deleted"), "{out}");
+    std::fs::remove_file(witness.join("audit-anchors.log")).unwrap();
+    let (code, out) = verify(&args);
+    assert_eq!(code, 2, "{out}");
+}
+
 fn verify(args: &[&str]) -> (i32, String) {
     let out = musubi().arg("audit").arg("verify").args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
@@ -228,19 +326,26 @@ fn tampering_with_one_audit_row_makes_verify_fail() {
     let file = dir.path().join("small.ndjson");
     write_ndjson(&file, 1200);
     let data = dir.path().join("data");
+    let key = dir.path().join("anchor.key");
+    keygen(&key, &data);
+    // With MUSUBI_AUDIT_KEY set, a one-shot command anchors what it wrote when it ends.
     assert!(
         musubi()
             .args(["import", "--quiet", "--data", data.to_str().unwrap(), file.to_str().unwrap()])
+            .env("MUSUBI_AUDIT_KEY", &key)
             .status()
             .unwrap()
             .success()
     );
-    let (code, out) = verify(&["--data", data.to_str().unwrap()]);
+    let log = std::fs::read_to_string(dir.path().join("audit-anchors.log")).unwrap();
+    assert!(log.lines().count() == 1 && log.contains("\"kind\":\"demand\""), "{log}");
+    let pubkey = format!("{}.pub", key.display());
+    let (code, out) = verify(&["--data", data.to_str().unwrap(), "--audit-pubkey", &pubkey]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("OK"));
     let raw = rusqlite::Connection::open(data.join(musubi_store::SQLITE_FILE)).unwrap();
     raw.execute("UPDATE audit SET record = replace(record, 'obs-0000005', 'obs-0000006') WHERE seq = (SELECT MIN(seq) FROM audit WHERE record LIKE '%obs-0000005%')", []).unwrap();
-    let (code, out) = verify(&["--data", data.to_str().unwrap()]);
+    let (code, out) = verify(&["--data", data.to_str().unwrap(), "--audit-pubkey", &pubkey]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("TAMPERED"));
 }
@@ -261,11 +366,24 @@ fn tampering_is_also_found_on_postgresql() {
         .status()
         .unwrap();
     assert!(st.success());
-    let (code, out) = verify(&["--database", &url]);
+    let witness = tempfile::tempdir().unwrap();
+    let key = witness.path().join("anchor.key");
+    keygen(&key, dir.path());
+    let key = key.to_str().unwrap();
+    anchor(&["--database", &url, "--data", dir.path().to_str().unwrap(), "--audit-key", key]);
+    let (code, out) = verify(&["--database", &url, "--audit-key", key]);
     assert_eq!(code, 0, "{out}");
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // The newest records deleted and the head rewritten: the chain holds, the anchor does not.
+    db.batch_execute(
+        "DELETE FROM audit WHERE seq > (SELECT seq FROM audit_head) - 3; UPDATE audit_head SET seq = seq - 3, hash = (SELECT hash FROM audit WHERE seq = (SELECT seq - 3 FROM audit_head))",
+    )
+    .unwrap();
+    let (code, out) = verify(&["--database", &url, "--audit-key", key]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("is missing"), "{out}");
     db.batch_execute("DELETE FROM audit WHERE seq = 1").unwrap();
-    let (code, out) = verify(&["--database", &url]);
+    let (code, out) = verify(&["--database", &url, "--audit-key", key]);
     assert_eq!(code, 2, "{out}");
     drop(db);
     let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
@@ -290,9 +408,15 @@ fn the_demo_region_has_logins_for_each_role_and_a_patient_who_sees_who_looked() 
         assert!(child.try_wait().unwrap().is_none(), "the demo exited before serving");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _server = Server(child);
+    let _server = Server { child, _witness: None };
     let tour = std::fs::read_to_string(data.join("demo-tour.txt")).unwrap();
     assert!(tour.contains("Musubi デモ地域") && tour.contains("Musubi-demo-2026"), "{tour}");
+    // The demo's audit key and anchor log were made beside the data directory; the start
+    // anchor covers what loading the region wrote.
+    let pubkey = dir.path().join("demo-audit/anchor.key.pub");
+    assert!(tour.contains(pubkey.to_str().unwrap()), "{tour}");
+    let (code, out) = verify(&["--data", data.to_str().unwrap(), "--audit-pubkey", pubkey.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
     let accounts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(data.join("demo-accounts.json")).unwrap()).unwrap();
     let users = accounts["users"].as_array().unwrap();

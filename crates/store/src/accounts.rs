@@ -216,6 +216,24 @@ pub struct AnchorRow {
     pub signature: String,
 }
 
+/// The database's copy of one line of the external anchor log (see `musubi_service::anchors`):
+/// a line the database knows about but the log lacks shows the log was cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorLogRow {
+    /// The line's number in the log (1, 2, 3, …).
+    pub n: i64,
+    /// Why it was written: start, periodic, shutdown, demand, prune.
+    pub kind: String,
+    /// The sequence number anchored.
+    pub seq: i64,
+    /// Its chain hash.
+    pub hash: String,
+    /// When (epoch ms).
+    pub created: i64,
+    /// The hash of the whole signed line (the next line's `prev`).
+    pub line_hash: String,
+}
+
 fn b(v: bool) -> Param<'static> {
     Param::I64(i64::from(v))
 }
@@ -984,7 +1002,51 @@ impl Reader<'_> {
     }
 }
 
+impl Store {
+    /// Keeps the database's copy of an anchor line. A line number already recorded keeps its
+    /// first copy: a log restarted from line 1 must not overwrite what it is checked against.
+    pub fn record_anchor_line(&self, row: AnchorLogRow) -> Result<(), StoreError> {
+        self.inner.writer.write(move |conn| {
+            conn.execute(
+                "INSERT INTO audit_anchor_log (n, kind, seq, hash, created, line_hash) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (n) DO NOTHING",
+                &[
+                    Param::I64(row.n),
+                    Param::Text(&row.kind),
+                    Param::I64(row.seq),
+                    Param::Text(&row.hash),
+                    Param::I64(row.created),
+                    Param::Text(&row.line_hash),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+}
+
 impl Reader<'_> {
+    /// The database's copies of the anchor log's lines, in line order.
+    pub fn anchor_lines(&mut self) -> Result<Vec<AnchorLogRow>, StoreError> {
+        let rows =
+            self.conn.query("SELECT n, kind, seq, hash, created, line_hash FROM audit_anchor_log ORDER BY n", &[])?;
+        Ok(rows
+            .iter()
+            .map(|r| AnchorLogRow {
+                n: r.i64(0),
+                kind: r.str(1).into(),
+                seq: r.i64(2),
+                hash: r.str(3).into(),
+                created: r.i64(4),
+                line_hash: r.str(5).into(),
+            })
+            .collect())
+    }
+
+    /// The stored canonical JSON of one audit record.
+    pub fn audit_record(&mut self, seq: i64) -> Result<Option<String>, StoreError> {
+        let rows = self.conn.query("SELECT record FROM audit WHERE seq = $1", &[Param::I64(seq)])?;
+        Ok(rows.first().map(|r| r.str(0).to_owned()))
+    }
+
     /// The last audit record recorded before `before` (epoch ms): (seq, hash).
     pub fn last_audit_before(&mut self, before: i64) -> Result<Option<(i64, String)>, StoreError> {
         let rows = self.conn.query(
@@ -1008,6 +1070,50 @@ impl Store {
             )?;
             Ok(n)
         })
+    }
+}
+
+impl Store {
+    /// PostgreSQL, run as the owner of the tables: lets `app_role` read and write every table
+    /// but never UPDATE, DELETE or TRUNCATE audit rows or anchor copies. The application then
+    /// connects as `app_role`; pruning connects as the owner (`--prune-database-url`). Run again
+    /// after an upgrade that adds tables.
+    pub fn restrict_app_role(&self, app_role: String) -> Result<(), StoreError> {
+        let valid = app_role.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && app_role.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(StoreError::backend("restrict", format!("{app_role:?}: a role name is a-z, 0-9 and _")));
+        }
+        self.inner.writer.write(move |conn| {
+            if conn.dialect() != crate::sql::Dialect::Postgres {
+                return Err(StoreError::backend("restrict", "only PostgreSQL has roles"));
+            }
+            let schema = conn.query("SELECT current_schema()", &[])?;
+            let schema = schema.first().and_then(|r| r.opt_str(0)).unwrap_or("public").replace('"', "");
+            // The app must lock schema_migrations on start (hence UPDATE there), and needs no
+            // CREATE: the owner runs the migrations.
+            conn.batch(&format!(
+                "GRANT USAGE ON SCHEMA \"{schema}\" TO {app_role}; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO {app_role}; \
+                 REVOKE UPDATE, DELETE, TRUNCATE ON audit, audit_anchor, audit_anchor_log FROM {app_role}"
+            ))?;
+            Ok(())
+        })
+    }
+}
+
+impl Reader<'_> {
+    /// PostgreSQL: whether the connected role may change or delete audit rows (None on SQLite,
+    /// where whoever can write the file can).
+    pub fn audit_rows_mutable(&mut self) -> Result<Option<bool>, StoreError> {
+        if self.conn.dialect() != crate::sql::Dialect::Postgres {
+            return Ok(None);
+        }
+        let rows = self.conn.query(
+            "SELECT has_table_privilege(current_user, 'audit', 'DELETE') OR has_table_privilege(current_user, 'audit', 'UPDATE')",
+            &[],
+        )?;
+        Ok(Some(rows.first().is_some_and(|r| r.i64(0) != 0)))
     }
 }
 

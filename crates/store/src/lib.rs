@@ -45,8 +45,8 @@ use musubi_fhir::ResourceType;
 use musubi_fhir::index::IndexEntry;
 
 pub use accounts::{
-    AccountWrite, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PersonRecordRow, PortalRow, ProxyGrantRow,
-    SessionRow, UserRow, VisitConsentRow,
+    AccountWrite, AnchorLogRow, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PersonRecordRow, PortalRow,
+    ProxyGrantRow, SessionRow, UserRow, VisitConsentRow,
 };
 pub use evidence::{AlertRow, CodePurpose, EvidenceWrite, PersonCodeRow};
 pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};
@@ -409,6 +409,12 @@ impl Store {
     /// The audit chain head: (last sequence number, its hash).
     pub fn audit_head(&self) -> Result<(i64, String), StoreError> {
         self.read(|r| r.audit_head())
+    }
+
+    /// The highest chain head this process committed (None before its first audit record):
+    /// a database head behind it means records were cut since.
+    pub fn committed_audit_head(&self) -> Option<(i64, String)> {
+        self.inner.writer.committed_audit_head()
     }
 
     /// Stores a new API token.

@@ -255,6 +255,17 @@ fn delete(conn: &mut dyn Conn, d: &DeleteResource) -> Result<Option<i64>, StoreE
     Ok(Some(nv))
 }
 
+thread_local! {
+    /// The chain head the current writer job appended (the writer keeps it once committed, so
+    /// the anchorer can tell when the database's head fell behind what this process wrote).
+    static APPENDED_HEAD: std::cell::RefCell<Option<(i64, String)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Takes (and clears) the chain head the current job appended on this thread.
+pub(crate) fn take_appended_head() -> Option<(i64, String)> {
+    APPENDED_HEAD.with(|h| h.borrow_mut().take())
+}
+
 /// Appends audit records to the chain; returns their sequence numbers.
 pub(crate) fn append_audit(conn: &mut dyn Conn, records: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {
     if records.is_empty() {
@@ -314,6 +325,7 @@ pub(crate) fn append_audit(conn: &mut dyn Conn, records: &[AuditRecord]) -> Resu
         &rows,
     )?;
     conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", &[Param::I64(seq), Param::Text(&prev)])?;
+    APPENDED_HEAD.with(|h| *h.borrow_mut() = Some((seq, prev)));
     Ok(owned.iter().map(|o| o.0).collect())
 }
 

@@ -491,12 +491,37 @@ CREATE TABLE participation (
 )
 "#,
     },
+    Migration {
+        version: 12,
+        name: "the database's copy of the signed audit anchors (to find lines removed from the external log)",
+        sql: r#"
+CREATE TABLE audit_anchor_log (
+    n BIGINT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    line_hash TEXT NOT NULL
+)
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the
 /// versions applied.
 pub fn migrate(conn: &mut dyn Conn) -> Result<Vec<i64>, StoreError> {
-    conn.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")?;
+    // A PostgreSQL role that is not the owner (see `Store::restrict_app_role`) may not create
+    // tables, not even with IF NOT EXISTS: it only checks that everything is applied.
+    let exists = conn.dialect() == Dialect::Postgres
+        && !conn
+            .query(
+                "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'",
+                &[],
+            )?
+            .is_empty();
+    if !exists {
+        conn.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")?;
+    }
     let begin = match conn.dialect() {
         Dialect::Sqlite => "BEGIN IMMEDIATE",
         Dialect::Postgres => "BEGIN",

@@ -105,10 +105,14 @@ impl<T> Reply<T> {
     }
 }
 
+/// The highest audit chain head (seq, hash) this writer has committed.
+type CommittedHead = Arc<Mutex<Option<(i64, String)>>>;
+
 /// Handle to the writer thread.
 pub struct Writer {
     queue: Arc<Queue>,
     thread: Option<JoinHandle<()>>,
+    committed_head: CommittedHead,
 }
 
 impl Writer {
@@ -117,11 +121,18 @@ impl Writer {
         let first = connect()?;
         let queue = Arc::new(Queue { jobs: Mutex::new((VecDeque::new(), false)), ready: Condvar::new() });
         let q = queue.clone();
+        let committed_head: CommittedHead = Arc::new(Mutex::new(None));
+        let ch = committed_head.clone();
         let thread = std::thread::Builder::new()
             .name("musubi-writer".into())
-            .spawn(move || run(&q, first, connect))
+            .spawn(move || run(&q, first, connect, &ch))
             .map_err(|e| StoreError::backend("spawn writer", e))?;
-        Ok(Writer { queue, thread: Some(thread) })
+        Ok(Writer { queue, thread: Some(thread), committed_head })
+    }
+
+    /// The highest audit chain head this writer committed (None before its first append).
+    pub fn committed_audit_head(&self) -> Option<(i64, String)> {
+        self.committed_head.lock().ok().and_then(|h| h.clone())
     }
 
     /// Runs `f` in a write transaction and returns its result once committed.
@@ -209,7 +220,12 @@ fn sync_tick(conn: &mut dyn Conn) -> Result<(), StoreError> {
     }
 }
 
-fn run(queue: &Queue, mut conn: Box<dyn Conn>, connect: Box<dyn Fn() -> Result<Box<dyn Conn>, StoreError> + Send>) {
+fn run(
+    queue: &Queue,
+    mut conn: Box<dyn Conn>,
+    connect: Box<dyn Fn() -> Result<Box<dyn Conn>, StoreError> + Send>,
+    committed_head: &CommittedHead,
+) {
     let mut broken = false;
     // When the oldest commit not yet synced to disk was made.
     let mut unsynced_since: Option<std::time::Instant> = None;
@@ -279,18 +295,32 @@ fn run(queue: &Queue, mut conn: Box<dyn Conn>, connect: Box<dyn Fn() -> Result<B
             continue;
         }
         let mut dones = Vec::with_capacity(jobs.len());
+        // The audit head the group's kept jobs appended (a rolled-back job's does not count).
+        let mut group_head: Option<(i64, String)> = None;
         for j in jobs {
             if let Err(e) = conn.batch("SAVEPOINT job") {
                 let (_, done) = (j.run)(&mut FailConn);
                 dones.push((false, done, Some(e)));
                 continue;
             }
+            crate::ops::take_appended_head();
             let (ok, done) = (j.run)(conn.as_mut());
+            let appended = crate::ops::take_appended_head();
             let end = if ok { "RELEASE SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job" };
             let end_err = conn.batch(end).err();
+            if ok && end_err.is_none() && appended.is_some() {
+                group_head = appended;
+            }
             dones.push((ok, done, end_err));
         }
         let commit = conn.batch("COMMIT");
+        if commit.is_ok()
+            && let Some((seq, hash)) = group_head
+            && let Ok(mut h) = committed_head.lock()
+            && h.as_ref().is_none_or(|(s, _)| seq > *s)
+        {
+            *h = Some((seq, hash));
+        }
         match &commit {
             Err(e) => {
                 tracing::error!(error = %e, "commit failed; the group is rolled back");
