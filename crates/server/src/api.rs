@@ -437,7 +437,7 @@ async fn audit_report(State(state): State<AppState>, Authed(ctx): Authed, RawQue
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
-                    format!("\"{}\"", v.replace('"', "\"\""))
+                    musubi_web::csv_field(&v)
                 })
                 .collect();
             out.push_str(&line.join(","));

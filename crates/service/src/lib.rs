@@ -24,6 +24,7 @@ mod cache;
 mod capability;
 pub mod collect;
 mod error;
+pub mod failed_auth;
 pub mod import;
 pub mod mpi;
 pub mod people;
@@ -76,6 +77,7 @@ pub struct Service {
     mpi: mpi::MpiState,
     referral: referral::ReferralState,
     cache: cache::ResourceCache,
+    failed_auth: failed_auth::FailedAuth,
 }
 
 impl std::fmt::Debug for Service {
@@ -106,6 +108,7 @@ impl Service {
             mpi: mpi::MpiState::default(),
             referral: referral::ReferralState::default(),
             cache: cache::ResourceCache::new(cache::DEFAULT_CACHE_BYTES),
+            failed_auth: failed_auth::FailedAuth::default(),
         }
     }
 
@@ -169,13 +172,42 @@ impl Service {
         })
     }
 
-    /// Records a failed authentication (no actor) in the audit log.
+    /// Counts a failed authentication (no actor: a missing, bad or revoked token, an invalid
+    /// session, a wrong administrator token). It reaches the audit log as part of a summary per
+    /// source, kind and period ([`failed_auth`]); nothing is written now, so this never waits
+    /// for the store and may be called on the async runtime.
     pub fn audit_login_failure(&self, address: Option<String>, reason: &str) -> Result<(), ApiError> {
-        let ctx = Ctx { actor: Actor::Operator { name: "unauthenticated".into() }, address, base_url: String::new() };
-        let mut r = self.audit_record(&ctx, AuditAction::Execute, "login", AuditOutcome::SeriousFailure);
-        r.agent.kind = "unknown".into();
-        r.outcome_text = Some(reason.to_owned());
-        self.audit(vec![r])
+        self.note_failed_auth_at(musubi_fhir::datetime::now_ms(), address, "token", None, reason);
+        Ok(())
+    }
+
+    /// Counts a failed authentication at `now` (epoch ms): `kind` is what was tried (`token`,
+    /// `user`, `patient`), `login` the login name given, if any (kept capped).
+    pub fn note_failed_auth_at(
+        &self,
+        now: i64,
+        address: Option<String>,
+        kind: &str,
+        login: Option<&str>,
+        reason: &str,
+    ) {
+        self.failed_auth.note(now, address, kind, login, reason);
+    }
+
+    /// Writes the summaries of failed authentications whose period ended by `now` (all of them
+    /// with `i64::MAX`, at shutdown); returns how many records were written. The server calls
+    /// it every few seconds; a failed write keeps the summaries for the next call.
+    pub fn flush_failed_auth(&self, now: i64) -> Result<usize, ApiError> {
+        let records = self.failed_auth.take_due(now, &self.node);
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let n = records.len();
+        if let Err(e) = self.store.append_audit(records.clone()) {
+            self.failed_auth.restore(records);
+            return Err(ApiError::internal(format!("audit append of failed-authentication summaries failed: {e}")));
+        }
+        Ok(n)
     }
 }
 

@@ -259,6 +259,15 @@ impl Service {
         outcome: AuditOutcome,
         text: &str,
     ) -> Result<(), ApiError> {
+        if outcome != AuditOutcome::Success {
+            // Counted, and written as one summary per source and period (failed_auth.rs).
+            let now = now_ms();
+            self.note_failed_auth_at(now, address, kind, Some(login), text);
+            if let Err(e) = self.flush_failed_auth(now) {
+                tracing::error!(error = %e.summary(), "failed-authentication summaries not written yet");
+            }
+            return Ok(());
+        }
         let mut r = AuditRecord {
             recorded: now_ms(),
             action: AuditAction::Execute,

@@ -399,8 +399,7 @@ async fn audit(State(web): State<Web>, op: Operator, RawQuery(raw): RawQuery) ->
     if csv {
         let mut out = AUDIT_COLS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(",") + "\n";
         for r in &rows {
-            let line: Vec<String> =
-                AUDIT_COLS.iter().map(|(k, _)| format!("\"{}\"", cell(&r[*k]).replace('"', "\"\""))).collect();
+            let line: Vec<String> = AUDIT_COLS.iter().map(|(k, _)| crate::csv_field(&cell(&r[*k]))).collect();
             out.push_str(&line.join(","));
             out.push('\n');
         }

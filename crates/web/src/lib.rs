@@ -159,6 +159,19 @@ pub fn router<S: Clone + Send + Sync + 'static>(service: Service, config: WebCon
         .with_state(web)
 }
 
+/// One CSV field, quoted, for a spreadsheet. A cell that starts with `=`, `+`, `-`, `@` (or
+/// their full-width forms, which Japanese Excel also reads as a formula) or a control
+/// character gets a leading `'`, so a login name such as `=HYPERLINK(…)` stays text instead of
+/// running as a formula (OWASP "CSV injection").
+pub fn csv_field(value: &str) -> String {
+    let risky = value
+        .chars()
+        .next()
+        .is_some_and(|c| matches!(c, '=' | '+' | '-' | '@' | '＝' | '＋' | '－' | '＠') || c.is_control());
+    let quote = if risky { "'" } else { "" };
+    format!("\"{quote}{}\"", value.replace('"', "\"\""))
+}
+
 const STYLE: &str = include_str!("../assets/style.css");
 
 async fn style() -> Response {
@@ -183,6 +196,22 @@ async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next
         r.headers_mut().insert("server-timing", v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        assert_eq!(csv_field("yamada"), "\"yamada\"");
+        assert_eq!(csv_field("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        for s in ["+1", "-1+2", "@SUM(A1)", "\tx", "\r=1", "＝1"] {
+            assert!(csv_field(s).starts_with("\"'"), "{s:?}");
+        }
+        assert_eq!(csv_field(""), "\"\"");
+        assert_eq!(csv_field("山田 a=1"), "\"山田 a=1\"");
+    }
 }
 
 async fn security_headers(mut r: Response) -> Response {

@@ -351,13 +351,20 @@ impl FromRequestParts<Web> for Anonymous {
     }
 }
 
-/// Where to go after logging in: only a local path, never another site.
+/// Where to go after logging in: only a local path, never another site. Browsers drop tabs and
+/// newlines from a URL and read `\\` as `/`, so `/\t/evil.example` would become
+/// `//evil.example` (another host): a control character, white space, a backslash or `//`
+/// sends the user to `default` instead, and so does a control character, a backslash or a
+/// leading `//` that percent-decoding would reveal.
 pub(crate) fn safe_next(next: &str, default: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("://") {
-        next.to_owned()
-    } else {
-        default.to_owned()
-    }
+    let raw_ok = next.len() <= 2048
+        && next.starts_with('/')
+        && !next.contains("//")
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace());
+    let decoded = percent_encoding::percent_decode_str(next).decode_utf8_lossy();
+    let decoded_ok = !decoded.starts_with("//") && !decoded.contains('\\') && !decoded.chars().any(char::is_control);
+    if raw_ok && decoded_ok { next.to_owned() } else { default.to_owned() }
 }
 
 #[cfg(test)]
@@ -371,6 +378,11 @@ mod tests {
         assert_eq!(safe_next("https://evil.example/", "/"), "/");
         assert_eq!(safe_next("/\\evil", "/"), "/");
         assert_eq!(safe_next("", "/patients"), "/patients");
+        assert_eq!(safe_next("/\t/evil.example", "/"), "/");
+        assert_eq!(safe_next("/%09/evil.example", "/"), "/");
+        assert_eq!(safe_next("/%2F/evil.example", "/"), "/");
+        assert_eq!(safe_next("/a\r\nSet-Cookie:x", "/"), "/");
+        assert_eq!(safe_next("/patients?q=%E5%B1%B1%E7%94%B0&x=1", "/"), "/patients?q=%E5%B1%B1%E7%94%B0&x=1");
     }
 
     #[test]
