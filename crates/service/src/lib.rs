@@ -45,7 +45,7 @@ use musubi_store::Store;
 
 pub use bundle::{SubmitOutcome, SubmitStatus};
 pub use cache::{DEFAULT_CACHE_BYTES as DEFAULT_RECORD_CACHE_BYTES, Derived};
-pub use capability::capability_statement;
+pub use capability::{capability_statement, smart_configuration};
 pub use error::{ApiError, ErrorKind};
 pub use read::ReadOutcome;
 pub use search::SearchResult;

@@ -80,6 +80,18 @@ pub fn check_password_rule(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a new login name: 1 to 64 characters, no white space or control character, no `:`
+/// (the separator of an authenticator app's label, which the otpauth URI cannot carry).
+pub fn check_login_name(login: &str) -> Result<(), ApiError> {
+    if login.is_empty()
+        || login.chars().count() > 64
+        || login.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':')
+    {
+        return Err(ApiError::bad_request("ログインIDは空白・記号「:」を含まない64文字以内にしてください"));
+    }
+    Ok(())
+}
+
 /// A new TOTP secret (base32).
 pub fn new_totp_secret() -> Result<String, ApiError> {
     let mut b = [0u8; 20];
@@ -298,9 +310,7 @@ impl Service {
     pub fn create_user(&self, ctx: &Ctx, u: NewUser) -> Result<Enrolled, ApiError> {
         require_privileged(ctx)?;
         check_password_rule(&u.password)?;
-        if u.login.trim().is_empty() || u.login.len() > 64 || u.login.chars().any(char::is_whitespace) {
-            return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
-        }
+        check_login_name(&u.login)?;
         if u.facilities.is_empty() {
             return Err(ApiError::bad_request("所属医療機関を1つ以上指定してください"));
         }
@@ -596,9 +606,7 @@ impl Service {
     /// source patient the network holds (then the account belongs to that person).
     pub fn register_patient(&self, reg: Registration, address: Option<String>) -> Result<Enrolled, ApiError> {
         check_password_rule(&reg.password)?;
-        if reg.login.trim().is_empty() || reg.login.len() > 64 || reg.login.chars().any(char::is_whitespace) {
-            return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
-        }
+        check_login_name(&reg.login)?;
         let ins: musubi_domain::InsuranceId = reg.insurance_id.parse().map_err(|e: musubi_domain::DomainError| {
             ApiError::bad_request(format!("被保険者番号の形式が違います: {e}"))
         })?;
@@ -707,8 +715,9 @@ impl Service {
         address: Option<String>,
     ) -> Result<Enrolled, ApiError> {
         check_password_rule(password)?;
+        check_login_name(login)?;
         let l = login.to_owned();
-        if login.trim().is_empty() || self.store.read(|r| r.portal_by_login(&l))?.is_some() {
+        if self.store.read(|r| r.portal_by_login(&l))?.is_some() {
             return Err(ApiError::new(ErrorKind::Conflict, "このログインIDは使えません"));
         }
         let id = crate::prepare::new_id();

@@ -25,7 +25,7 @@ type Result<T> = std::result::Result<T, PageError>;
 pub(crate) fn routes() -> Router<Web> {
     Router::new()
         .route("/admin", get(dashboard))
-        .route("/admin/login", get(login_form).post(login_post))
+        .route("/admin/login", get(login_form).post(login_post).layer(session::public_limit()))
         .route("/admin/logout", post(logout))
         .route("/admin/facilities", get(facilities).post(facility_post))
         .route("/admin/users", get(users).post(user_post))

@@ -209,9 +209,13 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Form {
     type Rejection = PageError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|_| PageError::Api(ApiError::bad_request("送信内容を読み取れませんでした")))?;
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                PageError::Api(ApiError::new(ErrorKind::PayloadTooLarge, "送信内容が大きすぎます"))
+            } else {
+                PageError::Api(ApiError::bad_request("送信内容を読み取れませんでした"))
+            }
+        })?;
         if bytes.len() > 1024 * 1024 {
             return Err(PageError::Api(ApiError::new(ErrorKind::PayloadTooLarge, "送信内容が大きすぎます")));
         }
@@ -334,6 +338,15 @@ impl FromRequestParts<Web> for Operator {
             csrf: s.csrf,
         })
     }
+}
+
+/// The largest form a page without a session (login, one-time code, registration) accepts:
+/// nobody unauthenticated may make the server read megabytes.
+pub(crate) const PUBLIC_FORM_LIMIT: usize = 64 * 1024;
+
+/// The body limit of the routes that take no session (a route layer).
+pub(crate) fn public_limit() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(PUBLIC_FORM_LIMIT)
 }
 
 /// The request's address and Host (for pages without a session: login, registration).
