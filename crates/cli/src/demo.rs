@@ -21,7 +21,7 @@ const DEMO_PERSONS: u64 = 300;
 const DEMO_SEED: u64 = 2026;
 
 pub fn run(data: &Path, listen: &str) -> Result<()> {
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    musubi_store::private_dir(data).with_context(|| format!("cannot create {}", data.display()))?;
     let store = Store::open_sqlite(data)?;
     let fresh = store.setting("demo.loaded")?.is_none();
     if fresh {
@@ -191,13 +191,16 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
     write_private(&data.join("demo-accounts.json"), &serde_json::to_string_pretty(&machine)?)?;
     if !stats.rejected.is_empty() {
         let path = data.join("quarantine");
-        std::fs::create_dir_all(&path)?;
+        musubi_store::private_dir(&path)?;
         let mut lines = String::new();
         for r in &stats.rejected {
             lines.push_str(&serde_json::json!({"file": r.file, "line": r.line, "reason": r.reason}).to_string());
             lines.push('\n');
         }
-        std::fs::write(path.join("demo-import.ndjson"), lines)?;
+        std::io::Write::write_all(
+            &mut musubi_store::private_create(&path.join("demo-import.ndjson"))?,
+            lines.as_bytes(),
+        )?;
     }
     store.put_setting("demo.loaded".into(), musubi_fhir::datetime::now_ms().to_string())?;
     Ok(())

@@ -40,7 +40,7 @@ struct StoreArgs {
 
 impl StoreArgs {
     fn open(&self) -> Result<Store> {
-        std::fs::create_dir_all(&self.data)
+        musubi_store::private_dir(&self.data)
             .with_context(|| format!("cannot create data directory {}", self.data.display()))?;
         let store = Store::open(self.database.as_deref(), &self.data).context("cannot open the store")?;
         Ok(store)

@@ -98,7 +98,7 @@ fn anchor_at(store: &Store, dir: &Path, key: &[u8], seq: i64, hash: &str) -> Res
     let created = musubi_fhir::datetime::now_ms();
     let row = AnchorRow { seq, hash: hash.to_owned(), created, signature: sign(key, seq, hash, created) };
     let path = dir.join(LOG_FILE);
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+    let mut f = musubi_store::private_append(&path).map_err(io(&path))?;
     let line = json!({"seq": seq, "hash": hash, "created": created, "signature": row.signature});
     writeln!(f, "{line}").map_err(io(&path))?;
     f.sync_all().map_err(io(&path))?;
