@@ -146,7 +146,9 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
         reviews
     ));
     tour.push_str(&format!("ログインはすべてパスワード {DEMO_PASSWORD} とワンタイムコード（TOTP）です。\n"));
-    tour.push_str("ワンタイムコードは認証アプリに秘密鍵を登録するか、`musubi totp <秘密鍵>` で表示できます。\n\n");
+    tour.push_str(
+        "ワンタイムコードは認証アプリに秘密鍵を登録するか、`echo <秘密鍵> | musubi totp` で表示できます。\n\n",
+    );
     tour.push_str(&format!("医療者（{web}/login）:\n"));
     for a in &accounts {
         tour.push_str(&format!("  {}  {}  施設 {}  秘密鍵 {}\n", a.login, a.who, a.facility, a.totp_secret));

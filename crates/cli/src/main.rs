@@ -33,16 +33,59 @@ struct StoreArgs {
     /// Data directory (embedded database, admin token, quarantine).
     #[arg(long, default_value = "./musubi-data", env = "MUSUBI_DATA")]
     data: PathBuf,
-    /// PostgreSQL URL (postgres://user@host/db) instead of the embedded database.
-    #[arg(long, env = "MUSUBI_DATABASE_URL")]
+    /// PostgreSQL URL without a password (postgres://user@host/db) instead of the embedded
+    /// database. A URL with a password belongs in the environment (MUSUBI_DATABASE_URL) or in a
+    /// file (--database-file), never on the command line, where other users can read it.
+    #[arg(long)]
     database: Option<String>,
+    /// A file holding the PostgreSQL URL (it may carry the password).
+    #[arg(long, env = "MUSUBI_DATABASE_URL_FILE")]
+    database_file: Option<PathBuf>,
+}
+
+/// The environment variable that may hold the PostgreSQL URL (read directly, so `--help`
+/// never prints its value).
+const DATABASE_URL_ENV: &str = "MUSUBI_DATABASE_URL";
+
+/// Whether a database URL carries a password (`user:password@` or a `password=` parameter).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+    userinfo.is_some_and(|u| u.contains(':'))
+        || url.split(['?', '&']).skip(1).any(|p| p.to_ascii_lowercase().starts_with("password="))
 }
 
 impl StoreArgs {
+    /// The PostgreSQL URL, if one is configured: `--database` (without a password), else
+    /// `--database-file`, else `MUSUBI_DATABASE_URL`.
+    fn database_url(&self) -> Result<Option<String>> {
+        if let Some(url) = &self.database {
+            if url_has_password(url) {
+                bail!(
+                    "--database carries a password, which other users of this machine can read on the command line; \
+                     put the URL in {DATABASE_URL_ENV} or in a file given with --database-file"
+                );
+            }
+            return Ok(Some(url.clone()));
+        }
+        if let Some(path) = &self.database_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the database URL file {}", path.display()))?;
+            let url = text.trim();
+            if url.is_empty() {
+                bail!("the database URL file {} is empty", path.display());
+            }
+            return Ok(Some(url.to_owned()));
+        }
+        Ok(std::env::var(DATABASE_URL_ENV).ok().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()))
+    }
+
     fn open(&self) -> Result<Store> {
         musubi_store::private_dir(&self.data)
             .with_context(|| format!("cannot create data directory {}", self.data.display()))?;
-        let store = Store::open(self.database.as_deref(), &self.data).context("cannot open the store")?;
+        let url = self.database_url()?;
+        let store = Store::open(url.as_deref(), &self.data).context("cannot open the store")?;
         Ok(store)
     }
 }
@@ -118,12 +161,9 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Print the current one-time code of a TOTP secret (for trying the demo without an
-    /// authenticator app).
-    Totp {
-        /// The base32 secret printed when the account was created.
-        secret: String,
-    },
+    /// Print the current one-time code of a TOTP secret read from standard input (for trying
+    /// the demo without an authenticator app; the secret never goes on the command line).
+    Totp,
     /// The network's facility registry.
     Facility {
         #[command(subcommand)]
@@ -484,7 +524,12 @@ fn main() -> Result<()> {
         Command::Synth { persons, seed, out, start_year, years, formats, threads, quiet } => {
             synth::run(synth::SynthArgs { persons, seed, out, start_year, years, formats, threads, quiet })
         }
-        Command::Totp { secret } => {
+        Command::Totp => {
+            let mut secret = String::new();
+            std::io::stdin().read_line(&mut secret).context("cannot read the secret from standard input")?;
+            if secret.trim().is_empty() {
+                bail!("give the base32 secret on standard input, e.g. `musubi totp < secret.txt`");
+            }
             let code = musubi_service::people::totp_code_now(secret.trim())
                 .map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))?;
             println!("{code}");
