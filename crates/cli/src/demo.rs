@@ -50,7 +50,7 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
     musubi_synth::generate(&opts, &musubi_synth::NoProgress).map_err(|e| anyhow::anyhow!("{e}"))?;
     let region = musubi_synth::region(DEMO_SEED, DEMO_PERSONS);
     crate::ensure_admin_token(store, data)?;
-    let service = Service::new(store.clone(), "demo");
+    let service = crate::sealing_service(store.clone(), "demo", crate::secrets_key(None, data)?)?;
     let op = Ctx::operator("demo");
     let describe = |e: musubi_service::ApiError| anyhow::anyhow!(musubi_service::import::describe(&e));
 

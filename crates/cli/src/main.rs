@@ -41,6 +41,32 @@ struct StoreArgs {
     /// A file holding the PostgreSQL URL (it may carry the password).
     #[arg(long, env = "MUSUBI_DATABASE_URL_FILE")]
     database_file: Option<PathBuf>,
+    /// The key file that seals TOTP secrets in the database (created 0600 on first use;
+    /// default: secrets.key in the data directory). Keep it out of database backups.
+    #[arg(long, env = "MUSUBI_SECRETS_KEY")]
+    secrets_key: Option<PathBuf>,
+}
+
+/// The key that seals TOTP secrets: `explicit`, else `secrets.key` in `data` (created on first
+/// use).
+pub(crate) fn secrets_key(explicit: Option<&Path>, data: &Path) -> Result<musubi_service::secrets::SecretsKey> {
+    let path = explicit.map_or_else(|| data.join("secrets.key"), Path::to_path_buf);
+    musubi_service::secrets::SecretsKey::load_or_create(&path)
+        .map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))
+}
+
+/// A service that seals TOTP secrets with `key`, after sealing those still stored in clear.
+pub(crate) fn sealing_service(
+    store: Store,
+    node: &str,
+    key: musubi_service::secrets::SecretsKey,
+) -> Result<musubi_service::Service> {
+    let svc = musubi_service::Service::new(store, node).with_secrets_key(key);
+    let n = svc.seal_clear_totp_secrets().map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))?;
+    if n > 0 {
+        tracing::info!(accounts = n, "sealed TOTP secrets that were stored in clear");
+    }
+    Ok(svc)
 }
 
 /// The environment variable that may hold the PostgreSQL URL (read directly, so `--help`
@@ -79,6 +105,12 @@ impl StoreArgs {
             return Ok(Some(url.to_owned()));
         }
         Ok(std::env::var(DATABASE_URL_ENV).ok().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()))
+    }
+
+    /// The store and a service over it that seals TOTP secrets.
+    fn service(&self, node: &str) -> Result<musubi_service::Service> {
+        let store = self.open()?;
+        sealing_service(store, node, secrets_key(self.secrets_key.as_deref(), &self.data)?)
     }
 
     fn open(&self) -> Result<Store> {
@@ -408,6 +440,8 @@ pub(crate) struct ServeOptions {
     pub hpki_roots: Vec<PathBuf>,
     pub retention_sweep: bool,
     pub record_cache_mib: u64,
+    /// The key file sealing TOTP secrets (default: secrets.key in the data directory).
+    pub secrets_key: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -418,19 +452,22 @@ impl Default for ServeOptions {
             hpki_roots: Vec::new(),
             retention_sweep: false,
             record_cache_mib: musubi_service::DEFAULT_RECORD_CACHE_BYTES >> 20,
+            secrets_key: None,
         }
     }
 }
 
 pub(crate) async fn run_server(store: Store, data: &Path, listen: &str, opts: ServeOptions) -> Result<()> {
-    let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } = opts;
+    let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib, secrets_key: key_path } =
+        opts;
     if let Some(p) = ensure_admin_token(&store, data)? {
         tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
     }
     let node = hostname();
     let state_store = store.clone();
-    let service = musubi_service::Service::new(store, node).with_record_cache(record_cache_mib.saturating_mul(1 << 20));
+    let key = secrets_key(key_path.as_deref(), data)?;
+    let service = sealing_service(store, &node, key)?.with_record_cache(record_cache_mib.saturating_mul(1 << 20));
     if !hpki_roots.is_empty() {
         let roots = musubi_service::signature::TrustRoots::load(&hpki_roots)
             .map_err(|e| anyhow::anyhow!("cannot load the HPKI roots: {e}"))?;
@@ -504,7 +541,14 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve { store, listen, base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } => {
             let s = store.open()?;
-            let opts = ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib };
+            let opts = ServeOptions {
+                base_url,
+                body_limit_mib,
+                hpki_roots,
+                retention_sweep,
+                record_cache_mib,
+                secrets_key: store.secrets_key.clone(),
+            };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
                 s,
                 &store.data,

@@ -34,6 +34,7 @@ pub mod record;
 pub mod referral;
 pub mod retention;
 mod search;
+pub mod secrets;
 pub mod signature;
 pub mod summary;
 mod write;
@@ -78,6 +79,7 @@ pub struct Service {
     referral: referral::ReferralState,
     cache: cache::ResourceCache,
     failed_auth: failed_auth::FailedAuth,
+    secrets: Option<std::sync::Arc<secrets::SecretsKey>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -109,6 +111,7 @@ impl Service {
             referral: referral::ReferralState::default(),
             cache: cache::ResourceCache::new(cache::DEFAULT_CACHE_BYTES),
             failed_auth: failed_auth::FailedAuth::default(),
+            secrets: None,
         }
     }
 
@@ -117,6 +120,48 @@ impl Service {
     pub fn with_record_cache(mut self, bytes: u64) -> Service {
         self.cache = cache::ResourceCache::new(bytes);
         self
+    }
+
+    /// Seals TOTP secrets with `key` from now on ([`secrets`]); without a key they are stored
+    /// in clear (tests, tools that create no account).
+    pub fn with_secrets_key(mut self, key: secrets::SecretsKey) -> Service {
+        self.secrets = Some(std::sync::Arc::new(key));
+        self
+    }
+
+    /// A TOTP secret as it is stored: sealed when the service has a key.
+    pub(crate) fn seal_secret(&self, clear: &str) -> Result<String, ApiError> {
+        match &self.secrets {
+            Some(k) => k.seal(clear),
+            None => Ok(clear.to_owned()),
+        }
+    }
+
+    /// A stored TOTP secret in clear (a sealed one needs the key).
+    pub(crate) fn open_secret(&self, stored: &str) -> Result<String, ApiError> {
+        match &self.secrets {
+            Some(k) => k.open(stored),
+            None if secrets::is_sealed(stored) => {
+                Err(ApiError::internal("a sealed TOTP secret, but the service has no secrets key"))
+            }
+            None => Ok(stored.to_owned()),
+        }
+    }
+
+    /// Seals every TOTP secret still stored in clear (written before secrets were sealed);
+    /// returns how many. Run on start; does nothing without a key.
+    pub fn seal_clear_totp_secrets(&self) -> Result<usize, ApiError> {
+        let Some(k) = &self.secrets else { return Ok(0) };
+        let clear = self.store.read(|r| r.clear_totp_secrets())?;
+        let n = clear.len();
+        let mut writes = Vec::with_capacity(n);
+        for (portal, id, secret) in clear {
+            writes.push(musubi_store::AccountWrite::Totp { portal, id, secret: Some(k.seal(&secret)?) });
+        }
+        if !writes.is_empty() {
+            self.store.write_accounts(writes, Vec::new())?;
+        }
+        Ok(n)
     }
 
     /// The store (for administration commands that are not data access: tokens, settings,

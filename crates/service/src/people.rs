@@ -335,7 +335,7 @@ impl Service {
             kana: u.kana,
             profession: u.profession.code().into(),
             password_hash: hash_password(&u.password)?,
-            totp_secret: Some(secret.clone()),
+            totp_secret: Some(self.seal_secret(&secret)?),
             failed_logins: 0,
             locked_until: None,
             disabled: false,
@@ -508,6 +508,7 @@ impl Service {
             (u.login, u.totp_secret, u.id, u.failed_logins)
         };
         let Some(secret) = secret else { return Ok(()) };
+        let secret = self.open_secret(&secret)?;
         if !totp_ok(&secret, code) {
             let failed = failed + 1;
             let locked_until = (failed >= MAX_FAILED_LOGINS).then_some(now_ms() + LOCK_MS);
@@ -679,7 +680,7 @@ impl Service {
             name: reg.name.clone(),
             person_id: Some(person.clone()),
             password_hash: hash_password(&reg.password)?,
-            totp_secret: Some(secret.clone()),
+            totp_secret: Some(self.seal_secret(&secret)?),
             failed_logins: 0,
             locked_until: None,
             disabled: false,
@@ -728,7 +729,7 @@ impl Service {
             name: name.into(),
             person_id: None,
             password_hash: hash_password(password)?,
-            totp_secret: Some(secret.clone()),
+            totp_secret: Some(self.seal_secret(&secret)?),
             failed_logins: 0,
             locked_until: None,
             disabled: false,
