@@ -106,6 +106,9 @@ impl WebConfig {
     }
 }
 
+/// How long a page waits for a place among the service calls before it answers 503.
+const QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Inner {
     service: Service,
     config: WebConfig,
@@ -125,12 +128,18 @@ impl Web {
         &self,
         f: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::new(ErrorKind::Unavailable, "サーバーは停止処理中です"))?;
+        // A bounded wait for a place: a full queue answers 503 (with Retry-After) rather than
+        // piling up connections behind it.
+        let _permit = match tokio::time::timeout(QUEUE_TIMEOUT, self.inner.permits.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(ApiError::new(ErrorKind::Unavailable, "サーバーは停止処理中です")),
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    "サーバーが混雑しています。しばらくしてから再度お試しください。",
+                ));
+            }
+        };
         let svc = self.inner.service.clone();
         tokio::task::spawn_blocking(move || f(&svc))
             .await

@@ -116,7 +116,11 @@ impl IntoResponse for PageError {
                     ErrorKind::BadRequest | ErrorKind::Unprocessable => "入力を確認してください",
                     _ => "エラーが発生しました",
                 };
-                (status, html::error_page(title, &e.summary())).into_response()
+                let mut r = (status, html::error_page(title, &e.summary())).into_response();
+                if e.kind == ErrorKind::Unavailable {
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                }
+                r
             }
         }
     }
