@@ -206,3 +206,49 @@ fn a_full_server_answers_503_with_retry_after() {
     assert_eq!(status, 503);
     drop(held);
 }
+
+/// A server whose header and body-idle timeouts are short, and its `host:port`.
+fn impatient() -> (TestServer, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let limits = musubi_server::limits::Limits {
+        header_timeout: std::time::Duration::from_millis(200),
+        body_idle_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(store, dir, musubi_server::ServerConfig { limits, ..Default::default() });
+    let addr = s.base.trim_start_matches("http://").trim_end_matches("/fhir").to_owned();
+    (s, addr)
+}
+
+fn read_all(stream: &mut std::net::TcpStream) -> String {
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(stream, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let (_s, addr) = impatient();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut c, b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    let start = std::time::Instant::now();
+    let answer = read_all(&mut c);
+    assert!(start.elapsed() < std::time::Duration::from_secs(15), "closed by the header timeout");
+    assert!(!answer.contains("200 OK"), "{answer}");
+}
+
+#[test]
+fn a_body_that_stops_arriving_is_cut_off() {
+    let (_s, addr) = impatient();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(
+        &mut c,
+        b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"login\":",
+    )
+    .unwrap();
+    let answer = read_all(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("途中で止まった"), "{answer}");
+}
