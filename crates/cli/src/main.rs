@@ -150,6 +150,9 @@ enum Command {
         /// emergency summary and its PDF of a long history read them all (0 turns it off).
         #[arg(long, default_value_t = 256, env = "MUSUBI_RECORD_CACHE_MIB")]
         record_cache_mib: u64,
+        /// Connections served at once; one more is answered 503 with Retry-After.
+        #[arg(long, default_value_t = 1024, env = "MUSUBI_MAX_CONNECTIONS")]
+        max_connections: usize,
     },
     /// Retention of records by the national service's rules.
     Retention {
@@ -442,6 +445,8 @@ pub(crate) struct ServeOptions {
     pub record_cache_mib: u64,
     /// The key file sealing TOTP secrets (default: secrets.key in the data directory).
     pub secrets_key: Option<PathBuf>,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -453,13 +458,21 @@ impl Default for ServeOptions {
             retention_sweep: false,
             record_cache_mib: musubi_service::DEFAULT_RECORD_CACHE_BYTES >> 20,
             secrets_key: None,
+            max_connections: musubi_server::limits::Limits::default().max_connections,
         }
     }
 }
 
 pub(crate) async fn run_server(store: Store, data: &Path, listen: &str, opts: ServeOptions) -> Result<()> {
-    let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib, secrets_key: key_path } =
-        opts;
+    let ServeOptions {
+        base_url,
+        body_limit_mib,
+        hpki_roots,
+        retention_sweep,
+        record_cache_mib,
+        secrets_key: key_path,
+        max_connections,
+    } = opts;
     if let Some(p) = ensure_admin_token(&store, data)? {
         tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
@@ -496,8 +509,12 @@ pub(crate) async fn run_server(store: Store, data: &Path, listen: &str, opts: Se
             }
         });
     }
-    let config =
-        musubi_server::ServerConfig { base_url, body_limit: body_limit_mib * 1024 * 1024, ..Default::default() };
+    let config = musubi_server::ServerConfig {
+        base_url,
+        body_limit: body_limit_mib * 1024 * 1024,
+        limits: musubi_server::limits::Limits { max_connections, ..Default::default() },
+        ..Default::default()
+    };
     let state = musubi_server::AppState::new(service, config);
     // A signed anchor of the audit chain every ten minutes, outside the database.
     let anchor_store = state_store.clone();
@@ -539,7 +556,16 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Serve { store, listen, base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } => {
+        Command::Serve {
+            store,
+            listen,
+            base_url,
+            body_limit_mib,
+            hpki_roots,
+            retention_sweep,
+            record_cache_mib,
+            max_connections,
+        } => {
             let s = store.open()?;
             let opts = ServeOptions {
                 base_url,
@@ -548,6 +574,7 @@ fn main() -> Result<()> {
                 retention_sweep,
                 record_cache_mib,
                 secrets_key: store.secrets_key.clone(),
+                max_connections,
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
                 s,

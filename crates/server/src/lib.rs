@@ -16,11 +16,11 @@
 //! | Conflict (concurrent write) | 409 |
 //! | Gone (deleted) | 410 |
 //! | PreconditionFailed (If-Match) | 412 |
-//! | PayloadTooLarge | 413 |
+//! | PayloadTooLarge (past `body_limit`, or 64 KiB on a route without credentials) | 413 |
 //! | UnsupportedMediaType | 415 |
 //! | Unprocessable (breaks FHIR / JP Core / JP-CLINS rules) | 422 |
 //! | Internal (logged, no details in the body) | 500 |
-//! | Unavailable | 503 |
+//! | Unavailable (stopping; no place in the store pool within the queue timeout) | 503 + `Retry-After` |
 
 #![deny(missing_docs)]
 
