@@ -21,7 +21,7 @@ const DEMO_PERSONS: u64 = 300;
 const DEMO_SEED: u64 = 2026;
 
 pub fn run(data: &Path, listen: &str) -> Result<()> {
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    musubi_store::private_dir(data).with_context(|| format!("cannot create {}", data.display()))?;
     let store = Store::open_sqlite(data)?;
     let fresh = store.setting("demo.loaded")?.is_none();
     if fresh {
@@ -52,7 +52,7 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
     musubi_synth::generate(&opts, &musubi_synth::NoProgress).map_err(|e| anyhow::anyhow!("{e}"))?;
     let region = musubi_synth::region(DEMO_SEED, DEMO_PERSONS);
     crate::ensure_admin_token(store, data)?;
-    let service = Service::new(store.clone(), "demo");
+    let service = crate::sealing_service(store.clone(), "demo", crate::secrets_key(None, data)?)?;
     let op = Ctx::operator("demo");
     let describe = |e: musubi_service::ApiError| anyhow::anyhow!(musubi_service::import::describe(&e));
 
@@ -151,7 +151,9 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
         reviews
     ));
     tour.push_str(&format!("ログインはすべてパスワード {DEMO_PASSWORD} とワンタイムコード（TOTP）です。\n"));
-    tour.push_str("ワンタイムコードは認証アプリに秘密鍵を登録するか、`musubi totp <秘密鍵>` で表示できます。\n\n");
+    tour.push_str(
+        "ワンタイムコードは認証アプリに秘密鍵を登録するか、`echo <秘密鍵> | musubi totp` で表示できます。\n\n",
+    );
     tour.push_str(&format!("医療者（{web}/login）:\n"));
     for a in &accounts {
         tour.push_str(&format!("  {}  {}  施設 {}  秘密鍵 {}\n", a.login, a.who, a.facility, a.totp_secret));
@@ -204,13 +206,16 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
     write_private(&data.join("demo-accounts.json"), &serde_json::to_string_pretty(&machine)?)?;
     if !stats.rejected.is_empty() {
         let path = data.join("quarantine");
-        std::fs::create_dir_all(&path)?;
+        musubi_store::private_dir(&path)?;
         let mut lines = String::new();
         for r in &stats.rejected {
             lines.push_str(&serde_json::json!({"file": r.file, "line": r.line, "reason": r.reason}).to_string());
             lines.push('\n');
         }
-        std::fs::write(path.join("demo-import.ndjson"), lines)?;
+        std::io::Write::write_all(
+            &mut musubi_store::private_create(&path.join("demo-import.ndjson"))?,
+            lines.as_bytes(),
+        )?;
     }
     store.put_setting("demo.loaded".into(), musubi_fhir::datetime::now_ms().to_string())?;
     Ok(())

@@ -135,9 +135,9 @@ pub fn run(store: &Store, data: &Path, paths: &[PathBuf], journal: Option<&Path>
     );
     if !stats.rejected.is_empty() {
         let dir = data.join("quarantine");
-        std::fs::create_dir_all(&dir)?;
+        musubi_store::private_dir(&dir)?;
         let path = dir.join(format!("import-{}.ndjson", musubi_fhir::datetime::now_ms()));
-        let mut out = std::fs::File::create(&path)?;
+        let mut out = musubi_store::private_create(&path)?;
         for r in &stats.rejected {
             let line = serde_json::json!({"file": r.file, "line": r.line, "reason": r.reason, "text": r.text});
             writeln!(out, "{line}")?;

@@ -34,9 +34,53 @@ struct StoreArgs {
     /// Data directory (embedded database, admin token, quarantine).
     #[arg(long, default_value = "./musubi-data", env = "MUSUBI_DATA")]
     data: PathBuf,
-    /// PostgreSQL URL (postgres://user@host/db) instead of the embedded database.
-    #[arg(long, env = "MUSUBI_DATABASE_URL")]
+    /// PostgreSQL URL without a password (postgres://user@host/db) instead of the embedded
+    /// database. A URL with a password belongs in the environment (MUSUBI_DATABASE_URL) or in a
+    /// file (--database-file), never on the command line, where other users can read it.
+    #[arg(long)]
     database: Option<String>,
+    /// A file holding the PostgreSQL URL (it may carry the password).
+    #[arg(long, env = "MUSUBI_DATABASE_URL_FILE")]
+    database_file: Option<PathBuf>,
+    /// The key file that seals TOTP secrets in the database (created 0600 on first use;
+    /// default: secrets.key in the data directory). Keep it out of database backups.
+    #[arg(long, env = "MUSUBI_SECRETS_KEY")]
+    secrets_key: Option<PathBuf>,
+}
+
+/// The key that seals TOTP secrets: `explicit`, else `secrets.key` in `data` (created on first
+/// use).
+pub(crate) fn secrets_key(explicit: Option<&Path>, data: &Path) -> Result<musubi_service::secrets::SecretsKey> {
+    let path = explicit.map_or_else(|| data.join("secrets.key"), Path::to_path_buf);
+    musubi_service::secrets::SecretsKey::load_or_create(&path)
+        .map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))
+}
+
+/// A service that seals TOTP secrets with `key`, after sealing those still stored in clear.
+pub(crate) fn sealing_service(
+    store: Store,
+    node: &str,
+    key: musubi_service::secrets::SecretsKey,
+) -> Result<musubi_service::Service> {
+    let svc = musubi_service::Service::new(store, node).with_secrets_key(key);
+    let n = svc.seal_clear_totp_secrets().map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))?;
+    if n > 0 {
+        tracing::info!(accounts = n, "sealed TOTP secrets that were stored in clear");
+    }
+    Ok(svc)
+}
+
+/// The environment variable that may hold the PostgreSQL URL (read directly, so `--help`
+/// never prints its value).
+const DATABASE_URL_ENV: &str = "MUSUBI_DATABASE_URL";
+
+/// Whether a database URL carries a password (`user:password@` or a `password=` parameter).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+    userinfo.is_some_and(|u| u.contains(':'))
+        || url.split(['?', '&']).skip(1).any(|p| p.to_ascii_lowercase().starts_with("password="))
 }
 
 /// The first store a command opened and its audit head then: a one-shot command that wrote
@@ -44,10 +88,41 @@ struct StoreArgs {
 static OPENED: std::sync::Mutex<Option<(StoreArgs, i64)>> = std::sync::Mutex::new(None);
 
 impl StoreArgs {
+    /// The PostgreSQL URL, if one is configured: `--database` (without a password), else
+    /// `--database-file`, else `MUSUBI_DATABASE_URL`.
+    fn database_url(&self) -> Result<Option<String>> {
+        if let Some(url) = &self.database {
+            if url_has_password(url) {
+                bail!(
+                    "--database carries a password, which other users of this machine can read on the command line; \
+                     put the URL in {DATABASE_URL_ENV} or in a file given with --database-file"
+                );
+            }
+            return Ok(Some(url.clone()));
+        }
+        if let Some(path) = &self.database_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the database URL file {}", path.display()))?;
+            let url = text.trim();
+            if url.is_empty() {
+                bail!("the database URL file {} is empty", path.display());
+            }
+            return Ok(Some(url.to_owned()));
+        }
+        Ok(std::env::var(DATABASE_URL_ENV).ok().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()))
+    }
+
+    /// The store and a service over it that seals TOTP secrets.
+    fn service(&self, node: &str) -> Result<musubi_service::Service> {
+        let store = self.open()?;
+        sealing_service(store, node, secrets_key(self.secrets_key.as_deref(), &self.data)?)
+    }
+
     fn open(&self) -> Result<Store> {
-        std::fs::create_dir_all(&self.data)
+        musubi_store::private_dir(&self.data)
             .with_context(|| format!("cannot create data directory {}", self.data.display()))?;
-        let store = Store::open(self.database.as_deref(), &self.data).context("cannot open the store")?;
+        let url = self.database_url()?;
+        let store = Store::open(url.as_deref(), &self.data).context("cannot open the store")?;
         if let Ok(mut opened) = OPENED.lock()
             && opened.is_none()
         {
@@ -87,6 +162,9 @@ enum Command {
         record_cache_mib: u64,
         #[command(flatten)]
         anchor: audit::AnchorArgs,
+        /// Connections served at once; one more is answered 503 with Retry-After.
+        #[arg(long, default_value_t = 1024, env = "MUSUBI_MAX_CONNECTIONS")]
+        max_connections: usize,
     },
     /// Network settings: `network.participation` (`opt-in` | `per-visit`), `emergency.hours`
     /// (1–12).
@@ -140,12 +218,9 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Print the current one-time code of a TOTP secret (for trying the demo without an
-    /// authenticator app).
-    Totp {
-        /// The base32 secret printed when the account was created.
-        secret: String,
-    },
+    /// Print the current one-time code of a TOTP secret read from standard input (for trying
+    /// the demo without an authenticator app; the secret never goes on the command line).
+    Totp,
     /// The network's facility registry.
     Facility {
         #[command(subcommand)]
@@ -367,6 +442,10 @@ pub(crate) struct ServeOptions {
     pub hpki_roots: Vec<PathBuf>,
     pub retention_sweep: bool,
     pub record_cache_mib: u64,
+    /// The key file sealing TOTP secrets (default: secrets.key in the data directory).
+    pub secrets_key: Option<PathBuf>,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -377,6 +456,8 @@ impl Default for ServeOptions {
             hpki_roots: Vec::new(),
             retention_sweep: false,
             record_cache_mib: musubi_service::DEFAULT_RECORD_CACHE_BYTES >> 20,
+            secrets_key: None,
+            max_connections: musubi_server::limits::Limits::default().max_connections,
         }
     }
 }
@@ -388,14 +469,23 @@ pub(crate) async fn run_server(
     opts: ServeOptions,
     anchoring: audit::Anchoring,
 ) -> Result<()> {
-    let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } = opts;
+    let ServeOptions {
+        base_url,
+        body_limit_mib,
+        hpki_roots,
+        retention_sweep,
+        record_cache_mib,
+        secrets_key: key_path,
+        max_connections,
+    } = opts;
     if let Some(p) = ensure_admin_token(&store, data)? {
         tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
     }
     let node = hostname();
     audit::warn_if_audit_mutable(&store)?;
-    let service = musubi_service::Service::new(store, node).with_record_cache(record_cache_mib.saturating_mul(1 << 20));
+    let key = secrets_key(key_path.as_deref(), data)?;
+    let service = sealing_service(store, &node, key)?.with_record_cache(record_cache_mib.saturating_mul(1 << 20));
     if !hpki_roots.is_empty() {
         let roots = musubi_service::signature::TrustRoots::load(&hpki_roots)
             .map_err(|e| anyhow::anyhow!("cannot load the HPKI roots: {e}"))?;
@@ -424,8 +514,12 @@ pub(crate) async fn run_server(
             }
         });
     }
-    let config =
-        musubi_server::ServerConfig { base_url, body_limit: body_limit_mib * 1024 * 1024, ..Default::default() };
+    let config = musubi_server::ServerConfig {
+        base_url,
+        body_limit: body_limit_mib * 1024 * 1024,
+        limits: musubi_server::limits::Limits { max_connections, ..Default::default() },
+        ..Default::default()
+    };
     let state = musubi_server::AppState::new(service, config);
     anchoring.start().await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -472,10 +566,19 @@ fn run(command: Command) -> Result<()> {
             retention_sweep,
             record_cache_mib,
             anchor,
+            max_connections,
         } => {
             let s = store.open()?;
             let anchoring = audit::Anchoring::from_args(&s, &store.data, &anchor)?;
-            let opts = ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib };
+            let opts = ServeOptions {
+                base_url,
+                body_limit_mib,
+                hpki_roots,
+                retention_sweep,
+                record_cache_mib,
+                secrets_key: store.secrets_key.clone(),
+                max_connections,
+            };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
                 s,
                 &store.data,
@@ -521,7 +624,12 @@ fn run(command: Command) -> Result<()> {
         Command::Synth { persons, seed, out, start_year, years, formats, threads, quiet } => {
             synth::run(synth::SynthArgs { persons, seed, out, start_year, years, formats, threads, quiet })
         }
-        Command::Totp { secret } => {
+        Command::Totp => {
+            let mut secret = String::new();
+            std::io::stdin().read_line(&mut secret).context("cannot read the secret from standard input")?;
+            if secret.trim().is_empty() {
+                bail!("give the base32 secret on standard input, e.g. `musubi totp < secret.txt`");
+            }
             let code = musubi_service::people::totp_code_now(secret.trim())
                 .map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))?;
             println!("{code}");

@@ -44,7 +44,7 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             let password = std::fs::read_to_string(&password_file)
                 .with_context(|| format!("cannot read {}", password_file.display()))?;
             let profession = profession.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            let svc = Service::new(store.open()?, "cli");
+            let svc = store.service("cli")?;
             let out = svc
                 .create_user(
                     &operator(),

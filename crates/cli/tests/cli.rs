@@ -434,7 +434,14 @@ fn the_demo_region_has_logins_for_each_role_and_a_patient_who_sees_who_looked() 
         assert!(r.text().unwrap().contains("ログイン"), "{page} is not the Japanese login page");
     }
     let totp = |secret: &str| {
-        let out = musubi().args(["totp", secret]).output().unwrap();
+        let mut child = musubi()
+            .arg("totp")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{secret}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };

@@ -8,6 +8,23 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// The longest agent name (a login name, a token name) kept in a record, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// The longest free text (a failure reason, a query, an emergency reason) kept, in characters.
+pub const MAX_TEXT_CHARS: usize = 2000;
+/// The longest entity reference kept, in characters.
+const MAX_ENTITY_CHARS: usize = 256;
+
+/// `s` cut to at most `max` characters (a cut string ends in `…`, counted in `max`).
+pub fn cap_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// The hash that precedes the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -133,6 +150,51 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The record with every client-supplied string cut to its bound (login names to
+    /// [`MAX_NAME_CHARS`], texts to [`MAX_TEXT_CHARS`]): whatever a caller sends, a record stays
+    /// small. Borrowed when nothing needed cutting (the common case costs no copy).
+    pub fn capped(&self) -> std::borrow::Cow<'_, AuditRecord> {
+        let long = |s: &str, max: usize| s.len() > max; // bytes >= chars: a cheap first test
+        let needs = long(&self.agent.name, MAX_NAME_CHARS)
+            || self.agent.kind.len() > MAX_NAME_CHARS
+            || self.agent.facility.as_deref().is_some_and(|s| long(s, MAX_NAME_CHARS))
+            || self.agent.profession.as_deref().is_some_and(|s| long(s, MAX_NAME_CHARS))
+            || self.agent.address.as_deref().is_some_and(|s| long(s, MAX_NAME_CHARS))
+            || self.subtype.len() > MAX_NAME_CHARS
+            || self.outcome_text.as_deref().is_some_and(|s| long(s, MAX_TEXT_CHARS))
+            || self.query.as_deref().is_some_and(|s| long(s, MAX_TEXT_CHARS))
+            || matches!(&self.purpose, AuditPurpose::Emergency(r) if long(r, MAX_TEXT_CHARS))
+            || self.patient.as_deref().is_some_and(|s| long(s, MAX_ENTITY_CHARS))
+            || self.person.as_deref().is_some_and(|s| long(s, MAX_ENTITY_CHARS))
+            || self.entities.iter().any(|e| long(e, MAX_ENTITY_CHARS));
+        if !needs {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut r = self.clone();
+        let cap_opt = |s: &mut Option<String>, max: usize| {
+            if let Some(v) = s.as_mut() {
+                *v = cap_chars(v, max);
+            }
+        };
+        r.agent.name = cap_chars(&r.agent.name, MAX_NAME_CHARS);
+        r.agent.kind = cap_chars(&r.agent.kind, MAX_NAME_CHARS);
+        cap_opt(&mut r.agent.facility, MAX_NAME_CHARS);
+        cap_opt(&mut r.agent.profession, MAX_NAME_CHARS);
+        cap_opt(&mut r.agent.address, MAX_NAME_CHARS);
+        r.subtype = cap_chars(&r.subtype, MAX_NAME_CHARS);
+        cap_opt(&mut r.outcome_text, MAX_TEXT_CHARS);
+        cap_opt(&mut r.query, MAX_TEXT_CHARS);
+        cap_opt(&mut r.patient, MAX_ENTITY_CHARS);
+        cap_opt(&mut r.person, MAX_ENTITY_CHARS);
+        if let AuditPurpose::Emergency(reason) = &mut r.purpose {
+            *reason = cap_chars(reason, MAX_TEXT_CHARS);
+        }
+        for e in &mut r.entities {
+            *e = cap_chars(e, MAX_ENTITY_CHARS);
+        }
+        std::borrow::Cow::Owned(r)
+    }
+
     /// The canonical JSON the hash covers: serde's field order, no white space.
     pub fn canonical_json(&self) -> String {
         // Serializing a plain struct of strings, numbers and vectors cannot fail.
@@ -269,6 +331,22 @@ mod tests {
             query: None,
             source: "test".into(),
         }
+    }
+
+    #[test]
+    fn client_supplied_strings_are_capped() {
+        let r = rec(1);
+        assert!(matches!(r.capped(), std::borrow::Cow::Borrowed(_)), "nothing to cut: no copy");
+        let mut r = rec(1);
+        r.agent.name = "=HYPERLINK(".repeat(1000);
+        r.outcome_text = Some("x".repeat(100_000));
+        r.purpose = AuditPurpose::Emergency("急".repeat(5000));
+        let c = r.capped();
+        assert_eq!(c.agent.name.chars().count(), MAX_NAME_CHARS);
+        assert!(c.agent.name.ends_with('…'));
+        assert_eq!(c.outcome_text.as_deref().unwrap().chars().count(), MAX_TEXT_CHARS);
+        assert!(matches!(&c.purpose, AuditPurpose::Emergency(x) if x.chars().count() == MAX_TEXT_CHARS));
+        assert_eq!(cap_chars("山田", 64), "山田");
     }
 
     fn chain(n: i64) -> Vec<StoredAudit> {

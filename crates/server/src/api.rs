@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::routes::{Authed, HttpError, SESSION_COOKIE, cookie_token, read_body};
+use crate::routes::{Authed, HttpError, SESSION_COOKIE, cookie_token, read_body, read_body_max};
 
 type Result<T> = std::result::Result<T, HttpError>;
 
@@ -32,11 +32,22 @@ fn ok_json(v: Value) -> Response {
 }
 
 async fn body_json<T: DeserializeOwned>(state: &AppState, headers: &HeaderMap, body: Body) -> Result<T> {
+    let bytes = read_body(state, headers, body).await?;
+    parse_body(headers, &bytes)
+}
+
+/// The body of a route that takes no credentials (login, one-time code, registration): read
+/// only up to the small public limit.
+async fn public_body_json<T: DeserializeOwned>(state: &AppState, headers: &HeaderMap, body: Body) -> Result<T> {
+    let bytes = read_body_max(headers, body, state.inner.config.public_body_limit).await?;
+    parse_body(headers, &bytes)
+}
+
+fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
-    let bytes = read_body(state, headers, body).await?;
     if mime == "application/x-www-form-urlencoded" {
-        let pairs = parse_query(&String::from_utf8_lossy(&bytes));
+        let pairs = parse_query(&String::from_utf8_lossy(bytes));
         let obj: serde_json::Map<String, Value> = pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         return serde_json::from_value(Value::Object(obj))
             .map_err(|e| HttpError(ApiError::bad_request(format!("入力が不正です: {e}"))));
@@ -47,7 +58,7 @@ async fn body_json<T: DeserializeOwned>(state: &AppState, headers: &HeaderMap, b
             "本文は application/json で送ってください",
         )));
     }
-    serde_json::from_slice(&bytes).map_err(|e| HttpError(ApiError::bad_request(format!("入力が不正です: {e}"))))
+    serde_json::from_slice(bytes).map_err(|e| HttpError(ApiError::bad_request(format!("入力が不正です: {e}"))))
 }
 
 /// The client's address, when the server knows it.
@@ -98,7 +109,7 @@ struct LoginBody {
 }
 
 async fn login(State(state): State<AppState>, ci: ClientAddr, headers: HeaderMap, body: Body) -> Result<Response> {
-    let b: LoginBody = body_json(&state, &headers, body).await?;
+    let b: LoginBody = public_body_json(&state, &headers, body).await?;
     let addr = address(&ci);
     let out = state
         .blocking(move |svc| match b.kind.as_deref() {
@@ -133,7 +144,7 @@ async fn second_factor(
 ) -> Result<Response> {
     let token = session_token(&headers)
         .ok_or_else(|| HttpError(ApiError::new(ErrorKind::Unauthorized, "先にパスワードでログインしてください")))?;
-    let b: CodeBody = body_json(&state, &headers, body).await?;
+    let b: CodeBody = public_body_json(&state, &headers, body).await?;
     let addr = address(&ci);
     state.blocking(move |svc| svc.second_factor(&token, &b.code, addr)).await?;
     Ok(ok_json(json!({"ok": true})))
@@ -165,7 +176,7 @@ async fn me(Authed(ctx): Authed) -> Result<Response> {
 }
 
 async fn register(State(state): State<AppState>, ci: ClientAddr, headers: HeaderMap, body: Body) -> Result<Response> {
-    let reg: Registration = body_json(&state, &headers, body).await?;
+    let reg: Registration = public_body_json(&state, &headers, body).await?;
     let addr = address(&ci);
     let out = state.blocking(move |svc| svc.register_patient(reg, addr)).await?;
     Ok(ok_json(serde_json::to_value(&out).unwrap_or_default()))
@@ -184,7 +195,7 @@ async fn register_proxy(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let b: ProxyRegistration = body_json(&state, &headers, body).await?;
+    let b: ProxyRegistration = public_body_json(&state, &headers, body).await?;
     let addr = address(&ci);
     let out = state.blocking(move |svc| svc.register_proxy(&b.name, &b.login, &b.password, addr)).await?;
     Ok(ok_json(serde_json::to_value(&out).unwrap_or_default()))
@@ -578,7 +589,7 @@ async fn audit_report(State(state): State<AppState>, Authed(ctx): Authed, RawQue
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
-                    format!("\"{}\"", v.replace('"', "\"\""))
+                    musubi_web::csv_field(&v)
                 })
                 .collect();
             out.push_str(&line.join(","));

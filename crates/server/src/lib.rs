@@ -16,19 +16,19 @@
 //! | Conflict (concurrent write) | 409 |
 //! | Gone (deleted) | 410 |
 //! | PreconditionFailed (If-Match) | 412 |
-//! | PayloadTooLarge | 413 |
+//! | PayloadTooLarge (past `body_limit`, or 64 KiB on a route without credentials) | 413 |
 //! | UnsupportedMediaType | 415 |
 //! | Unprocessable (breaks FHIR / JP Core / JP-CLINS rules) | 422 |
 //! | Internal (logged, no details in the body) | 500 |
-//! | Unavailable | 503 |
+//! | Unavailable (stopping; no place in the store pool within the queue timeout) | 503 + `Retry-After` |
 
 #![deny(missing_docs)]
 
 pub mod api;
 pub mod auth;
+pub mod limits;
 pub mod routes;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -47,11 +47,25 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How many store calls may run at once (work in flight is bounded).
     pub max_blocking: usize,
+    /// The largest body of a route that takes no credentials (login, one-time code,
+    /// registration), in bytes: nobody unauthenticated may make the server read megabytes.
+    pub public_body_limit: usize,
+    /// Timeouts, the connection limit and the wait for the store pool.
+    pub limits: limits::Limits,
 }
+
+/// The default [`ServerConfig::public_body_limit`]: 64 KiB.
+pub const PUBLIC_BODY_LIMIT: usize = 64 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { base_url: None, body_limit: 64 * 1024 * 1024, max_blocking: 64 }
+        ServerConfig {
+            base_url: None,
+            body_limit: 64 * 1024 * 1024,
+            max_blocking: 64,
+            public_body_limit: PUBLIC_BODY_LIMIT,
+            limits: limits::Limits::default(),
+        }
     }
 }
 
@@ -80,12 +94,19 @@ impl AppState {
         &self,
         f: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::new(ErrorKind::Unavailable, "サーバーは停止処理中です"))?;
+        // A request waits a bounded time for a place; a full queue answers 503 with
+        // Retry-After rather than piling up connections behind it.
+        let _permit =
+            match tokio::time::timeout(self.inner.config.limits.queue_timeout, self.inner.permits.acquire()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(ApiError::new(ErrorKind::Unavailable, "サーバーは停止処理中です")),
+                Err(_) => {
+                    return Err(ApiError::new(
+                        ErrorKind::Unavailable,
+                        "サーバーが混雑しています。しばらくしてから再度お試しください。",
+                    ));
+                }
+            };
         let svc = self.inner.service.clone();
         tokio::task::spawn_blocking(move || f(&svc))
             .await
@@ -125,8 +146,30 @@ pub async fn serve_until(
     state: AppState,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(stop).await
+    let limits = state.inner.config.limits.clone();
+    // Failed authentications are counted in memory; their summaries are written when each
+    // period ends (and the rest at shutdown).
+    let svc = state.inner.service.clone();
+    let flusher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let s = svc.clone();
+            flush_failed_auth(s, musubi_fhir::datetime::now_ms()).await;
+        }
+    });
+    let result = limits::serve_connections(listener, router(state.clone()), limits, stop).await;
+    flusher.abort();
+    flush_failed_auth(state.inner.service.clone(), i64::MAX).await;
+    result
+}
+
+async fn flush_failed_auth(svc: Service, now: i64) {
+    match tokio::task::spawn_blocking(move || svc.flush_failed_auth(now)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e.summary(), "failed-authentication summaries not written"),
+        Err(e) => tracing::error!(error = %e, "failed-authentication flush task failed"),
+    }
 }
 
 async fn shutdown_signal() {

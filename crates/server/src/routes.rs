@@ -35,6 +35,10 @@ impl IntoResponse for HttpError {
         if self.0.kind == ErrorKind::Unauthorized {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"musubi\""));
         }
+        if self.0.kind == ErrorKind::Unavailable {
+            // Busy or stopping: a client may try again shortly.
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         resp
     }
 }
@@ -62,11 +66,14 @@ fn set(headers: &mut HeaderMap, name: header::HeaderName, value: String) {
 pub struct Authed(pub Ctx);
 
 fn base_url(state: &AppState, parts: &Parts) -> String {
+    base_url_of(state, &parts.headers)
+}
+
+fn base_url_of(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(b) = &state.inner.config.base_url {
         return b.trim_end_matches('/').to_owned();
     }
-    let host = parts
-        .headers
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| {
@@ -108,9 +115,8 @@ impl FromRequestParts<AppState> for Authed {
             } else {
                 "認証が必要です（Authorization: Bearer <トークン>）"
             };
-            let addr = address.clone();
-            let r = reason.to_owned();
-            state.blocking(move |svc| svc.audit_login_failure(addr, &r)).await?;
+            // Counted in memory (a summary per source and period), never a store write here.
+            state.inner.service.audit_login_failure(address.clone(), reason)?;
             return Err(HttpError(ApiError::new(ErrorKind::Unauthorized, reason)));
         };
         // A token seen in the last few seconds is answered from memory, without a trip to the
@@ -179,13 +185,28 @@ fn check_accept(headers: &HeaderMap, query: &[(String, String)]) -> Result<()> {
 }
 
 pub(crate) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
+    read_body_max(headers, body, state.inner.config.body_limit).await
+}
+
+/// Whether a body error is the listener's idle timeout (limits.rs).
+fn is_body_timeout(e: &axum::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Reads a body of at most `limit` bytes (413 past it, however the client declares it).
+pub(crate) async fn read_body_max(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
     use http_body_util::BodyExt;
-    let limit = state.inner.config.body_limit;
     let too_large = || {
-        HttpError(ApiError::new(
-            ErrorKind::PayloadTooLarge,
-            format!("リクエスト本文が大きすぎます（上限 {} MB）", limit / (1024 * 1024)),
-        ))
+        let shown =
+            if limit >= 1024 * 1024 { format!("{} MB", limit / (1024 * 1024)) } else { format!("{} KB", limit / 1024) };
+        HttpError(ApiError::new(ErrorKind::PayloadTooLarge, format!("リクエスト本文が大きすぎます（上限 {shown}）")))
     };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|h| h.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -193,12 +214,18 @@ pub(crate) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body)
     let mut buf = bytes::BytesMut::new();
     let mut over = declared.is_some_and(|n| n > limit);
     // Read (or, once over the limit, discard) up to a bounded amount so that a client that
-    // sends its whole body before reading the answer still receives the 413 OperationOutcome.
-    let drain_cap = limit.saturating_mul(2).max(16 * 1024 * 1024);
+    // sends its whole body before reading the answer still receives the 413 OperationOutcome;
+    // behind a small (unauthenticated) limit, at most 1 MiB is discarded.
+    let drain_cap = if limit < 1024 * 1024 { 1024 * 1024 } else { limit.saturating_mul(2).max(16 * 1024 * 1024) };
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| HttpError(ApiError::bad_request(format!("リクエスト本文を読み取れませんでした: {e}"))))?;
+        let frame = frame.map_err(|e| {
+            if is_body_timeout(&e) {
+                HttpError(ApiError::bad_request("リクエスト本文の受信が途中で止まったため、打ち切りました"))
+            } else {
+                HttpError(ApiError::bad_request(format!("リクエスト本文を読み取れませんでした: {e}")))
+            }
+        })?;
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen > limit {
@@ -301,16 +328,20 @@ fn read_response(r: ReadOutcome) -> Response {
     resp
 }
 
-async fn metadata(
-    State(state): State<AppState>,
-    Authed(ctx): Authed,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Result<Response> {
+/// The CapabilityStatement: answered without a token (discovery; it holds no patient data and
+/// says in `rest.security` how to authenticate).
+async fn metadata(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response> {
     check_accept(&headers, &query_pairs(q))?;
-    let _ = state;
-    let cs = musubi_service::capability_statement(&ctx.base_url, env!("CARGO_PKG_VERSION"));
+    let cs = musubi_service::capability_statement(&base_url_of(&state, &headers), env!("CARGO_PKG_VERSION"));
     Ok(fhir(StatusCode::OK, cs.to_string()))
+}
+
+/// `/.well-known/smart-configuration`, without a token: what a SMART client looks up first.
+async fn smart_configuration(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let base = base_url_of(&state, &headers);
+    let mut r = (StatusCode::OK, musubi_service::smart_configuration(&base).to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r
 }
 
 async fn system_post(
@@ -611,6 +642,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(metadata))
+        .route("/.well-known/smart-configuration", get(smart_configuration))
         .route("/", post(system_post))
         .route("/_history", get(system_history))
         .route("/{rtype}", get(type_get).post(type_post).delete(type_delete))
@@ -635,5 +667,6 @@ pub fn router(state: AppState) -> Router {
         .merge(web)
         .fallback(not_found)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::map_response(crate::limits::security_headers))
         .with_state(state)
 }

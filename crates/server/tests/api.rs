@@ -356,7 +356,7 @@ fn facility_systems_see_only_their_own_data_and_nothing_leaks() {
 fn authentication_and_bad_input_get_operation_outcomes() {
     let s = TestServer::start();
     let http = reqwest::blocking::Client::new();
-    let r = http.get(format!("{}/metadata", s.base)).send().unwrap();
+    let r = http.get(format!("{}/Patient", s.base)).send().unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
     assert_eq!(serde_json::from_str::<Value>(&r.text().unwrap()).unwrap()["resourceType"], "OperationOutcome");

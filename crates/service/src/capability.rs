@@ -4,6 +4,31 @@
 use musubi_fhir::{ParamKind, ResourceType};
 use serde_json::{Value, json};
 
+/// How to authenticate, as `rest.security.description` says it.
+const SECURITY_DESCRIPTION: &str = "Every request except GET [base]/metadata and GET [base]/.well-known/smart-configuration \
+needs Authorization: Bearer <token>; without one, or with an invalid or revoked one, the answer is 401 with \
+WWW-Authenticate: Bearer. Facility systems use a token the network operator issues (musubi token issue); it reads and \
+writes its own facility's data. People (clinicians, patients, proxies) log in with a password (POST /api/login) and a \
+one-time code (POST /api/login/totp); the session token returned is the bearer token (the web pages carry it in an \
+HttpOnly cookie, and their changes need the page's CSRF token). There is no OAuth authorization server: SMART app \
+launch is not supported.";
+
+/// `/.well-known/smart-configuration` (SMART App Launch 2.x discovery). Musubi runs no OAuth
+/// authorization server, so it lists no endpoints and no capabilities; the document exists so a
+/// SMART client finds that out without a token, and points to the CapabilityStatement.
+pub fn smart_configuration(base_url: &str) -> Value {
+    json!({
+        "capabilities": [],
+        "grant_types_supported": [],
+        "code_challenge_methods_supported": [],
+        "scopes_supported": [],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": [],
+        "authentication": SECURITY_DESCRIPTION,
+        "capability_statement": format!("{}/metadata", base_url.trim_end_matches('/')),
+    })
+}
+
 /// The server's CapabilityStatement.
 pub fn capability_statement(base_url: &str, software_version: &str) -> Value {
     let resources: Vec<Value> = ResourceType::ALL
@@ -62,8 +87,8 @@ pub fn capability_statement(base_url: &str, software_version: &str) -> Value {
             "mode": "server",
             "security": {
                 "cors": false,
-                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth", "display": "OAuth"}], "text": "Bearer tokens issued by the network operator (musubi token issue)"}],
-                "description": "Every request needs Authorization: Bearer <token>. A facility's system token reads and writes its own facility's data."
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth", "display": "OAuth"}], "text": "Bearer tokens (RFC 6750): system tokens issued by the network operator, or a person's session token"}],
+                "description": SECURITY_DESCRIPTION
             },
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],

@@ -33,7 +33,9 @@ use musubi_store::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::people::{Enrolled, Registration, check_password_rule, hash_password, new_totp_secret, totp_uri};
+use crate::people::{
+    Enrolled, Registration, check_login_name, check_password_rule, hash_password, new_totp_secret, totp_uri,
+};
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
 const MINUTE: i64 = 60 * 1000;
@@ -573,9 +575,7 @@ impl Service {
     /// an account tells that account's holder.
     pub fn register_patient(&self, reg: Registration, address: Option<String>) -> Result<Enrolled, ApiError> {
         check_password_rule(&reg.password)?;
-        if reg.login.trim().is_empty() || reg.login.chars().count() > 64 || reg.login.chars().any(char::is_whitespace) {
-            return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
-        }
+        check_login_name(&reg.login)?;
         // The password is hashed first, whatever happens next: every answer costs the same.
         let password_hash = hash_password(&reg.password)?;
         let now = now_ms();
@@ -591,6 +591,13 @@ impl Service {
             ));
         }
         let refuse = |svc: &Service, why: &str, person: Option<String>| -> Result<Enrolled, ApiError> {
+            let Some(person) = person else {
+                // Nobody's: counted with the failed authentications (one summary per source
+                // and period), not one chained record each.
+                svc.login_audit(address.clone(), "patient", &reg.login, AuditOutcome::MinorFailure, why)?;
+                return Err(ApiError::new(ErrorKind::BadRequest, ENROL_REFUSED));
+            };
+            let person = Some(person);
             let mut a = svc.login_record(address.clone(), "patient", &reg.login, AuditOutcome::MinorFailure, why);
             a.subtype = "register".into();
             a.person = person;
@@ -638,7 +645,7 @@ impl Service {
             name: reg.name.clone(),
             person_id: Some(person.clone()),
             password_hash,
-            totp_secret: Some(secret.clone()),
+            totp_secret: Some(self.seal_secret(&secret)?),
             failed_logins: 0,
             locked_until: None,
             disabled: false,
@@ -740,8 +747,9 @@ impl Service {
                 "緊急時の閲覧には二要素認証（ワンタイムコード）の登録が必要です",
             ));
         };
+        let secret = self.open_secret(secret)?;
         let now = now_ms();
-        if !crate::people::totp_ok(secret, &req.totp) {
+        if !crate::people::totp_ok(&secret, &req.totp) {
             let mut a = self.audit_record(ctx, AuditAction::Execute, "break-glass", AuditOutcome::SeriousFailure);
             a.outcome_text = Some("wrong one-time code".into());
             a.entities = vec![format!("Patient/{}", req.patient_id)];

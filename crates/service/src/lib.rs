@@ -25,6 +25,7 @@ mod capability;
 pub mod collect;
 mod error;
 pub mod evidence;
+pub mod failed_auth;
 pub mod import;
 pub mod mpi;
 pub mod people;
@@ -34,6 +35,7 @@ pub mod record;
 pub mod referral;
 pub mod retention;
 mod search;
+pub mod secrets;
 pub mod signature;
 pub mod summary;
 mod write;
@@ -45,7 +47,7 @@ use musubi_store::Store;
 
 pub use bundle::{SubmitOutcome, SubmitStatus};
 pub use cache::{DEFAULT_CACHE_BYTES as DEFAULT_RECORD_CACHE_BYTES, Derived};
-pub use capability::capability_statement;
+pub use capability::{capability_statement, smart_configuration};
 pub use error::{ApiError, ErrorKind};
 pub use read::ReadOutcome;
 pub use search::SearchResult;
@@ -78,6 +80,8 @@ pub struct Service {
     referral: referral::ReferralState,
     cache: cache::ResourceCache,
     code_failures: evidence::CodeFailures,
+    failed_auth: failed_auth::FailedAuth,
+    secrets: Option<std::sync::Arc<secrets::SecretsKey>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -109,6 +113,8 @@ impl Service {
             referral: referral::ReferralState::default(),
             cache: cache::ResourceCache::new(cache::DEFAULT_CACHE_BYTES),
             code_failures: evidence::CodeFailures::default(),
+            failed_auth: failed_auth::FailedAuth::default(),
+            secrets: None,
         }
     }
 
@@ -117,6 +123,48 @@ impl Service {
     pub fn with_record_cache(mut self, bytes: u64) -> Service {
         self.cache = cache::ResourceCache::new(bytes);
         self
+    }
+
+    /// Seals TOTP secrets with `key` from now on ([`secrets`]); without a key they are stored
+    /// in clear (tests, tools that create no account).
+    pub fn with_secrets_key(mut self, key: secrets::SecretsKey) -> Service {
+        self.secrets = Some(std::sync::Arc::new(key));
+        self
+    }
+
+    /// A TOTP secret as it is stored: sealed when the service has a key.
+    pub(crate) fn seal_secret(&self, clear: &str) -> Result<String, ApiError> {
+        match &self.secrets {
+            Some(k) => k.seal(clear),
+            None => Ok(clear.to_owned()),
+        }
+    }
+
+    /// A stored TOTP secret in clear (a sealed one needs the key).
+    pub(crate) fn open_secret(&self, stored: &str) -> Result<String, ApiError> {
+        match &self.secrets {
+            Some(k) => k.open(stored),
+            None if secrets::is_sealed(stored) => {
+                Err(ApiError::internal("a sealed TOTP secret, but the service has no secrets key"))
+            }
+            None => Ok(stored.to_owned()),
+        }
+    }
+
+    /// Seals every TOTP secret still stored in clear (written before secrets were sealed);
+    /// returns how many. Run on start; does nothing without a key.
+    pub fn seal_clear_totp_secrets(&self) -> Result<usize, ApiError> {
+        let Some(k) = &self.secrets else { return Ok(0) };
+        let clear = self.store.read(|r| r.clear_totp_secrets())?;
+        let n = clear.len();
+        let mut writes = Vec::with_capacity(n);
+        for (portal, id, secret) in clear {
+            writes.push(musubi_store::AccountWrite::Totp { portal, id, secret: Some(k.seal(&secret)?) });
+        }
+        if !writes.is_empty() {
+            self.store.write_accounts(writes, Vec::new())?;
+        }
+        Ok(n)
     }
 
     /// The store (for administration commands that are not data access: tokens, settings,
@@ -172,13 +220,42 @@ impl Service {
         })
     }
 
-    /// Records a failed authentication (no actor) in the audit log.
+    /// Counts a failed authentication (no actor: a missing, bad or revoked token, an invalid
+    /// session, a wrong administrator token). It reaches the audit log as part of a summary per
+    /// source, kind and period ([`failed_auth`]); nothing is written now, so this never waits
+    /// for the store and may be called on the async runtime.
     pub fn audit_login_failure(&self, address: Option<String>, reason: &str) -> Result<(), ApiError> {
-        let ctx = Ctx { actor: Actor::Operator { name: "unauthenticated".into() }, address, base_url: String::new() };
-        let mut r = self.audit_record(&ctx, AuditAction::Execute, "login", AuditOutcome::SeriousFailure);
-        r.agent.kind = "unknown".into();
-        r.outcome_text = Some(reason.to_owned());
-        self.audit(vec![r])
+        self.note_failed_auth_at(musubi_fhir::datetime::now_ms(), address, "token", None, reason);
+        Ok(())
+    }
+
+    /// Counts a failed authentication at `now` (epoch ms): `kind` is what was tried (`token`,
+    /// `user`, `patient`), `login` the login name given, if any (kept capped).
+    pub fn note_failed_auth_at(
+        &self,
+        now: i64,
+        address: Option<String>,
+        kind: &str,
+        login: Option<&str>,
+        reason: &str,
+    ) {
+        self.failed_auth.note(now, address, kind, login, reason);
+    }
+
+    /// Writes the summaries of failed authentications whose period ended by `now` (all of them
+    /// with `i64::MAX`, at shutdown); returns how many records were written. The server calls
+    /// it every few seconds; a failed write keeps the summaries for the next call.
+    pub fn flush_failed_auth(&self, now: i64) -> Result<usize, ApiError> {
+        let records = self.failed_auth.take_due(now, &self.node);
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let n = records.len();
+        if let Err(e) = self.store.append_audit(records.clone()) {
+            self.failed_auth.restore(records);
+            return Err(ApiError::internal(format!("audit append of failed-authentication summaries failed: {e}")));
+        }
+        Ok(n)
     }
 }
 

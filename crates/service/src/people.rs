@@ -76,6 +76,18 @@ pub fn check_password_rule(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a new login name: 1 to 64 characters, no white space or control character, no `:`
+/// (the separator of an authenticator app's label, which the otpauth URI cannot carry).
+pub fn check_login_name(login: &str) -> Result<(), ApiError> {
+    if login.is_empty()
+        || login.chars().count() > 64
+        || login.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':')
+    {
+        return Err(ApiError::bad_request("ログインIDは空白・記号「:」を含まない64文字以内にしてください"));
+    }
+    Ok(())
+}
+
 /// A new TOTP secret (base32).
 pub fn new_totp_secret() -> Result<String, ApiError> {
     let mut b = [0u8; 20];
@@ -257,7 +269,7 @@ fn unauthorized() -> ApiError {
 }
 
 impl Service {
-    fn login_audit(
+    pub(crate) fn login_audit(
         &self,
         address: Option<String>,
         kind: &str,
@@ -265,6 +277,15 @@ impl Service {
         outcome: AuditOutcome,
         text: &str,
     ) -> Result<(), ApiError> {
+        if outcome != AuditOutcome::Success {
+            // Counted, and written as one summary per source and period (failed_auth.rs).
+            let now = now_ms();
+            self.note_failed_auth_at(now, address, kind, Some(login), text);
+            if let Err(e) = self.flush_failed_auth(now) {
+                tracing::error!(error = %e.summary(), "failed-authentication summaries not written yet");
+            }
+            return Ok(());
+        }
         let mut r = AuditRecord {
             recorded: now_ms(),
             action: AuditAction::Execute,
@@ -295,9 +316,7 @@ impl Service {
     pub fn create_user(&self, ctx: &Ctx, u: NewUser) -> Result<Enrolled, ApiError> {
         require_privileged(ctx)?;
         check_password_rule(&u.password)?;
-        if u.login.trim().is_empty() || u.login.len() > 64 || u.login.chars().any(char::is_whitespace) {
-            return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
-        }
+        check_login_name(&u.login)?;
         if u.facilities.is_empty() {
             return Err(ApiError::bad_request("所属医療機関を1つ以上指定してください"));
         }
@@ -322,7 +341,7 @@ impl Service {
             kana: u.kana,
             profession: u.profession.code().into(),
             password_hash: hash_password(&u.password)?,
-            totp_secret: Some(secret.clone()),
+            totp_secret: Some(self.seal_secret(&secret)?),
             failed_logins: 0,
             locked_until: None,
             disabled: false,
@@ -495,6 +514,7 @@ impl Service {
             (u.login, u.totp_secret, u.id, u.failed_logins)
         };
         let Some(secret) = secret else { return Ok(()) };
+        let secret = self.open_secret(&secret)?;
         if !totp_ok(&secret, code) {
             let failed = failed + 1;
             let locked_until = (failed >= MAX_FAILED_LOGINS).then_some(now_ms() + LOCK_MS);
@@ -599,8 +619,9 @@ impl Service {
         address: Option<String>,
     ) -> Result<Enrolled, ApiError> {
         check_password_rule(password)?;
+        check_login_name(login)?;
         let l = login.to_owned();
-        if login.trim().is_empty() || self.store.read(|r| r.portal_by_login(&l))?.is_some() {
+        if self.store.read(|r| r.portal_by_login(&l))?.is_some() {
             return Err(ApiError::new(ErrorKind::Conflict, "このログインIDは使えません"));
         }
         let id = crate::prepare::new_id();
@@ -611,7 +632,7 @@ impl Service {
             name: name.into(),
             person_id: None,
             password_hash: hash_password(password)?,
-            totp_secret: Some(secret.clone()),
+            totp_secret: Some(self.seal_secret(&secret)?),
             failed_logins: 0,
             locked_until: None,
             disabled: false,

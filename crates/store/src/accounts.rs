@@ -753,6 +753,23 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// Accounts whose TOTP secret is still stored in clear (not `enc1:`-sealed): `(portal,
+    /// id, secret)`, for sealing them on start.
+    pub fn clear_totp_secrets(&mut self) -> Result<Vec<(bool, String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for portal in [false, true] {
+            let rows = self.conn.query(
+                &format!(
+                    "SELECT id, totp_secret FROM {} WHERE totp_secret IS NOT NULL AND totp_secret NOT LIKE 'enc1:%'",
+                    table(portal)
+                ),
+                &[],
+            )?;
+            out.extend(rows.iter().map(|r| (portal, r.str(0).to_owned(), r.str(1).to_owned())));
+        }
+        Ok(out)
+    }
+
     /// A portal account by login.
     pub fn portal_by_login(&mut self, login: &str) -> Result<Option<PortalRow>, StoreError> {
         let rows = self

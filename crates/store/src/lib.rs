@@ -29,6 +29,7 @@ pub mod mpi;
 mod ops;
 mod pool;
 mod postgres;
+pub mod private;
 mod query;
 pub mod referral;
 pub mod schema;
@@ -49,6 +50,7 @@ pub use accounts::{
     ProxyGrantRow, SessionRow, UserRow, VisitConsentRow,
 };
 pub use evidence::{AlertRow, CodePurpose, EvidenceWrite, PersonCodeRow};
+pub use private::{private_append, private_create, private_dir};
 pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};
 pub use referral::{AttachmentRow, PurgeKey, Receipt, ReferralDeletion, ReferralRow};
 
@@ -315,8 +317,14 @@ impl Store {
 
     /// Opens the embedded store with options.
     pub fn open_sqlite_with(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::backend("create data directory", e))?;
+        private::private_dir(dir).map_err(|e| StoreError::backend("create data directory", e))?;
         let path = dir.join(SQLITE_FILE);
+        // SQLite gives its WAL and shared-memory files the mode of the database file: create
+        // that 0600 before SQLite does (with the process umask, it would be world-readable).
+        drop(private::private_append(&path).map_err(|e| StoreError::backend("create the database file", e))?);
+        for suffix in ["-wal", "-shm"] {
+            private::tighten(&dir.join(format!("{SQLITE_FILE}{suffix}")), 0o600);
+        }
         let mut first = sqlite::SqliteConn::open(&path, false)?;
         schema::migrate(&mut first)?;
         // Planner statistics: without them SQLite may walk an ordering index over every row

@@ -276,12 +276,16 @@ pub(crate) fn append_audit(conn: &mut dyn Conn, records: &[AuditRecord]) -> Resu
         // Serializes appends from several servers sharing one database.
         Dialect::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
     };
+    // Client-supplied strings (login names, reasons, queries) are cut to their bounds before
+    // they are hashed into the chain, whatever path the record came by.
+    let capped: Vec<std::borrow::Cow<'_, AuditRecord>> = records.iter().map(AuditRecord::capped).collect();
+    let records: Vec<&AuditRecord> = capped.iter().map(|c| c.as_ref()).collect();
     let head = conn.query(sql, &[])?;
     let head = head.first().ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
     let mut seq = head.i64(0);
     let mut prev = head.str(1).to_owned();
     let mut owned: Vec<(i64, String, String, String)> = Vec::with_capacity(records.len());
-    for r in records {
+    for r in &records {
         seq += 1;
         let canonical = r.canonical_json();
         let hash = chain_hash(&prev, seq, &canonical);

@@ -25,7 +25,7 @@ type Result<T> = std::result::Result<T, PageError>;
 pub(crate) fn routes() -> Router<Web> {
     Router::new()
         .route("/admin", get(dashboard))
-        .route("/admin/login", get(login_form).post(login_post))
+        .route("/admin/login", get(login_form).post(login_post).layer(session::public_limit()))
         .route("/admin/logout", post(logout))
         .route("/admin/facilities", get(facilities).post(facility_post))
         .route("/admin/users", get(users).post(user_post))
@@ -404,8 +404,7 @@ async fn audit(State(web): State<Web>, op: Operator, RawQuery(raw): RawQuery) ->
     if csv {
         let mut out = AUDIT_COLS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(",") + "\n";
         for r in &rows {
-            let line: Vec<String> =
-                AUDIT_COLS.iter().map(|(k, _)| format!("\"{}\"", cell(&r[*k]).replace('"', "\"\""))).collect();
+            let line: Vec<String> = AUDIT_COLS.iter().map(|(k, _)| crate::csv_field(&cell(&r[*k]))).collect();
             out.push_str(&line.join(","));
             out.push('\n');
         }

@@ -106,6 +106,9 @@ impl WebConfig {
     }
 }
 
+/// How long a page waits for a place among the service calls before it answers 503.
+const QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Inner {
     service: Service,
     config: WebConfig,
@@ -125,12 +128,18 @@ impl Web {
         &self,
         f: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::new(ErrorKind::Unavailable, "サーバーは停止処理中です"))?;
+        // A bounded wait for a place: a full queue answers 503 (with Retry-After) rather than
+        // piling up connections behind it.
+        let _permit = match tokio::time::timeout(QUEUE_TIMEOUT, self.inner.permits.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(ApiError::new(ErrorKind::Unavailable, "サーバーは停止処理中です")),
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    "サーバーが混雑しています。しばらくしてから再度お試しください。",
+                ));
+            }
+        };
         let svc = self.inner.service.clone();
         tokio::task::spawn_blocking(move || f(&svc))
             .await
@@ -157,6 +166,19 @@ pub fn router<S: Clone + Send + Sync + 'static>(service: Service, config: WebCon
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn(server_timing))
         .with_state(web)
+}
+
+/// One CSV field, quoted, for a spreadsheet. A cell that starts with `=`, `+`, `-`, `@` (or
+/// their full-width forms, which Japanese Excel also reads as a formula) or a control
+/// character gets a leading `'`, so a login name such as `=HYPERLINK(…)` stays text instead of
+/// running as a formula (OWASP "CSV injection").
+pub fn csv_field(value: &str) -> String {
+    let risky = value
+        .chars()
+        .next()
+        .is_some_and(|c| matches!(c, '=' | '+' | '-' | '@' | '＝' | '＋' | '－' | '＠') || c.is_control());
+    let quote = if risky { "'" } else { "" };
+    format!("\"{quote}{}\"", value.replace('"', "\"\""))
 }
 
 const STYLE: &str = include_str!("../assets/style.css");
@@ -198,4 +220,20 @@ async fn security_headers(mut r: Response) -> Response {
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        assert_eq!(csv_field("yamada"), "\"yamada\"");
+        assert_eq!(csv_field("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        for s in ["+1", "-1+2", "@SUM(A1)", "\tx", "\r=1", "＝1"] {
+            assert!(csv_field(s).starts_with("\"'"), "{s:?}");
+        }
+        assert_eq!(csv_field(""), "\"\"");
+        assert_eq!(csv_field("山田 a=1"), "\"山田 a=1\"");
+    }
 }

@@ -29,11 +29,14 @@ type Result<T> = std::result::Result<T, PageError>;
 pub(crate) fn routes() -> Router<Web> {
     Router::new()
         .route("/portal", get(home))
-        .route("/portal/login", get(login_form).post(login_post))
-        .route("/portal/login/code", post(code_post))
+        .route("/portal/login", get(login_form).post(login_post).layer(session::public_limit()))
+        .route("/portal/login/code", post(code_post).layer(session::public_limit()))
         .route("/portal/logout", post(logout))
-        .route("/portal/register", get(register_form).post(register_post))
-        .route("/portal/register-proxy", get(proxy_register_form).post(proxy_register_post))
+        .route("/portal/register", get(register_form).post(register_post).layer(session::public_limit()))
+        .route(
+            "/portal/register-proxy",
+            get(proxy_register_form).post(proxy_register_post).layer(session::public_limit()),
+        )
         .route("/portal/consent", get(consent).post(consent_post))
         .route("/portal/consent-code", get(consent_code_page).post(consent_code_post))
         .route("/portal/participation", post(participation_post))

@@ -117,7 +117,11 @@ impl IntoResponse for PageError {
                     ErrorKind::BadRequest | ErrorKind::Unprocessable => "入力を確認してください",
                     _ => "エラーが発生しました",
                 };
-                (status, html::error_page(title, &e.summary())).into_response()
+                let mut r = (status, html::error_page(title, &e.summary())).into_response();
+                if e.kind == ErrorKind::Unavailable {
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                }
+                r
             }
         }
     }
@@ -210,9 +214,13 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Form {
     type Rejection = PageError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|_| PageError::Api(ApiError::bad_request("送信内容を読み取れませんでした")))?;
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                PageError::Api(ApiError::new(ErrorKind::PayloadTooLarge, "送信内容が大きすぎます"))
+            } else {
+                PageError::Api(ApiError::bad_request("送信内容を読み取れませんでした"))
+            }
+        })?;
         if bytes.len() > 1024 * 1024 {
             return Err(PageError::Api(ApiError::new(ErrorKind::PayloadTooLarge, "送信内容が大きすぎます")));
         }
@@ -337,6 +345,15 @@ impl FromRequestParts<Web> for Operator {
     }
 }
 
+/// The largest form a page without a session (login, one-time code, registration) accepts:
+/// nobody unauthenticated may make the server read megabytes.
+pub(crate) const PUBLIC_FORM_LIMIT: usize = 64 * 1024;
+
+/// The body limit of the routes that take no session (a route layer).
+pub(crate) fn public_limit() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(PUBLIC_FORM_LIMIT)
+}
+
 /// The request's address and Host (for pages without a session: login, registration).
 pub(crate) struct Anonymous {
     /// The client's address.
@@ -352,13 +369,20 @@ impl FromRequestParts<Web> for Anonymous {
     }
 }
 
-/// Where to go after logging in: only a local path, never another site.
+/// Where to go after logging in: only a local path, never another site. Browsers drop tabs and
+/// newlines from a URL and read `\\` as `/`, so `/\t/evil.example` would become
+/// `//evil.example` (another host): a control character, white space, a backslash or `//`
+/// sends the user to `default` instead, and so does a control character, a backslash or a
+/// leading `//` that percent-decoding would reveal.
 pub(crate) fn safe_next(next: &str, default: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("://") {
-        next.to_owned()
-    } else {
-        default.to_owned()
-    }
+    let raw_ok = next.len() <= 2048
+        && next.starts_with('/')
+        && !next.contains("//")
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace());
+    let decoded = percent_encoding::percent_decode_str(next).decode_utf8_lossy();
+    let decoded_ok = !decoded.starts_with("//") && !decoded.contains('\\') && !decoded.chars().any(char::is_control);
+    if raw_ok && decoded_ok { next.to_owned() } else { default.to_owned() }
 }
 
 #[cfg(test)]
@@ -372,6 +396,11 @@ mod tests {
         assert_eq!(safe_next("https://evil.example/", "/"), "/");
         assert_eq!(safe_next("/\\evil", "/"), "/");
         assert_eq!(safe_next("", "/patients"), "/patients");
+        assert_eq!(safe_next("/\t/evil.example", "/"), "/");
+        assert_eq!(safe_next("/%09/evil.example", "/"), "/");
+        assert_eq!(safe_next("/%2F/evil.example", "/"), "/");
+        assert_eq!(safe_next("/a\r\nSet-Cookie:x", "/"), "/");
+        assert_eq!(safe_next("/patients?q=%E5%B1%B1%E7%94%B0&x=1", "/"), "/patients?q=%E5%B1%B1%E7%94%B0&x=1");
     }
 
     #[test]

@@ -25,8 +25,8 @@ type Result<T> = std::result::Result<T, PageError>;
 
 pub(crate) fn routes() -> Router<Web> {
     Router::new()
-        .route("/login", get(login_form).post(login_post))
-        .route("/login/code", post(code_post))
+        .route("/login", get(login_form).post(login_post).layer(session::public_limit()))
+        .route("/login/code", post(code_post).layer(session::public_limit()))
         .route("/logout", post(logout))
         .route("/patients", get(search))
         .route("/patients/{id}", get(patient))
