@@ -27,6 +27,7 @@
 pub mod api;
 pub mod auth;
 pub mod routes;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,11 +48,22 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How many store calls may run at once (work in flight is bounded).
     pub max_blocking: usize,
+    /// Served over HTTPS (session cookies are `Secure`, links default to `https://`).
+    pub https: bool,
+    /// Mutual TLS: a system token is accepted only over a connection whose verified client
+    /// certificate names the token's facility ([`tls::ClientCert`]).
+    pub bind_system_tokens: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { base_url: None, body_limit: 64 * 1024 * 1024, max_blocking: 64 }
+        ServerConfig {
+            base_url: None,
+            body_limit: 64 * 1024 * 1024,
+            max_blocking: 64,
+            https: false,
+            bind_system_tokens: false,
+        }
     }
 }
 
@@ -128,7 +140,8 @@ pub async fn serve_until(
     axum::serve(listener, app).with_graceful_shutdown(stop).await
 }
 
-async fn shutdown_signal() {
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

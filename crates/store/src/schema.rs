@@ -452,6 +452,13 @@ CREATE INDEX IF NOT EXISTS person_retired_survivor ON person_retired (survivor_i
 ALTER TABLE referral ADD COLUMN withdrawn_by TEXT
 "#,
     },
+    Migration {
+        version: 9,
+        name: "system tokens expire (rotation gives the old one a short overlap)",
+        sql: r#"
+ALTER TABLE api_token ADD COLUMN expires BIGINT
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the
