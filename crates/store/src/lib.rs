@@ -26,6 +26,7 @@ pub mod accounts;
 pub mod collect;
 pub mod mpi;
 mod ops;
+pub mod pg_tls;
 mod pool;
 mod postgres;
 mod query;
