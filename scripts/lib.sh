@@ -51,6 +51,18 @@ pg_tls_certs() {
   chmod 600 "$dir/server.key"
 }
 
+# A facility's client certificate DIR/NAME.pem (+ .key) signed by DIR/ca.pem: the 10-digit
+# 医療機関コード in the subject serialNumber, as `musubi serve --client-ca` expects.
+tls_client_cert() {
+  local dir=$1 name=$2 facility=$3
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name/serialNumber=$facility" \
+    -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' >"$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$dir/$name.ext" -out "$dir/$name.pem" 2>/dev/null
+  chmod 600 "$dir/$name.key"
+}
+
 # Starts PostgreSQL in a temporary directory on a free port, with TLS on (a generated CA);
 # exports MUSUBI_TEST_POSTGRES (plain, loopback) and MUSUBI_TEST_POSTGRES_TLS (the same server
 # with sslmode=verify-full against the generated CA).
