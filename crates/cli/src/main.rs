@@ -543,7 +543,16 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Serve { store, listen, base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib, tls } => {
+        Command::Serve {
+            store,
+            listen,
+            base_url,
+            body_limit_mib,
+            hpki_roots,
+            retention_sweep,
+            record_cache_mib,
+            tls,
+        } => {
             let s = store.open()?;
             let opts = ServeOptions {
                 base_url,

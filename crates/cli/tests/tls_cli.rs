@@ -28,7 +28,8 @@ fn unreadable_tls_files_stop_the_start() {
     let data = dir.path().to_str().unwrap();
     let missing = dir.path().join("nope.pem");
     let missing = missing.to_str().unwrap();
-    let out = musubi(&["serve", "--data", data, "--listen", "127.0.0.1:0", "--tls-cert", missing, "--tls-key", missing]);
+    let out =
+        musubi(&["serve", "--data", data, "--listen", "127.0.0.1:0", "--tls-cert", missing, "--tls-key", missing]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot read the server certificate"), "{}", stderr(&out));
     // A key without a certificate is a usage error.

@@ -107,8 +107,7 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<rustls::ServerConfig>, 
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             let verifier = if files.require_client_cert { verifier } else { verifier.allow_unauthenticated() };
-            let verifier =
-                verifier.build().map_err(|e| TlsError(format!("the client CA {}: {e}", ca.display())))?;
+            let verifier = verifier.build().map_err(|e| TlsError(format!("the client CA {}: {e}", ca.display())))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

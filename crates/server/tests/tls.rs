@@ -121,7 +121,12 @@ impl Https {
     }
 }
 
-async fn fetch(config: Arc<rustls::ClientConfig>, port: u16, path: &str, token: Option<&str>) -> Result<Answer, String> {
+async fn fetch(
+    config: Arc<rustls::ClientConfig>,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+) -> Result<Answer, String> {
     use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -277,10 +282,7 @@ fn a_required_client_certificate_is_asked_of_everyone() {
 fn a_certificate_names_its_facility() {
     let pki = pki();
     let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
-    assert_eq!(
-        musubi_server::tls::facility_of_cert(der(&pki.a.cert).as_ref()).unwrap().to_string(),
-        FACILITY_A
-    );
+    assert_eq!(musubi_server::tls::facility_of_cert(der(&pki.a.cert).as_ref()).unwrap().to_string(), FACILITY_A);
     // The code as the whole CN, without a serialNumber.
     let root = ca("CN-only CA");
     let key = KeyPair::generate().unwrap();

@@ -150,8 +150,8 @@ impl ServerCertVerifier for ChainOnly {
 /// The connector for `postgres::Config::connect`.
 pub fn connector(tls: &PgTls) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
     let err = |m: String| StoreError::Backend { op: "postgres TLS settings", message: m };
-    let pem = std::fs::read(&tls.root)
-        .map_err(|e| err(format!("cannot read sslrootcert {}: {e}", tls.root.display())))?;
+    let pem =
+        std::fs::read(&tls.root).map_err(|e| err(format!("cannot read sslrootcert {}: {e}", tls.root.display())))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&pem) {
         let c = c.map_err(|e| err(format!("sslrootcert {}: not PEM: {e}", tls.root.display())))?;
@@ -169,7 +169,9 @@ pub fn connector(tls: &PgTls) -> Result<tokio_postgres_rustls::MakeRustlsConnect
         .map_err(|e| err(format!("sslrootcert {}: {e}", tls.root.display())))?;
     let config = match tls.verify {
         Verify::Full => builder.with_webpki_verifier(webpki).with_no_client_auth(),
-        Verify::Ca => builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly(webpki))).with_no_client_auth(),
+        Verify::Ca => {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly(webpki))).with_no_client_auth()
+        }
     };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }

@@ -816,9 +816,10 @@ impl Reader<'_> {
 
     /// Every token.
     pub fn tokens(&mut self) -> Result<Vec<TokenRow>, StoreError> {
-        let rows = self
-            .conn
-            .query("SELECT token_hash, kind, facility, name, created, revoked, expires FROM api_token ORDER BY created", &[])?;
+        let rows = self.conn.query(
+            "SELECT token_hash, kind, facility, name, created, revoked, expires FROM api_token ORDER BY created",
+            &[],
+        )?;
         Ok(rows.iter().map(token_row).collect())
     }
 
