@@ -75,7 +75,9 @@ fn a_server_certificate_from_another_ca_is_refused() {
     let url = tls_url();
     let wrong = url.replace("/ca.pem", "/other-ca.pem");
     assert_ne!(url, wrong, "the test expects sslrootcert=…/ca.pem with other-ca.pem beside it");
-    let err = Store::open_postgres(&wrong).err().expect("a server certified by another CA must be refused");
+    let Err(err) = Store::open_postgres(&wrong) else {
+        panic!("a server certified by another CA must be refused");
+    };
     let msg = err.to_string();
     assert!(msg.contains("postgres connect"), "{msg}");
 
