@@ -110,22 +110,36 @@ struct Https(Arc<rustls::ClientConfig>);
 struct Answer {
     status: u16,
     hsts: Option<String>,
+    set_cookie: Vec<String>,
     text: String,
 }
 
 impl Https {
     fn get(&self, base: &str, path: &str, token: Option<&str>) -> Result<Answer, String> {
+        self.send(base, "GET", path, token, None)
+    }
+
+    fn send(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        json: Option<serde_json::Value>,
+    ) -> Result<Answer, String> {
         let port: u16 = base.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(fetch(self.0.clone(), port, path, token))
+        rt.block_on(fetch(self.0.clone(), port, method, path, token, json))
     }
 }
 
 async fn fetch(
     config: Arc<rustls::ClientConfig>,
     port: u16,
+    method: &str,
     path: &str,
     token: Option<&str>,
+    json: Option<serde_json::Value>,
 ) -> Result<Answer, String> {
     use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;
@@ -135,18 +149,27 @@ async fn fetch(
         .await
         .map_err(|e| format!("HTTP handshake: {e}"))?;
     tokio::spawn(conn);
-    let mut req = axum::http::Request::get(path).header("host", format!("localhost:{port}"));
+    let mut req = axum::http::Request::builder().method(method).uri(path).header("host", format!("localhost:{port}"));
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
+    let body = match json {
+        Some(j) => {
+            req = req.header("content-type", "application/json");
+            bytes::Bytes::from(j.to_string())
+        }
+        None => bytes::Bytes::new(),
+    };
     let resp = send
-        .send_request(req.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap())
+        .send_request(req.body(http_body_util::Full::new(body)).unwrap())
         .await
         .map_err(|e| format!("request: {e}"))?;
     let status = resp.status().as_u16();
     let hsts = resp.headers().get("strict-transport-security").and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let set_cookie =
+        resp.headers().get_all("set-cookie").iter().filter_map(|h| h.to_str().ok()).map(str::to_owned).collect();
     let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-    Ok(Answer { status, hsts, text: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Answer { status, hsts, set_cookie, text: String::from_utf8_lossy(&body).into_owned() })
 }
 
 /// The real server over HTTPS on a free loopback port.
@@ -249,6 +272,21 @@ fn scenario(store: Store) {
     let new = musubi_server::auth::rotate(&s.store, "emr-a2", Some(now + 86_400_000), now - 1, now).unwrap().unwrap();
     assert_eq!(with_a.get(&s.base, search, Some(&old)).unwrap().status, 401);
     assert_eq!(with_a.get(&s.base, search, Some(&new)).unwrap().status, 200);
+
+    // A clinician's browser (no certificate) logs in: the session cookie is Secure.
+    let admin = musubi_server::auth::issue(&s.store, "admin", None, "admin").unwrap();
+    let facility = serde_json::json!({"code": FACILITY_A, "name": "結び総合病院", "class": "hospital", "prefecture": 13, "area": "1301"});
+    let r = bare.send(&s.base, "POST", "/api/admin/facilities", Some(&admin), Some(facility)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let pw = "Musubi-pass-2026";
+    let user = serde_json::json!({"login": "dr-tls", "name": "田中 先生", "profession": "doctor", "facilities": [FACILITY_A], "password": pw});
+    let r = bare.send(&s.base, "POST", "/api/admin/users", Some(&admin), Some(user)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let login = serde_json::json!({"login": "dr-tls", "password": pw});
+    let r = bare.send(&s.base, "POST", "/api/login", None, Some(login)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!r.set_cookie.is_empty(), "no session cookie");
+    assert!(r.set_cookie.iter().all(|c| c.contains("; Secure")), "{:?}", r.set_cookie);
 
     // Plain HTTP to the HTTPS port gets nothing served.
     let plain = reqwest::blocking::Client::new();
