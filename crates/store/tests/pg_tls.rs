@@ -81,6 +81,15 @@ fn a_server_certificate_from_another_ca_is_refused() {
     let msg = err.to_string();
     assert!(msg.contains("postgres connect"), "{msg}");
 
+    // A host name the certificate does not carry (the address is still the server's):
+    // verify-full refuses it, verify-ca (the chain only) accepts it.
+    let other_name = url.replacen("@localhost:", "@musubi-db.invalid:", 1);
+    assert_ne!(url, other_name, "the test expects the URL's host to be localhost");
+    assert!(Store::open_postgres(&other_name).is_err(), "verify-full must check the host name");
+    let db = FreshDb::new();
+    let chain_only = db.url.replacen("@localhost:", "@musubi-db.invalid:", 1).replace("verify-full", "verify-ca");
+    assert!(Store::open_postgres(&chain_only).is_ok(), "verify-ca checks the chain, not the name");
+
     // And a TLS mode without a root to verify with is refused before connecting.
     let no_root = url.split("&sslrootcert=").next().unwrap().to_owned();
     let err = musubi_store::pg_tls::split(&no_root, None).unwrap_err();
