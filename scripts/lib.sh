@@ -31,7 +31,41 @@ pg_bin() {
   return 1
 }
 
-# Starts PostgreSQL in a temporary directory on a free port; exports MUSUBI_TEST_POSTGRES.
+# A throw-away CA and a server certificate for localhost / 127.0.0.1 in DIR (openssl command),
+# plus a second, unrelated CA (other-ca.pem) for the "wrong root is refused" test.
+pg_tls_certs() {
+  local dir=$1
+  need_packages openssl openssl
+  mkdir -p "$dir"
+  local ca
+  for ca in ca other-ca; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=Musubi test $ca" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout "$dir/$ca.key" -out "$dir/$ca.pem" 2>/dev/null
+  done
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+  chmod 600 "$dir/server.key"
+}
+
+# A facility's client certificate DIR/NAME.pem (+ .key) signed by DIR/ca.pem: the 10-digit
+# 医療機関コード in the subject serialNumber, as `musubi serve --client-ca` expects.
+tls_client_cert() {
+  local dir=$1 name=$2 facility=$3
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name/serialNumber=$facility" \
+    -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' >"$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$dir/$name.ext" -out "$dir/$name.pem" 2>/dev/null
+  chmod 600 "$dir/$name.key"
+}
+
+# Starts PostgreSQL in a temporary directory on a free port, with TLS on (a generated CA);
+# exports MUSUBI_TEST_POSTGRES (plain, loopback) and MUSUBI_TEST_POSTGRES_TLS (the same server
+# with sslmode=verify-full against the generated CA).
 pg_start() {
   pg_bin >/dev/null || need_packages /usr/lib/postgresql/15/bin/initdb postgresql
   local bin; bin=$(pg_bin) || { echo "PostgreSQL could not be installed" >&2; return 1; }
@@ -44,10 +78,13 @@ pg_start() {
     chown postgres "$PG_DIR"
     run_as=(runuser -u postgres --)
   fi
+  pg_tls_certs "$PG_DIR/tls"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres "$PG_DIR/tls"
   "${run_as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U musubi --auth=trust -E UTF8 --locale=C >/dev/null
   "${run_as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
-    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200" start >/dev/null
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200 -c ssl=on -c ssl_cert_file=$PG_DIR/tls/server.pem -c ssl_key_file=$PG_DIR/tls/server.key" start >/dev/null
   export MUSUBI_TEST_POSTGRES="postgres://musubi@127.0.0.1:$PG_PORT/postgres"
+  export MUSUBI_TEST_POSTGRES_TLS="postgres://musubi@localhost:$PG_PORT/postgres?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert=$PG_DIR/tls/ca.pem"
   export PG_BIN="$bin" PG_DIR PG_PORT
   echo "==> PostgreSQL running on port $PG_PORT"
 }

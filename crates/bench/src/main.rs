@@ -5,11 +5,13 @@
 //!   bytes for the ratio;
 //! - `populate`: fills a store with N synthetic resources through the import path;
 //! - `load`: an open-loop HTTP load at a fixed rate against a running server (latency measured
-//!   from each request's scheduled start, so a stall is not hidden: no coordinated omission);
+//!   from each request's scheduled start, so a stall is not hidden: no coordinated omission),
+//!   over plain HTTP or HTTPS with a client certificate (`--ca`, `--client-cert`, `--client-key`);
 //! - `ndjson`: writes a large NDJSON file for the import memory test;
 //! - `gate`: the access decision and its audit append per request, and the audit verification rate.
 
 mod gate;
+mod http;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -101,6 +103,8 @@ enum Cmd {
         /// Search `Observation?patient=…&category=laboratory` instead of reading by id.
         #[arg(long)]
         search: bool,
+        #[command(flatten)]
+        tls: http::TlsClient,
     },
 }
 
@@ -255,10 +259,21 @@ fn ndjson(out: PathBuf, gib: f64) -> Result<()> {
     Ok(())
 }
 
-async fn load(base: String, token: String, ids: PathBuf, rate: u64, seconds: u64, search: bool) -> Result<()> {
+async fn load(
+    base: String,
+    token: String,
+    ids: PathBuf,
+    rate: u64,
+    seconds: u64,
+    search: bool,
+    tls: http::TlsClient,
+) -> Result<()> {
     let lines: Vec<String> = std::fs::read_to_string(&ids)?.lines().map(str::to_owned).collect();
     anyhow::ensure!(!lines.is_empty(), "no ids in {}", ids.display());
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let client = Arc::new(http::Pool::new(&base, &tls)?);
+    let scheme = tls.describe();
+    // The pool speaks paths; the base's path prefix (e.g. /fhir) goes in front of each.
+    let prefix = base.split_once("://").and_then(|(_, r)| r.find('/').map(|i| r[i..].to_owned())).unwrap_or_default();
     let hist = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let total = rate * seconds;
@@ -271,16 +286,13 @@ async fn load(base: String, token: String, ids: PathBuf, rate: u64, seconds: u64
         let line = &lines[(n as usize * 7919) % lines.len()];
         let (key, patient) = line.split_once('\t').unwrap_or((line.as_str(), ""));
         let url = if search {
-            format!("{base}/Observation?patient={patient}&category=laboratory&_count=20")
+            format!("{prefix}/Observation?patient={patient}&category=laboratory&_count=20")
         } else {
-            format!("{base}/{key}")
+            format!("{prefix}/{key}")
         };
         let (client, hist, errors, token) = (client.clone(), hist.clone(), errors.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
-            let ok = match client.get(&url).bearer_auth(&token).send().await {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
+            let ok = matches!(client.get(&url, &token).await, Ok(200..=299));
             // From the scheduled start: a stalled server cannot hide its queueing delay.
             let micros = scheduled.elapsed().as_micros() as u64;
             if !ok {
@@ -297,7 +309,7 @@ async fn load(base: String, token: String, ids: PathBuf, rate: u64, seconds: u64
     let elapsed = start.elapsed().as_secs_f64();
     let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     println!(
-        "load ({}): {} requests in {:.1} s = {:.0} req/s, errors {}; latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        "load ({}, {scheme}): {} requests in {:.1} s = {:.0} req/s, errors {}; latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
         if search { "search Observation?patient&category" } else { "read by id" },
         h.len(),
         elapsed,
@@ -318,10 +330,10 @@ fn main() -> Result<()> {
         Cmd::Populate { data, resources, ids } => populate(data, resources, ids),
         Cmd::Ndjson { out, gib } => ndjson(out, gib),
         Cmd::Gate { data, database, requests, threads } => gate::run(data, database, requests, threads.max(1)),
-        Cmd::Load { base, token, ids, rate, seconds, search } => tokio::runtime::Builder::new_multi_thread()
+        Cmd::Load { base, token, ids, rate, seconds, search, tls } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?
-            .block_on(load(base, token, ids, rate, seconds, search)),
+            .block_on(load(base, token, ids, rate, seconds, search, tls)),
     }
 }

@@ -34,7 +34,7 @@ pub fn run(data: &Path, listen: &str) -> Result<()> {
         store,
         data,
         listen,
-        crate::ServeOptions::default(),
+        crate::ServeOptions { demo: true, ..crate::ServeOptions::default() },
         anchoring,
     ))
 }

@@ -162,6 +162,8 @@ enum Command {
         record_cache_mib: u64,
         #[command(flatten)]
         anchor: audit::AnchorArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Connections served at once; one more is answered 503 with Retry-After.
         #[arg(long, default_value_t = 1024, env = "MUSUBI_MAX_CONNECTIONS")]
         max_connections: usize,
@@ -267,6 +269,27 @@ enum Command {
     },
 }
 
+/// HTTPS and mutual TLS for `serve`.
+#[derive(Args, Clone, Default)]
+struct TlsArgs {
+    /// Serve HTTPS (with HSTS) with this certificate chain (PEM, leaf first). Without it Musubi
+    /// serves plain HTTP, which it allows only on a loopback address.
+    #[arg(long, env = "MUSUBI_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "MUSUBI_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: the CA (PEM) that signs the facilities' client certificates. Every system
+    /// token must then come over a connection with its own facility's certificate (the
+    /// 医療機関コード in the subject serialNumber, or as the CN).
+    #[arg(long, env = "MUSUBI_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Refuse TLS connections without a client certificate (browsers too); by default only
+    /// system tokens need one.
+    #[arg(long, requires = "client_ca")]
+    require_client_cert: bool,
+}
+
 #[derive(Subcommand)]
 enum TokenCommand {
     /// Issue a token for a facility's system; it is printed once and stored only as a hash.
@@ -279,8 +302,26 @@ enum TokenCommand {
         /// A name for the system (shown in the audit log), e.g. "tokyo-general-emr".
         #[arg(long)]
         name: String,
+        /// Lifetime: days (90d), hours (12h) or minutes (30m); rotate before it ends.
+        #[arg(long, default_value = "90d")]
+        expires: String,
     },
-    /// List tokens (names, facilities; never the tokens).
+    /// Issue a new secret for the system token NAME (same facility). The old secret keeps
+    /// working for the overlap only (default 1 day, so the facility's system can be switched
+    /// over; `--overlap 0m` ends it at once).
+    Rotate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The token's name.
+        name: String,
+        /// Lifetime of the new secret.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        /// How long the old secret stays valid.
+        #[arg(long, default_value = "1d")]
+        overlap: String,
+    },
+    /// List tokens (names, facilities, expiry; never the tokens).
     List {
         #[command(flatten)]
         store: StoreArgs,
@@ -446,6 +487,9 @@ pub(crate) struct ServeOptions {
     pub secrets_key: Option<PathBuf>,
     /// Connections served at once.
     pub max_connections: usize,
+    tls: TlsArgs,
+    /// The demo: plain HTTP is allowed on any address.
+    pub demo: bool,
 }
 
 impl Default for ServeOptions {
@@ -458,6 +502,8 @@ impl Default for ServeOptions {
             record_cache_mib: musubi_service::DEFAULT_RECORD_CACHE_BYTES >> 20,
             secrets_key: None,
             max_connections: musubi_server::limits::Limits::default().max_connections,
+            tls: TlsArgs::default(),
+            demo: false,
         }
     }
 }
@@ -477,7 +523,22 @@ pub(crate) async fn run_server(
         record_cache_mib,
         secrets_key: key_path,
         max_connections,
+        tls,
+        demo,
     } = opts;
+    // TLS settings are checked before anything else starts, so a bad file fails at once.
+    let tls_config = match (&tls.tls_cert, &tls.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            musubi_server::tls::server_config(&musubi_server::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: tls.client_ca.as_deref(),
+                require_client_cert: tls.require_client_cert,
+            })
+            .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+        ),
+        _ => None,
+    };
     if let Some(p) = ensure_admin_token(&store, data)? {
         tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
@@ -518,15 +579,34 @@ pub(crate) async fn run_server(
         base_url,
         body_limit: body_limit_mib * 1024 * 1024,
         limits: musubi_server::limits::Limits { max_connections, ..Default::default() },
+        https: tls_config.is_some(),
+        bind_system_tokens: tls_config.is_some() && tls.client_ca.is_some(),
         ..Default::default()
     };
     let state = musubi_server::AppState::new(service, config);
     anchoring.start().await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving the FHIR API at /fhir");
-    eprintln!("Musubi FHIR API: http://{addr}/fhir");
-    musubi_server::serve(listener, state).await?;
+    match tls_config {
+        Some(tls_config) => {
+            let mtls = if tls.client_ca.is_some() { " with client certificates (mutual TLS)" } else { "" };
+            tracing::info!(%addr, "serving the FHIR API at /fhir over HTTPS{mtls}");
+            eprintln!("Musubi FHIR API: https://{addr}/fhir");
+            musubi_server::tls::serve_tls_until(listener, state, tls_config, musubi_server::shutdown_signal()).await?;
+        }
+        None => {
+            // Health data never crosses a network in the clear: plain HTTP only on this
+            // machine (behind a TLS-terminating proxy on the same host) or for the demo.
+            if !demo && !musubi_server::tls::is_loopback(&addr) {
+                bail!(
+                    "refusing to serve plain HTTP on {addr}, which is not a loopback address: give --tls-cert and --tls-key (or listen on 127.0.0.1 behind a TLS proxy)"
+                );
+            }
+            tracing::warn!(%addr, demo, "serving plain HTTP without TLS: only for loopback and the demo");
+            eprintln!("Musubi FHIR API: http://{addr}/fhir（TLS なしの平文 HTTP: ループバックとデモ専用です）");
+            musubi_server::serve(listener, state).await?;
+        }
+    }
     anchoring.stop().await
 }
 
@@ -567,6 +647,7 @@ fn run(command: Command) -> Result<()> {
             record_cache_mib,
             anchor,
             max_connections,
+            tls,
         } => {
             let s = store.open()?;
             let anchoring = audit::Anchoring::from_args(&s, &store.data, &anchor)?;
@@ -578,6 +659,8 @@ fn run(command: Command) -> Result<()> {
                 record_cache_mib,
                 secrets_key: store.secrets_key.clone(),
                 max_connections,
+                tls,
+                demo: false,
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
                 s,
@@ -636,32 +719,65 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Token { command } => match command {
-            TokenCommand::Issue { store, facility, name } => {
+            TokenCommand::Issue { store, facility, name, expires } => {
                 let code: musubi_domain::FacilityCode = facility.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
                 if name.trim().is_empty() {
                     bail!("--name must not be empty");
                 }
+                let lifetime =
+                    musubi_server::auth::parse_lifetime(&expires).map_err(|e| anyhow::anyhow!("--expires {e}"))?;
                 let s = store.open()?;
-                if s.read(|r| r.tokens())?.iter().any(|t| t.name == name && !t.revoked) {
-                    bail!("a token named {name:?} already exists; revoke it first or choose another name");
+                let now = musubi_fhir::datetime::now_ms();
+                if s.read(|r| r.tokens())?.iter().any(|t| t.name == name && t.active_at(now)) {
+                    bail!("a token named {name:?} already exists; rotate or revoke it, or choose another name");
                 }
-                let token = musubi_server::auth::issue(&s, "system", Some(&code), &name)?;
+                let until = now + lifetime;
+                let token = musubi_server::auth::issue_expiring(&s, "system", Some(&code), &name, Some(until))?;
                 eprintln!(
-                    "医療機関 {code} のシステム {name:?} のトークンを発行しました。この表示の後は再表示できません。"
+                    "医療機関 {code} のシステム {name:?} のトークンを発行しました（有効期限 {}）。この表示の後は再表示できません。",
+                    musubi_fhir::datetime::format_instant(until)
+                );
+                println!("{token}");
+                Ok(())
+            }
+            TokenCommand::Rotate { store, name, expires, overlap } => {
+                let lifetime =
+                    musubi_server::auth::parse_lifetime(&expires).map_err(|e| anyhow::anyhow!("--expires {e}"))?;
+                let overlap =
+                    musubi_server::auth::parse_lifetime(&overlap).map_err(|e| anyhow::anyhow!("--overlap {e}"))?;
+                let s = store.open()?;
+                let now = musubi_fhir::datetime::now_ms();
+                let Some(token) = musubi_server::auth::rotate(&s, &name, Some(now + lifetime), now + overlap, now)?
+                else {
+                    bail!("no active token named {name:?}");
+                };
+                eprintln!(
+                    "トークン {name:?} を更新しました（新しいトークンの有効期限 {}）。古いトークンは {} まで使えます。この表示の後は再表示できません。",
+                    musubi_fhir::datetime::format_instant(now + lifetime),
+                    musubi_fhir::datetime::format_instant(now + overlap)
                 );
                 println!("{token}");
                 Ok(())
             }
             TokenCommand::List { store } => {
                 let s = store.open()?;
+                let now = musubi_fhir::datetime::now_ms();
                 for t in s.read(|r| r.tokens())? {
+                    let state = if t.revoked {
+                        "revoked"
+                    } else if t.active_at(now) {
+                        "active"
+                    } else {
+                        "expired"
+                    };
                     println!(
-                        "{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}",
                         t.name,
                         t.kind,
-                        t.facility.unwrap_or_else(|| "-".into()),
+                        t.facility.as_deref().unwrap_or("-"),
                         musubi_fhir::datetime::format_instant(t.created),
-                        if t.revoked { "revoked" } else { "active" }
+                        t.expires.map_or_else(|| "no expiry".into(), musubi_fhir::datetime::format_instant),
+                        state
                     );
                 }
                 Ok(())

@@ -92,7 +92,7 @@ fn with_session_cookie(mut r: Response, token: &str, max_age_s: i64, secure: boo
 }
 
 fn secure(state: &AppState) -> bool {
-    state.inner.config.base_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+    state.inner.config.https || state.inner.config.base_url.as_deref().is_some_and(|u| u.starts_with("https://"))
 }
 
 #[derive(Deserialize)]

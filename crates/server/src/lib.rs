@@ -28,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod limits;
 pub mod routes;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -52,6 +53,11 @@ pub struct ServerConfig {
     pub public_body_limit: usize,
     /// Timeouts, the connection limit and the wait for the store pool.
     pub limits: limits::Limits,
+    /// Served over HTTPS (session cookies are `Secure`, links default to `https://`).
+    pub https: bool,
+    /// Mutual TLS: a system token is accepted only over a connection whose verified client
+    /// certificate names the token's facility ([`tls::ClientCert`]).
+    pub bind_system_tokens: bool,
 }
 
 /// The default [`ServerConfig::public_body_limit`]: 64 KiB.
@@ -65,6 +71,8 @@ impl Default for ServerConfig {
             max_blocking: 64,
             public_body_limit: PUBLIC_BODY_LIMIT,
             limits: limits::Limits::default(),
+            https: false,
+            bind_system_tokens: false,
         }
     }
 }
@@ -172,7 +180,8 @@ async fn flush_failed_auth(svc: Service, now: i64) {
     }
 }
 
-async fn shutdown_signal() {
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

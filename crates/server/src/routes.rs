@@ -80,7 +80,8 @@ fn base_url_of(state: &AppState, headers: &HeaderMap) -> String {
             !h.is_empty() && h.len() < 256 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
         })
         .unwrap_or("localhost");
-    format!("http://{host}/fhir")
+    let scheme = if state.inner.config.https { "https" } else { "http" };
+    format!("{scheme}://{host}/fhir")
 }
 
 /// The name of the web session cookie.
@@ -119,9 +120,13 @@ impl FromRequestParts<AppState> for Authed {
             state.inner.service.audit_login_failure(address.clone(), reason)?;
             return Err(HttpError(ApiError::new(ErrorKind::Unauthorized, reason)));
         };
+        let now = musubi_fhir::datetime::now_ms();
+        let client_cert = parts.extensions.get::<crate::tls::ClientCert>().cloned();
         // A token seen in the last few seconds is answered from memory, without a trip to the
         // blocking pool (the common case: a system calling again and again).
-        if let Some(Some(actor)) = state.inner.tokens.cached(&token) {
+        if let Some(Some(actor)) = state.inner.tokens.cached(&token, now)
+            && certificate_matches(state, &actor, client_cert.as_ref())
+        {
             return Ok(Authed(Ctx { actor, address, base_url }));
         }
         let st = state.clone();
@@ -147,11 +152,26 @@ impl FromRequestParts<AppState> for Authed {
                     }
                     return Ok(Some(actor));
                 }
-                let actor = st.inner.tokens.resolve(svc.store(), &token).map_err(ApiError::from)?;
-                if actor.is_none() {
-                    svc.audit_login_failure(addr, "invalid or revoked token")?;
+                let actor = st.inner.tokens.resolve(svc.store(), &token, now).map_err(ApiError::from)?;
+                let Some(actor) = actor else {
+                    svc.audit_login_failure(addr, "invalid, revoked or expired token")?;
+                    return Ok(None);
+                };
+                if !certificate_matches(&st, &actor, client_cert.as_ref()) {
+                    let why = match &client_cert {
+                        None => "system token without a client certificate".to_owned(),
+                        Some(c) => match &c.facility {
+                            Ok(f) => format!("system token presented with facility {f}'s client certificate"),
+                            Err(e) => format!("system token with a client certificate naming no facility: {e}"),
+                        },
+                    };
+                    svc.audit_login_failure(addr, &why)?;
+                    return Err(ApiError::new(
+                        ErrorKind::Unauthorized,
+                        "このシステムトークンは、発行先の医療機関のクライアント証明書（TLS）と一緒に使わなければなりません",
+                    ));
                 }
-                Ok(actor)
+                Ok(Some(actor))
             })
             .await?;
         match actor {
@@ -161,6 +181,17 @@ impl FromRequestParts<AppState> for Authed {
                 "トークンが無効か、失効しています。再度ログインしてください。",
             ))),
         }
+    }
+}
+
+/// Under mutual TLS a system token counts only over a connection whose client certificate
+/// names the token's facility; other actors (the administrator, sessions) are not bound.
+fn certificate_matches(state: &AppState, actor: &Actor, cert: Option<&crate::tls::ClientCert>) -> bool {
+    match actor {
+        Actor::System { facility, .. } if state.inner.config.bind_system_tokens => {
+            cert.is_some_and(|c| c.facility.as_ref().is_ok_and(|f| f == facility))
+        }
+        _ => true,
     }
 }
 
@@ -656,10 +687,9 @@ pub fn router(state: AppState) -> Router {
         .route("/{rtype}/{id}/_history/{vid}", get(vread))
         .method_not_allowed_fallback(method_not_allowed);
     // The web pages (viewer, portal, operator console) at `/`, over the same service.
-    let web = musubi_web::router(
-        state.inner.service.clone(),
-        musubi_web::WebConfig::from_base_url(state.inner.config.base_url.as_deref()),
-    );
+    let mut web_config = musubi_web::WebConfig::from_base_url(state.inner.config.base_url.as_deref());
+    web_config.secure_cookies |= state.inner.config.https;
+    let web = musubi_web::router(state.inner.service.clone(), web_config);
     Router::new()
         .nest("/api", crate::api::routes())
         .route("/fhir/", post(system_post))

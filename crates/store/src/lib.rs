@@ -27,6 +27,7 @@ pub mod collect;
 pub mod evidence;
 pub mod mpi;
 mod ops;
+pub mod pg_tls;
 mod pool;
 mod postgres;
 pub mod private;
@@ -277,6 +278,16 @@ pub struct TokenRow {
     pub created: i64,
     /// Whether revoked.
     pub revoked: bool,
+    /// When it stops being accepted (ms since the epoch); `None`: never (the administrator's
+    /// token, and system tokens issued before expiry existed).
+    pub expires: Option<i64>,
+}
+
+impl TokenRow {
+    /// Whether the token is accepted at `now_ms` (not revoked, not expired).
+    pub fn active_at(&self, now_ms: i64) -> bool {
+        !self.revoked && self.expires.is_none_or(|e| now_ms < e)
+    }
 }
 
 /// Tuning for opening a store.
@@ -434,6 +445,20 @@ impl Store {
     pub fn revoke_token(&self, name: String) -> Result<u64, StoreError> {
         self.inner.writer.write(move |conn| {
             conn.execute("UPDATE api_token SET revoked = 1 WHERE name = $1 AND revoked = 0", &[sql::Param::Text(&name)])
+        })
+    }
+
+    /// Rotation: stores `new` and makes every active token of the same name expire at
+    /// `old_until` at the latest (the overlap during which the facility's system switches to
+    /// the new secret), in one transaction. Returns how many old tokens were cut short.
+    pub fn rotate_token(&self, new: TokenRow, old_until: i64) -> Result<u64, StoreError> {
+        self.inner.writer.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE api_token SET expires = $1 WHERE name = $2 AND revoked = 0 AND (expires IS NULL OR expires > $1)",
+                &[sql::Param::I64(old_until), sql::Param::Text(&new.name)],
+            )?;
+            ops::insert_token(conn, &new)?;
+            Ok(n)
         })
     }
 

@@ -335,7 +335,7 @@ pub(crate) fn append_audit(conn: &mut dyn Conn, records: &[AuditRecord]) -> Resu
 
 pub(crate) fn insert_token(conn: &mut dyn Conn, t: &TokenRow) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO api_token (token_hash, kind, facility, name, created, revoked) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO api_token (token_hash, kind, facility, name, created, revoked, expires) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
             Param::Text(&t.token_hash),
             Param::Text(&t.kind),
@@ -343,6 +343,7 @@ pub(crate) fn insert_token(conn: &mut dyn Conn, t: &TokenRow) -> Result<(), Stor
             Param::Text(&t.name),
             Param::I64(t.created),
             Param::I64(i64::from(t.revoked)),
+            t.expires.map_or(Param::Null, Param::I64),
         ],
     )
     .map(|_| ())

@@ -17,11 +17,22 @@ pub struct PgConn {
 }
 
 impl PgConn {
-    /// Connects to `url` (`postgres://user:password@host:port/db`).
+    /// Connects to `url` (`postgres://user:password@host:port/db`), over TLS with certificate
+    /// verification when the URL asks for it (`sslmode=verify-full&sslrootcert=…`, see
+    /// [`crate::pg_tls`]).
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        // The connection is to a database the operator runs (usually on the same host or a
-        // private network); TLS to it is not configured yet — see ARCHITECTURE.md.
-        let client = Client::connect(url, NoTls).map_err(|e| StoreError::backend("postgres connect", e))?;
+        let env_root = std::env::var_os("PGSSLROOTCERT").map(std::path::PathBuf::from);
+        let (url, tls) = crate::pg_tls::split(url, env_root)?;
+        let client = match tls {
+            None => Client::connect(&url, NoTls),
+            Some(tls) => {
+                let mut config: postgres::Config =
+                    url.parse().map_err(|e| StoreError::backend("postgres connection string", e))?;
+                config.ssl_mode(postgres::config::SslMode::Require);
+                config.connect(crate::pg_tls::connector(&tls)?)
+            }
+        }
+        .map_err(|e| StoreError::backend("postgres connect", e))?;
         Ok(PgConn { client, statements: HashMap::new() })
     }
 

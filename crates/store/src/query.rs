@@ -815,7 +815,7 @@ impl Reader<'_> {
     /// A token by its hash.
     pub fn token(&mut self, token_hash: &str) -> Result<Option<TokenRow>, StoreError> {
         let rows = self.conn.query(
-            "SELECT token_hash, kind, facility, name, created, revoked FROM api_token WHERE token_hash = $1",
+            "SELECT token_hash, kind, facility, name, created, revoked, expires FROM api_token WHERE token_hash = $1",
             &[Param::Text(token_hash)],
         )?;
         Ok(rows.first().map(token_row))
@@ -823,9 +823,10 @@ impl Reader<'_> {
 
     /// Every token.
     pub fn tokens(&mut self) -> Result<Vec<TokenRow>, StoreError> {
-        let rows = self
-            .conn
-            .query("SELECT token_hash, kind, facility, name, created, revoked FROM api_token ORDER BY created", &[])?;
+        let rows = self.conn.query(
+            "SELECT token_hash, kind, facility, name, created, revoked, expires FROM api_token ORDER BY created",
+            &[],
+        )?;
         Ok(rows.iter().map(token_row).collect())
     }
 
@@ -852,6 +853,7 @@ fn token_row(r: &Row) -> TokenRow {
         name: r.str(3).to_owned(),
         created: r.i64(4),
         revoked: r.i64(5) != 0,
+        expires: r.opt_i64(6),
     }
 }
 

@@ -492,6 +492,13 @@ CREATE TABLE participation (
 "#,
     },
     Migration {
+        version: 9,
+        name: "system tokens expire (rotation gives the old one a short overlap)",
+        sql: r#"
+ALTER TABLE api_token ADD COLUMN expires BIGINT
+"#,
+    },
+    Migration {
         version: 12,
         name: "the database's copy of the signed audit anchors (to find lines removed from the external log)",
         sql: r#"

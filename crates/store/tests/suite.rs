@@ -397,11 +397,29 @@ fn run_suite(store: Store) {
             name: "emr".into(),
             created: 5,
             revoked: false,
+            expires: Some(1_000),
         })
         .unwrap();
     assert_eq!(store.read(|r| r.token("abc")).unwrap().unwrap().name, "emr");
     assert_eq!(store.revoke_token("emr".into()).unwrap(), 1);
-    assert!(store.read(|r| r.token("abc")).unwrap().unwrap().revoked);
+    let revoked = store.read(|r| r.token("abc")).unwrap().unwrap();
+    assert!(revoked.revoked && revoked.expires == Some(1_000) && !revoked.active_at(0));
+    // Rotation: the new token is stored, the old one of the same name ends at the overlap.
+    let row = |hash: &str, expires: Option<i64>| TokenRow {
+        token_hash: hash.into(),
+        kind: "system".into(),
+        facility: Some("1318814790".into()),
+        name: "pacs".into(),
+        created: 10,
+        revoked: false,
+        expires,
+    };
+    store.insert_token(row("old", None)).unwrap();
+    assert_eq!(store.rotate_token(row("new", Some(90_000)), 500).unwrap(), 1);
+    let old = store.read(|r| r.token("old")).unwrap().unwrap();
+    assert_eq!(old.expires, Some(500));
+    assert!(old.active_at(499) && !old.active_at(500));
+    assert!(store.read(|r| r.token("new")).unwrap().unwrap().active_at(89_999));
     store.put_setting("k".into(), "v1".into()).unwrap();
     store.put_setting("k".into(), "v2".into()).unwrap();
     assert_eq!(store.setting("k").unwrap().as_deref(), Some("v2"));
