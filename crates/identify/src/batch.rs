@@ -22,6 +22,7 @@ use crate::compare::compare;
 use crate::features::{Features, Map, new_map};
 use crate::index::{
     Hold, Index, IndexBuilder, PersonId, block_keys, given_conflict, person_consistent, same_insurance,
+    strong_conflict,
 };
 use crate::model::{TermFrequencies, Weights, train};
 use crate::record::{SourceKey, SourceRecord};
@@ -70,6 +71,21 @@ struct Edge {
     /// 2 = cross-reference, 1 = same insurance, 0 = probabilistic.
     det: u8,
     conflict: bool,
+    /// Why the edge may not link by itself ([`Hold::IdentifierOnly`], [`Hold::StrongConflict`]).
+    held: Option<Hold>,
+}
+
+/// What an edge's comparison allows: an identifier shared without the demographics agreeing
+/// links nothing, nor do strong fields in conflict (unless a corroborated identifier is shared).
+fn edge_hold(g: &crate::compare::Gamma, det: u8) -> Option<Hold> {
+    let corroborated = person_consistent(g);
+    if det > 0 && !corroborated {
+        Some(Hold::IdentifierOnly)
+    } else if det == 0 && strong_conflict(g) {
+        Some(Hold::StrongConflict)
+    } else {
+        None
+    }
 }
 
 impl IndexBuilder {
@@ -118,7 +134,8 @@ impl IndexBuilder {
                             let w = weights.weight(&g, a, b, tf);
                             let det = u8::from(same_insurance(&g));
                             if w >= review_th || det > 0 {
-                                out.push(Edge { i, j, w: w as f32, det, conflict: given_conflict(&g) });
+                                let held = edge_hold(&g, det);
+                                out.push(Edge { i, j, w: w as f32, det, conflict: given_conflict(&g), held });
                             }
                         }
                         out
@@ -141,7 +158,8 @@ impl IndexBuilder {
                     let g = compare(a, b, &norm.names);
                     let w = weights.weight(&g, a, b, &tf);
                     let (i, j) = if (i as u32) < j { (i as u32, j) } else { (j, i as u32) };
-                    edges.push(Edge { i, j, w: w as f32, det: 2, conflict: given_conflict(&g) });
+                    let held = edge_hold(&g, 2);
+                    edges.push(Edge { i, j, w: w as f32, det: 2, conflict: given_conflict(&g), held });
                 }
             }
         }
@@ -160,7 +178,7 @@ impl IndexBuilder {
         let mut refused = 0u64;
         let mut review = Vec::new();
         for e in &edges {
-            let linkable = e.det > 0 || e.w >= link_th;
+            let linkable = (e.det > 0 || e.w >= link_th) && e.held.is_none();
             if !linkable {
                 continue;
             }
@@ -189,7 +207,15 @@ impl IndexBuilder {
             }
         }
         for e in &edges {
-            if e.det == 0 && !e.conflict && e.w < link_th && uf.find(e.i) != uf.find(e.j) {
+            if uf.find(e.i) == uf.find(e.j) {
+                continue;
+            }
+            if let Some(h) = e.held {
+                // A given-name conflict is a confident non-match unless an identifier is shared.
+                if (!e.conflict || e.det > 0) && (e.det > 0 || e.w >= review_th as f32) {
+                    review.push((e.i, e.j, f64::from(e.w), h));
+                }
+            } else if e.det == 0 && !e.conflict && e.w < link_th {
                 review.push((e.i, e.j, f64::from(e.w), Hold::Uncertain));
             }
         }
