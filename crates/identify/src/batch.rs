@@ -119,6 +119,7 @@ impl IndexBuilder {
             config.threads
         };
         let review_th = model.thresholds.review;
+        let guards = config.evidence_guards;
         let chunk = pairs.len().div_ceil(threads.max(1)).max(1);
         let mut edges: Vec<Edge> = std::thread::scope(|s| {
             let handles: Vec<_> = pairs
@@ -134,7 +135,7 @@ impl IndexBuilder {
                             let w = weights.weight(&g, a, b, tf);
                             let det = u8::from(same_insurance(&g));
                             if w >= review_th || det > 0 {
-                                let held = edge_hold(&g, det);
+                                let held = if guards { edge_hold(&g, det) } else { None };
                                 out.push(Edge { i, j, w: w as f32, det, conflict: given_conflict(&g), held });
                             }
                         }
@@ -158,7 +159,7 @@ impl IndexBuilder {
                     let g = compare(a, b, &norm.names);
                     let w = weights.weight(&g, a, b, &tf);
                     let (i, j) = if (i as u32) < j { (i as u32, j) } else { (j, i as u32) };
-                    let held = edge_hold(&g, 2);
+                    let held = if config.evidence_guards { edge_hold(&g, 2) } else { None };
                     edges.push(Edge { i, j, w: w as f32, det: 2, conflict: given_conflict(&g), held });
                 }
             }

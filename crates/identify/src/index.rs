@@ -170,6 +170,15 @@ pub struct LinkConfig {
     pub max_block: usize,
     /// Worker threads for batch scoring (0 = available parallelism).
     pub threads: usize,
+    /// The evidence guards: an identifier the demographics do not back ([`Hold::IdentifierOnly`])
+    /// and strong fields in conflict ([`Hold::StrongConflict`]) never link automatically. Off
+    /// only to measure what they cost and save (`mpi-eval --no-guards`).
+    #[serde(default = "yes")]
+    pub evidence_guards: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for LinkConfig {
@@ -182,6 +191,7 @@ impl Default for LinkConfig {
             chain_floor: -10.0,
             max_block: 5000,
             threads: 0,
+            evidence_guards: true,
         }
     }
 }
@@ -272,20 +282,24 @@ pub(crate) fn person_consistent(g: &Gamma) -> bool {
 
 /// Whether the strong fields of two records conflict, which keeps a pair from being linked
 /// automatically however equal the name and birth date (people with the same name and birth
-/// date — 同姓同名・同生年月日 — are common in a nation of 120 million):
-/// - they live in other prefectures **and** their cards are of other insurers (not even the
-///   same 保険者番号), and no phone number is in common;
-/// - or their phones differ (both have one) **and** one of the two above differs too.
+/// date — 同姓同名・同生年月日 — are common in a nation of 120 million): they live in other
+/// prefectures **and** their cards are of other insurers (not even the same 保険者番号), and no
+/// phone number is in common; or their birth dates differ beyond a typo (one digit, two
+/// digits swapped), whatever else agrees — one household can hold two people of the same name
+/// (a grandparent and a grandchild), and the synthetic regions show exactly these as the wrong
+/// links left once namesakes elsewhere are held.
 ///
 /// A phone difference alone is no conflict: a desk writes the mobile or the landline, so one
-/// person's records differ in phone about a third of the time; equally, a move to another
-/// prefecture alone, or a new insurer alone (a job change), is ordinary life.
+/// person's records differ in phone often (measured with `mpi-eval`, BENCHMARKS.md §5: making a
+/// phone difference a conflict sent 0.5 % of the true pairs to review, for fewer wrong links
+/// kept out than the birth-date rule keeps out at no cost). A move to another prefecture alone,
+/// or a new insurer alone (a job change, 後期高齢者 at 75), is ordinary life too.
 pub(crate) fn strong_conflict(g: &Gamma) -> bool {
     let other_prefecture = g[Field::Address.index()] == 5;
     let other_insurer = g[Field::Insurance.index()] == 4;
-    let other_phone = g[Field::Phone.index()] == 2;
     let same_phone = g[Field::Phone.index()] == 1;
-    (other_prefecture && other_insurer && !same_phone) || (other_phone && (other_prefecture || other_insurer))
+    let other_birth = g[Field::BirthDate.index()] == 4;
+    (other_prefecture && other_insurer && !same_phone) || other_birth
 }
 
 /// The same insurance identity on both records.
@@ -700,12 +714,13 @@ impl Index {
             }
             let Some((w, m, g)) = best else { continue };
             let Some(record) = self.key_of(m) else { continue };
-            if hold.is_none() && det.is_some() && !corroborated {
+            let guards = self.config.evidence_guards;
+            if guards && hold.is_none() && det.is_some() && !corroborated {
                 // Anyone can copy another facility's patient number or a card number: an
                 // identifier the demographics do not back is a question for an operator.
                 hold = Some(Hold::IdentifierOnly);
             }
-            if hold.is_none() && all_conflict && !(det.is_some() && corroborated) {
+            if guards && hold.is_none() && all_conflict && !(det.is_some() && corroborated) {
                 hold = Some(Hold::StrongConflict);
             }
             if hold.is_none() && det.is_none() && w < self.weights.thresholds.link {
@@ -1223,6 +1238,9 @@ mod tests {
         assert!(!strong_conflict(&levels(&[(Field::Address, 5)])));
         assert!(!strong_conflict(&levels(&[(Field::Insurance, 4)])));
         assert!(!strong_conflict(&levels(&[(Field::Address, 4), (Field::Insurance, 3)])));
+        // Birth dates apart beyond a typo, whatever else agrees.
+        assert!(strong_conflict(&levels(&[(Field::BirthDate, 4)])));
+        assert!(!strong_conflict(&levels(&[(Field::BirthDate, 3)])));
         // Missing values are no conflict.
         assert!(!strong_conflict(&levels(&[(Field::Address, 0), (Field::Insurance, 4), (Field::Phone, 0)])));
     }
