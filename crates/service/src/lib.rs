@@ -24,6 +24,7 @@ mod cache;
 mod capability;
 pub mod collect;
 mod error;
+pub mod ids;
 pub mod import;
 pub mod mpi;
 pub mod people;
@@ -76,6 +77,9 @@ pub struct Service {
     mpi: mpi::MpiState,
     referral: referral::ReferralState,
     cache: cache::ResourceCache,
+    /// The network's secret for collected resource ids (see [`ids`]); None keeps the
+    /// deterministic ids.
+    id_key: Option<std::sync::Arc<ids::IdKey>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -106,6 +110,7 @@ impl Service {
             mpi: mpi::MpiState::default(),
             referral: referral::ReferralState::default(),
             cache: cache::ResourceCache::new(cache::DEFAULT_CACHE_BYTES),
+            id_key: None,
         }
     }
 
