@@ -36,6 +36,11 @@ struct StoreArgs {
     /// PostgreSQL URL (postgres://user@host/db) instead of the embedded database.
     #[arg(long, env = "MUSUBI_DATABASE_URL")]
     database: Option<String>,
+    /// The network's secret for collected resource ids (created, mode 0600, on first start;
+    /// default: `musubi-id.key` beside the data directory, never in the database). Every
+    /// server and collector of one network must use the same key.
+    #[arg(long, env = "MUSUBI_ID_KEY")]
+    id_key: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -45,6 +50,18 @@ impl StoreArgs {
         let store = Store::open(self.database.as_deref(), &self.data).context("cannot open the store")?;
         Ok(store)
     }
+
+    /// The key for collected resource ids (read, or created on first start).
+    fn id_key(&self) -> Result<musubi_service::ids::IdKey> {
+        load_id_key(self.id_key.as_deref(), &self.data)
+    }
+}
+
+/// Reads (or creates) the key for collected ids at `path`, by default beside `data`.
+pub(crate) fn load_id_key(path: Option<&Path>, data: &Path) -> Result<musubi_service::ids::IdKey> {
+    let path = path.map(Path::to_owned).unwrap_or_else(|| musubi_service::ids::IdKey::default_path(data));
+    musubi_service::ids::IdKey::load_or_create(&path)
+        .with_context(|| format!("cannot read or create the id key {}", path.display()))
 }
 
 #[derive(Subcommand)]
@@ -368,6 +385,7 @@ pub(crate) struct ServeOptions {
     pub hpki_roots: Vec<PathBuf>,
     pub retention_sweep: bool,
     pub record_cache_mib: u64,
+    pub id_key: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -378,19 +396,23 @@ impl Default for ServeOptions {
             hpki_roots: Vec::new(),
             retention_sweep: false,
             record_cache_mib: musubi_service::DEFAULT_RECORD_CACHE_BYTES >> 20,
+            id_key: None,
         }
     }
 }
 
 pub(crate) async fn run_server(store: Store, data: &Path, listen: &str, opts: ServeOptions) -> Result<()> {
-    let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } = opts;
+    let ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib, id_key } = opts;
     if let Some(p) = ensure_admin_token(&store, data)? {
         tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
         eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
     }
     let node = hostname();
     let state_store = store.clone();
-    let service = musubi_service::Service::new(store, node).with_record_cache(record_cache_mib.saturating_mul(1 << 20));
+    let id_key = load_id_key(id_key.as_deref(), data)?;
+    let service = musubi_service::Service::new(store, node)
+        .with_record_cache(record_cache_mib.saturating_mul(1 << 20))
+        .with_id_key(id_key);
     if !hpki_roots.is_empty() {
         let roots = musubi_service::signature::TrustRoots::load(&hpki_roots)
             .map_err(|e| anyhow::anyhow!("cannot load the HPKI roots: {e}"))?;
@@ -464,7 +486,14 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve { store, listen, base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib } => {
             let s = store.open()?;
-            let opts = ServeOptions { base_url, body_limit_mib, hpki_roots, retention_sweep, record_cache_mib };
+            let opts = ServeOptions {
+                base_url,
+                body_limit_mib,
+                hpki_roots,
+                retention_sweep,
+                record_cache_mib,
+                id_key: store.id_key.clone(),
+            };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
                 s,
                 &store.data,

@@ -215,6 +215,97 @@ fn first_link_of_a_facility_is_told(s: &TestServer) {
     assert_eq!(notices(s, &victim_person).len(), 1, "an update is no new link");
 }
 
+/// The id a collector computes for facility A's patient P-0001: the UUID v5 of
+/// `Patient/1312345678.P-0001.ADT-00` in the SS-MIX2 namespace — public inputs only.
+const COMPUTED_PATIENT: &str = "ee8e0968-8676-5b5d-a586-54f849c4e3ca";
+const COMPUTED_OBS: &str = "710e2ac0-dc72-5288-806c-a2ec3e2ecc0c";
+
+/// Attack: facility B computes the id of a patient that A's collector stored (a UUID v5 of the
+/// facility code and patient number) and writes a record about that Patient, which would put its
+/// own facility on the victim's person ("treating"). With the network's key the stored id is
+/// a keyed hash: the computed id names nothing.
+fn computed_collected_id(s: &TestServer) {
+    let admin = s.client(&s.admin);
+    for (code, fname, class) in [(A, "結びクリニック", "clinic"), (B, "丸の内中央病院", "hospital")] {
+        let r = api(
+            &admin,
+            Method::POST,
+            "/admin/facilities",
+            Some(json!({"code": code, "name": fname, "class": class, "prefecture": 13, "area": "1301", "cities": ["千代田区"]})),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    // A's collector lands the patient and a result under the computed ids.
+    let mut patient = victim(A, "P-0001");
+    patient["id"] = json!(COMPUTED_PATIENT);
+    let obs = json!({"resourceType": "Observation", "id": COMPUTED_OBS, "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+        "code": {"coding": [{"system": "http://medis.or.jp/CodeSystem/master-JLAC10-17digits", "code": "3D046000001920402", "display": "HbA1c"}]},
+        "subject": {"reference": format!("Patient/{COMPUTED_PATIENT}")}, "effectiveDateTime": "2026-10-01",
+        "valueQuantity": {"value": 7.2, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}});
+    let res = |id: &str, key: &str, resource: Value| musubi_service::collect::SourceResource {
+        id: id.into(),
+        key: key.into(),
+        line: None,
+        segment: None,
+        resource,
+    };
+    let file = musubi_service::collect::SourceFile {
+        facility: A.into(),
+        kind: musubi_store::collect::SourceKind::Ssmix2,
+        path: "131/234/P-0001/20261001/OML-11/P-0001_1312345678_20261001_OML-11_1_1".into(),
+        size: 1,
+        mtime: 1,
+        sha256: "0".repeat(64),
+        seen_before: false,
+        blob: None,
+        units: vec![musubi_service::collect::SourceUnit {
+            source_key: "P-0001.OML-11.1".into(),
+            occurred_at: 1,
+            resources: vec![
+                res(COMPUTED_PATIENT, "1312345678.P-0001.ADT-00", patient),
+                res(COMPUTED_OBS, "1312345678.P-0001.OML-11.1", obs),
+            ],
+            retract: Vec::new(),
+            facility_use: None,
+        }],
+        problems: Vec::new(),
+    };
+    let svc = musubi_service::Service::new(s.store.clone(), "collector").with_id_key(key());
+    let actor = musubi_gate::Actor::System { name: "collector".into(), facility: A.parse().unwrap() };
+    let prepared = svc.prepare_collected(&actor, file);
+    let stats = svc.commit_collected(vec![prepared]).unwrap();
+    assert_eq!(stats.created, 2, "{stats:?}");
+    // Stored under keyed ids, the reference following.
+    assert_eq!(admin.get(&format!("Patient/{COMPUTED_PATIENT}")).status, 404);
+    let found = admin.get(&format!("Patient?identifier={}|P-0001", local_system(A)));
+    assert_eq!(found.status, 200, "{}", found.text);
+    let stored_id = found.body["entry"][0]["resource"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(stored_id, key().id(COMPUTED_PATIENT));
+    let results = admin.get(&format!("Observation?subject=Patient/{stored_id}"));
+    assert_eq!(results.body["total"], 1, "{}", results.text);
+    let obs_id = results.body["entry"][0]["resource"]["id"].as_str().unwrap().to_owned();
+
+    // B writes a result about the computed id.
+    let b = s.client(&s.token(B, "hospital-emr"));
+    let forged = json!({"resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+        "code": {"coding": [{"system": "http://medis.or.jp/CodeSystem/master-JLAC10-17digits", "code": "3D046000001920402", "display": "HbA1c"}]},
+        "subject": {"reference": format!("Patient/{COMPUTED_PATIENT}")}, "effectiveDateTime": "2026-10-02",
+        "valueQuantity": {"value": 5.0, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}});
+    let r = b.post("Observation", &forged);
+    assert!(r.status == 201 || r.status >= 400, "{}", r.text);
+    let dr = doctor_at_b(s);
+    let r = dr.get(&format!("Observation/{obs_id}"));
+    assert_eq!(r.status, 404, "B became a treating facility of A's patient: {}", r.text);
+    assert_eq!(dr.get(&format!("Patient/{stored_id}")).status, 404);
+}
+
+/// The network key of the test.
+fn key() -> musubi_service::ids::IdKey {
+    musubi_service::ids::IdKey::from_bytes([42; 32])
+}
+
 /// Runs a scenario on SQLite.
 fn on_sqlite(scenario: fn(&TestServer)) {
     scenario(&TestServer::start());
@@ -272,4 +363,14 @@ fn first_link_of_a_facility_is_told_sqlite() {
 #[test]
 fn first_link_of_a_facility_is_told_postgres() {
     on_postgres("musubi_mpi_first_link", first_link_of_a_facility_is_told);
+}
+
+#[test]
+fn computed_collected_id_sqlite() {
+    on_sqlite(computed_collected_id);
+}
+
+#[test]
+fn computed_collected_id_postgres() {
+    on_postgres("musubi_mpi_computed_id", computed_collected_id);
 }

@@ -90,18 +90,31 @@ impl IdKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 getrandom::fill(&mut key).map_err(|e| IdKeyError::Random(e.to_string()))?;
+                // Written whole under a temporary name, then linked into place: a second
+                // process starting at the same moment either wins or reads the complete key.
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
                 let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
+                opts.write(true).create(true).truncate(true);
                 #[cfg(unix)]
                 {
                     use std::os::unix::fs::OpenOptionsExt;
                     opts.mode(0o600);
                 }
-                let mut f = opts.open(path).map_err(io)?;
-                f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                tracing::info!(path = %path.display(), "created the key for collected resource ids");
-                Ok(IdKey { key })
+                let written = (|| {
+                    let mut f = opts.open(&tmp)?;
+                    f.write_all(hex::encode(key).as_bytes())?;
+                    f.sync_all()?;
+                    std::fs::hard_link(&tmp, path)
+                })();
+                let _ = std::fs::remove_file(&tmp);
+                match written {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "created the key for collected resource ids");
+                        Ok(IdKey { key })
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => IdKey::load_or_create(path),
+                    Err(e) => Err(io(e)),
+                }
             }
             Err(e) => Err(io(e)),
         }
