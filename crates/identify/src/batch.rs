@@ -5,7 +5,9 @@
 //!    sharing a key, deduplicated. The cost is the sum of squared block sizes, near-linear in the
 //!    number of records because blocks stay small as the population grows.
 //! 3. Score the pairs on all cores; keep those at or above the review threshold, and those with
-//!    deterministic evidence (same insurance identity, an explicit cross-reference).
+//!    deterministic evidence (same insurance identity, an explicit cross-reference). An edge
+//!    whose identifier the given name and birth date do not back, or whose strong fields
+//!    conflict (`index::strong_conflict`), links nothing by itself and goes to review.
 //! 4. Cluster greedily: deterministic edges first, then by weight, best first, joining two
 //!    clusters only if no pair across them is a hard negative — a given-name conflict (twins),
 //!    two local ids of one facility, or a weight below the chain floor. This keeps a chain
@@ -21,8 +23,7 @@ use crate::Model;
 use crate::compare::compare;
 use crate::features::{Features, Map, new_map};
 use crate::index::{
-    Hold, Index, IndexBuilder, PersonId, block_keys, given_conflict, person_consistent, same_insurance,
-    strong_conflict,
+    Hold, Index, IndexBuilder, PersonId, block_keys, given_conflict, person_consistent, same_insurance, strong_conflict,
 };
 use crate::model::{TermFrequencies, Weights, train};
 use crate::record::{SourceKey, SourceRecord};

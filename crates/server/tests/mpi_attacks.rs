@@ -63,7 +63,9 @@ fn setup(s: &TestServer) -> World {
             &admin,
             Method::POST,
             "/admin/facilities",
-            Some(json!({"code": code, "name": fname, "class": class, "prefecture": 13, "area": "1301", "cities": ["千代田区"]})),
+            Some(
+                json!({"code": code, "name": fname, "class": class, "prefecture": 13, "area": "1301", "cities": ["千代田区"]}),
+            ),
         );
         assert_eq!(r.status, 200, "{}", r.text);
     }
@@ -231,7 +233,9 @@ fn computed_collected_id(s: &TestServer) {
             &admin,
             Method::POST,
             "/admin/facilities",
-            Some(json!({"code": code, "name": fname, "class": class, "prefecture": 13, "area": "1301", "cities": ["千代田区"]})),
+            Some(
+                json!({"code": code, "name": fname, "class": class, "prefecture": 13, "area": "1301", "cities": ["千代田区"]}),
+            ),
         );
         assert_eq!(r.status, 200, "{}", r.text);
     }

@@ -190,7 +190,10 @@ fn add_namesakes(
         // A resident of a prefecture the person never lived in, carrying a card of another insurer, lends the
         // address and the insurer (with a number of the namesake's own).
         let other_insurer = |d: &SourceRecord| {
-            d.insurance.iter().find(|x| victim.insurance.iter().all(|v| v.insurer() != x.insurer())).map(|x| x.insurer())
+            d.insurance
+                .iter()
+                .find(|x| victim.insurance.iter().all(|v| v.insurer() != x.insurer()))
+                .map(|x| x.insurer())
         };
         let mut donor = None;
         for _ in 0..64 {
