@@ -214,7 +214,7 @@ impl IndexBuilder {
             }
             if let Some(h) = e.held {
                 // A given-name conflict is a confident non-match unless an identifier is shared.
-                if (!e.conflict || e.det > 0) && (e.det > 0 || e.w >= review_th as f32) {
+                if e.det > 0 || (!e.conflict && e.w >= review_th as f32) {
                     review.push((e.i, e.j, f64::from(e.w), h));
                 }
             } else if e.det == 0 && !e.conflict && e.w < link_th {

@@ -214,7 +214,7 @@ fn add_namesakes(
         let visits = 1 + rng.below(2);
         for v in 0..visits {
             let Some(&facility) =
-                (0..64).map(|_| facilities.get(rng.below(facilities.len()))).flatten().find(|f| !used.contains(f))
+                (0..64).filter_map(|_| facilities.get(rng.below(facilities.len()))).find(|f| !used.contains(f))
             else {
                 continue;
             };
