@@ -29,6 +29,10 @@ use crate::{ApiError, Ctx, ErrorKind, Service};
 /// Source records moved to a person.
 type Moves = Vec<(SourceKey, PersonId)>;
 
+/// What a merge did: the records moved, (retired, survivor), and the facilities new to the
+/// merged person.
+type Merged = (Moves, Option<(PersonId, PersonId)>, Vec<String>);
+
 /// The setting holding the trained model (JSON).
 pub const MODEL_SETTING: &str = "mpi.model";
 
@@ -498,31 +502,26 @@ impl Service {
             at: now,
         }];
         if link {
-            let (moved, retired, joined) =
-                self.with_index(|idx| -> Result<(Moves, Option<(PersonId, PersonId)>, Vec<String>), ApiError> {
-                    let (Some(pa), Some(pb)) = (idx.person_of(&a), idx.person_of(&b)) else {
-                        return Err(ApiError::new(ErrorKind::Conflict, "記録が索引にありません"));
-                    };
-                    if pa == pb {
-                        return Ok((Vec::new(), None, Vec::new()));
-                    }
-                    // Facilities one side had and the other not: new to the merged person.
-                    let facilities = |p: PersonId| -> std::collections::BTreeSet<String> {
-                        idx.records_of(p).unwrap_or_default().iter().map(|k| k.facility.to_string()).collect()
-                    };
-                    let (fa, fb) = (facilities(pa), facilities(pb));
-                    let joined: Vec<String> = fa.symmetric_difference(&fb).cloned().collect();
-                    let out = idx
-                        .merge(pa, pb)
-                        .map_err(|e| ApiError::new(ErrorKind::Conflict, format!("統合できません: {e}")))?;
-                    let moved = idx
-                        .records_of(out.survivor)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|k| (k, out.survivor))
-                        .collect();
-                    Ok((moved, Some((out.retired, out.survivor)), joined))
-                })??;
+            let (moved, retired, joined) = self.with_index(|idx| -> Result<Merged, ApiError> {
+                let (Some(pa), Some(pb)) = (idx.person_of(&a), idx.person_of(&b)) else {
+                    return Err(ApiError::new(ErrorKind::Conflict, "記録が索引にありません"));
+                };
+                if pa == pb {
+                    return Ok((Vec::new(), None, Vec::new()));
+                }
+                // Facilities one side had and the other not: new to the merged person.
+                let facilities = |p: PersonId| -> std::collections::BTreeSet<String> {
+                    idx.records_of(p).unwrap_or_default().iter().map(|k| k.facility.to_string()).collect()
+                };
+                let (fa, fb) = (facilities(pa), facilities(pb));
+                let joined: Vec<String> = fa.symmetric_difference(&fb).cloned().collect();
+                let out = idx
+                    .merge(pa, pb)
+                    .map_err(|e| ApiError::new(ErrorKind::Conflict, format!("統合できません: {e}")))?;
+                let moved =
+                    idx.records_of(out.survivor).unwrap_or_default().into_iter().map(|k| (k, out.survivor)).collect();
+                Ok((moved, Some((out.retired, out.survivor)), joined))
+            })??;
             writes.extend(self.relink_writes(&moved, "operator", now)?);
             if let Some((from, to)) = retired {
                 writes.push(MpiWrite::MovePerson { from: person_string(from), to: person_string(to) });
