@@ -597,10 +597,14 @@ impl Index {
         let f = self.norm.features(rec);
         let mut candidates = self.candidates(&f, &rec.key, &rec.cross_refs);
         // A record that was linked keeps its person if that person is still a candidate
-        // that is not held for a hard reason.
+        // that is not held for a hard reason. The evidence guards do not undo a link made
+        // before (an operator's merge of a pair they held, or a person who has since moved).
         if let Some(prev) = previous
             && let Some(c) = candidates.iter_mut().find(|c| c.person == prev)
-            && matches!(c.hold, None | Some(Hold::Uncertain) | Some(Hold::Ambiguous))
+            && matches!(
+                c.hold,
+                None | Some(Hold::Uncertain | Hold::Ambiguous | Hold::IdentifierOnly | Hold::StrongConflict)
+            )
             && (c.deterministic.is_some() || c.weight >= self.weights.thresholds.review)
         {
             c.hold = None;
@@ -1261,6 +1265,19 @@ mod tests {
         moved.phones = vec!["090-1111-2222".into()];
         let c = ix.add(&moved);
         assert_eq!(c.person(), a.person(), "{c:?}");
+    }
+
+    #[test]
+    fn an_operators_merge_of_a_held_pair_survives_a_resend() {
+        let mut ix = Index::new(LinkConfig::default());
+        let a = ix.add(&person("1311234567", "A1"));
+        let n = namesake("2710000017", "B1");
+        let b = ix.add(&n);
+        assert_ne!(a.person(), b.person());
+        let merged = ix.merge(a.person(), b.person()).expect("both persons exist");
+        // The facility sends the same Patient again (an update): it stays where the operator put it.
+        let again = ix.add(&n);
+        assert_eq!(again.person(), merged.survivor, "{again:?}");
     }
 
     #[test]
