@@ -191,6 +191,23 @@ fn namesake_living_elsewhere(s: &TestServer) {
     assert_ne!(person_of(s, B, "H-3"), victim_person, "a namesake elsewhere was merged");
     assert_eq!(held(s, "H-3"), vec![("C-0001".to_owned(), "StrongConflict".to_owned())]);
     b_cannot_read_the_victim(s, &w);
+    assert!(notices(s, &victim_person).is_empty());
+    // Had she moved after all, the operator links the pair; the patient is told of B then.
+    // (Each side's facilities are new to the other side's records: both are named.)
+    let admin = s.client(&s.admin);
+    let items = api(&admin, Method::GET, "/admin/mpi/review", None);
+    let item = items.body["items"].as_array().unwrap().iter().find(|i| i["a"]["local_id"] == "H-3").unwrap().clone();
+    let r = api(
+        &admin,
+        Method::POST,
+        &format!("/admin/mpi/review/{}", item["id"].as_str().unwrap()),
+        Some(json!({"link": true})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let merged = person_of(s, A, "C-0001");
+    assert_eq!(person_of(s, B, "H-3"), merged);
+    let n = notices(s, &merged);
+    assert!(n.iter().any(|x| x.text.contains("丸の内中央病院")), "{n:?}");
 }
 
 /// The honest case, as a control: B registers the same woman (same demographics, same card).
