@@ -191,7 +191,7 @@ pub(crate) fn run(command: CollectCommand) -> Result<()> {
             if !root.is_dir() {
                 anyhow::bail!("{} is not a directory", root.display());
             }
-            let service = Service::new(store.open()?, crate::hostname());
+            let service = Service::new(store.open()?, crate::hostname()).with_id_key(store.id_key()?);
             let bar = Bar::new(tuning.quiet);
             let opts = tuning.options();
             if watch {
@@ -223,7 +223,7 @@ pub(crate) fn run(command: CollectCommand) -> Result<()> {
         }
         CollectCommand::Uke { store, paths, facility: code, tuning } => {
             let facility = code.as_deref().map(facility).transpose()?;
-            let service = Service::new(store.open()?, crate::hostname());
+            let service = Service::new(store.open()?, crate::hostname()).with_id_key(store.id_key()?);
             let bar = Bar::new(tuning.quiet);
             let s = musubi_collect::collect_uke(&service, &paths, facility, &tuning.options(), &bar)
                 .map_err(|e| anyhow!("{e}"))?;

@@ -46,6 +46,11 @@ struct StoreArgs {
     /// default: secrets.key in the data directory). Keep it out of database backups.
     #[arg(long, env = "MUSUBI_SECRETS_KEY")]
     secrets_key: Option<PathBuf>,
+    /// The network's secret for collected resource ids (created, mode 0600, on first start;
+    /// default: `musubi-id.key` beside the data directory, never in the database). Every
+    /// server and collector of one network must use the same key.
+    #[arg(long, env = "MUSUBI_ID_KEY")]
+    id_key: Option<PathBuf>,
 }
 
 /// The key that seals TOTP secrets: `explicit`, else `secrets.key` in `data` (created on first
@@ -130,6 +135,18 @@ impl StoreArgs {
         }
         Ok(store)
     }
+
+    /// The key for collected resource ids (read, or created on first start).
+    fn id_key(&self) -> Result<musubi_service::ids::IdKey> {
+        load_id_key(self.id_key.as_deref(), &self.data)
+    }
+}
+
+/// Reads (or creates) the key for collected ids at `path`, by default beside `data`.
+pub(crate) fn load_id_key(path: Option<&Path>, data: &Path) -> Result<musubi_service::ids::IdKey> {
+    let path = path.map(Path::to_owned).unwrap_or_else(|| musubi_service::ids::IdKey::default_path(data));
+    musubi_service::ids::IdKey::load_or_create(&path)
+        .with_context(|| format!("cannot read or create the id key {}", path.display()))
 }
 
 #[derive(Subcommand)]
@@ -490,6 +507,8 @@ pub(crate) struct ServeOptions {
     tls: TlsArgs,
     /// The demo: plain HTTP is allowed on any address.
     pub demo: bool,
+    /// The network's secret for collected resource ids.
+    pub id_key: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -504,6 +523,7 @@ impl Default for ServeOptions {
             max_connections: musubi_server::limits::Limits::default().max_connections,
             tls: TlsArgs::default(),
             demo: false,
+            id_key: None,
         }
     }
 }
@@ -525,6 +545,7 @@ pub(crate) async fn run_server(
         max_connections,
         tls,
         demo,
+        id_key,
     } = opts;
     // TLS settings are checked before anything else starts, so a bad file fails at once.
     let tls_config = match (&tls.tls_cert, &tls.tls_key) {
@@ -546,7 +567,10 @@ pub(crate) async fn run_server(
     let node = hostname();
     audit::warn_if_audit_mutable(&store)?;
     let key = secrets_key(key_path.as_deref(), data)?;
-    let service = sealing_service(store, &node, key)?.with_record_cache(record_cache_mib.saturating_mul(1 << 20));
+    let id_key = load_id_key(id_key.as_deref(), data)?;
+    let service = sealing_service(store, &node, key)?
+        .with_record_cache(record_cache_mib.saturating_mul(1 << 20))
+        .with_id_key(id_key);
     if !hpki_roots.is_empty() {
         let roots = musubi_service::signature::TrustRoots::load(&hpki_roots)
             .map_err(|e| anyhow::anyhow!("cannot load the HPKI roots: {e}"))?;
@@ -661,6 +685,7 @@ fn run(command: Command) -> Result<()> {
                 max_connections,
                 tls,
                 demo: false,
+                id_key: store.id_key.clone(),
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_server(
                 s,

@@ -560,3 +560,74 @@ fn watch_mode_picks_up_new_files_until_stopped() {
     assert_eq!(rounds, [(1, 0), (0, 1), (1, 1), (0, 2)]);
     assert_eq!(condition(&store).unwrap().1["onsetDateTime"], "2011-08-01");
 }
+
+/// Every `Type/id` reference in a stored resource's JSON.
+fn references(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("reference", Value::String(s)) if s.contains('/') && !s.starts_with('#') => out.push(s.clone()),
+                    _ => references(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| references(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn keyed_ids_cannot_be_computed_follow_their_references_and_keep_stored_ones() {
+    let key = || musubi_service::ids::IdKey::from_bytes([3; 32]);
+    // The same files into a store without the key (deterministic ids) and one with it.
+    let dir = tempfile::tempdir().unwrap();
+    let root = samples(dir.path());
+    let (old_store, old_service) = sqlite(&dir.path().join("old"));
+    run(&old_service, &root);
+    let (store, service) = sqlite(dir.path());
+    let service = service.with_id_key(key());
+    let s = run(&service, &root);
+    assert!(s.stats.created > 0);
+    let computed = musubi_ssmix2::patient_logical_id(&facility(), "9999013");
+    assert!(common::current(&store, "Patient", &computed).is_none(), "the computed id names a stored Patient");
+    assert!(common::current(&store, "Patient", &key().id(&computed)).is_some());
+    let snap = snapshot(&store);
+    let old = snapshot(&old_store);
+    assert_eq!(snap["versions"].as_array().unwrap().len(), old["versions"].as_array().unwrap().len());
+    for v in snap["versions"].as_array().unwrap() {
+        let id = v[1].as_str().unwrap();
+        let version = uuid::Uuid::parse_str(id).map(|u| u.get_version_num()).unwrap_or(0);
+        assert_ne!(version, 5, "{} {id} has a computable id", v[0]);
+    }
+    // Every reference that named a stored resource before names the same one, under its
+    // keyed id, now.
+    let mut checked = 0;
+    for v in old["versions"].as_array().unwrap().iter().filter(|v| v[3] == false) {
+        let mut refs = Vec::new();
+        references(&v[4], &mut refs);
+        for r in refs {
+            let (t, rid) = r.split_once('/').unwrap();
+            if common::current(&old_store, t, rid).is_some() {
+                let keyed_id = key().id(rid);
+                assert!(common::current(&store, t, &keyed_id).is_some(), "{r} lost its target");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0);
+    // A rerun (forced) computes the same ids: nothing changes.
+    let forced =
+        collect_ssmix2(&service, &root, facility(), &CollectOptions { force: true, ..Default::default() }, &NoProgress)
+            .unwrap();
+    assert_eq!((forced.stats.created, forced.stats.updated), (0, 0));
+
+    // The store collected before the key existed keeps its ids: with the key, the same files
+    // change nothing (no second copy under new ids).
+    let keyed = old_service.with_id_key(key());
+    let again =
+        collect_ssmix2(&keyed, &root, facility(), &CollectOptions { force: true, ..Default::default() }, &NoProgress)
+            .unwrap();
+    assert_eq!((again.stats.created, again.stats.updated), (0, 0));
+    assert_eq!(snapshot(&old_store)["versions"], old["versions"]);
+}

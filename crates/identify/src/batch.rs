@@ -5,7 +5,9 @@
 //!    sharing a key, deduplicated. The cost is the sum of squared block sizes, near-linear in the
 //!    number of records because blocks stay small as the population grows.
 //! 3. Score the pairs on all cores; keep those at or above the review threshold, and those with
-//!    deterministic evidence (same insurance identity, an explicit cross-reference).
+//!    deterministic evidence (same insurance identity, an explicit cross-reference). An edge
+//!    whose identifier the given name and birth date do not back, or whose strong fields
+//!    conflict (`index::strong_conflict`), links nothing by itself and goes to review.
 //! 4. Cluster greedily: deterministic edges first, then by weight, best first, joining two
 //!    clusters only if no pair across them is a hard negative — a given-name conflict (twins),
 //!    two local ids of one facility, or a weight below the chain floor. This keeps a chain
@@ -21,7 +23,7 @@ use crate::Model;
 use crate::compare::compare;
 use crate::features::{Features, Map, new_map};
 use crate::index::{
-    Hold, Index, IndexBuilder, PersonId, block_keys, given_conflict, person_consistent, same_insurance,
+    Hold, Index, IndexBuilder, PersonId, block_keys, given_conflict, person_consistent, same_insurance, strong_conflict,
 };
 use crate::model::{TermFrequencies, Weights, train};
 use crate::record::{SourceKey, SourceRecord};
@@ -70,6 +72,21 @@ struct Edge {
     /// 2 = cross-reference, 1 = same insurance, 0 = probabilistic.
     det: u8,
     conflict: bool,
+    /// Why the edge may not link by itself ([`Hold::IdentifierOnly`], [`Hold::StrongConflict`]).
+    held: Option<Hold>,
+}
+
+/// What an edge's comparison allows: an identifier shared without the demographics agreeing
+/// links nothing, nor do strong fields in conflict (unless a corroborated identifier is shared).
+fn edge_hold(g: &crate::compare::Gamma, det: u8) -> Option<Hold> {
+    let corroborated = person_consistent(g);
+    if det > 0 && !corroborated {
+        Some(Hold::IdentifierOnly)
+    } else if det == 0 && strong_conflict(g) {
+        Some(Hold::StrongConflict)
+    } else {
+        None
+    }
 }
 
 impl IndexBuilder {
@@ -103,6 +120,7 @@ impl IndexBuilder {
             config.threads
         };
         let review_th = model.thresholds.review;
+        let guards = config.evidence_guards;
         let chunk = pairs.len().div_ceil(threads.max(1)).max(1);
         let mut edges: Vec<Edge> = std::thread::scope(|s| {
             let handles: Vec<_> = pairs
@@ -118,7 +136,8 @@ impl IndexBuilder {
                             let w = weights.weight(&g, a, b, tf);
                             let det = u8::from(same_insurance(&g));
                             if w >= review_th || det > 0 {
-                                out.push(Edge { i, j, w: w as f32, det, conflict: given_conflict(&g) });
+                                let held = if guards { edge_hold(&g, det) } else { None };
+                                out.push(Edge { i, j, w: w as f32, det, conflict: given_conflict(&g), held });
                             }
                         }
                         out
@@ -141,7 +160,8 @@ impl IndexBuilder {
                     let g = compare(a, b, &norm.names);
                     let w = weights.weight(&g, a, b, &tf);
                     let (i, j) = if (i as u32) < j { (i as u32, j) } else { (j, i as u32) };
-                    edges.push(Edge { i, j, w: w as f32, det: 2, conflict: given_conflict(&g) });
+                    let held = if config.evidence_guards { edge_hold(&g, 2) } else { None };
+                    edges.push(Edge { i, j, w: w as f32, det: 2, conflict: given_conflict(&g), held });
                 }
             }
         }
@@ -160,7 +180,7 @@ impl IndexBuilder {
         let mut refused = 0u64;
         let mut review = Vec::new();
         for e in &edges {
-            let linkable = e.det > 0 || e.w >= link_th;
+            let linkable = (e.det > 0 || e.w >= link_th) && e.held.is_none();
             if !linkable {
                 continue;
             }
@@ -189,7 +209,15 @@ impl IndexBuilder {
             }
         }
         for e in &edges {
-            if e.det == 0 && !e.conflict && e.w < link_th && uf.find(e.i) != uf.find(e.j) {
+            if uf.find(e.i) == uf.find(e.j) {
+                continue;
+            }
+            if let Some(h) = e.held {
+                // A given-name conflict is a confident non-match unless an identifier is shared.
+                if e.det > 0 || (!e.conflict && e.w >= review_th as f32) {
+                    review.push((e.i, e.j, f64::from(e.w), h));
+                }
+            } else if e.det == 0 && !e.conflict && e.w < link_th {
                 review.push((e.i, e.j, f64::from(e.w), Hold::Uncertain));
             }
         }

@@ -81,6 +81,13 @@ pub enum Hold {
     KeptApart,
     /// Several persons qualify; linking to one would be a guess.
     Ambiguous,
+    /// The link would rest only on an identifier the writer supplied (another facility's local
+    /// id as a cross-reference, an insurance id) without the demographics agreeing (given name
+    /// and birth date): anyone can copy an identifier, so an operator decides.
+    IdentifierOnly,
+    /// Strong fields conflict (another prefecture and another insurer, or no phone in common):
+    /// namesakes living elsewhere look like this, however equal the name and birth date.
+    StrongConflict,
 }
 
 /// A person the record may belong to.
@@ -163,6 +170,15 @@ pub struct LinkConfig {
     pub max_block: usize,
     /// Worker threads for batch scoring (0 = available parallelism).
     pub threads: usize,
+    /// The evidence guards: an identifier the demographics do not back ([`Hold::IdentifierOnly`])
+    /// and strong fields in conflict ([`Hold::StrongConflict`]) never link automatically. Off
+    /// only to measure what they cost and save (`mpi-eval --no-guards`).
+    #[serde(default = "yes")]
+    pub evidence_guards: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for LinkConfig {
@@ -175,6 +191,7 @@ impl Default for LinkConfig {
             chain_floor: -10.0,
             max_block: 5000,
             threads: 0,
+            evidence_guards: true,
         }
     }
 }
@@ -261,6 +278,28 @@ pub(crate) fn given_conflict(g: &Gamma) -> bool {
 pub(crate) fn person_consistent(g: &Gamma) -> bool {
     matches!(g[Field::GivenName.index()], name_level::KANJI | name_level::KANA | name_level::PHONETIC)
         && matches!(g[Field::BirthDate.index()], 1..=3)
+}
+
+/// Whether the strong fields of two records conflict, which keeps a pair from being linked
+/// automatically however equal the name and birth date (people with the same name and birth
+/// date — 同姓同名・同生年月日 — are common in a nation of 120 million): they live in other
+/// prefectures **and** their cards are of other insurers (not even the same 保険者番号), and no
+/// phone number is in common; or their birth dates differ beyond a typo (one digit, two
+/// digits swapped), whatever else agrees — one household can hold two people of the same name
+/// (a grandparent and a grandchild), and the synthetic regions show exactly these as the wrong
+/// links left once namesakes elsewhere are held.
+///
+/// A phone difference alone is no conflict: a desk writes the mobile or the landline, so one
+/// person's records differ in phone often (measured with `mpi-eval`, BENCHMARKS.md §5: making a
+/// phone difference a conflict sent 0.5 % of the true pairs to review, for fewer wrong links
+/// kept out than the birth-date rule keeps out at no cost). A move to another prefecture alone,
+/// or a new insurer alone (a job change, 後期高齢者 at 75), is ordinary life too.
+pub(crate) fn strong_conflict(g: &Gamma) -> bool {
+    let other_prefecture = g[Field::Address.index()] == 5;
+    let other_insurer = g[Field::Insurance.index()] == 4;
+    let same_phone = g[Field::Phone.index()] == 1;
+    let other_birth = g[Field::BirthDate.index()] == 4;
+    (other_prefecture && other_insurer && !same_phone) || other_birth
 }
 
 /// The same insurance identity on both records.
@@ -558,10 +597,14 @@ impl Index {
         let f = self.norm.features(rec);
         let mut candidates = self.candidates(&f, &rec.key, &rec.cross_refs);
         // A record that was linked keeps its person if that person is still a candidate
-        // that is not held for a hard reason.
+        // that is not held for a hard reason. The evidence guards do not undo a link made
+        // before (an operator's merge of a pair they held, or a person who has since moved).
         if let Some(prev) = previous
             && let Some(c) = candidates.iter_mut().find(|c| c.person == prev)
-            && matches!(c.hold, None | Some(Hold::Uncertain) | Some(Hold::Ambiguous))
+            && matches!(
+                c.hold,
+                None | Some(Hold::Uncertain | Hold::Ambiguous | Hold::IdentifierOnly | Hold::StrongConflict)
+            )
             && (c.deterministic.is_some() || c.weight >= self.weights.thresholds.review)
         {
             c.hold = None;
@@ -633,6 +676,10 @@ impl Index {
             let mut best: Option<(f64, u32, Gamma)> = None;
             let mut hold: Option<Hold> = None;
             let mut det: Option<LinkReason> = None;
+            // Whether a record sharing an identifier also agrees as a person (given name and
+            // birth date), and whether every record of the person conflicts in strong fields.
+            let mut corroborated = false;
+            let mut all_conflict = true;
             for &m in &p.members {
                 let Some(mf) = self.feats.get(m as usize) else { continue };
                 let g = compare(f, mf, &self.norm.names);
@@ -640,10 +687,20 @@ impl Index {
                 if best.is_none_or(|(bw, _, _)| w > bw) {
                     best = Some((w, m, g));
                 }
-                if xref_recs.contains(&m) {
+                let shared = if xref_recs.contains(&m) {
                     det = Some(LinkReason::CrossReference);
-                } else if same_insurance(&g) && det.is_none() {
-                    det = Some(LinkReason::Insurance);
+                    true
+                } else if same_insurance(&g) {
+                    det = det.or(Some(LinkReason::Insurance));
+                    true
+                } else {
+                    false
+                };
+                if shared && person_consistent(&g) {
+                    corroborated = true;
+                }
+                if !strong_conflict(&g) {
+                    all_conflict = false;
                 }
                 if given_conflict(&g) {
                     hold = Some(Hold::GivenNameConflict);
@@ -661,6 +718,15 @@ impl Index {
             }
             let Some((w, m, g)) = best else { continue };
             let Some(record) = self.key_of(m) else { continue };
+            let guards = self.config.evidence_guards;
+            if guards && hold.is_none() && det.is_some() && !corroborated {
+                // Anyone can copy another facility's patient number or a card number: an
+                // identifier the demographics do not back is a question for an operator.
+                hold = Some(Hold::IdentifierOnly);
+            }
+            if guards && hold.is_none() && all_conflict && !(det.is_some() && corroborated) {
+                hold = Some(Hold::StrongConflict);
+            }
             if hold.is_none() && det.is_none() && w < self.weights.thresholds.link {
                 hold = Some(Hold::Uncertain);
             }
@@ -979,7 +1045,18 @@ fn decide(mut cands: Vec<Candidate>) -> Decided {
     if cands.is_empty() {
         return Decided::New;
     }
-    let hard = |h: Option<Hold>| matches!(h, Some(Hold::GivenNameConflict | Hold::SameFacility | Hold::KeptApart));
+    let hard = |h: Option<Hold>| {
+        matches!(
+            h,
+            Some(
+                Hold::GivenNameConflict
+                    | Hold::SameFacility
+                    | Hold::KeptApart
+                    | Hold::IdentifierOnly
+                    | Hold::StrongConflict
+            )
+        )
+    };
     let det: Vec<usize> =
         (0..cands.len()).filter(|&i| cands[i].deterministic.is_some() && !hard(cands[i].hold)).collect();
     let prob: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].hold.is_none()).collect();
@@ -1102,5 +1179,195 @@ impl IndexBuilder {
     /// Whether nothing was pushed.
     pub fn is_empty(&self) -> bool {
         self.feats.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{BirthDate, PostalAddress, Sex};
+
+    fn fac(code: &str) -> FacilityCode {
+        code.parse().expect("valid facility code")
+    }
+
+    /// A person as one facility registered them (Tokyo, a 協会けんぽ card, a mobile phone).
+    fn person(facility: &str, local: &str) -> SourceRecord {
+        let mut r = SourceRecord::new(SourceKey::new(fac(facility), local));
+        r.family_kanji = Some("佐藤".into());
+        r.given_kanji = Some("浩".into());
+        r.family_kana = Some("サトウ".into());
+        r.given_kana = Some("ヒロシ".into());
+        r.sex = Sex::Male;
+        r.birth_date = BirthDate::new(1960, 7, 7);
+        r.addresses = vec![PostalAddress {
+            text: Some("東京都千代田区丸の内1-1-1".into()),
+            postal_code: Some("100-0005".into()),
+            ..Default::default()
+        }];
+        r.phones = vec!["090-1111-2222".into()];
+        r.insurance = vec!["01130012:12:345:00".parse().expect("valid insurance id")];
+        r
+    }
+
+    /// The namesake: same name, sex and birth date, living in Osaka with another insurer and
+    /// another phone.
+    fn namesake(facility: &str, local: &str) -> SourceRecord {
+        let mut r = person(facility, local);
+        r.addresses = vec![PostalAddress {
+            text: Some("大阪府大阪市北区梅田2-2-2".into()),
+            postal_code: Some("530-0001".into()),
+            ..Default::default()
+        }];
+        r.phones = vec!["06-3333-4444".into()];
+        r.insurance = vec!["06270011:77:888:00".parse().expect("valid insurance id")];
+        r
+    }
+
+    fn levels(pairs: &[(Field, u8)]) -> Gamma {
+        let mut g = [1u8; FIELDS];
+        for (f, l) in pairs {
+            g[f.index()] = *l;
+        }
+        g
+    }
+
+    #[test]
+    fn strong_conflict_levels() {
+        // Another prefecture and another insurer: a conflict unless a phone is shared.
+        assert!(strong_conflict(&levels(&[(Field::Address, 5), (Field::Insurance, 4), (Field::Phone, 2)])));
+        assert!(strong_conflict(&levels(&[(Field::Address, 5), (Field::Insurance, 4), (Field::Phone, 0)])));
+        assert!(!strong_conflict(&levels(&[(Field::Address, 5), (Field::Insurance, 4), (Field::Phone, 1)])));
+        // One strong field alone is ordinary life (a move, a job change, mobile vs landline).
+        assert!(!strong_conflict(&levels(&[(Field::Address, 5)])));
+        assert!(!strong_conflict(&levels(&[(Field::Insurance, 4)])));
+        assert!(!strong_conflict(&levels(&[(Field::Address, 4), (Field::Insurance, 3)])));
+        // Birth dates apart beyond a typo, whatever else agrees.
+        assert!(strong_conflict(&levels(&[(Field::BirthDate, 4)])));
+        assert!(!strong_conflict(&levels(&[(Field::BirthDate, 3)])));
+        // Missing values are no conflict.
+        assert!(!strong_conflict(&levels(&[(Field::Address, 0), (Field::Insurance, 4), (Field::Phone, 0)])));
+    }
+
+    #[test]
+    fn a_namesake_elsewhere_is_never_linked() {
+        let mut ix = Index::new(LinkConfig::default());
+        let a = ix.add(&person("1311234567", "A1"));
+        let b = ix.add(&namesake("2710000017", "B1"));
+        assert_ne!(a.person(), b.person(), "{b:?}");
+        match &b {
+            Decision::Review { candidates, .. } => assert_eq!(candidates[0].hold, Some(Hold::StrongConflict)),
+            Decision::NewPerson { .. } => {}
+            other => panic!("a namesake elsewhere was linked: {other:?}"),
+        }
+        // The same person, moved to Osaka but keeping the mobile number, still links.
+        let mut moved = namesake("2710000017", "B2");
+        moved.phones = vec!["090-1111-2222".into()];
+        let c = ix.add(&moved);
+        assert_eq!(c.person(), a.person(), "{c:?}");
+    }
+
+    #[test]
+    fn an_operators_merge_of_a_held_pair_survives_a_resend() {
+        let mut ix = Index::new(LinkConfig::default());
+        let a = ix.add(&person("1311234567", "A1"));
+        let n = namesake("2710000017", "B1");
+        let b = ix.add(&n);
+        assert_ne!(a.person(), b.person());
+        let merged = ix.merge(a.person(), b.person()).expect("both persons exist");
+        // The facility sends the same Patient again (an update): it stays where the operator put it.
+        let again = ix.add(&n);
+        assert_eq!(again.person(), merged.survivor, "{again:?}");
+    }
+
+    #[test]
+    fn an_identifier_without_the_demographics_goes_to_review() {
+        let mut ix = Index::new(LinkConfig::default());
+        let a = ix.add(&person("1311234567", "A1"));
+        // Another facility names A1 as the same patient, with nothing else.
+        let mut x = SourceRecord::new(SourceKey::new(fac("2710000017"), "X1"));
+        x.cross_refs = vec![SourceKey::new(fac("1311234567"), "A1")];
+        let dx = ix.add(&x);
+        assert_ne!(dx.person(), a.person(), "{dx:?}");
+        assert!(
+            matches!(&dx, Decision::Review { candidates, .. } if candidates[0].hold == Some(Hold::IdentifierOnly)),
+            "{dx:?}"
+        );
+        // Another facility copies A1's insurance card onto someone else.
+        let mut y = namesake("2710000017", "Y1");
+        y.given_kanji = Some("次郎".into());
+        y.given_kana = Some("ジロウ".into());
+        y.birth_date = BirthDate::new(1990, 1, 2);
+        y.insurance = person("1311234567", "A1").insurance;
+        let dy = ix.add(&y);
+        assert_ne!(dy.person(), a.person(), "{dy:?}");
+        assert!(matches!(dy, Decision::Review { .. }), "{dy:?}");
+        // With the demographics agreeing, the cross-reference links at once.
+        let mut z = person("2710000017", "Z1");
+        z.insurance.clear();
+        z.phones.clear();
+        z.addresses.clear();
+        z.cross_refs = vec![SourceKey::new(fac("1311234567"), "A1")];
+        let dz = ix.add(&z);
+        assert!(matches!(dz, Decision::Linked { reason: LinkReason::CrossReference, .. }), "{dz:?}");
+        assert_eq!(dz.person(), a.person());
+    }
+
+    #[test]
+    fn batch_linking_keeps_namesakes_and_bare_identifiers_apart() {
+        let a = person("1311234567", "A1");
+        let mut a2 = person("1312345678", "A2");
+        a2.phones = vec!["03-5555-6666".into()];
+        let n = namesake("2710000017", "N1");
+        let mut x = SourceRecord::new(SourceKey::new(fac("1318814790"), "X1"));
+        x.cross_refs = vec![a.key.clone()];
+        let link = crate::link_all(&[a.clone(), a2.clone(), n.clone(), x.clone()], &LinkConfig::default());
+        let of = |k: &SourceKey| link.assignments.iter().find(|(key, _)| key == k).map(|(_, p)| *p);
+        assert_eq!(of(&a.key), of(&a2.key), "the same person at two facilities links");
+        assert_ne!(of(&a.key), of(&n.key), "the namesake elsewhere does not");
+        assert_ne!(of(&a.key), of(&x.key), "a bare cross-reference does not");
+        assert!(link.report.review.iter().any(|r| r.hold == Hold::IdentifierOnly), "{:?}", link.report.review);
+    }
+
+    proptest::proptest! {
+        /// Whatever the names, sex and birth date (equal on both sides), records living in
+        /// other prefectures with other insurers and other phones are never linked online.
+        #[test]
+        fn strong_conflicts_never_link(
+            family in "[ァ-ヴ]{1,4}", given in "[ァ-ヴ]{1,4}", kanji in "[一-龥]{1,3}",
+            year in 1900u16..2020, month in 1u8..=12, day in 1u8..=28, female in proptest::bool::ANY,
+        ) {
+            let mut ix = Index::new(LinkConfig::default());
+            let mut a = person("1311234567", "A1");
+            let mut b = namesake("2710000017", "B1");
+            for r in [&mut a, &mut b] {
+                r.family_kana = Some(family.clone());
+                r.given_kana = Some(given.clone());
+                r.family_kanji = Some(kanji.clone());
+                r.given_kanji = Some(kanji.chars().rev().collect());
+                r.birth_date = BirthDate::new(year, month, day);
+                r.sex = if female { Sex::Female } else { Sex::Male };
+            }
+            let da = ix.add(&a);
+            let db = ix.add(&b);
+            proptest::prop_assert!(!matches!(db, Decision::Linked { .. }), "{:?}", db);
+            proptest::prop_assert_ne!(da.person(), db.person());
+        }
+
+        /// A Patient that only carries another facility's local id (whatever else it says that
+        /// does not agree as a person) is never linked by that identifier.
+        #[test]
+        fn bare_cross_references_never_link(given in "[ァ-ヴ]{0,4}", year in 1900u16..2020) {
+            let mut ix = Index::new(LinkConfig::default());
+            let a = person("1311234567", "A1");
+            let da = ix.add(&a);
+            let mut x = SourceRecord::new(SourceKey::new(fac("2710000017"), "X1"));
+            x.given_kana = Some(given.clone()).filter(|g| !g.is_empty() && g != "ヒロシ");
+            x.birth_date = BirthDate::new(year, 1, 1).filter(|b| Some(*b) != a.birth_date);
+            x.cross_refs = vec![a.key.clone()];
+            let dx = ix.add(&x);
+            proptest::prop_assert!(!matches!(dx, Decision::Linked { .. }), "{:?}", dx);
+            proptest::prop_assert_ne!(da.person(), dx.person());
+        }
     }
 }

@@ -7,8 +7,11 @@
 //! field by field at graded levels ([`compare`]), and weighs the levels with a Fellegi–Sunter
 //! model whose `m`/`u` probabilities are estimated from the data by EM with term-frequency
 //! adjustment for names ([`model`]). Deterministic evidence (the same insurance identity, an
-//! explicit cross-reference) links directly; given-name conflicts (twins) and two ids of one
-//! facility never link automatically.
+//! explicit cross-reference) links directly when the given name and birth date agree too —
+//! an identifier alone is something anyone can copy, so it waits for an operator
+//! ([`Hold::IdentifierOnly`]); given-name conflicts (twins), two ids of one facility and strong
+//! fields in conflict (another prefecture and another insurer, birth dates apart: namesakes,
+//! [`Hold::StrongConflict`]) never link automatically.
 //!
 //! - [`SourceRecord`]: the input, read from a JP Core Patient with
 //!   [`SourceRecord::from_fhir_patient`].

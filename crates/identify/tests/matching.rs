@@ -267,8 +267,6 @@ fn insurance_identity_links_deterministically() {
     let (a, b) = noisy_pair(|b| {
         b.family_kanji = None;
         b.family_kana = None;
-        b.given_kanji = None;
-        b.given_kana = None;
         b.addresses.clear();
         b.phones.clear();
         // Same card typed in full width with a hyphen.
@@ -278,6 +276,23 @@ fn insurance_identity_links_deterministically() {
         Decision::Linked { person, reason, .. } => {
             assert_eq!(*person, a.person());
             assert_eq!(*reason, LinkReason::Insurance);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The card alone, without the given name and birth date agreeing, is a question for an
+    // operator: anyone can copy a card number.
+    let (a, b) = noisy_pair(|b| {
+        b.family_kanji = None;
+        b.family_kana = None;
+        b.given_kanji = None;
+        b.given_kana = None;
+        b.addresses.clear();
+        b.phones.clear();
+    });
+    match &b {
+        Decision::Review { person, candidates } => {
+            assert_ne!(*person, a.person());
+            assert_eq!(candidates[0].hold, Some(Hold::IdentifierOnly));
         }
         other => panic!("{other:?}"),
     }
@@ -302,6 +317,13 @@ fn cross_reference_links() {
     b.cross_refs = vec![a.key.clone()];
     b.sex = Sex::Male;
     let da = ix.add(&a);
+    // A bare cross-reference waits for an operator.
+    let db = ix.add(&b);
+    assert!(matches!(db, Decision::Review { .. }), "{db:?}");
+    assert_ne!(da.person(), db.person());
+    // Backed by the given name and birth date, it links at once.
+    b.given_kana = Some("タロウ".into());
+    b.birth_date = BirthDate::new(1980, 1, 2);
     let db = ix.add(&b);
     assert!(matches!(db, Decision::Linked { reason: LinkReason::CrossReference, .. }), "{db:?}");
     assert_eq!(da.person(), db.person());

@@ -389,6 +389,7 @@ impl Service {
     /// Validates and prepares a collected file as `actor` (the facility's system). Pure CPU
     /// work: call it from several threads at once.
     pub fn prepare_collected(&self, actor: &Actor, file: SourceFile) -> PreparedFile {
+        let file = self.keyed_ids(file);
         let persons = crate::prepare::Persons::new(&self.store);
         let now = datetime::now_ms();
         let state = FileState {

@@ -26,6 +26,7 @@ pub mod collect;
 mod error;
 pub mod evidence;
 pub mod failed_auth;
+pub mod ids;
 pub mod import;
 pub mod mpi;
 pub mod people;
@@ -82,6 +83,9 @@ pub struct Service {
     code_failures: evidence::CodeFailures,
     failed_auth: failed_auth::FailedAuth,
     secrets: Option<std::sync::Arc<secrets::SecretsKey>>,
+    /// The network's secret for collected resource ids (see [`ids`]); None keeps the
+    /// deterministic ids.
+    id_key: Option<std::sync::Arc<ids::IdKey>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -115,6 +119,7 @@ impl Service {
             code_failures: evidence::CodeFailures::default(),
             failed_auth: failed_auth::FailedAuth::default(),
             secrets: None,
+            id_key: None,
         }
     }
 

@@ -18,6 +18,7 @@ use musubi_fhir::datetime::now_ms;
 use musubi_gate::{Actor, Operation, RecordView};
 use musubi_identify::{Decision, Index, IndexBuilder, LinkConfig, LinkReason, PersonId, SourceKey, SourceRecord};
 use musubi_store::PutResource;
+use musubi_store::accounts::NotificationRow;
 use musubi_store::mpi::{LinkRow, MpiWrite, ReviewRow};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -28,8 +29,15 @@ use crate::{ApiError, Ctx, ErrorKind, Service};
 /// Source records moved to a person.
 type Moves = Vec<(SourceKey, PersonId)>;
 
+/// What a merge did: the records moved, (retired, survivor), and the facilities new to the
+/// merged person.
+type Merged = (Moves, Option<(PersonId, PersonId)>, Vec<String>);
+
 /// The setting holding the trained model (JSON).
 pub const MODEL_SETTING: &str = "mpi.model";
+
+/// The notification kind: a facility's records were first linked to the person.
+pub const FACILITY_LINKED: &str = "facility-linked";
 
 /// The in-memory index, shared by the clones of a service.
 #[derive(Clone, Default)]
@@ -182,8 +190,21 @@ impl Service {
         let now = now_ms();
         let mut writes = Vec::new();
         for (patient_id, rec) in recs {
+            let before = idx.person_of(&rec.key);
             let d = idx.add(&rec);
             let person = person_string(d.person());
+            // A facility joins the person: the patient is told (a wrong link shows up as a
+            // facility they never visited). A record that stays where it was tells nothing new.
+            if let Decision::Linked { person: p, .. } = &d
+                && before != Some(*p)
+                && !idx
+                    .records_of(*p)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|k| k.facility == rec.key.facility && k.local_id != rec.key.local_id)
+            {
+                writes.push(self.facility_linked_notice(&person, &rec.key.facility.to_string(), now));
+            }
             writes.push(MpiWrite::Link(LinkRow {
                 facility: rec.key.facility.to_string(),
                 local_id: rec.key.local_id.clone(),
@@ -216,6 +237,30 @@ impl Service {
             });
         }
         writes
+    }
+
+    /// The notice that a facility's records were linked to a person (the patient sees it in the
+    /// portal).
+    fn facility_linked_notice(&self, person: &str, facility: &str, now: i64) -> MpiWrite {
+        let code = facility.to_owned();
+        let name = match self.store.read(|r| r.facility(&code)) {
+            Ok(Some(f)) => f.name,
+            Ok(None) => format!("医療機関（コード {facility}）"),
+            Err(e) => {
+                tracing::warn!(error = %e, "facility name for a link notice");
+                format!("医療機関（コード {facility}）")
+            }
+        };
+        MpiWrite::Notify(NotificationRow {
+            id: crate::prepare::new_id(),
+            person_id: person.to_owned(),
+            kind: FACILITY_LINKED.into(),
+            text: format!(
+                "{name} の診療記録があなたの記録に結び付けられました。{name} を受診したことがない場合は、地域医療連携ネットワークの窓口にご連絡ください。"
+            ),
+            created: now,
+            read_at: None,
+        })
     }
 
     /// Links Patients just written (called after their commit). A failure here leaves the
@@ -457,28 +502,32 @@ impl Service {
             at: now,
         }];
         if link {
-            let (moved, retired) =
-                self.with_index(|idx| -> Result<(Moves, Option<(PersonId, PersonId)>), ApiError> {
-                    let (Some(pa), Some(pb)) = (idx.person_of(&a), idx.person_of(&b)) else {
-                        return Err(ApiError::new(ErrorKind::Conflict, "記録が索引にありません"));
-                    };
-                    if pa == pb {
-                        return Ok((Vec::new(), None));
-                    }
-                    let out = idx
-                        .merge(pa, pb)
-                        .map_err(|e| ApiError::new(ErrorKind::Conflict, format!("統合できません: {e}")))?;
-                    let moved = idx
-                        .records_of(out.survivor)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|k| (k, out.survivor))
-                        .collect();
-                    Ok((moved, Some((out.retired, out.survivor))))
-                })??;
+            let (moved, retired, joined) = self.with_index(|idx| -> Result<Merged, ApiError> {
+                let (Some(pa), Some(pb)) = (idx.person_of(&a), idx.person_of(&b)) else {
+                    return Err(ApiError::new(ErrorKind::Conflict, "記録が索引にありません"));
+                };
+                if pa == pb {
+                    return Ok((Vec::new(), None, Vec::new()));
+                }
+                // Facilities one side had and the other not: new to the merged person.
+                let facilities = |p: PersonId| -> std::collections::BTreeSet<String> {
+                    idx.records_of(p).unwrap_or_default().iter().map(|k| k.facility.to_string()).collect()
+                };
+                let (fa, fb) = (facilities(pa), facilities(pb));
+                let joined: Vec<String> = fa.symmetric_difference(&fb).cloned().collect();
+                let out = idx
+                    .merge(pa, pb)
+                    .map_err(|e| ApiError::new(ErrorKind::Conflict, format!("統合できません: {e}")))?;
+                let moved =
+                    idx.records_of(out.survivor).unwrap_or_default().into_iter().map(|k| (k, out.survivor)).collect();
+                Ok((moved, Some((out.retired, out.survivor)), joined))
+            })??;
             writes.extend(self.relink_writes(&moved, "operator", now)?);
             if let Some((from, to)) = retired {
                 writes.push(MpiWrite::MovePerson { from: person_string(from), to: person_string(to) });
+                for f in &joined {
+                    writes.push(self.facility_linked_notice(&person_string(to), f, now));
+                }
             }
             writes.push(MpiWrite::History {
                 id: crate::prepare::new_id(),

@@ -95,6 +95,9 @@ pub enum MpiWrite {
     },
     /// Drop every open review item (a rebuild replaces the queue).
     ClearOpenReviews,
+    /// Tell the patient something (a facility was first linked to their person), in the same
+    /// transaction as the link.
+    Notify(crate::accounts::NotificationRow),
     /// Two persons became one: what the patient set up under the retired id (portal account,
     /// proxies, consent settings, residence, consent in person, notices, emergency grants)
     /// moves to the survivor. Settings the survivor already has win (they were set on the
@@ -182,6 +185,12 @@ fn apply(conn: &mut dyn Conn, w: &MpiWrite) -> Result<(), StoreError> {
         }
         MpiWrite::ClearOpenReviews => {
             conn.execute("DELETE FROM mpi_review WHERE resolved IS NULL", &[])?;
+        }
+        MpiWrite::Notify(n) => {
+            conn.execute(
+                "INSERT INTO notification (id, person_id, kind, text, created, read_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[Param::Text(&n.id), Param::Text(&n.person_id), Param::Text(&n.kind), Param::Text(&n.text), Param::I64(n.created), n.read_at.into()],
+            )?;
         }
     }
     Ok(())

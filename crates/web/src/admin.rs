@@ -745,6 +745,13 @@ fn hold_label(hold: &str) -> String {
         "SameFacility" => "同じ施設に同一人物の別の記録がある".to_owned(),
         "KeptApart" => "以前に別人と判断された記録".to_owned(),
         "Ambiguous" => "複数の人物が候補になる".to_owned(),
+        "IdentifierOnly" => {
+            "送信元が記載した識別子（他施設の患者ID・保険者番号等）だけが一致し、名前と生年月日が一致しない".to_owned()
+        }
+        "StrongConflict" => {
+            "住所の都道府県と保険者がともに異なり電話番号も一致しない、または生年月日が大きく異なる（同姓同名の別人の可能性）"
+                .to_owned()
+        }
         other => other.to_owned(),
     }
 }

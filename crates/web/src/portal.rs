@@ -738,6 +738,7 @@ async fn notices(State(web): State<Web>, u: PortalUser) -> Result<Response> {
                     li class=(if n.read_at.is_none() { "unread" } else { "" }) {
                         time { (html::datetime_ms(n.created)) } " "
                         @if n.kind == "emergency-access" { span.tag.danger { "緊急時の閲覧" } " " }
+                        @if n.kind == "facility-linked" { span.tag { "記録の結び付け" } " " }
                         (n.text)
                     }
                 }

@@ -8,7 +8,16 @@
 //!          [--online-bench]                # online benchmark (streams records; no batch scoring)
 //!          [--check-synth]                 # count distinct persons the generator made indistinguishable
 //!          [--dir OUT]                     # read a generated directory (fhir/*.ndjson + truth/) instead
+//!          [--namesakes 0.05]              # add namesakes: 同姓同名・同生年月日 strangers living elsewhere
+//!          [--no-guards]                   # without the evidence guards (to measure them)
 //! ```
+//!
+//! **Namesakes** (`--namesakes F`): for a fraction F of the persons, a stranger with the same
+//! name (kanji and kana as one facility registered it), sex and birth date is added, living in
+//! another prefecture (the address of a random resident of another prefecture), with a card of
+//! another insurer and their own mobile number, registered at one or two facilities the person
+//! never used. They are the hard negatives the strong-field guard is for: nothing but the strong
+//! fields tells them apart.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -30,6 +39,8 @@ struct Args {
     sweep: Vec<f64>,
     online_bench: bool,
     check_synth: bool,
+    namesakes: f64,
+    no_guards: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +56,8 @@ fn parse_args() -> Result<Args, String> {
         sweep: Vec::new(),
         online_bench: false,
         check_synth: false,
+        namesakes: 0.0,
+        no_guards: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -60,6 +73,13 @@ fn parse_args() -> Result<Args, String> {
             "--dir" => a.dir = Some(v()?),
             "--online-bench" => a.online_bench = true,
             "--check-synth" => a.check_synth = true,
+            "--no-guards" => a.no_guards = true,
+            "--namesakes" => {
+                a.namesakes = v()?.parse().map_err(|e| format!("--namesakes: {e}"))?;
+                if !(0.0..=1.0).contains(&a.namesakes) {
+                    return Err("--namesakes is a fraction between 0 and 1".into());
+                }
+            }
             "--sweep" => {
                 a.sweep = v()?
                     .split(',')
@@ -107,7 +127,114 @@ fn synthesize(a: &Args) -> (Vec<SourceRecord>, HashMap<SourceKey, String>) {
             }
         }
     }
+    if a.namesakes > 0.0 {
+        let facilities: Vec<musubi_domain::FacilityCode> = region.facilities.iter().map(|f| f.code).collect();
+        let added = add_namesakes(&mut records, &mut truth, &facilities, a.namesakes, a.seed);
+        println!("namesakes: {added} records of strangers with a person's name, sex and birth date, living elsewhere");
+    }
     (records, truth)
+}
+
+/// A small deterministic generator (splitmix64), so that the namesakes depend on the seed only.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+/// Adds namesakes (see the module documentation) of a fraction of the persons in `truth`;
+/// returns the number of records added.
+fn add_namesakes(
+    records: &mut Vec<SourceRecord>,
+    truth: &mut HashMap<SourceKey, String>,
+    facilities: &[musubi_domain::FacilityCode],
+    fraction: f64,
+    seed: u64,
+) -> usize {
+    let mut rng = Mix(seed ^ 0x4e41_4d45_5341_4b45);
+    let pref: Vec<String> = records.iter().map(|r| NormalizedRecord::of(r).prefecture).collect();
+    // Each person's first record, the facilities they used and the prefectures they lived in.
+    let mut first: Vec<usize> = Vec::new();
+    let mut used: HashMap<String, Vec<musubi_domain::FacilityCode>> = HashMap::new();
+    let mut lived: HashMap<String, Vec<&str>> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let Some(p) = truth.get(&r.key) else { continue };
+        let e = used.entry(p.clone()).or_default();
+        if e.is_empty() {
+            first.push(i);
+        }
+        e.push(r.key.facility);
+        lived.entry(p.clone()).or_default().extend(pref.get(i).map(String::as_str));
+    }
+    let mut new = Vec::new();
+    for (n, &i) in first.iter().enumerate() {
+        if !rng.chance(fraction) {
+            continue;
+        }
+        let Some(victim) = records.get(i) else { continue };
+        let Some(pid) = truth.get(&victim.key) else { continue };
+        let used = used.get(pid).cloned().unwrap_or_default();
+        let lived = lived.get(pid).cloned().unwrap_or_default();
+        // A resident of a prefecture the person never lived in, carrying a card of another insurer, lends the
+        // address and the insurer (with a number of the namesake's own).
+        let other_insurer = |d: &SourceRecord| {
+            d.insurance
+                .iter()
+                .find(|x| victim.insurance.iter().all(|v| v.insurer() != x.insurer()))
+                .map(|x| x.insurer())
+        };
+        let mut donor = None;
+        for _ in 0..64 {
+            let d = rng.below(records.len());
+            if pref.get(d).is_some_and(|p| !p.is_empty() && !lived.contains(&p.as_str()))
+                && let Some(rec) = records.get(d)
+                && let Some(insurer) = other_insurer(rec)
+            {
+                donor = Some((rec, insurer));
+                break;
+            }
+        }
+        let Some((donor, insurer)) = donor else { continue };
+        let number = format!("{:08}", rng.next() % 100_000_000);
+        let insurance: Vec<musubi_domain::InsuranceId> =
+            musubi_domain::InsuranceId::new(insurer, "", &number, Some(0)).ok().into_iter().collect();
+        let phone = format!("090-{:04}-{:04}", 9000 + rng.below(1000), rng.below(10_000));
+        let visits = 1 + rng.below(2);
+        for v in 0..visits {
+            let Some(&facility) =
+                (0..64).filter_map(|_| facilities.get(rng.below(facilities.len()))).find(|f| !used.contains(f))
+            else {
+                continue;
+            };
+            let mut r = victim.clone();
+            r.key = SourceKey::new(facility, format!("NS{n}-{v}"));
+            r.addresses = donor.addresses.clone();
+            r.insurance = insurance.clone();
+            r.phones = vec![phone.clone()];
+            r.cross_refs.clear();
+            new.push(r);
+        }
+    }
+    let added = new.len();
+    for r in &new {
+        if let Some(n) = r.key.local_id.split('-').next() {
+            truth.insert(r.key.clone(), n.to_owned());
+        }
+    }
+    records.extend(new);
+    added
 }
 
 /// Source records from a generated directory: the first entry of each Bundle line is the Patient.
@@ -187,7 +314,7 @@ fn main() {
         records = kept;
     }
 
-    let config = LinkConfig { threads: a.threads, ..LinkConfig::default() };
+    let config = LinkConfig { threads: a.threads, evidence_guards: !a.no_guards, ..LinkConfig::default() };
     let rss_before = rss_mib();
     let t = Instant::now();
     let mut builder = IndexBuilder::new(config);
@@ -274,6 +401,7 @@ fn main() {
             threads: a.threads,
             model: Some(report.model.clone()),
             thresholds: Some(musubi_identify::Thresholds { link: *th, review: th.min(0.0) - 5.0 }),
+            evidence_guards: !a.no_guards,
             ..LinkConfig::default()
         };
         let t = Instant::now();
@@ -436,7 +564,7 @@ fn online_bench(a: &Args) {
     let t0 = Instant::now();
     let opts = SynthOptions::new(a.persons, a.seed, std::env::temp_dir().join("mpi-eval-unused"));
     let region = region(opts.seed, opts.persons);
-    let config = LinkConfig { threads: a.threads, ..LinkConfig::default() };
+    let config = LinkConfig { threads: a.threads, evidence_guards: !a.no_guards, ..LinkConfig::default() };
     let mut builder = IndexBuilder::new(config);
     let mut held: Vec<(SourceRecord, Expect)> = Vec::new();
     let mut n = 0u64;

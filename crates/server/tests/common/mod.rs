@@ -29,8 +29,19 @@ impl TestServer {
     }
 
     pub fn start_with(store: Store, dir: tempfile::TempDir, config: musubi_server::ServerConfig) -> TestServer {
+        let service = Service::new(store.clone(), "test");
+        Self::start_service(service, store, dir, config)
+    }
+
+    /// A server over a service built by the test (an id key, …).
+    pub fn start_service(
+        service: Service,
+        store: Store,
+        dir: tempfile::TempDir,
+        config: musubi_server::ServerConfig,
+    ) -> TestServer {
         let admin = musubi_server::auth::issue(&store, "admin", None, "admin").unwrap();
-        let state = musubi_server::AppState::new(Service::new(store.clone(), "test"), config);
+        let state = musubi_server::AppState::new(service, config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {

@@ -1,0 +1,366 @@
+//! Unguessable ids for collected resources.
+//!
+//! The collectors name what they map deterministically — a UUID v5 of public inputs (the
+//! facility code and its patient number, a message's keys) — so that a rerun writes the same
+//! resources again. Anyone can compute such an id, and an id that can be computed can be
+//! written against (a resource of another facility's patient) or probed. With a network secret
+//! the service replaces each of them by a keyed hash of it: HMAC-SHA256 under the key, the first
+//! 16 bytes as a UUID (version 8). The mapping is still deterministic (a rerun gives the same
+//! ids), but only a holder of the key can compute it.
+//!
+//! The key is a file of 64 hex characters, created (mode 0600) on first start beside the data
+//! directory — never in the database, so a copy of the database does not carry it.
+//!
+//! **Existing stores.** A resource already stored under its old id keeps it: before a file is
+//! written, every old id it names (resource ids, references, withdrawals) is looked up, and only
+//! those not stored yet are replaced. Old data and references to it stay as they were; new data
+//! gets keyed ids.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hmac::{KeyInit, Mac};
+use musubi_fhir::ResourceType;
+use serde_json::Value;
+
+use crate::collect::SourceFile;
+
+/// The default file name of the key, in the parent of the data directory.
+pub const KEY_FILE: &str = "musubi-id.key";
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The network's secret for collected ids. Its `Debug` never shows the key.
+#[derive(Clone)]
+pub struct IdKey {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdKey(…)")
+    }
+}
+
+/// Why the key could not be read or created.
+#[derive(Debug, thiserror::Error)]
+pub enum IdKeyError {
+    /// File I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file does not hold a key.
+    #[error("{path}: not a key of 64 hex characters")]
+    Malformed {
+        /// Which file.
+        path: PathBuf,
+    },
+    /// No randomness.
+    #[error("random: {0}")]
+    Random(String),
+}
+
+impl IdKey {
+    /// A key from its bytes (tests, or a key kept elsewhere).
+    pub fn from_bytes(key: [u8; 32]) -> IdKey {
+        IdKey { key }
+    }
+
+    /// Where the key lives by default: beside the data directory (in its parent), so that a
+    /// copy of the data directory alone does not carry it.
+    pub fn default_path(data_dir: &Path) -> PathBuf {
+        let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        abs.parent().map(|p| p.join(KEY_FILE)).unwrap_or_else(|| data_dir.join(KEY_FILE))
+    }
+
+    /// Reads the key at `path`, or creates it (32 random bytes, mode 0600) if there is none.
+    pub fn load_or_create(path: &Path) -> Result<IdKey, IdKeyError> {
+        let io = |source| IdKeyError::Io { path: path.to_owned(), source };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = hex::decode(text.trim()).map_err(|_| IdKeyError::Malformed { path: path.to_owned() })?;
+                let key: [u8; 32] = bytes.try_into().map_err(|_| IdKeyError::Malformed { path: path.to_owned() })?;
+                Ok(IdKey { key })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| IdKeyError::Random(e.to_string()))?;
+                // Written whole under a temporary name, then linked into place: a second
+                // process starting at the same moment either wins or reads the complete key.
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    opts.mode(0o600);
+                }
+                let written = (|| {
+                    let mut f = opts.open(&tmp)?;
+                    f.write_all(hex::encode(key).as_bytes())?;
+                    f.sync_all()?;
+                    std::fs::hard_link(&tmp, path)
+                })();
+                let _ = std::fs::remove_file(&tmp);
+                match written {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "created the key for collected resource ids");
+                        Ok(IdKey { key })
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => IdKey::load_or_create(path),
+                    Err(e) => Err(io(e)),
+                }
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// The keyed id of a deterministic (old) id.
+    pub fn id(&self, old: &str) -> String {
+        // HMAC takes keys of any length: this cannot fail.
+        let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(&self.key) else { return old.to_owned() };
+        mac.update(b"musubi-collected-id\n");
+        mac.update(old.as_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&out[..16]);
+        // UUID version 8 (custom), RFC 9562 variant.
+        b[6] = (b[6] & 0x0f) | 0x80;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        uuid::Uuid::from_bytes(b).to_string()
+    }
+}
+
+/// Whether an id is one the collectors compute (a UUID v5).
+fn deterministic(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 5)
+}
+
+/// `Type/id` of a deterministic id, from a reference string.
+fn reference_target(s: &str) -> Option<(ResourceType, &str)> {
+    let (t, id) = s.split_once('/')?;
+    let rt: ResourceType = t.parse().ok()?;
+    deterministic(id).then_some((rt, id))
+}
+
+fn references<'a>(v: &'a Value, out: &mut Vec<(ResourceType, &'a str)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("reference", Value::String(s)) => out.extend(reference_target(s)),
+                    _ => references(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| references(x, out)),
+        _ => {}
+    }
+}
+
+fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match (k.as_str(), x) {
+                    ("reference", Value::String(s)) => {
+                        if let Some((t, id)) = s.split_once('/')
+                            && let Some(new) = map.get(id)
+                        {
+                            *s = format!("{t}/{new}");
+                        }
+                    }
+                    (_, x) => rewrite_references(x, map),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rewrite_references(x, map)),
+        _ => {}
+    }
+}
+
+/// Every deterministic (type, id) a file names: its resources, their references, withdrawals
+/// and the patients of facility-use facts.
+fn named(file: &SourceFile) -> Vec<(ResourceType, String)> {
+    let mut out: Vec<(ResourceType, String)> = Vec::new();
+    for u in &file.units {
+        for r in &u.resources {
+            if let Some(t) = r.resource.get("resourceType").and_then(Value::as_str).and_then(|t| t.parse().ok())
+                && deterministic(&r.id)
+            {
+                out.push((t, r.id.clone()));
+            }
+            let mut refs = Vec::new();
+            references(&r.resource, &mut refs);
+            out.extend(refs.into_iter().map(|(t, id)| (t, id.to_owned())));
+        }
+        out.extend(u.retract.iter().filter(|(_, id)| deterministic(id)).cloned());
+        if let Some(fu) = &u.facility_use
+            && deterministic(&fu.patient_id)
+        {
+            out.push((ResourceType::Patient, fu.patient_id.clone()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Replaces the deterministic ids a file names by keyed ones, except those already stored
+/// (`stored`: the old ids that exist, of any state).
+pub(crate) fn key_file(key: &IdKey, mut file: SourceFile, stored: &HashSet<(ResourceType, String)>) -> SourceFile {
+    let map: HashMap<String, String> =
+        named(&file).into_iter().filter(|k| !stored.contains(k)).map(|(_, id)| (id.clone(), key.id(&id))).collect();
+    if map.is_empty() {
+        return file;
+    }
+    for u in &mut file.units {
+        for r in &mut u.resources {
+            if let Some(new) = map.get(&r.id) {
+                r.id = new.clone();
+                if let Some(obj) = r.resource.as_object_mut() {
+                    obj.insert("id".into(), Value::String(new.clone()));
+                }
+            }
+            rewrite_references(&mut r.resource, &map);
+        }
+        for (_, id) in &mut u.retract {
+            if let Some(new) = map.get(id.as_str()) {
+                *id = new.clone();
+            }
+        }
+        if let Some(fu) = &mut u.facility_use
+            && let Some(new) = map.get(&fu.patient_id)
+        {
+            fu.patient_id = new.clone();
+        }
+    }
+    file
+}
+
+impl crate::Service {
+    /// Uses `key` for the ids of collected resources (see the module documentation).
+    pub fn with_id_key(mut self, key: IdKey) -> crate::Service {
+        self.id_key = Some(std::sync::Arc::new(key));
+        self
+    }
+
+    /// A collected file with keyed ids, if the service has a key. Old ids already stored stay;
+    /// if the store cannot say which are, the file keeps its old ids (a duplicate of stored
+    /// data would be worse than a guessable id) and the failure is logged.
+    pub(crate) fn keyed_ids(&self, file: SourceFile) -> SourceFile {
+        let Some(key) = self.id_key.clone() else { return file };
+        let names = named(&file);
+        if names.is_empty() {
+            return file;
+        }
+        match self.store.read(|r| r.collect_currents(&names)) {
+            Ok(current) => {
+                let stored: HashSet<(ResourceType, String)> = current.into_iter().map(|c| (c.rtype, c.id)).collect();
+                key_file(&key, file, &stored)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %file.path, "cannot look up stored ids; this file keeps its deterministic ids");
+                file
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{SourceResource, SourceUnit};
+    use musubi_store::collect::SourceKind;
+    use serde_json::json;
+
+    const PATIENT: &str = "2f1f7d4c-6a1e-5b0e-9a57-3d9a3c8e1b10";
+    const OBS: &str = "8c0d1f0e-2b3a-5c4d-8e5f-6a7b8c9d0e1f";
+
+    fn file() -> SourceFile {
+        SourceFile {
+            facility: "1311234567".into(),
+            kind: SourceKind::Ssmix2,
+            path: "x".into(),
+            size: 0,
+            mtime: 0,
+            sha256: String::new(),
+            seen_before: false,
+            blob: None,
+            units: vec![SourceUnit {
+                source_key: "k".into(),
+                occurred_at: 0,
+                resources: vec![
+                    SourceResource {
+                        id: PATIENT.into(),
+                        key: "p".into(),
+                        line: None,
+                        segment: None,
+                        resource: json!({"resourceType": "Patient", "id": PATIENT}),
+                    },
+                    SourceResource {
+                        id: OBS.into(),
+                        key: "o".into(),
+                        line: None,
+                        segment: None,
+                        resource: json!({"resourceType": "Observation", "id": OBS,
+                            "subject": {"reference": format!("Patient/{PATIENT}")},
+                            "hasMember": [{"reference": "Observation/not-a-uuid"}]}),
+                    },
+                ],
+                retract: vec![(ResourceType::Observation, OBS.into())],
+                facility_use: None,
+            }],
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn keyed_ids_follow_their_references_and_keep_stored_ones() {
+        let key = IdKey::from_bytes([7; 32]);
+        let f = key_file(&key, file(), &HashSet::new());
+        let new_patient = key.id(PATIENT);
+        assert_ne!(new_patient, PATIENT);
+        assert_eq!(uuid::Uuid::parse_str(&new_patient).map(|u| u.get_version_num()), Ok(8));
+        let u = &f.units[0];
+        assert_eq!(u.resources[0].id, new_patient);
+        assert_eq!(u.resources[0].resource["id"], json!(new_patient));
+        assert_eq!(u.resources[1].resource["subject"]["reference"], json!(format!("Patient/{new_patient}")));
+        assert_eq!(u.resources[1].resource["hasMember"][0]["reference"], "Observation/not-a-uuid");
+        assert_eq!(u.retract[0].1, key.id(OBS));
+        // Deterministic: the same key gives the same ids; another key others.
+        assert_eq!(key.id(PATIENT), new_patient);
+        assert_ne!(IdKey::from_bytes([8; 32]).id(PATIENT), new_patient);
+        // A Patient already stored under its old id keeps it, and references to it follow.
+        let stored: HashSet<(ResourceType, String)> = [(ResourceType::Patient, PATIENT.to_owned())].into();
+        let f = key_file(&key, file(), &stored);
+        let u = &f.units[0];
+        assert_eq!(u.resources[0].id, PATIENT);
+        assert_eq!(u.resources[1].resource["subject"]["reference"], json!(format!("Patient/{PATIENT}")));
+        assert_eq!(u.resources[1].id, key.id(OBS));
+    }
+
+    #[test]
+    fn the_key_file_is_created_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let a = IdKey::load_or_create(&path).unwrap();
+        let b = IdKey::load_or_create(&path).unwrap();
+        assert_eq!(a.id(PATIENT), b.id(PATIENT));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(format!("{a:?}"), "IdKey(…)");
+        std::fs::write(&path, "zz").unwrap();
+        assert!(matches!(IdKey::load_or_create(&path), Err(IdKeyError::Malformed { .. })));
+        let data = dir.path().join("data");
+        assert_eq!(IdKey::default_path(&data), dir.path().join(KEY_FILE));
+    }
+}
