@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::routes::{Authed, HttpError, SESSION_COOKIE, cookie_token, read_body};
+use crate::routes::{Authed, HttpError, cookie_token, read_body, session_cookie_name};
 
 type Result<T> = std::result::Result<T, HttpError>;
 
@@ -67,10 +67,12 @@ fn address(ci: &ClientAddr) -> Option<String> {
     ci.0.clone()
 }
 
-/// Sets the session cookie (HttpOnly, SameSite=Strict; Secure when the public URL is https).
+/// Sets the session cookie (HttpOnly, SameSite=Strict; with TLS a `Secure` `__Host-` cookie).
 fn with_session_cookie(mut r: Response, token: &str, max_age_s: i64, secure: bool) -> Response {
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        session_cookie_name(secure),
+        max_age_s.max(0),
         if secure { "; Secure" } else { "" }
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -79,7 +81,8 @@ fn with_session_cookie(mut r: Response, token: &str, max_age_s: i64, secure: boo
     r
 }
 
-fn secure(state: &AppState) -> bool {
+/// Whether the server is reached over TLS (its public URL is https).
+pub(crate) fn secure(state: &AppState) -> bool {
     state.inner.config.base_url.as_deref().is_some_and(|u| u.starts_with("https://"))
 }
 
@@ -110,18 +113,34 @@ async fn login(State(state): State<AppState>, ci: ClientAddr, headers: HeaderMap
     Ok(with_session_cookie(ok_json(serde_json::to_value(&out).unwrap_or_default()), &token, max_age, secure(&state)))
 }
 
+/// The pending session's token (bearer or cookie), or 401.
+fn pending_token(state: &AppState, headers: &HeaderMap) -> Result<String> {
+    session_token(state, headers)
+        .ok_or_else(|| HttpError(ApiError::new(ErrorKind::Unauthorized, "先にパスワードでログインしてください")))
+}
+
+/// First login without an authenticator: the new secret, shown to the person logging in only.
+async fn enrol(State(state): State<AppState>, ci: ClientAddr, headers: HeaderMap) -> Result<Response> {
+    let token = pending_token(&state, &headers)?;
+    let addr = address(&ci);
+    let out = state.blocking(move |svc| svc.enrol_second_factor(&token, addr)).await?;
+    let mut r = ok_json(serde_json::to_value(&out).unwrap_or_default());
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
 #[derive(Deserialize)]
 struct CodeBody {
     code: String,
 }
 
-fn session_token(headers: &HeaderMap) -> Option<String> {
+fn session_token(state: &AppState, headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned())
-        .or_else(|| cookie_token(headers))
+        .or_else(|| cookie_token(headers, secure(state)))
 }
 
 async fn second_factor(
@@ -130,18 +149,28 @@ async fn second_factor(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let token = session_token(&headers)
-        .ok_or_else(|| HttpError(ApiError::new(ErrorKind::Unauthorized, "先にパスワードでログインしてください")))?;
+    let token = pending_token(&state, &headers)?;
     let b: CodeBody = body_json(&state, &headers, body).await?;
     let addr = address(&ci);
-    state.blocking(move |svc| svc.second_factor(&token, &b.code, addr)).await?;
-    Ok(ok_json(json!({"ok": true})))
+    // The login completes under a new token: the pending one (which may have been seen before
+    // the second factor) is dead from now on.
+    let out = state.blocking(move |svc| svc.second_factor(&token, &b.code, addr)).await?;
+    let max_age = (out.expires - musubi_fhir::datetime::now_ms()) / 1000;
+    let mut v = serde_json::to_value(&out).unwrap_or_default();
+    v["ok"] = Value::Bool(true);
+    Ok(with_session_cookie(ok_json(v), &out.token, max_age, secure(&state)))
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if let Some(token) = session_token(&headers) {
+    if let Some(token) = session_token(&state, &headers) {
         state.blocking(move |svc| svc.logout(&token)).await?;
     }
+    Ok(with_session_cookie(ok_json(json!({"ok": true})), "", 0, secure(&state)))
+}
+
+/// Ends every session of the caller's account (this one included).
+async fn logout_everywhere(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    state.blocking(move |svc| svc.logout_everywhere(&ctx)).await?;
     Ok(with_session_cookie(ok_json(json!({"ok": true})), "", 0, secure(&state)))
 }
 
@@ -391,6 +420,41 @@ async fn user_post(
     Ok(ok_json(serde_json::to_value(&out).unwrap_or_default()))
 }
 
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+}
+
+/// The operator's account actions on a user: `disable`, `enable`, `reset-second-factor`,
+/// `reset-password` (body `{"password": …}`), `revoke-sessions`.
+async fn user_action(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    Path((login, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let password = if action == "reset-password" {
+        Some(body_json::<PasswordBody>(&state, &headers, body).await?.password)
+    } else {
+        None
+    };
+    state
+        .blocking(move |svc| match (action.as_str(), password) {
+            ("disable", _) => svc.set_user_disabled(&ctx, &login, true),
+            ("enable", _) => svc.set_user_disabled(&ctx, &login, false),
+            ("reset-second-factor", _) => svc.reset_user_second_factor(&ctx, &login),
+            ("reset-password", Some(p)) => svc.reset_user_password(&ctx, &login, &p),
+            ("revoke-sessions", _) => svc.revoke_user_sessions(&ctx, &login),
+            _ => Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("利用者への操作 {action} はありません（disable, enable, reset-second-factor, reset-password, revoke-sessions）"),
+            )),
+        })
+        .await?;
+    Ok(ok_json(json!({"ok": true})))
+}
+
 async fn audit_report(State(state): State<AppState>, Authed(ctx): Authed, RawQuery(q): RawQuery) -> Result<Response> {
     let q = q.map(|q| parse_query(&q)).unwrap_or_default();
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
@@ -532,7 +596,9 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/login", post(login))
         .route("/login/totp", post(second_factor))
+        .route("/login/totp/enrol", post(enrol))
         .route("/logout", post(logout))
+        .route("/logout/everywhere", post(logout_everywhere))
         .route("/me", get(me))
         .route("/portal/register", post(register))
         .route("/portal/register-proxy", post(register_proxy))
@@ -545,6 +611,7 @@ pub fn routes() -> Router<AppState> {
         .route("/clinician/visit-consent", post(visit_consent))
         .route("/admin/facilities", post(facility_post))
         .route("/admin/users", post(user_post))
+        .route("/admin/users/{login}/{action}", post(user_action))
         .route("/admin/audit-report", get(audit_report))
         .route("/admin/emergency-reviews", get(reviews_get))
         .route("/admin/emergency-reviews/{id}", post(review_post))

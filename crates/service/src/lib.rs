@@ -25,6 +25,7 @@ mod capability;
 pub mod collect;
 mod error;
 pub mod import;
+pub mod login;
 pub mod mpi;
 pub mod people;
 mod prepare;
@@ -76,6 +77,7 @@ pub struct Service {
     mpi: mpi::MpiState,
     referral: referral::ReferralState,
     cache: cache::ResourceCache,
+    guard: login::LoginGuard,
 }
 
 impl std::fmt::Debug for Service {
@@ -106,6 +108,7 @@ impl Service {
             mpi: mpi::MpiState::default(),
             referral: referral::ReferralState::default(),
             cache: cache::ResourceCache::new(cache::DEFAULT_CACHE_BYTES),
+            guard: login::LoginGuard::default(),
         }
     }
 
@@ -201,6 +204,7 @@ pub fn status_line(kind: ErrorKind) -> String {
         ErrorKind::Unprocessable => (422, "Unprocessable Entity"),
         ErrorKind::Internal => (500, "Internal Server Error"),
         ErrorKind::Unavailable => (503, "Service Unavailable"),
+        ErrorKind::TooManyRequests { .. } => (429, "Too Many Requests"),
     };
     format!("{code} {text}")
 }

@@ -45,7 +45,7 @@ use musubi_fhir::index::IndexEntry;
 
 pub use accounts::{
     AccountWrite, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PersonRecordRow, PortalRow, ProxyGrantRow,
-    SessionRow, UserRow, VisitConsentRow,
+    SessionRow, Throttle, ThrottleRule, UserRow, VisitConsentRow,
 };
 pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};
 pub use referral::{AttachmentRow, PurgeKey, Receipt, ReferralDeletion, ReferralRow};

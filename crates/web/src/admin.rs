@@ -105,7 +105,7 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
 
 async fn logout(State(web): State<Web>, op: Operator, headers: HeaderMap, form: Form) -> Result<Response> {
     session::check_csrf(&form, &op.csrf)?;
-    if let Some(id) = cookie(&headers, OPERATOR_COOKIE)
+    if let Some(id) = cookie(&headers, OPERATOR_COOKIE, web.config().secure_cookies)
         && let Ok(mut map) = web.inner.operators.lock()
     {
         map.remove(&id);

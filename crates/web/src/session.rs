@@ -35,16 +35,24 @@ pub(crate) struct OperatorSession {
     pub expires: i64,
 }
 
-/// A value of the Cookie header.
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// A cookie's name as sent: with TLS a `__Host-` cookie (kept by a browser only when `Secure`,
+/// for this host alone and every path, so no sibling host can plant or read it).
+pub(crate) fn cookie_name(name: &str, secure: bool) -> String {
+    if secure { format!("__Host-{name}") } else { name.to_owned() }
+}
+
+/// A value of the Cookie header (the name as [`cookie_name`] makes it).
+pub(crate) fn cookie(headers: &HeaderMap, name: &str, secure: bool) -> Option<String> {
+    let name = cookie_name(name, secure);
     headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).flat_map(|h| h.split(';')).find_map(|c| {
         let (k, v) = c.trim().split_once('=')?;
         (k == name && !v.is_empty()).then(|| v.to_owned())
     })
 }
 
-/// A `Set-Cookie` value (HttpOnly, SameSite=Strict, Path=/).
+/// A `Set-Cookie` value (HttpOnly, SameSite=Strict, Path=/; with TLS `Secure` and `__Host-`).
 pub(crate) fn set_cookie(r: &mut Response, name: &str, value: &str, max_age_s: i64, secure: bool) {
+    let name = cookie_name(name, secure);
     let c = format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         max_age_s.max(0),
@@ -95,6 +103,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -116,9 +125,18 @@ impl IntoResponse for PageError {
                     ErrorKind::BadRequest | ErrorKind::Unprocessable => "入力を確認してください",
                     _ => "エラーが発生しました",
                 };
-                (status, html::error_page(title, &e.summary())).into_response()
+                let mut r = (status, html::error_page(title, &e.summary())).into_response();
+                with_retry_after(&mut r, &e);
+                r
             }
         }
+    }
+}
+
+/// Adds `Retry-After` to the answer of a throttled attempt (429).
+pub(crate) fn with_retry_after(r: &mut Response, e: &ApiError) {
+    if let ErrorKind::TooManyRequests { retry_after_s } = e.kind {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
     }
 }
 
@@ -243,7 +261,9 @@ impl FromRequestParts<Web> for Clinician {
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
         same_origin(parts)?;
         let login = || PageError::Login("/login", next_of(parts));
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(login()) };
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE, web.config().secure_cookies) else {
+            return Err(login());
+        };
         let found = web.call(move |svc| svc.session_actor(&token)).await?;
         match found {
             Some((Actor::User(user), session)) => Ok(Clinician {
@@ -276,7 +296,9 @@ impl FromRequestParts<Web> for PortalUser {
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
         same_origin(parts)?;
         let login = || PageError::Login("/portal/login", next_of(parts));
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(login()) };
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE, web.config().secure_cookies) else {
+            return Err(login());
+        };
         let found = web.call(move |svc| svc.session_actor(&token)).await?;
         match found {
             Some((Actor::Portal(me), session)) => Ok(PortalUser {
@@ -307,7 +329,9 @@ impl FromRequestParts<Web> for Operator {
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
         same_origin(parts)?;
         let login = || PageError::Login("/admin/login", next_of(parts));
-        let Some(id) = cookie(&parts.headers, OPERATOR_COOKIE) else { return Err(login()) };
+        let Some(id) = cookie(&parts.headers, OPERATOR_COOKIE, web.config().secure_cookies) else {
+            return Err(login());
+        };
         let now = musubi_fhir::datetime::now_ms();
         let session = {
             let map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
@@ -377,8 +401,11 @@ mod tests {
     fn cookies_are_found_by_name() {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; musubi_session=mss_x; b=2"));
-        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("mss_x"));
-        assert_eq!(cookie(&h, OPERATOR_COOKIE), None);
+        assert_eq!(cookie(&h, SESSION_COOKIE, false).as_deref(), Some("mss_x"));
+        assert_eq!(cookie(&h, SESSION_COOKIE, true), None, "with TLS only the __Host- cookie counts");
+        assert_eq!(cookie(&h, OPERATOR_COOKIE, false), None);
+        h.insert(header::COOKIE, HeaderValue::from_static("__Host-musubi_session=mss_y"));
+        assert_eq!(cookie(&h, SESSION_COOKIE, true).as_deref(), Some("mss_y"));
     }
 
     #[test]
