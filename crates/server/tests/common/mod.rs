@@ -29,8 +29,18 @@ impl TestServer {
     }
 
     pub fn start_with(store: Store, dir: tempfile::TempDir, config: musubi_server::ServerConfig) -> TestServer {
+        Self::start_with_service(store, dir, config, |s| s)
+    }
+
+    /// A server whose service `adjust` changes first (a test clock, a short idle timeout).
+    pub fn start_with_service(
+        store: Store,
+        dir: tempfile::TempDir,
+        config: musubi_server::ServerConfig,
+        adjust: impl FnOnce(Service) -> Service,
+    ) -> TestServer {
         let admin = musubi_server::auth::issue(&store, "admin", None, "admin").unwrap();
-        let state = musubi_server::AppState::new(Service::new(store.clone(), "test"), config);
+        let state = musubi_server::AppState::new(adjust(Service::new(store.clone(), "test")), config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
