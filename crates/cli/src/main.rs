@@ -325,6 +325,45 @@ enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Disable a user: every session of theirs ends at once and they cannot log in.
+    Disable {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
+    },
+    /// Set a new password (read from a file); every session of the user ends.
+    ResetPassword {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
+        /// A file holding the new password.
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// Forget the user's authenticator: they enrol a new one at their next login (the secret
+    /// is shown to them only); every session ends.
+    ResetSecondFactor {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
+    },
+    /// End every session of the user.
+    RevokeSessions {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
+    },
 }
 
 fn init_logging() {
