@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/admin/logout", post(logout))
         .route("/admin/facilities", get(facilities).post(facility_post))
         .route("/admin/users", get(users).post(user_post))
+        .route("/admin/users/{login}/{action}", post(user_action))
         .route("/admin/audit", get(audit))
         .route("/admin/emergency", get(emergency))
         .route("/admin/emergency/{id}", post(review))
@@ -253,7 +254,7 @@ async fn users_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form)
             section.card {
                 h2 { "登録済みの利用者（" (list.len()) "）" }
                 table {
-                    thead { tr { th { "ログインID" } th { "氏名" } th { "職種" } th { "所属施設" } th { "状態" } } }
+                    thead { tr { th { "ログインID" } th { "氏名" } th { "職種" } th { "所属施設" } th { "状態" } th { "操作" } } }
                     tbody {
                         @for u in &list {
                             tr {
@@ -266,6 +267,7 @@ async fn users_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form)
                                     @else if u.locked_until.is_some_and(|t| t > musubi_fhir::datetime::now_ms()) { "ロック中" }
                                     @else { "有効" }
                                 }
+                                td { (user_actions(&op.csrf, &u.login, u.disabled)) }
                             }
                         }
                     }
@@ -291,6 +293,69 @@ async fn users_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form)
             }
         },
     ))
+}
+
+/// The account actions on one user: each a one-button form (the password reset with its field).
+fn user_actions(csrf: &str, login: &str, disabled: bool) -> Markup {
+    let button = |action: &str, label: &str| {
+        html! {
+            form.inline method="post" action=(format!("/admin/users/{}/{action}", crate::html::url_encode(login))) {
+                (csrf_field(csrf))
+                button.link type="submit" { (label) }
+            }
+        }
+    };
+    html! {
+        @if disabled { (button("enable", "再開")) } @else { (button("disable", "停止")) }
+        (button("revoke-sessions", "セッション終了"))
+        (button("reset-second-factor", "二要素認証の初期化"))
+        details {
+            summary { "パスワード再設定" }
+            form method="post" action=(format!("/admin/users/{}/reset-password", crate::html::url_encode(login))) {
+                (csrf_field(csrf))
+                label { "新しいパスワード" input type="password" name="password" autocomplete="new-password" required minlength="10"; }
+                button type="submit" { "再設定" }
+            }
+        }
+    }
+}
+
+/// Disable / enable, end the sessions, reset the second factor or the password of a user,
+/// audited under the operator's name.
+async fn user_action(
+    State(web): State<Web>,
+    op: Operator,
+    Path((login, action)): Path<(String, String)>,
+    form: Form,
+) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    let ctx = op.ctx.clone();
+    let password = form.get("password").to_owned();
+    let l = login.clone();
+    let a = action.clone();
+    let done = web
+        .call(move |svc| match a.as_str() {
+            "disable" => svc.set_user_disabled(&ctx, &l, true).map(|()| "停止しました（すべてのセッションを終了しました）"),
+            "enable" => svc.set_user_disabled(&ctx, &l, false).map(|()| "再開しました"),
+            "revoke-sessions" => svc.revoke_user_sessions(&ctx, &l).map(|()| "すべてのセッションを終了しました"),
+            "reset-second-factor" => svc
+                .reset_user_second_factor(&ctx, &l)
+                .map(|()| "二要素認証を初期化しました。次回ログイン時に本人が認証アプリを登録します"),
+            "reset-password" => svc
+                .reset_user_password(&ctx, &l, &password)
+                .map(|()| "パスワードを再設定しました（すべてのセッションを終了しました）"),
+            _ => Err(ApiError::new(ErrorKind::NotFound, format!("利用者への操作 {a} はありません"))),
+        })
+        .await;
+    match done {
+        Ok(text) => users_page(&web, &op, Some(notice("ok", &format!("利用者 {login}: {text}"))), &Form::default()).await,
+        Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::NotFound) => {
+            let mut r = users_page(&web, &op, Some(notice("error", &e.summary())), &Form::default()).await?;
+            *r.status_mut() = session::status_of(e.kind);
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn user_post(State(web): State<Web>, op: Operator, form: Form) -> Result<Response> {

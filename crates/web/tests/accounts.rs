@@ -1,0 +1,60 @@
+//! Issue 12 in the pages: the operator disables a clinician from the console and the
+//! clinician's open session ends at once; enabled again, they log in; the operator's other
+//! account actions (end sessions, reset the second factor with enrolment at the next login)
+//! work from the console; a clinician logs out everywhere.
+
+mod common;
+
+use common::*;
+use musubi_domain::Profession;
+
+#[test]
+fn the_console_disables_a_clinician_and_their_session_ends() {
+    let net = Net::start();
+    net.facility(HOSP, "東京結び病院", "hospital", "1301", &["千代田区"]);
+    let secret = net.user("dr-web", "結 一郎", Profession::Doctor, &[HOSP]);
+    let dr = Web::new(&net);
+    dr.login_clinician("dr-web", &secret, None);
+    assert_eq!(dr.get("/patients").status, 200);
+
+    let op = Web::new(&net);
+    let page = op.login_operator(&net.admin_token);
+    let csrf = page.csrf();
+    let users = op.get("/admin/users");
+    assert!(users.text().contains("/admin/users/dr-web/disable"), "{}", users.text());
+    let r = op.post("/admin/users/dr-web/disable", &[("csrf", &csrf)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("停止しました"), "{}", r.text());
+    let after = dr.get("/patients");
+    assert_eq!(after.status, 303, "a disabled clinician's session ends at once");
+    assert!(after.location.as_deref().unwrap_or("").starts_with("/login"));
+    // Without the CSRF token nothing happens.
+    assert_eq!(op.post("/admin/users/dr-web/enable", &[("csrf", "x")]).status, 403);
+    let r = op.post("/admin/users/dr-web/enable", &[("csrf", &csrf)]);
+    assert!(r.text().contains("再開しました"), "{}", r.text());
+
+    // Reset the second factor: at the next login the clinician enrols a new authenticator,
+    // whose key only they see.
+    let r = op.post("/admin/users/dr-web/reset-second-factor", &[("csrf", &csrf)]);
+    assert!(r.text().contains("初期化しました"), "{}", r.text());
+    assert!(!r.text().contains(&secret));
+    let dr = Web::new(&net);
+    let p = dr.post("/login", &[("login", "dr-web"), ("password", PASSWORD), ("next", "")]);
+    assert_eq!(p.status, 200, "{}", p.text());
+    let text = p.text();
+    assert!(text.contains("はじめてのログイン"), "{text}");
+    let key_start = text.find("id=\"totp-secret\">").unwrap() + "id=\"totp-secret\">".len();
+    let new_secret: String = text[key_start..].chars().take_while(|c| *c != '<').filter(|c| *c != ' ').collect();
+    let code = musubi_service::people::totp_code_now(&new_secret).unwrap();
+    let p = dr.post("/login/code", &[("code", &code), ("next", "/patients")]);
+    assert_eq!(p.status, 303, "{}", p.text());
+    let patients = dr.follow(&p);
+    assert_eq!(patients.status, 200);
+
+    // Log out everywhere (the API test checks that other devices' sessions end too).
+    let csrf_dr = patients.csrf();
+    assert!(patients.text().contains("すべての端末からログアウト"));
+    let r = dr.post("/logout/everywhere", &[("csrf", &csrf_dr)]);
+    assert_eq!(r.status, 303);
+    assert_eq!(dr.get("/patients").status, 303);
+}
