@@ -399,11 +399,39 @@ fn operators_manage_user_accounts_from_the_command_line() {
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         out
     };
-    run(&["facility", "add", "--data", d, "--code", "1318814790", "--name", "東京結び病院", "--class", "hospital", "--area", "1301"]);
+    run(&[
+        "facility",
+        "add",
+        "--data",
+        d,
+        "--code",
+        "1318814790",
+        "--name",
+        "東京結び病院",
+        "--class",
+        "hospital",
+        "--area",
+        "1301",
+    ]);
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "Musubi-pass-2026\n").unwrap();
     let pwf = pw.to_str().unwrap();
-    run(&["user", "add", "--data", d, "--login", "dr-cli", "--name", "結 一郎", "--profession", "doctor", "--facility", "1318814790", "--password-file", pwf]);
+    run(&[
+        "user",
+        "add",
+        "--data",
+        d,
+        "--login",
+        "dr-cli",
+        "--name",
+        "結 一郎",
+        "--profession",
+        "doctor",
+        "--facility",
+        "1318814790",
+        "--password-file",
+        pwf,
+    ]);
     let state = || {
         let store = Store::open_sqlite(dir.path()).unwrap();
         let u = store.read(|r| r.user_by_login("dr-cli")).unwrap().unwrap();

@@ -56,7 +56,9 @@ impl World {
             &self.admin(),
             Method::POST,
             "/admin/users",
-            Some(json!({"login": login, "name": "結 一郎", "profession": "doctor", "facilities": [HOSP], "password": PW})),
+            Some(
+                json!({"login": login, "name": "結 一郎", "profession": "doctor", "facilities": [HOSP], "password": PW}),
+            ),
         );
         assert_eq!(r.status, 200, "{}", r.text);
         r.body["totp_secret"].as_str().unwrap().to_owned()
@@ -250,10 +252,8 @@ fn throttling(w: &World) {
     assert_eq!(r.status, 429, "the address waits: {}", r.text);
     assert!(r.headers.get("retry-after").is_some());
     // The clinician, from another address, is not kept out by that.
-    let other = reqwest::blocking::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .build()
-        .unwrap();
+    let other =
+        reqwest::blocking::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
     let url = w.s.base.replace("/fhir", "/api/login");
     let r = other.post(&url).json(&json!({"login": "dr-slow", "password": PW})).send().unwrap();
     assert_eq!(r.status().as_u16(), 200, "another address logs in");

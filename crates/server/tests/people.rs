@@ -291,7 +291,9 @@ fn repeated_failures_are_throttled_and_say_nothing_about_logins() {
     // After the free failures the account waits (a growing delay, not a lock), and says for
     // how long; the password is not even checked meanwhile.
     let waiting = (0..15)
-        .map(|_| api(&anon(&s), reqwest::Method::POST, "/login", Some(json!({"login": "dr-lock", "password": "wrong"}))))
+        .map(|_| {
+            api(&anon(&s), reqwest::Method::POST, "/login", Some(json!({"login": "dr-lock", "password": "wrong"})))
+        })
         .find(|r| r.status == 429)
         .expect("repeated failures are throttled");
     assert!(waiting.headers.get("retry-after").is_some(), "{:?}", waiting.headers);

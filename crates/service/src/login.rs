@@ -336,7 +336,13 @@ impl Service {
 
     /// Whether a session's last recorded use is too long ago; records this use when the last
     /// record is older than a minute.
-    pub(crate) fn session_idle(&self, token_hash: &str, last_seen: i64, created: i64, now: i64) -> Result<bool, ApiError> {
+    pub(crate) fn session_idle(
+        &self,
+        token_hash: &str,
+        last_seen: i64,
+        created: i64,
+        now: i64,
+    ) -> Result<bool, ApiError> {
         let seen = if last_seen > 0 { last_seen } else { created };
         if now - seen > self.guard.idle_ms {
             self.store.write_accounts(vec![AccountWrite::EndSession(token_hash.to_owned())], Vec::new())?;

@@ -371,7 +371,8 @@ impl Service {
         let l = login.to_owned();
         let user = self.store.read(|r| r.user_by_login(&l))?;
         let now = self.now();
-        let password_ok = self.verify_password_pooled(password, user.as_ref().map_or(DUMMY_HASH, |u| &u.password_hash))?;
+        let password_ok =
+            self.verify_password_pooled(password, user.as_ref().map_or(DUMMY_HASH, |u| &u.password_hash))?;
         let refusal = match &user {
             None => Some("unknown login"),
             Some(u) if u.disabled => Some("disabled"),
@@ -380,13 +381,8 @@ impl Service {
             Some(_) => None,
         };
         let Some(user) = user.filter(|_| refusal.is_none()) else {
-            let mut a = self.login_record(
-                address,
-                "user",
-                login,
-                AuditOutcome::SeriousFailure,
-                refusal.unwrap_or("refused"),
-            );
+            let mut a =
+                self.login_record(address, "user", login, AuditOutcome::SeriousFailure, refusal.unwrap_or("refused"));
             a.entities = vec![format!("user/{login}")];
             self.audit(vec![a])?;
             return Err(unauthorized());
@@ -535,8 +531,10 @@ impl Service {
             "second factor enrolled",
         );
         a.subtype = "enrol-second-factor".into();
-        self.store
-            .write_accounts(vec![AccountWrite::Totp { portal, id: id.clone(), secret: Some(secret.clone()) }], vec![a])?;
+        self.store.write_accounts(
+            vec![AccountWrite::Totp { portal, id: id.clone(), secret: Some(secret.clone()) }],
+            vec![a],
+        )?;
         Ok(Enrolled { id, totp_uri: totp_uri(&secret, &login)?, totp_secret: secret })
     }
 
@@ -578,14 +576,20 @@ impl Service {
             AuditOutcome::Success,
             "logged in (password and one-time code)",
         );
-        match self.store.second_factor_accepted(portal, id.clone(), step, now, s.token_hash.clone(), row, a) {
+        match self.store.second_factor_accepted(portal, id.clone(), step, s.token_hash.clone(), row, a) {
             Ok(true) => {}
             Ok(false) => return refused("one-time code already used (or account locked)"),
             Err(musubi_store::StoreError::Conflict { .. }) => return Err(session_gone()),
             Err(e) => return Err(e.into()),
         }
         self.throttle_ok(None, address.as_deref())?;
-        Ok(LoginOutcome { token: new_token, csrf, needs_second_factor: false, needs_enrolment: false, expires: s.expires })
+        Ok(LoginOutcome {
+            token: new_token,
+            csrf,
+            needs_second_factor: false,
+            needs_enrolment: false,
+            expires: s.expires,
+        })
     }
 
     /// Ends a session.
@@ -804,7 +808,8 @@ impl Service {
         let l = login.to_owned();
         let acct = self.store.read(|r| r.portal_by_login(&l))?;
         let now = self.now();
-        let password_ok = self.verify_password_pooled(password, acct.as_ref().map_or(DUMMY_HASH, |a| &a.password_hash))?;
+        let password_ok =
+            self.verify_password_pooled(password, acct.as_ref().map_or(DUMMY_HASH, |a| &a.password_hash))?;
         let refusal = match &acct {
             None => Some("unknown login"),
             Some(a) if a.disabled => Some("disabled"),

@@ -548,7 +548,10 @@ fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreError> {
             conn.execute("DELETE FROM session WHERE token_hash = $1", &[Param::Text(h)])?;
         }
         AccountWrite::EndSessionsOf { kind, subject } => {
-            conn.execute("DELETE FROM session WHERE kind = $1 AND subject = $2", &[Param::Text(kind), Param::Text(subject)])?;
+            conn.execute(
+                "DELETE FROM session WHERE kind = $1 AND subject = $2",
+                &[Param::Text(kind), Param::Text(subject)],
+            )?;
         }
         AccountWrite::Disabled { portal, id, disabled } => {
             conn.execute(
@@ -1184,7 +1187,10 @@ impl Store {
     ) -> Result<(i64, Option<i64>), StoreError> {
         self.inner.writer.write(move |conn| {
             let rows = conn.query(
-                &format!("UPDATE {} SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins", table(portal)),
+                &format!(
+                    "UPDATE {} SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins",
+                    table(portal)
+                ),
                 &[Param::Text(&id)],
             )?;
             let failed = rows.first().map_or(0, |r| r.i64(0));
@@ -1207,7 +1213,7 @@ impl Store {
 
     /// A right one-time code for time step `step`: accepted only if the account is enabled,
     /// not locked, and `step` is later than every step accepted before (a code is never
-    /// accepted twice). Then, atomically, the failures and lock are cleared, the pending
+    /// accepted twice), at `new_session.created`. Then, atomically, the failures and lock are cleared, the pending
     /// session `pending_hash` ends and `new_session` (a new token) takes its place. Returns
     /// false, changing nothing, when the code is refused.
     pub fn second_factor_accepted(
@@ -1215,11 +1221,12 @@ impl Store {
         portal: bool,
         id: String,
         step: i64,
-        now: i64,
         pending_hash: String,
         new_session: SessionRow,
         audit: AuditRecord,
     ) -> Result<bool, StoreError> {
+        // The new session is made now: its creation time is the time of the check.
+        let now = new_session.created;
         self.inner.writer.write(move |conn| {
             let rows = conn.query(
                 &format!(

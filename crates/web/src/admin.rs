@@ -335,7 +335,9 @@ async fn user_action(
     let a = action.clone();
     let done = web
         .call(move |svc| match a.as_str() {
-            "disable" => svc.set_user_disabled(&ctx, &l, true).map(|()| "停止しました（すべてのセッションを終了しました）"),
+            "disable" => {
+                svc.set_user_disabled(&ctx, &l, true).map(|()| "停止しました（すべてのセッションを終了しました）")
+            }
             "enable" => svc.set_user_disabled(&ctx, &l, false).map(|()| "再開しました"),
             "revoke-sessions" => svc.revoke_user_sessions(&ctx, &l).map(|()| "すべてのセッションを終了しました"),
             "reset-second-factor" => svc
@@ -348,7 +350,9 @@ async fn user_action(
         })
         .await;
     match done {
-        Ok(text) => users_page(&web, &op, Some(notice("ok", &format!("利用者 {login}: {text}"))), &Form::default()).await,
+        Ok(text) => {
+            users_page(&web, &op, Some(notice("ok", &format!("利用者 {login}: {text}"))), &Form::default()).await
+        }
         Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::NotFound) => {
             let mut r = users_page(&web, &op, Some(notice("error", &e.summary())), &Form::default()).await?;
             *r.status_mut() = session::status_of(e.kind);

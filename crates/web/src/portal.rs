@@ -148,8 +148,11 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
                 }
             }
             // No authenticator yet (the operator reset it): enrol now.
-            let enrolment =
-                if out.needs_enrolment && choices.is_empty() { Some(svc.enrol_second_factor(&out.token, addr2)?) } else { None };
+            let enrolment = if out.needs_enrolment && choices.is_empty() {
+                Some(svc.enrol_second_factor(&out.token, addr2)?)
+            } else {
+                None
+            };
             Ok((out, choices, enrolment))
         })
         .await;
@@ -166,7 +169,9 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
             set_cookie(&mut r, SESSION_COOKIE, &out.token, max_age, web.config().secure_cookies);
             Ok(r)
         }
-        Err(e) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::TooManyRequests { .. }) => {
+        Err(e)
+            if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::TooManyRequests { .. }) =>
+        {
             let mut r = login_page(Some(&e.summary()), &next, &login, &[]);
             *r.status_mut() = session::status_of(e.kind);
             session::with_retry_after(&mut r, &e);

@@ -171,8 +171,11 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
                 None => None,
             };
             // A first login (or one after the operator reset the second factor): enrol now.
-            let enrolment =
-                if out.needs_enrolment && choices.is_empty() { Some(svc.enrol_second_factor(&out.token, addr2)?) } else { None };
+            let enrolment = if out.needs_enrolment && choices.is_empty() {
+                Some(svc.enrol_second_factor(&out.token, addr2)?)
+            } else {
+                None
+            };
             Ok((out, choices, fname, enrolment))
         })
         .await;
@@ -186,7 +189,9 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
             set_cookie(&mut r, SESSION_COOKIE, &out.token, max_age, web.config().secure_cookies);
             Ok(r)
         }
-        Err(e) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::TooManyRequests { .. }) => {
+        Err(e)
+            if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::TooManyRequests { .. }) =>
+        {
             let mut r = login_page(Some(&e.summary()), &next, &login, &[]);
             *r.status_mut() = session::status_of(e.kind);
             session::with_retry_after(&mut r, &e);
@@ -250,7 +255,13 @@ async fn logout(State(web): State<Web>, c: Clinician, headers: HeaderMap, form: 
 }
 
 /// Ends every session of the account (after the CSRF check) and clears the cookie.
-pub(crate) async fn end_every_session(web: &Web, ctx: musubi_service::Ctx, form: &Form, csrf: &str, to: &str) -> Result<Response> {
+pub(crate) async fn end_every_session(
+    web: &Web,
+    ctx: musubi_service::Ctx,
+    form: &Form,
+    csrf: &str,
+    to: &str,
+) -> Result<Response> {
     session::check_csrf(form, csrf)?;
     web.call(move |svc| svc.logout_everywhere(&ctx)).await?;
     let mut r = Redirect::to(to).into_response();
