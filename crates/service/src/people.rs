@@ -342,7 +342,7 @@ impl Service {
             name: u.name,
             kana: u.kana,
             profession: u.profession.code().into(),
-            password_hash: hash_password(&u.password)?,
+            password_hash: self.hash_password_pooled(&u.password)?,
             totp_secret: Some(secret.clone()),
             failed_logins: 0,
             locked_until: None,
@@ -387,6 +387,8 @@ impl Service {
             self.audit(vec![a])?;
             return Err(unauthorized());
         };
+        // The password was right: this attempt was no guess, whatever follows.
+        self.throttle_ok(Some(crate::login::account_key("user", login)), address.as_deref())?;
         let facility = match facility {
             Some(f) if user.facilities.iter().any(|x| x == f) => f.to_owned(),
             Some(_) => return Err(ApiError::new(ErrorKind::Forbidden, "この医療機関に所属していません")),
@@ -399,7 +401,6 @@ impl Service {
         // The password step never clears the one-time-code failures: only a right code does.
         let out =
             self.new_session("user", &user.id, Some(facility), None, USER_SESSION_MS, user.totp_secret.is_none())?;
-        self.throttle_ok(Some(crate::login::account_key("user", login)), address.as_deref())?;
         let a = self.login_record(
             address,
             "user",

@@ -92,6 +92,7 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
         token_hash: hash,
         csrf: random_token(18)?,
         expires: musubi_fhir::datetime::now_ms() + OPERATOR_SESSION_MS,
+        last_seen: musubi_fhir::datetime::now_ms(),
     };
     {
         let mut map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;

@@ -33,7 +33,12 @@ pub(crate) struct OperatorSession {
     pub csrf: String,
     /// Until when (epoch ms).
     pub expires: i64,
+    /// Last used (epoch ms): the session ends after [`OPERATOR_IDLE_MS`] unused.
+    pub last_seen: i64,
 }
+
+/// How long an operator session may go unused.
+pub(crate) const OPERATOR_IDLE_MS: i64 = 15 * 60 * 1000;
 
 /// A cookie's name as sent: with TLS a `__Host-` cookie (kept by a browser only when `Secure`,
 /// for this host alone and every path, so no sibling host can plant or read it).
@@ -334,10 +339,20 @@ impl FromRequestParts<Web> for Operator {
         };
         let now = musubi_fhir::datetime::now_ms();
         let session = {
-            let map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
-            map.get(&id).cloned()
+            let mut map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
+            // Unused for too long: the session ends (as the service's sessions do).
+            let live = map.get(&id).is_some_and(|s| s.expires > now && now - s.last_seen <= OPERATOR_IDLE_MS);
+            if live {
+                map.get_mut(&id).map(|s| {
+                    s.last_seen = now;
+                    s.clone()
+                })
+            } else {
+                map.remove(&id);
+                None
+            }
         };
-        let Some(s) = session.filter(|s| s.expires > now) else { return Err(login()) };
+        let Some(s) = session else { return Err(login()) };
         // The token may have been revoked since: the session ends with it.
         let hash = s.token_hash.clone();
         let valid = web
