@@ -319,6 +319,9 @@ enum UserCommand {
         /// visible to other users of the machine).
         #[arg(long)]
         password_file: PathBuf,
+        /// The user enrols their own authenticator at the first login (no key is printed).
+        #[arg(long)]
+        self_enrol: bool,
     },
     /// List users.
     List {

@@ -44,24 +44,25 @@ fn describe(e: musubi_service::ApiError) -> anyhow::Error {
 
 pub fn user(cmd: UserCommand) -> Result<()> {
     match cmd {
-        UserCommand::Add { store, login, name, kana, profession, facility, password_file } => {
+        UserCommand::Add { store, login, name, kana, profession, facility, password_file, self_enrol } => {
             let password = std::fs::read_to_string(&password_file)
                 .with_context(|| format!("cannot read {}", password_file.display()))?;
             let profession = profession.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             let svc = Service::new(store.open()?, "cli");
-            let out = svc
-                .create_user(
-                    &operator(),
-                    NewUser {
-                        login: login.clone(),
-                        name,
-                        kana,
-                        profession,
-                        facilities: facility,
-                        password: password.trim_end_matches(['\n', '\r']).to_owned(),
-                    },
-                )
-                .map_err(|e| anyhow::anyhow!("{}", musubi_service::import::describe(&e)))?;
+            let new = NewUser {
+                login: login.clone(),
+                name,
+                kana,
+                profession,
+                facilities: facility,
+                password: password.trim_end_matches(['\n', '\r']).to_owned(),
+            };
+            if self_enrol {
+                svc.create_user_self_enrolling(&operator(), new).map_err(describe)?;
+                eprintln!("利用者 {login} を作成しました。初回ログイン時に本人が認証アプリを登録します。");
+                return Ok(());
+            }
+            let out = svc.create_user(&operator(), new).map_err(describe)?;
             eprintln!(
                 "利用者 {login} を作成しました。認証アプリに次の URI を登録してください（この表示の後は再表示できません）:"
             );

@@ -398,6 +398,9 @@ struct UserBody {
     profession: String,
     facilities: Vec<String>,
     password: String,
+    /// The user enrols their own authenticator at the first login (no key in the answer).
+    #[serde(default)]
+    self_enrol: bool,
 }
 
 async fn user_post(
@@ -416,6 +419,10 @@ async fn user_post(
         facilities: b.facilities,
         password: b.password,
     };
+    if b.self_enrol {
+        let id = state.blocking(move |svc| svc.create_user_self_enrolling(&ctx, u)).await?;
+        return Ok(ok_json(json!({"id": id, "self_enrol": true})));
+    }
     let out = state.blocking(move |svc| svc.create_user(&ctx, u)).await?;
     Ok(ok_json(serde_json::to_value(&out).unwrap_or_default()))
 }

@@ -397,3 +397,40 @@ fn cookies_are_host_only_and_secure_with_tls() {
     assert_eq!(get("__Host-musubi_session").status().as_u16(), 200);
     assert_eq!(get("musubi_session").status().as_u16(), 401, "a plain cookie could be planted by a sibling host");
 }
+
+/// A user created to enrol themselves: the operator never sees a key; the first login enrols
+/// one (shown only to the person logging in) and completes with its code.
+fn self_enrolment(w: &World) {
+    let r = api(
+        &w.admin(),
+        Method::POST,
+        "/admin/users",
+        Some(
+            json!({"login": "dr-self", "name": "結 二郎", "profession": "doctor", "facilities": [HOSP], "password": PW, "self_enrol": true}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body.get("totp_secret").is_none() && !r.text.contains("otpauth"), "{}", r.text);
+    let r = w.password("dr-self", PW);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["needs_enrolment"], true);
+    let p = r.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(w.status_with(&p), 401, "nothing opens before the second factor");
+    let e = api(&w.s.client(&p), Method::POST, "/login/totp/enrol", None);
+    assert_eq!(e.status, 200, "{}", e.text);
+    assert_eq!(e.headers["cache-control"], "no-store");
+    let secret = e.body["totp_secret"].as_str().unwrap().to_owned();
+    let r = w.code(&p, &w.code_now(&secret));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(w.status_with(r.body["token"].as_str().unwrap()), 200);
+    // From now on the account is like any other: the next login asks for a code, no enrolment.
+    let r = w.password("dr-self", PW);
+    assert_eq!(r.body["needs_enrolment"], false, "{}", r.text);
+    let p = r.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(api(&w.s.client(&p), Method::POST, "/login/totp/enrol", None).status, 409);
+}
+
+#[test]
+fn users_enrol_their_own_authenticator() {
+    on_both_stores("selfenrol", self_enrolment);
+}

@@ -312,8 +312,22 @@ impl Service {
         self.audit(vec![r])
     }
 
-    /// Creates a user (operator or administrator).
+    /// Creates a user (operator or administrator), with an authenticator key the operator
+    /// hands over (see [`Service::create_user_self_enrolling`] for the better way).
     pub fn create_user(&self, ctx: &Ctx, u: NewUser) -> Result<Enrolled, ApiError> {
+        let secret = new_totp_secret()?;
+        let login = u.login.clone();
+        let id = self.create_user_with(ctx, u, Some(secret.clone()))?;
+        Ok(Enrolled { id, totp_uri: totp_uri(&secret, &login)?, totp_secret: secret })
+    }
+
+    /// Creates a user without an authenticator: the user enrols their own at the first login,
+    /// and nobody else ever sees the key. Returns the account id.
+    pub fn create_user_self_enrolling(&self, ctx: &Ctx, u: NewUser) -> Result<String, ApiError> {
+        self.create_user_with(ctx, u, None)
+    }
+
+    fn create_user_with(&self, ctx: &Ctx, u: NewUser, secret: Option<String>) -> Result<String, ApiError> {
         require_privileged(ctx)?;
         check_password_rule(&u.password)?;
         if u.login.trim().is_empty() || u.login.len() > 64 || u.login.chars().any(char::is_whitespace) {
@@ -335,7 +349,6 @@ impl Service {
             return Err(ApiError::new(ErrorKind::Conflict, format!("ログインID {} は既に使われています", u.login)));
         }
         let id = crate::prepare::new_id();
-        let secret = new_totp_secret()?;
         let row = UserRow {
             id: id.clone(),
             login: u.login.clone(),
@@ -343,7 +356,7 @@ impl Service {
             kana: u.kana,
             profession: u.profession.code().into(),
             password_hash: self.hash_password_pooled(&u.password)?,
-            totp_secret: Some(secret.clone()),
+            totp_secret: secret,
             failed_logins: 0,
             locked_until: None,
             disabled: false,
@@ -353,7 +366,7 @@ impl Service {
         let mut a = self.audit_record(ctx, AuditAction::Create, "create-user", AuditOutcome::Success);
         a.entities = vec![format!("user/{}", u.login)];
         self.store.write_accounts(vec![AccountWrite::NewUser(row)], vec![a])?;
-        Ok(Enrolled { id, totp_uri: totp_uri(&secret, &u.login)?, totp_secret: secret })
+        Ok(id)
     }
 
     /// Step one of a clinician's login: the password. `facility` chooses the facility to act

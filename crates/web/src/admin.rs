@@ -289,6 +289,7 @@ async fn users_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form)
                         }
                     }
                     label { "初期パスワード（10文字以上、2種類以上の文字）" input type="password" name="password" autocomplete="new-password" required minlength="10"; }
+                    label.check { input type="checkbox" name="self_enrol" value="1" checked; "認証アプリは本人が初回ログイン時に登録する（鍵を運営事務局が見ない）" }
                     button type="submit" { "登録" }
                 }
             }
@@ -377,6 +378,25 @@ async fn user_post(State(web): State<Web>, op: Operator, form: Form) -> Result<R
     };
     let login = u.login.clone();
     let ctx = op.ctx.clone();
+    if form.checked("self_enrol") {
+        let l = login.clone();
+        return match web.call(move |svc| svc.create_user_self_enrolling(&ctx, u)).await {
+            Ok(_) => {
+                let msg = html! {
+                    div.notice.ok role="status" {
+                        p { "利用者 " code { (l) } " を登録しました。初回ログイン時に本人が認証アプリを登録します。" }
+                    }
+                };
+                users_page(&web, &op, Some(msg), &Form::default()).await
+            }
+            Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Conflict) => {
+                let mut r = users_page(&web, &op, Some(notice("error", &e.summary())), &form).await?;
+                *r.status_mut() = session::status_of(e.kind);
+                Ok(r)
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
     match web.call(move |svc| svc.create_user(&ctx, u)).await {
         Ok(e) => {
             let grouped: Vec<String> =

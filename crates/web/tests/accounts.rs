@@ -51,6 +51,28 @@ fn the_console_disables_a_clinician_and_their_session_ends() {
     let patients = dr.follow(&p);
     assert_eq!(patients.status, 200);
 
+    // A user created from the console (self-enrolment is the default there): the operator
+    // never sees a key.
+    let r = op.post(
+        "/admin/users",
+        &[
+            ("csrf", &csrf),
+            ("login", "ns-self"),
+            ("name", "看護 結"),
+            ("profession", "nurse"),
+            ("facilities", HOSP),
+            ("password", PASSWORD),
+            ("self_enrol", "1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("初回ログイン時に本人が認証アプリを登録します"), "{}", r.text());
+    assert!(!r.text().contains("otpauth://"));
+    assert!(op.get("/admin/users").text().contains(r#"name="self_enrol" value="1" checked"#));
+    let ns = Web::new(&net);
+    let p = ns.post("/login", &[("login", "ns-self"), ("password", PASSWORD), ("next", "")]);
+    assert!(p.text().contains("はじめてのログイン") && p.text().contains("otpauth://"), "{}", p.text());
+
     // Log out everywhere (the API test checks that other devices' sessions end too).
     let csrf_dr = patients.csrf();
     assert!(patients.text().contains("すべての端末からログアウト"));
