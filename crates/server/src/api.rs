@@ -119,6 +119,25 @@ fn pending_token(state: &AppState, headers: &HeaderMap) -> Result<String> {
         .ok_or_else(|| HttpError(ApiError::new(ErrorKind::Unauthorized, "先にパスワードでログインしてください")))
 }
 
+#[derive(Deserialize)]
+struct NewPasswordBody {
+    password: String,
+}
+
+/// A user whose password an operator set chooses their own (on the pending session).
+async fn choose_password(
+    State(state): State<AppState>,
+    ci: ClientAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let token = pending_token(&state, &headers)?;
+    let b: NewPasswordBody = body_json(&state, &headers, body).await?;
+    let addr = address(&ci);
+    state.blocking(move |svc| svc.choose_password(&token, &b.password, addr)).await?;
+    Ok(ok_json(json!({"ok": true})))
+}
+
 /// First login without an authenticator: the new secret, shown to the person logging in only.
 async fn enrol(State(state): State<AppState>, ci: ClientAddr, headers: HeaderMap) -> Result<Response> {
     let token = pending_token(&state, &headers)?;
@@ -604,6 +623,7 @@ pub fn routes() -> Router<AppState> {
         .route("/login", post(login))
         .route("/login/totp", post(second_factor))
         .route("/login/totp/enrol", post(enrol))
+        .route("/login/password", post(choose_password))
         .route("/logout", post(logout))
         .route("/logout/everywhere", post(logout_everywhere))
         .route("/me", get(me))

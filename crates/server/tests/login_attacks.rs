@@ -337,6 +337,7 @@ fn operator_actions(w: &World) {
     assert_eq!(w.password("dr-ops", PW).status, 401);
     let r = w.password("dr-ops", "Another-pass-2026");
     assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["needs_new_password"], true, "an operator-set password is changed at the next login");
     let bad = w.user_action("dr-ops", "reset-password", Some(json!({"password": "short"})));
     assert_eq!(bad.status, 400, "{}", bad.text);
 
@@ -353,11 +354,23 @@ fn operator_actions(w: &World) {
     let new_secret = e.body["totp_secret"].as_str().unwrap().to_owned();
     assert_ne!(new_secret, secret);
     assert_eq!(api(&w.s.client(&p), Method::POST, "/login/totp/enrol", None).status, 409, "enrolled once");
+    // The user chooses their own password before the login can complete.
+    let r = w.code(&p, &w.code_now(&new_secret));
+    assert_eq!(r.status, 401, "not before a new password: {}", r.text);
+    let choose = |pw: &str| api(&w.s.client(&p), Method::POST, "/login/password", Some(json!({"password": pw})));
+    assert_eq!(choose("Another-pass-2026").status, 400, "not the one the operator set");
+    assert_eq!(choose("short").status, 400);
+    let r = choose("Chosen-pass-2026");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(choose("Chosen-pass-2027").status, 409, "chosen once");
     w.clock.advance_ms(30_000);
     assert_eq!(w.code(&p, &w.code_now(&secret)).status, 401, "the old authenticator is dead");
     let r = w.code(&p, &w.code_now(&new_secret));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(w.status_with(r.body["token"].as_str().unwrap()), 200);
+
+    assert_eq!(w.password("dr-ops", "Another-pass-2026").status, 401, "the operator's password is gone");
+    assert_eq!(w.password("dr-ops", "Chosen-pass-2026").status, 200);
 
     // Only an operator may do this, and each action is audited under the operator's name.
     let doctor = w.s.client(r.body["token"].as_str().unwrap());
@@ -414,8 +427,11 @@ fn self_enrolment(w: &World) {
     let r = w.password("dr-self", PW);
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["needs_enrolment"], true);
+    assert_eq!(r.body["needs_new_password"], true, "they choose their own password too");
     let p = r.body["token"].as_str().unwrap().to_owned();
     assert_eq!(w.status_with(&p), 401, "nothing opens before the second factor");
+    let r = api(&w.s.client(&p), Method::POST, "/login/password", Some(json!({"password": "Jiro-own-pass-1"})));
+    assert_eq!(r.status, 200, "{}", r.text);
     let e = api(&w.s.client(&p), Method::POST, "/login/totp/enrol", None);
     assert_eq!(e.status, 200, "{}", e.text);
     assert_eq!(e.headers["cache-control"], "no-store");
@@ -424,7 +440,7 @@ fn self_enrolment(w: &World) {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(w.status_with(r.body["token"].as_str().unwrap()), 200);
     // From now on the account is like any other: the next login asks for a code, no enrolment.
-    let r = w.password("dr-self", PW);
+    let r = w.password("dr-self", "Jiro-own-pass-1");
     assert_eq!(r.body["needs_enrolment"], false, "{}", r.text);
     let p = r.body["token"].as_str().unwrap().to_owned();
     assert_eq!(api(&w.s.client(&p), Method::POST, "/login/totp/enrol", None).status, 409);

@@ -294,7 +294,8 @@ impl Service {
         Ok(())
     }
 
-    /// Sets a new password for a user (the operator hands it over; every session ends).
+    /// Sets a new password for a user (the operator hands it over; the user chooses their own
+    /// at the next login; every session ends).
     pub fn reset_user_password(&self, ctx: &Ctx, login: &str, password: &str) -> Result<(), ApiError> {
         Self::require_operator(ctx)?;
         crate::people::check_password_rule(password)?;
@@ -305,6 +306,7 @@ impl Service {
         self.store.write_accounts(
             vec![
                 AccountWrite::Password { portal: false, id: id.clone(), hash },
+                AccountWrite::MustChangePassword { id: id.clone(), on: true },
                 AccountWrite::EndSessionsOf { kind: "user".into(), subject: id },
             ],
             vec![a],

@@ -144,6 +144,9 @@ pub struct LoginOutcome {
     /// Whether the account has no authenticator yet: enrol one first
     /// (`POST /api/login/totp/enrol`), then give its code.
     pub needs_enrolment: bool,
+    /// Whether the password was set by an operator: choose a new one first
+    /// (`POST /api/login/password`).
+    pub needs_new_password: bool,
     /// Until when the session holds (epoch ms).
     pub expires: i64,
 }
@@ -329,6 +332,7 @@ impl Service {
 
     fn create_user_with(&self, ctx: &Ctx, u: NewUser, secret: Option<String>) -> Result<String, ApiError> {
         require_privileged(ctx)?;
+        let self_chosen = secret.is_none();
         check_password_rule(&u.password)?;
         if u.login.trim().is_empty() || u.login.len() > 64 || u.login.chars().any(char::is_whitespace) {
             return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
@@ -362,6 +366,8 @@ impl Service {
             disabled: false,
             created: now_ms(),
             facilities: u.facilities,
+            // A user who enrols their own authenticator also chooses their own password.
+            must_change_password: self_chosen,
         };
         let mut a = self.audit_record(ctx, AuditAction::Create, "create-user", AuditOutcome::Success);
         a.entities = vec![format!("user/{}", u.login)];
@@ -412,8 +418,9 @@ impl Service {
                 .ok_or_else(|| ApiError::new(ErrorKind::Forbidden, "所属医療機関がありません"))?,
         };
         // The password step never clears the one-time-code failures: only a right code does.
-        let out =
+        let mut out =
             self.new_session("user", &user.id, Some(facility), None, USER_SESSION_MS, user.totp_secret.is_none())?;
+        out.0.needs_new_password = user.must_change_password;
         let a = self.login_record(
             address,
             "user",
@@ -480,7 +487,14 @@ impl Service {
             last_seen: now,
         };
         Ok((
-            LoginOutcome { token, csrf, needs_second_factor: true, needs_enrolment, expires: now + ttl },
+            LoginOutcome {
+                token,
+                csrf,
+                needs_second_factor: true,
+                needs_enrolment,
+                needs_new_password: false,
+                expires: now + ttl,
+            },
             AccountWrite::NewSession(row),
         ))
     }
@@ -552,6 +566,32 @@ impl Service {
         Ok(Enrolled { id, totp_uri: totp_uri(&secret, &login)?, totp_secret: secret })
     }
 
+    /// A user whose password an operator set chooses their own, on the pending session (the
+    /// login cannot complete before). The new password must differ from the one set.
+    pub fn choose_password(&self, token: &str, password: &str, address: Option<String>) -> Result<(), ApiError> {
+        let (_, portal, login, _, id) = self.pending_session(token, &address)?;
+        let i = id.clone();
+        let user = if portal { None } else { self.store.read(|r| r.user(&i))? };
+        let Some(user) = user.filter(|u| u.must_change_password) else {
+            return Err(ApiError::new(ErrorKind::Conflict, "パスワードの変更は求められていません"));
+        };
+        check_password_rule(password)?;
+        if self.verify_password_pooled(password, &user.password_hash)? {
+            return Err(ApiError::bad_request("運営事務局が設定したものとは別のパスワードにしてください"));
+        }
+        let hash = self.hash_password_pooled(password)?;
+        let mut a = self.login_record(address, "user", &login, AuditOutcome::Success, "password chosen by the user");
+        a.subtype = "choose-password".into();
+        self.store.write_accounts(
+            vec![
+                AccountWrite::Password { portal: false, id: id.clone(), hash },
+                AccountWrite::MustChangePassword { id, on: false },
+            ],
+            vec![a],
+        )?;
+        Ok(())
+    }
+
     /// Step two: the TOTP code. Completes the login with a new session token (the pending one
     /// ends). Wrong codes count in SQL and only a right code resets them; five in a row lock
     /// the account and end its pending sessions; a code's time step is never accepted twice.
@@ -560,6 +600,9 @@ impl Service {
         let Some(secret) = secret else {
             return Err(ApiError::new(ErrorKind::Unauthorized, "先に認証アプリを登録してください"));
         };
+        if !portal && self.store.read(|r| r.user(&id))?.is_some_and(|u| u.must_change_password) {
+            return Err(ApiError::new(ErrorKind::Unauthorized, "先に新しいパスワードを設定してください"));
+        }
         self.throttle_address(address.as_deref())?;
         let now = self.now();
         let agent = if portal { "patient" } else { "user" };
@@ -602,6 +645,7 @@ impl Service {
             csrf,
             needs_second_factor: false,
             needs_enrolment: false,
+            needs_new_password: false,
             expires: s.expires,
         })
     }

@@ -57,6 +57,9 @@ pub struct UserRow {
     pub created: i64,
     /// Facilities the user belongs to.
     pub facilities: Vec<String>,
+    /// The password was set by an operator: the user chooses their own at the next login
+    /// before the login can complete.
+    pub must_change_password: bool,
 }
 
 /// A patient's (or a proxy's) portal account.
@@ -226,11 +229,11 @@ fn user_row(r: &Row) -> UserRow {
         disabled: r.i64(9) != 0,
         created: r.i64(10),
         facilities: Vec::new(),
+        must_change_password: r.i64(11) != 0,
     }
 }
 
-const USER_COLS: &str =
-    "id, login, name, kana, profession, password_hash, totp_secret, failed_logins, locked_until, disabled, created";
+const USER_COLS: &str = "id, login, name, kana, profession, password_hash, totp_secret, failed_logins, locked_until, disabled, created, must_change_password";
 const PORTAL_COLS: &str =
     "id, login, name, person_id, password_hash, totp_secret, failed_logins, locked_until, disabled, created";
 const EMERGENCY_COLS: &str =
@@ -361,6 +364,13 @@ pub enum AccountWrite {
         /// Disabled or not.
         disabled: bool,
     },
+    /// Whether a user must choose a new password at the next login.
+    MustChangePassword {
+        /// User id.
+        id: String,
+        /// Must or not.
+        on: bool,
+    },
     /// Forget an account's second factor (the user enrols again at the next login), its
     /// failure count and lock.
     ResetSecondFactor {
@@ -459,7 +469,7 @@ fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreError> {
         AccountWrite::NewUser(u) => {
             conn.execute(
                 &format!(
-                    "INSERT INTO user_account ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                    "INSERT INTO user_account ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                 ),
                 &[
                     Param::Text(&u.id),
@@ -473,6 +483,7 @@ fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreError> {
                     u.locked_until.into(),
                     b(u.disabled),
                     Param::I64(u.created),
+                    b(u.must_change_password),
                 ],
             )?;
             for f in &u.facilities {
@@ -564,6 +575,12 @@ fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreError> {
                     &[Param::Text(session_kind(*portal)), Param::Text(id)],
                 )?;
             }
+        }
+        AccountWrite::MustChangePassword { id, on } => {
+            conn.execute(
+                "UPDATE user_account SET must_change_password = $1 WHERE id = $2",
+                &[b(*on), Param::Text(id)],
+            )?;
         }
         AccountWrite::ResetSecondFactor { portal, id } => {
             conn.execute(

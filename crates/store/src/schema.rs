@@ -457,6 +457,7 @@ ALTER TABLE referral ADD COLUMN withdrawn_by TEXT
         name: "logins that resist guessing: the last accepted one-time-code step, throttles per account and address, idle session timeout",
         sql: r#"
 ALTER TABLE user_account ADD COLUMN totp_last_step BIGINT;
+ALTER TABLE user_account ADD COLUMN must_change_password BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE portal_account ADD COLUMN totp_last_step BIGINT;
 ALTER TABLE session ADD COLUMN last_seen BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS session_subject ON session (kind, subject);

@@ -109,16 +109,13 @@ pub(crate) fn enrolment_markup(e: &musubi_service::people::Enrolled) -> maud::Ma
     }
 }
 
-fn code_page(message: Option<&str>, next: &str, action: &str, facility_name: Option<&str>) -> Response {
-    code_page_enrol(message, next, action, facility_name, None)
-}
-
 pub(crate) fn code_page_enrol(
     message: Option<&str>,
     next: &str,
     action: &str,
     facility_name: Option<&str>,
     enrolment: Option<&musubi_service::people::Enrolled>,
+    new_password: bool,
 ) -> Response {
     page(
         "ワンタイムコード",
@@ -131,6 +128,13 @@ pub(crate) fn code_page_enrol(
                 @if let Some(e) = enrolment { (enrolment_markup(e)) }
                 form method="post" action=(action) {
                     input type="hidden" name="next" value=(next);
+                    @if new_password {
+                        input type="hidden" name="needs_new_password" value="1";
+                        p { "運営事務局が設定したパスワードでログインしました。ご自身のパスワードを決めてください（10文字以上、2種類以上の文字）。" }
+                        label { "新しいパスワード"
+                            input type="password" name="new_password" autocomplete="new-password" required minlength="10";
+                        }
+                    }
                     label { "認証アプリに表示されている6桁のコード"
                         input type="text" name="code" inputmode="numeric" pattern="[0-9 ]{6,7}" autocomplete="one-time-code" required autofocus;
                     }
@@ -184,7 +188,14 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
             Ok(login_page(Some("所属施設を選んで、もう一度パスワードを入力してください。"), &next, &login, &choices))
         }
         Ok((out, _, fname, enrolment)) => {
-            let mut r = code_page_enrol(None, &next, "/login/code", fname.as_deref(), enrolment.as_ref());
+            let mut r = code_page_enrol(
+                None,
+                &next,
+                "/login/code",
+                fname.as_deref(),
+                enrolment.as_ref(),
+                out.needs_new_password,
+            );
             let max_age = (out.expires - musubi_fhir::datetime::now_ms()) / 1000;
             set_cookie(&mut r, SESSION_COOKIE, &out.token, max_age, web.config().secure_cookies);
             Ok(r)
@@ -217,7 +228,22 @@ pub(crate) async fn second_factor(
         return Ok(Redirect::to(login_page_path).into_response());
     };
     let code = form.get("code").to_owned();
-    match web.call(move |svc| svc.second_factor(&token, &code, address)).await {
+    let new_password = form.opt("new_password").filter(|_| form.get("needs_new_password") == "1");
+    let asked_new_password = new_password.is_some();
+    let done = web
+        .call(move |svc| {
+            if let Some(p) = new_password {
+                // Chosen on an earlier try whose code was wrong: nothing more to do.
+                match svc.choose_password(&token, &p, address.clone()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ErrorKind::Conflict => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            svc.second_factor(&token, &code, address)
+        })
+        .await;
+    match done {
         Ok(out) => {
             // The login completes under a new session token; the pending one is dead.
             let mut r = Redirect::to(&next).into_response();
@@ -225,8 +251,13 @@ pub(crate) async fn second_factor(
             set_cookie(&mut r, SESSION_COOKIE, &out.token, max_age, secure);
             Ok(r)
         }
-        Err(e) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::TooManyRequests { .. }) => {
-            let mut r = code_page(Some(&e.summary()), form.get("next"), action, None);
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::Unauthorized | ErrorKind::TooManyRequests { .. } | ErrorKind::BadRequest
+            ) =>
+        {
+            let mut r = code_page_enrol(Some(&e.summary()), form.get("next"), action, None, None, asked_new_password);
             *r.status_mut() = session::status_of(e.kind);
             session::with_retry_after(&mut r, &e);
             Ok(r)

@@ -71,7 +71,26 @@ fn the_console_disables_a_clinician_and_their_session_ends() {
     assert!(op.get("/admin/users").text().contains(r#"name="self_enrol" value="1" checked"#));
     let ns = Web::new(&net);
     let p = ns.post("/login", &[("login", "ns-self"), ("password", PASSWORD), ("next", "")]);
-    assert!(p.text().contains("はじめてのログイン") && p.text().contains("otpauth://"), "{}", p.text());
+    let text = p.text();
+    assert!(text.contains("はじめてのログイン") && text.contains("otpauth://"), "{text}");
+    assert!(text.contains("新しいパスワード"), "they choose their own password: {text}");
+    let key_start = text.find("id=\"totp-secret\">").unwrap() + "id=\"totp-secret\">".len();
+    let ns_secret: String = text[key_start..].chars().take_while(|c| *c != '<').filter(|c| *c != ' ').collect();
+    let code = musubi_service::people::totp_code_now(&ns_secret).unwrap();
+    let same =
+        [("code", code.as_str()), ("next", "/patients"), ("needs_new_password", "1"), ("new_password", PASSWORD)];
+    let r = ns.post("/login/code", &same);
+    assert_eq!(r.status, 400, "not the password the operator set: {}", r.text());
+    assert!(r.text().contains("新しいパスワード"), "the form asks again");
+    let chosen = [
+        ("code", code.as_str()),
+        ("next", "/patients"),
+        ("needs_new_password", "1"),
+        ("new_password", "Yui-own-pass-9"),
+    ];
+    let r = ns.post("/login/code", &chosen);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(ns.follow(&r).status, 200);
 
     // Log out everywhere (the API test checks that other devices' sessions end too).
     let csrf_dr = patients.csrf();
