@@ -169,9 +169,13 @@ impl Default for LoginGuard {
     }
 }
 
-/// The throttle key of a login name.
+/// The throttle key of a login name (a long one hashed: whatever is typed, the key stays small).
 pub(crate) fn account_key(kind: &str, login: &str) -> String {
-    format!("login:{kind}:{login}")
+    if login.len() <= 64 {
+        format!("login:{kind}:{login}")
+    } else {
+        format!("login:{kind}:#{}", musubi_fhir::sha256_hex(login.as_bytes()))
+    }
 }
 
 /// The throttle key of a client address.
