@@ -69,6 +69,17 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             println!("{}", out.totp_uri);
             Ok(())
         }
+        UserCommand::AddOperator { store, login, name, password_file } => {
+            let password = std::fs::read_to_string(&password_file)
+                .with_context(|| format!("cannot read {}", password_file.display()))?;
+            let svc = Service::new(store.open()?, "cli");
+            svc.create_operator(&operator(), &login, &name, password.trim_end_matches(['\n', '\r']))
+                .map_err(describe)?;
+            eprintln!(
+                "運営者 {login} を作成しました（管理者トークンは失効しました）。初回ログイン時に本人がパスワードを決め、認証アプリを登録します。"
+            );
+            Ok(())
+        }
         UserCommand::Disable { store, login } => {
             let svc = Service::new(store.open()?, "cli");
             svc.set_user_disabled(&operator(), &login, true).map_err(describe)?;

@@ -452,12 +452,22 @@ fn operators_manage_user_accounts_from_the_command_line() {
     run(&["user", "revoke-sessions", "--data", d, "dr-cli"]);
     let out = musubi().args(["user", "disable", "--data", d, "no-such-user"]).output().unwrap();
     assert!(!out.status.success(), "an unknown login is an error");
+    // A named operator: no facility, chooses a password and enrols at the first login.
+    run(&["user", "add-operator", "--data", d, "--login", "op-cli", "--name", "山田 運営", "--password-file", pwf]);
+    {
+        let store = Store::open_sqlite(dir.path()).unwrap();
+        let op = store.read(|r| r.user_by_login("op-cli")).unwrap().unwrap();
+        assert_eq!(op.profession, "operator");
+        assert!(op.facilities.is_empty() && op.totp_secret.is_none() && op.must_change_password);
+    }
     // Audited under the operator's own name.
     let store = Store::open_sqlite(dir.path()).unwrap();
     let q = musubi_store::AuditQuery { agent: Some("op-suzuki".into()), ..Default::default() };
     let (_, rows) = store.read(|r| r.audit_search(&q, 0, 100)).unwrap();
     let text = rows.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n");
-    for subtype in ["disable-user", "enable-user", "reset-password", "reset-second-factor", "revoke-sessions"] {
+    for subtype in
+        ["disable-user", "enable-user", "reset-password", "reset-second-factor", "revoke-sessions", "create-operator"]
+    {
         assert!(text.contains(subtype), "{subtype} not audited under op-suzuki: {text}");
     }
 }

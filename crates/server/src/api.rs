@@ -447,6 +447,25 @@ async fn user_post(
 }
 
 #[derive(Deserialize)]
+struct OperatorBody {
+    login: String,
+    name: String,
+    password: String,
+}
+
+/// A named operator account (the first one made with the bootstrap token, which then expires).
+async fn operator_post(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let b: OperatorBody = body_json(&state, &headers, body).await?;
+    let id = state.blocking(move |svc| svc.create_operator(&ctx, &b.login, &b.name, &b.password)).await?;
+    Ok(ok_json(json!({"id": id})))
+}
+
+#[derive(Deserialize)]
 struct PasswordBody {
     password: String,
 }
@@ -638,6 +657,7 @@ pub fn routes() -> Router<AppState> {
         .route("/clinician/visit-consent", post(visit_consent))
         .route("/admin/facilities", post(facility_post))
         .route("/admin/users", post(user_post))
+        .route("/admin/operators", post(operator_post))
         .route("/admin/users/{login}/{action}", post(user_action))
         .route("/admin/audit-report", get(audit_report))
         .route("/admin/emergency-reviews", get(reviews_get))

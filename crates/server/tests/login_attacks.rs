@@ -450,3 +450,69 @@ fn self_enrolment(w: &World) {
 fn users_enrol_their_own_authenticator() {
     on_both_stores("selfenrol", self_enrolment);
 }
+
+/// Named operators: the bootstrap token creates the first operator and then expires; the
+/// operator chooses a password and enrols an authenticator at the first login, logs in with
+/// both, and what they do is audited under their own name.
+fn named_operators(w: &World) {
+    let r = api(
+        &w.admin(),
+        Method::POST,
+        "/admin/operators",
+        Some(json!({"login": "op-yamada", "name": "山田 運営", "password": PW})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!r.text.contains("otpauth"), "nobody else sees the operator's key");
+    let tokens = w.s.store.read(|r| r.tokens()).unwrap();
+    assert!(tokens.iter().filter(|t| t.kind == "admin").all(|t| t.revoked), "the bootstrap token expired");
+
+    let r = w.password("op-yamada", PW);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["needs_new_password"], true);
+    assert_eq!(r.body["needs_enrolment"], true);
+    let p = r.body["token"].as_str().unwrap().to_owned();
+    let c = w.s.client(&p);
+    assert_eq!(api(&c, Method::POST, "/login/password", Some(json!({"password": "Yamada-own-2026"}))).status, 200);
+    let e = api(&c, Method::POST, "/login/totp/enrol", None);
+    assert_eq!(e.status, 200, "{}", e.text);
+    let secret = e.body["totp_secret"].as_str().unwrap().to_owned();
+    let r = w.code(&p, &w.code_now(&secret));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let op = w.s.client(r.body["token"].as_str().unwrap());
+    let me = api(&op, Method::GET, "/me", None);
+    assert_eq!(me.body["kind"], "operator", "{}", me.text);
+    assert_eq!(me.body["name"], "op-yamada");
+
+    // The operator's work, under their own name.
+    let r = api(
+        &op,
+        Method::POST,
+        "/admin/users",
+        Some(
+            json!({"login": "dr-new", "name": "結 三郎", "profession": "doctor", "facilities": [HOSP], "password": PW, "self_enrol": true}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(api(&op, Method::POST, "/admin/users/dr-new/disable", Some(json!({}))).status, 200);
+    let report = api(&op, Method::GET, "/admin/audit-report?user=op-yamada&limit=100", None);
+    assert_eq!(report.status, 200, "{}", report.text);
+    assert!(report.text.contains("create-user") && report.text.contains("disable-user"), "{}", report.text);
+    // Disabled, an operator is out at once too.
+    assert_eq!(
+        api(
+            &op,
+            Method::POST,
+            "/admin/operators",
+            Some(json!({"login": "op-sato", "name": "佐藤 運営", "password": PW}))
+        )
+        .status,
+        200
+    );
+    assert_eq!(api(&op, Method::POST, "/admin/users/op-yamada/revoke-sessions", Some(json!({}))).status, 200);
+    assert_eq!(api(&op, Method::GET, "/me", None).status, 401, "the operator's own sessions ended");
+}
+
+#[test]
+fn named_operators_replace_the_bootstrap_token() {
+    on_both_stores("operators", named_operators);
+}

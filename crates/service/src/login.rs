@@ -25,6 +25,10 @@ use musubi_store::{AccountWrite, Throttle, ThrottleRule};
 
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
+/// The `profession` of an operator account (not a clinical profession: no facility, no gate
+/// role; the session acts as [`Actor::Operator`]).
+pub const OPERATOR_PROFESSION: &str = "operator";
+
 /// How long a session may go unused (15 minutes).
 pub const DEFAULT_IDLE_MS: i64 = 15 * 60 * 1000;
 /// A session's last use is written at most this often (a write per request would be waste).
@@ -245,6 +249,9 @@ impl Service {
         let (kind, subject) = match &ctx.actor {
             Actor::User(u) => ("user", u.user_id.clone()),
             Actor::Portal(p) => ("portal", p.account_id.clone()),
+            Actor::Operator { name } if self.store.read(|r| r.user_by_login(name))?.is_some() => {
+                ("user", self.user_id_of(name)?)
+            }
             _ => return Err(ApiError::new(ErrorKind::Forbidden, "ログインセッションで利用してください")),
         };
         let mut a = self.audit_record(ctx, AuditAction::Execute, "logout-everywhere", AuditOutcome::Success);
@@ -326,6 +333,47 @@ impl Service {
         a.entities = vec![format!("user/{login}")];
         self.store.write_accounts(vec![AccountWrite::EndSessionsOf { kind: "user".into(), subject: id }], vec![a])?;
         Ok(())
+    }
+
+    /// Creates a named operator account (password + TOTP, like a clinician's, but acting as
+    /// the network's operator with no facility). The operator chooses their own password and
+    /// enrols their own authenticator at the first login. Once an operator exists every
+    /// administrator (bootstrap) token is revoked: from then on operators act under their own
+    /// names.
+    pub fn create_operator(&self, ctx: &Ctx, login: &str, name: &str, password: &str) -> Result<String, ApiError> {
+        Self::require_operator(ctx)?;
+        crate::people::check_password_rule(password)?;
+        if login.trim().is_empty() || login.len() > 64 || login.chars().any(char::is_whitespace) {
+            return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
+        }
+        let l = login.to_owned();
+        if self.store.read(|r| r.user_by_login(&l))?.is_some() {
+            return Err(ApiError::new(ErrorKind::Conflict, format!("ログインID {login} は既に使われています")));
+        }
+        let id = crate::prepare::new_id();
+        let row = musubi_store::UserRow {
+            id: id.clone(),
+            login: login.into(),
+            name: name.into(),
+            kana: String::new(),
+            profession: OPERATOR_PROFESSION.into(),
+            password_hash: self.hash_password_pooled(password)?,
+            totp_secret: None,
+            failed_logins: 0,
+            locked_until: None,
+            disabled: false,
+            created: musubi_fhir::datetime::now_ms(),
+            facilities: Vec::new(),
+            must_change_password: true,
+        };
+        let mut a = self.audit_record(ctx, AuditAction::Create, "create-operator", AuditOutcome::Success);
+        a.entities = vec![format!("operator/{login}")];
+        self.store.write_accounts(vec![AccountWrite::NewUser(row)], vec![a])?;
+        let n = self.store.revoke_admin_tokens()?;
+        if n > 0 {
+            tracing::info!(revoked = n, "an operator exists: administrator tokens revoked");
+        }
+        Ok(id)
     }
 
     /// An Argon2id hash made on the hashing pool.

@@ -408,18 +408,22 @@ impl Service {
         };
         // The password was right: this attempt was no guess, whatever follows.
         self.throttle_ok(Some(crate::login::account_key("user", login)), address.as_deref())?;
+        let operator = user.profession == crate::login::OPERATOR_PROFESSION;
         let facility = match facility {
-            Some(f) if user.facilities.iter().any(|x| x == f) => f.to_owned(),
+            // An operator acts for the network, not for a facility.
+            _ if operator => None,
+            Some(f) if user.facilities.iter().any(|x| x == f) => Some(f.to_owned()),
             Some(_) => return Err(ApiError::new(ErrorKind::Forbidden, "この医療機関に所属していません")),
             None => user
                 .facilities
                 .first()
                 .cloned()
+                .map(Some)
                 .ok_or_else(|| ApiError::new(ErrorKind::Forbidden, "所属医療機関がありません"))?,
         };
         // The password step never clears the one-time-code failures: only a right code does.
         let mut out =
-            self.new_session("user", &user.id, Some(facility), None, USER_SESSION_MS, user.totp_secret.is_none())?;
+            self.new_session("user", &user.id, facility, None, USER_SESSION_MS, user.totp_secret.is_none())?;
         out.0.needs_new_password = user.must_change_password;
         let a = self.login_record(
             address,
@@ -674,6 +678,10 @@ impl Service {
         let actor = if s.kind == "user" {
             let id = s.subject.clone();
             let Some(u) = self.store.read(|r| r.user(&id))? else { return Ok(None) };
+            if u.profession == crate::login::OPERATOR_PROFESSION {
+                // A named operator: acts as the network's operator under their own name.
+                return Ok((!u.disabled).then_some((Actor::Operator { name: u.login }, s)));
+            }
             let (Some(f), Ok(p)) = (s.facility.as_deref(), u.profession.parse::<Profession>()) else { return Ok(None) };
             if u.disabled || !u.facilities.iter().any(|x| x == f) {
                 return Ok(None);

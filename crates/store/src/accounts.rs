@@ -1275,6 +1275,14 @@ impl Store {
         })
     }
 
+    /// Revokes every administrator (bootstrap) token: once a named operator exists, operators
+    /// log in as themselves. Returns how many were revoked.
+    pub fn revoke_admin_tokens(&self) -> Result<u64, StoreError> {
+        self.inner.writer.write(|conn| {
+            conn.execute("UPDATE api_token SET revoked = 1 WHERE kind = $1 AND revoked = 0", &[Param::Text("admin")])
+        })
+    }
+
     /// Records that a session was used now (the idle timeout counts from here). Deferred
     /// durability: losing the last few touches in a power cut only shortens a session.
     pub fn touch_session(&self, token_hash: String, now: i64) -> Result<(), StoreError> {

@@ -53,7 +53,8 @@ fn login_page(message: Option<&str>) -> Response {
             section.card.narrow {
                 h1 { "運営事務局 ログイン" }
                 @if let Some(m) = message { (notice("error", m)) }
-                p { "管理者トークン（サーバーの " code { "DATA/admin-token" } "）を貼り付けてください。ログインは 8 時間有効で、トークンを失効させると直ちに無効になります。" }
+                p { a.button href="/login?next=/admin" { "運営者アカウントでログイン（パスワードとワンタイムコード）" } }
+                p { "運営者アカウントがまだない場合だけ、管理者トークン（サーバーの " code { "DATA/admin-token" } "）で最初の運営者を作成します。運営者を作成するとトークンは失効します。" }
                 form method="post" action="/admin/login" {
                     label { "管理者トークン" input type="password" name="token" autocomplete="off" required autofocus; }
                     button type="submit" { "ログイン" }
@@ -112,8 +113,13 @@ async fn logout(State(web): State<Web>, op: Operator, headers: HeaderMap, form: 
     {
         map.remove(&id);
     }
+    // A named operator's session is the service's: end it too.
+    if let Some(token) = cookie(&headers, session::SESSION_COOKIE, web.config().secure_cookies) {
+        web.call(move |svc| svc.logout(&token)).await?;
+    }
     let mut r = Redirect::to("/admin/login").into_response();
     set_cookie(&mut r, OPERATOR_COOKIE, "", 0, web.config().secure_cookies);
+    set_cookie(&mut r, session::SESSION_COOKIE, "", 0, web.config().secure_cookies);
     Ok(r)
 }
 

@@ -334,6 +334,16 @@ impl FromRequestParts<Web> for Operator {
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
         same_origin(parts)?;
         let login = || PageError::Login("/admin/login", next_of(parts));
+        // A named operator logged in with password and one-time code (the service's session).
+        if let Some(token) = cookie(&parts.headers, SESSION_COOKIE, web.config().secure_cookies) {
+            let found = web.call(move |svc| svc.session_actor(&token)).await?;
+            if let Some((actor @ Actor::Operator { .. }, session)) = found {
+                return Ok(Operator {
+                    ctx: Ctx { actor, address: address(parts), base_url: fhir_base(web, &parts.headers) },
+                    csrf: session.csrf,
+                });
+            }
+        }
         let Some(id) = cookie(&parts.headers, OPERATOR_COOKIE, web.config().secure_cookies) else {
             return Err(login());
         };

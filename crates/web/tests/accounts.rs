@@ -99,3 +99,52 @@ fn the_console_disables_a_clinician_and_their_session_ends() {
     assert_eq!(r.status, 303);
     assert_eq!(dr.get("/patients").status, 303);
 }
+
+/// A named operator logs into the console with password and one-time code (choosing their own
+/// password and enrolling their own authenticator the first time); the bootstrap token no
+/// longer opens the console once an operator exists.
+#[test]
+fn a_named_operator_uses_the_console() {
+    let net = Net::start();
+    net.facility(HOSP, "東京結び病院", "hospital", "1301", &["千代田区"]);
+    net.user("dr-web", "結 一郎", Profession::Doctor, &[HOSP]);
+    let admin = musubi_service::Ctx {
+        actor: musubi_gate::Actor::Admin { name: "admin".into() },
+        address: None,
+        base_url: String::new(),
+    };
+    net.svc.create_operator(&admin, "op-web", "山田 運営", PASSWORD).unwrap();
+
+    let op = Web::new(&net);
+    let page = op.get("/admin/login");
+    assert!(page.text().contains("/login?next=/admin"), "{}", page.text());
+    let p = op.post("/login", &[("login", "op-web"), ("password", PASSWORD), ("next", "/admin")]);
+    assert_eq!(p.status, 200, "{}", p.text());
+    let text = p.text();
+    assert!(text.contains("新しいパスワード") && text.contains("はじめてのログイン"), "{text}");
+    let key_start = text.find("id=\"totp-secret\">").unwrap() + "id=\"totp-secret\">".len();
+    let secret: String = text[key_start..].chars().take_while(|c| *c != '<').filter(|c| *c != ' ').collect();
+    let code = musubi_service::people::totp_code_now(&secret).unwrap();
+    let r = op.post(
+        "/login/code",
+        &[("code", &code), ("next", "/admin"), ("needs_new_password", "1"), ("new_password", "Yamada-own-2026")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.location.as_deref(), Some("/admin"));
+    let users = op.get("/admin/users");
+    assert_eq!(users.status, 200, "{}", users.text());
+    let csrf = users.csrf();
+    let r = op.post("/admin/users/dr-web/disable", &[("csrf", &csrf)]);
+    assert!(r.text().contains("停止しました"), "{}", r.text());
+    let report = op.get("/admin/audit?user=op-web");
+    assert!(report.text().contains("disable-user"), "audited under the operator's name: {}", report.text());
+
+    // The bootstrap token expired when the operator was created.
+    let other = Web::new(&net);
+    let r = other.post("/admin/login", &[("token", &net.admin_token)]);
+    assert_eq!(r.status, 401, "{}", r.text());
+    // Logging out of the console ends the operator's session.
+    let r = op.post("/admin/logout", &[("csrf", &csrf)]);
+    assert_eq!(r.status, 303);
+    assert_eq!(op.get("/admin/users").status, 303);
+}
