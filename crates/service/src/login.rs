@@ -37,9 +37,11 @@ const TOUCH_EVERY_MS: i64 = 60 * 1000;
 /// Failures per login name: 3 free, then 1 s doubling up to 5 minutes.
 pub const ACCOUNT_THROTTLE: ThrottleRule =
     ThrottleRule { free: 3, base_ms: 1000, cap_ms: 5 * 60 * 1000, forget_ms: 24 * 3600 * 1000 };
-/// Failures per client address (any login): 10 free, then 1 s doubling up to an hour.
+/// Failures per client address (any login): 10 free, then 1 s doubling up to 15 minutes;
+/// forgotten after a quiet hour (a hospital's staff may share one address: a morning's typos
+/// must not slow everyone down all day; each success also takes one failure back).
 pub const ADDRESS_THROTTLE: ThrottleRule =
-    ThrottleRule { free: 10, base_ms: 1000, cap_ms: 3600 * 1000, forget_ms: 24 * 3600 * 1000 };
+    ThrottleRule { free: 10, base_ms: 1000, cap_ms: 15 * 60 * 1000, forget_ms: 3600 * 1000 };
 
 /// Wrong one-time codes in a row before the account locks.
 pub const MAX_SECOND_FACTOR_FAILURES: i64 = 5;
