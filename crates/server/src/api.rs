@@ -446,6 +446,16 @@ async fn user_post(
     Ok(ok_json(serde_json::to_value(&out).unwrap_or_default()))
 }
 
+/// The operator's actions on a patient's or proxy's portal account.
+async fn portal_account_action(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    Path((login, action)): Path<(String, String)>,
+) -> Result<Response> {
+    state.blocking(move |svc| svc.portal_account_action(&ctx, &login, &action)).await?;
+    Ok(ok_json(json!({"ok": true})))
+}
+
 #[derive(Deserialize)]
 struct OperatorBody {
     login: String,
@@ -658,6 +668,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/facilities", post(facility_post))
         .route("/admin/users", post(user_post))
         .route("/admin/operators", post(operator_post))
+        .route("/admin/portal-accounts/{login}/{action}", post(portal_account_action))
         .route("/admin/users/{login}/{action}", post(user_action))
         .route("/admin/audit-report", get(audit_report))
         .route("/admin/emergency-reviews", get(reviews_get))

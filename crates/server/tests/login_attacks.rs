@@ -516,3 +516,43 @@ fn named_operators(w: &World) {
 fn named_operators_replace_the_bootstrap_token() {
     on_both_stores("operators", named_operators);
 }
+
+/// The operator's actions on a portal account (a proxy's here): disabled, it cannot log in
+/// (the same message as a wrong password); enabled, it can; its second factor reset (a lost
+/// phone), it enrols again.
+fn portal_accounts(w: &World) {
+    let r = api(
+        &anon(&w.s),
+        Method::POST,
+        "/portal/register-proxy",
+        Some(json!({"name": "結 家族", "login": "family-1", "password": PW})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let portal = |password: &str| {
+        api(
+            &anon(&w.s),
+            Method::POST,
+            "/login",
+            Some(json!({"login": "family-1", "password": password, "kind": "portal"})),
+        )
+    };
+    assert_eq!(portal(PW).status, 200);
+    let wrong = portal("Wrong-pass-2026");
+    let act = |a: &str| api(&w.admin(), Method::POST, &format!("/admin/portal-accounts/family-1/{a}"), None);
+    assert_eq!(act("disable").status, 200);
+    let r = portal(PW);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.diagnostics(), wrong.diagnostics());
+    assert_eq!(act("enable").status, 200);
+    assert_eq!(portal(PW).body["needs_enrolment"], false);
+    assert_eq!(act("reset-second-factor").status, 200);
+    assert_eq!(portal(PW).body["needs_enrolment"], true);
+    assert_eq!(act("revoke-sessions").status, 200);
+    assert_eq!(act("explode").status, 404);
+    assert_eq!(api(&w.admin(), Method::POST, "/admin/portal-accounts/nobody/disable", None).status, 404);
+}
+
+#[test]
+fn operators_manage_portal_accounts() {
+    on_both_stores("portal", portal_accounts);
+}

@@ -378,6 +378,38 @@ impl Service {
         Ok(id)
     }
 
+    /// The operator's actions on a patient's or proxy's portal account: `disable` (its
+    /// sessions end at once), `enable`, `revoke-sessions`, `reset-second-factor` (a lost phone:
+    /// they enrol again at the next login). Audited under the operator's name.
+    pub fn portal_account_action(&self, ctx: &Ctx, login: &str, action: &str) -> Result<(), ApiError> {
+        Self::require_operator(ctx)?;
+        let l = login.to_owned();
+        let id = self.store.read(|r| r.portal_by_login(&l))?.map(|a| a.id).ok_or_else(|| {
+            ApiError::new(ErrorKind::NotFound, format!("ポータルのアカウント {login} は登録されていません"))
+        })?;
+        let end = AccountWrite::EndSessionsOf { kind: "portal".into(), subject: id.clone() };
+        let (subtype, writes) = match action {
+            "disable" => ("disable-portal-account", vec![AccountWrite::Disabled { portal: true, id, disabled: true }]),
+            "enable" => ("enable-portal-account", vec![AccountWrite::Disabled { portal: true, id, disabled: false }]),
+            "revoke-sessions" => ("revoke-portal-sessions", vec![end]),
+            "reset-second-factor" => {
+                ("reset-portal-second-factor", vec![AccountWrite::ResetSecondFactor { portal: true, id }, end])
+            }
+            other => {
+                return Err(ApiError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "アカウントへの操作 {other} はありません（disable, enable, revoke-sessions, reset-second-factor）"
+                    ),
+                ));
+            }
+        };
+        let mut a = self.audit_record(ctx, AuditAction::Update, subtype, AuditOutcome::Success);
+        a.entities = vec![format!("portal/{login}")];
+        self.store.write_accounts(writes, vec![a])?;
+        Ok(())
+    }
+
     /// An Argon2id hash made on the hashing pool.
     pub(crate) fn hash_password_pooled(&self, password: &str) -> Result<String, ApiError> {
         let p = password.to_owned();
