@@ -451,11 +451,69 @@ enum UserCommand {
         /// visible to other users of the machine).
         #[arg(long)]
         password_file: PathBuf,
+        /// The user enrols their own authenticator at the first login (no key is printed).
+        #[arg(long)]
+        self_enrol: bool,
     },
     /// List users.
     List {
         #[command(flatten)]
         store: StoreArgs,
+    },
+    /// Disable a user: every session of theirs ends at once and they cannot log in.
+    Disable {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
+    },
+    /// Create a named operator account (the network's operator, no facility). The first one
+    /// ends the administrator token. The operator chooses their own password (replacing the
+    /// initial one) and enrols their own authenticator at the first login.
+    AddOperator {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        #[arg(long)]
+        login: String,
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// A file holding the initial password.
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
+    },
+    /// Set a new password (read from a file); every session of the user ends.
+    ResetPassword {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
+        /// A file holding the new password.
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// Forget the user's authenticator: they enrol a new one at their next login (the secret
+    /// is shown to them only); every session ends.
+    ResetSecondFactor {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
+    },
+    /// End every session of the user.
+    RevokeSessions {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        login: String,
     },
 }
 
@@ -468,7 +526,9 @@ fn init_logging() {
 
 /// Writes the administrator token to `dir/admin-token` (mode 0600) when the store has none.
 pub(crate) fn ensure_admin_token(store: &Store, dir: &Path) -> Result<Option<PathBuf>> {
-    let has_admin = store.read(|r| r.tokens())?.iter().any(|t| t.kind == "admin" && !t.revoked);
+    let has_admin = store.read(|r| r.tokens())?.iter().any(|t| t.kind == "admin" && !t.revoked)
+        // Once a named operator exists there is no bootstrap token any more.
+        || store.read(|r| r.users())?.iter().any(|u| u.profession == musubi_service::login::OPERATOR_PROFESSION);
     if has_admin {
         return Ok(None);
     }

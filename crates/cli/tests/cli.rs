@@ -456,7 +456,8 @@ fn the_demo_region_has_logins_for_each_role_and_a_patient_who_sees_who_looked() 
             .send()
             .unwrap();
         assert_eq!(r.status(), 200, "second factor for {body}");
-        token
+        // The login completes under a new token; the pending one is dead.
+        r.json::<serde_json::Value>().unwrap()["token"].as_str().unwrap().to_owned()
     };
 
     let doctor = users.iter().find(|u| u["who"].as_str().unwrap().contains("医師")).unwrap();
@@ -516,4 +517,88 @@ fn the_retention_sweep_deletes_expired_labs_but_keeps_the_last_three() {
     assert_eq!(left, vec!["old-lab-2", "old-lab-3", "old-lab-4"], "the newest three stay");
     let again = musubi().args(["retention", "sweep", "--data", d]).output().unwrap();
     assert!(String::from_utf8(again.stdout).unwrap().contains("記録 0 件"));
+}
+
+/// `musubi user disable | enable | reset-password | reset-second-factor | revoke-sessions`: the
+/// operator's account actions from the command line, each audited under the operator's name.
+#[test]
+fn operators_manage_user_accounts_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = musubi().args(args).env("USER", "op-suzuki").output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    run(&[
+        "facility",
+        "add",
+        "--data",
+        d,
+        "--code",
+        "1318814790",
+        "--name",
+        "東京結び病院",
+        "--class",
+        "hospital",
+        "--area",
+        "1301",
+    ]);
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "Musubi-pass-2026\n").unwrap();
+    let pwf = pw.to_str().unwrap();
+    run(&[
+        "user",
+        "add",
+        "--data",
+        d,
+        "--login",
+        "dr-cli",
+        "--name",
+        "結 一郎",
+        "--profession",
+        "doctor",
+        "--facility",
+        "1318814790",
+        "--password-file",
+        pwf,
+    ]);
+    let state = || {
+        let store = Store::open_sqlite(dir.path()).unwrap();
+        let u = store.read(|r| r.user_by_login("dr-cli")).unwrap().unwrap();
+        (u.disabled, u.totp_secret.is_some(), u.password_hash)
+    };
+    let (_, _, hash) = state();
+    run(&["user", "disable", "--data", d, "dr-cli"]);
+    assert!(state().0, "disabled");
+    let listed = run(&["user", "list", "--data", d]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("disabled"));
+    run(&["user", "enable", "--data", d, "dr-cli"]);
+    assert!(!state().0, "enabled again");
+    std::fs::write(&pw, "Another-pass-2026\n").unwrap();
+    run(&["user", "reset-password", "--data", d, "dr-cli", "--password-file", pwf]);
+    assert_ne!(state().2, hash, "a new password hash");
+    run(&["user", "reset-second-factor", "--data", d, "dr-cli"]);
+    assert!(!state().1, "the authenticator is forgotten");
+    run(&["user", "revoke-sessions", "--data", d, "dr-cli"]);
+    let out = musubi().args(["user", "disable", "--data", d, "no-such-user"]).output().unwrap();
+    assert!(!out.status.success(), "an unknown login is an error");
+    // A named operator: no facility, chooses a password and enrols at the first login.
+    run(&["user", "add-operator", "--data", d, "--login", "op-cli", "--name", "山田 運営", "--password-file", pwf]);
+    {
+        let store = Store::open_sqlite(dir.path()).unwrap();
+        let op = store.read(|r| r.user_by_login("op-cli")).unwrap().unwrap();
+        assert_eq!(op.profession, "operator");
+        assert!(op.facilities.is_empty() && op.totp_secret.is_none() && op.must_change_password);
+    }
+    // Audited under the operator's own name.
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let q = musubi_store::AuditQuery { agent: Some("op-suzuki".into()), ..Default::default() };
+    let (_, rows) = store.read(|r| r.audit_search(&q, 0, 100)).unwrap();
+    let text = rows.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n");
+    for subtype in
+        ["disable-user", "enable-user", "reset-password", "reset-second-factor", "revoke-sessions", "create-operator"]
+    {
+        assert!(text.contains(subtype), "{subtype} not audited under op-suzuki: {text}");
+    }
 }

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::routes::{Authed, HttpError, SESSION_COOKIE, cookie_token, read_body, read_body_max};
+use crate::routes::{Authed, HttpError, cookie_token, read_body, read_body_max, session_cookie_name};
 
 type Result<T> = std::result::Result<T, HttpError>;
 
@@ -79,10 +79,12 @@ fn address(ci: &ClientAddr) -> Option<String> {
     ci.0.clone()
 }
 
-/// Sets the session cookie (HttpOnly, SameSite=Strict; Secure when the public URL is https).
+/// Sets the session cookie (HttpOnly, SameSite=Strict; with TLS a `Secure` `__Host-` cookie).
 fn with_session_cookie(mut r: Response, token: &str, max_age_s: i64, secure: bool) -> Response {
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        session_cookie_name(secure),
+        max_age_s.max(0),
         if secure { "; Secure" } else { "" }
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -91,7 +93,8 @@ fn with_session_cookie(mut r: Response, token: &str, max_age_s: i64, secure: boo
     r
 }
 
-fn secure(state: &AppState) -> bool {
+/// Whether the server is reached over TLS (it serves HTTPS, or its public URL is https).
+pub(crate) fn secure(state: &AppState) -> bool {
     state.inner.config.https || state.inner.config.base_url.as_deref().is_some_and(|u| u.starts_with("https://"))
 }
 
@@ -122,18 +125,53 @@ async fn login(State(state): State<AppState>, ci: ClientAddr, headers: HeaderMap
     Ok(with_session_cookie(ok_json(serde_json::to_value(&out).unwrap_or_default()), &token, max_age, secure(&state)))
 }
 
+/// The pending session's token (bearer or cookie), or 401.
+fn pending_token(state: &AppState, headers: &HeaderMap) -> Result<String> {
+    session_token(state, headers)
+        .ok_or_else(|| HttpError(ApiError::new(ErrorKind::Unauthorized, "先にパスワードでログインしてください")))
+}
+
+#[derive(Deserialize)]
+struct NewPasswordBody {
+    password: String,
+}
+
+/// A user whose password an operator set chooses their own (on the pending session).
+async fn choose_password(
+    State(state): State<AppState>,
+    ci: ClientAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let token = pending_token(&state, &headers)?;
+    let b: NewPasswordBody = body_json(&state, &headers, body).await?;
+    let addr = address(&ci);
+    state.blocking(move |svc| svc.choose_password(&token, &b.password, addr)).await?;
+    Ok(ok_json(json!({"ok": true})))
+}
+
+/// First login without an authenticator: the new secret, shown to the person logging in only.
+async fn enrol(State(state): State<AppState>, ci: ClientAddr, headers: HeaderMap) -> Result<Response> {
+    let token = pending_token(&state, &headers)?;
+    let addr = address(&ci);
+    let out = state.blocking(move |svc| svc.enrol_second_factor(&token, addr)).await?;
+    let mut r = ok_json(serde_json::to_value(&out).unwrap_or_default());
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
 #[derive(Deserialize)]
 struct CodeBody {
     code: String,
 }
 
-fn session_token(headers: &HeaderMap) -> Option<String> {
+fn session_token(state: &AppState, headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned())
-        .or_else(|| cookie_token(headers))
+        .or_else(|| cookie_token(headers, secure(state)))
 }
 
 async fn second_factor(
@@ -142,18 +180,28 @@ async fn second_factor(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let token = session_token(&headers)
-        .ok_or_else(|| HttpError(ApiError::new(ErrorKind::Unauthorized, "先にパスワードでログインしてください")))?;
+    let token = pending_token(&state, &headers)?;
     let b: CodeBody = public_body_json(&state, &headers, body).await?;
     let addr = address(&ci);
-    state.blocking(move |svc| svc.second_factor(&token, &b.code, addr)).await?;
-    Ok(ok_json(json!({"ok": true})))
+    // The login completes under a new token: the pending one (which may have been seen before
+    // the second factor) is dead from now on.
+    let out = state.blocking(move |svc| svc.second_factor(&token, &b.code, addr)).await?;
+    let max_age = (out.expires - musubi_fhir::datetime::now_ms()) / 1000;
+    let mut v = serde_json::to_value(&out).unwrap_or_default();
+    v["ok"] = Value::Bool(true);
+    Ok(with_session_cookie(ok_json(v), &out.token, max_age, secure(&state)))
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if let Some(token) = session_token(&headers) {
+    if let Some(token) = session_token(&state, &headers) {
         state.blocking(move |svc| svc.logout(&token)).await?;
     }
+    Ok(with_session_cookie(ok_json(json!({"ok": true})), "", 0, secure(&state)))
+}
+
+/// Ends every session of the caller's account (this one included).
+async fn logout_everywhere(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    state.blocking(move |svc| svc.logout_everywhere(&ctx)).await?;
     Ok(with_session_cookie(ok_json(json!({"ok": true})), "", 0, secure(&state)))
 }
 
@@ -521,6 +569,9 @@ struct UserBody {
     profession: String,
     facilities: Vec<String>,
     password: String,
+    /// The user enrols their own authenticator at the first login (no key in the answer).
+    #[serde(default)]
+    self_enrol: bool,
 }
 
 async fn user_post(
@@ -539,8 +590,76 @@ async fn user_post(
         facilities: b.facilities,
         password: b.password,
     };
+    if b.self_enrol {
+        let id = state.blocking(move |svc| svc.create_user_self_enrolling(&ctx, u)).await?;
+        return Ok(ok_json(json!({"id": id, "self_enrol": true})));
+    }
     let out = state.blocking(move |svc| svc.create_user(&ctx, u)).await?;
     Ok(ok_json(serde_json::to_value(&out).unwrap_or_default()))
+}
+
+/// The operator's actions on a patient's or proxy's portal account.
+async fn portal_account_action(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    Path((login, action)): Path<(String, String)>,
+) -> Result<Response> {
+    state.blocking(move |svc| svc.portal_account_action(&ctx, &login, &action)).await?;
+    Ok(ok_json(json!({"ok": true})))
+}
+
+#[derive(Deserialize)]
+struct OperatorBody {
+    login: String,
+    name: String,
+    password: String,
+}
+
+/// A named operator account (the first one made with the bootstrap token, which then expires).
+async fn operator_post(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let b: OperatorBody = body_json(&state, &headers, body).await?;
+    let id = state.blocking(move |svc| svc.create_operator(&ctx, &b.login, &b.name, &b.password)).await?;
+    Ok(ok_json(json!({"id": id})))
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+}
+
+/// The operator's account actions on a user: `disable`, `enable`, `reset-second-factor`,
+/// `reset-password` (body `{"password": …}`), `revoke-sessions`.
+async fn user_action(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    Path((login, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let password = if action == "reset-password" {
+        Some(body_json::<PasswordBody>(&state, &headers, body).await?.password)
+    } else {
+        None
+    };
+    state
+        .blocking(move |svc| match (action.as_str(), password) {
+            ("disable", _) => svc.set_user_disabled(&ctx, &login, true),
+            ("enable", _) => svc.set_user_disabled(&ctx, &login, false),
+            ("reset-second-factor", _) => svc.reset_user_second_factor(&ctx, &login),
+            ("reset-password", Some(p)) => svc.reset_user_password(&ctx, &login, &p),
+            ("revoke-sessions", _) => svc.revoke_user_sessions(&ctx, &login),
+            _ => Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("利用者への操作 {action} はありません（disable, enable, reset-second-factor, reset-password, revoke-sessions）"),
+            )),
+        })
+        .await?;
+    Ok(ok_json(json!({"ok": true})))
 }
 
 async fn audit_report(State(state): State<AppState>, Authed(ctx): Authed, RawQuery(q): RawQuery) -> Result<Response> {
@@ -684,7 +803,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/login", post(login))
         .route("/login/totp", post(second_factor))
+        .route("/login/totp/enrol", post(enrol))
+        .route("/login/password", post(choose_password))
         .route("/logout", post(logout))
+        .route("/logout/everywhere", post(logout_everywhere))
         .route("/me", get(me))
         .route("/portal/register", post(register))
         .route("/portal/register-proxy", post(register_proxy))
@@ -705,9 +827,12 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/alerts/{id}", post(alert_handled))
         .route("/admin/notices-to-post", get(notices_get))
         .route("/admin/notices-to-post/{id}", post(notice_posted))
-        .route("/admin/portal-accounts/{id}/revoke", post(portal_revoke))
+        .route("/admin/portal-revoke/{id}", post(portal_revoke))
         .route("/admin/facilities", post(facility_post))
         .route("/admin/users", post(user_post))
+        .route("/admin/operators", post(operator_post))
+        .route("/admin/portal-accounts/{login}/{action}", post(portal_account_action))
+        .route("/admin/users/{login}/{action}", post(user_action))
         .route("/admin/audit-report", get(audit_report))
         .route("/admin/emergency-reviews", get(reviews_get))
         .route("/admin/emergency-reviews/{id}", post(review_post))

@@ -20,6 +20,7 @@
 //! | UnsupportedMediaType | 415 |
 //! | Unprocessable (breaks FHIR / JP Core / JP-CLINS rules) | 422 |
 //! | Internal (logged, no details in the body) | 500 |
+//! | TooManyRequests (login attempts, consent codes, emergency accesses throttled) | 429 + `Retry-After` |
 //! | Unavailable (stopping; no place in the store pool within the queue timeout) | 503 + `Retry-After` |
 
 #![deny(missing_docs)]
@@ -139,7 +140,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 

@@ -39,6 +39,9 @@ impl IntoResponse for HttpError {
             // Busy or stopping: a client may try again shortly.
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        if let ErrorKind::TooManyRequests { retry_after_s } = self.0.kind {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        }
         resp
     }
 }
@@ -84,14 +87,23 @@ fn base_url_of(state: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}/fhir")
 }
 
-/// The name of the web session cookie.
+/// The name of the web session cookie without TLS.
 pub const SESSION_COOKIE: &str = "musubi_session";
+/// The name of the web session cookie with TLS: a `__Host-` cookie, which a browser keeps only
+/// when it is `Secure`, for this host alone and for every path (no sibling host can set it).
+pub const SESSION_COOKIE_TLS: &str = "__Host-musubi_session";
 
-/// The session token from the cookie header, if any.
-pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
+/// The session cookie's name for a server with (`secure`) or without TLS.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure { SESSION_COOKIE_TLS } else { SESSION_COOKIE }
+}
+
+/// The session token from the cookie header, if any (only the name this server sets).
+pub(crate) fn cookie_token(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let name = session_cookie_name(secure);
     headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).flat_map(|h| h.split(';')).find_map(|c| {
         let (k, v) = c.trim().split_once('=')?;
-        (k == SESSION_COOKIE).then(|| v.to_owned())
+        (k == name).then(|| v.to_owned())
     })
 }
 
@@ -108,7 +120,7 @@ impl FromRequestParts<AppState> for Authed {
             .map(|t| t.trim().to_owned());
         let (token, from_cookie) = match bearer {
             Some(t) => (Some(t), false),
-            None => (cookie_token(&parts.headers), true),
+            None => (cookie_token(&parts.headers, crate::api::secure(state)), true),
         };
         let Some(token) = token else {
             let reason = if header_value.is_some() {

@@ -398,7 +398,7 @@ fn attack_hijacked_account_is_revoked(s: &TestServer, w: &World) {
     let account = r.body["id"].as_str().unwrap().to_owned();
     let hijacker = log_in(s, "hijacker", "Hanako-pass-2026", r.body["totp_secret"].as_str().unwrap(), "portal");
     assert_eq!(hijacker.get(&format!("Observation?patient={}", w.other)).body["total"], 1);
-    let r = api(&s.client(&s.admin), Method::POST, &format!("/admin/portal-accounts/{account}/revoke"), None);
+    let r = api(&s.client(&s.admin), Method::POST, &format!("/admin/portal-revoke/{account}"), None);
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(hijacker.get(&format!("Observation?patient={}", w.other)).status, 401, "its session ended");
     let code = activation_code(s, &w.other);

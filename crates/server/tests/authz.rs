@@ -346,6 +346,9 @@ fn login(s: &TestServer, login: &str, password: &str, secret: &str, kind: &str, 
     let code = musubi_service::people::totp_code_now(secret).unwrap();
     let r = api(&c, reqwest::Method::POST, "/login/totp", Some(json!({"code": code})));
     assert_eq!(r.status, 200, "{}", r.text);
+    // The login completes under a new token; the pending one is dead.
+    let mut c = c;
+    c.token = r.body["token"].as_str().unwrap().to_owned();
     c
 }
 

@@ -61,7 +61,10 @@ fn setup(s: &TestServer) -> (Client, Client, Client) {
     assert_eq!(r.status, 200, "{}", r.text);
     let dr_a = s.client(r.body["token"].as_str().unwrap());
     let code = musubi_service::people::totp_code_now(&secret).unwrap();
-    assert_eq!(api(&dr_a, Method::POST, "/login/totp", Some(json!({"code": code}))).status, 200);
+    let r = api(&dr_a, Method::POST, "/login/totp", Some(json!({"code": code})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut dr_a = dr_a;
+    dr_a.token = r.body["token"].as_str().unwrap().to_owned();
     (s.client(&s.token(A, "a-emr")), s.client(&s.token(B, "b-emr")), dr_a)
 }
 

@@ -50,6 +50,9 @@ fn user(s: &TestServer, login: &str, profession: &str, facility: &str) -> Client
     let code = musubi_service::people::totp_code_now(&secret).unwrap();
     let r = api(&c, Method::POST, "/login/totp", Some(json!({"code": code})));
     assert_eq!(r.status, 200, "{}", r.text);
+    // The login completes under a new token; the pending one is dead.
+    let mut c = c;
+    c.token = r.body["token"].as_str().unwrap().to_owned();
     c
 }
 

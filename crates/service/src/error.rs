@@ -32,12 +32,16 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// 422: valid JSON that breaks the FHIR / JP Core / JP-CLINS rules.
     Unprocessable,
+    /// 429: too many attempts (logins); try again after `retry_after_s` seconds
+    /// (`Retry-After`).
+    TooManyRequests {
+        /// Seconds to wait.
+        retry_after_s: u32,
+    },
     /// 500: a fault in Musubi (logged; no internals in the body).
     Internal,
     /// 503: the store is unavailable.
     Unavailable,
-    /// 429: too many attempts (codes, emergency accesses); try again later.
-    TooManyRequests,
 }
 
 impl ErrorKind {
@@ -54,9 +58,9 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => "conflict",
             ErrorKind::PayloadTooLarge => "too-costly",
             ErrorKind::Unprocessable => "processing",
+            ErrorKind::TooManyRequests { .. } => "throttled",
             ErrorKind::Internal => "exception",
             ErrorKind::Unavailable => "transient",
-            ErrorKind::TooManyRequests => "throttled",
         }
     }
 }

@@ -315,7 +315,7 @@ impl Service {
                 let who = format!("user:{}", u.user_id);
                 if self.code_failures.recent(&who, now) >= MAX_CODE_FAILURES_PER_HOUR {
                     return Err(ApiError::new(
-                        ErrorKind::TooManyRequests,
+                        ErrorKind::TooManyRequests { retry_after_s: 3600 },
                         "同意コードの入力誤りが続いたため、1時間は受け付けられません",
                     ));
                 }
@@ -749,7 +749,7 @@ impl Service {
         };
         let secret = self.open_secret(secret)?;
         let now = now_ms();
-        if !crate::people::totp_ok(&secret, &req.totp) {
+        if !crate::people::totp_valid(&secret, &req.totp, now) {
             let mut a = self.audit_record(ctx, AuditAction::Execute, "break-glass", AuditOutcome::SeriousFailure);
             a.outcome_text = Some("wrong one-time code".into());
             a.entities = vec![format!("Patient/{}", req.patient_id)];
@@ -787,7 +787,7 @@ impl Service {
             };
             self.store.write_evidence(vec![EvidenceWrite::Alert(alert)], Vec::new(), vec![a])?;
             return Err(ApiError::new(
-                ErrorKind::TooManyRequests,
+                ErrorKind::TooManyRequests { retry_after_s: 3600 },
                 "24時間以内の緊急時の閲覧が上限に達しました。運営事務局に連絡してください。",
             ));
         }

@@ -28,6 +28,7 @@ pub mod evidence;
 pub mod failed_auth;
 pub mod ids;
 pub mod import;
+pub mod login;
 pub mod mpi;
 pub mod people;
 mod prepare;
@@ -86,6 +87,7 @@ pub struct Service {
     /// The network's secret for collected resource ids (see [`ids`]); None keeps the
     /// deterministic ids.
     id_key: Option<std::sync::Arc<ids::IdKey>>,
+    guard: login::LoginGuard,
 }
 
 impl std::fmt::Debug for Service {
@@ -120,6 +122,7 @@ impl Service {
             failed_auth: failed_auth::FailedAuth::default(),
             secrets: None,
             id_key: None,
+            guard: login::LoginGuard::default(),
         }
     }
 
@@ -286,7 +289,7 @@ pub fn status_line(kind: ErrorKind) -> String {
         ErrorKind::Unprocessable => (422, "Unprocessable Entity"),
         ErrorKind::Internal => (500, "Internal Server Error"),
         ErrorKind::Unavailable => (503, "Service Unavailable"),
-        ErrorKind::TooManyRequests => (429, "Too Many Requests"),
+        ErrorKind::TooManyRequests { .. } => (429, "Too Many Requests"),
     };
     format!("{code} {text}")
 }

@@ -5,8 +5,8 @@
 //! history. Every change here is audited.
 //!
 //! Passwords are stored only as Argon2id hashes; session tokens and TOTP secrets never reach a
-//! log. Five failed logins in a row lock an account for 15 minutes; failures say nothing about
-//! whether the login exists.
+//! log. Failures say nothing about whether the login exists; guessing is slowed by throttles
+//! and one-time-code locks (see [`crate::login`]).
 
 use std::collections::BTreeSet;
 
@@ -22,10 +22,14 @@ use serde_json::{Value, json};
 
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
-/// Failed logins before an account is locked.
-pub const MAX_FAILED_LOGINS: i64 = 5;
-/// How long a lock lasts.
-pub const LOCK_MS: i64 = 15 * 60 * 1000;
+/// Wrong one-time codes in a row before an account is locked.
+pub const MAX_FAILED_LOGINS: i64 = crate::login::MAX_SECOND_FACTOR_FAILURES;
+/// How long the first lock lasts.
+pub const LOCK_MS: i64 = crate::login::SECOND_FACTOR_LOCK_MS;
+/// A valid Argon2id hash (of nothing anyone knows) checked when the login is unknown, so an
+/// unknown login costs the same time as a known one.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3dj5Qp8gWbK1i9V4WkTtkbWsnYk4ZB8kq9r2U0UbkkI";
 /// How long a user session lasts.
 pub const USER_SESSION_MS: i64 = 8 * 3600 * 1000;
 /// How long a portal session lasts.
@@ -53,7 +57,7 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::internal(format!("password hash: {e}")))
 }
 
-fn verify_password(password: &str, hash: &str) -> bool {
+pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
@@ -119,9 +123,27 @@ pub fn totp_code_now(secret: &str) -> Result<String, ApiError> {
     Ok(totp(secret, "x")?.generate_current().to_string())
 }
 
-pub(crate) fn totp_ok(secret: &str, code: &str) -> bool {
+/// The code of a secret at `ms` (epoch ms; tests with a moved clock).
+pub fn totp_code_at(secret: &str, ms: i64) -> Result<String, ApiError> {
+    Ok(totp(secret, "x")?.generate(u64::try_from(ms / 1000).unwrap_or(0)).to_string())
+}
+
+/// The time step a code is valid for at `now_ms` (one step of skew either way), if any.
+fn totp_step(secret: &str, code: &str, now_ms: i64) -> Option<i64> {
     let code: String = code.chars().filter(char::is_ascii_digit).collect();
-    totp(secret, "x").is_ok_and(|t| t.check_current(&code).is_some())
+    let t = totp(secret, "x").ok()?;
+    t.check(&code, u64::try_from(now_ms / 1000).ok()?).and_then(|step| i64::try_from(step).ok())
+}
+
+#[cfg(test)]
+fn totp_ok(secret: &str, code: &str) -> bool {
+    totp_step(secret, code, now_ms()).is_some()
+}
+
+/// Whether `code` is a valid code of `secret` at `now_ms` (the second factor entered again for
+/// break-glass; the login's own step bookkeeping is not involved).
+pub(crate) fn totp_valid(secret: &str, code: &str, now_ms: i64) -> bool {
+    totp_step(secret, code, now_ms).is_some()
 }
 
 /// What a login step produced.
@@ -133,6 +155,12 @@ pub struct LoginOutcome {
     pub csrf: String,
     /// Whether the second factor is still needed.
     pub needs_second_factor: bool,
+    /// Whether the account has no authenticator yet: enrol one first
+    /// (`POST /api/login/totp/enrol`), then give its code.
+    pub needs_enrolment: bool,
+    /// Whether the password was set by an operator: choose a new one first
+    /// (`POST /api/login/password`).
+    pub needs_new_password: bool,
     /// Until when the session holds (epoch ms).
     pub expires: i64,
 }
@@ -268,6 +296,14 @@ fn unauthorized() -> ApiError {
     ApiError::new(ErrorKind::Unauthorized, "ログインIDまたはパスワードが違います")
 }
 
+fn wrong_code() -> ApiError {
+    ApiError::new(ErrorKind::Unauthorized, "ワンタイムコードが違います")
+}
+
+fn session_gone() -> ApiError {
+    ApiError::new(ErrorKind::Unauthorized, "セッションが無効です。最初からログインしてください。")
+}
+
 impl Service {
     pub(crate) fn login_audit(
         &self,
@@ -312,9 +348,24 @@ impl Service {
         self.audit(vec![r])
     }
 
-    /// Creates a user (operator or administrator).
+    /// Creates a user (operator or administrator), with an authenticator key the operator
+    /// hands over (see [`Service::create_user_self_enrolling`] for the better way).
     pub fn create_user(&self, ctx: &Ctx, u: NewUser) -> Result<Enrolled, ApiError> {
+        let secret = new_totp_secret()?;
+        let login = u.login.clone();
+        let id = self.create_user_with(ctx, u, Some(secret.clone()))?;
+        Ok(Enrolled { id, totp_uri: totp_uri(&secret, &login)?, totp_secret: secret })
+    }
+
+    /// Creates a user without an authenticator: the user enrols their own at the first login,
+    /// and nobody else ever sees the key. Returns the account id.
+    pub fn create_user_self_enrolling(&self, ctx: &Ctx, u: NewUser) -> Result<String, ApiError> {
+        self.create_user_with(ctx, u, None)
+    }
+
+    fn create_user_with(&self, ctx: &Ctx, u: NewUser, secret: Option<String>) -> Result<String, ApiError> {
         require_privileged(ctx)?;
+        let self_chosen = secret.is_none();
         check_password_rule(&u.password)?;
         check_login_name(&u.login)?;
         if u.facilities.is_empty() {
@@ -333,29 +384,32 @@ impl Service {
             return Err(ApiError::new(ErrorKind::Conflict, format!("ログインID {} は既に使われています", u.login)));
         }
         let id = crate::prepare::new_id();
-        let secret = new_totp_secret()?;
         let row = UserRow {
             id: id.clone(),
             login: u.login.clone(),
             name: u.name,
             kana: u.kana,
             profession: u.profession.code().into(),
-            password_hash: hash_password(&u.password)?,
-            totp_secret: Some(self.seal_secret(&secret)?),
+            password_hash: self.hash_password_pooled(&u.password)?,
+            totp_secret: secret.map(|s| self.seal_secret(&s)).transpose()?,
             failed_logins: 0,
             locked_until: None,
             disabled: false,
             created: now_ms(),
             facilities: u.facilities,
+            // A user who enrols their own authenticator also chooses their own password.
+            must_change_password: self_chosen,
         };
         let mut a = self.audit_record(ctx, AuditAction::Create, "create-user", AuditOutcome::Success);
         a.entities = vec![format!("user/{}", u.login)];
         self.store.write_accounts(vec![AccountWrite::NewUser(row)], vec![a])?;
-        Ok(Enrolled { id, totp_uri: totp_uri(&secret, &u.login)?, totp_secret: secret })
+        Ok(id)
     }
 
     /// Step one of a clinician's login: the password. `facility` chooses the facility to act
-    /// for when the user belongs to several.
+    /// for when the user belongs to several. An unknown login, a wrong password, a disabled or
+    /// locked account: one message, one Argon2 check; each counts against the login name and
+    /// the address (429 while they wait).
     pub fn login_user(
         &self,
         login: &str,
@@ -363,61 +417,45 @@ impl Service {
         facility: Option<&str>,
         address: Option<String>,
     ) -> Result<LoginOutcome, ApiError> {
+        self.throttle("user", login, address.as_deref())?;
         let l = login.to_owned();
-        let Some(user) = self.store.read(|r| r.user_by_login(&l))? else {
-            // Spend the same time as a real check, so timing does not reveal logins.
-            let _ = verify_password(
-                password,
-                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3dj5Qp8gWbK1i9V4WkTtkbWsnYk4ZB8kq9r2U0UbkkI",
-            );
-            self.login_audit(address, "user", login, AuditOutcome::SeriousFailure, "unknown login")?;
+        let user = self.store.read(|r| r.user_by_login(&l))?;
+        let now = self.now();
+        let password_ok =
+            self.verify_password_pooled(password, user.as_ref().map_or(DUMMY_HASH, |u| &u.password_hash))?;
+        let refusal = match &user {
+            None => Some("unknown login"),
+            Some(u) if u.disabled => Some("disabled"),
+            Some(u) if u.locked_until.is_some_and(|t| t > now) => Some("locked"),
+            Some(_) if !password_ok => Some("wrong password"),
+            Some(_) => None,
+        };
+        let Some(user) = user.filter(|_| refusal.is_none()) else {
+            let mut a =
+                self.login_record(address, "user", login, AuditOutcome::SeriousFailure, refusal.unwrap_or("refused"));
+            a.entities = vec![format!("user/{login}")];
+            self.audit(vec![a])?;
             return Err(unauthorized());
         };
-        let now = now_ms();
-        if user.disabled {
-            self.login_audit(address, "user", login, AuditOutcome::SeriousFailure, "disabled")?;
-            return Err(unauthorized());
-        }
-        if user.locked_until.is_some_and(|t| t > now) {
-            self.login_audit(address, "user", login, AuditOutcome::SeriousFailure, "locked")?;
-            return Err(ApiError::new(
-                ErrorKind::Unauthorized,
-                "ログインに続けて失敗したため、アカウントを一時的にロックしています。15分後に再度お試しください。",
-            ));
-        }
-        if !verify_password(password, &user.password_hash) {
-            let failed = user.failed_logins + 1;
-            let locked_until = (failed >= MAX_FAILED_LOGINS).then_some(now + LOCK_MS);
-            let mut a = self.login_record(
-                address.clone(),
-                "user",
-                login,
-                AuditOutcome::SeriousFailure,
-                if locked_until.is_some() { "wrong password; locked" } else { "wrong password" },
-            );
-            a.entities = vec![format!("user/{login}")];
-            self.store.write_accounts(
-                vec![AccountWrite::LoginState {
-                    portal: false,
-                    id: user.id.clone(),
-                    failed: if locked_until.is_some() { 0 } else { failed },
-                    locked_until,
-                }],
-                vec![a],
-            )?;
-            return Err(unauthorized());
-        }
+        // The password was right: this attempt was no guess, whatever follows.
+        self.throttle_ok(Some(crate::login::account_key("user", login)), address.as_deref())?;
+        let operator = user.profession == crate::login::OPERATOR_PROFESSION;
         let facility = match facility {
-            Some(f) if user.facilities.iter().any(|x| x == f) => f.to_owned(),
+            // An operator acts for the network, not for a facility.
+            _ if operator => None,
+            Some(f) if user.facilities.iter().any(|x| x == f) => Some(f.to_owned()),
             Some(_) => return Err(ApiError::new(ErrorKind::Forbidden, "この医療機関に所属していません")),
             None => user
                 .facilities
                 .first()
                 .cloned()
+                .map(Some)
                 .ok_or_else(|| ApiError::new(ErrorKind::Forbidden, "所属医療機関がありません"))?,
         };
-        let out =
-            self.new_session("user", &user.id, Some(facility), None, USER_SESSION_MS, user.totp_secret.is_none())?;
+        // The password step never clears the one-time-code failures: only a right code does.
+        let mut out =
+            self.new_session("user", &user.id, facility, None, USER_SESSION_MS, user.totp_secret.is_none())?;
+        out.0.needs_new_password = user.must_change_password;
         let a = self.login_record(
             address,
             "user",
@@ -425,10 +463,7 @@ impl Service {
             AuditOutcome::Success,
             "password accepted; second factor pending",
         );
-        self.store.write_accounts(
-            vec![AccountWrite::LoginState { portal: false, id: user.id, failed: 0, locked_until: None }, out.1],
-            vec![a],
-        )?;
+        self.store.write_accounts(vec![out.1], vec![a])?;
         Ok(out.0)
     }
 
@@ -469,11 +504,11 @@ impl Service {
         facility: Option<String>,
         acting_for: Option<String>,
         ttl: i64,
-        second_factor_done: bool,
+        needs_enrolment: bool,
     ) -> Result<(LoginOutcome, AccountWrite), ApiError> {
         let token = format!("{SESSION_PREFIX}{}", random_b64(32)?);
         let csrf = random_b64(18)?;
-        let now = now_ms();
+        let now = self.now();
         let row = SessionRow {
             token_hash: session_hash(&token),
             kind: kind.into(),
@@ -482,71 +517,174 @@ impl Service {
             acting_for,
             created: now,
             expires: now + ttl,
-            second_factor: second_factor_done,
+            second_factor: false,
             csrf: csrf.clone(),
+            last_seen: now,
         };
         Ok((
-            LoginOutcome { token, csrf, needs_second_factor: !second_factor_done, expires: now + ttl },
+            LoginOutcome {
+                token,
+                csrf,
+                needs_second_factor: true,
+                needs_enrolment,
+                needs_new_password: false,
+                expires: now + ttl,
+            },
             AccountWrite::NewSession(row),
         ))
     }
 
-    /// Step two: the TOTP code. Completes the session.
-    pub fn second_factor(&self, token: &str, code: &str, address: Option<String>) -> Result<(), ApiError> {
+    /// The pending session of a token and its account: (session, portal?, login, secret, id).
+    /// The lock and the disabled flag are checked here, at every step: a locked or disabled
+    /// account's pending session ends.
+    fn pending_session(
+        &self,
+        token: &str,
+        address: &Option<String>,
+    ) -> Result<(SessionRow, bool, String, Option<String>, String), ApiError> {
+        let now = self.now();
         let h = session_hash(token);
-        let Some(s) = self.store.read(|r| r.session(&h))? else {
-            return Err(ApiError::new(ErrorKind::Unauthorized, "セッションが無効です。最初からログインしてください。"));
-        };
-        if s.expires < now_ms() {
+        let Some(s) = self.store.read(|r| r.session(&h))? else { return Err(session_gone()) };
+        if s.second_factor {
+            return Err(ApiError::bad_request("このセッションは既にログインが完了しています"));
+        }
+        if s.expires < now {
             return Err(ApiError::new(
                 ErrorKind::Unauthorized,
                 "セッションの有効期限が切れました。最初からログインしてください。",
             ));
         }
         let portal = s.kind == "portal";
-        let (login, secret, id, failed) = if portal {
-            let id = s.subject.clone();
-            let a = self.store.read(|r| r.portal(&id))?.ok_or_else(unauthorized)?;
-            (a.login, a.totp_secret, a.id, a.failed_logins)
+        let id = s.subject.clone();
+        let (login, secret, disabled, locked_until) = if portal {
+            let a = self.store.read(|r| r.portal(&id))?.ok_or_else(session_gone)?;
+            (a.login, a.totp_secret, a.disabled, a.locked_until)
         } else {
-            let id = s.subject.clone();
-            let u = self.store.read(|r| r.user(&id))?.ok_or_else(unauthorized)?;
-            (u.login, u.totp_secret, u.id, u.failed_logins)
+            let u = self.store.read(|r| r.user(&id))?.ok_or_else(session_gone)?;
+            (u.login, u.totp_secret, u.disabled, u.locked_until)
         };
-        let Some(secret) = secret else { return Ok(()) };
-        let secret = self.open_secret(&secret)?;
-        if !totp_ok(&secret, code) {
-            let failed = failed + 1;
-            let locked_until = (failed >= MAX_FAILED_LOGINS).then_some(now_ms() + LOCK_MS);
+        if disabled || locked_until.is_some_and(|t| t > now) {
             let a = self.login_record(
-                address,
+                address.clone(),
                 if portal { "patient" } else { "user" },
                 &login,
                 AuditOutcome::SeriousFailure,
-                "wrong one-time code",
+                if disabled { "second factor: disabled" } else { "second factor: locked" },
             );
-            let mut writes = vec![AccountWrite::LoginState { portal, id, failed, locked_until }];
-            if locked_until.is_some() {
-                writes.push(AccountWrite::EndSession(h));
-            }
-            self.store.write_accounts(writes, vec![a])?;
-            return Err(ApiError::new(ErrorKind::Unauthorized, "ワンタイムコードが違います"));
+            self.store.write_accounts(vec![AccountWrite::EndSession(h)], vec![a])?;
+            return Err(session_gone());
         }
-        let a = self.login_record(
+        // Secrets are sealed at rest (secrets.rs); the steps below work on the clear one.
+        let secret = secret.map(|x| self.open_secret(&x)).transpose()?;
+        Ok((s, portal, login, secret, id))
+    }
+
+    /// First login without an authenticator (a new account, or after the operator reset the
+    /// second factor): a new secret for the account, shown only to the person logging in.
+    /// The session stays pending until a code of the new secret is given.
+    pub fn enrol_second_factor(&self, token: &str, address: Option<String>) -> Result<Enrolled, ApiError> {
+        let (_, portal, login, secret, id) = self.pending_session(token, &address)?;
+        if secret.is_some() {
+            return Err(ApiError::new(ErrorKind::Conflict, "認証アプリは既に登録されています"));
+        }
+        let secret = new_totp_secret()?;
+        let mut a = self.login_record(
             address,
             if portal { "patient" } else { "user" },
             &login,
             AuditOutcome::Success,
-            "logged in (password and one-time code)",
+            "second factor enrolled",
         );
+        a.subtype = "enrol-second-factor".into();
+        self.store.write_accounts(
+            vec![AccountWrite::Totp { portal, id: id.clone(), secret: Some(self.seal_secret(&secret)?) }],
+            vec![a],
+        )?;
+        Ok(Enrolled { id, totp_uri: totp_uri(&secret, &login)?, totp_secret: secret })
+    }
+
+    /// A user whose password an operator set chooses their own, on the pending session (the
+    /// login cannot complete before). The new password must differ from the one set.
+    pub fn choose_password(&self, token: &str, password: &str, address: Option<String>) -> Result<(), ApiError> {
+        let (_, portal, login, _, id) = self.pending_session(token, &address)?;
+        let i = id.clone();
+        let user = if portal { None } else { self.store.read(|r| r.user(&i))? };
+        let Some(user) = user.filter(|u| u.must_change_password) else {
+            return Err(ApiError::new(ErrorKind::Conflict, "パスワードの変更は求められていません"));
+        };
+        check_password_rule(password)?;
+        if self.verify_password_pooled(password, &user.password_hash)? {
+            return Err(ApiError::bad_request("運営事務局が設定したものとは別のパスワードにしてください"));
+        }
+        let hash = self.hash_password_pooled(password)?;
+        let mut a = self.login_record(address, "user", &login, AuditOutcome::Success, "password chosen by the user");
+        a.subtype = "choose-password".into();
         self.store.write_accounts(
             vec![
-                AccountWrite::SessionSecondFactor(h),
-                AccountWrite::LoginState { portal, id, failed: 0, locked_until: None },
+                AccountWrite::Password { portal: false, id: id.clone(), hash },
+                AccountWrite::MustChangePassword { id, on: false },
             ],
             vec![a],
         )?;
         Ok(())
+    }
+
+    /// Step two: the TOTP code. Completes the login with a new session token (the pending one
+    /// ends). Wrong codes count in SQL and only a right code resets them; five in a row lock
+    /// the account and end its pending sessions; a code's time step is never accepted twice.
+    pub fn second_factor(&self, token: &str, code: &str, address: Option<String>) -> Result<LoginOutcome, ApiError> {
+        let (s, portal, login, secret, id) = self.pending_session(token, &address)?;
+        let Some(secret) = secret else {
+            return Err(ApiError::new(ErrorKind::Unauthorized, "先に認証アプリを登録してください"));
+        };
+        if !portal && self.store.read(|r| r.user(&id))?.is_some_and(|u| u.must_change_password) {
+            return Err(ApiError::new(ErrorKind::Unauthorized, "先に新しいパスワードを設定してください"));
+        }
+        self.throttle_address(address.as_deref())?;
+        let now = self.now();
+        let agent = if portal { "patient" } else { "user" };
+        let refused = |why: &str| -> Result<LoginOutcome, ApiError> {
+            let a = self.login_record(address.clone(), agent, &login, AuditOutcome::SeriousFailure, why);
+            self.store.second_factor_failed(portal, id.clone(), now, crate::login::second_factor_lock_ms, a)?;
+            Err(wrong_code())
+        };
+        let Some(step) = totp_step(&secret, code, now) else { return refused("wrong one-time code") };
+        let new_token = format!("{SESSION_PREFIX}{}", random_b64(32)?);
+        let csrf = random_b64(18)?;
+        let row = SessionRow {
+            token_hash: session_hash(&new_token),
+            kind: s.kind.clone(),
+            subject: s.subject.clone(),
+            facility: s.facility.clone(),
+            acting_for: s.acting_for.clone(),
+            created: now,
+            expires: s.expires,
+            second_factor: true,
+            csrf: csrf.clone(),
+            last_seen: now,
+        };
+        let a = self.login_record(
+            address.clone(),
+            agent,
+            &login,
+            AuditOutcome::Success,
+            "logged in (password and one-time code)",
+        );
+        match self.store.second_factor_accepted(portal, id.clone(), step, s.token_hash.clone(), row, a) {
+            Ok(true) => {}
+            Ok(false) => return refused("one-time code already used (or account locked)"),
+            Err(musubi_store::StoreError::Conflict { .. }) => return Err(session_gone()),
+            Err(e) => return Err(e.into()),
+        }
+        self.throttle_ok(None, address.as_deref())?;
+        Ok(LoginOutcome {
+            token: new_token,
+            csrf,
+            needs_second_factor: false,
+            needs_enrolment: false,
+            needs_new_password: false,
+            expires: s.expires,
+        })
     }
 
     /// Ends a session.
@@ -555,20 +693,28 @@ impl Service {
         Ok(())
     }
 
-    /// The actor of a session token (None when unknown, expired or the second factor is
-    /// missing), with the session.
+    /// The actor of a session token (None when unknown, expired, idle too long or the second
+    /// factor is missing), with the session.
     pub fn session_actor(&self, token: &str) -> Result<Option<(Actor, SessionRow)>, ApiError> {
         if !token.starts_with(SESSION_PREFIX) || token.len() > 200 {
             return Ok(None);
         }
         let h = session_hash(token);
         let Some(s) = self.store.read(|r| r.session(&h))? else { return Ok(None) };
-        if s.expires < now_ms() || !s.second_factor {
+        let now = self.now();
+        if s.expires < now || !s.second_factor {
+            return Ok(None);
+        }
+        if self.session_idle(&h, s.last_seen, s.created, now)? {
             return Ok(None);
         }
         let actor = if s.kind == "user" {
             let id = s.subject.clone();
             let Some(u) = self.store.read(|r| r.user(&id))? else { return Ok(None) };
+            if u.profession == crate::login::OPERATOR_PROFESSION {
+                // A named operator: acts as the network's operator under their own name.
+                return Ok((!u.disabled).then_some((Actor::Operator { name: u.login }, s)));
+            }
             let (Some(f), Ok(p)) = (s.facility.as_deref(), u.profession.parse::<Profession>()) else { return Ok(None) };
             if u.disabled || !u.facilities.iter().any(|x| x == f) {
                 return Ok(None);
@@ -653,34 +799,23 @@ impl Service {
         acting_for: Option<&str>,
         address: Option<String>,
     ) -> Result<LoginOutcome, ApiError> {
+        self.throttle("portal", login, address.as_deref())?;
         let l = login.to_owned();
-        let Some(acct) = self.store.read(|r| r.portal_by_login(&l))? else {
-            self.login_audit(address, "patient", login, AuditOutcome::SeriousFailure, "unknown login")?;
+        let acct = self.store.read(|r| r.portal_by_login(&l))?;
+        let now = self.now();
+        let password_ok =
+            self.verify_password_pooled(password, acct.as_ref().map_or(DUMMY_HASH, |a| &a.password_hash))?;
+        let refusal = match &acct {
+            None => Some("unknown login"),
+            Some(a) if a.disabled => Some("disabled"),
+            Some(a) if a.locked_until.is_some_and(|t| t > now) => Some("locked"),
+            Some(_) if !password_ok => Some("wrong password"),
+            Some(_) => None,
+        };
+        let Some(acct) = acct.filter(|_| refusal.is_none()) else {
+            self.login_audit(address, "patient", login, AuditOutcome::SeriousFailure, refusal.unwrap_or("refused"))?;
             return Err(unauthorized());
         };
-        let now = now_ms();
-        if acct.disabled || acct.locked_until.is_some_and(|t| t > now) {
-            self.login_audit(address, "patient", login, AuditOutcome::SeriousFailure, "locked or disabled")?;
-            return Err(ApiError::new(
-                ErrorKind::Unauthorized,
-                "ログインに続けて失敗したため、アカウントを一時的にロックしています。15分後に再度お試しください。",
-            ));
-        }
-        if !verify_password(password, &acct.password_hash) {
-            let failed = acct.failed_logins + 1;
-            let locked_until = (failed >= MAX_FAILED_LOGINS).then_some(now + LOCK_MS);
-            let a = self.login_record(address, "patient", login, AuditOutcome::SeriousFailure, "wrong password");
-            self.store.write_accounts(
-                vec![AccountWrite::LoginState {
-                    portal: true,
-                    id: acct.id,
-                    failed: if locked_until.is_some() { 0 } else { failed },
-                    locked_until,
-                }],
-                vec![a],
-            )?;
-            return Err(unauthorized());
-        }
         let acting_for = match acting_for {
             None => None,
             Some(p) if acct.person_id.as_deref() == Some(p) => None,
@@ -710,6 +845,7 @@ impl Service {
     ) -> Result<LoginOutcome, ApiError> {
         let out =
             self.new_session("portal", &acct.id, None, acting_for, PORTAL_SESSION_MS, acct.totp_secret.is_none())?;
+        self.throttle_ok(Some(crate::login::account_key("portal", &acct.login)), address.as_deref())?;
         let a = self.login_record(
             address,
             "patient",
@@ -717,10 +853,7 @@ impl Service {
             AuditOutcome::Success,
             "password accepted; second factor pending",
         );
-        self.store.write_accounts(
-            vec![AccountWrite::LoginState { portal: true, id: acct.id, failed: 0, locked_until: None }, out.1],
-            vec![a],
-        )?;
+        self.store.write_accounts(vec![out.1], vec![a])?;
         Ok(out.0)
     }
 

@@ -57,6 +57,9 @@ pub struct UserRow {
     pub created: i64,
     /// Facilities the user belongs to.
     pub facilities: Vec<String>,
+    /// The password was set by an operator: the user chooses their own at the next login
+    /// before the login can complete.
+    pub must_change_password: bool,
 }
 
 /// A patient's (or a proxy's) portal account.
@@ -130,6 +133,8 @@ pub struct SessionRow {
     pub second_factor: bool,
     /// The CSRF token of the web session.
     pub csrf: String,
+    /// When the session was last used (epoch ms; the idle timeout counts from it).
+    pub last_seen: i64,
 }
 
 /// An emergency access grant.
@@ -252,11 +257,11 @@ fn user_row(r: &Row) -> UserRow {
         disabled: r.i64(9) != 0,
         created: r.i64(10),
         facilities: Vec::new(),
+        must_change_password: r.i64(11) != 0,
     }
 }
 
-const USER_COLS: &str =
-    "id, login, name, kana, profession, password_hash, totp_secret, failed_logins, locked_until, disabled, created";
+const USER_COLS: &str = "id, login, name, kana, profession, password_hash, totp_secret, failed_logins, locked_until, disabled, created, must_change_password";
 const PORTAL_COLS: &str =
     "id, login, name, person_id, password_hash, totp_secret, failed_logins, locked_until, disabled, created";
 const EMERGENCY_COLS: &str =
@@ -370,6 +375,38 @@ pub enum AccountWrite {
     SessionSecondFactor(String),
     /// End a session.
     EndSession(String),
+    /// End every session of an account (`kind` is `user` or `portal`): log out everywhere,
+    /// a disabled account, a reset credential.
+    EndSessionsOf {
+        /// `user` or `portal`.
+        kind: String,
+        /// The account id.
+        subject: String,
+    },
+    /// Disable or enable an account; disabling ends every session of it at once.
+    Disabled {
+        /// Which table.
+        portal: bool,
+        /// Account id.
+        id: String,
+        /// Disabled or not.
+        disabled: bool,
+    },
+    /// Whether a user must choose a new password at the next login.
+    MustChangePassword {
+        /// User id.
+        id: String,
+        /// Must or not.
+        on: bool,
+    },
+    /// Forget an account's second factor (the user enrols again at the next login), its
+    /// failure count and lock.
+    ResetSecondFactor {
+        /// Which table.
+        portal: bool,
+        /// Account id.
+        id: String,
+    },
     /// Replace a person's disclosure settings (version must be the current one + 1).
     Consent {
         /// Person.
@@ -460,7 +497,7 @@ pub(crate) fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreEr
         AccountWrite::NewUser(u) => {
             conn.execute(
                 &format!(
-                    "INSERT INTO user_account ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                    "INSERT INTO user_account ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                 ),
                 &[
                     Param::Text(&u.id),
@@ -474,6 +511,7 @@ pub(crate) fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreEr
                     u.locked_until.into(),
                     b(u.disabled),
                     Param::I64(u.created),
+                    b(u.must_change_password),
                 ],
             )?;
             for f in &u.facilities {
@@ -541,27 +579,45 @@ pub(crate) fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreEr
                 &[Param::I64(*at), Param::Text(id)],
             )?;
         }
-        AccountWrite::NewSession(s) => {
-            conn.execute(
-                "INSERT INTO session (token_hash, kind, subject, facility, acting_for, created, expires, second_factor, csrf) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    Param::Text(&s.token_hash),
-                    Param::Text(&s.kind),
-                    Param::Text(&s.subject),
-                    s.facility.as_deref().into(),
-                    s.acting_for.as_deref().into(),
-                    Param::I64(s.created),
-                    Param::I64(s.expires),
-                    b(s.second_factor),
-                    Param::Text(&s.csrf),
-                ],
-            )?;
-        }
+        AccountWrite::NewSession(s) => insert_session(conn, s)?,
         AccountWrite::SessionSecondFactor(h) => {
             conn.execute("UPDATE session SET second_factor = 1 WHERE token_hash = $1", &[Param::Text(h)])?;
         }
         AccountWrite::EndSession(h) => {
             conn.execute("DELETE FROM session WHERE token_hash = $1", &[Param::Text(h)])?;
+        }
+        AccountWrite::EndSessionsOf { kind, subject } => {
+            conn.execute(
+                "DELETE FROM session WHERE kind = $1 AND subject = $2",
+                &[Param::Text(kind), Param::Text(subject)],
+            )?;
+        }
+        AccountWrite::Disabled { portal, id, disabled } => {
+            conn.execute(
+                &format!("UPDATE {} SET disabled = $1 WHERE id = $2", table(*portal)),
+                &[b(*disabled), Param::Text(id)],
+            )?;
+            if *disabled {
+                conn.execute(
+                    "DELETE FROM session WHERE kind = $1 AND subject = $2",
+                    &[Param::Text(session_kind(*portal)), Param::Text(id)],
+                )?;
+            }
+        }
+        AccountWrite::MustChangePassword { id, on } => {
+            conn.execute(
+                "UPDATE user_account SET must_change_password = $1 WHERE id = $2",
+                &[b(*on), Param::Text(id)],
+            )?;
+        }
+        AccountWrite::ResetSecondFactor { portal, id } => {
+            conn.execute(
+                &format!(
+                    "UPDATE {} SET totp_secret = NULL, totp_last_step = NULL, failed_logins = 0, locked_until = NULL WHERE id = $1",
+                    table(*portal)
+                ),
+                &[Param::Text(id)],
+            )?;
         }
         AccountWrite::Consent { person_id, settings, version, at, by } => {
             let cur =
@@ -815,7 +871,7 @@ impl Reader<'_> {
     /// A session by token hash.
     pub fn session(&mut self, token_hash: &str) -> Result<Option<SessionRow>, StoreError> {
         let rows = self.conn.query(
-            "SELECT token_hash, kind, subject, facility, acting_for, created, expires, second_factor, csrf FROM session WHERE token_hash = $1",
+            "SELECT token_hash, kind, subject, facility, acting_for, created, expires, second_factor, csrf, last_seen FROM session WHERE token_hash = $1",
             &[Param::Text(token_hash)],
         )?;
         Ok(rows.first().map(|r| SessionRow {
@@ -828,6 +884,7 @@ impl Reader<'_> {
             expires: r.i64(6),
             second_factor: r.i64(7) != 0,
             csrf: r.str(8).into(),
+            last_seen: r.i64(9),
         }))
     }
 
@@ -1184,4 +1241,241 @@ pub struct PersonRecordRow {
     pub clinical_date: Option<i64>,
     /// Flags.
     pub flags: musubi_domain::Flags,
+}
+
+fn session_kind(portal: bool) -> &'static str {
+    if portal { "portal" } else { "user" }
+}
+
+fn insert_session(conn: &mut dyn Conn, s: &SessionRow) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO session (token_hash, kind, subject, facility, acting_for, created, expires, second_factor, csrf, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            Param::Text(&s.token_hash),
+            Param::Text(&s.kind),
+            Param::Text(&s.subject),
+            s.facility.as_deref().into(),
+            s.acting_for.as_deref().into(),
+            Param::I64(s.created),
+            Param::I64(s.expires),
+            b(s.second_factor),
+            Param::Text(&s.csrf),
+            Param::I64(s.last_seen),
+        ],
+    )?;
+    Ok(())
+}
+
+/// How a login throttle grows: the first `free` failures cost nothing, then each failure
+/// doubles the wait from `base_ms` up to `cap_ms` (a delay, never a lock that a stranger could
+/// keep a clinician out with); failures older than `forget_ms` are forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRule {
+    /// Failures allowed without a wait.
+    pub free: i64,
+    /// The first wait (ms).
+    pub base_ms: i64,
+    /// The longest wait (ms).
+    pub cap_ms: i64,
+    /// A quiet period after which the count starts again (ms).
+    pub forget_ms: i64,
+}
+
+impl ThrottleRule {
+    /// The wait after `failures` failures in a row.
+    pub fn delay_ms(&self, failures: i64) -> i64 {
+        if failures <= self.free {
+            return 0;
+        }
+        let doublings = u32::try_from((failures - self.free - 1).clamp(0, 40)).unwrap_or(40);
+        self.base_ms.saturating_mul(1_i64 << doublings).min(self.cap_ms)
+    }
+}
+
+/// What a throttle said about an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// Counted; go on and check the credential.
+    Counted,
+    /// Refused without counting: wait until this time (epoch ms).
+    WaitUntil(i64),
+}
+
+impl Store {
+    /// Counts one login attempt against every key (an account, a client address) before the
+    /// credential is checked, so concurrent guesses each take their own place in the count.
+    /// When any key is still waiting nothing is counted and the attempt is refused. The
+    /// attempt's success is given back with [`Store::throttle_succeeded`].
+    pub fn throttle_attempt(&self, keys: Vec<(String, ThrottleRule)>, now: i64) -> Result<Throttle, StoreError> {
+        self.inner.writer.write(move |conn| {
+            let mut until = 0_i64;
+            for (key, _) in &keys {
+                conn.execute(
+                    "INSERT INTO login_throttle (key, failures, last_failure, blocked_until) VALUES ($1, 0, $2, 0) ON CONFLICT (key) DO NOTHING",
+                    &[Param::Text(key), Param::I64(now)],
+                )?;
+                // A no-op UPDATE rather than a SELECT: it takes the row lock on PostgreSQL, so
+                // several servers sharing the database count one attempt at a time.
+                let rows = conn.query(
+                    "UPDATE login_throttle SET blocked_until = blocked_until WHERE key = $1 RETURNING blocked_until",
+                    &[Param::Text(key)],
+                )?;
+                until = until.max(rows.first().map_or(0, |r| r.i64(0)));
+            }
+            if until > now {
+                return Ok(Throttle::WaitUntil(until));
+            }
+            for (key, rule) in &keys {
+                let rows = conn.query(
+                    "UPDATE login_throttle SET failures = CASE WHEN last_failure < $3 THEN 1 ELSE failures + 1 END, last_failure = $2 WHERE key = $1 RETURNING failures",
+                    &[Param::Text(key), Param::I64(now), Param::I64(now.saturating_sub(rule.forget_ms))],
+                )?;
+                let failures = rows.first().map_or(1, |r| r.i64(0));
+                let delay = rule.delay_ms(failures);
+                conn.execute(
+                    "UPDATE login_throttle SET blocked_until = $2 WHERE key = $1",
+                    &[Param::Text(key), Param::I64(if delay > 0 { now + delay } else { 0 })],
+                )?;
+            }
+            // Rows nobody has failed on for a day are kept no longer.
+            conn.execute(
+                "DELETE FROM login_throttle WHERE last_failure < $1 AND blocked_until < $2",
+                &[Param::I64(now.saturating_sub(24 * 3600 * 1000)), Param::I64(now)],
+            )?;
+            Ok(Throttle::Counted)
+        })
+    }
+
+    /// An attempt counted by [`Store::throttle_attempt`] succeeded: the keys in `reset` start
+    /// again (the account), the keys in `undo` take the attempt back (the address, which other
+    /// accounts' failures also count against).
+    pub fn throttle_succeeded(&self, reset: Vec<String>, undo: Vec<String>) -> Result<(), StoreError> {
+        self.inner.writer.write(move |conn| {
+            for key in &reset {
+                conn.execute("DELETE FROM login_throttle WHERE key = $1", &[Param::Text(key)])?;
+            }
+            for key in &undo {
+                conn.execute(
+                    "UPDATE login_throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, blocked_until = 0 WHERE key = $1",
+                    &[Param::Text(key)],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A wrong one-time code: adds one to the account's second-factor failures in SQL (so
+    /// concurrent guesses cannot race the count); from `lock_ms(count)` on, locks the account
+    /// until then and ends every pending session of it. Returns the count and the lock.
+    pub fn second_factor_failed(
+        &self,
+        portal: bool,
+        id: String,
+        now: i64,
+        lock_ms: impl Fn(i64) -> Option<i64> + Send + 'static,
+        mut audit: AuditRecord,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        self.inner.writer.write(move |conn| {
+            let rows = conn.query(
+                &format!(
+                    "UPDATE {} SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins",
+                    table(portal)
+                ),
+                &[Param::Text(&id)],
+            )?;
+            let failed = rows.first().map_or(0, |r| r.i64(0));
+            let locked = lock_ms(failed).map(|ms| now + ms);
+            if let Some(until) = locked {
+                conn.execute(
+                    &format!("UPDATE {} SET locked_until = $1 WHERE id = $2", table(portal)),
+                    &[Param::I64(until), Param::Text(&id)],
+                )?;
+                conn.execute(
+                    "DELETE FROM session WHERE kind = $1 AND subject = $2 AND second_factor = 0",
+                    &[Param::Text(session_kind(portal)), Param::Text(&id)],
+                )?;
+                audit.outcome_text = audit.outcome_text.map(|t| format!("{t}; locked; pending sessions ended"));
+            }
+            append_audit(conn, &[audit])?;
+            Ok((failed, locked))
+        })
+    }
+
+    /// A right one-time code for time step `step`: accepted only if the account is enabled,
+    /// not locked, and `step` is later than every step accepted before (a code is never
+    /// accepted twice), at `new_session.created`. Then, atomically, the failures and lock are cleared, the pending
+    /// session `pending_hash` ends and `new_session` (a new token) takes its place. Returns
+    /// false, changing nothing, when the code is refused.
+    pub fn second_factor_accepted(
+        &self,
+        portal: bool,
+        id: String,
+        step: i64,
+        pending_hash: String,
+        new_session: SessionRow,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError> {
+        // The new session is made now: its creation time is the time of the check.
+        let now = new_session.created;
+        self.inner.writer.write(move |conn| {
+            let rows = conn.query(
+                &format!(
+                    "UPDATE {} SET totp_last_step = $2, failed_logins = 0, locked_until = NULL \
+                     WHERE id = $1 AND disabled = 0 AND (locked_until IS NULL OR locked_until <= $3) \
+                     AND (totp_last_step IS NULL OR totp_last_step < $2) RETURNING id",
+                    table(portal)
+                ),
+                &[Param::Text(&id), Param::I64(step), Param::I64(now)],
+            )?;
+            if rows.is_empty() {
+                return Ok(false);
+            }
+            let ended = conn.execute(
+                "DELETE FROM session WHERE token_hash = $1 AND second_factor = 0",
+                &[Param::Text(&pending_hash)],
+            )?;
+            if ended == 0 {
+                // The pending session ended meanwhile (a lock, a concurrent completion): undo.
+                return Err(StoreError::Conflict {
+                    key: "session".into(),
+                    expected: "a pending session".into(),
+                    found: "none".into(),
+                });
+            }
+            insert_session(conn, &new_session)?;
+            append_audit(conn, &[audit])?;
+            Ok(true)
+        })
+    }
+
+    /// Revokes every administrator (bootstrap) token: once a named operator exists, operators
+    /// log in as themselves. Returns how many were revoked.
+    pub fn revoke_admin_tokens(&self) -> Result<u64, StoreError> {
+        self.inner.writer.write(|conn| {
+            conn.execute("UPDATE api_token SET revoked = 1 WHERE kind = $1 AND revoked = 0", &[Param::Text("admin")])
+        })
+    }
+
+    /// Records that a session was used now (the idle timeout counts from here). Deferred
+    /// durability: losing the last few touches in a power cut only shortens a session.
+    pub fn touch_session(&self, token_hash: String, now: i64) -> Result<(), StoreError> {
+        self.inner.writer.write_with(crate::writer::Durability::Deferred, move |conn| {
+            conn.execute(
+                "UPDATE session SET last_seen = $2 WHERE token_hash = $1",
+                &[Param::Text(&token_hash), Param::I64(now)],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+impl Reader<'_> {
+    /// The sessions of an account (for the operator's view: how many are open).
+    pub fn sessions_of(&mut self, kind: &str, subject: &str) -> Result<i64, StoreError> {
+        let rows = self.conn.query(
+            "SELECT COUNT(*) FROM session WHERE kind = $1 AND subject = $2",
+            &[Param::Text(kind), Param::Text(subject)],
+        )?;
+        Ok(rows.first().map_or(0, |r| r.i64(0)))
+    }
 }

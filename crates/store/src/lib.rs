@@ -48,7 +48,7 @@ use musubi_fhir::index::IndexEntry;
 
 pub use accounts::{
     AccountWrite, AnchorLogRow, AnchorRow, EmergencyRow, FacilityRow, NotificationRow, PersonRecordRow, PortalRow,
-    ProxyGrantRow, SessionRow, UserRow, VisitConsentRow,
+    ProxyGrantRow, SessionRow, Throttle, ThrottleRule, UserRow, VisitConsentRow,
 };
 pub use evidence::{AlertRow, CodePurpose, EvidenceWrite, PersonCodeRow};
 pub use private::{private_append, private_create, private_dir};

@@ -499,6 +499,25 @@ ALTER TABLE api_token ADD COLUMN expires BIGINT
 "#,
     },
     Migration {
+        version: 11,
+        name: "logins that resist guessing: the last accepted one-time-code step, throttles per account and address, idle session timeout",
+        sql: r#"
+ALTER TABLE user_account ADD COLUMN totp_last_step BIGINT;
+ALTER TABLE user_account ADD COLUMN must_change_password BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE portal_account ADD COLUMN totp_last_step BIGINT;
+ALTER TABLE session ADD COLUMN last_seen BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS session_subject ON session (kind, subject);
+CREATE TABLE login_throttle (
+    key TEXT PRIMARY KEY,
+    failures BIGINT NOT NULL,
+    last_failure BIGINT NOT NULL,
+    blocked_until BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_throttle_last ON login_throttle (last_failure)
+
+"#,
+    },
+    Migration {
         version: 12,
         name: "the database's copy of the signed audit anchors (to find lines removed from the external log)",
         sql: r#"

@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/admin/logout", post(logout))
         .route("/admin/facilities", get(facilities).post(facility_post))
         .route("/admin/users", get(users).post(user_post))
+        .route("/admin/users/{login}/{action}", post(user_action))
         .route("/admin/audit", get(audit))
         .route("/admin/emergency", get(emergency))
         .route("/admin/emergency/{id}", post(review))
@@ -56,7 +57,8 @@ fn login_page(message: Option<&str>) -> Response {
             section.card.narrow {
                 h1 { "運営事務局 ログイン" }
                 @if let Some(m) = message { (notice("error", m)) }
-                p { "管理者トークン（サーバーの " code { "DATA/admin-token" } "）を貼り付けてください。ログインは 8 時間有効で、トークンを失効させると直ちに無効になります。" }
+                p { a.button href="/login?next=/admin" { "運営者アカウントでログイン（パスワードとワンタイムコード）" } }
+                p { "運営者アカウントがまだない場合だけ、管理者トークン（サーバーの " code { "DATA/admin-token" } "）で最初の運営者を作成します。運営者を作成するとトークンは失効します。" }
                 form method="post" action="/admin/login" {
                     label { "管理者トークン" input type="password" name="token" autocomplete="off" required autofocus; }
                     button type="submit" { "ログイン" }
@@ -95,6 +97,7 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
         token_hash: hash,
         csrf: random_token(18)?,
         expires: musubi_fhir::datetime::now_ms() + OPERATOR_SESSION_MS,
+        last_seen: musubi_fhir::datetime::now_ms(),
     };
     {
         let mut map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
@@ -109,13 +112,18 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
 
 async fn logout(State(web): State<Web>, op: Operator, headers: HeaderMap, form: Form) -> Result<Response> {
     session::check_csrf(&form, &op.csrf)?;
-    if let Some(id) = cookie(&headers, OPERATOR_COOKIE)
+    if let Some(id) = cookie(&headers, OPERATOR_COOKIE, web.config().secure_cookies)
         && let Ok(mut map) = web.inner.operators.lock()
     {
         map.remove(&id);
     }
+    // A named operator's session is the service's: end it too.
+    if let Some(token) = cookie(&headers, session::SESSION_COOKIE, web.config().secure_cookies) {
+        web.call(move |svc| svc.logout(&token)).await?;
+    }
     let mut r = Redirect::to("/admin/login").into_response();
     set_cookie(&mut r, OPERATOR_COOKIE, "", 0, web.config().secure_cookies);
+    set_cookie(&mut r, session::SESSION_COOKIE, "", 0, web.config().secure_cookies);
     Ok(r)
 }
 
@@ -258,7 +266,7 @@ async fn users_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form)
             section.card {
                 h2 { "登録済みの利用者（" (list.len()) "）" }
                 table {
-                    thead { tr { th { "ログインID" } th { "氏名" } th { "職種" } th { "所属施設" } th { "状態" } } }
+                    thead { tr { th { "ログインID" } th { "氏名" } th { "職種" } th { "所属施設" } th { "状態" } th { "操作" } } }
                     tbody {
                         @for u in &list {
                             tr {
@@ -271,6 +279,7 @@ async fn users_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form)
                                     @else if u.locked_until.is_some_and(|t| t > musubi_fhir::datetime::now_ms()) { "ロック中" }
                                     @else { "有効" }
                                 }
+                                td { (user_actions(&op.csrf, &u.login, u.disabled)) }
                             }
                         }
                     }
@@ -291,11 +300,79 @@ async fn users_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form)
                         }
                     }
                     label { "初期パスワード（10文字以上、2種類以上の文字）" input type="password" name="password" autocomplete="new-password" required minlength="10"; }
+                    label.check { input type="checkbox" name="self_enrol" value="1" checked; "認証アプリは本人が初回ログイン時に登録する（鍵を運営事務局が見ない）" }
                     button type="submit" { "登録" }
                 }
             }
         },
     ))
+}
+
+/// The account actions on one user: each a one-button form (the password reset with its field).
+fn user_actions(csrf: &str, login: &str, disabled: bool) -> Markup {
+    let button = |action: &str, label: &str| {
+        html! {
+            form.inline method="post" action=(format!("/admin/users/{}/{action}", crate::html::url_encode(login))) {
+                (csrf_field(csrf))
+                button.link type="submit" { (label) }
+            }
+        }
+    };
+    html! {
+        @if disabled { (button("enable", "再開")) } @else { (button("disable", "停止")) }
+        (button("revoke-sessions", "セッション終了"))
+        (button("reset-second-factor", "二要素認証の初期化"))
+        details {
+            summary { "パスワード再設定" }
+            form method="post" action=(format!("/admin/users/{}/reset-password", crate::html::url_encode(login))) {
+                (csrf_field(csrf))
+                label { "新しいパスワード" input type="password" name="password" autocomplete="new-password" required minlength="10"; }
+                button type="submit" { "再設定" }
+            }
+        }
+    }
+}
+
+/// Disable / enable, end the sessions, reset the second factor or the password of a user,
+/// audited under the operator's name.
+async fn user_action(
+    State(web): State<Web>,
+    op: Operator,
+    Path((login, action)): Path<(String, String)>,
+    form: Form,
+) -> Result<Response> {
+    session::check_csrf(&form, &op.csrf)?;
+    let ctx = op.ctx.clone();
+    let password = form.get("password").to_owned();
+    let l = login.clone();
+    let a = action.clone();
+    let done = web
+        .call(move |svc| match a.as_str() {
+            "disable" => {
+                svc.set_user_disabled(&ctx, &l, true).map(|()| "停止しました（すべてのセッションを終了しました）")
+            }
+            "enable" => svc.set_user_disabled(&ctx, &l, false).map(|()| "再開しました"),
+            "revoke-sessions" => svc.revoke_user_sessions(&ctx, &l).map(|()| "すべてのセッションを終了しました"),
+            "reset-second-factor" => svc
+                .reset_user_second_factor(&ctx, &l)
+                .map(|()| "二要素認証を初期化しました。次回ログイン時に本人が認証アプリを登録します"),
+            "reset-password" => svc
+                .reset_user_password(&ctx, &l, &password)
+                .map(|()| "パスワードを再設定しました（すべてのセッションを終了しました）"),
+            _ => Err(ApiError::new(ErrorKind::NotFound, format!("利用者への操作 {a} はありません"))),
+        })
+        .await;
+    match done {
+        Ok(text) => {
+            users_page(&web, &op, Some(notice("ok", &format!("利用者 {login}: {text}"))), &Form::default()).await
+        }
+        Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::NotFound) => {
+            let mut r = users_page(&web, &op, Some(notice("error", &e.summary())), &Form::default()).await?;
+            *r.status_mut() = session::status_of(e.kind);
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn user_post(State(web): State<Web>, op: Operator, form: Form) -> Result<Response> {
@@ -312,6 +389,25 @@ async fn user_post(State(web): State<Web>, op: Operator, form: Form) -> Result<R
     };
     let login = u.login.clone();
     let ctx = op.ctx.clone();
+    if form.checked("self_enrol") {
+        let l = login.clone();
+        return match web.call(move |svc| svc.create_user_self_enrolling(&ctx, u)).await {
+            Ok(_) => {
+                let msg = html! {
+                    div.notice.ok role="status" {
+                        p { "利用者 " code { (l) } " を登録しました。初回ログイン時に本人が認証アプリを登録します。" }
+                    }
+                };
+                users_page(&web, &op, Some(msg), &Form::default()).await
+            }
+            Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Conflict) => {
+                let mut r = users_page(&web, &op, Some(notice("error", &e.summary())), &form).await?;
+                *r.status_mut() = session::status_of(e.kind);
+                Ok(r)
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
     match web.call(move |svc| svc.create_user(&ctx, u)).await {
         Ok(e) => {
             let grouped: Vec<String> =

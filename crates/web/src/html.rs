@@ -66,6 +66,16 @@ fn logout_form(action: &str, csrf: &str) -> Markup {
     }
 }
 
+/// "Log out everywhere": ends every session of the account, on every device.
+fn logout_everywhere_form(action: &str, csrf: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            input type="hidden" name="csrf" value=(csrf);
+            button.link type="submit" { "すべての端末からログアウト" }
+        }
+    }
+}
+
 fn nav_links(nav: &Nav<'_>) -> Markup {
     html! {
         nav aria-label="メインメニュー" {
@@ -80,6 +90,7 @@ fn nav_links(nav: &Nav<'_>) -> Markup {
                     a href="/referrals" { "文書送受信" }
                     span.who { (u.name) "（" (u.profession.label_ja()) "・" (u.facility.as_str()) "）" }
                     (logout_form("/logout", csrf))
+                    (logout_everywhere_form("/logout/everywhere", csrf))
                 }
                 Nav::Portal(p, csrf) => {
                     a href="/portal" { "ホーム" }
@@ -89,6 +100,7 @@ fn nav_links(nav: &Nav<'_>) -> Markup {
                     @if p.proxy_relation.is_none() { a href="/portal/proxies" { "代理人" } }
                     span.who { (p.name) @if let Some(r) = &p.proxy_relation { "（代理人: " (r) "）" } }
                     (logout_form("/portal/logout", csrf))
+                    (logout_everywhere_form("/portal/logout/everywhere", csrf))
                 }
                 Nav::Operator(csrf) => {
                     a href="/admin" { "運営" }

@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/portal/login", get(login_form).post(login_post).layer(session::public_limit()))
         .route("/portal/login/code", post(code_post).layer(session::public_limit()))
         .route("/portal/logout", post(logout))
+        .route("/portal/logout/everywhere", post(logout_everywhere))
         .route("/portal/register", get(register_form).post(register_post).layer(session::public_limit()))
         .route(
             "/portal/register-proxy",
@@ -181,6 +182,7 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
     let next = form.get("next").to_owned();
     let acting_for = form.opt("acting_for");
     let addr = anon.address.clone();
+    let addr2 = anon.address.clone();
     let l2 = login.clone();
     let outcome = web
         .call(move |svc| {
@@ -210,38 +212,48 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
                     choices.clear();
                 }
             }
-            Ok((out, choices))
+            // No authenticator yet (the operator reset it): enrol now.
+            let enrolment = if out.needs_enrolment && choices.is_empty() {
+                Some(svc.enrol_second_factor(&out.token, addr2)?)
+            } else {
+                None
+            };
+            Ok((out, choices, enrolment))
         })
         .await;
     match outcome {
-        Ok((_, choices)) if !choices.is_empty() => Ok(login_page(
+        Ok((_, choices, _)) if !choices.is_empty() => Ok(login_page(
             Some("どなたの手続きをするか選んで、もう一度パスワードを入力してください。"),
             &next,
             &login,
             &choices,
         )),
-        Ok((out, _)) => {
-            let mut r = code_page(&next);
+        Ok((out, _, enrolment)) => {
+            let mut r = code_page(&next, enrolment.as_ref());
             let max_age = (out.expires - musubi_fhir::datetime::now_ms()) / 1000;
             set_cookie(&mut r, SESSION_COOKIE, &out.token, max_age, web.config().secure_cookies);
             Ok(r)
         }
-        Err(e) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden) => {
+        Err(e)
+            if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::TooManyRequests { .. }) =>
+        {
             let mut r = login_page(Some(&e.summary()), &next, &login, &[]);
             *r.status_mut() = session::status_of(e.kind);
+            session::with_retry_after(&mut r, &e);
             Ok(r)
         }
         Err(e) => Err(e.into()),
     }
 }
 
-fn code_page(next: &str) -> Response {
+fn code_page(next: &str, enrolment: Option<&Enrolled>) -> Response {
     page(
         "ワンタイムコード",
         Nav::Anonymous,
         html! {
             section.card.narrow {
                 h1 { "ワンタイムコード" }
+                @if let Some(e) = enrolment { (viewer::enrolment_markup(e)) }
                 form method="post" action="/portal/login/code" {
                     input type="hidden" name="next" value=(next);
                     label { "認証アプリに表示されている6桁のコード"
@@ -260,6 +272,10 @@ async fn code_post(State(web): State<Web>, anon: Anonymous, headers: HeaderMap, 
 
 async fn logout(State(web): State<Web>, u: PortalUser, headers: HeaderMap, form: Form) -> Result<Response> {
     viewer::end_session(&web, &headers, &form, &u.csrf, "/portal/login").await
+}
+
+async fn logout_everywhere(State(web): State<Web>, u: PortalUser, form: Form) -> Result<Response> {
+    viewer::end_every_session(&web, u.ctx, &form, &u.csrf, "/portal/login").await
 }
 
 fn enrolled_page(title: &str, e: &Enrolled) -> Response {

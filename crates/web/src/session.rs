@@ -33,18 +33,31 @@ pub(crate) struct OperatorSession {
     pub csrf: String,
     /// Until when (epoch ms).
     pub expires: i64,
+    /// Last used (epoch ms): the session ends after [`OPERATOR_IDLE_MS`] unused.
+    pub last_seen: i64,
 }
 
-/// A value of the Cookie header.
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// How long an operator session may go unused.
+pub(crate) const OPERATOR_IDLE_MS: i64 = 15 * 60 * 1000;
+
+/// A cookie's name as sent: with TLS a `__Host-` cookie (kept by a browser only when `Secure`,
+/// for this host alone and every path, so no sibling host can plant or read it).
+pub(crate) fn cookie_name(name: &str, secure: bool) -> String {
+    if secure { format!("__Host-{name}") } else { name.to_owned() }
+}
+
+/// A value of the Cookie header (the name as [`cookie_name`] makes it).
+pub(crate) fn cookie(headers: &HeaderMap, name: &str, secure: bool) -> Option<String> {
+    let name = cookie_name(name, secure);
     headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).flat_map(|h| h.split(';')).find_map(|c| {
         let (k, v) = c.trim().split_once('=')?;
         (k == name && !v.is_empty()).then(|| v.to_owned())
     })
 }
 
-/// A `Set-Cookie` value (HttpOnly, SameSite=Strict, Path=/).
+/// A `Set-Cookie` value (HttpOnly, SameSite=Strict, Path=/; with TLS `Secure` and `__Host-`).
 pub(crate) fn set_cookie(r: &mut Response, name: &str, value: &str, max_age_s: i64, secure: bool) {
+    let name = cookie_name(name, secure);
     let c = format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         max_age_s.max(0),
@@ -95,7 +108,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -121,9 +134,17 @@ impl IntoResponse for PageError {
                 if e.kind == ErrorKind::Unavailable {
                     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 }
+                with_retry_after(&mut r, &e);
                 r
             }
         }
+    }
+}
+
+/// Adds `Retry-After` to the answer of a throttled attempt (429).
+pub(crate) fn with_retry_after(r: &mut Response, e: &ApiError) {
+    if let ErrorKind::TooManyRequests { retry_after_s } = e.kind {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
     }
 }
 
@@ -252,7 +273,9 @@ impl FromRequestParts<Web> for Clinician {
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
         same_origin(parts)?;
         let login = || PageError::Login("/login", next_of(parts));
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(login()) };
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE, web.config().secure_cookies) else {
+            return Err(login());
+        };
         let found = web.call(move |svc| svc.session_actor(&token)).await?;
         match found {
             Some((Actor::User(user), session)) => Ok(Clinician {
@@ -285,7 +308,9 @@ impl FromRequestParts<Web> for PortalUser {
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
         same_origin(parts)?;
         let login = || PageError::Login("/portal/login", next_of(parts));
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else { return Err(login()) };
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE, web.config().secure_cookies) else {
+            return Err(login());
+        };
         let found = web.call(move |svc| svc.session_actor(&token)).await?;
         match found {
             Some((Actor::Portal(me), session)) => Ok(PortalUser {
@@ -316,13 +341,35 @@ impl FromRequestParts<Web> for Operator {
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
         same_origin(parts)?;
         let login = || PageError::Login("/admin/login", next_of(parts));
-        let Some(id) = cookie(&parts.headers, OPERATOR_COOKIE) else { return Err(login()) };
+        // A named operator logged in with password and one-time code (the service's session).
+        if let Some(token) = cookie(&parts.headers, SESSION_COOKIE, web.config().secure_cookies) {
+            let found = web.call(move |svc| svc.session_actor(&token)).await?;
+            if let Some((actor @ Actor::Operator { .. }, session)) = found {
+                return Ok(Operator {
+                    ctx: Ctx { actor, address: address(parts), base_url: fhir_base(web, &parts.headers) },
+                    csrf: session.csrf,
+                });
+            }
+        }
+        let Some(id) = cookie(&parts.headers, OPERATOR_COOKIE, web.config().secure_cookies) else {
+            return Err(login());
+        };
         let now = musubi_fhir::datetime::now_ms();
         let session = {
-            let map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
-            map.get(&id).cloned()
+            let mut map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
+            // Unused for too long: the session ends (as the service's sessions do).
+            let live = map.get(&id).is_some_and(|s| s.expires > now && now - s.last_seen <= OPERATOR_IDLE_MS);
+            if live {
+                map.get_mut(&id).map(|s| {
+                    s.last_seen = now;
+                    s.clone()
+                })
+            } else {
+                map.remove(&id);
+                None
+            }
         };
-        let Some(s) = session.filter(|s| s.expires > now) else { return Err(login()) };
+        let Some(s) = session else { return Err(login()) };
         // The token may have been revoked since: the session ends with it.
         let hash = s.token_hash.clone();
         let valid = web
@@ -407,8 +454,11 @@ mod tests {
     fn cookies_are_found_by_name() {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; musubi_session=mss_x; b=2"));
-        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("mss_x"));
-        assert_eq!(cookie(&h, OPERATOR_COOKIE), None);
+        assert_eq!(cookie(&h, SESSION_COOKIE, false).as_deref(), Some("mss_x"));
+        assert_eq!(cookie(&h, SESSION_COOKIE, true), None, "with TLS only the __Host- cookie counts");
+        assert_eq!(cookie(&h, OPERATOR_COOKIE, false), None);
+        h.insert(header::COOKIE, HeaderValue::from_static("__Host-musubi_session=mss_y"));
+        assert_eq!(cookie(&h, SESSION_COOKIE, true).as_deref(), Some("mss_y"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/login", get(login_form).post(login_post).layer(session::public_limit()))
         .route("/login/code", post(code_post).layer(session::public_limit()))
         .route("/logout", post(logout))
+        .route("/logout/everywhere", post(logout_everywhere))
         .route("/patients", get(search))
         .route("/patients/{id}", get(patient))
         .route("/patients/{id}/labs/{group}", get(lab))
@@ -87,7 +88,7 @@ fn login_page(message: Option<&str>, next: &str, login: &str, facilities: &[(Str
                     }
                     button type="submit" { "次へ" }
                 }
-                p.note { "パスワードの次に、認証アプリのワンタイムコードを入力します。5回続けて失敗するとアカウントが15分間ロックされます。" }
+                p.note { "パスワードの次に、認証アプリのワンタイムコードを入力します。続けて失敗すると、しばらくログインできなくなります。" }
             }
         },
     )
@@ -98,7 +99,28 @@ async fn login_form(RawQuery(q): RawQuery) -> Response {
     login_page(None, q_get(&q, "next"), "", &[])
 }
 
-fn code_page(message: Option<&str>, next: &str, action: &str, facility_name: Option<&str>) -> Response {
+/// The authenticator enrolment shown at a first login (the secret is shown only here, to the
+/// person logging in).
+pub(crate) fn enrolment_markup(e: &musubi_service::people::Enrolled) -> maud::Markup {
+    let grouped: Vec<String> =
+        e.totp_secret.chars().collect::<Vec<_>>().chunks(4).map(|c| c.iter().collect()).collect();
+    html! {
+        div.enrol {
+            p { "はじめてのログインです。認証アプリ（Google Authenticator など）に次のキーを登録し、表示された6桁のコードを入力してください。このキーはこの画面でしか表示されません。" }
+            p.secret { code #totp-secret { (grouped.join(" ")) } }
+            p.secret { code #totp-uri { (e.totp_uri) } }
+        }
+    }
+}
+
+pub(crate) fn code_page_enrol(
+    message: Option<&str>,
+    next: &str,
+    action: &str,
+    facility_name: Option<&str>,
+    enrolment: Option<&musubi_service::people::Enrolled>,
+    new_password: bool,
+) -> Response {
     page(
         "ワンタイムコード",
         Nav::Anonymous,
@@ -107,8 +129,16 @@ fn code_page(message: Option<&str>, next: &str, action: &str, facility_name: Opt
                 h1 { "ワンタイムコード" }
                 @if let Some(m) = message { (notice("error", m)) }
                 @if let Some(f) = facility_name { p { (f) " としてログインします。" } }
+                @if let Some(e) = enrolment { (enrolment_markup(e)) }
                 form method="post" action=(action) {
                     input type="hidden" name="next" value=(next);
+                    @if new_password {
+                        input type="hidden" name="needs_new_password" value="1";
+                        p { "運営事務局が設定したパスワードでログインしました。ご自身のパスワードを決めてください（10文字以上、2種類以上の文字）。" }
+                        label { "新しいパスワード"
+                            input type="password" name="new_password" autocomplete="new-password" required minlength="10";
+                        }
+                    }
                     label { "認証アプリに表示されている6桁のコード"
                         input type="text" name="code" inputmode="numeric" pattern="[0-9 ]{6,7}" autocomplete="one-time-code" required autofocus;
                     }
@@ -125,6 +155,7 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
     let next = form.get("next").to_owned();
     let facility = form.opt("facility");
     let addr = anon.address.clone();
+    let addr2 = anon.address.clone();
     let l2 = login.clone();
     let outcome = web
         .call(move |svc| {
@@ -147,22 +178,38 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
                 }
                 None => None,
             };
-            Ok((out, choices, fname))
+            // A first login (or one after the operator reset the second factor): enrol now.
+            let enrolment = if out.needs_enrolment && choices.is_empty() {
+                Some(svc.enrol_second_factor(&out.token, addr2)?)
+            } else {
+                None
+            };
+            Ok((out, choices, fname, enrolment))
         })
         .await;
     match outcome {
-        Ok((_, choices, _)) if !choices.is_empty() => {
+        Ok((_, choices, _, _)) if !choices.is_empty() => {
             Ok(login_page(Some("所属施設を選んで、もう一度パスワードを入力してください。"), &next, &login, &choices))
         }
-        Ok((out, _, fname)) => {
-            let mut r = code_page(None, &next, "/login/code", fname.as_deref());
+        Ok((out, _, fname, enrolment)) => {
+            let mut r = code_page_enrol(
+                None,
+                &next,
+                "/login/code",
+                fname.as_deref(),
+                enrolment.as_ref(),
+                out.needs_new_password,
+            );
             let max_age = (out.expires - musubi_fhir::datetime::now_ms()) / 1000;
             set_cookie(&mut r, SESSION_COOKIE, &out.token, max_age, web.config().secure_cookies);
             Ok(r)
         }
-        Err(e) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden) => {
+        Err(e)
+            if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::TooManyRequests { .. }) =>
+        {
             let mut r = login_page(Some(&e.summary()), &next, &login, &[]);
             *r.status_mut() = session::status_of(e.kind);
+            session::with_retry_after(&mut r, &e);
             Ok(r)
         }
         Err(e) => Err(e.into()),
@@ -180,15 +227,43 @@ pub(crate) async fn second_factor(
     login_page_path: &'static str,
 ) -> Result<Response> {
     let next = safe_next(form.get("next"), default_next);
-    let Some(token) = cookie(headers, SESSION_COOKIE) else {
+    let secure = web.config().secure_cookies;
+    let Some(token) = cookie(headers, SESSION_COOKIE, secure) else {
         return Ok(Redirect::to(login_page_path).into_response());
     };
     let code = form.get("code").to_owned();
-    match web.call(move |svc| svc.second_factor(&token, &code, address)).await {
-        Ok(()) => Ok(Redirect::to(&next).into_response()),
-        Err(e) if e.kind == ErrorKind::Unauthorized => {
-            let mut r = code_page(Some(&e.summary()), form.get("next"), action, None);
-            *r.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+    let new_password = form.opt("new_password").filter(|_| form.get("needs_new_password") == "1");
+    let asked_new_password = new_password.is_some();
+    let done = web
+        .call(move |svc| {
+            if let Some(p) = new_password {
+                // Chosen on an earlier try whose code was wrong: nothing more to do.
+                match svc.choose_password(&token, &p, address.clone()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ErrorKind::Conflict => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            svc.second_factor(&token, &code, address)
+        })
+        .await;
+    match done {
+        Ok(out) => {
+            // The login completes under a new session token; the pending one is dead.
+            let mut r = Redirect::to(&next).into_response();
+            let max_age = (out.expires - musubi_fhir::datetime::now_ms()) / 1000;
+            set_cookie(&mut r, SESSION_COOKIE, &out.token, max_age, secure);
+            Ok(r)
+        }
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::Unauthorized | ErrorKind::TooManyRequests { .. } | ErrorKind::BadRequest
+            ) =>
+        {
+            let mut r = code_page_enrol(Some(&e.summary()), form.get("next"), action, None, None, asked_new_password);
+            *r.status_mut() = session::status_of(e.kind);
+            session::with_retry_after(&mut r, &e);
             Ok(r)
         }
         Err(e) => Err(e.into()),
@@ -202,7 +277,7 @@ async fn code_post(State(web): State<Web>, anon: Anonymous, headers: HeaderMap, 
 /// Ends the session in the cookie (after the CSRF check) and clears the cookie.
 pub(crate) async fn end_session(web: &Web, headers: &HeaderMap, form: &Form, csrf: &str, to: &str) -> Result<Response> {
     session::check_csrf(form, csrf)?;
-    if let Some(token) = cookie(headers, SESSION_COOKIE) {
+    if let Some(token) = cookie(headers, SESSION_COOKIE, web.config().secure_cookies) {
         web.call(move |svc| svc.logout(&token)).await?;
     }
     let mut r = Redirect::to(to).into_response();
@@ -212,6 +287,25 @@ pub(crate) async fn end_session(web: &Web, headers: &HeaderMap, form: &Form, csr
 
 async fn logout(State(web): State<Web>, c: Clinician, headers: HeaderMap, form: Form) -> Result<Response> {
     end_session(&web, &headers, &form, &c.csrf, "/login").await
+}
+
+/// Ends every session of the account (after the CSRF check) and clears the cookie.
+pub(crate) async fn end_every_session(
+    web: &Web,
+    ctx: musubi_service::Ctx,
+    form: &Form,
+    csrf: &str,
+    to: &str,
+) -> Result<Response> {
+    session::check_csrf(form, csrf)?;
+    web.call(move |svc| svc.logout_everywhere(&ctx)).await?;
+    let mut r = Redirect::to(to).into_response();
+    set_cookie(&mut r, SESSION_COOKIE, "", 0, web.config().secure_cookies);
+    Ok(r)
+}
+
+async fn logout_everywhere(State(web): State<Web>, c: Clinician, form: Form) -> Result<Response> {
+    end_every_session(&web, c.ctx, &form, &c.csrf, "/login").await
 }
 
 /// `1970/05/05`, `19700505`, `1970-05-05` → `1970-05-05`.
@@ -746,7 +840,7 @@ async fn visit_consent(State(web): State<Web>, c: Clinician, Path(id): Path<Stri
         Err(e)
             if matches!(
                 e.kind,
-                ErrorKind::BadRequest | ErrorKind::Forbidden | ErrorKind::TooManyRequests | ErrorKind::NotFound
+                ErrorKind::BadRequest | ErrorKind::Forbidden | ErrorKind::TooManyRequests { .. } | ErrorKind::NotFound
             ) =>
         {
             let mut r = visit_consent_page(&c, &id, Some(&e.summary()));
@@ -850,7 +944,10 @@ async fn emergency_post(State(web): State<Web>, c: Clinician, Path(id): Path<Str
         Err(e)
             if matches!(
                 e.kind,
-                ErrorKind::BadRequest | ErrorKind::Forbidden | ErrorKind::Unauthorized | ErrorKind::TooManyRequests
+                ErrorKind::BadRequest
+                    | ErrorKind::Forbidden
+                    | ErrorKind::Unauthorized
+                    | ErrorKind::TooManyRequests { .. }
             ) =>
         {
             let mut r = emergency_page(&c, &id, Some(&e.summary()), &form, to);

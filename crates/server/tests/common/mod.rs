@@ -29,7 +29,17 @@ impl TestServer {
     }
 
     pub fn start_with(store: Store, dir: tempfile::TempDir, config: musubi_server::ServerConfig) -> TestServer {
-        let service = Service::new(store.clone(), "test");
+        Self::start_with_service(store, dir, config, |s| s)
+    }
+
+    /// A server whose service `adjust` changes first (a test clock, a short idle timeout).
+    pub fn start_with_service(
+        store: Store,
+        dir: tempfile::TempDir,
+        config: musubi_server::ServerConfig,
+        adjust: impl FnOnce(Service) -> Service,
+    ) -> TestServer {
+        let service = adjust(Service::new(store.clone(), "test"));
         Self::start_service(service, store, dir, config)
     }
 
