@@ -26,7 +26,15 @@ fn serve_makes_a_new_data_directory_private() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("musubi-data");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The server needs an audit key outside the data directory.
+    let key = tmp.path().join("audit.key");
+    let out = musubi()
+        .args(["audit", "keygen", "--out", key.to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut child = musubi()
+        .env("MUSUBI_AUDIT_KEY", &key)
         .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

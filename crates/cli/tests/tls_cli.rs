@@ -9,6 +9,22 @@ fn musubi(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_musubi")).env("MUSUBI_LOG", "warn").args(args).output().unwrap()
 }
 
+/// `musubi serve` with an audit key made outside the data directory (the server needs one).
+fn serve(data: &str, args: &[&str]) -> Output {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("audit.key");
+    let key = key.to_str().unwrap();
+    let out = musubi(&["audit", "keygen", "--out", key, "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    Command::new(env!("CARGO_BIN_EXE_musubi"))
+        .env("MUSUBI_LOG", "warn")
+        .env("MUSUBI_AUDIT_KEY", key)
+        .args(["serve", "--data", data])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -17,7 +33,7 @@ fn stderr(o: &Output) -> String {
 fn plain_http_is_refused_off_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let out = musubi(&["serve", "--data", data, "--listen", "0.0.0.0:0"]);
+    let out = serve(data, &["--listen", "0.0.0.0:0"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("refusing to serve plain HTTP"), "{}", stderr(&out));
 }
@@ -28,12 +44,11 @@ fn unreadable_tls_files_stop_the_start() {
     let data = dir.path().to_str().unwrap();
     let missing = dir.path().join("nope.pem");
     let missing = missing.to_str().unwrap();
-    let out =
-        musubi(&["serve", "--data", data, "--listen", "127.0.0.1:0", "--tls-cert", missing, "--tls-key", missing]);
+    let out = serve(data, &["--listen", "127.0.0.1:0", "--tls-cert", missing, "--tls-key", missing]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot read the server certificate"), "{}", stderr(&out));
     // A key without a certificate is a usage error.
-    let out = musubi(&["serve", "--data", data, "--tls-key", missing]);
+    let out = serve(data, &["--tls-key", missing]);
     assert!(!out.status.success());
 }
 
