@@ -70,7 +70,8 @@ fn log_in(s: &TestServer, login: &str, password: &str, secret: &str, kind: &str)
     let code = musubi_service::people::totp_code_now(secret).unwrap();
     let r = api(&c, Method::POST, "/login/totp", Some(json!({"code": code})));
     assert_eq!(r.status, 200, "{}", r.text);
-    c
+    // The login completes under a new token; the pending one is dead.
+    s.client(r.body["token"].as_str().unwrap())
 }
 
 fn register(s: &TestServer, code: &str, birth: &str, login: &str) -> Resp {

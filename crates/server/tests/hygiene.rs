@@ -160,7 +160,8 @@ fn failures_case(s: &TestServer) {
     let long_login = "=x".repeat(5000);
     for _ in 0..5 {
         let r = api(&anon(s), Method::POST, "/login", Some(json!({"login": long_login, "password": "x"})));
-        assert_eq!(r.status, 401);
+        // Refused, or throttled (429) once the login name has failed a few times.
+        assert!(r.status == 401 || r.status == 429, "{}", r.text);
     }
     let (after, _) = s.store.audit_head().unwrap();
     // 35 failures from one source: at most a few summaries (a period may end during the test),

@@ -131,7 +131,8 @@ fn doctor_at_b(s: &TestServer) -> Client {
     let code = musubi_service::people::totp_code_now(&secret).unwrap();
     let r = api(&c, Method::POST, "/login/totp", Some(json!({"code": code})));
     assert_eq!(r.status, 200, "{}", r.text);
-    c
+    // The login completes under a new token; the pending one is dead.
+    s.client(r.body["token"].as_str().unwrap())
 }
 
 /// B's doctor sees nothing of A's patient.
@@ -219,6 +220,20 @@ fn first_link_of_a_facility_is_told(s: &TestServer) {
     let id = created(b.post("Patient", &victim(B, "H-4")));
     let victim_person = person_of(s, A, "C-0001");
     assert_eq!(person_of(s, B, "H-4"), victim_person);
+    // She takes part in the network (参加同意, recorded at A's desk): the network is opt-in.
+    s.store
+        .write_evidence(
+            vec![musubi_store::EvidenceWrite::Participation {
+                person_id: victim_person.clone(),
+                participating: true,
+                at: musubi_fhir::datetime::now_ms(),
+                by: format!("{A}:desk"),
+                evidence: "paper:参加同意書-1".into(),
+            }],
+            Vec::new(),
+            Vec::new(),
+        )
+        .unwrap();
     let dr = doctor_at_b(s);
     let r = dr.get(&format!("Observation/{}", w.victim_obs));
     assert_eq!(r.status, 200, "the linked facility treats the patient: {}", r.text);
