@@ -310,6 +310,19 @@ impl Service {
         a.patient = Some(patient_id.into());
         a.person = person.clone();
         a.entities = vec![format!("Patient/{patient_id}")];
+        // The consent as recorded: its evidence, and whether the gate counts it yet.
+        let new_row = |person: &str, evidence: String, status: &str| VisitConsentRow {
+            id: crate::prepare::new_id(),
+            person_id: person.to_owned(),
+            facility: u.facility.to_string(),
+            given_at: now,
+            until: Some(until),
+            recorded_by: u.login.clone(),
+            evidence,
+            status: status.into(),
+            confirmed_by: None,
+            confirmed_at: None,
+        };
         match evidence {
             VisitEvidence::Code(code) => {
                 let who = format!("user:{}", u.user_id);
@@ -329,18 +342,7 @@ impl Service {
                     self.code_failures.add(&who, now);
                     return Err(refused());
                 };
-                let row = VisitConsentRow {
-                    id: crate::prepare::new_id(),
-                    person_id: person.clone(),
-                    facility: u.facility.to_string(),
-                    given_at: now,
-                    until: Some(until),
-                    recorded_by: u.login.clone(),
-                    evidence: "code".into(),
-                    status: "active".into(),
-                    confirmed_by: None,
-                    confirmed_at: None,
-                };
+                let row = new_row(&person, "code".into(), "active");
                 a.outcome_text = Some(format!("consent code shown by the patient; until {until}"));
                 let n = notice(
                     &person,
@@ -393,18 +395,7 @@ impl Service {
                     return Err(ApiError::bad_request("同意書の番号（64文字以内）を入力してください"));
                 }
                 let person = person.ok_or_else(|| ApiError::not_found("Patient", patient_id))?;
-                let row = VisitConsentRow {
-                    id: crate::prepare::new_id(),
-                    person_id: person.clone(),
-                    facility: u.facility.to_string(),
-                    given_at: now,
-                    until: Some(until),
-                    recorded_by: u.login.clone(),
-                    evidence: format!("paper:{form}"),
-                    status: "pending".into(),
-                    confirmed_by: None,
-                    confirmed_at: None,
-                };
+                let row = new_row(&person, format!("paper:{form}"), "pending");
                 a.outcome_text = Some(format!("paper consent form {form}; waits for the operator"));
                 let n = notice(
                     &person,
