@@ -384,6 +384,8 @@ pub enum DenyReason {
     NotParticipating,
     /// The network shares per visit, and there is no active consent at a visit.
     NoVisitConsent,
+    /// Emergency access does not open this kind of data (health checkups, other data).
+    NotForEmergency,
 }
 
 impl DenyReason {
@@ -412,6 +414,7 @@ impl DenyReason {
                 "この患者さんはネットワークへの参加に同意していません（参加同意が未登録です）"
             }
             DenyReason::NoVisitConsent => "受診時の同意がありません（このネットワークは受診ごとの同意で共有します）",
+            DenyReason::NotForEmergency => "緊急時の閲覧では、この種類の情報（健診結果など）は開示されません",
         }
     }
 
@@ -438,6 +441,7 @@ impl DenyReason {
             DenyReason::PatientSettings => "patient-settings",
             DenyReason::NotParticipating => "not-participating",
             DenyReason::NoVisitConsent => "no-visit-consent",
+            DenyReason::NotForEmergency => "not-for-emergency",
         }
     }
 }
@@ -558,7 +562,13 @@ pub fn decide(actor: &Actor, op: Operation, rec: &RecordView, ctx: &Context<'_>)
             }
             match person_access(u, ctx, person) {
                 Err(r) => Decision::Deny(r),
-                Ok(Basis::Emergency(reason)) => Decision::Allow(Basis::Emergency(reason)),
+                Ok(Basis::Emergency(reason)) => {
+                    if policy::emergency_may_see(rec.class) {
+                        Decision::Allow(Basis::Emergency(reason))
+                    } else {
+                        Decision::Deny(DenyReason::NotForEmergency)
+                    }
+                }
                 Ok(basis) => {
                     let earliest = policy::earliest_visible(u.profession, ctx.now);
                     if let (Some(e), Some(d)) = (earliest, rec.clinical_date)
@@ -631,7 +641,15 @@ pub fn search_scope(actor: &Actor, rtype: ResourceType, ctx: &Context<'_>) -> Sc
                 match person_access(u, ctx, person) {
                     Ok(Basis::Emergency(_)) => rules.push(ScopeRule {
                         persons: Some(vec![person.person_id.clone()]),
-                        classes: Some(classes),
+                        classes: Some(
+                            ResourceClass::ALL
+                                .iter()
+                                .filter(|c| {
+                                    policy::profession_may_see(u.profession, **c) && policy::emergency_may_see(**c)
+                                })
+                                .map(|c| c.code())
+                                .collect(),
+                        ),
                         exclude_flags: Flags::UNDELIVERED.bits(),
                         exclude_facilities,
                         ..Default::default()

@@ -55,6 +55,13 @@ pub fn may_receive_consent(p: Profession) -> bool {
     !matches!(p, Profession::OtherLicensed)
 }
 
+/// What an emergency access (break-glass) opens: what treating a patient who cannot consent
+/// needs — problems, allergies, infections, labs, prescriptions, summaries, referral and
+/// discharge documents, notes, visits — but not health-checkup reports or other data.
+pub fn emergency_may_see(c: ResourceClass) -> bool {
+    !matches!(c, ResourceClass::Checkup | ResourceClass::Other)
+}
+
 /// The professions that may open a record by emergency access (break-glass).
 pub fn may_break_glass(p: Profession) -> bool {
     matches!(p, Profession::Doctor | Profession::Dentist | Profession::Nurse | Profession::Pharmacist)

@@ -285,6 +285,20 @@ fn expired_consent_at_the_visit_is_no_care_relationship() {
     );
 }
 
+#[test]
+fn break_glass_opens_what_an_emergency_needs_not_checkups() {
+    let reg = registry();
+    let mut p = person(vec![]);
+    p.emergency.push(EmergencyGrant { user_id: "u-doctor".into(), reason: "救急".into(), until: NOW + DAY });
+    let doc = user(Profession::Doctor, FAR);
+    let c = ctx(&reg, &doc, &p);
+    assert!(decide(&doc, Operation::Read, &rec(ResourceClass::DrugAllergy, SOURCE, "P1"), &c).is_allow());
+    assert_eq!(
+        decide(&doc, Operation::Read, &rec(ResourceClass::Checkup, SOURCE, "P1"), &c),
+        Decision::Deny(DenyReason::NotForEmergency)
+    );
+}
+
 // ---- property tests: scope == decision ----
 
 fn arb_actor() -> impl Strategy<Value = Actor> {
@@ -473,6 +487,10 @@ proptest! {
                 SharingPolicy::PerVisit => prop_assert!(emergency || visit),
             }
             prop_assert!(policy::profession_may_see(prof, rec.class));
+            // Break-glass opens only what an emergency needs.
+            if matches!(d, Decision::Allow(Basis::Emergency(_))) {
+                prop_assert!(policy::emergency_may_see(rec.class));
+            }
             prop_assert!(!rec.flags.contains(Flags::UNDELIVERED));
         }
     }
