@@ -490,6 +490,51 @@ fn attack_sharing_without_participation(s: &TestServer) {
     assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 0);
 }
 
+/// "Prefectures lived in during the past 2 years" (DESIGN.md) come from the residence history:
+/// a move recorded by a facility's update of its registration opens (or not) the old
+/// prefecture's facilities as the patient set it.
+fn residence_over_time(s: &TestServer) {
+    const YAMANASHI: &str = "1918814790";
+    let admin = s.client(&s.admin);
+    let r = api(
+        &admin,
+        Method::POST,
+        "/admin/facilities",
+        Some(
+            json!({"code": YAMANASHI, "name": "甲府結び病院", "class": "hospital", "prefecture": 19, "area": "1901", "cities": ["甲府市"]}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let src = s.client(&s.token(SOURCE, "clinic-emr-move"));
+    let who = ("転居 花子", "転居", "花子");
+    // Registered while she lived in Kofu, then the clinic updates the address: she moved.
+    let mut reg = patient_json(SOURCE, "C-0077", who, "テンキョ ハナコ", "1975-07-07", "06139999:7:7:07");
+    reg["address"] = json!([{"state": "山梨県", "city": "甲府市"}]);
+    let p = created(src.post("Patient", &reg));
+    reg["id"] = json!(p);
+    reg["address"] = json!([{"state": "東京都", "city": "千代田区"}]);
+    assert_eq!(src.put(&format!("Patient/{p}"), &reg).status, 200);
+    created(src.post("Observation", &lab(SOURCE, &p, 6.0)));
+    // The Kofu hospital treated her there (its own registration of her).
+    let yh = s.client(&s.token(YAMANASHI, "kofu-emr"));
+    let mut theirs = patient_json(YAMANASHI, "Y-1", who, "テンキョ ハナコ", "1975-07-07", "06139999:7:7:07");
+    theirs["address"] = json!([{"state": "東京都", "city": "千代田区"}]);
+    created(yh.post("Patient", &theirs));
+    let me = portal(s, &p, "1975-07-07", "tenkyo");
+    assert_eq!(api(&me, Method::PUT, "/portal/participation", Some(json!({"participating": true}))).status, 200);
+    let (doctor, _) = clinician(s, "dr-kofu", "doctor", YAMANASHI);
+    // By default only the residence 二次医療圏 is open: Kofu needs individual consent.
+    assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 0);
+    // She opens "prefectures lived in during the past 2 years": Yamanashi is one of them.
+    let view = api(&me, Method::GET, "/portal/consent", None);
+    let mut settings = view.body["settings"].clone();
+    settings["area"]["recent_prefectures"] = json!(true);
+    let r =
+        api(&me, Method::PUT, "/portal/consent", Some(json!({"settings": settings, "version": view.body["version"]})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 1, "Yamanashi was lived in lately");
+}
+
 fn scenario(s: &TestServer) {
     let w = world(s);
     let patient = portal(s, &w.pid, "1970-05-05", "hanako");
@@ -506,6 +551,7 @@ fn scenario(s: &TestServer) {
     attack_hijacked_account_is_revoked(s, &w);
     attack_guessing_consent_codes(s, &w, &patient);
     attack_sharing_without_participation(s);
+    residence_over_time(s);
 }
 
 #[test]

@@ -157,7 +157,7 @@ impl Service {
                 .map_err(|e| ApiError::internal(format!("consent settings of {person_id}: {e}")))?,
             None => ConsentSettings::default(),
         };
-        let residence = match residence {
+        let mut residence = match residence {
             Some((pref, area, recent)) => Residence {
                 prefecture: u8::try_from(pref).unwrap_or(0),
                 area,
@@ -165,6 +165,11 @@ impl Service {
             },
             None => self.derived_residence(person_id)?,
         };
+        residence.recent_prefectures.extend(self.prefectures_lived_in(person_id, now)?);
+        let current = residence.prefecture;
+        residence.recent_prefectures.retain(|p| *p != current && *p != 0);
+        residence.recent_prefectures.sort_unstable();
+        residence.recent_prefectures.dedup();
         let mut care: Vec<CareRelation> =
             codes(&treated).map(|f| CareRelation { facility: f, kind: CareKind::Treated, until: None }).collect();
         care.extend(codes(&referred).map(|f| CareRelation {
@@ -181,6 +186,33 @@ impl Service {
             .map(|g| EmergencyGrant { user_id: g.user_id, reason: g.reason, until: g.until })
             .collect();
         Ok(PersonContext { person_id: person_id.to_owned(), consent, residence, care, emergency, participating })
+    }
+
+    /// Prefectures the person lived in during the past 2 years (DESIGN.md's area tier): from
+    /// the residences registered in the portal and from every version of their source patients'
+    /// registrations (a facility's update of the address is a move).
+    fn prefectures_lived_in(&self, person_id: &str, now: i64) -> Result<Vec<u8>, ApiError> {
+        const TWO_YEARS: i64 = 2 * 365 * 86_400_000;
+        let since = now - TWO_YEARS;
+        let id = person_id.to_owned();
+        let (registered, versions) = self.store.read(|r| {
+            let registered = r.residence_prefectures_since(&id, since)?;
+            let mut versions = Vec::new();
+            for pid in r.patients_of_person(&id)? {
+                versions.extend(r.patient_versions_since(&pid, since)?);
+            }
+            Ok((registered, versions))
+        })?;
+        let mut out: Vec<u8> = registered.into_iter().filter_map(|p| u8::try_from(p).ok()).collect();
+        for (_, text) in versions {
+            let Ok(p) = serde_json::from_str::<Value>(&text) else { continue };
+            for a in p["address"].as_array().into_iter().flatten() {
+                if let Some(pref) = a["state"].as_str().and_then(musubi_domain::prefecture_number) {
+                    out.push(pref);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The residence of a person without a registered one: the newest address of their source

@@ -637,6 +637,11 @@ pub(crate) fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreEr
             )?;
         }
         AccountWrite::Residence { person_id, prefecture, area, recent, at } => {
+            // The history keeps every residence registered, for "lived in during the past 2 years".
+            conn.execute(
+                "INSERT INTO residence_event (person_id, prefecture, area, at) VALUES ($1, $2, $3, $4)",
+                &[Param::Text(person_id), Param::I64(*prefecture), Param::Text(area), Param::I64(*at)],
+            )?;
             conn.execute("DELETE FROM residence WHERE person_id = $1", &[Param::Text(person_id)])?;
             conn.execute(
                 "INSERT INTO residence (person_id, prefecture, area, recent, updated) VALUES ($1, $2, $3, $4, $5)",

@@ -295,6 +295,24 @@ impl Reader<'_> {
         Ok(rows.first().is_some_and(|r| r.i64(0) == 1))
     }
 
+    /// Prefectures the person registered as their residence since `since` (epoch ms).
+    pub fn residence_prefectures_since(&mut self, person_id: &str, since: i64) -> Result<Vec<i64>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT DISTINCT prefecture FROM residence_event WHERE person_id = $1 AND at >= $2",
+            &[Param::Text(person_id), Param::I64(since)],
+        )?;
+        Ok(rows.iter().map(|r| r.i64(0)).collect())
+    }
+
+    /// Every stored version of a source Patient written since `since`: (written, JSON).
+    pub fn patient_versions_since(&mut self, patient_id: &str, since: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT last_updated, content FROM resource_version WHERE rtype = 'Patient' AND id = $1 AND deleted = 0 AND last_updated >= $2",
+            &[Param::Text(patient_id), Param::I64(since)],
+        )?;
+        Ok(rows.iter().filter_map(|r| Some((r.i64(0), r.opt_str(1)?.to_owned()))).collect())
+    }
+
     /// Alerts not yet handled, oldest first.
     pub fn open_alerts(&mut self) -> Result<Vec<AlertRow>, StoreError> {
         let rows = self.conn.query(

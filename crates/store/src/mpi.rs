@@ -168,9 +168,15 @@ fn apply(conn: &mut dyn Conn, w: &MpiWrite) -> Result<(), StoreError> {
                  ON CONFLICT (retired_id) DO UPDATE SET survivor_id = excluded.survivor_id, at = excluded.at",
                 &[Param::Text(to), Param::Text(from), Param::I64(musubi_fhir::datetime::now_ms())],
             )?;
-            for table in
-                ["portal_account", "proxy_grant", "visit_consent", "emergency_grant", "notification", "person_code"]
-            {
+            for table in [
+                "portal_account",
+                "proxy_grant",
+                "visit_consent",
+                "emergency_grant",
+                "notification",
+                "person_code",
+                "residence_event",
+            ] {
                 conn.execute(&format!("UPDATE {table} SET person_id = $1 WHERE person_id = $2"), &p)?;
             }
             for table in ["consent_setting", "residence", "participation"] {

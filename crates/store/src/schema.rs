@@ -488,7 +488,15 @@ CREATE TABLE participation (
     at BIGINT NOT NULL,
     by_whom TEXT NOT NULL,
     evidence TEXT NOT NULL
-)
+);
+CREATE TABLE residence_event (
+    person_id TEXT NOT NULL,
+    prefecture BIGINT NOT NULL,
+    area TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS residence_event_person ON residence_event (person_id, at);
+INSERT INTO residence_event (person_id, prefecture, area, at) SELECT person_id, prefecture, area, updated FROM residence
 "#,
     },
     Migration {
