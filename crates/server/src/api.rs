@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use musubi_domain::Profession;
 use musubi_gate::{Actor, ConsentSettings};
 use musubi_service::evidence::{BreakGlass, EmergencyReason, VisitEvidence};
@@ -439,6 +439,23 @@ async fn participation_put(
     Ok(ok_json(json!({"participating": p})))
 }
 
+#[derive(Deserialize)]
+struct ResidenceBody {
+    prefecture: String,
+    city: String,
+}
+
+async fn residence_put(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let b: ResidenceBody = body_json(&state, &headers, body).await?;
+    let (pref, area) = state.blocking(move |svc| svc.set_residence(&ctx, &b.prefecture, &b.city)).await?;
+    Ok(ok_json(json!({"prefecture": pref, "area": area})))
+}
+
 async fn consent_code(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
     let c = state.blocking(move |svc| svc.issue_consent_code(&ctx)).await?;
     Ok(ok_json(json!({"code": c.code, "expires": musubi_fhir::datetime::format_instant(c.expires)})))
@@ -820,6 +837,7 @@ pub fn routes() -> Router<AppState> {
         .route("/clinician/activation-code", post(activation_code))
         .route("/portal/consent-code", post(consent_code))
         .route("/portal/participation", get(participation_get).put(participation_put))
+        .route("/portal/residence", put(residence_put))
         .route("/admin/activation-code", post(activation_code))
         .route("/admin/visit-consents", get(visit_consents_get))
         .route("/admin/visit-consents/{id}", post(visit_consent_decide))

@@ -533,6 +533,21 @@ fn residence_over_time(s: &TestServer) {
         api(&me, Method::PUT, "/portal/consent", Some(json!({"settings": settings, "version": view.body["version"]})));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 1, "Yamanashi was lived in lately");
+    // She moves to Yokohama and says so in the portal: Tokyo joins the recent prefectures, and
+    // Kofu stays one of them.
+    let r = api(&me, Method::PUT, "/portal/residence", Some(json!({"prefecture": "神奈川県", "city": "横浜市"})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["prefecture"], 14);
+    let bad = api(&me, Method::PUT, "/portal/residence", Some(json!({"prefecture": "どこか", "city": "横浜市"})));
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert_eq!(doctor.get(&format!("Observation?patient={p}")).body["total"], 1);
+    let (tokyo, _) = clinician(s, "dr-tokyo-move", "doctor", HOSP);
+    let (clerk, _) = clinician(s, "clerk-tokyo-move", "clerk", HOSP);
+    // A Tokyo hospital that never treated her sees nothing (Tokyo, a recent prefecture, is
+    // open by her settings, but there is no care relationship) until she shows a code there.
+    assert_eq!(tokyo.get(&format!("Observation?patient={p}")).body["total"], 0);
+    assert_eq!(visit_consent(&clerk, &me, &p).status, 200);
+    assert_eq!(tokyo.get(&format!("Observation?patient={p}")).body["total"], 1);
 }
 
 fn scenario(s: &TestServer) {

@@ -489,6 +489,36 @@ impl Service {
         Ok(participating)
     }
 
+    /// The patient (or a proxy who manages their consent) records a move: the new residence
+    /// applies at once, and the old one stays in the history ("lived in during the past 2
+    /// years").
+    pub fn set_residence(&self, ctx: &Ctx, prefecture: &str, city: &str) -> Result<(u8, String), ApiError> {
+        let me = self.portal_manager(ctx)?;
+        let pref = musubi_domain::prefecture_number(prefecture.trim()).ok_or_else(|| {
+            ApiError::at(ErrorKind::BadRequest, "prefecture", format!("都道府県名 {prefecture:?} がわかりません"))
+        })?;
+        let city = city.trim().to_owned();
+        if city.is_empty() || city.chars().count() > 64 || city.chars().any(char::is_control) {
+            return Err(ApiError::at(ErrorKind::BadRequest, "city", "市区町村名（64文字以内）を入力してください"));
+        }
+        let c = city.clone();
+        let area = self.store.read(|r| r.area_of_city(i64::from(pref), &c))?.unwrap_or_default();
+        let mut a = self.audit_record(ctx, AuditAction::Update, "residence", AuditOutcome::Success);
+        a.person = Some(me.person_id.clone());
+        a.outcome_text = Some(format!("moved to prefecture {pref}"));
+        self.store.write_accounts(
+            vec![AccountWrite::Residence {
+                person_id: me.person_id.clone(),
+                prefecture: i64::from(pref),
+                area: area.clone(),
+                recent: String::new(),
+                at: now_ms(),
+            }],
+            vec![a],
+        )?;
+        Ok((pref, area))
+    }
+
     /// Whether the portal actor's person participates.
     pub fn participation(&self, ctx: &Ctx) -> Result<bool, ApiError> {
         let Actor::Portal(me) = &ctx.actor else {
