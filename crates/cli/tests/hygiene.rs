@@ -9,7 +9,6 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 fn musubi() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_musubi"));
@@ -25,7 +24,6 @@ fn mode(p: &Path) -> u32 {
 fn serve_makes_a_new_data_directory_private() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("musubi-data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // The server needs an audit key outside the data directory.
     let key = tmp.path().join("audit.key");
     let out = musubi()
@@ -35,18 +33,26 @@ fn serve_makes_a_new_data_directory_private() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut child = musubi()
         .env("MUSUBI_AUDIT_KEY", &key)
-        .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The server says where it listens once it does (no polling, no sleeping): read it.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let at = l.find("Musubi FHIR API: http://")? + "Musubi FHIR API: ".len();
+            let rest = &l[at..];
+            Some(rest[..rest.find("/fhir")? + "/fhir".len()].to_owned())
+        })
+        .expect("the server did not start");
+    // Keep draining what it writes later, so that it never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     // Discovery answers without a token.
-    let r = reqwest::blocking::get(format!("http://127.0.0.1:{port}/fhir/metadata")).unwrap();
+    let r = reqwest::blocking::get(format!("{base}/metadata")).unwrap();
     assert_eq!(r.status(), 200);
     let _ = child.kill();
     let _ = child.wait();

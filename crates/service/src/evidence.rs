@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::people::{
-    Enrolled, Registration, check_login_name, check_password_rule, hash_password, new_totp_secret, totp_uri,
+    Enrolled, Registration, check_login_name, check_password_rule, hash_password, new_totp_secret, own_portal,
+    require_privileged, totp_uri,
 };
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
@@ -242,14 +243,6 @@ fn notice(person: &str, kind: &str, text: String, now: i64) -> NotificationRow {
     }
 }
 
-fn require_privileged(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.actor.is_privileged() {
-        Ok(())
-    } else {
-        Err(ApiError::new(ErrorKind::Forbidden, "この操作は運営管理者のみが行えます"))
-    }
-}
-
 impl Service {
     /// A patient (or a proxy who manages their consent) asks for a code to show at the desk:
     /// with it, the facility records consent at the visit.
@@ -271,18 +264,13 @@ impl Service {
         Ok(IssuedCode { code, expires: now + CONSENT_CODE_MS })
     }
 
+    /// The patient, or a proxy allowed to manage their consent.
     fn portal_manager(&self, ctx: &Ctx) -> Result<PortalActor, ApiError> {
-        let Actor::Portal(me) = &ctx.actor else {
-            return Err(ApiError::new(ErrorKind::Forbidden, "患者ポータルのログインが必要です"));
-        };
+        let me = own_portal(ctx, true)?;
         if me.proxy_relation.is_some() {
-            let aid = me.account_id.clone();
-            let grants = self.store.read(|r| r.grants_of_proxy(&aid))?;
-            if !grants.iter().any(|g| g.person_id == me.person_id && g.may_manage_consent) {
-                return Err(ApiError::new(ErrorKind::Forbidden, "代理人としてこの操作を行う権限がありません"));
-            }
+            self.proxy_permission(&me, |g| g.may_manage_consent)?;
         }
-        Ok(me.clone())
+        Ok(me)
     }
 
     /// Records that the patient consented in person at this visit, on evidence: the code the
@@ -521,9 +509,7 @@ impl Service {
 
     /// Whether the portal actor's person participates.
     pub fn participation(&self, ctx: &Ctx) -> Result<bool, ApiError> {
-        let Actor::Portal(me) = &ctx.actor else {
-            return Err(ApiError::new(ErrorKind::Forbidden, "患者ポータルのログインが必要です"));
-        };
+        let me = own_portal(ctx, true)?;
         let p = me.person_id.clone();
         Ok(self.store.read(|r| r.participating(&p))?)
     }

@@ -1071,7 +1071,11 @@ impl Service {
         self.consent_view_of(&me.person_id)
     }
 
-    fn proxy_permission(&self, me: &PortalActor, ok: impl Fn(&ProxyGrantRow) -> bool) -> Result<(), ApiError> {
+    pub(crate) fn proxy_permission(
+        &self,
+        me: &PortalActor,
+        ok: impl Fn(&ProxyGrantRow) -> bool,
+    ) -> Result<(), ApiError> {
         let aid = me.account_id.clone();
         let grants = self.store.read(|r| r.grants_of_proxy(&aid))?;
         if grants.iter().any(|g| g.person_id == me.person_id && ok(g)) {
@@ -1280,7 +1284,7 @@ impl Service {
     }
 }
 
-fn require_privileged(ctx: &Ctx) -> Result<(), ApiError> {
+pub(crate) fn require_privileged(ctx: &Ctx) -> Result<(), ApiError> {
     if ctx.actor.is_privileged() {
         Ok(())
     } else {
@@ -1288,7 +1292,7 @@ fn require_privileged(ctx: &Ctx) -> Result<(), ApiError> {
     }
 }
 
-fn own_portal(ctx: &Ctx, proxy_ok: bool) -> Result<PortalActor, ApiError> {
+pub(crate) fn own_portal(ctx: &Ctx, proxy_ok: bool) -> Result<PortalActor, ApiError> {
     match &ctx.actor {
         Actor::Portal(p) if proxy_ok || p.proxy_relation.is_none() => Ok(p.clone()),
         Actor::Portal(_) => Err(ApiError::new(ErrorKind::Forbidden, "この操作はご本人のみが行えます")),
