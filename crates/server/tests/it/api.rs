@@ -2,9 +2,7 @@
 //! examples accepted and rejected, the REST interactions, search after the gate, Bundles and the
 //! JP-CLINS submission semantics, authentication and bad input.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn post_example(c: &Client, v: &Value) -> Resp {

@@ -5,9 +5,7 @@
 //! unknown one) is stored all the same with a warning in Japanese; a transaction carrying one
 //! delivers it too.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use musubi_store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -5,9 +5,7 @@
 //! may list but not open; another hospital sees nothing; a letter made by an EMR and signed
 //! (CMS, made with the `openssl` command) shows its signature result.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use musubi_domain::Profession;
 
 const PDF: &[u8] = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n";

@@ -3,9 +3,7 @@
 //! audit CSV export that never starts a formula, failed authentications that do not each write
 //! a chained record, and the 503 with Retry-After of a full server.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use musubi_store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -3,9 +3,7 @@
 //! follows the settings, care relationships and professions, break-glass works, expires and
 //! shows, and the patient reads who looked.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const SOURCE: &str = "1312345678"; // clinic in 区中央部 that sent the records

@@ -3,9 +3,7 @@
 //! session, no CSRF token, no consent or care relationship) and emergency access, the patient
 //! portal, and the operator console. Every test runs a real server over a fresh store.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn pdf_text(bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -329,7 +327,7 @@ fn refusals_without_consent_or_care_csrf_and_emergency_access() {
     let _ = fac;
     clinic.login_clinician("ns-far", &pw_secret, None);
     assert_eq!(clinic.get(&link).status, 404, "another prefecture without consent");
-    let c = common::csrf(&clinic.get(&link).text());
+    let c = crate::common::csrf(&clinic.get(&link).text());
     // Without the patient's code (or a paper form) nothing is recorded.
     let r = clinic.post(&format!("{link}/visit-consent"), &[("csrf", &c)]);
     assert_eq!(r.status, 400, "{}", r.text());
@@ -340,7 +338,7 @@ fn refusals_without_consent_or_care_csrf_and_emergency_access() {
     let me = portal_login(&w);
     let cp = me.get("/portal/consent-code");
     assert_eq!(cp.status, 200);
-    let shown = me.post("/portal/consent-code", &[("csrf", &common::csrf(&cp.text()))]);
+    let shown = me.post("/portal/consent-code", &[("csrf", &crate::common::csrf(&cp.text()))]);
     assert_eq!(shown.status, 200, "{}", shown.text());
     let code = {
         let t = shown.text();
@@ -386,7 +384,7 @@ fn refusals_without_consent_or_care_csrf_and_emergency_access() {
         let at = lt.find(r#"action="/admin/emergency/"#).unwrap() + r#"action=""#.len();
         lt[at..at + lt[at..].find('"').unwrap()].to_owned()
     };
-    let ocsrf = common::csrf(&lt);
+    let ocsrf = crate::common::csrf(&lt);
     assert_eq!(op.post(&action, &[("note", "救急外来での正当な閲覧")]).status, 403);
     assert_eq!(op.post(&action, &[("csrf", &ocsrf), ("note", "")]).status, 400);
     let r = op.post(&action, &[("csrf", &ocsrf), ("note", "救急外来での正当な閲覧")]);

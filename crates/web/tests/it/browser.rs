@@ -9,15 +9,13 @@
 //! chromedriver must be installed (`scripts/test` installs `chromium` and `chromium-driver`);
 //! without it this test fails with a message saying so — it never skips silently.
 
-mod common;
-
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

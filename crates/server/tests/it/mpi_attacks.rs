@@ -4,9 +4,7 @@
 //! elsewhere is not merged, and when a facility is linked to a person for the first time the
 //! patient is told.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use musubi_store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -7,9 +7,7 @@
 //! of the second factor with enrolment at the next login, revoke sessions). Time moves on a
 //! test clock injected into the service: nothing sleeps.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use musubi_service::login::TestClock;
 use musubi_service::people::totp_code_at;
 use musubi_store::Store;

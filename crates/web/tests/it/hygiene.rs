@@ -3,9 +3,7 @@
 //! fall back to the default page); the audit report's CSV never lets a login name run as a
 //! formula; the login page carries the security headers; an oversize login form is refused.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use musubi_domain::Profession;
 
 /// Logs a new clinician in (password, then the code) with `next`; returns the redirect target.

@@ -4,9 +4,7 @@
 //! with data). Each attack is a function named after it; the two tests at the bottom run them
 //! all on SQLite and on PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use musubi_store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -3,12 +3,10 @@
 //! in the subject serialNumber) plus one from a CA the server does not trust.
 //! A system token counts only with its own facility's certificate; an expired token is refused.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::FreshDb;
+use crate::common::FreshDb;
 use musubi_service::Service;
 use musubi_store::Store;
 use rcgen::{

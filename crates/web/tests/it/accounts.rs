@@ -3,9 +3,7 @@
 //! account actions (end sessions, reset the second factor with enrolment at the next login)
 //! work from the console; a clinician logs out everywhere.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use musubi_domain::Profession;
 
 #[test]

@@ -3,9 +3,7 @@
 //! for an operator, who keeps records apart, merges and splits; every decision survives a
 //! restart and a rebuild, and what a patient set up follows their person through a merge.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -10,11 +10,9 @@
 //! default, everything closed, pharmacies in the area closed, nurses turned off, every area
 //! opened. A hidden record must not show through a status, a total, an entry or an include.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const SOURCE: &str = "1312345678"; // clinic in 区中央部 (1301) that sent most records

@@ -5,9 +5,7 @@
 //! facility A's doctor finds it in `Patient/{A's id}/$everything` — whether B's registration
 //! came before the document or was made by it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

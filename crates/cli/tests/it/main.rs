@@ -1,0 +1,7 @@
+//! The integration tests of `musubi-cli`, in one binary: each file used to be its own
+//! test binary, and linking the whole service once per file cost minutes and gigabytes.
+
+mod cli;
+mod collect;
+mod hygiene;
+mod tls_cli;
