@@ -756,28 +756,12 @@ fn run(command: Command) -> Result<()> {
             ))
         }
         Command::Setting { store, key, value } => {
-            let allowed: &[(&str, &[&str])] =
-                &[("network.participation", &["opt-in", "per-visit"]), ("emergency.hours", &[])];
-            let Some((_, values)) = allowed.iter().find(|(k, _)| *k == key) else {
-                bail!("unknown setting {key:?} (known: network.participation, emergency.hours)");
-            };
-            let store = store.open()?;
-            match value {
-                None => println!("{key} = {}", store.setting(&key)?.unwrap_or_else(|| "(default)".into())),
-                Some(v) => {
-                    let ok = if values.is_empty() {
-                        v.parse::<i64>().is_ok_and(|h| (1..=12).contains(&h))
-                    } else {
-                        values.contains(&v.as_str())
-                    };
-                    if !ok {
-                        bail!("{key}: {v:?} is not allowed");
-                    }
-                    store.put_setting(key.clone(), v.clone())?;
-                    tracing::info!(key = %key, value = %v, "setting changed");
-                    println!("{key} = {v}");
-                }
+            let svc = musubi_service::Service::new(store.open()?, "cli");
+            let describe = |e: musubi_service::ApiError| anyhow::anyhow!("{}", musubi_service::import::describe(&e));
+            if let Some(v) = value {
+                svc.change_setting(&operator(), &key, &v).map_err(describe)?;
             }
+            println!("{key} = {}", svc.setting_value(&key).map_err(describe)?);
             Ok(())
         }
         Command::Retention { command: RetentionCommand::Sweep { store } } => {

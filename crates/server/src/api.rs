@@ -645,6 +645,48 @@ async fn operator_post(
 }
 
 #[derive(Deserialize)]
+struct SettingBody {
+    value: String,
+}
+
+/// The network's settings with their current values (operators).
+async fn settings_get(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
+    let list = state
+        .blocking(move |svc| {
+            if !ctx.actor.is_privileged() {
+                return Err(musubi_service::ApiError::new(
+                    musubi_service::ErrorKind::Forbidden,
+                    "設定の参照は運営管理者のみが行えます",
+                ));
+            }
+            musubi_service::settings::SETTINGS
+                .iter()
+                .map(|s| Ok(json!({"key": s.key, "label": s.label_ja, "default": s.default, "value": svc.setting_value(s.key)?})))
+                .collect::<std::result::Result<Vec<Value>, musubi_service::ApiError>>()
+        })
+        .await?;
+    Ok(ok_json(Value::Array(list)))
+}
+
+/// Changes one setting (operators; audited with the old and the new value).
+async fn setting_put(
+    State(state): State<AppState>,
+    Authed(ctx): Authed,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let b: SettingBody = body_json(&state, &headers, body).await?;
+    let value = state
+        .blocking(move |svc| {
+            svc.change_setting(&ctx, &key, &b.value)?;
+            svc.setting_value(&key)
+        })
+        .await?;
+    Ok(ok_json(json!({"value": value})))
+}
+
+#[derive(Deserialize)]
 struct PasswordBody {
     password: String,
 }
@@ -849,6 +891,8 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/facilities", post(facility_post))
         .route("/admin/users", post(user_post))
         .route("/admin/operators", post(operator_post))
+        .route("/admin/settings", get(settings_get))
+        .route("/admin/settings/{key}", put(setting_put))
         .route("/admin/portal-accounts/{login}/{action}", post(portal_account_action))
         .route("/admin/users/{login}/{action}", post(user_action))
         .route("/admin/audit-report", get(audit_report))

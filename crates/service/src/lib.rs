@@ -37,6 +37,7 @@ pub mod record;
 pub mod referral;
 pub mod retention;
 mod search;
+pub mod settings;
 pub mod secrets;
 pub mod signature;
 pub mod summary;

@@ -459,6 +459,13 @@ pub enum AccountWrite {
     },
     /// An audit anchor.
     Anchor(AnchorRow),
+    /// A network setting (written with the audit record of the change).
+    Setting {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
 }
 
 fn table(portal: bool) -> &'static str {
@@ -484,6 +491,7 @@ pub(crate) fn apply(conn: &mut dyn Conn, w: &AccountWrite) -> Result<(), StoreEr
                 ],
             )?;
         }
+        AccountWrite::Setting { key, value } => crate::ops::put_setting(conn, key, value)?,
         AccountWrite::AreaCity { area, prefecture, city } => {
             conn.execute(
                 "DELETE FROM area_city WHERE prefecture = $1 AND city = $2",
