@@ -548,6 +548,35 @@ fn residence_over_time(s: &TestServer) {
     assert_eq!(tokyo.get(&format!("Observation?patient={p}")).body["total"], 1);
 }
 
+/// A setting decides who sees what (`network.participation`): only an operator changes it,
+/// only to an allowed value, and the change is in the audit trail with the old and new value.
+fn attack_setting_changed_silently(s: &TestServer) {
+    let (doctor, _) = clinician(s, "dr-settings", "doctor", HOSP);
+    let body = json!({"value": "per-visit"});
+    let r = api(&doctor, Method::PUT, "/admin/settings/network.participation", Some(body.clone()));
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(api(&doctor, Method::GET, "/admin/settings", None).status, 403);
+    let op = s.client(&s.admin);
+    let bad = api(&op, Method::PUT, "/admin/settings/network.participation", Some(json!({"value": "everyone"})));
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert_eq!(api(&op, Method::PUT, "/admin/settings/audit.off", Some(json!({"value": "1"}))).status, 404);
+    let r = api(&op, Method::PUT, "/admin/settings/network.participation", Some(body));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["value"], "per-visit");
+    let list = api(&op, Method::GET, "/admin/settings", None);
+    let current = list.body.as_array().unwrap().iter().find(|v| v["key"] == "network.participation").unwrap();
+    assert_eq!(current["value"], "per-visit");
+    let report = api(&op, Method::GET, "/admin/audit-report?format=csv&limit=1000", None);
+    assert_eq!(report.status, 200, "{}", report.text);
+    assert!(
+        report.text.lines().any(|l| l.contains("change-setting") && l.contains("opt-in -> per-visit")),
+        "the change is audited with the old and new value: {}",
+        report.text
+    );
+    let r = api(&op, Method::PUT, "/admin/settings/network.participation", Some(json!({"value": "opt-in"})));
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 fn scenario(s: &TestServer) {
     let w = world(s);
     let patient = portal(s, &w.pid, "1970-05-05", "hanako");
@@ -565,6 +594,7 @@ fn scenario(s: &TestServer) {
     attack_guessing_consent_codes(s, &w, &patient);
     attack_sharing_without_participation(s);
     residence_over_time(s);
+    attack_setting_changed_silently(s);
 }
 
 #[test]
