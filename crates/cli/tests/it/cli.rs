@@ -602,3 +602,29 @@ fn operators_manage_user_accounts_from_the_command_line() {
         assert!(text.contains(subtype), "{subtype} not audited under op-suzuki: {text}");
     }
 }
+
+/// `musubi setting`: an allowed value only, and the change is audited under the operator's name
+/// with the old and new value.
+#[test]
+fn settings_are_checked_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| musubi().args(args).env("USER", "op-sato").output().unwrap();
+    let out = run(&["setting", "--data", d, "network.participation"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "network.participation = opt-in");
+    let out = run(&["setting", "--data", d, "network.participation", "everyone"]);
+    assert!(!out.status.success(), "a value that is not allowed is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("opt-in / per-visit"));
+    let out = run(&["setting", "--data", d, "emergency.hours", "24"]);
+    assert!(!out.status.success(), "more than 12 hours is refused");
+    let out = run(&["setting", "--data", d, "network.participation", "per-visit"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "network.participation = per-visit");
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let q = musubi_store::AuditQuery { agent: Some("op-sato".into()), ..Default::default() };
+    let (_, rows) = store.read(|r| r.audit_search(&q, 0, 100)).unwrap();
+    let text = rows.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n");
+    assert_eq!(text.matches("change-setting").count(), 1, "one change, audited once: {text}");
+    assert!(text.contains("opt-in -> per-visit"), "{text}");
+}
