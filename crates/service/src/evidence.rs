@@ -18,9 +18,6 @@
 //! evidence only once somebody other than the requester has seen it; an emergency that cannot
 //! wait has break-glass, which is bounded and reviewed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use musubi_domain::Profession;
 use musubi_domain::audit::{AuditAction, AuditOutcome, AuditPurpose};
 use musubi_fhir::ResourceType;
@@ -50,7 +47,7 @@ pub const ACTIVATION_CODE_MS: i64 = 30 * DAY;
 /// The longest period a consent at the visit may cover (an admission).
 pub const MAX_VISIT_CONSENT_DAYS: i64 = 90;
 /// Wrong consent codes a user may enter per hour before being refused for the hour.
-pub const MAX_CODE_FAILURES_PER_HOUR: usize = 5;
+pub const MAX_CODE_FAILURES_PER_HOUR: i64 = 5;
 /// The default window of an emergency access (hours); the setting `emergency.hours` changes it
 /// within 1..=12.
 pub const EMERGENCY_HOURS: i64 = 4;
@@ -154,24 +151,12 @@ pub struct VisitConsentReview {
     pub recent: Vec<VisitConsentRow>,
 }
 
-/// Wrong codes entered per user, for the hourly limit. Kept in memory: a restart forgets them,
-/// which costs an attacker a restart per 5 guesses out of 10^8.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct CodeFailures(Arc<Mutex<HashMap<String, Vec<i64>>>>);
-
-impl CodeFailures {
-    fn recent(&self, who: &str, now: i64) -> usize {
-        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let list = m.entry(who.to_owned()).or_default();
-        list.retain(|t| *t > now - HOUR);
-        list.len()
-    }
-
-    fn add(&self, who: &str, now: i64) {
-        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        m.entry(who.to_owned()).or_default().push(now);
-    }
-}
+/// Wrong consent codes per user: five are checked, then nothing more for an hour. Counted in
+/// the store's throttle table (`login_throttle`) before the code is checked, so concurrent
+/// guesses each take their place in the count, a restart forgets nothing, and several servers
+/// sharing one database count together.
+const CODE_THROTTLE: musubi_store::ThrottleRule =
+    musubi_store::ThrottleRule { free: MAX_CODE_FAILURES_PER_HOUR - 1, base_ms: HOUR, cap_ms: HOUR, forget_ms: HOUR };
 
 /// The hash under which a code is kept (spaces, hyphens and case do not matter).
 pub fn code_hash(code: &str) -> String {
@@ -314,9 +299,14 @@ impl Service {
         match evidence {
             VisitEvidence::Code(code) => {
                 let who = format!("user:{}", u.user_id);
-                if self.code_failures.recent(&who, now) >= MAX_CODE_FAILURES_PER_HOUR {
+                let key = format!("consent-code:{who}");
+                if let musubi_store::Throttle::WaitUntil(t) =
+                    self.store.throttle_attempt(vec![(key.clone(), CODE_THROTTLE)], now)?
+                {
                     return Err(ApiError::new(
-                        ErrorKind::TooManyRequests { retry_after_s: 3600 },
+                        ErrorKind::TooManyRequests {
+                            retry_after_s: u32::try_from(((t - now) / 1000).max(1)).unwrap_or(3600),
+                        },
                         "同意コードの入力誤りが続いたため、1時間は受け付けられません",
                     ));
                 }
@@ -327,7 +317,6 @@ impl Service {
                     )
                 };
                 let Some(person) = person else {
-                    self.code_failures.add(&who, now);
                     return Err(refused());
                 };
                 let row = new_row(&person, "code".into(), "active");
@@ -366,9 +355,12 @@ impl Service {
                     vec![a.clone()],
                 );
                 match used {
-                    Ok(_) => Ok(row),
-                    Err(StoreError::Conflict { key, .. }) if key == "person_code" => {
-                        self.code_failures.add(&who, now);
+                    Ok(_) => {
+                        // A right code takes its attempt back.
+                        self.store.throttle_succeeded(Vec::new(), vec![key])?;
+                        Ok(row)
+                    }
+                    Err(StoreError::Conflict { key: k, .. }) if k == "person_code" => {
                         a.outcome = AuditOutcome::MinorFailure;
                         a.outcome_text = Some("wrong, used or expired consent code".into());
                         self.audit(vec![a])?;

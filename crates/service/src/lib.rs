@@ -37,8 +37,8 @@ pub mod record;
 pub mod referral;
 pub mod retention;
 mod search;
-pub mod settings;
 pub mod secrets;
+pub mod settings;
 pub mod signature;
 pub mod summary;
 mod write;
@@ -82,7 +82,6 @@ pub struct Service {
     mpi: mpi::MpiState,
     referral: referral::ReferralState,
     cache: cache::ResourceCache,
-    code_failures: evidence::CodeFailures,
     failed_auth: failed_auth::FailedAuth,
     secrets: Option<std::sync::Arc<secrets::SecretsKey>>,
     /// The network's secret for collected resource ids (see [`ids`]); None keeps the
@@ -119,7 +118,6 @@ impl Service {
             mpi: mpi::MpiState::default(),
             referral: referral::ReferralState::default(),
             cache: cache::ResourceCache::new(cache::DEFAULT_CACHE_BYTES),
-            code_failures: evidence::CodeFailures::default(),
             failed_auth: failed_auth::FailedAuth::default(),
             secrets: None,
             id_key: None,
