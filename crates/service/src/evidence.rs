@@ -59,6 +59,10 @@ pub const EMERGENCY_REASON_MIN: usize = 10;
 /// An emergency access not reviewed within this many days is shown as overdue.
 pub const EMERGENCY_REVIEW_DAYS: i64 = 3;
 
+/// The kind of the notice of a new portal account: always posted to the address on file, even
+/// when the account has read it (see [`Service::register_patient`]).
+pub const ENROLLED_NOTICE: &str = "portal-enrolled";
+
 /// The one answer to every failed enrolment: no match, already registered, wrong or used code.
 pub const ENROL_REFUSED: &str = "利用登録できませんでした。利用登録コードと生年月日をご確認ください。コードは受診された医療機関の窓口または運営事務局で本人確認のうえ発行されます。";
 
@@ -650,7 +654,22 @@ impl Service {
             disabled: false,
             created: now,
         };
-        let mut writes = vec![AccountWrite::NewPortal(acct)];
+        // A letter to the address on file, whatever the new account does: a code issued by an
+        // insider for a person matched by their demographics would otherwise open the portal
+        // without the real patient ever hearing of it (the account's holder could read and so
+        // hide the portal notices). The operator's list keeps it until it is posted.
+        let issued_by = self.store.read(|r| r.code_issuer(&hash, CodePurpose::Activation))?.unwrap_or_default();
+        let letter = notice(
+            &person,
+            ENROLLED_NOTICE,
+            format!(
+                "患者ポータルの利用登録が完了しました（ログインID {}、利用登録コードの発行元 {}）。お心当たりがない場合は、すぐに運営事務局にご連絡ください。",
+                reg.login,
+                issuer_label(self, &issued_by)
+            ),
+            now,
+        );
+        let mut writes = vec![AccountWrite::NewPortal(acct), AccountWrite::Notify(letter)];
         if let Some(pref) = musubi_domain::prefecture_number(&reg.prefecture) {
             let city = reg.city.clone();
             let area = self.store.read(|r| r.area_of_city(i64::from(pref), &city))?.unwrap_or_default();
@@ -881,6 +900,15 @@ impl Service {
         a.entities = vec![format!("notification/{id}")];
         self.store.write_evidence(vec![EvidenceWrite::Posted { id: id.into(), at: now_ms() }], Vec::new(), vec![a])?;
         Ok(())
+    }
+}
+
+/// Who issued an activation code, for the patient's letter: a facility's name or the operator.
+fn issuer_label(svc: &Service, issued_by: &str) -> String {
+    match issued_by.split_once(':') {
+        Some(("operator", _)) => "運営事務局".to_owned(),
+        Some((facility, _)) => facility_name(svc, facility).unwrap_or_else(|_| facility.to_owned()),
+        None => "不明".to_owned(),
     }
 }
 

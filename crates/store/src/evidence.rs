@@ -287,6 +287,15 @@ impl Reader<'_> {
         Ok(rows.first().map(|r| r.str(0).to_owned()))
     }
 
+    /// Who issued a code (`operator:<name>` or `<facility>:<login>`).
+    pub fn code_issuer(&mut self, code_hash: &str, purpose: CodePurpose) -> Result<Option<String>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT issued_by FROM person_code WHERE code_hash = $1 AND purpose = $2",
+            &[Param::Text(code_hash), Param::Text(purpose.code())],
+        )?;
+        Ok(rows.first().map(|r| r.str(0).to_owned()))
+    }
+
     /// Whether the person's participation consent is recorded (and not withdrawn).
     pub fn participating(&mut self, person_id: &str) -> Result<bool, StoreError> {
         let rows = self
@@ -336,8 +345,8 @@ impl Reader<'_> {
     pub fn notices_to_post(&mut self) -> Result<Vec<NotificationRow>, StoreError> {
         let rows = self.conn.query(
             "SELECT n.id, n.person_id, n.kind, n.text, n.created, n.read_at FROM notification n \
-             WHERE n.posted_at IS NULL AND n.read_at IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM portal_account p WHERE p.person_id = n.person_id) \
+             WHERE n.posted_at IS NULL AND (n.kind = 'portal-enrolled' OR (n.read_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM portal_account p WHERE p.person_id = n.person_id))) \
              ORDER BY n.created",
             &[],
         )?;

@@ -394,6 +394,28 @@ fn attack_portal_takeover(s: &TestServer, w: &World, patient: &Client) {
     let (own, _) = clinician(s, "clerk-own", "clerk", SOURCE);
     let r = api(&own, Method::POST, "/clinician/activation-code", Some(json!({"patient": w.other})));
     assert_eq!(r.status, 200, "{}", r.text);
+    // An account made with a desk's code is announced by post to the address on file, even when
+    // whoever holds the account has read (and so would hide) the portal notices.
+    let code = r.body["code"].as_str().unwrap().to_owned();
+    let r = register(s, &code, "1960-01-01", "desk-made");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let held = log_in(s, "desk-made", "Hanako-pass-2026", r.body["totp_secret"].as_str().unwrap(), "portal");
+    assert!(notifications(&held).iter().any(|t| t.contains("利用登録が完了しました")));
+    let to_post = api(&s.client(&s.admin), Method::GET, "/admin/notices-to-post", None);
+    assert!(
+        to_post.body.as_array().unwrap().iter().any(|n| n["kind"] == "portal-enrolled"
+            && n["text"].as_str().unwrap().contains("desk-made")
+            && n["text"].as_str().unwrap().contains("発行元")),
+        "the letter waits for the post: {}",
+        to_post.text
+    );
+    let revoked = api(
+        &s.client(&s.admin),
+        Method::POST,
+        &format!("/admin/portal-revoke/{}", r.body["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
     // The anonymous probe says nothing either way: the registration text names no one.
     assert!(!no_code.text.contains("結 花子"));
 }
