@@ -41,6 +41,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/portal/consent", get(consent).post(consent_post))
         .route("/portal/consent-code", get(consent_code_page).post(consent_code_post))
         .route("/portal/participation", post(participation_post))
+        .route("/portal/residence", get(residence_page).post(residence_post))
         .route("/portal/history", get(history))
         .route("/portal/notices", get(notices))
         .route("/portal/record", get(record))
@@ -95,6 +96,7 @@ async fn home(State(web): State<Web>, u: PortalUser) -> Result<Response> {
                 a.door href="/portal/history" { strong { "閲覧履歴" } span { "いつ・誰が・何を・なぜ見たか" } }
                 a.door href="/portal/record" { strong { "わたしの記録" } span { "各医療機関の記録の一覧とダウンロード" } }
                 a.door href="/portal/notices" { strong { "お知らせ" @if unread > 0 { " (" (unread) ")" } } span { "緊急時の閲覧などの通知" } }
+                a.door href="/portal/residence" { strong { "転居の届出" } span { "お住まいが変わったとき（開示設定の地域に使われます）" } }
                 a.door href="/portal/consent-code" { strong { "来院時の同意コード" } span { "受診先の窓口で示すと、その医療機関に記録の閲覧を認めます" } }
                 @if u.me.proxy_relation.is_none() { a.door href="/portal/proxies" { strong { "代理人" } span { "ご家族などに手続きを任せる" } } }
             }
@@ -131,6 +133,55 @@ async fn participation_post(State(web): State<Web>, u: PortalUser, form: Form) -
     let ctx = u.ctx.clone();
     web.call(move |svc| svc.set_participation(&ctx, participating)).await?;
     Ok(Redirect::to("/portal").into_response())
+}
+
+fn residence_view(u: &PortalUser, message: Option<(&str, &str)>, prefecture: &str, city: &str) -> Response {
+    page(
+        "転居の届出",
+        nav(u),
+        html! {
+            section.card.narrow {
+                h1 { "転居の届出" }
+                @if let Some((kind, m)) = message { (notice(kind, m)) }
+                p { "新しいお住まいの都道府県と市区町村を入力してください。開示設定の「住んでいる地域」に使われます。前のお住まいも2年間は「最近2年間に住んだ都道府県」として残ります。" }
+                form method="post" action="/portal/residence" {
+                    (csrf_field(&u.csrf))
+                    label { "都道府県"
+                        select name="prefecture" required {
+                            option value="" { "選んでください" }
+                            @for p in musubi_domain::PREFECTURES {
+                                option value=(p) selected[p == prefecture] { (p) }
+                            }
+                        }
+                    }
+                    label { "市区町村" input type="text" name="city" value=(city) maxlength="64" required; }
+                    button type="submit" { "届け出る" }
+                }
+                p { a href="/portal" { "← ポータルへ戻る" } }
+            }
+        },
+    )
+}
+
+async fn residence_page(u: PortalUser) -> Result<Response> {
+    Ok(residence_view(&u, None, "", ""))
+}
+
+async fn residence_post(State(web): State<Web>, u: PortalUser, form: Form) -> Result<Response> {
+    session::check_csrf(&form, &u.csrf)?;
+    let (prefecture, city) = (form.get("prefecture").to_owned(), form.get("city").to_owned());
+    let ctx = u.ctx.clone();
+    let (p, c) = (prefecture.clone(), city.clone());
+    match web.call(move |svc| svc.set_residence(&ctx, &p, &c)).await {
+        Ok(_) => Ok(residence_view(&u, Some(("ok", &format!("{prefecture} {city} への転居を記録しました。"))), "", "")),
+        Err(e) if e.kind == ErrorKind::BadRequest => {
+            let m = e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default();
+            let mut r = residence_view(&u, Some(("error", &m)), &prefecture, &city);
+            *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn consent_code_page(u: PortalUser) -> Result<Response> {

@@ -539,6 +539,22 @@ fn portal_registration_settings_history_record_download_and_proxies() {
     assert_eq!(n.status, 200);
     assert!(n.text().contains("お知らせ"));
 
+    // A move: the form names the prefecture and city; a wrong one keeps what was typed.
+    let m = me.get("/portal/residence");
+    assert_eq!(m.status, 200);
+    assert!(m.text().contains("転居の届出") && m.text().contains("神奈川県"));
+    assert_eq!(me.post("/portal/residence", &[("prefecture", "神奈川県"), ("city", "横浜市")]).status, 403);
+    let bad = me.post("/portal/residence", &[("csrf", &csrf), ("prefecture", "どこか"), ("city", "横浜市")]);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("都道府県名") && bad.text().contains("横浜市"), "{}", bad.text());
+    let moved = me.post("/portal/residence", &[("csrf", &csrf), ("prefecture", "神奈川県"), ("city", "横浜市")]);
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    assert!(moved.text().contains("神奈川県 横浜市 への転居を記録しました"), "{}", moved.text());
+    let person =
+        w.net.store.current(musubi_fhir::ResourceType::Patient, &w.patient).unwrap().unwrap().meta.person_id.unwrap();
+    let lived = w.net.store.read(|r| r.residence_prefectures_since(&person, 0)).unwrap();
+    assert!(lived.contains(&14), "Kanagawa is in the residence history: {lived:?}");
+
     // Proxies: a family member registers as a proxy, she grants, the proxy logs in for her.
     let fam = Web::new(&w.net);
     let r = fam.post(
