@@ -29,14 +29,15 @@
 pub mod consent;
 pub mod policy;
 pub mod referral;
+mod scope;
 
 use musubi_domain::audit::{AuditAgent, AuditPurpose};
 use musubi_domain::{FacilityCode, Flags, Profession, ResourceClass};
 use musubi_fhir::ResourceType;
-use musubi_store::{CurrentRow, Scope, ScopeRule};
 
 pub use consent::{ConsentSettings, FacilityClass, FacilityInfo, Residence, Verdict};
 pub use referral::{LetterView, ReferralOp, ReferralParty, decide_referral, may_send_referrals};
+pub use scope::{Scope, ScopeRule};
 
 /// A clinician or staff member logged in at a facility.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,19 +201,6 @@ pub struct RecordView {
 }
 
 impl RecordView {
-    /// The view of a stored row.
-    pub fn of(row: &CurrentRow) -> RecordView {
-        RecordView {
-            rtype: row.rtype,
-            class: row.meta.class,
-            facility: row.meta.facility,
-            patient_id: row.meta.patient_id.clone(),
-            person_id: row.meta.person_id.clone().or_else(|| row.meta.patient_id.clone()),
-            flags: row.meta.flags,
-            clinical_date: row.meta.clinical_date,
-        }
-    }
-
     /// A view for a write decision (only type, class, facility and patient matter there).
     pub fn for_write(
         rtype: ResourceType,

@@ -11,7 +11,7 @@ use musubi_domain::{BundleIdentifier, systems};
 use musubi_fhir::outcome::OutcomeIssue;
 use musubi_fhir::reference::rewrite_references;
 use musubi_fhir::{ResourceType, classify, datetime};
-use musubi_gate::{Actor, Decision, Operation, RecordView};
+use musubi_gate::{Actor, Decision, Operation};
 use musubi_store::{BundleOp, BundleSubmission, DeleteResource, Expect, PutResource, WriteBatch};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -497,7 +497,7 @@ impl Service {
                     let cur = self.store.current(rtype, &id)?;
                     // A deleted resource still belongs to its facility.
                     if let Some(c) = &cur
-                        && !crate::access::write_decision(&ctx.actor, Operation::Write, &RecordView::of(c)).is_allow()
+                        && !crate::access::write_decision(&ctx.actor, Operation::Write, &c.view()).is_allow()
                     {
                         return Err(ApiError::at(
                             ErrorKind::Forbidden,
@@ -568,11 +568,11 @@ impl Service {
                     match &cur {
                         Some(c)
                             if crate::access::Access::new(self, ctx)?
-                                .decide(Operation::Read, &RecordView::of(c))?
+                                .decide(Operation::Read, &c.view())?
                                 .is_allow() =>
                         {
                             if let Decision::Deny(r) =
-                                crate::access::write_decision(&ctx.actor, Operation::Delete, &RecordView::of(c))
+                                crate::access::write_decision(&ctx.actor, Operation::Delete, &c.view())
                             {
                                 return Err(ApiError::at(ErrorKind::Forbidden, entry_at(i), r.message_ja()));
                             }
@@ -1255,9 +1255,7 @@ impl Service {
             let mut batch = WriteBatch::default();
             let mut items = Vec::new();
             for m in &members {
-                if let Decision::Deny(r) =
-                    crate::access::write_decision(&ctx.actor, Operation::Delete, &RecordView::of(m))
-                {
+                if let Decision::Deny(r) = crate::access::write_decision(&ctx.actor, Operation::Delete, &m.view()) {
                     return Err(ApiError::new(ErrorKind::Forbidden, r.message_ja()));
                 }
                 items.push((m.meta.patient_id.clone(), m.key()));

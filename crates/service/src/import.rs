@@ -234,13 +234,7 @@ impl Service {
                     if !c.deleted && c.content_hash == put.content_hash {
                         return Ok(None);
                     }
-                    if !crate::access::write_decision(
-                        &ctx.actor,
-                        musubi_gate::Operation::Write,
-                        &musubi_gate::RecordView::of(c),
-                    )
-                    .is_allow()
-                    {
+                    if !crate::access::write_decision(&ctx.actor, musubi_gate::Operation::Write, &c.view()).is_allow() {
                         return Err(ApiError::new(
                             crate::ErrorKind::Forbidden,
                             format!("{}/{} は更新できません（アクセス権限がありません）", c.rtype, c.id),

@@ -15,7 +15,7 @@ use musubi_domain::FacilityCode;
 use musubi_domain::audit::{AuditAction, AuditOutcome};
 use musubi_fhir::ResourceType;
 use musubi_fhir::datetime::now_ms;
-use musubi_gate::{Actor, Operation, RecordView};
+use musubi_gate::{Actor, Operation};
 use musubi_identify::{Decision, Index, IndexBuilder, LinkConfig, LinkReason, PersonId, SourceKey, SourceRecord};
 use musubi_store::PutResource;
 use musubi_store::accounts::NotificationRow;
@@ -654,9 +654,8 @@ impl Service {
         let access = Access::new(self, ctx)?;
         let mut audit = self.audit_record(ctx, AuditAction::Read, "$ihe-pix", AuditOutcome::Success);
         audit.query = Some(format!("Patient/$ihe-pix?sourceIdentifier={source_identifier}"));
-        let Some(source) = rows
-            .into_iter()
-            .find(|r| access.decide(Operation::Read, &RecordView::of(r)).map(|d| d.is_allow()).unwrap_or(false))
+        let Some(source) =
+            rows.into_iter().find(|r| access.decide(Operation::Read, &r.view()).map(|d| d.is_allow()).unwrap_or(false))
         else {
             audit.outcome = AuditOutcome::MinorFailure;
             self.audit(vec![audit])?;
@@ -673,7 +672,7 @@ impl Service {
             else {
                 continue;
             };
-            if !access.decide_loaded(Operation::Read, &RecordView::of(&row)).is_allow() {
+            if !access.decide_loaded(Operation::Read, &row.view()).is_allow() {
                 continue;
             }
             let p: Value = serde_json::from_str(v.content.as_deref().unwrap_or("{}")).unwrap_or(Value::Null);
@@ -742,7 +741,7 @@ impl Service {
             else {
                 continue;
             };
-            if !access.decide(Operation::Read, &RecordView::of(&row))?.is_allow() {
+            if !access.decide(Operation::Read, &row.view())?.is_allow() {
                 continue;
             }
             let resource: Value = serde_json::from_str(v.content.as_deref().unwrap_or("{}")).unwrap_or(Value::Null);

@@ -96,7 +96,7 @@ impl Service {
         audit.patient = cur.meta.patient_id.clone();
         audit.person = cur.meta.person_id.clone();
         let access = Access::new(self, ctx)?;
-        let mut decision = access.decide(Operation::Read, &RecordView::of(&cur))?;
+        let mut decision = access.decide(Operation::Read, &cur.view())?;
         // An older version is decided on its own meta too (it may have been about another
         // patient, or carried other flags); the audit names the version's patient.
         if decision.is_allow()
@@ -204,7 +204,7 @@ impl Service {
         let mut hidden = 0;
         let mut kept = Vec::with_capacity(rows.len());
         for (stored, cur) in rows {
-            if !access.decide(Operation::Read, &RecordView::of(&cur))?.is_allow() {
+            if !access.decide(Operation::Read, &cur.view())?.is_allow() {
                 // The scope and the decision are held equal by a property test; a row outside
                 // it means a bug, and nothing is returned rather than something hidden.
                 return Err(ApiError::internal(format!(
@@ -318,7 +318,7 @@ pub(crate) fn version_view(
     v: &musubi_store::StoredResource,
     persons: &crate::prepare::Persons,
 ) -> Result<RecordView, ApiError> {
-    let Some(text) = v.content.as_deref().filter(|_| !v.deleted) else { return Ok(RecordView::of(cur)) };
+    let Some(text) = v.content.as_deref().filter(|_| !v.deleted) else { return Ok(cur.view()) };
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ApiError::internal(format!("stored JSON of {}/{}: {e}", v.rtype, v.id)))?;
     let m = musubi_fhir::classify::classify_with(v.rtype, &value, &crate::lab_set);

@@ -1607,11 +1607,9 @@ impl Service {
             && let Some(d) = self.store.current(ResourceType::Bundle, did)?
             && !d.deleted
         {
-            if let Decision::Deny(r) = crate::access::write_decision(
-                &ctx.actor,
-                musubi_gate::Operation::Delete,
-                &musubi_gate::RecordView::of(&d),
-            ) {
+            if let Decision::Deny(r) =
+                crate::access::write_decision(&ctx.actor, musubi_gate::Operation::Delete, &d.view())
+            {
                 return Err(ApiError::new(ErrorKind::Forbidden, r.message_ja()));
             }
             entities.push(d.key());

@@ -13,7 +13,7 @@ use musubi_fhir::datetime::{self, parse_range};
 use musubi_fhir::index::normalize_string;
 use musubi_fhir::reference::parse_reference;
 use musubi_fhir::{Interaction, ParamKind, ResourceType};
-use musubi_gate::{Operation, RecordView};
+use musubi_gate::Operation;
 
 use crate::access::Access;
 use musubi_store::{CurrentRow, DatePred, DatePrefix, Filter, SearchQuery, Sort, StoredResource, StrMatch, TokenMatch};
@@ -441,7 +441,7 @@ impl Service {
                         }
                         if let Some(cur) = r.current(ResourceType::Patient, p)? {
                             // An included patient the caller may not see is left out, silently.
-                            if !cur.deleted && access.decide_loaded(Operation::Read, &RecordView::of(&cur)).is_allow() {
+                            if !cur.deleted && access.decide_loaded(Operation::Read, &cur.view()).is_allow() {
                                 let content = r.version(ResourceType::Patient, p, Some(cur.version))?;
                                 included.push((cur, content));
                             }
@@ -453,7 +453,7 @@ impl Service {
         })?;
         let mut emergency = None;
         for (row, _) in &page {
-            let d = access.decide_loaded(Operation::Read, &RecordView::of(row));
+            let d = access.decide_loaded(Operation::Read, &row.view());
             if let Some(r) = d.emergency_reason() {
                 emergency = Some(r.to_owned());
             }

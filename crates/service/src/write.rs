@@ -3,7 +3,7 @@
 use musubi_domain::audit::{AuditAction, AuditOutcome};
 use musubi_fhir::outcome::OutcomeIssue;
 use musubi_fhir::{Interaction, ResourceType, datetime};
-use musubi_gate::{Decision, Operation, RecordView};
+use musubi_gate::{Decision, Operation};
 use musubi_store::{DeleteResource, Expect, StoreError, WriteBatch};
 use serde_json::Value;
 
@@ -179,7 +179,7 @@ impl Service {
             // The existing record must be writable too: no taking over another facility's
             // resource, deleted or not (a deleted resource still belongs to its facility, and
             // its old versions stay in its history).
-            if !crate::access::write_decision(&ctx.actor, Operation::Write, &RecordView::of(cur)).is_allow() {
+            if !crate::access::write_decision(&ctx.actor, Operation::Write, &cur.view()).is_allow() {
                 // The same answer whether or not the caller may read it: nothing leaks.
                 return Err(ApiError::new(
                     ErrorKind::Forbidden,
@@ -277,7 +277,7 @@ impl Service {
             let Some(cur) = self.store.current(rtype, id)? else {
                 return Err(ApiError::not_found(rtype.as_str(), id));
             };
-            let view = RecordView::of(&cur);
+            let view = cur.view();
             if !crate::access::Access::new(self, ctx)?.decide(Operation::Read, &view)?.is_allow() {
                 return Err(ApiError::not_found(rtype.as_str(), id));
             }

@@ -51,8 +51,10 @@ pub use accounts::{
     ProxyGrantRow, SessionRow, Throttle, ThrottleRule, UserRow, VisitConsentRow,
 };
 pub use evidence::{AlertRow, CodePurpose, EvidenceWrite, PersonCodeRow};
+/// The gate's search scope, which the store translates into SQL.
+pub use musubi_gate::{Scope, ScopeRule};
 pub use private::{private_append, private_create, private_dir};
-pub use query::{AuditQuery, DatePred, DatePrefix, Filter, Scope, ScopeRule, SearchQuery, Sort, StrMatch, TokenMatch};
+pub use query::{AuditQuery, DatePred, DatePrefix, Filter, SearchQuery, Sort, StrMatch, TokenMatch};
 pub use referral::{AttachmentRow, PurgeKey, Receipt, ReferralDeletion, ReferralRow};
 
 use crate::pool::Pool;
@@ -164,6 +166,19 @@ pub struct CurrentRow {
 }
 
 impl CurrentRow {
+    /// What the gate looks at: the meta, never the JSON.
+    pub fn view(&self) -> musubi_gate::RecordView {
+        musubi_gate::RecordView {
+            rtype: self.rtype,
+            class: self.meta.class,
+            facility: self.meta.facility,
+            patient_id: self.meta.patient_id.clone(),
+            person_id: self.meta.person_id.clone().or_else(|| self.meta.patient_id.clone()),
+            flags: self.meta.flags,
+            clinical_date: self.meta.clinical_date,
+        }
+    }
+
     /// `Type/id`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.rtype.as_str(), self.id)

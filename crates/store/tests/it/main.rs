@@ -5,4 +5,5 @@ mod collect_suite;
 mod data_dir;
 mod pg_tls;
 mod referral_suite;
+mod scope_sql;
 mod suite;
