@@ -298,8 +298,12 @@ fn every_sample_lands_or_is_quarantined_and_a_rerun_changes_nothing() {
     // Touched but identical files (new mtime) are hashed, not collected again.
     let rel = files(&root).into_iter().find(|f| f.contains("/PPR-01/")).unwrap();
     let bytes = std::fs::read(root.join(&rel)).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    let before_mtime = std::fs::metadata(root.join(&rel)).unwrap().modified().unwrap();
     std::fs::write(root.join(&rel), &bytes).unwrap();
+    // A new mtime set explicitly, not waited for.
+    let f = std::fs::File::options().write(true).open(root.join(&rel)).unwrap();
+    f.set_modified(before_mtime + std::time::Duration::from_secs(2)).unwrap();
+    drop(f);
     let touched = run(&service, &root);
     assert_eq!((touched.files_read, touched.files_unchanged, touched.stats.units), (0, 22, 0));
 
