@@ -6,8 +6,8 @@ use musubi_domain::systems;
 use serde_json::{Map, Value};
 
 use crate::Severity;
+use crate::report::Report;
 use crate::terminology::{self, LabKind};
-use crate::walk::Walker;
 
 /// J-FAGY medication allergens, by 一般名 (GCM) and by YJ (YCM).
 const JFAGY_MEDICATION_GCM: &str = "http://jpfhir.jp/fhir/core/CodeSystem/GCM/JP_JfagyMedicationAllergen_CS";
@@ -20,7 +20,7 @@ fn rule(s: &str) -> Option<String> {
 }
 
 /// Checks one Coding object at the walker's current path.
-pub(crate) fn coding(w: &mut Walker<'_>, obj: &Map<String, Value>) {
+pub(crate) fn coding(w: &mut Report, obj: &Map<String, Value>) {
     // One pass over the (few) members is cheaper than three hashed lookups.
     let (mut system, mut code, mut display) = (None, None, None);
     for (k, v) in obj {
@@ -86,7 +86,7 @@ pub(crate) fn coding(w: &mut Walker<'_>, obj: &Map<String, Value>) {
     }
 }
 
-fn lab(w: &mut Walker<'_>, system: &str, code: &str, display: Option<&str>) {
+fn lab(w: &mut Report, system: &str, code: &str, display: Option<&str>) {
     let (kind, cs) = if system == systems::CORE_LABO_JLAC10 {
         (LabKind::Core, "JP_CLINS_ObsLabResult_CoreLabo_CS")
     } else {
@@ -128,7 +128,7 @@ fn lab(w: &mut Walker<'_>, system: &str, code: &str, display: Option<&str>) {
     }
 }
 
-fn jfagy(w: &mut Walker<'_>, system: &str, code: &str) {
+fn jfagy(w: &mut Report, system: &str, code: &str) {
     let Some(entry) = terminology::jfagy(code) else {
         w.issue(
             Severity::Error,
@@ -169,7 +169,7 @@ fn jfagy(w: &mut Walker<'_>, system: &str, code: &str) {
     }
 }
 
-fn jfagy_medication(w: &mut Walker<'_>, code: &str) {
+fn jfagy_medication(w: &mut Report, code: &str) {
     let ok = code == "D9M000000000"
         || code.strip_prefix("GCM").is_some_and(terminology::is_general_order_code)
         || code.strip_prefix("YCM").is_some_and(terminology::is_yj_code);
@@ -184,7 +184,7 @@ fn jfagy_medication(w: &mut Walker<'_>, code: &str) {
     }
 }
 
-fn general_order(w: &mut Walker<'_>, code: &str, display: Option<&str>) {
+fn general_order(w: &mut Report, code: &str, display: Option<&str>) {
     if !terminology::is_general_order_code(code) {
         w.issue(
             Severity::Error,

@@ -44,6 +44,7 @@ pub mod invariants;
 mod package;
 pub mod primitives;
 mod profiles;
+mod report;
 pub mod terminology;
 mod walk;
 

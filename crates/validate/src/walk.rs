@@ -3,7 +3,6 @@
 //! and slices, recursing into `contained` resources and Bundle entries. Rules beyond structure
 //! are called from here ([`crate::invariants`], [`crate::codes`]).
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
@@ -11,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::datatypes;
 use crate::primitives::{self, Primitive, PrimitiveError};
 use crate::profiles::{Fixed, Kind, Matcher, NodeId, Schema, Slicing, TypeRef, name_prefix};
+use crate::report::{Report, claimed_profiles, short};
 use crate::{Issue, Severity};
 
 /// Deeper JSON than this is rejected rather than walked (no FHIR resource needs it).
@@ -19,17 +19,11 @@ const MAX_DEPTH: u32 = 64;
 /// The state of one validation run.
 pub(crate) struct Walker<'s> {
     pub schema: &'s Schema,
-    pub issues: Vec<Issue>,
-    /// FHIRPath of the element being walked.
-    pub path: String,
+    /// Where issues go, with the path being walked.
+    pub report: Report,
     depth: u32,
     /// Name of the profile being applied (for rule ids).
     profile: &'s str,
-    /// Inside a 健診結果報告書 Bundle, whose package defines JP_Patient_eCS without R1012.
-    pub in_checkup: bool,
-    /// Validating a submission (validate_bundle): the top-level Bundle must be a 5情報 or
-    /// document Bundle.
-    pub submission: bool,
 }
 
 /// What a JSON key names in a node.
@@ -52,33 +46,17 @@ enum SliceMatch {
 
 impl<'s> Walker<'s> {
     pub fn new(schema: &'s Schema) -> Walker<'s> {
-        Walker {
-            schema,
-            issues: Vec::new(),
-            path: String::new(),
-            depth: 0,
-            profile: "FHIR R4",
-            in_checkup: false,
-            submission: false,
-        }
+        Walker { schema, report: Report::default(), depth: 0, profile: "FHIR R4" }
     }
 
     /// The issues, without duplicates (a resource claiming two profiles is walked twice).
     pub fn finish(self) -> Vec<Issue> {
-        let mut seen = HashSet::new();
-        self.issues.into_iter().filter(|i| seen.insert(i.clone())).collect()
+        self.report.finish()
     }
 
     /// Records an issue at the current path (plus `rel`, a relative FHIRPath, if not empty).
     pub fn issue(&mut self, severity: Severity, code: &'static str, rel: &str, rule: Option<String>, message: String) {
-        let mut expression = self.path.clone();
-        if !rel.is_empty() {
-            if !expression.is_empty() && !rel.starts_with('[') {
-                expression.push('.');
-            }
-            expression.push_str(rel);
-        }
-        self.issues.push(Issue { severity, code, expression, rule, message });
+        self.report.issue(severity, code, rel, rule, message);
     }
 
     fn rule(&self, what: &str) -> Option<String> {
@@ -87,10 +65,10 @@ impl<'s> Walker<'s> {
 
     /// Validates the top-level value of a submission expected to be a Bundle.
     pub fn submission_bundle(&mut self, bundle: &Value) {
-        self.submission = true;
+        self.report.submission = true;
         let rt = bundle.get("resourceType").and_then(Value::as_str);
         if rt != Some("Bundle") {
-            self.path.push_str("Bundle");
+            self.report.path.push_str("Bundle");
             self.issue(
                 Severity::Error,
                 "structure",
@@ -101,7 +79,7 @@ impl<'s> Walker<'s> {
                     rt.map_or_else(|| "ありません".to_owned(), |t| format!("「{t}」"))
                 ),
             );
-            self.path.clear();
+            self.report.path.clear();
         }
         // A document Bundle that names no submission profile is checked against the one its
         // Composition type implies, with a warning.
@@ -126,7 +104,7 @@ impl<'s> Walker<'s> {
                         m.insert("profile".into(), Value::Array(vec![Value::String(url.into())]));
                     }
                 }
-                self.path.push_str("Bundle");
+                self.report.path.push_str("Bundle");
                 self.issue(
                     Severity::Warning,
                     "business-rule",
@@ -134,7 +112,7 @@ impl<'s> Walker<'s> {
                     Some("JP-CLINS: Bundle profile".into()),
                     format!("文書 Bundle の meta.profile に {url} を指定してください (Composition の文書種別から判断して検証しました)"),
                 );
-                self.path.clear();
+                self.report.path.clear();
                 self.resource(&copy, &[]);
             }
             None => self.resource(bundle, &[]),
@@ -145,10 +123,10 @@ impl<'s> Walker<'s> {
     /// `hint` lists profiles the context expects (a slice's or an entry's type profile), used when
     /// the resource names none it knows.
     pub fn resource(&mut self, value: &Value, hint: &[Box<str>]) {
-        let top = self.path.is_empty();
+        let top = self.report.path.is_empty();
         let Value::Object(obj) = value else {
             if top {
-                self.path.push_str("Resource");
+                self.report.path.push_str("Resource");
             }
             self.issue(
                 Severity::Error,
@@ -161,7 +139,7 @@ impl<'s> Walker<'s> {
         };
         let Some(rt) = obj.get("resourceType").and_then(Value::as_str) else {
             if top {
-                self.path.push_str("Resource");
+                self.report.path.push_str("Resource");
             }
             self.issue(
                 Severity::Error,
@@ -174,7 +152,7 @@ impl<'s> Walker<'s> {
         };
         if !datatypes::is_resource_type(rt) {
             if top {
-                self.path.push_str("Resource");
+                self.report.path.push_str("Resource");
             }
             self.issue(
                 Severity::Error,
@@ -186,7 +164,7 @@ impl<'s> Walker<'s> {
             return;
         }
         if top {
-            self.path.push_str(rt);
+            self.report.path.push_str(rt);
         }
         self.depth += 1;
         if self.depth > MAX_DEPTH {
@@ -224,11 +202,11 @@ impl<'s> Walker<'s> {
                 roots.push(p);
             }
         }
-        let saved_checkup = self.in_checkup;
+        let saved_checkup = self.report.in_checkup;
         if rt == "Bundle"
             && claimed.iter().any(|u| u.starts_with("http://jpfhir.jp/fhir/eCheckup/") || u.contains("eCheckupGeneral"))
         {
-            self.in_checkup = true;
+            self.report.in_checkup = true;
         }
         let saved = self.profile;
         if roots.is_empty() {
@@ -240,8 +218,8 @@ impl<'s> Walker<'s> {
             self.walk_object(obj, p.root, true);
         }
         self.profile = saved;
-        crate::invariants::resource(self, rt, obj, &claimed);
-        self.in_checkup = saved_checkup;
+        crate::invariants::resource(&mut self.report, rt, obj, &claimed);
+        self.report.in_checkup = saved_checkup;
         self.depth -= 1;
     }
 
@@ -418,11 +396,11 @@ impl<'s> Walker<'s> {
     ) {
         let schema = self.schema;
         let n = schema.node(child);
-        let mark = self.path.len();
-        if !self.path.is_empty() {
-            self.path.push('.');
+        let mark = self.report.path.len();
+        if !self.report.path.is_empty() {
+            self.report.path.push('.');
         }
-        self.path.push_str(&n.name);
+        self.report.path.push_str(&n.name);
         if n.max == Some(0) {
             let rule = self.rule(&format!("{} max=0", n.path));
             self.issue(
@@ -462,7 +440,7 @@ impl<'s> Walker<'s> {
                 }
             }
         }
-        self.path.truncate(mark);
+        self.report.path.truncate(mark);
     }
 
     fn array(
@@ -523,8 +501,8 @@ impl<'s> Walker<'s> {
         let slicing = n.slicing.as_deref();
         let mut counts = vec![0u32; slicing.map_or(0, |s| s.slices.len())];
         for (i, item) in items.iter().enumerate() {
-            let mark = self.path.len();
-            let _ = write!(self.path, "[{i}]");
+            let mark = self.report.path.len();
+            let _ = write!(self.report.path, "[{i}]");
             let mut slice_node = type_slice;
             if let Some(sl) = slicing {
                 match self.match_slice(sl, item) {
@@ -553,7 +531,7 @@ impl<'s> Walker<'s> {
             if !(item.is_null() && has_companion) {
                 self.item(child, ty, slice_node, item, true);
             }
-            self.path.truncate(mark);
+            self.report.path.truncate(mark);
         }
         if let Some(c) = companion {
             self.companion(c, true);
@@ -671,7 +649,7 @@ impl<'s> Walker<'s> {
                     self.walk_object(obj, c, false);
                 }
                 match ty.code.as_ref() {
-                    "Coding" => crate::codes::coding(self, obj),
+                    "Coding" => crate::codes::coding(&mut self.report, obj),
                     "Extension" => self.extension_shape(obj),
                     _ => {}
                 }
@@ -733,17 +711,17 @@ impl<'s> Walker<'s> {
     fn companion(&mut self, c: &Value, array: bool) {
         let schema = self.schema;
         let Some(element) = schema.datatype("Element") else { return };
-        let mark = self.path.len();
+        let mark = self.report.path.len();
         match (array, c) {
             (true, Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     match item {
                         Value::Null => {}
                         Value::Object(o) => {
-                            let m = self.path.len();
-                            let _ = write!(self.path, "[{i}]");
+                            let m = self.report.path.len();
+                            let _ = write!(self.report.path, "[{i}]");
                             self.walk_object(o, element, false);
-                            self.path.truncate(m);
+                            self.report.path.truncate(m);
                         }
                         _ => self.issue(
                             Severity::Error,
@@ -764,7 +742,7 @@ impl<'s> Walker<'s> {
                 "_要素 (プリミティブの拡張) の形が値と一致しません".into(),
             ),
         }
-        self.path.truncate(mark);
+        self.report.path.truncate(mark);
     }
 
     fn match_slice(&self, sl: &Slicing, item: &Value) -> SliceMatch {
@@ -826,15 +804,6 @@ impl<'s> Walker<'s> {
             }
         }
     }
-}
-
-/// The profile URLs a resource claims in `meta.profile`, without `|version`.
-pub(crate) fn claimed_profiles(obj: &Map<String, Value>) -> Vec<&str> {
-    obj.get("meta")
-        .and_then(|m| m.get("profile"))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(|u| u.split('|').next().unwrap_or(u)).collect())
-        .unwrap_or_default()
 }
 
 /// `Quantity` matches suffix `Quantity`; `dateTime` matches `DateTime`.
@@ -908,13 +877,4 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Array(_) => "配列",
         Value::Object(_) => "オブジェクト",
     }
-}
-
-/// A value for a message, cut to a readable length.
-pub(crate) fn short(v: &Value) -> String {
-    let s = match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    if s.chars().count() > 60 { s.chars().take(60).collect::<String>() + "…" } else { s }
 }

@@ -11,7 +11,7 @@ use super::{
     r, str_at, varr,
 };
 use crate::Severity;
-use crate::walk::{Walker, claimed_profiles, short};
+use crate::report::{Report, claimed_profiles, short};
 
 /// The document Bundle profiles, with the Composition type each carries.
 const DOCUMENT_BUNDLES: &[(&str, &str)] = &[
@@ -55,7 +55,7 @@ fn contained_claims(res: &Value, profile: &str) -> bool {
     })
 }
 
-pub(super) fn bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, claimed: &[&str]) {
+pub(super) fn bundle(w: &mut Report, obj: &Map<String, Value>, claimed: &[&str]) {
     let clins = claimed.contains(&BUNDLE_CLINS);
     let document = DOCUMENT_BUNDLES.iter().find(|(u, _)| claimed.contains(u));
     let btype = obj.get("type").and_then(Value::as_str);
@@ -118,7 +118,7 @@ pub(super) fn bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, claimed: &[&s
 }
 
 /// Entry fullUrls: present, unique (bdl-7), and `urn:uuid:` in 5情報 Bundles.
-fn entry_urls(w: &mut Walker<'_>, entries: &[Value], clins: bool) {
+fn entry_urls(w: &mut Report, entries: &[Value], clins: bool) {
     let mut seen = HashSet::new();
     for (i, e) in entries.iter().enumerate() {
         let Some(url) = str_at(e, "fullUrl") else {
@@ -153,7 +153,7 @@ fn entry_urls(w: &mut Walker<'_>, entries: &[Value], clins: bool) {
 }
 
 /// R02151 / R2152.
-fn bundle_identifier(w: &mut Walker<'_>, obj: &Map<String, Value>) {
+fn bundle_identifier(w: &mut Report, obj: &Map<String, Value>) {
     let ids: Vec<&Value> = match obj.get("identifier") {
         Some(Value::Array(a)) => a.iter().collect(),
         Some(v @ Value::Object(_)) => vec![v],
@@ -187,7 +187,7 @@ fn bundle_identifier(w: &mut Walker<'_>, obj: &Map<String, Value>) {
     }
 }
 
-fn clins_bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, entries: &[Value]) {
+fn clins_bundle(w: &mut Report, obj: &Map<String, Value>, entries: &[Value]) {
     // R0211 / R0212
     let first = entries.first().and_then(|e| e.get("resource"));
     let first_type = first.and_then(|r| str_at(r, "resourceType"));
@@ -384,7 +384,7 @@ fn clins_bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, entries: &[Value])
     }
 }
 
-fn subject_reference(w: &mut Walker<'_>, res: &Value, patient_url: Option<&str>, rel: &str) {
+fn subject_reference(w: &mut Report, res: &Value, patient_url: Option<&str>, rel: &str) {
     if let Some(s) = res.get("subject") {
         subject_reference_value(w, s, patient_url, rel);
     }
@@ -392,7 +392,7 @@ fn subject_reference(w: &mut Walker<'_>, res: &Value, patient_url: Option<&str>,
 
 /// The guide says entries reference the Patient entry by its fullUrl; some published examples use
 /// `subject.identifier` instead — accepted with a warning (a known inconsistency).
-fn subject_reference_value(w: &mut Walker<'_>, s: &Value, patient_url: Option<&str>, rel: &str) {
+fn subject_reference_value(w: &mut Report, s: &Value, patient_url: Option<&str>, rel: &str) {
     match (str_at(s, "reference"), patient_url) {
         (Some(reference), Some(p)) if reference != p => w.issue(
             Severity::Error,
@@ -415,7 +415,7 @@ fn subject_reference_value(w: &mut Walker<'_>, s: &Value, patient_url: Option<&s
     }
 }
 
-fn document_bundle(w: &mut Walker<'_>, obj: &Map<String, Value>, entries: &[Value], kind: &str) {
+fn document_bundle(w: &mut Report, obj: &Map<String, Value>, entries: &[Value], kind: &str) {
     if obj.get("type").and_then(Value::as_str) != Some("document") {
         w.issue(
             Severity::Error,

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::Severity;
 use crate::codes::GENERAL_ORDER_OID;
-use crate::walk::Walker;
+use crate::report::Report;
 
 mod bundle;
 
@@ -88,7 +88,7 @@ fn institution_number_ok(v: &str) -> Result<FacilityCode, &'static str> {
 }
 
 /// Rules for one resource (called after its structural walk, at the resource's path).
-pub(crate) fn resource(w: &mut Walker<'_>, rt: &str, obj: &Map<String, Value>, claimed: &[&str]) {
+pub(crate) fn resource(w: &mut Report, rt: &str, obj: &Map<String, Value>, claimed: &[&str]) {
     if rt == "Bundle" {
         bundle::bundle(w, obj, claimed);
     }
@@ -107,7 +107,7 @@ pub(crate) fn resource(w: &mut Walker<'_>, rt: &str, obj: &Map<String, Value>, c
 }
 
 /// R1021: the institution-number extension, when present, holds a valid 10-digit number.
-fn institution_number(w: &mut Walker<'_>, obj: &Map<String, Value>) {
+fn institution_number(w: &mut Report, obj: &Map<String, Value>) {
     for (i, e) in arr(obj, "extension").iter().enumerate() {
         if str_at(e, "url") != Some(systems::EXT_INSTITUTION_NUMBER) {
             continue;
@@ -136,7 +136,7 @@ fn institution_number(w: &mut Walker<'_>, obj: &Map<String, Value>) {
     }
 }
 
-fn patient(w: &mut Walker<'_>, obj: &Map<String, Value>) {
+fn patient(w: &mut Report, obj: &Map<String, Value>) {
     let names = arr(obj, "name");
     fn rep(n: &Value) -> Option<&str> {
         varr(n, "extension")
@@ -159,7 +159,7 @@ fn patient(w: &mut Walker<'_>, obj: &Map<String, Value>) {
         if rep(n).is_none() {
             continue;
         }
-        let report = |w: &mut Walker<'_>, path: String, s: &str| {
+        let report = |w: &mut Report, path: String, s: &str| {
             w.issue(
                 Severity::Error,
                 "invariant",
@@ -244,7 +244,7 @@ fn patient(w: &mut Walker<'_>, obj: &Map<String, Value>) {
 }
 
 /// R1010 / R1090: a local id system is `prefix` + `1` + a 10-digit institution number, at most once.
-fn local_id(w: &mut Walker<'_>, obj: &Map<String, Value>, prefix: &str, rule: &str, what: &str) {
+fn local_id(w: &mut Report, obj: &Map<String, Value>, prefix: &str, rule: &str, what: &str) {
     let ids: Vec<(usize, &str)> = arr(obj, "identifier")
         .iter()
         .enumerate()
@@ -280,7 +280,7 @@ fn has_system(codings: &[Value], systems_: &[&str]) -> bool {
     codings.iter().filter(|c| str_at(c, "system").is_some_and(|s| systems_.contains(&s))).count() == 1
 }
 
-fn allergy(w: &mut Walker<'_>, obj: &Map<String, Value>) {
+fn allergy(w: &mut Report, obj: &Map<String, Value>) {
     let medication = arr(obj, "category").iter().any(|c| c.as_str() == Some("medication"));
     let high = obj.get("criticality").and_then(Value::as_str) == Some("high");
     let codings = obj.get("code").map(|c| varr(c, "coding")).unwrap_or(&[]);
@@ -336,7 +336,7 @@ fn allergy(w: &mut Walker<'_>, obj: &Map<String, Value>) {
     }
 }
 
-fn medication_request(w: &mut Walker<'_>, obj: &Map<String, Value>) {
+fn medication_request(w: &mut Report, obj: &Map<String, Value>) {
     // R3010
     if let Some(cc) = obj.get("medicationCodeableConcept") {
         let codings = varr(cc, "coding");
@@ -383,7 +383,7 @@ fn medication_request(w: &mut Walker<'_>, obj: &Map<String, Value>) {
     }
 }
 
-fn lab_result(w: &mut Walker<'_>, obj: &Map<String, Value>) {
+fn lab_result(w: &mut Report, obj: &Map<String, Value>) {
     let codings = obj.get("code").map(|c| varr(c, "coding")).unwrap_or(&[]);
     if !codings.iter().any(|c| str_at(c, "system") == Some(systems::LAB_LOCAL_CODE)) {
         w.issue(
