@@ -263,8 +263,7 @@ impl PatientIdentity {
 /// updated first (`meta.lastUpdated`; a Patient without one last), ties by facility code (a
 /// Patient without a facility last), then by id.
 pub fn source_patients(entries: &[RecordEntry]) -> Vec<&RecordEntry> {
-    let mut out: Vec<&RecordEntry> =
-        entries.iter().filter(|e| e.rtype == musubi_fhir::ResourceType::Patient).collect();
+    let mut out: Vec<&RecordEntry> = entries.iter().filter(|e| e.rtype == musubi_fhir::ResourceType::Patient).collect();
     out.sort_by_cached_key(|e| {
         let updated = s(&e.resource["meta"]["lastUpdated"])
             .and_then(|t| musubi_fhir::datetime::parse_range(t).ok())
@@ -413,7 +412,9 @@ pub fn insurance_ids(p: &Value) -> Vec<String> {
 pub fn local_id_at(p: &Value, facility: &str) -> Option<String> {
     let ids = p["identifier"].as_array();
     let by_facility = ids.into_iter().flatten().find(|i| {
-        i["system"].as_str().is_some_and(|sys| sys.starts_with(systems::LOCAL_PATIENT_ID_PREFIX) && sys.ends_with(facility))
+        i["system"]
+            .as_str()
+            .is_some_and(|sys| sys.starts_with(systems::LOCAL_PATIENT_ID_PREFIX) && sys.ends_with(facility))
     });
     by_facility
         .or_else(|| ids.into_iter().flatten().find(|i| i["system"].as_str() != Some(systems::INSURANCE_MEMBER_ID)))
@@ -486,7 +487,14 @@ mod tests {
         assert_eq!(n.romaji.as_deref(), Some("MUSUBI HANAKO"));
         // Unmarked names by their script.
         let p = json!({"name": [named(None, "Musubi Hanako"), named(None, "ムスビ ハナコ"), named(None, "結 花子")]});
-        assert_eq!(names(&p), Names { kanji: Some("結 花子".into()), kana: Some("ムスビ ハナコ".into()), romaji: Some("Musubi Hanako".into()) });
+        assert_eq!(
+            names(&p),
+            Names {
+                kanji: Some("結 花子".into()),
+                kana: Some("ムスビ ハナコ".into()),
+                romaji: Some("Musubi Hanako".into())
+            }
+        );
         // Family and given when there is no text; an old name after the current one.
         let p = json!({"name": [
             {"use": "old", "family": "旧姓", "given": ["花子"], "extension": [{"url": systems::EXT_NAME_REPRESENTATION, "valueCode": "IDE"}]},

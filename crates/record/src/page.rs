@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use musubi_domain::{Flags, ResourceClass};
-use musubi_fhir::ResourceType;
 use crate::RecordEntry;
 use crate::identity::{self, PatientIdentity};
+use musubi_domain::{Flags, ResourceClass};
+use musubi_fhir::ResourceType;
 use serde_json::Value;
 
 const DAY_MS: i64 = 86_400_000;

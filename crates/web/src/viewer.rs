@@ -17,10 +17,10 @@ use serde_json::Value;
 
 use crate::Web;
 use crate::html::{self, Nav, csrf_field, notice, page};
-use musubi_record::identity::PatientIdentity;
-use musubi_record::page::{self as model, PatientView};
 use crate::record_html::{self, Links};
 use crate::session::{self, Anonymous, Clinician, Form, PageError, SESSION_COOKIE, cookie, safe_next, set_cookie};
+use musubi_record::identity::PatientIdentity;
+use musubi_record::page::{self as model, PatientView};
 
 type Result<T> = std::result::Result<T, PageError>;
 

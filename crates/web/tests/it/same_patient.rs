@@ -93,12 +93,7 @@ fn shown(html: &str, name_open: &str) -> Shown {
     let fact = |label: &str| text_after(html, &format!("<dt>{label}</dt><dd>")).unwrap_or_default();
     let birth = fact("生年月日");
     let age = birth.split_once('（').and_then(|(_, a)| a.strip_suffix('）')).unwrap_or("").to_owned();
-    Shown {
-        name: text_after(html, name_open).unwrap_or_default(),
-        sex: fact("性別"),
-        age,
-        address: fact("住所"),
-    }
+    Shown { name: text_after(html, name_open).unwrap_or_default(), sex: fact("性別"), age, address: fact("住所") }
 }
 
 fn squeeze(s: &str) -> String {
@@ -110,9 +105,11 @@ fn the_same_patient_reads_the_same_on_every_page_and_the_pdf() {
     let w = world();
     let net = &w.net;
     // The hospital registers her first, the clinic later (with her new address).
-    let hosp = net.load(&[(HOSP.to_owned(), transaction(patient(HOSP, "H-0101", OLD_ADDRESS, "千代田区", "100-0005")))]);
+    let hosp =
+        net.load(&[(HOSP.to_owned(), transaction(patient(HOSP, "H-0101", OLD_ADDRESS, "千代田区", "100-0005")))]);
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let clinic = net.load(&[(CLINIC.to_owned(), transaction(patient(CLINIC, "C-0101", NEW_ADDRESS, "中央区", "104-0061")))]);
+    let clinic =
+        net.load(&[(CLINIC.to_owned(), transaction(patient(CLINIC, "C-0101", NEW_ADDRESS, "中央区", "104-0061")))]);
     let (pid, clinic_pid) = (hosp[HOSP].clone(), clinic[CLINIC].clone());
     // One person: linked by the MPI, or by the operator from the review queue (a birth date
     // known only to the month is no evidence for the index).
@@ -129,8 +126,12 @@ fn the_same_patient_reads_the_same_on_every_page_and_the_pdf() {
     assert_eq!(person(HOSP, "H-0101"), person(CLINIC, "C-0101"), "one person");
     net.store.participation_for_everyone(musubi_fhir::datetime::now_ms(), "test".into()).unwrap();
 
-    let expected =
-        Shown { name: KANJI.into(), sex: "女性".into(), age: expected_age(), address: format!("〒104-0061 {NEW_ADDRESS}") };
+    let expected = Shown {
+        name: KANJI.into(),
+        sex: "女性".into(),
+        age: expected_age(),
+        address: format!("〒104-0061 {NEW_ADDRESS}"),
+    };
 
     // The clinician's patient page.
     let dr = Web::new(net);
