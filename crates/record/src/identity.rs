@@ -356,15 +356,19 @@ fn ended(v: &Value, now_ms: i64) -> bool {
             .is_some_and(|r| r.hi < now_ms)
 }
 
-/// The address a Patient is reached at (see the module's rules), whole.
-pub fn address(p: &Value, now_ms: i64) -> Option<String> {
+/// The Address element a Patient is reached at (see the module's rules), for readers that
+/// need its parts (`state`, `city`).
+pub fn chosen_address(p: &Value, now_ms: i64) -> Option<&Value> {
     let list = p["address"].as_array()?;
-    let chosen = list
-        .iter()
+    list.iter()
         .find(|a| s(&a["use"]) == Some("home") && !ended(a, now_ms))
         .or_else(|| list.iter().find(|a| !ended(a, now_ms)))
-        .or_else(|| list.first())?;
-    address_text(chosen)
+        .or_else(|| list.first())
+}
+
+/// The address a Patient is reached at (see the module's rules), whole.
+pub fn address(p: &Value, now_ms: i64) -> Option<String> {
+    address_text(chosen_address(p, now_ms)?)
 }
 
 /// One Address written whole: `〒postalCode ` and the text, else state, city and lines.
