@@ -8,7 +8,7 @@ use std::time::Instant;
 use musubi_domain::{Flags, ResourceClass};
 use musubi_fhir::ResourceType;
 use musubi_pdf::{PdfMeta, render_summary};
-use musubi_service::record::{PersonRecord, RecordEntry};
+use musubi_record::{PersonRecord, RecordEntry};
 use serde_json::json;
 
 const NOW: i64 = 1_790_000_000_000;
@@ -56,7 +56,7 @@ fn record(items: usize) -> PersonRecord {
 }
 
 fn time(label: &str, items: usize, rounds: usize) {
-    let s = musubi_service::summary::build(&record(items), "pt", NOW);
+    let s = musubi_record::summary::build(&record(items), "pt", NOW);
     let meta = PdfMeta {
         generated_at: NOW, generated_by: "救急 一郎（医師）".into(), facility: "東京結び病院".into()
     };

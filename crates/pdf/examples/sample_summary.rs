@@ -3,7 +3,7 @@
 
 use musubi_domain::{Flags, ResourceClass};
 use musubi_fhir::ResourceType;
-use musubi_service::record::{PersonRecord, RecordEntry};
+use musubi_record::{PersonRecord, RecordEntry};
 use serde_json::{Value, json};
 
 fn e(rtype: ResourceType, class: ResourceClass, id: &str, f: &str, name: &str, days: i64, r: Value) -> RecordEntry {
@@ -117,7 +117,7 @@ fn main() {
         entries,
         emergency: Some("意識障害で救急搬送".into()),
     };
-    let s = musubi_service::summary::build(&rec, "pt", 1_790_000_000_000);
+    let s = musubi_record::summary::build(&rec, "pt", 1_790_000_000_000);
     let meta = musubi_pdf::PdfMeta {
         generated_at: 1_790_000_000_000,
         generated_by: "救急 一郎（医師）".into(),

@@ -2,7 +2,7 @@
 //! the source column on the right, section headings, and (in a second pass, once the number of
 //! pages is known) the header and footer of every page. Pure: no PDF types here.
 
-use musubi_service::summary::{EmergencySummary, Section, Source};
+use musubi_record::summary::{EmergencySummary, Section, Source};
 use skrifa::instance::{LocationRef, Size};
 use skrifa::metrics::GlyphMetrics;
 use skrifa::{FontRef, MetadataProvider};
@@ -274,9 +274,9 @@ pub(crate) fn summary_pages(s: &EmergencySummary, meta: &PdfMeta, m: &Measure) -
 
     // Identity details (the name line is in every page's header).
     let details = join(&[
-        id.insurance.as_ref().map(|i| format!("保険 {i}")).as_deref(),
-        id.address.as_ref().map(|a| format!("住所 {a}")).as_deref(),
-        id.phone.as_ref().map(|t| format!("電話 {t}")).as_deref(),
+        (!id.insurance.is_empty()).then(|| format!("保険 {}", id.insurance)).as_deref(),
+        (!id.address.is_empty()).then(|| format!("住所 {}", id.address)).as_deref(),
+        (!id.phone.is_empty()).then(|| format!("電話 {}", id.phone)).as_deref(),
     ]);
     if !details.is_empty() {
         p.row(vec![Cell::new(LEFT, RIGHT - LEFT, BODY, BLACK, details)], false);

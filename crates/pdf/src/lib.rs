@@ -1,15 +1,16 @@
 //! PDF rendering for Musubi: the emergency summary (救急用サマリ) as an A4 document that an
 //! emergency doctor reads at a glance and can print.
 //!
-//! [`render_summary`] takes the [`EmergencySummary`] the service built through the gate (this
-//! crate reads no data itself) and who asked for it ([`PdfMeta`]), and returns the PDF bytes:
+//! [`render_summary`] takes the [`EmergencySummary`] that `musubi-record` built from what the
+//! gate let through (this crate reads no data itself and does not depend on the service) and
+//! who asked for it ([`PdfMeta`]), and returns the PDF bytes:
 //! A4 portrait, the IPAexGothic font embedded as a subset (IPA Font License v1.0, which allows
 //! embedding; the font file and its licence are in `fonts/`), the patient's identity and the
 //! page number (`1 / 2`) on every page, the generation time and the person who generated it in
 //! every footer, one heading per section, and each item's source facility and date beside it.
 //!
 //! ```no_run
-//! # fn demo(summary: &musubi_service::summary::EmergencySummary) -> Result<(), musubi_pdf::PdfError> {
+//! # fn demo(summary: &musubi_record::summary::EmergencySummary) -> Result<(), musubi_pdf::PdfError> {
 //! let pdf = musubi_pdf::render_summary(summary, &musubi_pdf::PdfMeta {
 //!     generated_at: 1_790_000_000_000,
 //!     generated_by: "山田 太郎（医師）".into(),
@@ -38,7 +39,7 @@ use krilla::num::NormalizedF32;
 use krilla::page::PageSettings;
 use krilla::paint::{Fill, Stroke};
 use krilla::text::{Font, TextDirection};
-use musubi_service::summary::EmergencySummary;
+use musubi_record::summary::EmergencySummary;
 
 use layout::{Color, Op};
 
@@ -82,7 +83,7 @@ pub fn render_summary(summary: &EmergencySummary, meta: &PdfMeta) -> Result<Vec<
     let measure = layout::Measure::new(FONT).ok_or(PdfError::Font)?;
     let pages = layout::summary_pages(summary, meta, &measure);
     let mut doc = Document::new();
-    let title = format!("救急用サマリ {}", summary.identity.name.as_deref().unwrap_or(""));
+    let title = format!("救急用サマリ {}", summary.identity.name);
     let mut md = Metadata::new()
         .title(title)
         .creator("Musubi".into())

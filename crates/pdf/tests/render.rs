@@ -7,7 +7,7 @@ use std::process::Command;
 use musubi_domain::{Flags, ResourceClass};
 use musubi_fhir::ResourceType;
 use musubi_pdf::{PdfMeta, render_summary};
-use musubi_service::record::{PersonRecord, RecordEntry};
+use musubi_record::{PersonRecord, RecordEntry};
 use serde_json::{Value, json};
 
 const NOW: i64 = 1_790_000_000_000; // 2026-09-21 (JST)
@@ -124,7 +124,7 @@ fn norm(s: &str) -> String {
 
 #[test]
 fn one_page_summary_has_name_allergies_medication_and_the_page_number() {
-    let s = musubi_service::summary::build(&record(3, false), "pt1", NOW);
+    let s = musubi_record::summary::build(&record(3, false), "pt1", NOW);
     let pdf = render_summary(&s, &meta()).unwrap();
     assert!(pdf.starts_with(b"%PDF-"));
     let pages = pages_text(&pdf);
@@ -156,7 +156,7 @@ fn one_page_summary_has_name_allergies_medication_and_the_page_number() {
 
 #[test]
 fn every_page_has_the_identity_line_and_its_number() {
-    let s = musubi_service::summary::build(&record(29, true), "pt1", NOW);
+    let s = musubi_record::summary::build(&record(29, true), "pt1", NOW);
     let pdf = render_summary(&s, &meta()).unwrap();
     let pages = pages_text(&pdf);
     assert!(pages.len() >= 2, "expected several pages, got {}", pages.len());
@@ -172,7 +172,7 @@ fn every_page_has_the_identity_line_and_its_number() {
 
 #[test]
 fn the_font_is_embedded_as_a_subset() {
-    let s = musubi_service::summary::build(&record(2, false), "pt1", NOW);
+    let s = musubi_record::summary::build(&record(2, false), "pt1", NOW);
     let pdf = render_summary(&s, &meta()).unwrap();
     // A subset: far smaller than the 6 MB font file, and the font is named with a subset tag.
     assert!(pdf.len() < 400_000, "{} bytes", pdf.len());

@@ -9,11 +9,11 @@
 //! Bounded by an estimate of the memory the parsed values take (the JSON text's length times
 //! [`PARSED_BYTES_PER_TEXT_BYTE`]); least recently and least frequently used entries go first.
 
-use std::any::Any;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use musubi_fhir::ResourceType;
+use musubi_record::Derived;
 use musubi_store::PersonRecordRow;
 use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
@@ -95,37 +95,6 @@ impl Parsed {
     }
 }
 
-/// What a reader (the page model, the emergency summary) derives from one stored version,
-/// kept beside the parsed version so it is derived once, not on every page.
-///
-/// Reading a field of a parsed resource is a hash lookup in a map somewhere in memory; a
-/// long history's pages made a hundred thousand of them per request, most missing the CPU
-/// cache, and that was most of their time. A reader keeps its own small struct of what it
-/// needs here instead, one per type `T`. What it stores must depend on the version's content
-/// only (never on the caller, the time or other records): it is shared by every request.
-#[derive(Clone, Default)]
-pub struct Derived(Arc<Mutex<Vec<Arc<dyn Any + Send + Sync>>>>);
-
-impl std::fmt::Debug for Derived {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Derived")
-    }
-}
-
-impl Derived {
-    /// The reader's `T` of this version: derived by `f` the first time, shared after.
-    pub fn get_or_derive<T: Any + Send + Sync>(&self, f: impl FnOnce() -> T) -> Arc<T> {
-        // A poisoned lock only means a reader panicked while deriving; the slots stay valid.
-        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(t) = slots.iter().find_map(|s| Arc::clone(s).downcast::<T>().ok()) {
-            return t;
-        }
-        let t = Arc::new(f());
-        slots.push(t.clone());
-        t
-    }
-}
-
 #[derive(Debug, Clone)]
 struct ByWeight;
 
@@ -202,30 +171,6 @@ mod tests {
         let inner = c.inner.as_ref().map(|c| c.weight()).unwrap_or(0);
         assert!(inner <= 100 * PARSED_BYTES_PER_TEXT_BYTE, "{inner}");
         assert!(c.inner.as_ref().is_some_and(|c| !c.is_empty()));
-    }
-
-    #[test]
-    fn derived_data_is_derived_once_per_type() {
-        let d = Derived::default();
-        let mut calls = 0;
-        assert_eq!(
-            *d.get_or_derive(|| {
-                calls += 1;
-                7u32
-            }),
-            7
-        );
-        assert_eq!(
-            *d.get_or_derive(|| {
-                calls += 1;
-                8u32
-            }),
-            7
-        );
-        assert_eq!(*d.get_or_derive(|| "text".to_owned()), "text");
-        assert_eq!(calls, 1);
-        // Clones (the cache's and each request's entry) share it.
-        assert_eq!(*d.clone().get_or_derive(|| 9u32), 7);
     }
 
     #[test]

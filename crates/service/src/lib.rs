@@ -49,9 +49,10 @@ use musubi_gate::Actor;
 use musubi_store::Store;
 
 pub use bundle::{SubmitOutcome, SubmitStatus};
-pub use cache::{DEFAULT_CACHE_BYTES as DEFAULT_RECORD_CACHE_BYTES, Derived};
+pub use cache::DEFAULT_CACHE_BYTES as DEFAULT_RECORD_CACHE_BYTES;
 pub use capability::{capability_statement, smart_configuration};
 pub use error::{ApiError, ErrorKind};
+pub use musubi_record::Derived;
 pub use read::ReadOutcome;
 pub use search::SearchResult;
 pub use write::WriteOutcome;

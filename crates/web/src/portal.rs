@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 
 use crate::Web;
 use crate::html::{self, Nav, csrf_field, notice, page};
-use crate::model;
 use crate::record_html::{self, Links};
 use crate::session::{self, Anonymous, Form, PageError, PortalUser, SESSION_COOKIE, set_cookie};
 use crate::viewer;
@@ -829,12 +828,12 @@ async fn own_view(
     web: &Web,
     u: &PortalUser,
     purpose: &'static str,
-) -> std::result::Result<model::PatientView, ApiError> {
+) -> std::result::Result<musubi_record::page::PatientView, ApiError> {
     let ctx = u.ctx.clone();
     web.call(move |svc| {
         let pid = own_patient(svc, &ctx)?;
         let rec = svc.person_record(&ctx, &pid, purpose)?;
-        Ok(model::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms()))
+        Ok(musubi_record::page::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms()))
     })
     .await
 }

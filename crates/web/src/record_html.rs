@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::chart::{self, Point};
 use crate::html::{date_ms, fhir_date, trusted};
-use crate::model::{self, PatientView, Source, concept_text, narrative_text, quantity_text};
+use musubi_record::identity::{self, PatientIdentity};
+use musubi_record::page::{self as model, PatientView, Source, concept_text, narrative_text, quantity_text};
 
 /// How the sections link and what they show.
 pub(crate) struct Links<'a> {
@@ -50,8 +51,8 @@ pub(crate) fn identity(v: &PatientView) -> Markup {
                 @if !i.kana.is_empty() { " " span.kana { (i.kana) } }
             }
             dl.facts {
-                dt { "性別" } dd { (i.sex) }
-                dt { "生年月日" } dd { (fhir_date(&i.birth_date, false)) @if let Some(a) = i.age { "（" (a) "歳）" } }
+                dt { "性別" } dd { (i.sex.map_or("不明", |x| x.label())) }
+                dt { "生年月日" } dd { (fhir_date(&i.birth_date, false)) @if let Some(a) = i.age { "（" (a) "）" } }
                 @if !i.address.is_empty() { dt { "住所" } dd { (i.address) } }
                 @if !i.insurance.is_empty() { dt { "被保険者番号" } dd { (i.insurance) } }
             }
@@ -327,12 +328,12 @@ fn entry_line(r: &Value) -> String {
             format!("{}{}", r["name"].as_str().unwrap_or(""), tel.map(|t| format!("（電話 {t}）")).unwrap_or_default())
         }
         "Practitioner" => {
-            let (kanji, _) = model::patient_names(r);
-            format!("{kanji} 先生")
+            let n = identity::names(r);
+            format!("{} 先生", n.display().unwrap_or(""))
         }
         "Patient" => {
-            let (kanji, kana) = model::patient_names(r);
-            format!("{kanji}（{kana}） {}", r["birthDate"].as_str().unwrap_or(""))
+            let i = PatientIdentity::of_patient(r, musubi_fhir::datetime::now_ms());
+            format!("{}（{}） {}", i.name, i.kana, i.birth_date)
         }
         "Encounter" => {
             let start = r["period"]["start"].as_str().map(|s| fhir_date(s, false)).unwrap_or_default();

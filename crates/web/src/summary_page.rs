@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::http::header::{self, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use musubi_service::summary::{EmergencySummary, Section, Source};
+use musubi_record::summary::{EmergencySummary, Section, Source};
 use musubi_service::{ApiError, ErrorKind};
 
 use crate::Web;
@@ -190,7 +190,7 @@ pub(crate) async fn summary(State(web): State<Web>, c: Clinician, Path(id): Path
     let generated =
         musubi_fhir::datetime::parse_range(&s.generated_at).map(|r| html::datetime_ms(r.lo)).unwrap_or_default();
     Ok(page(
-        &format!("救急用サマリ {}", s.identity.name.as_deref().unwrap_or("")),
+        &format!("救急用サマリ {}", s.identity.name),
         Nav::Clinician(&c.user, &c.csrf),
         html! {
             @if let Some(reason) = &s.emergency {
@@ -202,14 +202,15 @@ pub(crate) async fn summary(State(web): State<Web>, c: Clinician, Path(id): Path
                 div.identity {
                     p.crumb { a href={"/patients/" (id)} { "← 患者の記録（詳細）" } }
                     h1 { "救急用サマリ" }
-                    p.idline { strong.name { (s.identity.name.as_deref().unwrap_or("（氏名不明）")) } }
+                    p.idline { strong.name { (if s.identity.name.is_empty() { "（氏名不明）" } else { &s.identity.name }) } }
                     dl.facts {
-                        @if let Some(k) = &s.identity.kana { dt { "カナ" } dd { (k) } }
-                        @if let Some(x) = &s.identity.sex { dt { "性別" } dd { (x) } }
-                        @if let Some(b) = &s.identity.birth_date { dt { "生年月日" } dd { (b.replace('-', "/")) @if let Some(a) = s.identity.age { "（" (a) "歳）" } } }
-                        @if let Some(i) = &s.identity.insurance { dt { "被保険者番号" } dd { (i) } }
-                        @if let Some(a) = &s.identity.address { dt { "住所" } dd { (a) } }
-                        @if let Some(p) = &s.identity.phone { dt { "電話" } dd { (p) } }
+                        @let i = &s.identity;
+                        @if !i.kana.is_empty() { dt { "カナ" } dd { (i.kana) } }
+                        @if let Some(x) = i.sex { dt { "性別" } dd { (x.label()) } }
+                        @if !i.birth_date.is_empty() { dt { "生年月日" } dd { (i.birth_date.replace('-', "/")) @if let Some(a) = i.age { "（" (a) "）" } } }
+                        @if !i.insurance.is_empty() { dt { "被保険者番号" } dd { (i.insurance) } }
+                        @if !i.address.is_empty() { dt { "住所" } dd { (i.address) } }
+                        @if !i.phone.is_empty() { dt { "電話" } dd { (i.phone) } }
                     }
                     p.note { "作成 " (generated) "　" (c.user.name) "（" (c.user.profession.label_ja()) "）　" (s.records_seen) " 件の記録から作成" }
                 }

@@ -17,9 +17,10 @@ use serde_json::Value;
 
 use crate::Web;
 use crate::html::{self, Nav, csrf_field, notice, page};
-use crate::model::{self, PatientView};
 use crate::record_html::{self, Links};
 use crate::session::{self, Anonymous, Clinician, Form, PageError, SESSION_COOKIE, cookie, safe_next, set_cookie};
+use musubi_record::identity::PatientIdentity;
+use musubi_record::page::{self as model, PatientView};
 
 type Result<T> = std::result::Result<T, PageError>;
 
@@ -339,28 +340,14 @@ fn found(bundle: &str) -> Vec<Found> {
         .map(|e| &e["resource"])
         .filter(|r| r["resourceType"].as_str() == Some("Patient"))
         .map(|p| {
-            let (name, kana) = model::patient_names(p);
-            let local_id = p["identifier"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|i| {
-                    i["system"].as_str().is_some_and(|s| s.starts_with(musubi_domain::systems::LOCAL_PATIENT_ID_PREFIX))
-                })
-                .and_then(|i| i["value"].as_str())
-                .unwrap_or("")
-                .to_owned();
+            let i = PatientIdentity::of_patient(p, musubi_fhir::datetime::now_ms());
+            let local_id = i.local_ids.first().map(|l| l.value.clone()).unwrap_or_default();
             Found {
                 id: p["id"].as_str().unwrap_or("").to_owned(),
-                name,
-                kana,
-                sex: match p["gender"].as_str() {
-                    Some("male") => "男",
-                    Some("female") => "女",
-                    _ => "",
-                }
-                .to_owned(),
-                birth: p["birthDate"].as_str().unwrap_or("").to_owned(),
+                sex: i.sex.map_or("", |x| x.short_label()).to_owned(),
+                name: i.name,
+                kana: i.kana,
+                birth: i.birth_date,
                 local_id,
             }
         })

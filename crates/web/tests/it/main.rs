@@ -7,3 +7,4 @@ mod common;
 mod hygiene;
 mod pages;
 mod referrals;
+mod same_patient;
