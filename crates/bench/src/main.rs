@@ -176,7 +176,8 @@ fn ingest(data: PathBuf, bundles: usize, size: usize, threads: usize) -> Result<
         std::hint::black_box(v);
     }
     let parse_secs = t.elapsed().as_secs_f64();
-    let ctx = Ctx { actor: Actor::Admin { name: "bench".into() }, address: None, base_url: "http://bench/fhir".into() };
+    let ctx =
+        Ctx { actor: Actor::Operator { name: "bench".into() }, address: None, base_url: "http://bench/fhir".into() };
     let texts = Arc::new(texts);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t = Instant::now();
@@ -211,7 +212,7 @@ fn ingest(data: PathBuf, bundles: usize, size: usize, threads: usize) -> Result<
 fn populate(data: PathBuf, resources: usize, ids: PathBuf) -> Result<()> {
     let store = Store::open_sqlite(&data)?;
     let service = Service::new(store, "bench");
-    let ctx = Ctx { actor: Actor::Admin { name: "bench".into() }, address: None, base_url: String::new() };
+    let ctx = Ctx { actor: Actor::Operator { name: "bench".into() }, address: None, base_url: String::new() };
     let patients = resources / 50;
     let mut buf = Vec::with_capacity(resources * 700);
     let mut id_out = std::io::BufWriter::new(std::fs::File::create(&ids)?);

@@ -271,8 +271,10 @@ fn scenario(store: Store) {
     assert_eq!(with_a.get(&s.base, search, Some(&old)).unwrap().status, 401);
     assert_eq!(with_a.get(&s.base, search, Some(&new)).unwrap().status, 200);
 
-    // A clinician's browser (no certificate) logs in: the session cookie is Secure.
-    let admin = musubi_server::auth::issue(&s.store, "admin", None, "admin").unwrap();
+    // A clinician's browser (no certificate) logs in: the session cookie is Secure. The
+    // operator who registers them was made with the bootstrap token, over HTTPS too.
+    let bootstrap = musubi_server::auth::issue(&s.store, "admin", None, "admin").unwrap();
+    let admin = first_operator(&bare, &s.base, &bootstrap);
     let facility = serde_json::json!({"code": FACILITY_A, "name": "結び総合病院", "class": "hospital", "prefecture": 13, "area": "1301"});
     let r = bare.send(&s.base, "POST", "/api/admin/facilities", Some(&admin), Some(facility)).unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
@@ -290,6 +292,31 @@ fn scenario(store: Store) {
     let plain = reqwest::blocking::Client::new();
     let http_url = format!("{}{search}", s.base.replace("https://", "http://"));
     assert!(plain.get(http_url).bearer_auth(&token_a).send().map(|r| r.status() != 200).unwrap_or(true));
+}
+
+/// The first operator, created with the bootstrap token and logged in for the first time (its
+/// own password, an authenticator, a code): its session token.
+fn first_operator(https: &Https, base: &str, bootstrap: &str) -> String {
+    let post = |path: &str, token: Option<&str>, body: Option<serde_json::Value>| {
+        let r = https.send(base, "POST", path, token, body).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        serde_json::from_str::<serde_json::Value>(&r.text).unwrap()
+    };
+    let pw = "Initial-op-2026";
+    post(
+        "/api/admin/operators",
+        Some(bootstrap),
+        Some(serde_json::json!({"login": "op-tls", "name": "運営 TLS", "password": pw})),
+    );
+    let pending = post("/api/login", None, Some(serde_json::json!({"login": "op-tls", "password": pw})));
+    let pending = pending["token"].as_str().unwrap().to_owned();
+    post("/api/login/password", Some(&pending), Some(serde_json::json!({"password": "Operator-own-2026"})));
+    let secret = post("/api/login/totp/enrol", Some(&pending), None)["totp_secret"].as_str().unwrap().to_owned();
+    let code = musubi_service::people::totp_code_now(&secret).unwrap();
+    post("/api/login/totp", Some(&pending), Some(serde_json::json!({"code": code})))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
