@@ -681,6 +681,8 @@ pub(crate) async fn run_server(
     };
     let state = musubi_server::AppState::new(service, config);
     anchoring.start().await?;
+    // The signal handlers first: a SIGTERM as soon as the port answers still stops cleanly.
+    let stop = musubi_server::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     match tls_config {
@@ -688,7 +690,7 @@ pub(crate) async fn run_server(
             let mtls = if tls.client_ca.is_some() { " with client certificates (mutual TLS)" } else { "" };
             tracing::info!(%addr, "serving the FHIR API at /fhir over HTTPS{mtls}");
             eprintln!("Musubi FHIR API: https://{addr}/fhir");
-            musubi_server::tls::serve_tls_until(listener, state, tls_config, musubi_server::shutdown_signal()).await?;
+            musubi_server::serve_on(listener, state, Some(tls_config), stop).await?;
         }
         None => {
             // Health data never crosses a network in the clear: plain HTTP only on this
@@ -700,7 +702,7 @@ pub(crate) async fn run_server(
             }
             tracing::warn!(%addr, demo, "serving plain HTTP without TLS: only for loopback and the demo");
             eprintln!("Musubi FHIR API: http://{addr}/fhir（TLS なしの平文 HTTP: ループバックとデモ専用です）");
-            musubi_server::serve(listener, state).await?;
+            musubi_server::serve_on(listener, state, None, stop).await?;
         }
     }
     anchoring.stop().await
