@@ -137,7 +137,7 @@ fn observation(patient: &str, i: usize, id: Option<String>) -> Value {
 fn patient(i: usize, id: Option<String>) -> Value {
     let mut p = json!({
         "resourceType": "Patient",
-        "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11318814790", "value": format!("B{i:08}")}],
+        "identifier": [{"system": format!("urn:oid:1.2.392.100495.20.3.51.1{BENCH_FACILITY}"), "value": format!("B{i:08}")}],
         "name": [
             {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation", "valueCode": "IDE"}], "text": "結 太郎", "family": "結", "given": ["太郎"]},
             {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation", "valueCode": "SYL"}], "text": "ムスビ タロウ", "family": "ムスビ", "given": ["タロウ"]}
@@ -176,7 +176,8 @@ fn ingest(data: PathBuf, bundles: usize, size: usize, threads: usize) -> Result<
         std::hint::black_box(v);
     }
     let parse_secs = t.elapsed().as_secs_f64();
-    let ctx = Ctx { actor: Actor::Admin { name: "bench".into() }, address: None, base_url: "http://bench/fhir".into() };
+    let ctx =
+        Ctx { actor: Actor::Operator { name: "bench".into() }, address: None, base_url: "http://bench/fhir".into() };
     let texts = Arc::new(texts);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t = Instant::now();
@@ -208,10 +209,17 @@ fn ingest(data: PathBuf, bundles: usize, size: usize, threads: usize) -> Result<
     Ok(())
 }
 
+/// The facility whose system writes (`populate`) and reads (`scripts/bench`, with a system token
+/// of this facility) the measured records; its code is in every benchmark Patient's identifier.
+const BENCH_FACILITY: &str = "1318814790";
+
 fn populate(data: PathBuf, resources: usize, ids: PathBuf) -> Result<()> {
     let store = Store::open_sqlite(&data)?;
     let service = Service::new(store, "bench");
-    let ctx = Ctx { actor: Actor::Admin { name: "bench".into() }, address: None, base_url: String::new() };
+    // Written by the facility's own system, as in production: its token reads them back.
+    let facility = BENCH_FACILITY.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ctx =
+        Ctx { actor: Actor::System { name: "bench-emr".into(), facility }, address: None, base_url: String::new() };
     let patients = resources / 50;
     let mut buf = Vec::with_capacity(resources * 700);
     let mut id_out = std::io::BufWriter::new(std::fs::File::create(&ids)?);

@@ -1,7 +1,8 @@
 //! `musubi demo`: a ready region on the embedded store. On first run it generates a small
 //! synthetic region (a few hundred people, several facilities), loads each facility's JP-CLINS
-//! submissions as that facility's system, issues tokens, and prints a short tour; later runs
-//! reuse it.
+//! submissions as that facility's system, issues system tokens, creates logins (clinicians, a
+//! patient and a named operator, so no bootstrap token is ever written) and prints a short
+//! tour; later runs reuse it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -41,6 +42,9 @@ pub fn run(data: &Path, listen: &str) -> Result<()> {
 
 /// The password of every demo account (synthetic region only; printed in the tour).
 pub const DEMO_PASSWORD: &str = "Musubi-demo-2026";
+/// The login of the demo's operator account, and its name.
+pub const DEMO_OPERATOR: &str = "operator";
+const DEMO_OPERATOR_NAME: &str = "結 運営（デモ）";
 
 fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
     let web = format!("http://{listen}");
@@ -51,7 +55,6 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
     opts.formats.uke = false;
     musubi_synth::generate(&opts, &musubi_synth::NoProgress).map_err(|e| anyhow::anyhow!("{e}"))?;
     let region = musubi_synth::region(DEMO_SEED, DEMO_PERSONS);
-    crate::ensure_admin_token(store, data)?;
     let service = crate::sealing_service(store.clone(), "demo", crate::secrets_key(None, data)?)?;
     let op = Ctx::operator("demo");
     let describe = |e: musubi_service::ApiError| anyhow::anyhow!(musubi_service::import::describe(&e));
@@ -136,8 +139,10 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
         Some(p) => register_showcase_patient(&service, store, &p.patient_id)?,
         None => None,
     };
-
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap_or_default();
+    // The network's operator: a named account with password and one-time code, like the
+    // clinicians' (it also means the demo never writes a bootstrap token).
+    let operator =
+        service.create_operator_enrolled(&op, DEMO_OPERATOR, DEMO_OPERATOR_NAME, DEMO_PASSWORD).map_err(describe)?;
     let mut tour = String::new();
     tour.push_str("=== Musubi デモ地域 ===\n");
     tour.push_str(&format!(
@@ -166,22 +171,26 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
         tour.push_str("  上の医療者はこの方の診療に関わっています。医師でログインして患者検索から開き、救急用サマリ（PDF）を確かめ、\n");
         tour.push_str("  ポータルでは開示の設定を変えて、誰がいつ見たか（閲覧履歴）を確認できます。\n");
     }
-    tour.push_str(&format!("\n運営者（{web}/admin）: 管理者トークン {}\n", admin.trim()));
+    tour.push_str(&format!(
+        "\n運営者（{web}/login?next=/admin）:\n  {DEMO_OPERATOR}  {DEMO_OPERATOR_NAME}  秘密鍵 {}\n",
+        operator.totp_secret
+    ));
     tour.push_str("  名寄せの確認待ち一覧、施設と利用者、監査ログの報告、緊急時アクセスの事後確認。\n\n");
     for (code, name, token) in &tokens {
         tour.push_str(&format!("{name}（{code}）のシステムトークン: {token}\n"));
     }
-    tour.push_str("\nFHIR API を試す:\n");
-    tour.push_str(&format!("  export TOKEN=$(cat {}/admin-token)\n", data.display()));
-    tour.push_str(&format!("  curl -H \"Authorization: Bearer $TOKEN\" {web}/fhir/metadata\n"));
-    tour.push_str(&format!("  curl -H \"Authorization: Bearer $TOKEN\" '{web}/fhir/Patient?_count=5'\n"));
-    tour.push_str(&format!(
-        "  curl -H \"Authorization: Bearer $TOKEN\" '{web}/fhir/Condition?patient=<id>&_sort=-date'\n"
-    ));
-    tour.push_str(&format!("  curl -H \"Authorization: Bearer $TOKEN\" '{web}/fhir/AuditEvent?_count=5'\n"));
-    tour.push_str(
-        "施設のトークンでは、その施設が送ったデータだけが見えます（アクセスはすべて監査ログに記録されます）。\n",
-    );
+    if let Some((code, name, token)) = tokens.first() {
+        tour.push_str(&format!("\nFHIR API を試す（{name} {code} のシステムとして）:\n"));
+        tour.push_str(&format!("  export TOKEN={token}\n"));
+        tour.push_str(&format!("  curl -H \"Authorization: Bearer $TOKEN\" {web}/fhir/metadata\n"));
+        tour.push_str(&format!("  curl -H \"Authorization: Bearer $TOKEN\" '{web}/fhir/Patient?_count=5'\n"));
+        tour.push_str(&format!(
+            "  curl -H \"Authorization: Bearer $TOKEN\" '{web}/fhir/Condition?patient=<id>&_sort=-date'\n"
+        ));
+        tour.push_str(
+            "施設のトークンでは、その施設が送ったデータだけが見えます（アクセスはすべて監査ログに記録され、運営者が監査レポートで確認できます）。\n",
+        );
+    }
     if let Ok(audit_dir) = crate::audit::demo_audit_dir(data) {
         tour.push_str(&format!(
             "監査ログの検証（署名アンカーはデータディレクトリの外 {} に記録されます）:\n  musubi audit verify --data {} --audit-pubkey {}\n",
@@ -202,6 +211,10 @@ fn load(store: &Store, data: &Path, listen: &str) -> Result<()> {
             "login": login, "totp_secret": secret,
             "patient_id": pick.as_ref().map(|p| p.patient_id.clone()),
         })),
+        "operator": {"login": DEMO_OPERATOR, "totp_secret": operator.totp_secret},
+        "system_tokens": tokens.iter().map(|(code, _, token)| serde_json::json!({
+            "facility": code.to_string(), "token": token,
+        })).collect::<Vec<_>>(),
     });
     write_private(&data.join("demo-accounts.json"), &serde_json::to_string_pretty(&machine)?)?;
     if !stats.rejected.is_empty() {

@@ -524,16 +524,25 @@ fn init_logging() {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
-/// Writes the administrator token to `dir/admin-token` (mode 0600) when the store has none.
+/// Writes the bootstrap (administrator) token to `dir/admin-token` (mode 0600) while no
+/// operator account exists and the store has no valid one. The token can do exactly one thing:
+/// create the first operator account (the server refuses it everywhere else); creating that
+/// account revokes it, and from then on no token is written (a revoked one left in the file is
+/// removed).
 pub(crate) fn ensure_admin_token(store: &Store, dir: &Path) -> Result<Option<PathBuf>> {
-    let has_admin = store.read(|r| r.tokens())?.iter().any(|t| t.kind == "admin" && !t.revoked)
-        // Once a named operator exists there is no bootstrap token any more.
-        || store.read(|r| r.users())?.iter().any(|u| u.profession == musubi_service::login::OPERATOR_PROFESSION);
-    if has_admin {
+    let path = dir.join("admin-token");
+    if store.read(|r| r.users())?.iter().any(|u| u.profession == musubi_service::login::OPERATOR_PROFESSION) {
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            tracing::info!(path = %path.display(), "removed the revoked bootstrap token (an operator exists)");
+        }
+        return Ok(None);
+    }
+    let now = musubi_fhir::datetime::now_ms();
+    if store.read(|r| r.tokens())?.iter().any(|t| t.kind == "admin" && t.active_at(now)) {
         return Ok(None);
     }
     let token = musubi_server::auth::issue(store, "admin", None, "admin")?;
-    let path = dir.join("admin-token");
     write_secret(&path, &token)?;
     Ok(Some(path))
 }
@@ -622,7 +631,10 @@ pub(crate) async fn run_server(
     };
     if let Some(p) = ensure_admin_token(&store, data)? {
         tracing::info!(path = %p.display(), "wrote the administrator token (first start); keep it secret");
-        eprintln!("管理者トークンを {} に書き出しました（初回起動）。厳重に保管してください。", p.display());
+        eprintln!(
+            "管理者トークンを {} に書き出しました（初回起動）。このトークンでできるのは最初の運営者アカウントの作成だけです（ウェブの /admin/login、または POST /api/admin/operators）。作成するとトークンは失効します。",
+            p.display()
+        );
     }
     let node = hostname();
     audit::warn_if_audit_mutable(&store)?;
@@ -669,6 +681,8 @@ pub(crate) async fn run_server(
     };
     let state = musubi_server::AppState::new(service, config);
     anchoring.start().await?;
+    // The signal handlers first: a SIGTERM as soon as the port answers still stops cleanly.
+    let stop = musubi_server::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     match tls_config {
@@ -676,7 +690,7 @@ pub(crate) async fn run_server(
             let mtls = if tls.client_ca.is_some() { " with client certificates (mutual TLS)" } else { "" };
             tracing::info!(%addr, "serving the FHIR API at /fhir over HTTPS{mtls}");
             eprintln!("Musubi FHIR API: https://{addr}/fhir");
-            musubi_server::tls::serve_tls_until(listener, state, tls_config, musubi_server::shutdown_signal()).await?;
+            musubi_server::serve_on(listener, state, Some(tls_config), stop).await?;
         }
         None => {
             // Health data never crosses a network in the clear: plain HTTP only on this
@@ -688,7 +702,7 @@ pub(crate) async fn run_server(
             }
             tracing::warn!(%addr, demo, "serving plain HTTP without TLS: only for loopback and the demo");
             eprintln!("Musubi FHIR API: http://{addr}/fhir（TLS なしの平文 HTTP: ループバックとデモ専用です）");
-            musubi_server::serve(listener, state).await?;
+            musubi_server::serve_on(listener, state, None, stop).await?;
         }
     }
     anchoring.stop().await

@@ -72,14 +72,20 @@ pub struct PortalActor {
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
-    /// The network's administrator (the admin token).
-    Admin {
+    /// The holder of the bootstrap token (`DATA/admin-token`, written on the first start while
+    /// no operator account exists). It may do exactly one thing: create the first operator
+    /// account. It is not privileged: the gate denies it every record and every search scope is
+    /// empty, and the server refuses it on every route but that one
+    /// ([`DenyReason::BootstrapOnly`]).
+    Bootstrap {
         /// Token name.
         name: String,
     },
-    /// The operator at the command line, acting on the data directory directly.
+    /// The network's operator: a named operator account logged in with password and one-time
+    /// code (its login), or the operator at the command line acting on the data directory
+    /// directly (the OS user).
     Operator {
-        /// The OS user.
+        /// The login name or the OS user.
         name: String,
     },
     /// A facility's system (EMR, レセコン gateway, SS-MIX2 collector) with a system token.
@@ -108,21 +114,26 @@ impl Actor {
     /// A stable name for logs and the audit record.
     pub fn name(&self) -> &str {
         match self {
-            Actor::Admin { name } | Actor::Operator { name } | Actor::System { name, .. } => name,
+            Actor::Bootstrap { name } | Actor::Operator { name } | Actor::System { name, .. } => name,
             Actor::User(u) => &u.login,
             Actor::Portal(p) => &p.account_id,
         }
     }
 
-    /// Whether the actor may see everything (administrators and the operator).
+    /// Whether the actor may see everything (the operator; never the bootstrap token).
     pub fn is_privileged(&self) -> bool {
-        matches!(self, Actor::Admin { .. } | Actor::Operator { .. })
+        matches!(self, Actor::Operator { .. })
+    }
+
+    /// Whether the actor is the bootstrap token, which may only create the first operator.
+    pub fn is_bootstrap(&self) -> bool {
+        matches!(self, Actor::Bootstrap { .. })
     }
 
     /// The `submitter` recorded on what this actor writes.
     pub fn submitter(&self) -> String {
         match self {
-            Actor::Admin { .. } => "admin".into(),
+            Actor::Bootstrap { .. } => "admin".into(),
             Actor::Operator { name } => format!("operator:{name}"),
             Actor::System { facility, .. } => facility.to_string(),
             Actor::User(u) => u.facility.to_string(),
@@ -149,7 +160,8 @@ impl Actor {
             },
             _ => {
                 let (kind, facility) = match self {
-                    Actor::Admin { .. } => ("admin", None),
+                    // The audit records name the bootstrap token's use as they always did.
+                    Actor::Bootstrap { .. } => ("admin", None),
                     Actor::Operator { .. } => ("operator-cli", None),
                     Actor::System { facility, .. } => ("system", Some(facility.to_string())),
                     _ => ("unknown", None),
@@ -163,7 +175,7 @@ impl Actor {
     /// caller from the decision's basis).
     pub fn purpose(&self) -> AuditPurpose {
         match self {
-            Actor::Admin { .. } | Actor::Operator { .. } => AuditPurpose::Operations,
+            Actor::Bootstrap { .. } | Actor::Operator { .. } => AuditPurpose::Operations,
             Actor::System { .. } | Actor::User(_) => AuditPurpose::Treatment,
             Actor::Portal(_) => AuditPurpose::PatientRequest,
         }
@@ -374,7 +386,13 @@ pub enum DenyReason {
     NoVisitConsent,
     /// Emergency access does not open this kind of data (health checkups, other data).
     NotForEmergency,
+    /// The bootstrap token only creates the first operator account.
+    BootstrapOnly,
 }
+
+/// What the holder of the bootstrap token is told wherever it is refused.
+pub const BOOTSTRAP_ONLY_JA: &str =
+    "管理者トークンは最初の運営者アカウントの作成にだけ使えます。運営者アカウントでログインしてください。";
 
 impl DenyReason {
     /// The message for people.
@@ -403,6 +421,7 @@ impl DenyReason {
             }
             DenyReason::NoVisitConsent => "受診時の同意がありません（このネットワークは受診ごとの同意で共有します）",
             DenyReason::NotForEmergency => "緊急時の閲覧では、この種類の情報（健診結果など）は開示されません",
+            DenyReason::BootstrapOnly => BOOTSTRAP_ONLY_JA,
         }
     }
 
@@ -430,6 +449,7 @@ impl DenyReason {
             DenyReason::NotParticipating => "not-participating",
             DenyReason::NoVisitConsent => "no-visit-consent",
             DenyReason::NotForEmergency => "not-for-emergency",
+            DenyReason::BootstrapOnly => "bootstrap-only",
         }
     }
 }
@@ -501,7 +521,8 @@ pub fn person_access(u: &UserActor, ctx: &Context<'_>, person: &PersonContext) -
 /// The one access decision.
 pub fn decide(actor: &Actor, op: Operation, rec: &RecordView, ctx: &Context<'_>) -> Decision {
     match actor {
-        Actor::Admin { .. } | Actor::Operator { .. } => Decision::Allow(Basis::Privileged),
+        Actor::Operator { .. } => Decision::Allow(Basis::Privileged),
+        Actor::Bootstrap { .. } => Decision::Deny(DenyReason::BootstrapOnly),
         Actor::System { facility, .. } => {
             if rec.rtype == ResourceType::AuditEvent {
                 return Decision::Deny(DenyReason::AdminOnly);
@@ -598,7 +619,8 @@ pub fn search_scope(actor: &Actor, rtype: ResourceType, ctx: &Context<'_>) -> Sc
     let is_dir_type =
         matches!(rtype, ResourceType::Organization | ResourceType::Practitioner | ResourceType::PractitionerRole);
     match actor {
-        Actor::Admin { .. } | Actor::Operator { .. } => Scope::all(),
+        Actor::Operator { .. } => Scope::all(),
+        Actor::Bootstrap { .. } => Scope::none(),
         Actor::System { facility, .. } => {
             if rtype == ResourceType::AuditEvent {
                 return Scope::none();

@@ -112,7 +112,8 @@ fn profession_may_handle(p: Profession) -> bool {
 /// refusal come before the document is even read.
 pub fn may_send_referrals(actor: &Actor) -> Decision {
     match actor {
-        Actor::Admin { .. } | Actor::Operator { .. } => Decision::Allow(Basis::Privileged),
+        Actor::Operator { .. } => Decision::Allow(Basis::Privileged),
+        Actor::Bootstrap { .. } => Decision::Deny(DenyReason::BootstrapOnly),
         Actor::System { .. } => Decision::Allow(Basis::OwnFacility),
         Actor::User(u) if profession_may_handle(u.profession) => Decision::Allow(Basis::OwnFacility),
         Actor::User(_) => Decision::Deny(DenyReason::ProfessionClass),
@@ -124,9 +125,13 @@ pub fn may_send_referrals(actor: &Actor) -> Decision {
 /// documentation). Refusals that must look like a missing letter are
 /// [`DenyReason::NotReferralParty`]; the caller answers them as "not found".
 pub fn decide_referral(actor: &Actor, op: &ReferralOp) -> Decision {
+    if actor.is_bootstrap() {
+        return Decision::Deny(DenyReason::BootstrapOnly);
+    }
     match *op {
         ReferralOp::ListInbox(f) | ReferralOp::ListOutbox(f) => match actor {
-            Actor::Admin { .. } | Actor::Operator { .. } => Decision::Allow(Basis::Privileged),
+            Actor::Operator { .. } => Decision::Allow(Basis::Privileged),
+            Actor::Bootstrap { .. } => Decision::Deny(DenyReason::BootstrapOnly),
             // Every profession of the facility lists its boxes: the lists carry no clinical
             // content (DESIGN.md: the clerk "manages referrals").
             Actor::System { facility, .. } | Actor::User(crate::UserActor { facility, .. }) => {
@@ -294,7 +299,7 @@ mod tests {
 
     #[test]
     fn administrators_open_without_receiving() {
-        let admin = Actor::Admin { name: "admin".into() };
+        let admin = Actor::Operator { name: "op".into() };
         assert_eq!(decide_referral(&admin, &ReferralOp::Open(letter())), Decision::Allow(Basis::Privileged));
         assert_eq!(decide_referral(&admin, &ReferralOp::ListInbox(fac(C))), Decision::Allow(Basis::Privileged));
         assert_eq!(decide_referral(&admin, &ReferralOp::Send(fac(A))), Decision::Allow(Basis::Privileged));
@@ -338,9 +343,12 @@ mod tests {
     /// letters; clerks (地域連携室) manage referrals but see no clinical content; systems act for
     /// their facility; the operator sees everything but is not a facility; patients read their
     /// own record, not the exchange; a letter is between its sender and its addressee, and
-    /// nobody else learns it exists.
+    /// nobody else learns it exists; the bootstrap token takes no part at all.
     fn oracle(actor: &Actor, op: &ReferralOp) -> Seen {
-        let privileged = matches!(actor, Actor::Admin { .. } | Actor::Operator { .. });
+        if matches!(actor, Actor::Bootstrap { .. }) {
+            return Seen::Refused;
+        }
+        let privileged = matches!(actor, Actor::Operator { .. });
         let facility = match actor {
             Actor::System { facility, .. } => Some(*facility),
             Actor::User(u) => Some(u.facility),
@@ -403,7 +411,7 @@ mod tests {
             Just(Profession::Clerk),
         ];
         prop_oneof![
-            Just(Actor::Admin { name: "admin".into() }),
+            Just(Actor::Bootstrap { name: "admin".into() }),
             Just(Actor::Operator { name: "root".into() }),
             any_facility().prop_map(|f| Actor::System { name: "emr".into(), facility: f }),
             (profession, any_facility()).prop_map(|(p, f)| Actor::User(UserActor {

@@ -178,6 +178,27 @@ fn break_glass_skips_consent_and_care_until_it_expires() {
     assert!(!decide(&doc, Operation::Read, &r, &ctx(&reg, &doc, &p)).is_allow(), "expired");
 }
 
+/// The bootstrap token sees nothing, writes nothing, searches nothing and reads no audit log;
+/// the operator sees everything.
+#[test]
+fn the_bootstrap_token_is_not_privileged() {
+    let boot = Actor::Bootstrap { name: "admin".into() };
+    assert!(!boot.is_privileged() && boot.is_bootstrap());
+    let c = Context { now: NOW, ..Default::default() };
+    for op in [Operation::Read, Operation::Write, Operation::Delete] {
+        assert_eq!(
+            decide(&boot, op, &rec(ResourceClass::Diagnosis, SOURCE, "P1"), &c),
+            Decision::Deny(DenyReason::BootstrapOnly)
+        );
+    }
+    assert_eq!(search_scope(&boot, ResourceType::Condition, &c), Scope::none());
+    assert!(!may_read_audit(&boot).is_allow());
+    assert!(DenyReason::BootstrapOnly.message_ja().contains("最初の運営者アカウントの作成にだけ"));
+    let op = Actor::Operator { name: "op-yamada".into() };
+    assert!(op.is_privileged() && !op.is_bootstrap());
+    assert!(decide(&op, Operation::Read, &rec(ResourceClass::Diagnosis, SOURCE, "P1"), &c).is_allow());
+}
+
 #[test]
 fn patients_see_their_own_records_except_uninformed() {
     let me = Actor::Portal(PortalActor {
@@ -304,7 +325,7 @@ fn break_glass_opens_what_an_emergency_needs_not_checkups() {
 fn arb_actor() -> impl Strategy<Value = Actor> {
     let facs = vec![HOSP, PHARM, FAR, SOURCE];
     prop_oneof![
-        Just(Actor::Admin { name: "admin".into() }),
+        Just(Actor::Bootstrap { name: "admin".into() }),
         Just(Actor::Operator { name: "root".into() }),
         prop::sample::select(facs.clone()).prop_map(|f| Actor::System { name: "sys".into(), facility: fac(f) }),
         (prop::sample::select(Profession::ALL.to_vec()), prop::sample::select(facs)).prop_map(|(p, f)| user(p, f)),
@@ -440,7 +461,8 @@ proptest! {
         for op in [Operation::Write, Operation::Delete] {
             let d = decide(&actor, op, &rec, &c);
             match &actor {
-                Actor::Admin { .. } | Actor::Operator { .. } => prop_assert!(d.is_allow()),
+                Actor::Operator { .. } => prop_assert!(d.is_allow()),
+                Actor::Bootstrap { .. } => prop_assert_eq!(d, Decision::Deny(DenyReason::BootstrapOnly)),
                 Actor::System { facility, .. } => prop_assert_eq!(d.is_allow(), rec.facility == Some(*facility) && rec.rtype != ResourceType::AuditEvent),
                 Actor::User(u) => prop_assert_eq!(d.is_allow(), rec.facility == Some(u.facility) && rec.rtype != ResourceType::AuditEvent),
                 Actor::Portal(_) => prop_assert!(!d.is_allow()),

@@ -21,7 +21,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::routes::{Authed, HttpError, cookie_token, read_body, read_body_max, session_cookie_name};
+use crate::routes::{
+    Authed, AuthedOrBootstrap, HttpError, cookie_token, read_body, read_body_max, session_cookie_name,
+};
 
 type Result<T> = std::result::Result<T, HttpError>;
 
@@ -214,7 +216,7 @@ fn actor_json(a: &Actor) -> Value {
             json!({"kind": if p.proxy_relation.is_some() { "proxy" } else { "patient" }, "account": p.account_id, "name": p.name, "person": p.person_id, "relation": p.proxy_relation, "mayViewRecords": p.may_view_records})
         }
         Actor::System { name, facility } => json!({"kind": "system", "name": name, "facility": facility.to_string()}),
-        Actor::Admin { name } => json!({"kind": "admin", "name": name}),
+        Actor::Bootstrap { name } => json!({"kind": "bootstrap", "name": name}),
         Actor::Operator { name } => json!({"kind": "operator", "name": name}),
     }
 }
@@ -632,10 +634,11 @@ struct OperatorBody {
     password: String,
 }
 
-/// A named operator account (the first one made with the bootstrap token, which then expires).
+/// A named operator account (the first one made with the bootstrap token, which then expires;
+/// the only route that accepts that token).
 async fn operator_post(
     State(state): State<AppState>,
-    Authed(ctx): Authed,
+    AuthedOrBootstrap(ctx): AuthedOrBootstrap,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {

@@ -126,7 +126,8 @@ pub fn actor_of(row: &TokenRow) -> Option<Actor> {
         return None;
     }
     match row.kind.as_str() {
-        "admin" => Some(Actor::Admin { name: row.name.clone() }),
+        // The bootstrap token: it may only create the first operator (see `routes::Authed`).
+        "admin" => Some(Actor::Bootstrap { name: row.name.clone() }),
         "system" => Some(Actor::System { name: row.name.clone(), facility: row.facility.as_deref()?.parse().ok()? }),
         _ => None,
     }
@@ -211,7 +212,7 @@ mod tests {
 
     #[test]
     fn a_cached_token_is_refused_from_its_expiry_on() {
-        let actor = Some(Actor::Admin { name: "x".into() });
+        let actor = Some(Actor::Bootstrap { name: "x".into() });
         let entry = (actor.clone(), Instant::now(), Some(1_000));
         assert_eq!(usable(&entry, 999), Some(actor));
         assert_eq!(usable(&entry, 1_000), Some(None));

@@ -155,6 +155,19 @@ pub async fn serve_until(
     state: AppState,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_on(listener, state, None, stop).await
+}
+
+/// Serves `state` on `listener` until `stop` completes, over HTTPS when `tls` is given: one
+/// door for both ([`limits::serve_connections`]), with the summaries of failed authentications
+/// written as their periods end.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let limits = state.inner.config.limits.clone();
     // Failed authentications are counted in memory; their summaries are written when each
     // period ends (and the rest at shutdown).
@@ -167,7 +180,12 @@ pub async fn serve_until(
             flush_failed_auth(s, musubi_fhir::datetime::now_ms()).await;
         }
     });
-    let result = limits::serve_connections(listener, router(state.clone()), limits, stop).await;
+    let listener = listener.tap_io(|tcp| {
+        // Small answers go out at once (no Nagle delay), over TLS as over plain HTTP.
+        let _ = tcp.set_nodelay(true);
+    });
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let result = limits::serve_connections(listener, router(state.clone()), limits, acceptor, stop).await;
     flusher.abort();
     flush_failed_auth(state.inner.service.clone(), i64::MAX).await;
     result
@@ -181,25 +199,36 @@ async fn flush_failed_auth(svc: Service, now: i64) {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on Ctrl-C or SIGTERM. The signal handlers are installed when this is called (it
+/// must be called on the runtime), not when the future is first polled: call it before binding
+/// the listener, and a signal sent as soon as the port answers still stops the server
+/// gracefully.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

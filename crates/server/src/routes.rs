@@ -65,8 +65,15 @@ fn set(headers: &mut HeaderMap, name: header::HeaderName, value: String) {
     }
 }
 
-/// The authenticated caller and request context.
+/// The authenticated caller and request context. Every route that takes credentials takes
+/// this, and it never holds the bootstrap token: that token is refused here (403, with the
+/// message that it only creates the first operator), in one place, whatever the route.
 pub struct Authed(pub Ctx);
+
+/// The authenticated caller, who may also be the bootstrap token. Only the route that creates
+/// the first operator account takes it (`api::operator_post`); the service lets the bootstrap
+/// token do nothing else.
+pub struct AuthedOrBootstrap(pub Ctx);
 
 fn base_url(state: &AppState, parts: &Parts) -> String {
     base_url_of(state, &parts.headers)
@@ -111,88 +118,113 @@ impl FromRequestParts<AppState> for Authed {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> std::result::Result<Self, Self::Rejection> {
-        let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        let base_url = base_url(state, parts);
-        let header_value = parts.headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).map(str::to_owned);
-        let bearer = header_value
-            .as_deref()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(|t| t.trim().to_owned());
-        let (token, from_cookie) = match bearer {
-            Some(t) => (Some(t), false),
-            None => (cookie_token(&parts.headers, crate::api::secure(state)), true),
-        };
-        let Some(token) = token else {
-            let reason = if header_value.is_some() {
-                "Authorization ヘッダーは Bearer 形式でなければなりません"
-            } else {
-                "認証が必要です（Authorization: Bearer <トークン>）"
-            };
-            // Counted in memory (a summary per source and period), never a store write here.
-            state.inner.service.audit_login_failure(address.clone(), reason)?;
-            return Err(HttpError(ApiError::new(ErrorKind::Unauthorized, reason)));
-        };
-        let now = musubi_fhir::datetime::now_ms();
-        let client_cert = parts.extensions.get::<crate::tls::ClientCert>().cloned();
-        // A token seen in the last few seconds is answered from memory, without a trip to the
-        // blocking pool (the common case: a system calling again and again).
-        if let Some(Some(actor)) = state.inner.tokens.cached(&token, now)
-            && certificate_matches(state, &actor, client_cert.as_ref())
-        {
-            return Ok(Authed(Ctx { actor, address, base_url }));
+        let ctx = authenticate(parts, state).await?;
+        if let Actor::Bootstrap { name } = &ctx.actor {
+            // Counted like a failed authentication (a summary per source and period).
+            state.inner.service.note_failed_auth_at(
+                musubi_fhir::datetime::now_ms(),
+                ctx.address.clone(),
+                "admin",
+                Some(name),
+                "bootstrap token used for something other than creating the first operator",
+            );
+            return Err(HttpError(ApiError::new(ErrorKind::Forbidden, musubi_gate::BOOTSTRAP_ONLY_JA)));
         }
-        let st = state.clone();
-        let addr = address.clone();
-        let method = parts.method.clone();
-        let csrf = parts.headers.get("x-csrf-token").and_then(|h| h.to_str().ok()).map(str::to_owned);
-        let actor: Option<Actor> = state
-            .blocking(move |svc| {
-                if token.starts_with(musubi_service::people::SESSION_PREFIX) {
-                    let Some((actor, session)) = svc.session_actor(&token)? else {
-                        svc.audit_login_failure(addr, "invalid or expired session")?;
-                        return Ok(None);
-                    };
-                    // A browser sends the cookie on its own: a change needs the page's CSRF token.
-                    if from_cookie
-                        && !matches!(method, Method::GET | Method::HEAD)
-                        && csrf.as_deref() != Some(session.csrf.as_str())
-                    {
-                        return Err(ApiError::new(
-                            ErrorKind::Forbidden,
-                            "不正な要求です（CSRF トークンがありません）。ページを再読み込みしてください。",
-                        ));
-                    }
-                    return Ok(Some(actor));
-                }
-                let actor = st.inner.tokens.resolve(svc.store(), &token, now).map_err(ApiError::from)?;
-                let Some(actor) = actor else {
-                    svc.audit_login_failure(addr, "invalid, revoked or expired token")?;
+        Ok(Authed(ctx))
+    }
+}
+
+impl FromRequestParts<AppState> for AuthedOrBootstrap {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> std::result::Result<Self, Self::Rejection> {
+        Ok(AuthedOrBootstrap(authenticate(parts, state).await?))
+    }
+}
+
+/// Who is calling: a bearer token (system or bootstrap) or a session (bearer or cookie).
+async fn authenticate(parts: &mut Parts, state: &AppState) -> std::result::Result<Ctx, HttpError> {
+    let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let base_url = base_url(state, parts);
+    let header_value = parts.headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let bearer = header_value
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_owned());
+    let (token, from_cookie) = match bearer {
+        Some(t) => (Some(t), false),
+        None => (cookie_token(&parts.headers, crate::api::secure(state)), true),
+    };
+    let Some(token) = token else {
+        let reason = if header_value.is_some() {
+            "Authorization ヘッダーは Bearer 形式でなければなりません"
+        } else {
+            "認証が必要です（Authorization: Bearer <トークン>）"
+        };
+        // Counted in memory (a summary per source and period), never a store write here.
+        state.inner.service.audit_login_failure(address.clone(), reason)?;
+        return Err(HttpError(ApiError::new(ErrorKind::Unauthorized, reason)));
+    };
+    let now = musubi_fhir::datetime::now_ms();
+    let client_cert = parts.extensions.get::<crate::tls::ClientCert>().cloned();
+    // A token seen in the last few seconds is answered from memory, without a trip to the
+    // blocking pool (the common case: a system calling again and again).
+    if let Some(Some(actor)) = state.inner.tokens.cached(&token, now)
+        && certificate_matches(state, &actor, client_cert.as_ref())
+    {
+        return Ok(Ctx { actor, address, base_url });
+    }
+    let st = state.clone();
+    let addr = address.clone();
+    let method = parts.method.clone();
+    let csrf = parts.headers.get("x-csrf-token").and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let actor: Option<Actor> = state
+        .blocking(move |svc| {
+            if token.starts_with(musubi_service::people::SESSION_PREFIX) {
+                let Some((actor, session)) = svc.session_actor(&token)? else {
+                    svc.audit_login_failure(addr, "invalid or expired session")?;
                     return Ok(None);
                 };
-                if !certificate_matches(&st, &actor, client_cert.as_ref()) {
-                    let why = match &client_cert {
-                        None => "system token without a client certificate".to_owned(),
-                        Some(c) => match &c.facility {
-                            Ok(f) => format!("system token presented with facility {f}'s client certificate"),
-                            Err(e) => format!("system token with a client certificate naming no facility: {e}"),
-                        },
-                    };
-                    svc.audit_login_failure(addr, &why)?;
+                // A browser sends the cookie on its own: a change needs the page's CSRF token.
+                if from_cookie
+                    && !matches!(method, Method::GET | Method::HEAD)
+                    && csrf.as_deref() != Some(session.csrf.as_str())
+                {
                     return Err(ApiError::new(
-                        ErrorKind::Unauthorized,
-                        "このシステムトークンは、発行先の医療機関のクライアント証明書（TLS）と一緒に使わなければなりません",
+                        ErrorKind::Forbidden,
+                        "不正な要求です（CSRF トークンがありません）。ページを再読み込みしてください。",
                     ));
                 }
-                Ok(Some(actor))
-            })
-            .await?;
-        match actor {
-            Some(actor) => Ok(Authed(Ctx { actor, address, base_url })),
-            None => Err(HttpError(ApiError::new(
-                ErrorKind::Unauthorized,
-                "トークンが無効か、失効しています。再度ログインしてください。",
-            ))),
-        }
+                return Ok(Some(actor));
+            }
+            let actor = st.inner.tokens.resolve(svc.store(), &token, now).map_err(ApiError::from)?;
+            let Some(actor) = actor else {
+                svc.audit_login_failure(addr, "invalid, revoked or expired token")?;
+                return Ok(None);
+            };
+            if !certificate_matches(&st, &actor, client_cert.as_ref()) {
+                let why = match &client_cert {
+                    None => "system token without a client certificate".to_owned(),
+                    Some(c) => match &c.facility {
+                        Ok(f) => format!("system token presented with facility {f}'s client certificate"),
+                        Err(e) => format!("system token with a client certificate naming no facility: {e}"),
+                    },
+                };
+                svc.audit_login_failure(addr, &why)?;
+                return Err(ApiError::new(
+                    ErrorKind::Unauthorized,
+                    "このシステムトークンは、発行先の医療機関のクライアント証明書（TLS）と一緒に使わなければなりません",
+                ));
+            }
+            Ok(Some(actor))
+        })
+        .await?;
+    match actor {
+        Some(actor) => Ok(Ctx { actor, address, base_url }),
+        None => Err(HttpError(ApiError::new(
+            ErrorKind::Unauthorized,
+            "トークンが無効か、失効しています。再度ログインしてください。",
+        ))),
     }
 }
 

@@ -2,7 +2,9 @@
 //! HTTPS with HSTS; with `--client-ca` a facility system's client certificate is verified
 //! against that CA during the handshake, and the facility it names is handed to the handlers
 //! ([`ClientCert`] in the request extensions), where a system token is refused unless it
-//! belongs to that facility (`routes::Authed`).
+//! belongs to that facility (`routes::Authed`). HTTPS connections go through the same door as
+//! plain ones ([`crate::limits::serve_connections`]): connection limit, handshake, header and
+//! body timeouts alike.
 //!
 //! **How a certificate names its facility**: the subject's `serialNumber` attribute
 //! (OID 2.5.4.5) holds the facility's 10-digit 医療機関コード; a certificate without it may put
@@ -12,20 +14,15 @@
 //! Clinicians' browsers are not asked for a certificate (client certificates are optional at
 //! the TLS layer) unless the operator requires one (`--require-client-cert`).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::http::header::{HeaderValue, STRICT_TRANSPORT_SECURITY};
 use der::Decode;
 use der::asn1::ObjectIdentifier;
 use musubi_domain::FacilityCode;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tower::Service;
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::name::DirectoryString;
 
@@ -38,9 +35,6 @@ pub const HSTS: &str = "max-age=63072000";
 const SERIAL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.5");
 /// X.520 commonName.
 const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS settings could not be loaded.
 #[derive(Debug)]
@@ -149,78 +143,23 @@ pub fn facility_of_cert(der: &[u8]) -> Result<FacilityCode, String> {
     }
 }
 
+/// The client certificate a TLS connection presented (verified during the handshake), if any.
+pub(crate) fn client_cert(conn: &rustls::ServerConnection) -> Option<ClientCert> {
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|leaf| ClientCert { facility: facility_of_cert(leaf.as_ref()) })
+}
+
 /// Serves `state` over HTTPS on `listener` until `stop` completes, then lets the open
-/// connections finish their requests.
+/// connections finish their requests: the same door as plain HTTP ([`crate::serve_on`]), with
+/// every limit of [`crate::limits`].
 pub async fn serve_tls_until(
     listener: tokio::net::TcpListener,
     state: AppState,
     tls: Arc<rustls::ServerConfig>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = crate::router(state);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let hsts = HeaderValue::from_static(HSTS);
-    tokio::pin!(stop);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, app, hsts, watcher) = (acceptor.clone(), app.clone(), hsts.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%addr, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let client = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|leaf| ClientCert { facility: facility_of_cert(leaf.as_ref()) });
-            let svc = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(addr));
-                if let Some(c) = &client {
-                    req.extensions_mut().insert(c.clone());
-                }
-                let mut app = app.clone();
-                let hsts = hsts.clone();
-                async move {
-                    let mut resp = app.call(req.map(axum::body::Body::new)).await?;
-                    resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, hsts);
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%addr, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    // Open keep-alive connections close after their request in flight; do not wait forever.
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
-    Ok(())
+    crate::serve_on(listener, state, Some(tls), stop).await
 }
 
 /// Whether an address to listen on is loopback (plain HTTP is only allowed there).

@@ -528,7 +528,7 @@ impl Service {
         let pid = patient_id.to_owned();
         let current = self.store.current(ResourceType::Patient, patient_id)?.filter(|c| !c.deleted);
         let issuer = match &ctx.actor {
-            Actor::Admin { .. } | Actor::Operator { .. } => format!("operator:{}", ctx.actor.name()),
+            Actor::Operator { .. } => format!("operator:{}", ctx.actor.name()),
             Actor::User(u) if current.as_ref().is_some_and(|c| c.meta.facility == Some(u.facility)) => {
                 format!("{}:{}", u.facility, u.login)
             }

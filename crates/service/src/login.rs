@@ -273,6 +273,8 @@ impl Service {
     fn require_operator(ctx: &Ctx) -> Result<(), ApiError> {
         if ctx.actor.is_privileged() {
             Ok(())
+        } else if ctx.actor.is_bootstrap() {
+            Err(ApiError::new(ErrorKind::Forbidden, musubi_gate::BOOTSTRAP_ONLY_JA))
         } else {
             Err(ApiError::new(ErrorKind::Forbidden, "この操作は運営管理者のみが行えます"))
         }
@@ -339,11 +341,51 @@ impl Service {
 
     /// Creates a named operator account (password + TOTP, like a clinician's, but acting as
     /// the network's operator with no facility). The operator chooses their own password and
-    /// enrols their own authenticator at the first login. Once an operator exists every
-    /// administrator (bootstrap) token is revoked: from then on operators act under their own
-    /// names.
+    /// enrols their own authenticator at the first login. Allowed to operators, and to the
+    /// bootstrap token while no operator exists (that is all the bootstrap token may do). Once
+    /// an operator exists every administrator (bootstrap) token is revoked: from then on
+    /// operators act under their own names.
     pub fn create_operator(&self, ctx: &Ctx, login: &str, name: &str, password: &str) -> Result<String, ApiError> {
-        Self::require_operator(ctx)?;
+        self.create_operator_with(ctx, login, name, password, None)
+    }
+
+    /// Creates a named operator account with an authenticator key handed over and the given
+    /// password kept (the demo prints both, like its clinicians'); otherwise as
+    /// [`Service::create_operator`].
+    pub fn create_operator_enrolled(
+        &self,
+        ctx: &Ctx,
+        login: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<crate::people::Enrolled, ApiError> {
+        let secret = crate::people::new_totp_secret()?;
+        let id = self.create_operator_with(ctx, login, name, password, Some(secret.clone()))?;
+        Ok(crate::people::Enrolled { id, totp_uri: crate::people::totp_uri(&secret, login)?, totp_secret: secret })
+    }
+
+    /// Whether a named operator account exists (then the bootstrap token has no use).
+    pub fn operator_exists(&self) -> Result<bool, ApiError> {
+        Ok(self.store.read(|r| r.users())?.iter().any(|u| u.profession == OPERATOR_PROFESSION))
+    }
+
+    fn create_operator_with(
+        &self,
+        ctx: &Ctx,
+        login: &str,
+        name: &str,
+        password: &str,
+        secret: Option<String>,
+    ) -> Result<String, ApiError> {
+        if ctx.actor.is_bootstrap() {
+            // The bootstrap token makes the first operator only (a token still cached for a
+            // few seconds after its revocation cannot make a second one).
+            if self.operator_exists()? {
+                return Err(ApiError::new(ErrorKind::Forbidden, musubi_gate::BOOTSTRAP_ONLY_JA));
+            }
+        } else {
+            Self::require_operator(ctx)?;
+        }
         crate::people::check_password_rule(password)?;
         if login.trim().is_empty() || login.len() > 64 || login.chars().any(char::is_whitespace) {
             return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
@@ -353,6 +395,9 @@ impl Service {
             return Err(ApiError::new(ErrorKind::Conflict, format!("ログインID {login} は既に使われています")));
         }
         let id = crate::prepare::new_id();
+        // An operator handed a key keeps the password given with it; one who enrols their own
+        // authenticator also chooses their own password.
+        let self_chosen = secret.is_none();
         let row = musubi_store::UserRow {
             id: id.clone(),
             login: login.into(),
@@ -360,13 +405,13 @@ impl Service {
             kana: String::new(),
             profession: OPERATOR_PROFESSION.into(),
             password_hash: self.hash_password_pooled(password)?,
-            totp_secret: None,
+            totp_secret: secret.map(|s| self.seal_secret(&s)).transpose()?,
             failed_logins: 0,
             locked_until: None,
             disabled: false,
             created: musubi_fhir::datetime::now_ms(),
             facilities: Vec::new(),
-            must_change_password: true,
+            must_change_password: self_chosen,
         };
         let mut a = self.audit_record(ctx, AuditAction::Create, "create-operator", AuditOutcome::Success);
         a.entities = vec![format!("operator/{login}")];

@@ -858,7 +858,7 @@ fn split_off_list(idx: &Index, key: &SourceKey) -> Vec<SourceKey> {
 
 fn require_admin(ctx: &Ctx) -> Result<(), ApiError> {
     match ctx.actor {
-        Actor::Admin { .. } | Actor::Operator { .. } => Ok(()),
+        Actor::Operator { .. } => Ok(()),
         _ => Err(ApiError::new(ErrorKind::Forbidden, "名寄せの操作は運営管理者のみが行えます")),
     }
 }

@@ -1287,6 +1287,8 @@ impl Service {
 pub(crate) fn require_privileged(ctx: &Ctx) -> Result<(), ApiError> {
     if ctx.actor.is_privileged() {
         Ok(())
+    } else if ctx.actor.is_bootstrap() {
+        Err(ApiError::new(ErrorKind::Forbidden, musubi_gate::BOOTSTRAP_ONLY_JA))
     } else {
         Err(ApiError::new(ErrorKind::Forbidden, "この操作は運営管理者のみが行えます"))
     }

@@ -1,6 +1,8 @@
-//! The operator console: login with the administrator token, facilities and users (list and
-//! create; a new user's TOTP enrolment is shown once), the audit report (filters, sorting, CSV)
-//! and the emergency-access review list.
+//! The operator console: named operators log in with password and one-time code
+//! (`/login?next=/admin`); the bootstrap (administrator) token opens only the page that creates
+//! the first operator (`/admin/first-operator`), every other page refuses it. Facilities and
+//! users (list and create; a new user's TOTP enrolment is shown once), the audit report
+//! (filters, sorting, CSV) and the emergency-access review list.
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -16,8 +18,8 @@ use serde_json::Value;
 use crate::Web;
 use crate::html::{self, Nav, csrf_field, notice, page};
 use crate::session::{
-    self, Anonymous, Form, OPERATOR_COOKIE, OPERATOR_SESSION_MS, Operator, OperatorSession, PageError, cookie,
-    random_token, set_cookie,
+    self, Anonymous, BOOTSTRAP_COOKIE, BOOTSTRAP_SESSION_MS, Bootstrap, BootstrapSession, Form, Operator, PageError,
+    cookie, random_token, set_cookie,
 };
 
 type Result<T> = std::result::Result<T, PageError>;
@@ -27,6 +29,7 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/admin", get(dashboard))
         .route("/admin/login", get(login_form).post(login_post).layer(session::public_limit()))
         .route("/admin/logout", post(logout))
+        .route("/admin/first-operator", get(first_operator_form).post(first_operator_post))
         .route("/admin/facilities", get(facilities).post(facility_post))
         .route("/admin/users", get(users).post(user_post))
         .route("/admin/users/{login}/{action}", post(user_action))
@@ -58,10 +61,10 @@ fn login_page(message: Option<&str>) -> Response {
                 h1 { "運営事務局 ログイン" }
                 @if let Some(m) = message { (notice("error", m)) }
                 p { a.button href="/login?next=/admin" { "運営者アカウントでログイン（パスワードとワンタイムコード）" } }
-                p { "運営者アカウントがまだない場合だけ、管理者トークン（サーバーの " code { "DATA/admin-token" } "）で最初の運営者を作成します。運営者を作成するとトークンは失効します。" }
+                p { "運営者アカウントがまだない場合だけ、管理者トークン（サーバーの " code { "DATA/admin-token" } "）で最初の運営者を作成します。管理者トークンでできるのはこの作成だけで、作成するとトークンは失効します。" }
                 form method="post" action="/admin/login" {
                     label { "管理者トークン" input type="password" name="token" autocomplete="off" required autofocus; }
-                    button type="submit" { "ログイン" }
+                    button type="submit" { "最初の運営者を作成する" }
                 }
             }
         },
@@ -79,7 +82,8 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
     let addr = anon.address.clone();
     let row = web
         .call(move |svc| {
-            let row = svc.store().read(|r| r.token(&h2))?.filter(|t| t.kind == "admin" && !t.revoked);
+            let now = musubi_fhir::datetime::now_ms();
+            let row = svc.store().read(|r| r.token(&h2))?.filter(|t| t.kind == "admin" && t.active_at(now));
             if row.is_none() {
                 svc.audit_login_failure(addr, "operator console: invalid administrator token")?;
             }
@@ -92,28 +96,97 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
         return Ok(r);
     };
     let id = random_token(32)?;
-    let s = OperatorSession {
+    let s = BootstrapSession {
         name: row.name,
         token_hash: hash,
         csrf: random_token(18)?,
-        expires: musubi_fhir::datetime::now_ms() + OPERATOR_SESSION_MS,
+        expires: musubi_fhir::datetime::now_ms() + BOOTSTRAP_SESSION_MS,
         last_seen: musubi_fhir::datetime::now_ms(),
     };
     {
-        let mut map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
+        let mut map = web.inner.bootstrap.lock().map_err(|_| ApiError::internal("bootstrap sessions poisoned"))?;
         let now = musubi_fhir::datetime::now_ms();
         map.retain(|_, v| v.expires > now);
         map.insert(id.clone(), s);
     }
-    let mut r = Redirect::to("/admin").into_response();
-    set_cookie(&mut r, OPERATOR_COOKIE, &id, OPERATOR_SESSION_MS / 1000, web.config().secure_cookies);
+    // The token opens one page: the one that creates the first operator.
+    let mut r = Redirect::to("/admin/first-operator").into_response();
+    set_cookie(&mut r, BOOTSTRAP_COOKIE, &id, BOOTSTRAP_SESSION_MS / 1000, web.config().secure_cookies);
+    Ok(r)
+}
+
+fn first_operator_page(csrf: &str, message: Option<Markup>, f: &Form) -> Response {
+    page(
+        "最初の運営者を作成",
+        Nav::Anonymous,
+        html! {
+            section.card.narrow {
+                h1 { "最初の運営者を作成" }
+                @if let Some(m) = message { (m) }
+                p { "管理者トークンでできるのは、最初の運営者アカウントの作成だけです。作成するとトークンは失効し、以後は運営者アカウント（パスワードとワンタイムコード）でログインします。" }
+                p { "運営者は初回ログイン時に自分のパスワードを決め、認証アプリを登録します。" }
+                form method="post" action="/admin/first-operator" {
+                    (csrf_field(csrf))
+                    label { "ログインID" input type="text" name="login" value=(f.get("login")) required autocomplete="off"; }
+                    label { "氏名" input type="text" name="name" value=(f.get("name")) required; }
+                    label { "初期パスワード（10文字以上、2種類以上の文字）" input type="password" name="password" autocomplete="new-password" required minlength="10"; }
+                    button type="submit" { "作成" }
+                }
+            }
+        },
+    )
+}
+
+async fn first_operator_form(boot: Bootstrap) -> Response {
+    first_operator_page(&boot.csrf, None, &Form::default())
+}
+
+async fn first_operator_post(
+    State(web): State<Web>,
+    boot: Bootstrap,
+    headers: HeaderMap,
+    form: Form,
+) -> Result<Response> {
+    session::check_csrf(&form, &boot.csrf)?;
+    let ctx = boot.ctx.clone();
+    let (login, name, password) =
+        (form.get("login").to_owned(), form.get("name").to_owned(), form.get("password").to_owned());
+    let l = login.clone();
+    match web.call(move |svc| svc.create_operator(&ctx, &l, &name, &password)).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Conflict) => {
+            let mut r = first_operator_page(&boot.csrf, Some(notice("error", &e.summary())), &form);
+            *r.status_mut() = session::status_of(e.kind);
+            return Ok(r);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // The token is revoked: its console session ends with it.
+    if let Some(id) = cookie(&headers, BOOTSTRAP_COOKIE, web.config().secure_cookies)
+        && let Ok(mut map) = web.inner.bootstrap.lock()
+    {
+        map.remove(&id);
+    }
+    let mut r = page(
+        "運営者を作成しました",
+        Nav::Anonymous,
+        html! {
+            section.card.narrow {
+                h1 { "運営者を作成しました" }
+                (notice("ok", &format!("運営者アカウント {login} を作成しました。管理者トークンは失効しました。")))
+                p { "運営者アカウントでログインしてください。初回はパスワードの変更と認証アプリの登録を行います。" }
+                p { a.button href="/login?next=/admin" { "運営者アカウントでログイン" } }
+            }
+        },
+    );
+    set_cookie(&mut r, BOOTSTRAP_COOKIE, "", 0, web.config().secure_cookies);
     Ok(r)
 }
 
 async fn logout(State(web): State<Web>, op: Operator, headers: HeaderMap, form: Form) -> Result<Response> {
     session::check_csrf(&form, &op.csrf)?;
-    if let Some(id) = cookie(&headers, OPERATOR_COOKIE, web.config().secure_cookies)
-        && let Ok(mut map) = web.inner.operators.lock()
+    if let Some(id) = cookie(&headers, BOOTSTRAP_COOKIE, web.config().secure_cookies)
+        && let Ok(mut map) = web.inner.bootstrap.lock()
     {
         map.remove(&id);
     }
@@ -122,7 +195,7 @@ async fn logout(State(web): State<Web>, op: Operator, headers: HeaderMap, form: 
         web.call(move |svc| svc.logout(&token)).await?;
     }
     let mut r = Redirect::to("/admin/login").into_response();
-    set_cookie(&mut r, OPERATOR_COOKIE, "", 0, web.config().secure_cookies);
+    set_cookie(&mut r, BOOTSTRAP_COOKIE, "", 0, web.config().secure_cookies);
     set_cookie(&mut r, session::SESSION_COOKIE, "", 0, web.config().secure_cookies);
     Ok(r)
 }

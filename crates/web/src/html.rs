@@ -131,6 +131,23 @@ pub(crate) fn error_page(title: &str, message: &str) -> Response {
     )
 }
 
+/// The console opened with the bootstrap token, on any page but the one that creates the
+/// first operator (403).
+pub(crate) fn bootstrap_only_page(message: &str) -> Response {
+    page(
+        "この操作はできません",
+        Nav::Anonymous,
+        html! {
+            section.card.error role="alert" {
+                h1 { "この操作はできません" }
+                p { (message) }
+                p { a.button href="/admin/first-operator" { "最初の運営者を作成" } }
+                p { a href="/login?next=/admin" { "運営者アカウントでログイン" } }
+            }
+        },
+    )
+}
+
 /// A hidden CSRF field.
 pub(crate) fn csrf_field(csrf: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf); }

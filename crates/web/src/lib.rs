@@ -113,7 +113,7 @@ struct Inner {
     service: Service,
     config: WebConfig,
     permits: Semaphore,
-    operators: Mutex<HashMap<String, session::OperatorSession>>,
+    bootstrap: Mutex<HashMap<String, session::BootstrapSession>>,
 }
 
 /// The state of the web pages.
@@ -155,7 +155,7 @@ impl Web {
 /// router carries its own state, so it fits a router of any state type `S`.
 pub fn router<S: Clone + Send + Sync + 'static>(service: Service, config: WebConfig) -> Router<S> {
     let permits = Semaphore::new(config.max_blocking.max(1));
-    let web = Web { inner: Arc::new(Inner { service, config, permits, operators: Mutex::new(HashMap::new()) }) };
+    let web = Web { inner: Arc::new(Inner { service, config, permits, bootstrap: Mutex::new(HashMap::new()) }) };
     Router::new()
         .route("/", get(viewer::home))
         .route("/assets/style.css", get(style))

@@ -1,6 +1,7 @@
-//! Who is calling: the service's session cookie (clinicians, patients, proxies) resolved with
-//! `Service::session_actor`, the operator's in-memory session, the CSRF check of every form
-//! that changes something, and the refusal of cross-site form posts.
+//! Who is calling: the service's session cookie (clinicians, patients, proxies, named
+//! operators) resolved with `Service::session_actor`, the in-memory console session opened
+//! with the bootstrap token (good only for creating the first operator), the CSRF check of
+//! every form that changes something, and the refusal of cross-site form posts.
 
 use std::net::SocketAddr;
 
@@ -17,14 +18,15 @@ use crate::html;
 
 /// The service's session cookie (the same one `/api/login` sets).
 pub(crate) const SESSION_COOKIE: &str = "musubi_session";
-/// The operator's session cookie.
-pub(crate) const OPERATOR_COOKIE: &str = "musubi_operator";
-/// How long an operator session lasts.
-pub(crate) const OPERATOR_SESSION_MS: i64 = 8 * 3600 * 1000;
+/// The cookie of a console session opened with the bootstrap token.
+pub(crate) const BOOTSTRAP_COOKIE: &str = "musubi_bootstrap";
+/// How long a bootstrap console session lasts.
+pub(crate) const BOOTSTRAP_SESSION_MS: i64 = 3600 * 1000;
 
-/// An operator logged in with the administrator token.
+/// The console opened with the bootstrap (administrator) token: it shows only the page that
+/// creates the first operator account.
 #[derive(Debug, Clone)]
-pub(crate) struct OperatorSession {
+pub(crate) struct BootstrapSession {
     /// The token's name (the audit agent).
     pub name: String,
     /// The token's hash, checked again on every request (revocation ends the session).
@@ -33,12 +35,12 @@ pub(crate) struct OperatorSession {
     pub csrf: String,
     /// Until when (epoch ms).
     pub expires: i64,
-    /// Last used (epoch ms): the session ends after [`OPERATOR_IDLE_MS`] unused.
+    /// Last used (epoch ms): the session ends after [`BOOTSTRAP_IDLE_MS`] unused.
     pub last_seen: i64,
 }
 
-/// How long an operator session may go unused.
-pub(crate) const OPERATOR_IDLE_MS: i64 = 15 * 60 * 1000;
+/// How long a bootstrap console session may go unused.
+pub(crate) const BOOTSTRAP_IDLE_MS: i64 = 15 * 60 * 1000;
 
 /// A cookie's name as sent: with TLS a `__Host-` cookie (kept by a browser only when `Secure`,
 /// for this host alone and every path, so no sibling host can plant or read it).
@@ -83,6 +85,8 @@ pub(crate) enum PageError {
     Api(ApiError),
     /// Not logged in: go to this login page.
     Login(&'static str, String),
+    /// The console was opened with the bootstrap token, which only creates the first operator.
+    BootstrapOnly,
 }
 
 impl From<ApiError> for PageError {
@@ -136,6 +140,9 @@ impl IntoResponse for PageError {
                 }
                 with_retry_after(&mut r, &e);
                 r
+            }
+            PageError::BootstrapOnly => {
+                (StatusCode::FORBIDDEN, html::bootstrap_only_page(musubi_gate::BOOTSTRAP_ONLY_JA)).into_response()
             }
         }
     }
@@ -327,9 +334,11 @@ impl FromRequestParts<Web> for PortalUser {
     }
 }
 
-/// A logged-in operator.
+/// A logged-in operator: a named operator account's session (password and one-time code).
+/// A console opened with the bootstrap token is refused here (403): it may only create the
+/// first operator ([`Bootstrap`]).
 pub(crate) struct Operator {
-    /// The request context for the service (the administrator actor).
+    /// The request context for the service (the operator actor).
     pub ctx: Ctx,
     /// The session's CSRF token.
     pub csrf: String,
@@ -340,8 +349,6 @@ impl FromRequestParts<Web> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
         same_origin(parts)?;
-        let login = || PageError::Login("/admin/login", next_of(parts));
-        // A named operator logged in with password and one-time code (the service's session).
         if let Some(token) = cookie(&parts.headers, SESSION_COOKIE, web.config().secure_cookies) {
             let found = web.call(move |svc| svc.session_actor(&token)).await?;
             if let Some((actor @ Actor::Operator { .. }, session)) = found {
@@ -351,45 +358,77 @@ impl FromRequestParts<Web> for Operator {
                 });
             }
         }
-        let Some(id) = cookie(&parts.headers, OPERATOR_COOKIE, web.config().secure_cookies) else {
-            return Err(login());
-        };
-        let now = musubi_fhir::datetime::now_ms();
-        let session = {
-            let mut map = web.inner.operators.lock().map_err(|_| ApiError::internal("operator sessions poisoned"))?;
-            // Unused for too long: the session ends (as the service's sessions do).
-            let live = map.get(&id).is_some_and(|s| s.expires > now && now - s.last_seen <= OPERATOR_IDLE_MS);
-            if live {
-                map.get_mut(&id).map(|s| {
-                    s.last_seen = now;
-                    s.clone()
-                })
-            } else {
-                map.remove(&id);
-                None
-            }
-        };
-        let Some(s) = session else { return Err(login()) };
-        // The token may have been revoked since: the session ends with it.
-        let hash = s.token_hash.clone();
-        let valid = web
-            .call(move |svc| Ok(svc.store().read(|r| r.token(&hash))?.is_some_and(|t| !t.revoked && t.kind == "admin")))
-            .await?;
-        if !valid {
-            if let Ok(mut map) = web.inner.operators.lock() {
-                map.remove(&id);
-            }
-            return Err(login());
+        if live_bootstrap(parts, web).await?.is_some() {
+            return Err(PageError::BootstrapOnly);
         }
-        Ok(Operator {
+        Err(PageError::Login("/admin/login", next_of(parts)))
+    }
+}
+
+/// The console opened with the bootstrap token (only while its token is valid): the request
+/// context acts as [`Actor::Bootstrap`], which the service lets create the first operator and
+/// nothing else.
+pub(crate) struct Bootstrap {
+    /// The request context for the service.
+    pub ctx: Ctx,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+impl FromRequestParts<Web> for Bootstrap {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
+        same_origin(parts)?;
+        let Some(s) = live_bootstrap(parts, web).await? else {
+            return Err(PageError::Login("/admin/login", String::new()));
+        };
+        Ok(Bootstrap {
             ctx: Ctx {
-                actor: Actor::Admin { name: s.name.clone() },
+                actor: Actor::Bootstrap { name: s.name.clone() },
                 address: address(parts),
                 base_url: fhir_base(web, &parts.headers),
             },
             csrf: s.csrf,
         })
     }
+}
+
+/// The bootstrap console session of the request's cookie, if it is live and its token still
+/// valid (a revoked token ends the session).
+async fn live_bootstrap(parts: &Parts, web: &Web) -> Result<Option<BootstrapSession>, PageError> {
+    let Some(id) = cookie(&parts.headers, BOOTSTRAP_COOKIE, web.config().secure_cookies) else {
+        return Ok(None);
+    };
+    let now = musubi_fhir::datetime::now_ms();
+    let session = {
+        let mut map = web.inner.bootstrap.lock().map_err(|_| ApiError::internal("bootstrap sessions poisoned"))?;
+        // Unused for too long: the session ends (as the service's sessions do).
+        let live = map.get(&id).is_some_and(|s| s.expires > now && now - s.last_seen <= BOOTSTRAP_IDLE_MS);
+        if live {
+            map.get_mut(&id).map(|s| {
+                s.last_seen = now;
+                s.clone()
+            })
+        } else {
+            map.remove(&id);
+            None
+        }
+    };
+    let Some(s) = session else { return Ok(None) };
+    let hash = s.token_hash.clone();
+    let valid = web
+        .call(move |svc| {
+            Ok(svc.store().read(|r| r.token(&hash))?.is_some_and(|t| t.active_at(now) && t.kind == "admin"))
+        })
+        .await?;
+    if !valid {
+        if let Ok(mut map) = web.inner.bootstrap.lock() {
+            map.remove(&id);
+        }
+        return Ok(None);
+    }
+    Ok(Some(s))
 }
 
 /// The largest form a page without a session (login, one-time code, registration) accepts:
@@ -456,7 +495,7 @@ mod tests {
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; musubi_session=mss_x; b=2"));
         assert_eq!(cookie(&h, SESSION_COOKIE, false).as_deref(), Some("mss_x"));
         assert_eq!(cookie(&h, SESSION_COOKIE, true), None, "with TLS only the __Host- cookie counts");
-        assert_eq!(cookie(&h, OPERATOR_COOKIE, false), None);
+        assert_eq!(cookie(&h, BOOTSTRAP_COOKIE, false), None);
         h.insert(header::COOKIE, HeaderValue::from_static("__Host-musubi_session=mss_y"));
         assert_eq!(cookie(&h, SESSION_COOKIE, true).as_deref(), Some("mss_y"));
     }

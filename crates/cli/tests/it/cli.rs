@@ -482,6 +482,72 @@ fn the_demo_region_has_logins_for_each_role_and_a_patient_who_sees_who_looked() 
     assert_eq!(r.status(), 200);
     let history = r.text().unwrap();
     assert!(history.contains(doctor["facility"].as_str().unwrap()), "the doctor's access is not in {history}");
+
+    // The operator logs in like everyone else (no bootstrap token is ever written) and reads
+    // the audit report; the tour's FHIR examples use a facility's system token.
+    assert!(!data.join("admin-token").exists(), "the demo writes no bootstrap token");
+    assert!(!tour.contains("管理者トークン") && !tour.contains("admin-token"), "{tour}");
+    let operator = &accounts["operator"];
+    assert!(tour.contains(operator["totp_secret"].as_str().unwrap()), "{tour}");
+    let otoken = login(
+        serde_json::json!({"login": operator["login"], "password": password}),
+        operator["totp_secret"].as_str().unwrap(),
+    );
+    let me: serde_json::Value = http.get(format!("{base}/api/me")).bearer_auth(&otoken).send().unwrap().json().unwrap();
+    assert_eq!(me["kind"], "operator", "{me}");
+    let r = http.get(format!("{base}/api/admin/audit-report?limit=5")).bearer_auth(&otoken).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let system = accounts["system_tokens"][0]["token"].as_str().unwrap();
+    assert!(tour.contains(&format!("export TOKEN={system}")), "{tour}");
+    let r = http.get(format!("{base}/fhir/Patient?_count=5")).bearer_auth(system).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The bootstrap token of a first start creates the first operator and does nothing else; once
+/// an operator exists no token is written at a restart (the revoked one's file is removed).
+#[test]
+fn the_bootstrap_token_only_creates_the_first_operator_and_is_not_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let witness = tempfile::tempdir().unwrap();
+    let key = witness.path().join("anchor.key");
+    std::fs::create_dir_all(&data).unwrap();
+    keygen(&key, &data);
+    let port = free_port();
+    let mut child = serve_with_key(&data, port, &key);
+    let bootstrap = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::new();
+    let r = http.get(format!("{base}/fhir/Patient?_count=1")).bearer_auth(&bootstrap).send().unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().unwrap().contains("最初の運営者アカウントの作成にだけ"));
+    let r = http.get(format!("{base}/api/admin/audit-report?format=csv")).bearer_auth(&bootstrap).send().unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(format!("{base}/api/admin/operators"))
+        .bearer_auth(&bootstrap)
+        .json(&serde_json::json!({"login": "op-first", "name": "山田 運営", "password": "Initial-op-2026"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    assert!(child.wait().unwrap().success());
+
+    // A restart: no new token, and the revoked one's file is gone.
+    let port = free_port();
+    let _server = Server { child: serve_with_key(&data, port, &key), _witness: None };
+    assert!(!data.join("admin-token").exists(), "no bootstrap token once an operator exists");
+    let store = Store::open_sqlite(&data).unwrap();
+    let admin: Vec<_> = store.read(|r| r.tokens()).unwrap().into_iter().filter(|t| t.kind == "admin").collect();
+    assert_eq!(admin.len(), 1, "no new bootstrap token was issued");
+    assert!(admin[0].revoked);
+    let r = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}/fhir/Patient?_count=1"))
+        .bearer_auth(&bootstrap)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 /// `musubi retention sweep`: labs older than a year go, except the last 3 of an item for a

@@ -184,7 +184,8 @@ fn a_full_server_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(dir.path()).unwrap();
     let limits = musubi_server::limits::Limits { max_connections: 1, ..Default::default() };
-    let s = TestServer::start_with(store, dir, musubi_server::ServerConfig { limits, ..Default::default() });
+    // No operator set-up: its requests would take the only place.
+    let s = TestServer::start_bare(store, dir, musubi_server::ServerConfig { limits, ..Default::default() });
     // One connection holds the only place (a request whose headers never end).
     let addr = s.base.trim_start_matches("http://").trim_end_matches("/fhir").to_owned();
     let mut held = std::net::TcpStream::connect(&addr).unwrap();
@@ -215,7 +216,7 @@ fn impatient() -> (TestServer, String) {
         body_idle_timeout: std::time::Duration::from_millis(200),
         ..Default::default()
     };
-    let s = TestServer::start_with(store, dir, musubi_server::ServerConfig { limits, ..Default::default() });
+    let s = TestServer::start_bare(store, dir, musubi_server::ServerConfig { limits, ..Default::default() });
     let addr = s.base.trim_start_matches("http://").trim_end_matches("/fhir").to_owned();
     (s, addr)
 }

@@ -4,6 +4,7 @@
 mod api;
 mod attacks;
 mod authz;
+mod bootstrap;
 mod common;
 mod hygiene;
 mod login_attacks;

@@ -18,62 +18,28 @@ const ADDRESSEE: &str = "1311234567";
 const OTHER: &str = "1319999990";
 const DAY: i64 = 86_400_000;
 
-/// A server whose service checks signatures against `roots`.
-struct RefServer {
-    base: String,
-    admin: String,
-    store: Store,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+/// A server whose service checks signatures against `roots` (the test server, with its
+/// operator logged in).
+struct RefServer(TestServer);
+
+impl std::ops::Deref for RefServer {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.0
+    }
 }
 
 impl RefServer {
     fn start(store: Store, dir: tempfile::TempDir, roots: musubi_service::signature::TrustRoots) -> RefServer {
-        let admin = musubi_server::auth::issue(&store, "admin", None, "admin").unwrap();
         let svc = Service::new(store.clone(), "test");
         svc.set_trust_roots(roots);
-        let state = musubi_server::AppState::new(svc, musubi_server::ServerConfig::default());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                musubi_server::serve_until(listener, state, async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let addr = addr_rx.recv().unwrap();
-        RefServer { base: format!("http://{addr}/fhir"), admin, store, stop: Some(tx), thread: Some(thread), _dir: dir }
-    }
-
-    fn client(&self, token: &str) -> Client {
-        Client { base: self.base.clone(), token: token.to_owned(), http: reqwest::blocking::Client::new() }
-    }
-
-    fn token(&self, facility: &str, name: &str) -> String {
-        musubi_server::auth::issue(&self.store, "system", Some(&facility.parse().unwrap()), name).unwrap()
+        RefServer(TestServer::start_service(svc, store, dir, musubi_server::ServerConfig::default()))
     }
 
     /// Sweeps as the operator would from the command line, at `now`.
     fn sweep(&self, now: i64) -> musubi_service::retention::SweepReport {
         Service::new(self.store.clone(), "cli").retention_sweep(&Ctx::operator("test"), now).unwrap()
-    }
-}
-
-impl Drop for RefServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

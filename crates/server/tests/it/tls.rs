@@ -108,6 +108,7 @@ struct Https(Arc<rustls::ClientConfig>);
 struct Answer {
     status: u16,
     hsts: Option<String>,
+    retry_after: Option<String>,
     set_cookie: Vec<String>,
     text: String,
 }
@@ -164,10 +165,11 @@ async fn fetch(
         .map_err(|e| format!("request: {e}"))?;
     let status = resp.status().as_u16();
     let hsts = resp.headers().get("strict-transport-security").and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let retry_after = resp.headers().get("retry-after").and_then(|h| h.to_str().ok()).map(str::to_owned);
     let set_cookie =
         resp.headers().get_all("set-cookie").iter().filter_map(|h| h.to_str().ok()).map(str::to_owned).collect();
     let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-    Ok(Answer { status, hsts, set_cookie, text: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Answer { status, hsts, retry_after, set_cookie, text: String::from_utf8_lossy(&body).into_owned() })
 }
 
 /// The real server over HTTPS on a free loopback port.
@@ -180,6 +182,16 @@ struct TlsServer {
 
 impl TlsServer {
     fn start(store: Store, pki: &Pki, require_client_cert: bool) -> TlsServer {
+        Self::start_with(store, pki, require_client_cert, musubi_server::limits::Limits::default())
+    }
+
+    /// With `limits` (short timeouts, one connection) injected.
+    fn start_with(
+        store: Store,
+        pki: &Pki,
+        require_client_cert: bool,
+        limits: musubi_server::limits::Limits,
+    ) -> TlsServer {
         let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
         let tls = musubi_server::tls::server_config(&musubi_server::tls::TlsFiles {
             cert: &cert,
@@ -188,7 +200,8 @@ impl TlsServer {
             require_client_cert,
         })
         .unwrap();
-        let config = musubi_server::ServerConfig { https: true, bind_system_tokens: true, ..Default::default() };
+        let config =
+            musubi_server::ServerConfig { https: true, bind_system_tokens: true, limits, ..Default::default() };
         let state = musubi_server::AppState::new(Service::new(store.clone(), "test"), config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -206,6 +219,10 @@ impl TlsServer {
         });
         let addr = addr_rx.recv().unwrap();
         TlsServer { base: format!("https://localhost:{}", addr.port()), store, stop: Some(tx), thread: Some(thread) }
+    }
+
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap()
     }
 
     fn token(&self, facility: &str, name: &str, expires: Option<i64>) -> String {
@@ -271,8 +288,10 @@ fn scenario(store: Store) {
     assert_eq!(with_a.get(&s.base, search, Some(&old)).unwrap().status, 401);
     assert_eq!(with_a.get(&s.base, search, Some(&new)).unwrap().status, 200);
 
-    // A clinician's browser (no certificate) logs in: the session cookie is Secure.
-    let admin = musubi_server::auth::issue(&s.store, "admin", None, "admin").unwrap();
+    // A clinician's browser (no certificate) logs in: the session cookie is Secure. The
+    // operator who registers them was made with the bootstrap token, over HTTPS too.
+    let bootstrap = musubi_server::auth::issue(&s.store, "admin", None, "admin").unwrap();
+    let admin = first_operator(&bare, &s.base, &bootstrap);
     let facility = serde_json::json!({"code": FACILITY_A, "name": "結び総合病院", "class": "hospital", "prefecture": 13, "area": "1301"});
     let r = bare.send(&s.base, "POST", "/api/admin/facilities", Some(&admin), Some(facility)).unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
@@ -290,6 +309,31 @@ fn scenario(store: Store) {
     let plain = reqwest::blocking::Client::new();
     let http_url = format!("{}{search}", s.base.replace("https://", "http://"));
     assert!(plain.get(http_url).bearer_auth(&token_a).send().map(|r| r.status() != 200).unwrap_or(true));
+}
+
+/// The first operator, created with the bootstrap token and logged in for the first time (its
+/// own password, an authenticator, a code): its session token.
+fn first_operator(https: &Https, base: &str, bootstrap: &str) -> String {
+    let post = |path: &str, token: Option<&str>, body: Option<serde_json::Value>| {
+        let r = https.send(base, "POST", path, token, body).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        serde_json::from_str::<serde_json::Value>(&r.text).unwrap()
+    };
+    let pw = "Initial-op-2026";
+    post(
+        "/api/admin/operators",
+        Some(bootstrap),
+        Some(serde_json::json!({"login": "op-tls", "name": "運営 TLS", "password": pw})),
+    );
+    let pending = post("/api/login", None, Some(serde_json::json!({"login": "op-tls", "password": pw})));
+    let pending = pending["token"].as_str().unwrap().to_owned();
+    post("/api/login/password", Some(&pending), Some(serde_json::json!({"password": "Operator-own-2026"})));
+    let secret = post("/api/login/totp/enrol", Some(&pending), None)["totp_secret"].as_str().unwrap().to_owned();
+    let code = musubi_service::people::totp_code_now(&secret).unwrap();
+    post("/api/login/totp", Some(&pending), Some(serde_json::json!({"code": code})))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
@@ -335,4 +379,109 @@ fn a_certificate_names_its_facility() {
     p.distinguished_name.push(DnType::CustomDnType(vec![2, 5, 4, 5]), "9918814790");
     let bad_check_digit = p.signed_by(&key, &root).unwrap();
     assert!(musubi_server::tls::facility_of_cert(bad_check_digit.der()).is_err());
+}
+
+// ---- one door for plain and TLS connections: the same limits over HTTPS ----
+
+/// A server over HTTPS whose header, body-idle and handshake timeouts are 200 ms (and the
+/// directory of its store).
+fn impatient(pki: &Pki) -> (TlsServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = musubi_server::limits::Limits {
+        header_timeout: std::time::Duration::from_millis(200),
+        body_idle_timeout: std::time::Duration::from_millis(200),
+        handshake_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    (TlsServer::start_with(Store::open_sqlite(dir.path()).unwrap(), pki, false, limits), dir)
+}
+
+/// Opens a TLS connection, sends `first`, and reads until the server closes it (20 s at most):
+/// how long that took after sending, and what came back.
+fn send_and_wait(https: &Https, port: u16, first: &[u8]) -> (std::time::Duration, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(https.0.clone()).connect(name, tcp).await.unwrap();
+        tls.write_all(first).await.unwrap();
+        tls.flush().await.unwrap();
+        let start = std::time::Instant::now();
+        let mut out = Vec::new();
+        // An end without close_notify is an error here: what was read before it is kept.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read_to_end(&mut out)).await;
+        (start.elapsed(), String::from_utf8_lossy(&out).into_owned())
+    })
+}
+
+#[test]
+fn over_tls_a_client_that_never_finishes_its_headers_is_disconnected() {
+    let pki = pki();
+    let (s, _dir) = impatient(&pki);
+    let (took, answer) =
+        send_and_wait(&pki.client(None), s.port(), b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\nX-Slow: ");
+    assert!(took < std::time::Duration::from_secs(15), "closed by the header timeout, not after {took:?}");
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // A whole request on the same server is answered.
+    assert_eq!(pki.client(None).get(&s.base, "/fhir/metadata", None).unwrap().status, 200);
+}
+
+#[test]
+fn over_tls_a_body_that_stops_arriving_is_cut_off() {
+    let pki = pki();
+    let (s, _dir) = impatient(&pki);
+    let (took, answer) = send_and_wait(
+        &pki.client(None),
+        s.port(),
+        b"POST /api/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"login\":",
+    );
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("途中で止まった"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("strict-transport-security"), "HSTS on every answer: {answer}");
+}
+
+/// With one connection allowed: a connection that has not even begun its TLS handshake holds
+/// the place (so the next one is answered 503 with Retry-After, over TLS), until its handshake
+/// times out; then the place is free again.
+#[test]
+fn over_tls_connections_beyond_the_limit_get_503_and_a_stalled_handshake_holds_its_place_until_its_timeout() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let limits = musubi_server::limits::Limits {
+        max_connections: 1,
+        handshake_timeout: std::time::Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let s = TlsServer::start_with(Store::open_sqlite(dir.path()).unwrap(), &pki, false, limits);
+    let client = pki.client(None);
+    // The place is free: a request is served.
+    assert_eq!(client.get(&s.base, "/fhir/metadata", None).unwrap().status, 200);
+    let held = std::net::TcpStream::connect(("127.0.0.1", s.port())).unwrap();
+    let mut busy = None;
+    for _ in 0..50 {
+        match client.get(&s.base, "/fhir/metadata", None) {
+            Ok(a) if a.status == 503 => {
+                busy = Some(a);
+                break;
+            }
+            _ => std::thread::yield_now(),
+        }
+    }
+    let busy = busy.expect("no 503 while the only place was held");
+    assert_eq!(busy.retry_after.as_deref(), Some("5"), "{}", busy.text);
+    assert!(busy.text.contains("混雑"), "{}", busy.text);
+    // The stalled handshake times out and gives its place back.
+    let start = std::time::Instant::now();
+    let mut served = false;
+    while start.elapsed() < std::time::Duration::from_secs(20) {
+        if client.get(&s.base, "/fhir/metadata", None).is_ok_and(|a| a.status == 200) {
+            served = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(served, "the place came back after the handshake timeout");
+    drop(held);
 }

@@ -2,7 +2,8 @@
 //! TOTP secrets are sealed with a key outside the database (and secrets stored in clear by an
 //! older version are sealed on start, and still log in); failed authentications become one
 //! summary record per source, kind and period, written when the period is over (the clock is
-//! passed in), with the login name capped.
+//! passed in), with the login name capped; the bootstrap token's actor only creates the first
+//! operator.
 
 use musubi_domain::Profession;
 use musubi_domain::audit::{AuditRecord, MAX_NAME_CHARS};
@@ -172,4 +173,53 @@ fn totp_secrets_are_sealed_with_a_key_outside_the_database_postgres() {
 fn failed_authentications_are_summarised_per_source_and_period_postgres() {
     let db = FreshDb::new("musubi_hygiene_failures_svc");
     failures_case(Store::open_postgres(&db.url).unwrap());
+}
+
+/// Issue 12 point 4 in the service itself (whatever the caller): the bootstrap token's actor is
+/// refused user management and the audit report with the message that it only creates the first
+/// operator, reads nothing, creates the first operator, and cannot create a second one.
+#[test]
+fn the_bootstrap_actor_only_creates_the_first_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let svc = Service::new(store.clone(), "test");
+    facility(&svc);
+    let boot =
+        Ctx { actor: musubi_gate::Actor::Bootstrap { name: "admin".into() }, address: None, base_url: String::new() };
+    let u = NewUser {
+        login: "dr-boot".into(),
+        name: "結城 一郎".into(),
+        kana: String::new(),
+        profession: Profession::Doctor,
+        facilities: vec![HOSP.into()],
+        password: PASSWORD.into(),
+    };
+    let e = svc.create_user(&boot, u).unwrap_err();
+    assert_eq!(e.kind, musubi_service::ErrorKind::Forbidden);
+    assert!(e.summary().contains("最初の運営者アカウントの作成にだけ"), "{}", e.summary());
+    let e = svc.audit_report(&boot, &musubi_store::AuditQuery::default(), 0, 10, false).unwrap_err();
+    assert!(e.summary().contains("最初の運営者アカウントの作成にだけ"), "{}", e.summary());
+    new_user(&svc, "dr-hosp");
+    let e = svc.set_user_disabled(&boot, "dr-hosp", true).unwrap_err();
+    assert_eq!(e.kind, musubi_service::ErrorKind::Forbidden);
+    // A read finds nothing it may see.
+    let patient = serde_json::json!({"resourceType": "Patient", "id": "pt-1",
+        "identifier": [{"system": format!("urn:oid:1.2.392.100495.20.3.51.1{HOSP}"), "value": "1"}],
+        "name": [{"text": "結 花子"}], "birthDate": "1980-01-01"});
+    let emr = Ctx {
+        actor: musubi_gate::Actor::System { name: "emr".into(), facility: HOSP.parse().unwrap() },
+        address: None,
+        base_url: String::new(),
+    };
+    svc.update(&emr, musubi_fhir::ResourceType::Patient, "pt-1", patient, None).unwrap();
+    assert!(svc.read(&boot, musubi_fhir::ResourceType::Patient, "pt-1", None).is_err());
+
+    assert!(!svc.operator_exists().unwrap());
+    svc.create_operator(&boot, "op-first", "山田 運営", PASSWORD).unwrap();
+    assert!(svc.operator_exists().unwrap());
+    let e = svc.create_operator(&boot, "op-second", "鈴木 運営", PASSWORD).unwrap_err();
+    assert_eq!(e.kind, musubi_service::ErrorKind::Forbidden);
+    assert!(store.read(|r| r.user_by_login("op-second")).unwrap().is_none());
+    // An operator may make more.
+    svc.create_operator(&Ctx::operator("op-first"), "op-second", "鈴木 運営", PASSWORD).unwrap();
 }

@@ -16,7 +16,7 @@ fn the_console_disables_a_clinician_and_their_session_ends() {
     assert_eq!(dr.get("/patients").status, 200);
 
     let op = Web::new(&net);
-    let page = op.login_operator(&net.admin_token);
+    let page = op.login_operator(&net);
     let csrf = page.csrf();
     let users = op.get("/admin/users");
     assert!(users.text().contains("/admin/users/dr-web/disable"), "{}", users.text());
@@ -106,12 +106,8 @@ fn a_named_operator_uses_the_console() {
     let net = Net::start();
     net.facility(HOSP, "東京結び病院", "hospital", "1301", &["千代田区"]);
     net.user("dr-web", "結 一郎", Profession::Doctor, &[HOSP]);
-    let admin = musubi_service::Ctx {
-        actor: musubi_gate::Actor::Admin { name: "admin".into() },
-        address: None,
-        base_url: String::new(),
-    };
-    net.svc.create_operator(&admin, "op-web", "山田 運営", PASSWORD).unwrap();
+    // Made by the network's first operator (who was made with the bootstrap token).
+    net.svc.create_operator(&musubi_service::Ctx::operator(OPERATOR_LOGIN), "op-web", "山田 運営", PASSWORD).unwrap();
 
     let op = Web::new(&net);
     let page = op.get("/admin/login");
@@ -139,10 +135,81 @@ fn a_named_operator_uses_the_console() {
 
     // The bootstrap token expired when the operator was created.
     let other = Web::new(&net);
-    let r = other.post("/admin/login", &[("token", &net.admin_token)]);
+    let r = other.post("/admin/login", &[("token", &net.bootstrap)]);
     assert_eq!(r.status, 401, "{}", r.text());
     // Logging out of the console ends the operator's session.
     let r = op.post("/admin/logout", &[("csrf", &csrf)]);
     assert_eq!(r.status, 303);
     assert_eq!(op.get("/admin/users").status, 303);
+}
+
+/// On a first start the console opened with the bootstrap token shows one page, 「最初の運営者を
+/// 作成」: every other console page refuses it (403, saying to create an operator and log in with
+/// it). Creating the operator revokes the token; the operator then logs in with password and
+/// one-time code.
+#[test]
+fn the_bootstrap_token_opens_only_the_first_operator_page() {
+    let net = Net::start_bare();
+    net.facility(HOSP, "東京結び病院", "hospital", "1301", &["千代田区"]);
+    net.user("dr-web", "結 一郎", Profession::Doctor, &[HOSP]);
+    let boot = Web::new(&net);
+    let r = boot.post("/admin/login", &[("token", &net.bootstrap)]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.location.as_deref(), Some("/admin/first-operator"));
+    let form = boot.follow(&r);
+    assert_eq!(form.status, 200, "{}", form.text());
+    assert!(form.text().contains("最初の運営者を作成"), "{}", form.text());
+    let csrf = form.csrf();
+
+    // Every other page: 403 with the message, never the data.
+    for path in ["/admin", "/admin/users", "/admin/facilities", "/admin/audit", "/admin/audit?format=csv", "/admin/mpi"]
+    {
+        let p = boot.get(path);
+        assert_eq!(p.status, 403, "{path}: {}", p.text());
+        let t = p.text();
+        assert!(t.contains("管理者トークンは最初の運営者アカウントの作成にだけ使えます"), "{path}: {t}");
+        assert!(t.contains("/admin/first-operator"), "{path}: a way to the one page it may use");
+        assert!(!t.contains("dr-web") && !t.contains("東京結び病院"), "{path}: {t}");
+    }
+    let p = boot.post("/admin/users/dr-web/disable", &[("csrf", &csrf)]);
+    assert_eq!(p.status, 403, "{}", p.text());
+    assert!(!net.store.read(|r| r.user_by_login("dr-web")).unwrap().unwrap().disabled);
+    // Nor does the token open the FHIR API or the JSON API.
+    let (status, body) = net.fhir(&net.bootstrap, reqwest::Method::GET, "Patient?_count=1", None);
+    assert_eq!(status, 403, "{body}");
+
+    // Without the CSRF token, or with a weak password, nothing is made.
+    let fields = [("login", "op-first"), ("name", "山田 運営"), ("password", "Initial-op-2026")];
+    assert_eq!(boot.post("/admin/first-operator", &fields).status, 403);
+    let weak = [("csrf", csrf.as_str()), ("login", "op-first"), ("name", "山田 運営"), ("password", "short")];
+    let r = boot.post("/admin/first-operator", &weak);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(net.store.read(|r| r.user_by_login("op-first")).unwrap().is_none());
+    let mut with = fields.to_vec();
+    with.push(("csrf", &csrf));
+    let r = boot.post("/admin/first-operator", &with);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("運営者アカウント op-first を作成しました"), "{}", r.text());
+    assert!(r.text().contains("/login?next=/admin"));
+    // The token is revoked: its console session ends, and it opens nothing any more.
+    assert_eq!(boot.get("/admin/first-operator").status, 303);
+    let again = Web::new(&net);
+    assert_eq!(again.post("/admin/login", &[("token", &net.bootstrap)]).status, 401);
+
+    // The operator logs in: their own password, their own authenticator, the code.
+    let op = Web::new(&net);
+    let p = op.post("/login", &[("login", "op-first"), ("password", "Initial-op-2026"), ("next", "/admin")]);
+    assert_eq!(p.status, 200, "{}", p.text());
+    let text = p.text();
+    let key_start = text.find("id=\"totp-secret\">").unwrap() + "id=\"totp-secret\">".len();
+    let secret: String = text[key_start..].chars().take_while(|c| *c != '<').filter(|c| *c != ' ').collect();
+    let code = musubi_service::people::totp_code_now(&secret).unwrap();
+    let r = op.post(
+        "/login/code",
+        &[("code", &code), ("next", "/admin"), ("needs_new_password", "1"), ("new_password", "Yamada-own-2026")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let users = op.get("/admin/users");
+    assert_eq!(users.status, 200, "{}", users.text());
+    assert!(users.text().contains("dr-web"));
 }

@@ -132,7 +132,12 @@ fn a_clinician_and_an_operator_in_headless_chromium() {
     let secret = w.secrets["dr-hosp"].clone();
     let upload_dir = tempfile::tempdir().unwrap();
     let upload = upload_dir.path().join("救急用サマリ.pdf");
-    let admin_token = w.net.admin_token.clone();
+    // An operator who logs into the console for the first time in the browser (the network's
+    // first operator was made with the bootstrap token; this one is made by that operator).
+    w.net
+        .svc
+        .create_operator(&musubi_service::Ctx::operator(OPERATOR_LOGIN), "op-browser", "運営 花子", PASSWORD)
+        .unwrap();
     let patient = w.patient.clone();
     let profile = driver._profile.path().display().to_string();
     let webdriver = format!("http://127.0.0.1:{}", driver.port);
@@ -260,10 +265,19 @@ fn a_clinician_and_an_operator_in_headless_chromium() {
         assert!(t.contains("２型糖尿病の血糖管理の継続をお願いします。") && t.contains("結城 一郎"), "{t}");
         shot(&c, "08-referral-open").await;
 
-        // The operator: token login, then the MPI review queue side by side.
+        // The operator: password, their own password and authenticator at this first login,
+        // the one-time code; then the MPI review queue side by side.
         c.goto(&format!("{base}/admin/mpi")).await.unwrap();
         assert_eq!(c.current_url().await.unwrap().path(), "/admin/login");
-        type_into(&c, "input[name=token]", &admin_token).await;
+        click(&c, "a[href='/login?next=/admin']").await;
+        c.wait().for_element(Locator::Css("input[name=login]")).await.unwrap();
+        type_into(&c, "input[name=login]", "op-browser").await;
+        type_into(&c, "input[name=password]", PASSWORD).await;
+        click(&c, "main button[type=submit]").await;
+        let key = c.wait().for_element(Locator::Css("#totp-secret")).await.unwrap().text().await.unwrap();
+        let code = musubi_service::people::totp_code_now(&key.replace(' ', "")).unwrap();
+        type_into(&c, "input[name=new_password]", "Hanako-own-2026").await;
+        type_into(&c, "input[name=code]", &code).await;
         click(&c, "main button[type=submit]").await;
         c.wait().for_element(Locator::Css("div.doors")).await.unwrap();
         c.goto(&format!("{base}/admin/mpi")).await.unwrap();

@@ -56,7 +56,7 @@ fn the_audit_report_csv_keeps_formulas_as_text() {
     let p = w.post("/portal/register-proxy", &[("name", "+81 家族"), ("login", formula), ("password", PASSWORD)]);
     assert_eq!(p.status, 200, "{}", p.text());
     let op = Web::new(&net);
-    op.login_operator(&net.admin_token);
+    op.login_operator(&net);
     let csv = op.get("/admin/audit?format=csv");
     assert_eq!(csv.status, 200, "{}", csv.text());
     assert!(csv.header("content-type").starts_with("text/csv"));

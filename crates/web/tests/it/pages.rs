@@ -365,7 +365,7 @@ fn refusals_without_consent_or_care_csrf_and_emergency_access() {
 
     // The operator's review list holds the emergency access; the patient's history shows it.
     let op = Web::new(&w.net);
-    op.login_operator(&w.net.admin_token);
+    op.login_operator(&w.net);
     let list = op.get("/admin/emergency");
     assert_eq!(list.status, 200);
     let lt = list.text();
@@ -609,7 +609,7 @@ fn operator_console_facilities_users_audit_and_the_mpi_queue() {
     assert_eq!(p.location.as_deref(), Some("/admin/login?next=/admin"));
     let bad = op.post("/admin/login", &[("token", "not-the-token")]);
     assert_eq!(bad.status, 401);
-    let home = op.login_operator(&w.net.admin_token);
+    let home = op.login_operator(&w.net);
     assert!(home.text().contains("運営事務局"));
     let csrf = csrf(&home.text());
 

@@ -8,9 +8,24 @@ use musubi_service::Service;
 use musubi_store::Store;
 use serde_json::Value;
 
+/// The login of the operator account every test server has (made with the bootstrap token).
+pub const OPERATOR_LOGIN: &str = "op-admin";
+/// The password it is created with (an operator must replace it at the first login).
+pub const OPERATOR_INITIAL_PASSWORD: &str = "Initial-op-2026";
+/// The password it chose at its first login.
+pub const OPERATOR_PASSWORD: &str = "Operator-own-2026";
+
 pub struct TestServer {
     pub base: String,
+    /// The session token of the operator [`OPERATOR_LOGIN`], logged in with password and
+    /// one-time code (a session token works as a bearer token). Empty on a server started
+    /// with [`TestServer::start_bare`].
     pub admin: String,
+    /// The TOTP secret the operator enrolled at the first login (empty on a bare server).
+    pub operator_secret: String,
+    /// The bootstrap token written on the first start: revoked once the operator was created,
+    /// still valid on a bare server.
+    pub bootstrap: String,
     pub store: Store,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -43,14 +58,35 @@ impl TestServer {
         Self::start_service(service, store, dir, config)
     }
 
-    /// A server over a service built by the test (an id key, …).
+    /// A server over a service built by the test (an id key, …), with the operator
+    /// [`OPERATOR_LOGIN`] created with the bootstrap token and logged in (its session in
+    /// `admin`).
     pub fn start_service(
         service: Service,
         store: Store,
         dir: tempfile::TempDir,
         config: musubi_server::ServerConfig,
     ) -> TestServer {
-        let admin = musubi_server::auth::issue(&store, "admin", None, "admin").unwrap();
+        let mut s = Self::start_service_bare(service, store, dir, config);
+        let (admin, secret) = first_operator(&s.base, &s.bootstrap);
+        s.admin = admin;
+        s.operator_secret = secret;
+        s
+    }
+
+    /// A server with no operator account yet: only the bootstrap token (`bootstrap`), as on a
+    /// first start; `admin` is empty.
+    pub fn start_bare(store: Store, dir: tempfile::TempDir, config: musubi_server::ServerConfig) -> TestServer {
+        Self::start_service_bare(Service::new(store.clone(), "test"), store, dir, config)
+    }
+
+    fn start_service_bare(
+        service: Service,
+        store: Store,
+        dir: tempfile::TempDir,
+        config: musubi_server::ServerConfig,
+    ) -> TestServer {
+        let bootstrap = musubi_server::auth::issue(&store, "admin", None, "admin").unwrap();
         let state = musubi_server::AppState::new(service, config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -69,12 +105,32 @@ impl TestServer {
         let addr = addr_rx.recv().unwrap();
         TestServer {
             base: format!("http://{addr}/fhir"),
-            admin,
+            admin: String::new(),
+            operator_secret: String::new(),
+            bootstrap,
             store,
             stop: Some(tx),
             thread: Some(thread),
             _dir: dir,
         }
+    }
+
+    /// A new login of the operator at `now_ms` (the service's clock: a test clock may have
+    /// moved): password, then the one-time code of that time; returns the session token.
+    pub fn operator_login_at(&self, now_ms: i64) -> String {
+        let anon = anon(self);
+        let r = api(
+            &anon,
+            reqwest::Method::POST,
+            "/login",
+            Some(serde_json::json!({"login": OPERATOR_LOGIN, "password": OPERATOR_PASSWORD})),
+        );
+        assert_eq!(r.status, 200, "operator password: {}", r.text);
+        let pending = self.client(r.body["token"].as_str().unwrap());
+        let code = musubi_service::people::totp_code_at(&self.operator_secret, now_ms).unwrap();
+        let r = api(&pending, reqwest::Method::POST, "/login/totp", Some(serde_json::json!({"code": code})));
+        assert_eq!(r.status, 200, "operator code: {}", r.text);
+        r.body["token"].as_str().unwrap().to_owned()
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
@@ -201,6 +257,44 @@ pub fn api(c: &Client, method: reqwest::Method, path: &str, body: Option<Value>)
     let headers = resp.headers().clone();
     let text = resp.text().unwrap();
     Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null), text }
+}
+
+/// Creates the first operator with the bootstrap token and logs it in for the first time
+/// (password, a password of its own, enrolment of an authenticator, one-time code); returns its
+/// session token and TOTP secret. One HTTP client (one connection) for all of it.
+fn first_operator(base: &str, bootstrap: &str) -> (String, String) {
+    let http = reqwest::blocking::Client::new();
+    let c = |token: &str| Client { base: base.to_owned(), token: token.to_owned(), http: http.clone() };
+    let r = api(
+        &c(bootstrap),
+        reqwest::Method::POST,
+        "/admin/operators",
+        Some(serde_json::json!({"login": OPERATOR_LOGIN, "name": "試験 運営", "password": OPERATOR_INITIAL_PASSWORD})),
+    );
+    assert_eq!(r.status, 200, "first operator: {}", r.text);
+    let r = api(
+        &c(""),
+        reqwest::Method::POST,
+        "/login",
+        Some(serde_json::json!({"login": OPERATOR_LOGIN, "password": OPERATOR_INITIAL_PASSWORD})),
+    );
+    assert_eq!(r.status, 200, "operator password: {}", r.text);
+    assert_eq!(r.body["needs_new_password"], true, "{}", r.text);
+    let pending = c(r.body["token"].as_str().unwrap());
+    let r = api(
+        &pending,
+        reqwest::Method::POST,
+        "/login/password",
+        Some(serde_json::json!({"password": OPERATOR_PASSWORD})),
+    );
+    assert_eq!(r.status, 200, "operator's own password: {}", r.text);
+    let r = api(&pending, reqwest::Method::POST, "/login/totp/enrol", None);
+    assert_eq!(r.status, 200, "operator enrolment: {}", r.text);
+    let secret = r.body["totp_secret"].as_str().unwrap().to_owned();
+    let code = musubi_service::people::totp_code_now(&secret).unwrap();
+    let r = api(&pending, reqwest::Method::POST, "/login/totp", Some(serde_json::json!({"code": code})));
+    assert_eq!(r.status, 200, "operator code: {}", r.text);
+    (r.body["token"].as_str().unwrap().to_owned(), secret)
 }
 
 /// A client without credentials.

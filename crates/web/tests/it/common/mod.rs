@@ -23,23 +23,45 @@ pub const FAR: &str = "1418814790"; // 横浜結び病院: another prefecture
 
 pub const PASSWORD: &str = "Musubi-pass-2026";
 
+/// The operator account every test network has (made with the bootstrap token).
+pub const OPERATOR_LOGIN: &str = "op-admin";
+/// Its password, chosen at its first login.
+pub const OPERATOR_PASSWORD: &str = "Operator-own-2026";
+
 /// A running server.
 pub struct Net {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub svc: Service,
     pub store: Store,
-    pub admin_token: String,
+    /// The bootstrap token of the first start: revoked once the operator was made (still valid
+    /// on a network started with [`Net::start_bare`]).
+    pub bootstrap: String,
+    /// The session of the operator [`OPERATOR_LOGIN`] (logged in with password and one-time
+    /// code); empty on a bare network.
+    pub operator_session: String,
+    /// The TOTP secret the operator enrolled.
+    pub operator_secret: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl Net {
+    /// A network whose first operator was made with the bootstrap token and is logged in.
     pub fn start() -> Net {
+        let mut net = Net::start_bare();
+        let (session, secret) = first_operator(&net.base, &net.bootstrap);
+        net.operator_session = session;
+        net.operator_secret = secret;
+        net
+    }
+
+    /// A network on its first start: no operator yet, only the bootstrap token.
+    pub fn start_bare() -> Net {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(dir.path()).unwrap();
-        let admin_token = musubi_server::auth::issue(&store, "admin", None, "admin").unwrap();
+        let bootstrap = musubi_server::auth::issue(&store, "admin", None, "admin").unwrap();
         let svc = Service::new(store.clone(), "web-test");
         let state = musubi_server::AppState::new(svc.clone(), musubi_server::ServerConfig::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -57,7 +79,17 @@ impl Net {
             });
         });
         let addr = addr_rx.recv().unwrap();
-        Net { base: format!("http://{addr}"), svc, store, admin_token, stop: Some(tx), thread: Some(thread), _dir: dir }
+        Net {
+            base: format!("http://{addr}"),
+            svc,
+            store,
+            bootstrap,
+            operator_session: String::new(),
+            operator_secret: String::new(),
+            stop: Some(tx),
+            thread: Some(thread),
+            _dir: dir,
+        }
     }
 
     pub fn facility(&self, code: &str, name: &str, class: &str, area: &str, cities: &[&str]) {
@@ -142,6 +174,32 @@ impl Drop for Net {
             let _ = t.join();
         }
     }
+}
+
+/// Creates the first operator with the bootstrap token and logs it in for the first time over
+/// the API (its own password, an authenticator, a code): its session token and TOTP secret.
+fn first_operator(base: &str, bootstrap: &str) -> (String, String) {
+    let http = reqwest::blocking::Client::new();
+    let post = |path: &str, token: &str, body: Value| {
+        let mut r = http.post(format!("{base}/api{path}")).json(&body);
+        if !token.is_empty() {
+            r = r.bearer_auth(token);
+        }
+        let r = r.send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        assert_eq!(status, 200, "{path}: {text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let initial = "Initial-op-2026";
+    post("/admin/operators", bootstrap, json!({"login": OPERATOR_LOGIN, "name": "試験 運営", "password": initial}));
+    let pending =
+        post("/login", "", json!({"login": OPERATOR_LOGIN, "password": initial}))["token"].as_str().unwrap().to_owned();
+    post("/login/password", &pending, json!({"password": OPERATOR_PASSWORD}));
+    let secret = post("/login/totp/enrol", &pending, json!({}))["totp_secret"].as_str().unwrap().to_owned();
+    let code = musubi_service::people::totp_code_now(&secret).unwrap();
+    let session = post("/login/totp", &pending, json!({"code": code}))["token"].as_str().unwrap().to_owned();
+    (session, secret)
 }
 
 /// The network of the tests: five facilities, clinicians, and 髙橋 結衣 with a year of history at
@@ -261,16 +319,18 @@ pub fn enc(s: &str) -> String {
 pub struct Web {
     pub base: String,
     pub http: reqwest::blocking::Client,
+    jar: std::sync::Arc<reqwest::cookie::Jar>,
 }
 
 impl Web {
     pub fn new(net: &Net) -> Web {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         let http = reqwest::blocking::Client::builder()
-            .cookie_store(true)
+            .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        Web { base: net.base.clone(), http }
+        Web { base: net.base.clone(), http, jar }
     }
 
     fn finish(r: reqwest::blocking::Response) -> Page {
@@ -348,11 +408,15 @@ impl Web {
         p
     }
 
-    /// The operator login with the administrator token.
-    pub fn login_operator(&self, token: &str) -> Page {
-        let p = self.post("/admin/login", &[("token", token)]);
-        assert_eq!(p.status, 303, "{}", p.text());
-        self.follow(&p)
+    /// The network's operator, logged in (the session made at the start: the browser holds
+    /// its cookie, as after `/login?next=/admin`); lands on the console.
+    pub fn login_operator(&self, net: &Net) -> Page {
+        assert!(!net.operator_session.is_empty(), "a bare network has no operator");
+        let url: reqwest::Url = self.base.parse().unwrap();
+        self.jar.add_cookie_str(&format!("musubi_session={}; Path=/", net.operator_session), &url);
+        let p = self.get("/admin");
+        assert_eq!(p.status, 200, "{}", p.text());
+        p
     }
 }
 
