@@ -308,20 +308,15 @@ fn register_showcase_patient(
         return Ok(None);
     };
     let p: Value = serde_json::from_str(&text)?;
-    let names: Vec<&Value> = p["name"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-    let is_kana = |n: &&Value| n.pointer("/extension/0/valueCode").and_then(Value::as_str) == Some("SYL");
-    let name = names.iter().find(|n| !is_kana(n)).and_then(|n| n["text"].as_str()).unwrap_or_default();
-    let kana = names.iter().find(|n| is_kana(n)).and_then(|n| n["text"].as_str()).unwrap_or_default();
-    let insurance = p["identifier"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["system"] == musubi_domain::systems::INSURANCE_MEMBER_ID)
-        .and_then(|i| i["value"].as_str());
-    let address = p["address"].as_array().and_then(|a| a.first());
-    let (Some(insurance), Some(birth), Some(address)) = (insurance, p["birthDate"].as_str(), address) else {
+    // The one Patient reader: the same name, kana and address every page shows.
+    let now = musubi_fhir::datetime::now_ms();
+    let who = musubi_record::identity::PatientIdentity::of_patient(&p, now);
+    let address = musubi_record::identity::chosen_address(&p, now);
+    let (false, false, Some(address)) = (who.insurance.is_empty(), who.birth_date.is_empty(), address) else {
         return Ok(None);
     };
+    let (name, kana, insurance, birth) =
+        (who.name.as_str(), who.kana.as_str(), who.insurance.as_str(), who.birth_date.as_str());
     let login = "demo-patient".to_owned();
     // As at a desk: the operator issues the activation code after an identity check.
     let code = service

@@ -861,48 +861,16 @@ async fn review(State(web): State<Web>, op: Operator, Path(id): Path<String>, fo
 
 /// The fields of a source patient the operator compares, as (label, value).
 fn patient_facts(p: &Value) -> Vec<(&'static str, String)> {
-    let (kanji, kana) = crate::model::patient_names(p);
-    let ids = p["identifier"].as_array();
-    let insurance = ids
-        .into_iter()
-        .flatten()
-        .find(|i| i["system"].as_str() == Some(musubi_domain::systems::INSURANCE_MEMBER_ID))
-        .and_then(|i| i["value"].as_str())
-        .unwrap_or("")
-        .to_owned();
-    let address = p["address"]
-        .as_array()
-        .and_then(|a| a.first())
-        .map(|a| {
-            a["text"].as_str().map(str::to_owned).unwrap_or_else(|| {
-                let lines: Vec<&str> = a["line"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                format!("{}{}{}", a["state"].as_str().unwrap_or(""), a["city"].as_str().unwrap_or(""), lines.join(""))
-            })
-        })
-        .unwrap_or_default();
-    let phone = p["telecom"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| t["system"].as_str() == Some("phone"))
-        .and_then(|t| t["value"].as_str())
-        .unwrap_or("")
-        .to_owned();
-    let sex = match p["gender"].as_str() {
-        Some("male") => "男性",
-        Some("female") => "女性",
-        Some("other") => "その他",
-        Some(_) => "不明",
-        None => "",
-    };
+    // The one Patient reader, so the review queue shows what every other page shows.
+    let id = musubi_record::identity::PatientIdentity::of_patient(p, musubi_fhir::datetime::now_ms());
     vec![
-        ("氏名", kanji),
-        ("カナ", kana),
-        ("性別", sex.to_owned()),
-        ("生年月日", p["birthDate"].as_str().unwrap_or("").to_owned()),
-        ("住所", address),
-        ("電話", phone),
-        ("被保険者番号", insurance),
+        ("氏名", id.name),
+        ("カナ", id.kana),
+        ("性別", id.sex.map_or("", |x| x.label()).to_owned()),
+        ("生年月日", id.birth_date),
+        ("住所", id.address),
+        ("電話", id.phone),
+        ("被保険者番号", id.insurance),
     ]
 }
 
