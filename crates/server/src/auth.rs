@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use musubi_gate::Actor;
@@ -22,7 +21,7 @@ use sha2::{Digest, Sha256};
 pub const TOKEN_PREFIX: &str = "msb_";
 
 /// How long a looked-up token is trusted without asking the store again.
-const CACHE_TTL: Duration = Duration::from_secs(5);
+const CACHE_TTL_MS: i64 = 5_000;
 
 /// SHA-256 of a token, hex.
 pub fn token_hash(token: &str) -> String {
@@ -133,8 +132,9 @@ pub fn actor_of(row: &TokenRow) -> Option<Actor> {
     }
 }
 
-/// One cached lookup: the actor (None: refused), when it was looked up, and the token's expiry.
-type Entry = (Option<Actor>, Instant, Option<i64>);
+/// One cached lookup: the actor (None: refused), when it was looked up (epoch ms, on the
+/// service's clock, so tests move time instead of waiting), and the token's expiry.
+type Entry = (Option<Actor>, i64, Option<i64>);
 
 /// Token → actor, with a short cache.
 #[derive(Default)]
@@ -145,7 +145,7 @@ pub struct TokenCache {
 /// A cached entry is used while fresh and, whatever its age, never at or past the token's expiry.
 fn usable(entry: &Entry, now_ms: i64) -> Option<Option<Actor>> {
     let (actor, at, expires) = entry;
-    if at.elapsed() >= CACHE_TTL {
+    if now_ms.saturating_sub(*at) >= CACHE_TTL_MS || now_ms < *at {
         return None;
     }
     Some(if expires.is_some_and(|e| now_ms >= e) { None } else { actor.clone() })
@@ -180,7 +180,7 @@ impl TokenCache {
             if map.len() > 10_000 {
                 map.clear();
             }
-            map.insert(hash, (actor.clone(), Instant::now(), expires));
+            map.insert(hash, (actor.clone(), now_ms, expires));
         }
         Ok(actor)
     }
@@ -213,8 +213,17 @@ mod tests {
     #[test]
     fn a_cached_token_is_refused_from_its_expiry_on() {
         let actor = Some(Actor::Bootstrap { name: "x".into() });
-        let entry = (actor.clone(), Instant::now(), Some(1_000));
+        let entry = (actor.clone(), 500, Some(1_000));
         assert_eq!(usable(&entry, 999), Some(actor));
         assert_eq!(usable(&entry, 1_000), Some(None));
+    }
+
+    #[test]
+    fn a_cached_answer_is_fresh_for_five_seconds() {
+        let actor = Some(Actor::Bootstrap { name: "x".into() });
+        let entry = (actor.clone(), 10_000, None);
+        assert_eq!(usable(&entry, 14_999), Some(actor));
+        assert_eq!(usable(&entry, 15_000), None, "looked up again");
+        assert_eq!(usable(&entry, 9_000), None, "a clock that went back looks up again");
     }
 }

@@ -165,7 +165,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> std::result::Resul
         state.inner.service.audit_login_failure(address.clone(), reason)?;
         return Err(HttpError(ApiError::new(ErrorKind::Unauthorized, reason)));
     };
-    let now = musubi_fhir::datetime::now_ms();
+    let now = state.inner.service.now();
     let client_cert = parts.extensions.get::<crate::tls::ClientCert>().cloned();
     // A token seen in the last few seconds is answered from memory, without a trip to the
     // blocking pool (the common case: a system calling again and again).

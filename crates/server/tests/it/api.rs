@@ -352,7 +352,14 @@ fn facility_systems_see_only_their_own_data_and_nothing_leaks() {
 
 #[test]
 fn authentication_and_bad_input_get_operation_outcomes() {
-    let s = TestServer::start();
+    let clock = musubi_service::login::TestClock::default();
+    let c2 = clock.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let store = musubi_store::Store::open_sqlite(dir.path()).unwrap();
+    let config = musubi_server::ServerConfig { body_limit: 2 * 1024 * 1024, ..Default::default() };
+    let s = TestServer::start_with_service(store, dir, config, move |svc| {
+        svc.with_clock(musubi_service::login::Clock::from_fn(move || c2.now()))
+    });
     let http = reqwest::blocking::Client::new();
     let r = http.get(format!("{}/Patient", s.base)).send().unwrap();
     assert_eq!(r.status(), 401);
@@ -364,7 +371,7 @@ fn authentication_and_bad_input_get_operation_outcomes() {
     let t = s.token("1318814790", "to-revoke");
     assert_eq!(s.client(&t).get("Patient").status, 200);
     s.store.revoke_token("to-revoke".into()).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(5200));
+    clock.advance_ms(5_200);
     assert_eq!(s.client(&t).get("Patient").status, 401);
 
     let c = s.client(&s.admin);
