@@ -21,8 +21,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::routes::{
-    Authed, AuthedOrBootstrap, HttpError, cookie_token, read_body, read_body_max, session_cookie_name,
+use crate::edge::{
+    Authed, AuthedOrBootstrap, HttpError, cookie_token, read_body, read_body_max, secure, session_cookie_name,
 };
 
 type Result<T> = std::result::Result<T, HttpError>;
@@ -96,9 +96,6 @@ fn with_session_cookie(mut r: Response, token: &str, max_age_s: i64, secure: boo
 }
 
 /// Whether the server is reached over TLS (it serves HTTPS, or its public URL is https).
-pub(crate) fn secure(state: &AppState) -> bool {
-    state.inner.config.https || state.inner.config.base_url.as_deref().is_some_and(|u| u.starts_with("https://"))
-}
 
 #[derive(Deserialize)]
 struct LoginBody {

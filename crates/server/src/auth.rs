@@ -125,7 +125,7 @@ pub fn actor_of(row: &TokenRow) -> Option<Actor> {
         return None;
     }
     match row.kind.as_str() {
-        // The bootstrap token: it may only create the first operator (see `routes::Authed`).
+        // The bootstrap token: it may only create the first operator (see `edge::Authed`).
         "admin" => Some(Actor::Bootstrap { name: row.name.clone() }),
         "system" => Some(Actor::System { name: row.name.clone(), facility: row.facility.as_deref()?.parse().ok()? }),
         _ => None,

@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod edge;
 pub mod limits;
 pub mod routes;
 pub mod tls;
@@ -36,8 +37,6 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use musubi_service::{ApiError, ErrorKind, Service};
 use tokio::sync::Semaphore;
-
-pub use routes::router;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -231,4 +230,23 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         }
         tracing::info!("shutting down");
     }
+}
+
+/// The router of the whole server: the JSON API at `/api`, the FHIR API at `/fhir`, the web
+/// pages (viewer, portal, operator console) at `/`, over the same service, with the security
+/// headers and the panic guard on every route.
+pub fn router(state: AppState) -> axum::Router {
+    let mut web_config = musubi_web::WebConfig::from_base_url(state.inner.config.base_url.as_deref());
+    web_config.secure_cookies |= state.inner.config.https;
+    let web = musubi_web::router(state.inner.service.clone(), web_config);
+    axum::Router::new()
+        .nest("/api", api::routes())
+        // `nest` does not match the trailing slash: the transaction/batch endpoint by its own.
+        .route("/fhir/", axum::routing::post(routes::system_post))
+        .nest("/fhir", routes::fhir_routes())
+        .merge(web)
+        .fallback(edge::not_found)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(edge::panic_response))
+        .layer(axum::middleware::map_response(limits::security_headers))
+        .with_state(state)
 }

@@ -2,7 +2,7 @@
 //! HTTPS with HSTS; with `--client-ca` a facility system's client certificate is verified
 //! against that CA during the handshake, and the facility it names is handed to the handlers
 //! ([`ClientCert`] in the request extensions), where a system token is refused unless it
-//! belongs to that facility (`routes::Authed`). HTTPS connections go through the same door as
+//! belongs to that facility (`edge::Authed`). HTTPS connections go through the same door as
 //! plain ones ([`crate::limits::serve_connections`]): connection limit, handshake, header and
 //! body timeouts alike.
 //!
