@@ -177,7 +177,7 @@ impl Pki {
     }
 
     /// The roots with CRLs (DER).
-    fn roots_with(&self, crls: &[Vec<u8>]) -> TrustRoots {
+    pub fn roots_with(&self, crls: &[Vec<u8>]) -> TrustRoots {
         let mut all = Crls::empty();
         for c in crls {
             all.lists.extend(Crls::parse(c).unwrap().lists);
