@@ -52,7 +52,7 @@ pub use cache::{DEFAULT_CACHE_BYTES as DEFAULT_RECORD_CACHE_BYTES, Derived};
 pub use capability::{capability_statement, smart_configuration};
 pub use error::{ApiError, ErrorKind};
 pub use read::ReadOutcome;
-pub use search::SearchResult;
+pub use search::{SearchRequest, SearchResult, parse_search};
 pub use write::WriteOutcome;
 
 /// Who is calling and from where, for one request.
