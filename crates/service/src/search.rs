@@ -651,7 +651,15 @@ mod tests {
         let l = page_links("http://x/fhir/Observation", &[], i64::MAX, 1000, 5);
         assert_eq!(l.iter().map(|x| x.relation).collect::<Vec<_>>(), vec!["self", "first", "previous", "last"]);
         assert!(parse_search(ResourceType::Observation, "_offset=9223372036854775807").is_ok());
-        for q in ["date=gt9999-12-31T23:59:59.999Z", "date=lt0000-01-01", "date=sa9999", "date=eb0000"] {
+        for q in [
+            "date=gt9999-12-31T23:59:59.999Z",
+            "date=lt0000-01-01",
+            "date=sa9999",
+            "date=eb0000",
+            "date=2024-01-01T10:00-128:00",
+            "date=2024-01-01T10:00%2B255:255",
+            "date=2024-01-01T300:99:99.9999",
+        ] {
             let _ = parse_search(ResourceType::AuditEvent, q);
             let _ = parse_search(ResourceType::Observation, q);
         }

@@ -74,7 +74,7 @@ use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
 use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
 use der::asn1::{AnyRef, ObjectIdentifier as Oid, OctetString};
-use der::{Decode, Encode, Reader, SliceReader, Tag, TagNumber, Tagged};
+use der::{Decode, Encode, EncodeValue, Reader, SliceReader, Tag, TagNumber, Tagged};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -916,31 +916,13 @@ fn check_one(
         };
     };
     let mut view = view_of(cert);
-    let result = |status: SignatureStatus, message: String, view: SignerView| SignerResult {
-        status,
-        message,
-        signer: Some(view),
-        signing_time: None,
-        revocation: None,
+    let (signing_time, outcome) = match check_signer(si, cert, content, econtent_type) {
+        Err(m) => (None, Err((SignatureStatus::InvalidSignature, m))),
+        Ok(t) => {
+            (t, signing_key_usage(cert).and_then(|()| validate_path(cert, cert_der, pool, intermediates, roots, at)))
+        }
     };
-    let signing_time = match check_signer(si, cert, content, econtent_type) {
-        Ok(t) => t,
-        Err(m) => return result(SignatureStatus::InvalidSignature, m, view),
-    };
-    if let Ok(Some((_, ku))) = cert.tbs_certificate().get_extension::<KeyUsage>()
-        && !(ku.digital_signature() || ku.non_repudiation())
-    {
-        return SignerResult {
-            signing_time,
-            ..result(
-                SignatureStatus::UntrustedChain,
-                "署名者の証明書は署名用の鍵ではありません（keyUsage に digitalSignature も nonRepudiation もありません）"
-                    .into(),
-                view,
-            )
-        };
-    }
-    match validate_path(cert, cert_der, pool, intermediates, roots, at) {
+    match outcome {
         Ok((chain, revocation)) => {
             view.chain = chain;
             let note = match revocation {
@@ -956,10 +938,25 @@ fn check_one(
             }
         }
         Err((status, message)) => SignerResult {
-            revocation: (status == SignatureStatus::Revoked).then_some(Revocation::Revoked),
+            status,
+            message,
+            signer: Some(view),
             signing_time,
-            ..result(status, message, view)
+            revocation: (status == SignatureStatus::Revoked).then_some(Revocation::Revoked),
         },
+    }
+}
+
+/// The signer's keyUsage, when present, must allow digitalSignature or nonRepudiation
+/// (webpki does not look at an end entity's keyUsage).
+fn signing_key_usage(cert: &Certificate) -> Result<(), (SignatureStatus, String)> {
+    match cert.tbs_certificate().get_extension::<KeyUsage>() {
+        Ok(Some((_, ku))) if !(ku.digital_signature() || ku.non_repudiation()) => Err((
+            SignatureStatus::UntrustedChain,
+            "署名者の証明書は署名用の鍵ではありません（keyUsage に digitalSignature も nonRepudiation もありません）"
+                .into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -1170,11 +1167,12 @@ fn reason_ja(r: Option<RevocationReason>) -> &'static str {
 fn revoked_message(cert: &Certificate, pool: &[(Certificate, CertificateDer<'static>)], roots: &TrustRoots) -> String {
     let listed = std::iter::once(cert).chain(pool.iter().map(|(c, _)| c)).find_map(|c| {
         let tbs = c.tbs_certificate();
+        // webpki compares the issuer's contents (the Name without its SEQUENCE header).
         let issuer = tbs.issuer().to_der().ok()?;
+        let content_len = usize::try_from(tbs.issuer().value_len().ok()?).ok()?;
+        let content = issuer.get(issuer.len().checked_sub(content_len)?..)?;
         let serial = tbs.serial_number().as_bytes();
         roots.crls.lists.iter().find_map(|crl| {
-            // webpki compares the issuer's contents (without the SEQUENCE header).
-            let content = issuer.get(issuer.len().checked_sub(crl.list.issuer().len())?..)?;
             if content != crl.list.issuer() {
                 return None;
             }
