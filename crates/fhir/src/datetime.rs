@@ -190,7 +190,8 @@ mod tests {
 
     #[test]
     fn out_of_range_time_parts_are_errors_not_overflows() {
-        for bad in ["2024-01-01T10:00-128:00", "2024-01-01T10:00+255:255", "2024-01-01T256:00", "2024-01-01T10:256:00"] {
+        for bad in ["2024-01-01T10:00-128:00", "2024-01-01T10:00+255:255", "2024-01-01T256:00", "2024-01-01T10:256:00"]
+        {
             assert!(parse_range(bad).is_err(), "{bad}");
         }
         assert!(parse_range("2024-01-01T10:00-12:00").is_ok());
