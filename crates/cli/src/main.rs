@@ -169,6 +169,12 @@ enum Command {
         /// as untrusted.
         #[arg(long)]
         hpki_roots: Vec<PathBuf>,
+        /// Certificate revocation lists (files, PEM or DER, or directories of *.crl / *.pem /
+        /// *.der; repeatable) the signers' certificates are checked against. An issuer without a
+        /// CRL leaves the revocation status unknown: the signature is accepted and shown as
+        /// 失効確認なし.
+        #[arg(long = "signature-crl", value_name = "FILE")]
+        signature_crls: Vec<PathBuf>,
         /// Delete what the retention rules say has expired, every hour (off by default: it really
         /// deletes clinical data; `musubi retention sweep` runs it once).
         #[arg(long)]
@@ -567,6 +573,7 @@ pub(crate) struct ServeOptions {
     pub base_url: Option<String>,
     pub body_limit_mib: usize,
     pub hpki_roots: Vec<PathBuf>,
+    pub signature_crls: Vec<PathBuf>,
     pub retention_sweep: bool,
     pub record_cache_mib: u64,
     /// The key file sealing TOTP secrets (default: secrets.key in the data directory).
@@ -586,6 +593,7 @@ impl Default for ServeOptions {
             base_url: None,
             body_limit_mib: 64,
             hpki_roots: Vec::new(),
+            signature_crls: Vec::new(),
             retention_sweep: false,
             record_cache_mib: musubi_service::DEFAULT_RECORD_CACHE_BYTES >> 20,
             secrets_key: None,
@@ -608,6 +616,7 @@ pub(crate) async fn run_server(
         base_url,
         body_limit_mib,
         hpki_roots,
+        signature_crls,
         retention_sweep,
         record_cache_mib,
         secrets_key: key_path,
@@ -643,9 +652,17 @@ pub(crate) async fn run_server(
     let service = sealing_service(store, &node, key)?
         .with_record_cache(record_cache_mib.saturating_mul(1 << 20))
         .with_id_key(id_key);
-    if !hpki_roots.is_empty() {
+    if !hpki_roots.is_empty() || !signature_crls.is_empty() {
+        let crls = musubi_service::signature::Crls::load(&signature_crls)
+            .map_err(|e| anyhow::anyhow!("cannot load the signature CRLs: {e}"))?;
         let roots = musubi_service::signature::TrustRoots::load(&hpki_roots)
-            .map_err(|e| anyhow::anyhow!("cannot load the HPKI roots: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot load the HPKI roots: {e}"))?
+            .with_crls(crls);
+        tracing::info!(
+            roots = roots.len(),
+            crls = ?roots.crl_issuers(),
+            "signature trust roots and revocation lists loaded"
+        );
         service.set_trust_roots(roots);
     }
     if retention_sweep {
@@ -741,6 +758,7 @@ fn run(command: Command) -> Result<()> {
             base_url,
             body_limit_mib,
             hpki_roots,
+            signature_crls,
             retention_sweep,
             record_cache_mib,
             anchor,
@@ -753,6 +771,7 @@ fn run(command: Command) -> Result<()> {
                 base_url,
                 body_limit_mib,
                 hpki_roots,
+                signature_crls,
                 retention_sweep,
                 record_cache_mib,
                 secrets_key: store.secrets_key.clone(),

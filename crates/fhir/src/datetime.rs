@@ -101,14 +101,16 @@ fn parse_time(date: Date, t: &str) -> Option<DateRange> {
         let (c, z) = t.split_at(pos);
         let sign: i8 = if z.starts_with('-') { -1 } else { 1 };
         let (zh, zm) = z.get(1..)?.split_once(':')?;
-        let (zh, zm) = (num(zh)? as i8, num(zm)? as i8);
-        (c, UtcOffset::from_hms(sign * zh, sign * zm, 0).ok()?)
+        // Checked: an out-of-range offset ("-128:00") is an error, not an overflow.
+        let (zh, zm) = (i8::try_from(num(zh)?).ok()?, i8::try_from(num(zm)?).ok()?);
+        (c, UtcOffset::from_hms(sign.checked_mul(zh)?, sign.checked_mul(zm)?, 0).ok()?)
     } else {
         (t, JST)
     };
     let mut parts = clock.split(':');
-    let h = num(parts.next()?)? as u8;
-    let mi = num(parts.next()?)? as u8;
+    // Checked: "256" is not hour 0.
+    let h = u8::try_from(num(parts.next()?)?).ok()?;
+    let mi = u8::try_from(num(parts.next()?)?).ok()?;
     let (sec, frac_ms, precision_ms) = match parts.next() {
         None => (0u8, 0u32, 60_000i64),
         Some(s) => {
@@ -116,7 +118,7 @@ fn parse_time(date: Date, t: &str) -> Option<DateRange> {
                 Some((w, f)) => (w, Some(f)),
                 None => (s, None),
             };
-            let sec = num(whole)? as u8;
+            let sec = u8::try_from(num(whole)?).ok()?;
             match frac {
                 None => (sec, 0, 1000),
                 Some(f) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => {
@@ -184,6 +186,15 @@ mod tests {
         assert_eq!((year.hi - year.lo + 1) / 86_400_000, 365);
         let dec = parse_range("2023-12").unwrap();
         assert_eq!(format_instant(dec.hi + 1), "2023-12-31T15:00:00.000Z");
+    }
+
+    #[test]
+    fn out_of_range_time_parts_are_errors_not_overflows() {
+        for bad in ["2024-01-01T10:00-128:00", "2024-01-01T10:00+255:255", "2024-01-01T256:00", "2024-01-01T10:256:00"]
+        {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
+        assert!(parse_range("2024-01-01T10:00-12:00").is_ok());
     }
 
     #[test]

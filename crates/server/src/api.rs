@@ -926,7 +926,7 @@ pub fn routes() -> Router<AppState> {
 /// | `POST /api/referrals/{id}/withdraw` | the sender facility's clinicians and system, administrators | withdraw (取り下げ) a letter sent by mistake: its documents and files are deleted, both boxes show 取り下げ, opening it answers 410 (deleting its Bundle by identifier does the same) |
 /// | `POST /api/referrals/{id}/reply` | the addressee | a reply (返書) to the sender, linked to the original (a regional-network extension: the national service has no replies) |
 /// | `POST /api/admin/retention-sweep` | administrators | delete what retention ended (referrals 7 days after receipt or 6 months after sending; records past their end) |
-/// | `GET /api/admin/trust-roots` | administrators | the HPKI-style roots signatures are checked against |
+/// | `GET /api/admin/trust-roots` | administrators | the HPKI-style roots signatures are checked against, and the issuers of the configured CRLs |
 ///
 /// The send (and reply) body is JSON (`application/json`), files in base64:
 ///
@@ -1142,6 +1142,6 @@ pub mod referrals {
             return Err(HttpError(ApiError::new(ErrorKind::Forbidden, "この操作は運営管理者のみが行えます")));
         }
         let roots = state.blocking(|svc| Ok(svc.trust_roots())).await?;
-        Ok(ok_json(json!({"count": roots.len(), "subjects": roots.subjects()})))
+        Ok(ok_json(json!({"count": roots.len(), "subjects": roots.subjects(), "crls": roots.crl_issuers()})))
     }
 }

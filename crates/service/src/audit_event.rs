@@ -87,6 +87,46 @@ pub fn audit_event_json(seq: i64, record: &AuditRecord) -> Value {
     v
 }
 
+/// The audit-trail filters of an `AuditEvent` search's parameters (pure).
+pub(crate) fn audit_query(params: &[(String, String)]) -> Result<AuditQuery, ApiError> {
+    let mut q = AuditQuery::default();
+    for (k, v) in params {
+        match k.as_str() {
+            "_count" | "_offset" | "_format" | "_pretty" => {}
+            "date" => {
+                let p = parse_date_pred("date", v)?;
+                use musubi_store::DatePrefix::*;
+                match p.prefix {
+                    Ge | Gt | Sa => {
+                        q.from = Some(if p.prefix == Ge { p.range.lo } else { p.range.hi.saturating_add(1) })
+                    }
+                    Le | Lt | Eb => q.to = Some(if p.prefix == Le { p.range.hi } else { p.range.lo.saturating_sub(1) }),
+                    Eq => {
+                        q.from = Some(p.range.lo);
+                        q.to = Some(p.range.hi);
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "AuditEvent の date には eq, ge, gt, le, lt, sa, eb を使ってください",
+                        ));
+                    }
+                }
+            }
+            "patient" => q.patient = Some(v.trim_start_matches("Patient/").to_owned()),
+            "agent" => q.agent = Some(v.clone()),
+            "action" => q.action = Some(v.clone()),
+            "outcome" => q.outcome = Some(v.clone()),
+            "_id" => q.seq = Some(v.parse().map_err(|_| ApiError::bad_request("AuditEvent の _id は数値です"))?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "AuditEvent では検索パラメータ {other} に対応していません（date, patient, agent, action, outcome, _id）"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
 impl Service {
     fn audit_gate(&self, ctx: &Ctx, subtype: &str, query: Option<String>) -> Result<(), ApiError> {
         if let musubi_gate::Decision::Deny(reason) = musubi_gate::may_read_audit(&ctx.actor) {
@@ -126,39 +166,7 @@ impl Service {
     pub(crate) fn search_audit_events(&self, ctx: &Ctx, params: &[(String, String)]) -> Result<SearchResult, ApiError> {
         let query_text = params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
         self.audit_gate(ctx, "search-type", Some(format!("AuditEvent?{query_text}")))?;
-        let mut q = AuditQuery::default();
-        for (k, v) in params {
-            match k.as_str() {
-                "_count" | "_offset" | "_format" | "_pretty" => {}
-                "date" => {
-                    let p = parse_date_pred("date", v)?;
-                    use musubi_store::DatePrefix::*;
-                    match p.prefix {
-                        Ge | Gt | Sa => q.from = Some(if p.prefix == Ge { p.range.lo } else { p.range.hi + 1 }),
-                        Le | Lt | Eb => q.to = Some(if p.prefix == Le { p.range.hi } else { p.range.lo - 1 }),
-                        Eq => {
-                            q.from = Some(p.range.lo);
-                            q.to = Some(p.range.hi);
-                        }
-                        _ => {
-                            return Err(ApiError::bad_request(
-                                "AuditEvent の date には eq, ge, gt, le, lt, sa, eb を使ってください",
-                            ));
-                        }
-                    }
-                }
-                "patient" => q.patient = Some(v.trim_start_matches("Patient/").to_owned()),
-                "agent" => q.agent = Some(v.clone()),
-                "action" => q.action = Some(v.clone()),
-                "outcome" => q.outcome = Some(v.clone()),
-                "_id" => q.seq = Some(v.parse().map_err(|_| ApiError::bad_request("AuditEvent の _id は数値です"))?),
-                other => {
-                    return Err(ApiError::bad_request(format!(
-                        "AuditEvent では検索パラメータ {other} に対応していません（date, patient, agent, action, outcome, _id）"
-                    )));
-                }
-            }
-        }
+        let q = audit_query(params)?;
         let count = count_param(params)?;
         let offset = offset_param(params)?;
         let (total, rows) = self.store.read(|r| r.audit_search(&q, offset, count))?;

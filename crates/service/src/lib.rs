@@ -54,7 +54,7 @@ pub use capability::{capability_statement, smart_configuration};
 pub use error::{ApiError, ErrorKind};
 pub use musubi_record::Derived;
 pub use read::ReadOutcome;
-pub use search::SearchResult;
+pub use search::{SearchRequest, SearchResult, parse_search};
 pub use write::WriteOutcome;
 
 /// Who is calling and from where, for one request.

@@ -27,9 +27,12 @@
 //! patient.
 //!
 //! Signatures: a CMS signature over the document's exact bytes (detached) or enveloping it is
-//! verified against the operator's trust roots ([`crate::signature`]); the result is stored at
-//! sending and checked again, with the current roots, whenever the referral is opened.
-//! Certificate validity is judged at the time Musubi received the document.
+//! verified against the operator's trust roots and CRLs ([`crate::signature`]); the result (each
+//! signer's status, certificate, hcRole and revocation status, and the time checked) is stored
+//! with the letter at sending and shown beside the check made again, with the current roots and
+//! CRLs, whenever the referral is opened. Certificate validity is judged at the time Musubi
+//! received the document. A letter carries one signature (over its document); the 退院時サマリー
+//! and the files are not signed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -267,8 +270,12 @@ pub struct ReferralView {
     pub document: Value,
     /// The 退院時サマリー, if attached.
     pub discharge_summary: Option<Value>,
-    /// The signature checked at opening, with the current trust roots.
+    /// The signature checked at opening, with the current trust roots and CRLs (certificate
+    /// validity still judged at the time Musubi received the letter).
     pub signature_report: SignatureReport,
+    /// The result kept at sending (each signer's status, certificate, hcRole, revocation, the
+    /// time checked), when there is one.
+    pub signature_at_sending: Option<SignatureReport>,
     /// The source patient at the sender (Patient id).
     pub patient_id: Option<String>,
     /// The stored Bundle's id.
@@ -300,6 +307,11 @@ impl FileDownload {
         let encoded = percent_encoding::utf8_percent_encode(&self.filename, percent_encoding::NON_ALPHANUMERIC);
         format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
     }
+}
+
+/// The signature report kept with the letter at sending.
+fn stored_report(row: &ReferralRow) -> Option<SignatureReport> {
+    row.signature_report.as_deref().and_then(|s| serde_json::from_str::<SignatureReport>(s).ok())
 }
 
 /// The letter as the gate sees it (who sent it, to whom).
@@ -1504,6 +1516,7 @@ impl Service {
             let document = parse(&bundle)?;
             let discharge_summary = discharge.as_deref().map(parse).transpose()?;
             let signature_report = self.recheck_signature(&row);
+            let signature_at_sending = stored_report(&row);
             let receives = Self::receives(ctx, &row, view);
             let marked = self.record_opening(ctx, &row, view, "referral-open", format!("referral={id}"))?;
             let row = if receives {
@@ -1520,6 +1533,7 @@ impl Service {
                 document,
                 discharge_summary,
                 signature_report,
+                signature_at_sending,
                 patient_id: row.patient_id.clone(),
                 bundle_id: row.bundle_id.clone(),
                 received_now: marked,
@@ -1536,11 +1550,7 @@ impl Service {
     fn recheck_signature(&self, row: &ReferralRow) -> SignatureReport {
         let Some(sig) = row.signature.as_deref().and_then(unb64) else {
             // Nothing to check again: the report made at sending (it says why it is unsigned).
-            return row
-                .signature_report
-                .as_deref()
-                .and_then(|s| serde_json::from_str::<SignatureReport>(s).ok())
-                .unwrap_or_else(|| SignatureReport::unsigned(row.created));
+            return stored_report(row).unwrap_or_else(|| SignatureReport::unsigned(row.created));
         };
         let detached = row.signed_content.as_deref().and_then(unb64);
         crate::signature::verify(&sig, detached.as_deref(), &self.trust_roots(), row.created).report

@@ -16,7 +16,9 @@ use musubi_fhir::{Interaction, ParamKind, ResourceType};
 use musubi_gate::Operation;
 
 use crate::access::Access;
-use musubi_store::{CurrentRow, DatePred, DatePrefix, Filter, SearchQuery, Sort, StoredResource, StrMatch, TokenMatch};
+use musubi_store::{
+    AuditQuery, CurrentRow, DatePred, DatePrefix, Filter, SearchQuery, Sort, StoredResource, StrMatch, TokenMatch,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -91,10 +93,11 @@ pub(crate) fn page_links(path: &str, params: &[(String, String)], offset: i64, c
     if count > 0 {
         links.push(Link { relation: "first", url: url(0) });
         if offset > 0 {
-            links.push(Link { relation: "previous", url: url((offset - count).max(0)) });
+            links.push(Link { relation: "previous", url: url(offset.saturating_sub(count).max(0)) });
         }
-        if offset + count < total {
-            links.push(Link { relation: "next", url: url(offset + count) });
+        // `_offset` is any non-negative integer the client sent: no overflow near i64::MAX.
+        if offset.saturating_add(count) < total {
+            links.push(Link { relation: "next", url: url(offset.saturating_add(count)) });
         }
         let last = if total == 0 { 0 } else { ((total - 1) / count) * count };
         links.push(Link { relation: "last", url: url(last) });
@@ -346,6 +349,48 @@ pub(crate) fn parse_params(
     Ok((filters, controls))
 }
 
+/// What the query string of a search asks for, parsed (see [`parse_search`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchRequest {
+    /// A search of a served resource type: its filters (ANDed), page size and offset.
+    Resources {
+        /// The filters.
+        filters: Vec<Filter>,
+        /// `_count`.
+        count: i64,
+        /// `_offset`.
+        offset: i64,
+    },
+    /// A search of the audit trail (`AuditEvent`).
+    AuditEvents {
+        /// The filters.
+        query: AuditQuery,
+        /// `_count`.
+        count: i64,
+        /// `_offset`.
+        offset: i64,
+    },
+}
+
+/// Parses the query string of `GET /fhir/{rtype}?…` as a search does (percent-decoding with
+/// [`crate::parse_query`], then the search parameters), without the store, the gate or the
+/// audit: a pure function of its input, for tests and the `search` fuzz target. An unknown
+/// parameter, modifier or value is the same 400 [`Service::search`] answers.
+pub fn parse_search(rtype: ResourceType, query: &str) -> Result<SearchRequest, ApiError> {
+    let params = crate::parse_query(query);
+    if rtype == ResourceType::AuditEvent {
+        let q = crate::audit_event::audit_query(&params)?;
+        return Ok(SearchRequest::AuditEvents {
+            query: q,
+            count: count_param(&params)?,
+            offset: offset_param(&params)?,
+        });
+    }
+    check_supported(rtype, Interaction::SearchType)?;
+    let (filters, c) = parse_params(rtype, &params)?;
+    Ok(SearchRequest::Resources { filters, count: c.count, offset: c.offset })
+}
+
 #[derive(Serialize)]
 struct SearchBundle<'a> {
     #[serde(rename = "resourceType")]
@@ -579,6 +624,45 @@ mod tests {
     #[test]
     fn escaped_commas() {
         assert_eq!(split_values(r"a\,b,c"), vec!["a,b", "c"]);
+    }
+
+    #[test]
+    fn a_query_string_parses_as_a_search_does() {
+        let parsed = parse_search(
+            ResourceType::Observation,
+            "patient=Patient%2Fp1&code=http%3A%2F%2Floinc.org%7C718-7&date=ge2024-01-01&_count=10&_offset=20",
+        )
+        .unwrap();
+        let SearchRequest::Resources { filters, count, offset } = parsed else { panic!("{parsed:?}") };
+        assert_eq!(filters[0], Filter::Patient(vec!["p1".into()]));
+        assert!(matches!(&filters[1], Filter::Token { param: "code", any, negate: false }
+            if any == &vec![TokenMatch::SystemCode("http://loinc.org".into(), "718-7".into())]));
+        assert_eq!((count, offset), (10, 20));
+        let e = parse_search(ResourceType::Observation, "foo=1").unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::BadRequest);
+        let audit = parse_search(ResourceType::AuditEvent, "date=gt2024-01-01&patient=Patient/p1").unwrap();
+        let SearchRequest::AuditEvents { query, .. } = audit else { panic!("{audit:?}") };
+        assert_eq!(query.patient.as_deref(), Some("p1"));
+        assert!(parse_search(ResourceType::AuditEvent, "outcome=0&bogus=1").is_err());
+    }
+
+    #[test]
+    fn extreme_offsets_and_dates_do_not_overflow() {
+        let l = page_links("http://x/fhir/Observation", &[], i64::MAX, 1000, 5);
+        assert_eq!(l.iter().map(|x| x.relation).collect::<Vec<_>>(), vec!["self", "first", "previous", "last"]);
+        assert!(parse_search(ResourceType::Observation, "_offset=9223372036854775807").is_ok());
+        for q in [
+            "date=gt9999-12-31T23:59:59.999Z",
+            "date=lt0000-01-01",
+            "date=sa9999",
+            "date=eb0000",
+            "date=2024-01-01T10:00-128:00",
+            "date=2024-01-01T10:00%2B255:255",
+            "date=2024-01-01T300:99:99.9999",
+        ] {
+            let _ = parse_search(ResourceType::AuditEvent, q);
+            let _ = parse_search(ResourceType::Observation, q);
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::routing::get;
 use maud::{Markup, html};
 use musubi_fhir::ResourceType;
 use musubi_service::referral::{NewFile, NewReferral, ReferralStatus, ReferralSummary, ReferralView};
-use musubi_service::signature::SignatureStatus;
+use musubi_service::signature::{HcRole, Revocation, SignatureStatus, SignerResult};
 use musubi_service::{ApiError, ErrorKind, parse_query};
 use serde_json::Value;
 
@@ -457,25 +457,62 @@ async fn new_post(State(web): State<Web>, c: Clinician, m: Multipart) -> Result<
     }
 }
 
+fn signer_facts(r: &SignerResult, several: bool) -> Markup {
+    html! {
+        @if several { p { (signature_tag(r.status)) " " (r.message) } }
+        @if let Some(signer) = &r.signer {
+            dl.facts {
+                dt { "署名者" } dd { (signer.subject) }
+                @if !signer.hc_roles.is_empty() {
+                    dt { "資格（hcRole）" }
+                    dd { (signer.hc_roles.iter().map(HcRole::display).collect::<Vec<_>>().join("、")) }
+                }
+                dt { "発行者" } dd { (signer.issuer) }
+                dt { "有効期間" } dd { (html::date_ms(signer.not_before)) "〜" (html::date_ms(signer.not_after)) }
+                dt { "シリアル番号" } dd { code { (signer.serial) } }
+                dt { "失効確認" } dd {
+                    @match r.revocation {
+                        Some(Revocation::Revoked) => span.tag.danger { (Revocation::Revoked.label_ja()) },
+                        Some(Revocation::NotRevoked) => span.tag.ok { (Revocation::NotRevoked.label_ja()) },
+                        Some(Revocation::Unknown) => span.tag.warn { (Revocation::Unknown.label_ja()) },
+                        None => "（証明書チェーンが確認できないため未確認）",
+                    }
+                }
+            }
+            @if !signer.chain.is_empty() {
+                p.note { "証明書チェーン: " (signer.chain.join(" → ")) }
+            }
+        }
+        @if let Some(t) = r.signing_time { p.note { "署名者が記録した署名時刻: " (html::datetime_ms(t)) "（参考）" } }
+    }
+}
+
 fn signature_block(v: &ReferralView) -> Markup {
     let s = &v.signature_report;
+    // Reports stored before results were kept per signer have only the lead signer.
+    let lead = SignerResult {
+        status: s.status,
+        message: s.message.clone(),
+        signer: s.signer.clone(),
+        signing_time: s.signing_time,
+        revocation: s.revocation,
+    };
+    let signers = if s.signers.is_empty() { std::slice::from_ref(&lead) } else { s.signers.as_slice() };
+    let several = signers.len() > 1;
     html! {
         section.card class=(match s.status { SignatureStatus::Valid => "card sig ok", SignatureStatus::Unsigned => "card sig", _ => "card sig bad" }) {
             h2 { "電子署名 " (signature_tag(s.status)) }
             p { (s.message) }
-            @if let Some(signer) = &s.signer {
-                dl.facts {
-                    dt { "署名者" } dd { (signer.subject) }
-                    dt { "発行者" } dd { (signer.issuer) }
-                    dt { "有効期間" } dd { (html::date_ms(signer.not_before)) "〜" (html::date_ms(signer.not_after)) }
-                    dt { "シリアル番号" } dd { code { (signer.serial) } }
-                }
-                @if !signer.chain.is_empty() {
-                    p.note { "証明書チェーン: " (signer.chain.join(" → ")) }
+            @if several { p.note { "署名者 " (signers.len()) " 名の結果:" } }
+            @if s.status != SignatureStatus::Unsigned {
+                @for r in signers { (signer_facts(r, several)) }
+            }
+            p.note { "検証時点: " (html::datetime_ms(s.checked_at)) "（ネットワークが受け付けた時刻）・開封時に現在の信頼するルート証明書と失効リスト（CRL）で再検証しています。" }
+            @if let Some(at) = &v.signature_at_sending {
+                @if at.status != s.status {
+                    p.note { "受付時の検証結果: " (signature_tag(at.status)) " " (at.message) }
                 }
             }
-            @if let Some(t) = s.signing_time { p.note { "署名者が記録した署名時刻: " (html::datetime_ms(t)) "（参考）" } }
-            p.note { "検証時点: " (html::datetime_ms(s.checked_at)) "（ネットワークが受け付けた時刻）・開封時に現在の信頼するルート証明書で再検証しています。" }
         }
     }
 }

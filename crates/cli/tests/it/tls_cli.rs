@@ -1,5 +1,6 @@
 //! The operator's side of TLS and token lifetimes: plain HTTP is refused off loopback, bad TLS
-//! files stop the start with a clear error, tokens are issued with an expiry and rotated.
+//! files (and bad signature CRL files) stop the start with a clear error, tokens are issued with
+//! an expiry and rotated.
 
 use std::process::{Command, Output};
 
@@ -50,6 +51,18 @@ fn unreadable_tls_files_stop_the_start() {
     // A key without a certificate is a usage error.
     let out = serve(data, &["--tls-key", missing]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn unreadable_signature_crls_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let junk = dir.path().join("hpki.crl");
+    std::fs::write(&junk, "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n").unwrap();
+    let out = serve(data, &["--listen", "127.0.0.1:0", "--signature-crl", junk.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot load the signature CRLs") && err.contains("hpki.crl"), "{err}");
 }
 
 #[test]

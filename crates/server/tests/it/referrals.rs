@@ -327,7 +327,8 @@ fn referral_exchange_and_retention_postgres() {
 }
 
 /// A small PKI made with the `openssl` command: a root the service trusts, a signer, a signer
-/// whose certificate expired, and a signer under a root the service does not know.
+/// whose certificate expired, a signer under a root the service does not know, and a signer the
+/// root's CRL (`root.crl`) revokes.
 struct OpenSslPki {
     dir: tempfile::TempDir,
 }
@@ -341,11 +342,13 @@ impl OpenSslPki {
             "[req]\ndistinguished_name=dn\n[dn]\n[v3_ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign\n\
              [v3_ee]\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,nonRepudiation\n\
              [ca]\ndefault_ca=ca_default\n[ca_default]\ndatabase=index.txt\nnew_certs_dir=.\nserial=serial\n\
-             default_md=sha256\npolicy=policy_any\nunique_subject=no\n[policy_any]\ncommonName=supplied\n",
+             default_md=sha256\npolicy=policy_any\nunique_subject=no\ncrlnumber=crlnumber\ndefault_crl_days=30\n\
+             [policy_any]\ncommonName=supplied\n",
         )
         .unwrap();
         std::fs::write(pki.path("index.txt"), "").unwrap();
         std::fs::write(pki.path("serial"), "01\n").unwrap();
+        std::fs::write(pki.path("crlnumber"), "01\n").unwrap();
         for (root, cn) in [("root", "Musubi Test HPKI Root"), ("other", "Unknown Root")] {
             pki.run(&[
                 "req",
@@ -373,6 +376,7 @@ impl OpenSslPki {
             ("signer", "root", ["-days", "365"].as_slice()),
             ("expired", "root", ["-startdate", "20200101000000Z", "-enddate", "20210101000000Z"].as_slice()),
             ("stranger", "other", ["-days", "365"].as_slice()),
+            ("revoked", "root", ["-days", "365"].as_slice()),
         ] {
             pki.run(&[
                 "req",
@@ -397,6 +401,14 @@ impl OpenSslPki {
             args.extend(dates);
             pki.run(&args);
         }
+        // The root's CRL (v2, with a CRL number) lists the "revoked" signer.
+        #[rustfmt::skip]
+        pki.run(&["ca", "-batch", "-config", "ca.cnf", "-cert", "root.pem", "-keyfile", "root.key", "-revoke",
+            "revoked.pem", "-crl_reason", "keyCompromise"]);
+        pki.run(&[
+            "ca", "-batch", "-config", "ca.cnf", "-cert", "root.pem", "-keyfile", "root.key", "-gencrl", "-out",
+            "root.crl",
+        ]);
         pki
     }
 
@@ -488,6 +500,83 @@ fn signed_referrals_show_the_signature_result() {
     assert_eq!(r.expressions(), vec!["signature"]);
     // The operator sees the configured roots.
     let roots = get(&s.client(&s.admin), "/admin/trust-roots");
-    assert_eq!(roots.body, json!({"count": 1, "subjects": ["CN=Musubi Test HPKI Root,O=Musubi,C=JP"]}));
+    assert_eq!(roots.body, json!({"count": 1, "subjects": ["CN=Musubi Test HPKI Root,O=Musubi,C=JP"], "crls": []}));
     assert_eq!(get(&dr_to, "/admin/trust-roots").status, 403);
+}
+
+/// A letter signed by a certificate the root's CRL revokes: sent through the API, it is stored
+/// with its result (失効, per signer, with the revocation status) and shown so at opening; a
+/// letter of a signer the CRL does not list is valid with its revocation checked.
+fn revoked_scenario(s: &RefServer, pki: &OpenSslPki) {
+    facilities(s);
+    let emr = s.client(&s.token(SENDER, "emr"));
+    let dr_to = user(s, "dr-crl", "doctor", ADDRESSEE);
+    let send = |local: &str, signer: &str| {
+        let text = referral_doc(local).to_string();
+        let sig = pki.sign(signer, text.as_bytes(), false);
+        let r = post(&emr, "/referrals", json!({"document": text, "signature": b64(&sig)}));
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body
+    };
+    let revoked = send("CRL-1", "revoked");
+    assert_eq!(revoked["signature"], json!({"status": "revoked", "label": "失効"}), "{revoked}");
+    let id = revoked["id"].as_str().unwrap().to_owned();
+    // Stored: the row's status and its report, with the signer's own result.
+    let iid = id.clone();
+    let row = s.store.read(|r| r.referral(&iid)).unwrap().unwrap();
+    assert_eq!(row.signature_status, "revoked");
+    let stored: Value = serde_json::from_str(row.signature_report.as_deref().unwrap()).unwrap();
+    assert_eq!(stored["signers"].as_array().unwrap().len(), 1, "{stored}");
+    assert_eq!(stored["signers"][0]["status"], "revoked");
+    assert_eq!(stored["signers"][0]["revocation"], "revoked");
+    assert_eq!(stored["signers"][0]["signer"]["subject"], "CN=Dr revoked");
+    assert_eq!(stored["checked_at"], json!(row.created));
+    // The outbox and the inbox list it as 失効.
+    let outbox = get(&emr, "/referrals/outbox");
+    assert_eq!(outbox.status, 200, "{}", outbox.text);
+    let listed = outbox.body["referrals"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(listed["signature"]["label"], "失効");
+    // Opened: checked again (still revoked) and the result kept at sending beside it.
+    let open = get(&dr_to, &format!("/referrals/{id}"));
+    assert_eq!(open.status, 200, "{}", open.text);
+    let report = &open.body["signature_report"];
+    assert_eq!(report["status"], "revoked", "{}", open.text);
+    assert_eq!(report["revocation"], "revoked");
+    let message = report["message"].as_str().unwrap();
+    assert!(message.contains("失効しています") && message.contains("鍵の危殆化"), "{message}");
+    assert_eq!(report["signers"][0]["signer"]["subject"], "CN=Dr revoked");
+    assert_eq!(open.body["signature_at_sending"]["status"], "revoked");
+    assert_eq!(open.body["signature_at_sending"]["signers"][0]["revocation"], "revoked");
+    // A signer the CRL does not list: valid, and its revocation was checked.
+    let good = send("CRL-2", "signer");
+    assert_eq!(good["signature"]["status"], "valid", "{good}");
+    let open = get(&dr_to, &format!("/referrals/{}", good["id"].as_str().unwrap()));
+    assert_eq!(open.body["signature_report"]["revocation"], "not-revoked", "{}", open.text);
+    assert_eq!(open.body["signature_report"]["signers"][0]["revocation"], "not-revoked");
+    // The operator sees the CRL's issuer.
+    let roots = get(&s.client(&s.admin), "/admin/trust-roots");
+    assert_eq!(roots.body["crls"], json!(["CN=Musubi Test HPKI Root,O=Musubi,C=JP"]));
+}
+
+fn crl_roots(pki: &OpenSslPki) -> musubi_service::signature::TrustRoots {
+    let crls = musubi_service::signature::Crls::load(&[pki.path("root.crl")]).unwrap();
+    musubi_service::signature::TrustRoots::load(&[pki.path("root.pem")]).unwrap().with_crls(crls)
+}
+
+#[test]
+fn revoked_signatures_are_stored_and_shown_sqlite() {
+    let pki = OpenSslPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let s = RefServer::start(Store::open_sqlite(dir.path()).unwrap(), dir, crl_roots(&pki));
+    revoked_scenario(&s, &pki);
+}
+
+#[test]
+fn revoked_signatures_are_stored_and_shown_postgres() {
+    let pki = OpenSslPki::new();
+    let db = FreshDb::new("musubi_referral_crl");
+    {
+        let s = RefServer::start(Store::open_postgres(&db.url).unwrap(), tempfile::tempdir().unwrap(), crl_roots(&pki));
+        revoked_scenario(&s, &pki);
+    }
 }

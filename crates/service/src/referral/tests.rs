@@ -423,6 +423,21 @@ fn signatures_are_checked_and_shown() {
     let env = sign(&doc, &pki.signer, &certs, crate::signature::tests::How { detached: false, signed_attrs: true });
     let sent = f.svc.send_referral(&dr, NewReferral { signature: Some(env), ..Default::default() }).unwrap();
     assert_eq!(sent.signature.status, SignatureStatus::Valid);
+    // The CRLs are the operator's too: once the signing CA's CRL lists the signer, a new letter
+    // is 失効 (kept so at sending, per signer), and the letter sent before shows 失効 when opened
+    // while keeping its result at sending.
+    let crl = crate::signature::tests::crl(&pki.intermediate, &[(&pki.signer, rcgen::RevocationReason::KeyCompromise)]);
+    f.svc.set_trust_roots(pki.roots_with(&[crl]));
+    let revoked = signed("S6", &pki.signer, &certs, false);
+    assert_eq!(revoked.signature.status, SignatureStatus::Revoked);
+    assert_eq!(revoked.signature.label, "失効");
+    let v = f.svc.open_referral(&to, &revoked.id).unwrap();
+    let at_sending = v.signature_at_sending.unwrap();
+    assert_eq!(at_sending.status, SignatureStatus::Revoked);
+    assert_eq!(at_sending.signers[0].revocation, Some(crate::signature::Revocation::Revoked));
+    let v = f.svc.open_referral(&to, &valid.id).unwrap();
+    assert_eq!(v.signature_report.status, SignatureStatus::Revoked);
+    assert_eq!(v.signature_at_sending.unwrap().status, SignatureStatus::Valid);
     // The roots are the operator's: removing them makes the same signature untrusted at once.
     f.svc.set_trust_roots(TrustRoots::empty());
     let v = f.svc.open_referral(&to, &valid.id).unwrap();

@@ -178,13 +178,16 @@ fn write_send_receive_open_download_and_reply() {
 #[test]
 fn a_signed_letter_from_an_emr_shows_its_signature_result() {
     let w = world();
-    // A small PKI: a root the network trusts and a doctor's signing certificate.
+    // A small PKI: a root the network trusts and a doctor's signing certificate, which carries
+    // the HPKI hcRole "Medical Doctor" (subjectDirectoryAttributes, DER as the HPKI policy
+    // profiles it) and no CRL is configured for its issuer.
     let pki = tempfile::tempdir().unwrap();
     let dir = pki.path();
     std::fs::write(
         dir.join("ca.cnf"),
         "[req]\ndistinguished_name=dn\n[dn]\n[v3_ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign\n\
-         [v3_ee]\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,nonRepudiation\n",
+         [v3_ee]\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,nonRepudiation\n\
+         2.5.29.9=DER:303430320606288185420001312831263024A0223120A00C060A2A830886910F01060101A2100C0E4D65646963616C20446F63746F72\n",
     )
     .unwrap();
     openssl(
@@ -303,6 +306,8 @@ fn a_signed_letter_from_an_emr_shows_its_signature_result() {
     let v = plain(&dr.get(&format!("/referrals/{id}")).text());
     assert!(v.contains("署名有効"), "{v}");
     assert!(v.contains("Dr Yuki Ichiro") && v.contains("Musubi Test HPKI Root"), "the signer and the issuer: {v}");
+    assert!(v.contains("資格（hcRole）") && v.contains("医師"), "the signer's healthcare role: {v}");
+    assert!(v.contains("失効確認なし"), "no CRL configured: the revocation status is unknown: {v}");
     assert!(v.contains("電子カルテから署名付きでお送りします。"));
     assert!(plain(&dr.get("/referrals?box=out").text()).contains("署名有効"));
 
