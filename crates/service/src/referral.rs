@@ -454,26 +454,6 @@ fn composition_type(bundle: &Value) -> Option<&str> {
     musubi_fhir::json::codings(&comp["type"]).map(|(_, c)| c).next()
 }
 
-fn name_of(p: &Value, representation: &str) -> Option<String> {
-    let names = p["name"].as_array()?;
-    let rep = |n: &Value| {
-        musubi_fhir::json::extension(n, systems::EXT_NAME_REPRESENTATION)
-            .and_then(|e| e["valueCode"].as_str())
-            .map(str::to_owned)
-    };
-    let n = names
-        .iter()
-        .find(|n| rep(n).as_deref() == Some(representation))
-        .or_else(|| if representation == "IDE" { names.iter().find(|n| rep(n).is_none()) } else { None })?;
-    if let Some(t) = n["text"].as_str().filter(|t| !t.trim().is_empty()) {
-        return Some(t.to_owned());
-    }
-    let family = n["family"].as_str().unwrap_or("");
-    let given: Vec<&str> = n["given"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    let full = format!("{family} {}", given.join(" ")).trim().to_owned();
-    (!full.is_empty()).then_some(full)
-}
-
 /// The document's entry a reference (fullUrl) points at.
 fn entry_by_url<'a>(bundle: &'a Value, url: &str) -> Option<&'a Value> {
     bundle["entry"].as_array()?.iter().find(|e| e["fullUrl"].as_str() == Some(url)).map(|e| &e["resource"])
@@ -486,11 +466,15 @@ fn summary_of(bundle: &Value) -> StoredSummary {
         .flatten()
         .map(|e| &e["resource"])
         .find(|r| r["resourceType"] == "Patient")
-        .map(|p| ReferralPatient {
-            name: name_of(p, "IDE"),
-            kana: name_of(p, "SYL"),
-            birth_date: p["birthDate"].as_str().map(str::to_owned),
-            gender: p["gender"].as_str().map(str::to_owned),
+        .map(|p| {
+            // The one reader of names (by representation, never by position).
+            let n = musubi_record::identity::names(p);
+            ReferralPatient {
+                name: n.kanji.or(n.romaji),
+                kana: n.kana,
+                birth_date: p["birthDate"].as_str().map(str::to_owned),
+                gender: p["gender"].as_str().map(str::to_owned),
+            }
         })
         .unwrap_or_default();
     let comp = bundle.pointer("/entry/0/resource").cloned().unwrap_or(Value::Null);
@@ -505,7 +489,7 @@ fn summary_of(bundle: &Value) -> StoredSummary {
         .filter_map(|r| r["reference"].as_str())
         .filter_map(|u| entry_by_url(bundle, u))
         .find(|r| r["resourceType"] == "Practitioner")
-        .and_then(|p| name_of(p, "IDE"));
+        .and_then(|p| musubi_record::identity::names(p).display().map(str::to_owned));
     StoredSummary {
         patient,
         title: comp["title"].as_str().map(str::to_owned),
@@ -531,7 +515,8 @@ fn same_patient(a: &Value, b: &Value) -> bool {
     if let (Some(x), Some(y)) = (insurance_id(a), insurance_id(b)) {
         return x == y;
     }
-    name_of(a, "IDE").is_some() && name_of(a, "IDE") == name_of(b, "IDE") && a["birthDate"] == b["birthDate"]
+    let kanji = |p: &Value| musubi_record::identity::names(p).kanji;
+    kanji(a).is_some() && kanji(a) == kanji(b) && a["birthDate"] == b["birthDate"]
 }
 
 /// When a referral sent at `created` is deleted at the latest: the same time of day,

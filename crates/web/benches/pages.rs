@@ -154,7 +154,7 @@ fn main() {
         let ctx = musubi_service::Ctx::operator("bench");
         let rec = net.svc.person_record(&ctx, &patient, "bench").unwrap();
         for _ in 0..n {
-            let v = musubi_web::model::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
+            let v = musubi_record::page::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
             let s = musubi_service::summary::build(&rec, &patient, musubi_fhir::datetime::now_ms());
             assert!(!v.labs.is_empty() && !s.labs.items.is_empty());
         }
@@ -202,7 +202,7 @@ fn main() {
         let rec = net.svc.person_record(&doctor, &patient, "bench").unwrap();
         rec_t.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
-        let v = musubi_web::model::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
+        let v = musubi_record::page::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
         view_t.push(t.elapsed().as_secs_f64() * 1000.0);
         assert!(!v.labs.is_empty());
         let t = Instant::now();
@@ -237,7 +237,7 @@ fn main() {
         let svc = musubi_service::Service::new(net.store.clone(), "bench-cold");
         let t = Instant::now();
         let rec = svc.person_record(&doctor, &patient, "bench").unwrap();
-        let v = musubi_web::model::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
+        let v = musubi_record::page::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
         cold_t.push(t.elapsed().as_secs_f64() * 1000.0);
         assert!(!v.labs.is_empty());
     }

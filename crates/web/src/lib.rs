@@ -59,7 +59,6 @@ mod admin;
 pub mod chart;
 mod html;
 pub mod letter;
-pub mod model;
 mod portal;
 mod record_html;
 mod referrals;

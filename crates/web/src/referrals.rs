@@ -185,7 +185,7 @@ async fn draft(web: &Web, c: &Clinician, patient_id: &str) -> std::result::Resul
     let pid = patient_id.to_owned();
     web.call(move |svc| {
         let rec = svc.person_record(&ctx, &pid, "referral-draft")?;
-        let v = crate::model::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
+        let v = musubi_record::page::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
         let lines = |it: Vec<String>| it.into_iter().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n");
         let problem = lines(v.diagnoses.iter().filter(|d| d.active && !d.uninformed).map(|d| d.name.clone()).collect());
         let past = lines(
