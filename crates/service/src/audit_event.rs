@@ -7,7 +7,8 @@ use musubi_fhir::datetime;
 use musubi_store::AuditQuery;
 use serde_json::{Value, json};
 
-use crate::search::{count_param, offset_param, page_links, parse_date_pred};
+use crate::paging::{count_param, offset_param, page_links};
+use crate::search::parse_date_pred;
 use crate::{ApiError, Ctx, ErrorKind, SearchResult, Service};
 
 /// Renders one stored audit record as an AuditEvent.

@@ -30,6 +30,7 @@ pub mod ids;
 pub mod import;
 pub mod login;
 pub mod mpi;
+mod paging;
 pub mod people;
 mod prepare;
 mod read;

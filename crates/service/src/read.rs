@@ -10,7 +10,7 @@ use crate::access::Access;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::search::{Link, count_param, offset_param};
+use crate::paging::{BundleMeta, Link, count_param, offset_param};
 use crate::write::check_supported;
 use crate::{ApiError, Ctx, ErrorKind, Service};
 
@@ -40,12 +40,6 @@ struct HistoryBundle<'a> {
     total: i64,
     link: Vec<Link>,
     entry: Vec<HistoryEntry<'a>>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct BundleMeta {
-    #[serde(rename = "lastUpdated")]
-    pub last_updated: String,
 }
 
 #[derive(Serialize)]
@@ -296,7 +290,7 @@ impl Service {
             (Some(t), None) => format!("{}/{t}/_history", ctx.base_url),
             _ => format!("{}/_history", ctx.base_url),
         };
-        let link = crate::search::page_links(&path, params, offset, count, total);
+        let link = crate::paging::page_links(&path, params, offset, count, total);
         let b = HistoryBundle {
             resource_type: "Bundle",
             id: crate::prepare::new_id(),
