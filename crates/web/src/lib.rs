@@ -159,6 +159,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(service: Service, config: WebCon
         .route("/", get(viewer::home))
         .route("/assets/style.css", get(style))
         .merge(viewer::routes())
+        // The emergency summary pages build on the viewer's (its access checks and the page
+        // shown when nothing is visible); the viewer does not know them.
+        .route("/patients/{id}/summary", get(summary_page::summary))
+        .route("/patients/{id}/summary.pdf", get(summary_page::summary_pdf))
         .merge(portal::routes())
         .merge(admin::routes())
         .merge(referrals::routes())

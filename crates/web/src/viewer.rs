@@ -37,8 +37,6 @@ pub(crate) fn routes() -> Router<Web> {
         .route("/patients/{id}/visit-consent", get(visit_consent_form).post(visit_consent))
         .route("/patients/{id}/activation-code", post(activation_code))
         .route("/patients/{id}/emergency", get(emergency_form).post(emergency_post))
-        .route("/patients/{id}/summary", get(crate::summary_page::summary))
-        .route("/patients/{id}/summary.pdf", get(crate::summary_page::summary_pdf))
 }
 
 fn query(q: Option<String>) -> Vec<(String, String)> {
