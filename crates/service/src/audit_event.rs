@@ -8,7 +8,7 @@ use musubi_store::AuditQuery;
 use serde_json::{Value, json};
 
 use crate::paging::{count_param, offset_param, page_links};
-use crate::search::parse_date_pred;
+use crate::params::parse_date_pred;
 use crate::{ApiError, Ctx, ErrorKind, SearchResult, Service};
 
 /// Renders one stored audit record as an AuditEvent.

@@ -313,7 +313,7 @@ impl Service {
     /// at the next login; every session ends).
     pub fn reset_user_password(&self, ctx: &Ctx, login: &str, password: &str) -> Result<(), ApiError> {
         Self::require_operator(ctx)?;
-        crate::people::check_password_rule(password)?;
+        crate::credentials::check_password_rule(password)?;
         let id = self.user_id_of(login)?;
         let hash = self.hash_password_pooled(password)?;
         let mut a = self.audit_record(ctx, AuditAction::Update, "reset-password", AuditOutcome::Success);
@@ -358,10 +358,14 @@ impl Service {
         login: &str,
         name: &str,
         password: &str,
-    ) -> Result<crate::people::Enrolled, ApiError> {
-        let secret = crate::people::new_totp_secret()?;
+    ) -> Result<crate::credentials::Enrolled, ApiError> {
+        let secret = crate::credentials::new_totp_secret()?;
         let id = self.create_operator_with(ctx, login, name, password, Some(secret.clone()))?;
-        Ok(crate::people::Enrolled { id, totp_uri: crate::people::totp_uri(&secret, login)?, totp_secret: secret })
+        Ok(crate::credentials::Enrolled {
+            id,
+            totp_uri: crate::credentials::totp_uri(&secret, login)?,
+            totp_secret: secret,
+        })
     }
 
     /// Whether a named operator account exists (then the bootstrap token has no use).
@@ -386,7 +390,7 @@ impl Service {
         } else {
             Self::require_operator(ctx)?;
         }
-        crate::people::check_password_rule(password)?;
+        crate::credentials::check_password_rule(password)?;
         if login.trim().is_empty() || login.len() > 64 || login.chars().any(char::is_whitespace) {
             return Err(ApiError::bad_request("ログインIDは空白を含まない64文字以内にしてください"));
         }
@@ -458,13 +462,13 @@ impl Service {
     /// An Argon2id hash made on the hashing pool.
     pub(crate) fn hash_password_pooled(&self, password: &str) -> Result<String, ApiError> {
         let p = password.to_owned();
-        self.guard.pool.run(move || crate::people::hash_password(&p))?
+        self.guard.pool.run(move || crate::credentials::hash_password(&p))?
     }
 
     /// An Argon2id check made on the hashing pool.
     pub(crate) fn verify_password_pooled(&self, password: &str, hash: &str) -> Result<bool, ApiError> {
         let (p, h) = (password.to_owned(), hash.to_owned());
-        self.guard.pool.run(move || crate::people::verify_password(&p, &h))
+        self.guard.pool.run(move || crate::credentials::verify_password(&p, &h))
     }
 
     /// Whether a session's last recorded use is too long ago; records this use when the last

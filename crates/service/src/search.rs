@@ -9,20 +9,19 @@ use std::collections::BTreeMap;
 
 use musubi_domain::audit::AuditPurpose;
 use musubi_domain::audit::{AuditAction, AuditOutcome};
-use musubi_fhir::datetime::{self, parse_range};
+use musubi_fhir::datetime;
 use musubi_fhir::index::normalize_string;
 use musubi_fhir::reference::parse_reference;
 use musubi_fhir::{Interaction, ParamKind, ResourceType};
 use musubi_gate::Operation;
 
 use crate::access::Access;
-use musubi_store::{
-    AuditQuery, CurrentRow, DatePred, DatePrefix, Filter, SearchQuery, Sort, StoredResource, StrMatch, TokenMatch,
-};
+use musubi_store::{AuditQuery, CurrentRow, Filter, SearchQuery, Sort, StoredResource, StrMatch, TokenMatch};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::paging::{BundleMeta, Link, count_param, offset_param, page_links};
+use crate::params::parse_date_pred;
 use crate::write::check_supported;
 use crate::{ApiError, Ctx, Service};
 
@@ -64,38 +63,6 @@ fn parse_token(v: &str) -> TokenMatch {
         Some((system, "")) => TokenMatch::System(system.to_owned()),
         Some((system, code)) => TokenMatch::SystemCode(system.to_owned(), code.to_owned()),
     }
-}
-
-/// Parses `[prefix]date` (`ge2024-01-01`).
-pub(crate) fn parse_date_pred(name: &str, v: &str) -> Result<DatePred, ApiError> {
-    let (prefix, rest) = match v.get(..2) {
-        Some(p) if p.bytes().all(|b| b.is_ascii_lowercase()) => {
-            let prefix = match p {
-                "eq" => DatePrefix::Eq,
-                "ne" => DatePrefix::Ne,
-                "gt" => DatePrefix::Gt,
-                "lt" => DatePrefix::Lt,
-                "ge" => DatePrefix::Ge,
-                "le" => DatePrefix::Le,
-                "sa" => DatePrefix::Sa,
-                "eb" => DatePrefix::Eb,
-                "ap" => DatePrefix::Ap,
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "{name} の比較演算子 {p:?} は使えません（eq, ne, gt, lt, ge, le, sa, eb, ap）"
-                    )));
-                }
-            };
-            (prefix, &v[2..])
-        }
-        _ => (DatePrefix::Eq, v),
-    };
-    let range = parse_range(rest).map_err(|_| {
-        ApiError::bad_request(format!(
-            "{name} の値 {rest:?} は日付・日時ではありません（例: 2024-05-01, 2024-05-01T09:00:00+09:00）"
-        ))
-    })?;
-    Ok(DatePred { prefix, range })
 }
 
 fn patient_id_of(v: &str) -> Result<String, ApiError> {
@@ -498,6 +465,7 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use musubi_store::{DatePred, DatePrefix};
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
