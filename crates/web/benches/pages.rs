@@ -12,7 +12,7 @@
 //!
 //! `cargo bench -p musubi-web --bench pages` (set `MUSUBI_BENCH_N` for more samples).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 // The allocator of the `musubi` binary (`musubi serve`), so the numbers are the server's.
