@@ -514,6 +514,107 @@ mod tests {
         assert_eq!(u.resources[1].id, key.id(OBS));
     }
 
+    /// The moves of the rekey tests: the two deterministic ids above, keyed.
+    fn moves(key: &IdKey) -> impl Fn(ResourceType, &str) -> Option<String> + '_ {
+        |_, id| [PATIENT, OBS].contains(&id).then(|| key.id(id))
+    }
+
+    #[test]
+    fn a_rekey_rewrites_the_own_id_and_references_only() {
+        let key = IdKey::from_bytes([7; 32]);
+        let (p, o) = (key.id(PATIENT), key.id(OBS));
+        let mut v = json!({
+            "resourceType": "Observation",
+            "id": OBS,
+            "meta": {"versionId": "3", "lastUpdated": "2026-01-01T00:00:00.000+09:00", "source": OBS},
+            // An identifier whose value happens to equal an old id is data: it stays.
+            "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11318814790", "value": OBS}],
+            "text": {"status": "generated", "div": format!("<div>{PATIENT}</div>")},
+            "subject": {"reference": format!("Patient/{PATIENT}"), "display": PATIENT},
+            "hasMember": [
+                {"reference": format!("Observation/{OBS}/_history/2")},
+                {"reference": format!("https://musubi.example.jp/fhir/Patient/{PATIENT}")},
+                {"reference": format!("urn:uuid:{PATIENT}")},
+                {"reference": "#contained"},
+                {"reference": format!("Observation/{}", key.id("not-moved"))}
+            ],
+            "contained": [{"resourceType": "Specimen", "id": "contained", "subject": {"reference": format!("Patient/{PATIENT}")}}],
+            "extension": [{"url": "http://example.jp/x", "valueReference": {"reference": format!("Patient/{PATIENT}")}}]
+        });
+        let before = v.clone();
+        assert_eq!(rekey_resource(ResourceType::Observation, &mut v, &moves(&key)), 6);
+        assert_eq!(v["id"], json!(o));
+        assert_eq!(v["subject"]["reference"], json!(format!("Patient/{p}")));
+        assert_eq!(v["hasMember"][0]["reference"], json!(format!("Observation/{o}/_history/2")));
+        assert_eq!(v["hasMember"][1]["reference"], json!(format!("https://musubi.example.jp/fhir/Patient/{p}")));
+        assert_eq!(v["contained"][0]["subject"]["reference"], json!(format!("Patient/{p}")));
+        assert_eq!(v["extension"][0]["valueReference"]["reference"], json!(format!("Patient/{p}")));
+        // Untouched: identifiers, text, display, meta, urn:uuid, contained ids, other targets.
+        for path in ["/identifier", "/text", "/subject/display", "/meta", "/hasMember/2", "/hasMember/3", "/hasMember/4"] {
+            assert_eq!(v.pointer(path), before.pointer(path), "{path}");
+        }
+        assert_eq!(v["contained"][0]["id"], "contained");
+        // Nothing left to move: a second pass changes nothing.
+        let again = v.clone();
+        assert_eq!(rekey_resource(ResourceType::Observation, &mut v, &moves(&key)), 0);
+        assert_eq!(v, again);
+
+        // A Bundle is a document as sent: only its own id would move.
+        let mut doc = json!({"resourceType": "Bundle", "id": OBS, "entry": [{"resource": {"subject": {"reference": format!("Patient/{PATIENT}")}}}]});
+        assert_eq!(rekey_resource(ResourceType::Bundle, &mut doc, &moves(&key)), 1);
+        assert_eq!(doc["entry"][0]["resource"]["subject"]["reference"], json!(format!("Patient/{PATIENT}")));
+    }
+
+    #[test]
+    fn the_rekey_rules_rewrite_stored_json_and_its_hash() {
+        use musubi_store::rekey::Rekeying;
+        let key = IdKey::from_bytes([7; 32]);
+        let r = Rekeyer {
+            key: std::sync::Arc::new(key.clone()),
+            audit: musubi_domain::audit::AuditRecord {
+                recorded: 0,
+                action: musubi_domain::audit::AuditAction::Execute,
+                subtype: "ids-rekey".into(),
+                outcome: musubi_domain::audit::AuditOutcome::Success,
+                outcome_text: None,
+                agent: musubi_domain::audit::AuditAgent {
+                    kind: "operator-cli".into(),
+                    name: "op".into(),
+                    facility: None,
+                    profession: None,
+                    address: None,
+                },
+                purpose: musubi_domain::audit::AuditPurpose::Operations,
+                patient: None,
+                person: None,
+                entities: Vec::new(),
+                query: None,
+                source: "test".into(),
+            },
+            progress: Box::new(|_, _| {}),
+        };
+        assert_eq!(r.new_id(PATIENT), Some(key.id(PATIENT)));
+        assert_eq!(r.new_id(&key.id(PATIENT)), None, "a keyed id (v8) is not moved again");
+        assert_eq!(r.new_id("0190e5a3-0000-7000-8000-000000000000"), None, "a server id (v7) stays");
+        let stored = format!(
+            r#"{{"resourceType":"Observation","id":"{OBS}","meta":{{"versionId":"2","lastUpdated":"2026-01-01T00:00:00.000+09:00"}},"subject":{{"reference":"Patient/{PATIENT}"}},"valueQuantity":{{"value":7.25}}}}"#
+        );
+        let out = r.rewrite(ResourceType::Observation, &stored, &moves(&key)).unwrap().unwrap();
+        let expected = stored.replace(OBS, &key.id(OBS)).replace(PATIENT, &key.id(PATIENT));
+        assert_eq!(out.content, expected, "same bytes but the ids: element order and numbers kept");
+        // The hash a write of the same resource under the new ids would give (server meta out).
+        assert_eq!(
+            out.content_hash,
+            crate::prepare::content_hash(&expected, "2", "2026-01-01T00:00:00.000+09:00")
+        );
+        assert_eq!(r.rewrite(ResourceType::Observation, &expected, &moves(&key)).unwrap(), None);
+        // JSON without any deterministic id is not even parsed.
+        assert_eq!(r.rewrite(ResourceType::Observation, "not json", &moves(&key)).unwrap(), None);
+        assert!(r.rewrite(ResourceType::Observation, &format!("{{\"id\": \"{OBS}\""), &moves(&key)).is_err());
+        assert!(mentions_deterministic(&format!("x{PATIENT}x")));
+        assert!(!mentions_deterministic("2026-05-01 -5 ee8e0968-8676-4b5d-a586-54f849c4e3ca"));
+    }
+
     #[test]
     fn the_key_file_is_created_private_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
