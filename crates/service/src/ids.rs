@@ -413,7 +413,14 @@ impl crate::Service {
             "ids-rekey",
             musubi_domain::audit::AuditOutcome::Success,
         );
-        let report = self.store.rekey(Box::new(Rekeyer { key, audit, progress: Box::new(progress) }))?;
+        let report =
+            self.store.rekey(Box::new(Rekeyer { key, audit, progress: Box::new(progress) })).map_err(|e| match e {
+                musubi_store::StoreError::Constraint(m) => crate::ApiError::new(
+                    crate::ErrorKind::Conflict,
+                    format!("ID の付け替えを中止しました（保存内容は変わっていません）: {m}"),
+                ),
+                other => crate::ApiError::internal(format!("the rekey failed and changed nothing: {other}")),
+            })?;
         // The index was built from the Patients under their old ids.
         self.mpi.forget();
         Ok(report)

@@ -226,10 +226,11 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         )));
     }
     // The moves are kept for good: the audit trail, which never changes, names the old ids.
-    // (An old id seen again maps to the same new id: the first row stays.)
+    // (An old id seen again maps to the same new id: the first row stays. `WHERE` keeps SQLite
+    // from reading `ON` as a join.)
     conn.execute(
         "INSERT INTO id_rekeyed (rtype, old_id, new_id, at) SELECT rtype, old_id, new_id, $1 FROM rekey_move \
-         ON CONFLICT (rtype, old_id) DO NOTHING",
+         WHERE 1 = 1 ON CONFLICT (rtype, old_id) DO NOTHING",
         &[Param::I64(now)],
     )?;
 
