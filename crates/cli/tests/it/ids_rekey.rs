@@ -100,6 +100,7 @@ const PERSON_COLUMNS: &[(&str, &str)] = &[
     ("resource", "person_id"),
     ("person_code", "person_id"),
     ("notification", "person_id"),
+    ("consent_setting", "person_id"),
     ("referral", "person_id"),
     ("mpi_link", "person_id"),
 ];
@@ -266,8 +267,26 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
     let resources_before = raw.texts("SELECT rtype || '/' || id FROM resource").len();
     let old_ids: HashSet<String> = collected.iter().map(|k| k.split_once('/').unwrap().1.to_owned()).collect();
 
-    // The rekey, by the operator with the network's key.
+    let (np, np2) = (key().id(&p), key().id(&p2));
     let svc = Service::new(store.clone(), "cli").with_id_key(key());
+
+    // A failure late in the rekey (the resources have moved, then the consent settings of the
+    // second patient's person collide with some under its new id) leaves the store as it was.
+    raw.exec(&format!(
+        "INSERT INTO consent_setting (person_id, settings, version, updated, updated_by) \
+         VALUES ('{p2}', '{{}}', 1, 1, 'test'), ('{np2}', '{{}}', 1, 1, 'test')"
+    ));
+    let head_before_failure = store.audit_head().unwrap();
+    let failed = svc.rekey_ids(&Ctx::operator("op"), |_, _| {}).unwrap_err();
+    assert_eq!(failed.kind, musubi_service::ErrorKind::Conflict, "{failed:?}");
+    assert_eq!(versions(&mut raw), versions_before);
+    assert_eq!(raw.texts("SELECT rtype || '/' || id FROM collect_source ORDER BY 1"), collected);
+    assert_eq!(raw.texts(&format!("SELECT id FROM resource WHERE id = '{np}'")).len(), 0);
+    assert_eq!(raw.texts("SELECT old_id FROM id_rekeyed").len(), 0);
+    assert_eq!(store.audit_head().unwrap(), head_before_failure);
+    raw.exec(&format!("DELETE FROM consent_setting WHERE person_id = '{np2}'"));
+
+    // The rekey, by the operator with the network's key.
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let s = seen.clone();
     let report = svc
@@ -277,7 +296,6 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
     assert_eq!(report.versions_seen, versions_before.len() as u64);
     assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), report.versions_seen);
     assert!(report.versions_rewritten >= report.moved, "{report:?}");
-    let (np, np2) = (key().id(&p), key().id(&p2));
 
     // No column names an old id: only the id the system chose stays as it was.
     for (table, col) in ID_COLUMNS {
@@ -295,6 +313,7 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
         assert!(left.is_empty(), "{table}.{col} still holds {left:?}");
     }
     assert_eq!(raw.one(&format!("SELECT person_id FROM person_code WHERE person_id = '{np2}'")), np2);
+    assert_eq!(raw.one(&format!("SELECT person_id FROM consent_setting WHERE person_id = '{np2}'")), np2);
     assert_eq!(raw.texts(&format!("SELECT person_id FROM resource WHERE patient_id = '{np2}' AND person_id <> '{np2}'")).len(), 0);
     assert_eq!(raw.one("SELECT patient_id FROM referral WHERE id = 'ref-1'"), np);
     assert_eq!(raw.one("SELECT person_id FROM referral WHERE id = 'ref-1'"), person, "a real person id stays");
