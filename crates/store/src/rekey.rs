@@ -167,6 +167,7 @@ fn count(conn: &mut dyn Conn, sql: &str, params: &[Param<'_>]) -> Result<u64, St
 }
 
 fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreError> {
+    let started = std::time::Instant::now();
     let now = musubi_fhir::datetime::now_ms();
     let mut report = RekeyReport::default();
     let like = Param::Text(DETERMINISTIC_ID_LIKE);
@@ -200,10 +201,12 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
     conn.batch(
         "CREATE TEMP TABLE IF NOT EXISTS rekey_move (rtype TEXT NOT NULL, old_id TEXT NOT NULL, new_id TEXT NOT NULL, \
          PRIMARY KEY (rtype, old_id)); \
-         CREATE TEMP TABLE IF NOT EXISTS rekey_version (rtype TEXT NOT NULL, id TEXT NOT NULL, version BIGINT NOT NULL, \
-         content TEXT NOT NULL, content_hash TEXT, PRIMARY KEY (rtype, id, version)); \
+         CREATE TEMP TABLE IF NOT EXISTS rekey_version (rtype TEXT NOT NULL, old_id TEXT NOT NULL, version BIGINT NOT NULL, \
+         new_id TEXT NOT NULL, content TEXT NOT NULL, PRIMARY KEY (rtype, old_id, version)); \
+         CREATE TEMP TABLE IF NOT EXISTS rekey_resource (rtype TEXT NOT NULL, old_id TEXT NOT NULL, new_id TEXT NOT NULL, \
+         content_hash TEXT, patient_id TEXT, PRIMARY KEY (rtype, old_id)); \
          CREATE TEMP TABLE IF NOT EXISTS rekey_value (old TEXT PRIMARY KEY, new TEXT NOT NULL); \
-         DELETE FROM rekey_move; DELETE FROM rekey_version; DELETE FROM rekey_value",
+         DELETE FROM rekey_move; DELETE FROM rekey_version; DELETE FROM rekey_resource; DELETE FROM rekey_value",
     )?;
     let rows: Vec<Vec<Param<'_>>> =
         moves.iter().map(|(t, old, new)| vec![Param::Text(t), Param::Text(old), Param::Text(new)]).collect();
@@ -234,22 +237,24 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         &[Param::I64(now)],
     )?;
 
-    // Every stored version: its JSON rewritten where it names a moved id, staged under the id
-    // it will have. Paged by primary key over the table as it was (nothing is changed until
-    // the scan is over).
+    // Every stored version: its JSON rewritten where it names a moved id, staged with the id
+    // it will have; and at each current version, what its `resource` row becomes (id, content
+    // hash, patient), so that each row is written once (on PostgreSQL every update writes a
+    // new tuple and all its index entries). Paged by primary key over the table as it was
+    // (nothing is changed until the scan is over).
     let total = count(conn, "SELECT COUNT(*) FROM resource_version", &[])?;
     rules.progress(0, total);
     let mut after: Option<(String, String, i64)> = None;
     loop {
         let page = match &after {
             None => conn.query(
-                "SELECT v.rtype, v.id, v.version, v.content, r.version FROM resource_version v \
+                "SELECT v.rtype, v.id, v.version, v.content, r.version, r.patient_id FROM resource_version v \
                  LEFT JOIN resource r ON r.rtype = v.rtype AND r.id = v.id \
                  ORDER BY v.rtype, v.id, v.version LIMIT $1",
                 &[Param::I64(PAGE)],
             )?,
             Some((t, id, v)) => conn.query(
-                "SELECT v.rtype, v.id, v.version, v.content, r.version FROM resource_version v \
+                "SELECT v.rtype, v.id, v.version, v.content, r.version, r.patient_id FROM resource_version v \
                  LEFT JOIN resource r ON r.rtype = v.rtype AND r.id = v.id \
                  WHERE (v.rtype, v.id, v.version) > ($1, $2, $3) \
                  ORDER BY v.rtype, v.id, v.version LIMIT $4",
@@ -258,39 +263,84 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         };
         let Some(last) = page.last() else { break };
         after = Some((last.str(0).to_owned(), last.str(1).to_owned(), last.i64(2)));
-        let mut staged: Vec<(String, String, i64, Rewritten, bool)> = Vec::new();
+        // (type, old id, version, new id, new JSON)
+        let mut versions: Vec<(&str, &str, i64, String, String)> = Vec::new();
+        // (type, old id, new id, content hash, patient)
+        let mut resources: Vec<(&str, &str, String, Option<String>, Option<String>)> = Vec::new();
         for row in &page {
             report.versions_seen += 1;
-            let Some(content) = row.opt_str(3) else { continue };
             let Ok(t) = row.str(0).parse::<ResourceType>() else { continue };
             let id = row.str(1);
-            let Some(new) =
-                rules.rewrite(t, content, &moved).map_err(|e| StoreError::Corrupt(format!("{t}/{id}: {e}")))?
-            else {
-                continue;
+            let new_id = moved(t, id);
+            let rewritten = match row.opt_str(3) {
+                Some(content) => {
+                    rules.rewrite(t, content, &moved).map_err(|e| StoreError::Corrupt(format!("{t}/{id}: {e}")))?
+                }
+                None => None,
             };
-            let final_id = moved(t, id).unwrap_or_else(|| id.to_owned());
-            let current = row.opt_i64(4) == Some(row.i64(2));
-            staged.push((t.as_str().to_owned(), final_id, row.i64(2), new, current));
+            let final_id = new_id.clone().unwrap_or_else(|| id.to_owned());
+            if row.opt_i64(4) == Some(row.i64(2)) {
+                let patient = row.opt_str(5).and_then(|p| moved(ResourceType::Patient, p));
+                let hash = rewritten.as_ref().map(|r| r.content_hash.clone());
+                if new_id.is_some() || hash.is_some() || patient.is_some() {
+                    resources.push((row.str(0), id, final_id.clone(), hash, patient));
+                }
+            }
+            if let Some(r) = rewritten {
+                versions.push((row.str(0), id, row.i64(2), final_id, r.content));
+            }
         }
-        report.versions_rewritten += staged.len() as u64;
-        let rows: Vec<Vec<Param<'_>>> = staged
+        report.versions_rewritten += versions.len() as u64;
+        let rows: Vec<Vec<Param<'_>>> = versions
             .iter()
-            .map(|(t, id, v, new, current)| {
+            .map(|(t, old, v, new, content)| {
+                vec![Param::Text(t), Param::Text(old), Param::I64(*v), Param::Text(new), Param::Text(content)]
+            })
+            .collect();
+        conn.insert_rows("rekey_version", &["rtype", "old_id", "version", "new_id", "content"], &rows)?;
+        let rows: Vec<Vec<Param<'_>>> = resources
+            .iter()
+            .map(|(t, old, new, hash, patient)| {
                 vec![
                     Param::Text(t),
-                    Param::Text(id),
-                    Param::I64(*v),
-                    Param::Text(&new.content),
-                    if *current { Param::Text(&new.content_hash) } else { Param::Null },
+                    Param::Text(old),
+                    Param::Text(new),
+                    hash.as_deref().into(),
+                    patient.as_deref().into(),
                 ]
             })
             .collect();
-        conn.insert_rows("rekey_version", &["rtype", "id", "version", "content", "content_hash"], &rows)?;
+        conn.insert_rows("rekey_resource", &["rtype", "old_id", "new_id", "content_hash", "patient_id"], &rows)?;
         rules.progress(report.versions_seen, total);
     }
 
-    // The moves, table by table.
+    let t_scan = started.elapsed();
+    if conn.dialect() == crate::sql::Dialect::Postgres {
+        // Temporary tables get no statistics from autovacuum: without them the planner guesses
+        // their size and may scan the big tables once per staged row.
+        conn.batch("ANALYZE rekey_move; ANALYZE rekey_version; ANALYZE rekey_resource")?;
+    }
+    // The rewritten versions and the current rows, each written once.
+    let n = conn.execute(
+        "UPDATE resource_version SET id = s.new_id, content = s.content FROM rekey_version s \
+         WHERE resource_version.rtype = s.rtype AND resource_version.id = s.old_id AND resource_version.version = s.version",
+        &[],
+    )?;
+    if n != report.versions_rewritten {
+        return Err(StoreError::Corrupt(format!(
+            "{} versions were rewritten but {n} stored rows took the new JSON",
+            report.versions_rewritten
+        )));
+    }
+    let n = conn.execute(
+        "UPDATE resource SET id = s.new_id, content_hash = COALESCE(s.content_hash, resource.content_hash), \
+         patient_id = COALESCE(s.patient_id, resource.patient_id) FROM rekey_resource s \
+         WHERE resource.rtype = s.rtype AND resource.id = s.old_id",
+        &[],
+    )?;
+    report.rows.push(("resource (id, content_hash, patient_id)".into(), n));
+    // Every other row keyed by a moved resource (versions that did not change, such as
+    // deletions; the search indexes; source links; anything the scan could not see).
     for table in ID_TABLES {
         let n = conn.execute(
             &format!(
@@ -301,25 +351,8 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         )?;
         report.rows.push((format!("{table}.id"), n));
     }
-    let n = conn.execute(
-        "UPDATE resource_version SET content = s.content FROM rekey_version s \
-         WHERE resource_version.rtype = s.rtype AND resource_version.id = s.id AND resource_version.version = s.version",
-        &[],
-    )?;
-    if n != report.versions_rewritten {
-        return Err(StoreError::Corrupt(format!(
-            "{} versions were rewritten but {n} stored rows took the new JSON",
-            report.versions_rewritten
-        )));
-    }
-    let n = conn.execute(
-        "UPDATE resource SET content_hash = s.content_hash FROM rekey_version s \
-         WHERE s.content_hash IS NOT NULL AND resource.rtype = s.rtype AND resource.id = s.id \
-         AND resource.version = s.version",
-        &[],
-    )?;
-    report.rows.push(("resource.content_hash".into(), n));
 
+    let t_moves = started.elapsed();
     // References in the search index.
     let mut values: Vec<(String, String)> = Vec::new();
     for r in conn.query(
@@ -369,9 +402,18 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         )?;
         report.rows.push((format!("{table}.{col}"), n));
     }
-    conn.batch("DELETE FROM rekey_move; DELETE FROM rekey_version; DELETE FROM rekey_value")?;
+    conn.batch("DELETE FROM rekey_move; DELETE FROM rekey_version; DELETE FROM rekey_resource; DELETE FROM rekey_value")?;
     report.rows.retain(|(_, n)| *n > 0);
 
+    tracing::info!(
+        moved = report.moved,
+        versions = report.versions_seen,
+        rewritten = report.versions_rewritten,
+        scan_s = t_scan.as_secs_f64(),
+        moves_s = (t_moves - t_scan).as_secs_f64(),
+        columns_s = (started.elapsed() - t_moves).as_secs_f64(),
+        "rekey done (not committed yet)"
+    );
     let seqs = crate::ops::append_audit(conn, &[rules.audit(&report)])?;
     report.audit_seq = seqs.first().copied();
     Ok(report)
@@ -380,5 +422,9 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
 fn stage_values(conn: &mut dyn Conn, values: &[(String, String)]) -> Result<(), StoreError> {
     conn.execute("DELETE FROM rekey_value", &[])?;
     let rows: Vec<Vec<Param<'_>>> = values.iter().map(|(o, n)| vec![Param::Text(o), Param::Text(n)]).collect();
-    conn.insert_rows("rekey_value", &["old", "new"], &rows)
+    conn.insert_rows("rekey_value", &["old", "new"], &rows)?;
+    if conn.dialect() == crate::sql::Dialect::Postgres {
+        conn.batch("ANALYZE rekey_value")?;
+    }
+    Ok(())
 }

@@ -516,3 +516,69 @@ fn the_rekey_command_end_to_end() {
     let log = serve_briefly(&data, &audit_key);
     assert!(!log.contains("musubi ids rekey"), "{log}");
 }
+
+/// The measurement behind the report: a synthetic region (`MUSUBI_REKEY_PERSONS`, default
+/// 10,000; SS-MIX2 and UKE) collected the old way, then rekeyed, on SQLite and (with
+/// `MUSUBI_TEST_POSTGRES`) PostgreSQL; with the start-up check before and after. Run it
+/// optimized: `cargo test --release -p musubi --test it rekey_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn rekey_timing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,musubi_store::rekey=info"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let persons: u64 = std::env::var("MUSUBI_REKEY_PERSONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = musubi_synth::SynthOptions::new(persons, 7, dir.path().join("synth"));
+    opts.formats = musubi_synth::Formats { fhir: false, ssmix2: true, uke: true, truth: false };
+    musubi_synth::generate(&opts, &musubi_synth::NoProgress).unwrap();
+    let run = |store: Store, name: &str| {
+        let old = Service::new(store.clone(), "timing");
+        let t = Instant::now();
+        let ssmix2 = dir.path().join("synth/ssmix2");
+        for f in std::fs::read_dir(&ssmix2).unwrap() {
+            let f = f.unwrap();
+            let code = f.file_name().to_string_lossy().into_owned();
+            collect_ssmix2(&old, &f.path(), code.parse().unwrap(), &CollectOptions::default(), &NoProgress).unwrap();
+        }
+        musubi_collect::collect_uke(&old, &[dir.path().join("synth/uke")], None, &CollectOptions::default(), &NoProgress)
+            .unwrap();
+        let collect_s = t.elapsed().as_secs_f64();
+        let check = |s: &Store| {
+            let t = Instant::now();
+            let remain = s.read(|r| r.deterministic_ids_remain()).unwrap();
+            (remain, t.elapsed().as_secs_f64() * 1e3)
+        };
+        let before = check(&store);
+        let svc = Service::new(store.clone(), "timing").with_id_key(key());
+        let t = Instant::now();
+        let r = svc.rekey_ids(&Ctx::operator("op"), |_, _| {}).unwrap();
+        let rekey_s = t.elapsed().as_secs_f64();
+        let after = check(&store);
+        let t = Instant::now();
+        let again = svc.rekey_ids(&Ctx::operator("op"), |_, _| {}).unwrap();
+        let again_s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: {persons} persons collected in {collect_s:.1} s; rekey: {} resources moved, {} of {} versions rewritten in {rekey_s:.2} s ({:.0} versions/s); second run {} moved in {again_s:.2} s; start-up check {:?} ms before, {:?} ms after",
+            r.moved,
+            r.versions_rewritten,
+            r.versions_seen,
+            r.versions_seen as f64 / rekey_s,
+            again.moved,
+            before,
+            after
+        );
+        assert!(before.0 && !after.0 && again.moved == 0);
+    };
+    run(Store::open_sqlite(&dir.path().join("data")).unwrap(), "sqlite");
+    if let Ok(admin) = std::env::var("MUSUBI_TEST_POSTGRES") {
+        let name = format!("musubi_rekey_timing_{}", std::process::id());
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        run(Store::open_postgres(&url).unwrap(), "postgres");
+        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}
