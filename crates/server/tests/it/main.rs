@@ -1,10 +1,10 @@
 //! The integration tests of `musubi-server`, in one binary: each file used to be its own
 //! test binary, and linking the whole service once per file cost minutes and gigabytes.
 
-mod common;
 mod api;
 mod attacks;
 mod authz;
+mod common;
 mod hygiene;
 mod login_attacks;
 mod mpi;

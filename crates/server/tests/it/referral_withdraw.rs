@@ -5,8 +5,8 @@
 //! 退院時サマリー are gone, and the withdrawal is audited. Posting the same identifier again sends
 //! a new letter (a new referral, 未受領) beside the withdrawn one.
 
-use base64::Engine;
 use crate::common::*;
+use base64::Engine;
 use musubi_store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};

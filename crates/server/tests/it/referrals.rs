@@ -6,8 +6,8 @@
 //! referral 7 days after receipt and the unreceived reply 6 months after sending. Signatures
 //! made with the `openssl` command are checked against roots configured in the service.
 
-use base64::Engine;
 use crate::common::*;
+use base64::Engine;
 use musubi_service::{Ctx, Service};
 use musubi_store::Store;
 use serde_json::{Value, json};
