@@ -72,7 +72,10 @@ pub(crate) fn run(cmd: IdsCommand) -> Result<()> {
                 "rekeyed collected resources"
             );
             if report.moved == 0 && report.versions_rewritten == 0 {
-                eprintln!("ID の付け替え: 付け替えの必要なリソースはありません（{} 版を確認, {secs:.1} 秒）", report.versions_seen);
+                eprintln!(
+                    "ID の付け替え: 付け替えの必要なリソースはありません（{} 版を確認, {secs:.1} 秒）",
+                    report.versions_seen
+                );
             } else {
                 eprintln!(
                     "ID の付け替え: 収集リソース {} 件を推測できない ID に移しました（{} 版のうち {} 版の参照を書き換え, {secs:.1} 秒）。監査ログは書き換えず、付け替えの記録（id_rekeyed）から旧 ID の記録も患者ごとに検索できます。",

@@ -223,7 +223,11 @@ fn reference_id(s: &str) -> Option<(ResourceType, std::ops::Range<usize>)> {
 /// resources and extensions included). Nothing else: identifiers, text and `urn:` references
 /// stay. A `Bundle` keeps its content (see the module documentation). Returns how many values
 /// changed.
-pub fn rekey_resource(rtype: ResourceType, v: &mut Value, moved: &dyn Fn(ResourceType, &str) -> Option<String>) -> usize {
+pub fn rekey_resource(
+    rtype: ResourceType,
+    v: &mut Value,
+    moved: &dyn Fn(ResourceType, &str) -> Option<String>,
+) -> usize {
     fn walk(v: &mut Value, moved: &dyn Fn(ResourceType, &str) -> Option<String>, n: &mut usize) {
         match v {
             Value::Object(m) => {
@@ -557,7 +561,9 @@ mod tests {
         assert_eq!(v["contained"][0]["subject"]["reference"], json!(format!("Patient/{p}")));
         assert_eq!(v["extension"][0]["valueReference"]["reference"], json!(format!("Patient/{p}")));
         // Untouched: identifiers, text, display, meta, urn:uuid, contained ids, other targets.
-        for path in ["/identifier", "/text", "/subject/display", "/meta", "/hasMember/2", "/hasMember/3", "/hasMember/4"] {
+        for path in
+            ["/identifier", "/text", "/subject/display", "/meta", "/hasMember/2", "/hasMember/3", "/hasMember/4"]
+        {
             assert_eq!(v.pointer(path), before.pointer(path), "{path}");
         }
         assert_eq!(v["contained"][0]["id"], "contained");
@@ -610,10 +616,7 @@ mod tests {
         let expected = stored.replace(OBS, &key.id(OBS)).replace(PATIENT, &key.id(PATIENT));
         assert_eq!(out.content, expected, "same bytes but the ids: element order and numbers kept");
         // The hash a write of the same resource under the new ids would give (server meta out).
-        assert_eq!(
-            out.content_hash,
-            crate::prepare::content_hash(&expected, "2", "2026-01-01T00:00:00.000+09:00")
-        );
+        assert_eq!(out.content_hash, crate::prepare::content_hash(&expected, "2", "2026-01-01T00:00:00.000+09:00"));
         assert_eq!(r.rewrite(ResourceType::Observation, &expected, &moves(&key)).unwrap(), None);
         // JSON without any deterministic id is not even parsed.
         assert_eq!(r.rewrite(ResourceType::Observation, "not json", &moves(&key)).unwrap(), None);

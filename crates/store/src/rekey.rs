@@ -104,8 +104,12 @@ const ID_TABLES: &[&str] =
     &["resource", "resource_version", "idx_token", "idx_ref", "idx_date", "idx_string", "collect_source"];
 
 /// Columns holding a source patient's id.
-const PATIENT_COLUMNS: &[(&str, &str)] =
-    &[("resource", "patient_id"), ("facility_use", "patient_id"), ("mpi_link", "patient_id"), ("referral", "patient_id")];
+const PATIENT_COLUMNS: &[(&str, &str)] = &[
+    ("resource", "patient_id"),
+    ("facility_use", "patient_id"),
+    ("mpi_link", "patient_id"),
+    ("referral", "patient_id"),
+];
 
 /// Columns holding a person id (a patient not linked by the MPI is its own person).
 const PERSON_COLUMNS: &[(&str, &str)] = &[
@@ -145,10 +149,9 @@ impl Reader<'_> {
     /// Whether a collected resource is still stored under a deterministic id (a `LIKE` over
     /// the collectors' source links that stops at the first one; `musubi serve` asks at start).
     pub fn deterministic_ids_remain(&mut self) -> Result<bool, StoreError> {
-        let rows = self.conn.query(
-            "SELECT 1 FROM collect_source WHERE id LIKE $1 LIMIT 1",
-            &[Param::Text(DETERMINISTIC_ID_LIKE)],
-        )?;
+        let rows = self
+            .conn
+            .query("SELECT 1 FROM collect_source WHERE id LIKE $1 LIMIT 1", &[Param::Text(DETERMINISTIC_ID_LIKE)])?;
         Ok(!rows.is_empty())
     }
 
@@ -161,6 +164,10 @@ impl Reader<'_> {
         Ok(rows.first().and_then(|r| r.opt_str(0)).map(str::to_owned))
     }
 }
+
+/// What a `resource` row becomes: (type, old id, new id, content hash, patient), the last two
+/// when they change.
+type RowChange<'a> = (&'a str, &'a str, String, Option<String>, Option<String>);
 
 fn count(conn: &mut dyn Conn, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
     Ok(conn.query(sql, params)?.first().map_or(0, |r| u64::try_from(r.i64(0)).unwrap_or(0)))
@@ -265,8 +272,7 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         after = Some((last.str(0).to_owned(), last.str(1).to_owned(), last.i64(2)));
         // (type, old id, version, new id, new JSON)
         let mut versions: Vec<(&str, &str, i64, String, String)> = Vec::new();
-        // (type, old id, new id, content hash, patient)
-        let mut resources: Vec<(&str, &str, String, Option<String>, Option<String>)> = Vec::new();
+        let mut resources: Vec<RowChange<'_>> = Vec::new();
         for row in &page {
             report.versions_seen += 1;
             let Ok(t) = row.str(0).parse::<ResourceType>() else { continue };
@@ -372,7 +378,8 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
     report.rows.push(("idx_ref.target".into(), n));
 
     // Patients, and persons who are a patient not linked yet.
-    let mut patients: Vec<String> = moves.iter().filter(|(t, _, _)| t == "Patient").map(|(_, o, _)| o.clone()).collect();
+    let mut patients: Vec<String> =
+        moves.iter().filter(|(t, _, _)| t == "Patient").map(|(_, o, _)| o.clone()).collect();
     for (table, col) in PATIENT_COLUMNS {
         for r in conn.query(&format!("SELECT DISTINCT {col} FROM {table} WHERE {col} LIKE $1"), &[like])? {
             patients.push(r.str(0).to_owned());
@@ -380,10 +387,8 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
     }
     patients.sort();
     patients.dedup();
-    let values: Vec<(String, String)> = patients
-        .into_iter()
-        .filter_map(|old| moved(ResourceType::Patient, &old).map(|new| (old, new)))
-        .collect();
+    let values: Vec<(String, String)> =
+        patients.into_iter().filter_map(|old| moved(ResourceType::Patient, &old).map(|new| (old, new))).collect();
     stage_values(conn, &values)?;
     for (table, col) in PATIENT_COLUMNS.iter().chain(PERSON_COLUMNS) {
         let n = conn.execute(
@@ -402,7 +407,9 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         )?;
         report.rows.push((format!("{table}.{col}"), n));
     }
-    conn.batch("DELETE FROM rekey_move; DELETE FROM rekey_version; DELETE FROM rekey_resource; DELETE FROM rekey_value")?;
+    conn.batch(
+        "DELETE FROM rekey_move; DELETE FROM rekey_version; DELETE FROM rekey_resource; DELETE FROM rekey_value",
+    )?;
     report.rows.retain(|(_, n)| *n > 0);
 
     tracing::info!(

@@ -207,7 +207,8 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
         };
         old.register_facility(&Ctx::operator("test"), row, vec![]).unwrap();
     }
-    let first = collect_ssmix2(&old, &root, FACILITY.parse().unwrap(), &CollectOptions::default(), &NoProgress).unwrap();
+    let first =
+        collect_ssmix2(&old, &root, FACILITY.parse().unwrap(), &CollectOptions::default(), &NoProgress).unwrap();
     assert!(first.stats.created > 50, "{:?}", first.stats);
     // The same storage as another facility's: other ids (the facility code is in them).
     let other = collect_ssmix2(&old, &root, OTHER.parse().unwrap(), &CollectOptions::default(), &NoProgress).unwrap();
@@ -230,7 +231,8 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
 
     // The facility's system reads the record (audited under the old ids), writes a result of
     // its own about the patient, and a result under an id it chose.
-    let obs = raw.one(&format!("SELECT id FROM resource WHERE rtype = 'Observation' AND patient_id = '{p}' ORDER BY id"));
+    let obs =
+        raw.one(&format!("SELECT id FROM resource WHERE rtype = 'Observation' AND patient_id = '{p}' ORDER BY id"));
     old.read(&system(), ResourceType::Patient, &p, None).unwrap();
     old.read(&system(), ResourceType::Observation, &obs, None).unwrap();
     let q = old.create(&system(), ResourceType::Observation, lab(&p)).unwrap().id;
@@ -314,7 +316,10 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
     }
     assert_eq!(raw.one(&format!("SELECT person_id FROM person_code WHERE person_id = '{np2}'")), np2);
     assert_eq!(raw.one(&format!("SELECT person_id FROM consent_setting WHERE person_id = '{np2}'")), np2);
-    assert_eq!(raw.texts(&format!("SELECT person_id FROM resource WHERE patient_id = '{np2}' AND person_id <> '{np2}'")).len(), 0);
+    assert_eq!(
+        raw.texts(&format!("SELECT person_id FROM resource WHERE patient_id = '{np2}' AND person_id <> '{np2}'")).len(),
+        0
+    );
     assert_eq!(raw.one("SELECT patient_id FROM referral WHERE id = 'ref-1'"), np);
     assert_eq!(raw.one("SELECT person_id FROM referral WHERE id = 'ref-1'"), person, "a real person id stays");
 
@@ -338,8 +343,7 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
         }
         out
     };
-    let before: BTreeMap<String, String> =
-        versions_before.iter().map(|(k, c)| (rename(k), rename(c))).collect();
+    let before: BTreeMap<String, String> = versions_before.iter().map(|(k, c)| (rename(k), rename(c))).collect();
     let after: BTreeMap<String, String> = versions_after.into_iter().collect();
     assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "versions or their times changed");
     for (k, b) in &before {
@@ -352,9 +356,11 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
     for r in &renamed {
         assert!(!deterministic(r.rsplit('/').next().unwrap()), "{r}");
     }
-    let q_content = raw.one(&format!("SELECT content FROM resource_version WHERE rtype = 'Observation' AND id = '{q}'"));
+    let q_content =
+        raw.one(&format!("SELECT content FROM resource_version WHERE rtype = 'Observation' AND id = '{q}'"));
     assert!(q_content.contains(&format!("Patient/{np}")), "{q_content}");
-    let chosen = raw.one(&format!("SELECT content FROM resource_version WHERE rtype = 'Observation' AND id = '{CHOSEN}'"));
+    let chosen =
+        raw.one(&format!("SELECT content FROM resource_version WHERE rtype = 'Observation' AND id = '{CHOSEN}'"));
     assert!(chosen.contains(&format!("Patient/{np}")), "{chosen}");
 
     // Reads go on as before, under the new ids: the whole record, the MPI person (after a
@@ -379,7 +385,11 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
         .filter(|a| a["subtype"] == "ids-rekey")
         .collect();
     assert_eq!(rekeys.len(), 1, "{last:?}");
-    assert!(rekeys[0]["outcome_text"].as_str().unwrap_or("").starts_with(&format!("{} collected", report.moved)), "{}", rekeys[0]);
+    assert!(
+        rekeys[0]["outcome_text"].as_str().unwrap_or("").starts_with(&format!("{} collected", report.moved)),
+        "{}",
+        rekeys[0]
+    );
 
     // A second rekey has nothing to do.
     let again = svc.rekey_ids(&Ctx::operator("op"), |_, _| {}).unwrap();
@@ -391,7 +401,10 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
     let opts = CollectOptions { force: true, ..Default::default() };
     let again = collect_ssmix2(&after_svc, &root, FACILITY.parse().unwrap(), &opts, &NoProgress).unwrap();
     assert_eq!((again.stats.created, again.stats.updated), (0, 0), "{:?}", again.stats);
-    assert_eq!(again.stats.unchanged + again.stats.superseded, first.stats.created + first.stats.updated + first.stats.unchanged + first.stats.superseded);
+    assert_eq!(
+        again.stats.unchanged + again.stats.superseded,
+        first.stats.created + first.stats.updated + first.stats.unchanged + first.stats.superseded
+    );
     assert_eq!(raw.texts("SELECT rtype || '/' || id FROM resource").len(), resources_before);
     assert_eq!(versions(&mut raw).len(), versions_before.len());
 }
@@ -542,8 +555,14 @@ fn rekey_timing() {
             let code = f.file_name().to_string_lossy().into_owned();
             collect_ssmix2(&old, &f.path(), code.parse().unwrap(), &CollectOptions::default(), &NoProgress).unwrap();
         }
-        musubi_collect::collect_uke(&old, &[dir.path().join("synth/uke")], None, &CollectOptions::default(), &NoProgress)
-            .unwrap();
+        musubi_collect::collect_uke(
+            &old,
+            &[dir.path().join("synth/uke")],
+            None,
+            &CollectOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
         let collect_s = t.elapsed().as_secs_f64();
         let check = |s: &Store| {
             let t = Instant::now();
