@@ -702,11 +702,17 @@ pub(crate) async fn run_server(
 }
 
 /// Warns when collected resources are still stored under the collectors' deterministic ids (a
-/// store from before keyed ids): anyone can compute those. One `LIKE` that stops at the first.
+/// store from before keyed ids): anyone can compute those. One `LIKE` that stops at the first,
+/// until it finds none (then a setting remembers it).
 fn warn_if_deterministic_ids(store: &Store) -> Result<()> {
     let t = std::time::Instant::now();
     let remain = store.read(|r| r.deterministic_ids_remain())?;
     tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, remain, "looked for deterministic ids");
+    let setting = musubi_store::rekey::ALL_KEYED_SETTING;
+    if !remain && store.setting(setting)?.is_none() {
+        // None now means none ever again: later starts need not look.
+        store.put_setting(setting.to_owned(), musubi_fhir::datetime::now_ms().to_string())?;
+    }
     if remain {
         tracing::warn!(
             "collected resources are still stored under deterministic (computable) ids: stop the server and run `musubi ids rekey`"

@@ -528,6 +528,15 @@ fn the_rekey_command_end_to_end() {
     assert_eq!(count_deterministic(&data), 0);
     let log = serve_briefly(&data, &audit_key);
     assert!(!log.contains("musubi ids rekey"), "{log}");
+    // Without the rekey's note the server looks, finds none, and notes it.
+    let setting = |sql: &str| {
+        let c = rusqlite::Connection::open(data.join(musubi_store::SQLITE_FILE)).unwrap();
+        c.execute(sql, [musubi_store::rekey::ALL_KEYED_SETTING]).unwrap()
+    };
+    assert_eq!(setting("DELETE FROM setting WHERE key = ?1"), 1);
+    let log = serve_briefly(&data, &audit_key);
+    assert!(!log.contains("musubi ids rekey"), "{log}");
+    assert_eq!(setting("UPDATE setting SET value = value WHERE key = ?1"), 1);
 }
 
 /// The measurement behind the report: a synthetic region (`MUSUBI_REKEY_PERSONS`, default
