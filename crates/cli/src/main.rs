@@ -5,6 +5,7 @@
 mod audit;
 mod collect;
 mod demo;
+mod ids;
 mod import;
 mod mpi;
 mod people;
@@ -275,6 +276,11 @@ enum Command {
     Collect {
         #[command(subcommand)]
         command: collect::CollectCommand,
+    },
+    /// Ids of collected resources: move those still under deterministic ids to keyed ones.
+    Ids {
+        #[command(subcommand)]
+        command: ids::IdsCommand,
     },
     /// Import FHIR data: NDJSON (Bulk Data), JSON resources or Bundles, files or directories.
     Import {
@@ -647,6 +653,7 @@ pub(crate) async fn run_server(
     }
     let node = hostname();
     audit::warn_if_audit_mutable(&store)?;
+    warn_if_deterministic_ids(&store)?;
     let key = secrets_key(key_path.as_deref(), data)?;
     let id_key = load_id_key(id_key.as_deref(), data)?;
     let service = sealing_service(store, &node, key)?
@@ -723,6 +730,29 @@ pub(crate) async fn run_server(
         }
     }
     anchoring.stop().await
+}
+
+/// Warns when collected resources are still stored under the collectors' deterministic ids (a
+/// store from before keyed ids): anyone can compute those. One `LIKE` that stops at the first,
+/// until it finds none (then a setting remembers it).
+fn warn_if_deterministic_ids(store: &Store) -> Result<()> {
+    let t = std::time::Instant::now();
+    let remain = store.read(|r| r.deterministic_ids_remain())?;
+    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, remain, "looked for deterministic ids");
+    let setting = musubi_store::rekey::ALL_KEYED_SETTING;
+    if !remain && store.setting(setting)?.is_none() {
+        // None now means none ever again: later starts need not look.
+        store.put_setting(setting.to_owned(), musubi_fhir::datetime::now_ms().to_string())?;
+    }
+    if remain {
+        tracing::warn!(
+            "collected resources are still stored under deterministic (computable) ids: stop the server and run `musubi ids rekey`"
+        );
+        eprintln!(
+            "警告: 収集したリソースの一部が、施設コードと患者番号から計算できる ID のまま保存されています。サーバーを停止して musubi ids rekey を実行してください。"
+        );
+    }
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -898,6 +928,7 @@ fn run(command: Command) -> Result<()> {
         Command::User { command } => people::user(command),
         Command::Audit { command } => audit::run(command),
         Command::Collect { command } => collect::run(command),
+        Command::Ids { command } => ids::run(command),
         Command::Import { store, paths, journal, quiet } => {
             import::run(&store.open()?, &store.data, &paths, journal.as_deref(), quiet)
         }

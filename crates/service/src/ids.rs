@@ -11,10 +11,28 @@
 //! The key is a file of 64 hex characters, created (mode 0600) on first start beside the data
 //! directory — never in the database, so a copy of the database does not carry it.
 //!
-//! **Existing stores.** A resource already stored under its old id keeps it: before a file is
-//! written, every old id it names (resource ids, references, withdrawals) is looked up, and only
-//! those not stored yet are replaced. Old data and references to it stay as they were; new data
-//! gets keyed ids.
+//! **Existing stores.** A resource already stored under its old id keeps it while it is there:
+//! before a file is written, every old id it names (resource ids, references, withdrawals) is
+//! looked up, and only those not stored yet are replaced, so a collection never splits a
+//! resource in two. `musubi ids rekey` ([`crate::Service::rekey_ids`], run while the servers
+//! are stopped) then moves every collected resource still stored under a deterministic id to
+//! its keyed id, in one transaction, with every version's JSON (its own `id` and each
+//! reference to a moved resource, in every stored resource), the search indexes and every
+//! column that names a patient (`musubi_store::rekey` lists them). The audit trail is not
+//! rewritten (it is hash-chained): `id_rekeyed` keeps each move, and the audit queries and the
+//! patient's access history follow it. A second run finds nothing to move. Afterwards the
+//! deterministic ids are stored nowhere, so a collection of the same input maps each of them
+//! to the same keyed id and changes nothing. `musubi serve` warns at start while deterministic
+//! ids remain.
+//!
+//! The rewrite touches only the resource's own `id` and `reference` strings (`Type/id`,
+//! `Type/id/_history/n`, or an absolute URL ending in one of those); never identifiers,
+//! narratives or other text, even when a value happens to equal an old id, and never
+//! `urn:uuid:` references (the collectors write none, and the store resolves them on write).
+//! A `Bundle` is a document kept as it was sent (a referral letter may be signed): only its own
+//! id would move, its references point into the document. Parsed versions are cached by
+//! version identity (type, id, version, write time), so entries of the old ids are simply never
+//! asked for again; the rekey runs offline anyway, and a restart empties the cache.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -184,6 +202,133 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     }
 }
 
+/// Where the id sits in a reference string that names a resource here (`Type/id`,
+/// `Type/id/_history/n`, or an absolute URL ending in one of those): the type and the byte range
+/// of the id. Contained (`#x`) and `urn:` references give None.
+fn reference_id(s: &str) -> Option<(ResourceType, std::ops::Range<usize>)> {
+    if s.starts_with('#') || s.starts_with("urn:") {
+        return None;
+    }
+    let end = s.find("/_history/").unwrap_or(s.len());
+    let base = s.get(..end)?;
+    let slash = base.rfind('/')?;
+    let t = base.get(..slash)?.rsplit('/').next()?;
+    let rtype: ResourceType = t.parse().ok()?;
+    let id = base.get(slash + 1..)?;
+    musubi_fhir::is_valid_id(id).then_some((rtype, slash + 1..end))
+}
+
+/// Rewrites a stored resource for a rekey: its own `id` when `moved` gives `rtype` and it a new
+/// one, and every `reference` string whose target `moved` maps, anywhere in it (contained
+/// resources and extensions included). Nothing else: identifiers, text and `urn:` references
+/// stay. A `Bundle` keeps its content (see the module documentation). Returns how many values
+/// changed.
+pub fn rekey_resource(
+    rtype: ResourceType,
+    v: &mut Value,
+    moved: &dyn Fn(ResourceType, &str) -> Option<String>,
+) -> usize {
+    fn walk(v: &mut Value, moved: &dyn Fn(ResourceType, &str) -> Option<String>, n: &mut usize) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    match (k.as_str(), x) {
+                        ("reference", Value::String(s)) => {
+                            if let Some((t, range)) = reference_id(s)
+                                && let Some(id) = s.get(range.clone())
+                                && let Some(new) = moved(t, id)
+                            {
+                                s.replace_range(range, &new);
+                                *n += 1;
+                            }
+                        }
+                        (_, x) => walk(x, moved, n),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, moved, n)),
+            _ => {}
+        }
+    }
+    let mut n = 0;
+    if let Some(Value::String(id)) = v.get_mut("id")
+        && let Some(new) = moved(rtype, id)
+    {
+        *id = new;
+        n += 1;
+    }
+    if rtype != ResourceType::Bundle {
+        walk(v, moved, &mut n);
+    }
+    n
+}
+
+/// Whether `text` holds something shaped like a UUID of version 5 (a quick look before parsing
+/// a stored version's JSON).
+fn mentions_deterministic(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut from = 0;
+    while let Some(p) = text.get(from..).and_then(|t| t.find("-5")) {
+        let dash = from + p;
+        from = dash + 1;
+        // The version digit is the 15th character: the dash before it is the 14th.
+        if let Some(start) = dash.checked_sub(13)
+            && let Some(cand) = b.get(start..start + 36)
+            && let Ok(u) = uuid::Uuid::try_parse_ascii(cand)
+            && u.get_version_num() == 5
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The rules of a rekey under the network's key (see [`musubi_store::rekey`]).
+struct Rekeyer {
+    key: std::sync::Arc<IdKey>,
+    audit: musubi_domain::audit::AuditRecord,
+    progress: Box<dyn Fn(u64, u64) + Send>,
+}
+
+impl musubi_store::rekey::Rekeying for Rekeyer {
+    fn new_id(&self, id: &str) -> Option<String> {
+        deterministic(id).then(|| self.key.id(id))
+    }
+
+    fn rewrite(
+        &self,
+        rtype: ResourceType,
+        content: &str,
+        moved: &dyn Fn(ResourceType, &str) -> Option<String>,
+    ) -> Result<Option<musubi_store::rekey::Rewritten>, String> {
+        if !mentions_deterministic(content) {
+            return Ok(None);
+        }
+        let mut v: Value = serde_json::from_str(content).map_err(|e| format!("stored JSON: {e}"))?;
+        if rekey_resource(rtype, &mut v, moved) == 0 {
+            return Ok(None);
+        }
+        let content = v.to_string();
+        let meta = |k: &str| v.get("meta").and_then(|m| m.get(k)).and_then(Value::as_str).unwrap_or("");
+        let content_hash = crate::prepare::content_hash(&content, meta("versionId"), meta("lastUpdated"));
+        Ok(Some(musubi_store::rekey::Rewritten { content, content_hash }))
+    }
+
+    fn audit(&self, report: &musubi_store::rekey::RekeyReport) -> musubi_domain::audit::AuditRecord {
+        let mut a = self.audit.clone();
+        a.recorded = musubi_fhir::datetime::now_ms();
+        a.outcome_text = Some(format!(
+            "{} collected resources moved from deterministic to keyed ids; {} of {} stored versions rewritten",
+            report.moved, report.versions_rewritten, report.versions_seen
+        ));
+        a
+    }
+
+    fn progress(&self, done: u64, total: u64) {
+        (self.progress)(done, total);
+    }
+}
+
 /// Every deterministic (type, id) a file names: its resources, their references, withdrawals
 /// and the patients of facility-use facts.
 fn named(file: &SourceFile) -> Vec<(ResourceType, String)> {
@@ -248,6 +393,41 @@ impl crate::Service {
     pub fn with_id_key(mut self, key: IdKey) -> crate::Service {
         self.id_key = Some(std::sync::Arc::new(key));
         self
+    }
+
+    /// Moves every collected resource stored under a deterministic id to its keyed id, with
+    /// everything that names it, in one transaction, and records it in the audit log (see the
+    /// module documentation). For the operator, with the servers stopped. `progress` hears
+    /// (versions looked at, versions stored).
+    pub fn rekey_ids(
+        &self,
+        ctx: &crate::Ctx,
+        progress: impl Fn(u64, u64) + Send + 'static,
+    ) -> Result<musubi_store::rekey::RekeyReport, crate::ApiError> {
+        crate::people::require_privileged(ctx)?;
+        let Some(key) = self.id_key.clone() else {
+            return Err(crate::ApiError::new(
+                crate::ErrorKind::BadRequest,
+                "ID の付け替えには収集リソース用の鍵（--id-key）が必要です",
+            ));
+        };
+        let audit = self.audit_record(
+            ctx,
+            musubi_domain::audit::AuditAction::Execute,
+            "ids-rekey",
+            musubi_domain::audit::AuditOutcome::Success,
+        );
+        let report =
+            self.store.rekey(Box::new(Rekeyer { key, audit, progress: Box::new(progress) })).map_err(|e| match e {
+                musubi_store::StoreError::Constraint(m) => crate::ApiError::new(
+                    crate::ErrorKind::Conflict,
+                    format!("ID の付け替えを中止しました（保存内容は変わっていません）: {m}"),
+                ),
+                other => crate::ApiError::internal(format!("the rekey failed and changed nothing: {other}")),
+            })?;
+        // The index was built from the Patients under their old ids.
+        self.mpi.forget();
+        Ok(report)
     }
 
     /// A collected file with keyed ids, if the service has a key. Old ids already stored stay;
@@ -343,6 +523,106 @@ mod tests {
         assert_eq!(u.resources[0].id, PATIENT);
         assert_eq!(u.resources[1].resource["subject"]["reference"], json!(format!("Patient/{PATIENT}")));
         assert_eq!(u.resources[1].id, key.id(OBS));
+    }
+
+    /// The moves of the rekey tests: the two deterministic ids above, keyed.
+    fn moves(key: &IdKey) -> impl Fn(ResourceType, &str) -> Option<String> + '_ {
+        |_, id| [PATIENT, OBS].contains(&id).then(|| key.id(id))
+    }
+
+    #[test]
+    fn a_rekey_rewrites_the_own_id_and_references_only() {
+        let key = IdKey::from_bytes([7; 32]);
+        let (p, o) = (key.id(PATIENT), key.id(OBS));
+        let mut v = json!({
+            "resourceType": "Observation",
+            "id": OBS,
+            "meta": {"versionId": "3", "lastUpdated": "2026-01-01T00:00:00.000+09:00", "source": OBS},
+            // An identifier whose value happens to equal an old id is data: it stays.
+            "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11318814790", "value": OBS}],
+            "text": {"status": "generated", "div": format!("<div>{PATIENT}</div>")},
+            "subject": {"reference": format!("Patient/{PATIENT}"), "display": PATIENT},
+            "hasMember": [
+                {"reference": format!("Observation/{OBS}/_history/2")},
+                {"reference": format!("https://musubi.example.jp/fhir/Patient/{PATIENT}")},
+                {"reference": format!("urn:uuid:{PATIENT}")},
+                {"reference": "#contained"},
+                {"reference": format!("Observation/{}", key.id("not-moved"))}
+            ],
+            "contained": [{"resourceType": "Specimen", "id": "contained", "subject": {"reference": format!("Patient/{PATIENT}")}}],
+            "extension": [{"url": "http://example.jp/x", "valueReference": {"reference": format!("Patient/{PATIENT}")}}]
+        });
+        let before = v.clone();
+        assert_eq!(rekey_resource(ResourceType::Observation, &mut v, &moves(&key)), 6);
+        assert_eq!(v["id"], json!(o));
+        assert_eq!(v["subject"]["reference"], json!(format!("Patient/{p}")));
+        assert_eq!(v["hasMember"][0]["reference"], json!(format!("Observation/{o}/_history/2")));
+        assert_eq!(v["hasMember"][1]["reference"], json!(format!("https://musubi.example.jp/fhir/Patient/{p}")));
+        assert_eq!(v["contained"][0]["subject"]["reference"], json!(format!("Patient/{p}")));
+        assert_eq!(v["extension"][0]["valueReference"]["reference"], json!(format!("Patient/{p}")));
+        // Untouched: identifiers, text, display, meta, urn:uuid, contained ids, other targets.
+        for path in
+            ["/identifier", "/text", "/subject/display", "/meta", "/hasMember/2", "/hasMember/3", "/hasMember/4"]
+        {
+            assert_eq!(v.pointer(path), before.pointer(path), "{path}");
+        }
+        assert_eq!(v["contained"][0]["id"], "contained");
+        // Nothing left to move: a second pass changes nothing.
+        let again = v.clone();
+        assert_eq!(rekey_resource(ResourceType::Observation, &mut v, &moves(&key)), 0);
+        assert_eq!(v, again);
+
+        // A Bundle is a document as sent: only its own id would move.
+        let mut doc = json!({"resourceType": "Bundle", "id": OBS, "entry": [{"resource": {"subject": {"reference": format!("Patient/{PATIENT}")}}}]});
+        assert_eq!(rekey_resource(ResourceType::Bundle, &mut doc, &moves(&key)), 1);
+        assert_eq!(doc["entry"][0]["resource"]["subject"]["reference"], json!(format!("Patient/{PATIENT}")));
+    }
+
+    #[test]
+    fn the_rekey_rules_rewrite_stored_json_and_its_hash() {
+        use musubi_store::rekey::Rekeying;
+        let key = IdKey::from_bytes([7; 32]);
+        let r = Rekeyer {
+            key: std::sync::Arc::new(key.clone()),
+            audit: musubi_domain::audit::AuditRecord {
+                recorded: 0,
+                action: musubi_domain::audit::AuditAction::Execute,
+                subtype: "ids-rekey".into(),
+                outcome: musubi_domain::audit::AuditOutcome::Success,
+                outcome_text: None,
+                agent: musubi_domain::audit::AuditAgent {
+                    kind: "operator-cli".into(),
+                    name: "op".into(),
+                    facility: None,
+                    profession: None,
+                    address: None,
+                },
+                purpose: musubi_domain::audit::AuditPurpose::Operations,
+                patient: None,
+                person: None,
+                entities: Vec::new(),
+                query: None,
+                source: "test".into(),
+            },
+            progress: Box::new(|_, _| {}),
+        };
+        assert_eq!(r.new_id(PATIENT), Some(key.id(PATIENT)));
+        assert_eq!(r.new_id(&key.id(PATIENT)), None, "a keyed id (v8) is not moved again");
+        assert_eq!(r.new_id("0190e5a3-0000-7000-8000-000000000000"), None, "a server id (v7) stays");
+        let stored = format!(
+            r#"{{"resourceType":"Observation","id":"{OBS}","meta":{{"versionId":"2","lastUpdated":"2026-01-01T00:00:00.000+09:00"}},"subject":{{"reference":"Patient/{PATIENT}"}},"valueQuantity":{{"value":7.25}}}}"#
+        );
+        let out = r.rewrite(ResourceType::Observation, &stored, &moves(&key)).unwrap().unwrap();
+        let expected = stored.replace(OBS, &key.id(OBS)).replace(PATIENT, &key.id(PATIENT));
+        assert_eq!(out.content, expected, "same bytes but the ids: element order and numbers kept");
+        // The hash a write of the same resource under the new ids would give (server meta out).
+        assert_eq!(out.content_hash, crate::prepare::content_hash(&expected, "2", "2026-01-01T00:00:00.000+09:00"));
+        assert_eq!(r.rewrite(ResourceType::Observation, &expected, &moves(&key)).unwrap(), None);
+        // JSON without any deterministic id is not even parsed.
+        assert_eq!(r.rewrite(ResourceType::Observation, "not json", &moves(&key)).unwrap(), None);
+        assert!(r.rewrite(ResourceType::Observation, &format!("{{\"id\": \"{OBS}\""), &moves(&key)).is_err());
+        assert!(mentions_deterministic(&format!("x{PATIENT}x")));
+        assert!(!mentions_deterministic("2026-05-01 -5 ee8e0968-8676-4b5d-a586-54f849c4e3ca"));
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub(crate) struct MpiState {
     index: Arc<Mutex<Option<Index>>>,
 }
 
+impl MpiState {
+    /// Drops the index: the next use builds it again from the store (after a rekey moved the
+    /// Patients it was built from).
+    pub(crate) fn forget(&self) {
+        if let Ok(mut g) = self.index.lock() {
+            *g = None;
+        }
+    }
+}
+
 /// A Patient that was just written and must be linked.
 pub(crate) struct WrittenPatient {
     id: String,

@@ -1004,9 +1004,17 @@ impl Service {
                     Some(i) => *i,
                     None => {
                         let iid = id.to_owned();
+                        // Entries recorded before a rekey name the old id (the audit trail is
+                        // never rewritten): the record is looked up under the id it moved to.
                         let i = self
                             .store
-                            .read(|r| r.current(rtype, &iid))?
+                            .read(|r| match r.current(rtype, &iid)? {
+                                Some(c) => Ok(Some(c)),
+                                None => match r.rekeyed_to(rtype, &iid)? {
+                                    Some(new) => r.current(rtype, &new),
+                                    None => Ok(None),
+                                },
+                            })?
                             .map(|c| (c.meta.class, c.meta.flags.contains(Flags::UNINFORMED)));
                         hidden_cache.insert(key, i);
                         i

@@ -1182,7 +1182,7 @@ impl Store {
             conn.batch(&format!(
                 "GRANT USAGE ON SCHEMA \"{schema}\" TO {app_role}; \
                  GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO {app_role}; \
-                 REVOKE UPDATE, DELETE, TRUNCATE ON audit, audit_anchor, audit_anchor_log FROM {app_role}"
+                 REVOKE UPDATE, DELETE, TRUNCATE ON audit, audit_anchor, audit_anchor_log, id_rekeyed FROM {app_role}"
             ))?;
             Ok(())
         })

@@ -33,6 +33,7 @@ mod postgres;
 pub mod private;
 mod query;
 pub mod referral;
+pub mod rekey;
 pub mod schema;
 pub mod sql;
 mod sqlite;

@@ -447,7 +447,12 @@ impl AuditQuery {
     fn build(&self, b: &mut SqlBuilder) -> String {
         let mut c = vec!["1 = 1".to_owned()];
         if let Some(v) = &self.patient {
-            c.push(format!("patient_id = {}", b.text(v.clone())));
+            // A patient's trail includes what was recorded under the deterministic id a rekey
+            // moved it from (the audit chain is never rewritten).
+            let p = b.text(v.clone());
+            c.push(format!(
+                "(patient_id = {p} OR patient_id IN (SELECT old_id FROM id_rekeyed WHERE new_id = {p} AND rtype = 'Patient'))"
+            ));
         }
         if let Some(v) = &self.agent {
             c.push(format!("agent = {}", b.text(v.clone())));
@@ -471,10 +476,12 @@ impl AuditQuery {
             c.push(format!("seq = {}", b.int(v)));
         }
         if let Some(v) = &self.person {
-            // A person's trail includes what was recorded under the ids merged into them.
+            // A person's trail includes what was recorded under the ids merged into them, and
+            // (a patient not linked yet is its own person) under a Patient id a rekey moved.
             let p = b.text(v.clone());
             c.push(format!(
-                "(person_id = {p} OR person_id IN (SELECT retired_id FROM person_retired WHERE survivor_id = {p}))"
+                "(person_id = {p} OR person_id IN (SELECT retired_id FROM person_retired WHERE survivor_id = {p}) \
+                 OR person_id IN (SELECT old_id FROM id_rekeyed WHERE new_id = {p} AND rtype = 'Patient'))"
             ));
         }
         c.join(" AND ")

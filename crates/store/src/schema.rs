@@ -539,6 +539,20 @@ CREATE TABLE audit_anchor_log (
 )
 "#,
     },
+    Migration {
+        version: 14,
+        name: "collected resources moved from deterministic to keyed ids (the audit trail keeps the old ids; its queries follow the moves)",
+        sql: r#"
+CREATE TABLE id_rekeyed (
+    rtype TEXT NOT NULL,
+    old_id TEXT NOT NULL,
+    new_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (rtype, old_id)
+);
+CREATE INDEX IF NOT EXISTS id_rekeyed_new ON id_rekeyed (new_id, rtype)
+"#,
+    },
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction. Returns the

@@ -4,4 +4,5 @@
 mod cli;
 mod collect;
 mod hygiene;
+mod ids_rekey;
 mod tls_cli;
