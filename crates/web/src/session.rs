@@ -419,7 +419,7 @@ async fn live_bootstrap(parts: &Parts, web: &Web) -> Result<Option<BootstrapSess
     let hash = s.token_hash.clone();
     let valid = web
         .call(move |svc| {
-            Ok(svc.store().read(|r| r.token(&hash))?.is_some_and(|t| t.active_at(now) && t.kind == "admin"))
+            Ok(svc.active_admin_token(&hash, now)?.is_some())
         })
         .await?;
     if !valid {

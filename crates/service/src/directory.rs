@@ -1,0 +1,176 @@
+//! The registry and account data that pages show beside the records: facility names, the
+//! operator's lists of facilities and users, the choices at login, a patient's proxies. Each
+//! read checks who asks (the web and the server reach no data but through the service).
+
+use musubi_gate::Actor;
+use musubi_store::{FacilityRow, ProxyGrantRow, UserRow};
+use serde::Serialize;
+
+use crate::credentials::session_hash;
+use crate::people::require_privileged;
+use crate::{ApiError, Ctx, ErrorKind, Service};
+
+/// A facility of the registry, as pages and routes show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FacilityView {
+    /// 医療機関コード.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// `hospital`, `clinic`, `dental`, `pharmacy`, `other`.
+    pub class: String,
+    /// Prefecture number.
+    pub prefecture: i64,
+    /// 二次医療圏 id.
+    pub area: String,
+    /// 二次医療圏 name.
+    pub area_name: String,
+    /// Whether it discloses (開示) its data to the network.
+    pub discloses: bool,
+    /// Whether its staff view (閲覧) the network's data.
+    pub views: bool,
+}
+
+impl From<FacilityRow> for FacilityView {
+    fn from(f: FacilityRow) -> Self {
+        FacilityView {
+            code: f.code,
+            name: f.name,
+            class: f.class,
+            prefecture: f.prefecture,
+            area: f.area,
+            area_name: f.area_name,
+            discloses: f.discloses,
+            views: f.views,
+        }
+    }
+}
+
+/// A clinician's or staff member's account as the operator's list shows it (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserView {
+    /// Id.
+    pub id: String,
+    /// Login name.
+    pub login: String,
+    /// Kanji name.
+    pub name: String,
+    /// Kana name.
+    pub kana: String,
+    /// Profession code.
+    pub profession: String,
+    /// Locked until (epoch ms).
+    pub locked_until: Option<i64>,
+    /// Disabled by the operator.
+    pub disabled: bool,
+    /// Facilities the user belongs to.
+    pub facilities: Vec<String>,
+}
+
+impl From<UserRow> for UserView {
+    fn from(u: UserRow) -> Self {
+        UserView {
+            id: u.id,
+            login: u.login,
+            name: u.name,
+            kana: u.kana,
+            profession: u.profession,
+            locked_until: u.locked_until,
+            disabled: u.disabled,
+            facilities: u.facilities,
+        }
+    }
+}
+
+/// The registry is read by the operator and by clinicians (names of facilities, addressees of
+/// a referral); not by patients, systems or the bootstrap token.
+fn may_read_registry(ctx: &Ctx) -> Result<(), ApiError> {
+    match &ctx.actor {
+        Actor::User(_) => Ok(()),
+        _ => require_privileged(ctx),
+    }
+}
+
+impl Service {
+    /// Every facility of the registry.
+    pub fn facilities(&self, ctx: &Ctx) -> Result<Vec<FacilityView>, ApiError> {
+        may_read_registry(ctx)?;
+        Ok(self.store.read(|r| r.facilities())?.into_iter().map(FacilityView::from).collect())
+    }
+
+    /// One facility of the registry.
+    pub fn facility(&self, ctx: &Ctx, code: &str) -> Result<Option<FacilityView>, ApiError> {
+        may_read_registry(ctx)?;
+        Ok(self.store.read(|r| r.facility(code))?.map(FacilityView::from))
+    }
+
+    /// The operator's list of clinicians and staff.
+    pub fn users(&self, ctx: &Ctx) -> Result<Vec<UserView>, ApiError> {
+        require_privileged(ctx)?;
+        Ok(self.store.read(|r| r.users())?.into_iter().map(UserView::from).collect())
+    }
+
+    /// The facilities (code, name) of the user who holds the session `token` — a session just
+    /// opened by [`Service::login_user`], second factor or not — to choose which one to act for.
+    pub fn login_facilities(&self, token: &str) -> Result<Vec<(String, String)>, ApiError> {
+        let h = session_hash(token);
+        let now = self.now();
+        let Some(s) = self.store.read(|r| r.session(&h))?.filter(|s| s.kind == "user" && s.expires >= now) else {
+            return Ok(Vec::new());
+        };
+        let Some(user) = self.store.read(|r| r.user(&s.subject))? else { return Ok(Vec::new()) };
+        let mut out = Vec::with_capacity(user.facilities.len());
+        for code in user.facilities {
+            let name = self.store.read(|r| r.facility(&code))?.map_or_else(|| code.clone(), |f| f.name);
+            out.push((code, name));
+        }
+        Ok(out)
+    }
+
+    /// Whom the holder of the portal session `token` (just opened by
+    /// [`Service::login_portal`]) may act for: (person id, label) — themselves and each
+    /// person whose proxy they are, named by those persons' portal accounts.
+    pub fn portal_login_choices(&self, token: &str) -> Result<Vec<(String, String)>, ApiError> {
+        let h = session_hash(token);
+        let now = self.now();
+        let Some(s) = self.store.read(|r| r.session(&h))?.filter(|s| s.kind == "portal" && s.expires >= now) else {
+            return Ok(Vec::new());
+        };
+        let Some(acct) = self.store.read(|r| r.portal(&s.subject))? else { return Ok(Vec::new()) };
+        let mut choices = Vec::new();
+        if let Some(p) = &acct.person_id {
+            choices.push((p.clone(), format!("{}（ご本人）", acct.name)));
+        }
+        let grants = self.store.read(|r| r.grants_of_proxy(&acct.id))?;
+        for g in grants.into_iter().filter(|g| g.revoked.is_none()) {
+            let name = self
+                .store
+                .read(|r| r.portal_of_person(&g.person_id))?
+                .map_or_else(|| "（登録者）".to_owned(), |a| a.name);
+            choices.push((g.person_id, format!("{name}（{}）", g.relation)));
+        }
+        Ok(choices)
+    }
+
+    /// The portal actor's proxies, each with the proxy's display name and login.
+    pub fn proxies_with_accounts(&self, ctx: &Ctx) -> Result<Vec<(ProxyGrantRow, (String, String))>, ApiError> {
+        let grants = self.proxies(ctx)?;
+        let mut out = Vec::with_capacity(grants.len());
+        for g in grants {
+            let acct = self.store.read(|r| r.portal(&g.proxy_account))?;
+            out.push((g, acct.map(|a| (a.name, a.login)).unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    /// Until when the calling clinician's own emergency access to `person_id` holds (the
+    /// latest of their grants still running at `now_ms`), if any.
+    pub fn own_emergency_until(&self, ctx: &Ctx, person_id: &str, now_ms: i64) -> Result<Option<i64>, ApiError> {
+        let Actor::User(u) = &ctx.actor else {
+            return Err(ApiError::new(ErrorKind::Forbidden, "医療従事者のログインが必要です"));
+        };
+        let grants = self.store.read(|r| r.emergency_grants(person_id))?;
+        Ok(grants.into_iter().filter(|g| g.user_id == u.user_id && g.until > now_ms).map(|g| g.until).max())
+    }
+}
+
