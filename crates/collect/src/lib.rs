@@ -199,11 +199,8 @@ pub fn collect_ssmix2(
     progress: &dyn Progress,
 ) -> Result<Summary, CollectError> {
     let fac = facility.to_string();
-    let known: std::collections::HashMap<String, FileState> = service
-        .collected_files(Some(&fac), SourceKind::Ssmix2)?
-        .into_iter()
-        .map(|s| (s.path.clone(), s))
-        .collect();
+    let known: std::collections::HashMap<String, FileState> =
+        service.collected_files(Some(&fac), SourceKind::Ssmix2)?.into_iter().map(|s| (s.path.clone(), s)).collect();
     let files = walk(root, &|_| true)?;
     let mut jobs = Vec::with_capacity(files.len());
     let mut found = std::collections::HashSet::with_capacity(files.len());

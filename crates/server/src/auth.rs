@@ -13,10 +13,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use musubi_gate::Actor;
+pub use musubi_service::tokens::{TOKEN_PREFIX, issue, issue_expiring, new_token, parse_lifetime, rotate, token_hash};
 use musubi_service::{ApiError, Service};
-pub use musubi_service::tokens::{
-    TOKEN_PREFIX, issue, issue_expiring, new_token, parse_lifetime, rotate, token_hash,
-};
 
 /// How long a looked-up token is trusted without asking the service again.
 const CACHE_TTL_MS: i64 = 5_000;

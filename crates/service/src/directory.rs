@@ -82,6 +82,18 @@ impl From<UserRow> for UserView {
     }
 }
 
+/// A proxy of the portal actor's person: the grant, with the proxy account's display name
+/// and login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyView {
+    /// The grant.
+    pub grant: ProxyGrantRow,
+    /// The proxy's display name (empty when the account is gone).
+    pub name: String,
+    /// The proxy's login (empty when the account is gone).
+    pub login: String,
+}
+
 /// The registry is read by the operator and by clinicians (names of facilities, addressees of
 /// a referral); not by patients, systems or the bootstrap token.
 fn may_read_registry(ctx: &Ctx) -> Result<(), ApiError> {
@@ -153,12 +165,13 @@ impl Service {
     }
 
     /// The portal actor's proxies, each with the proxy's display name and login.
-    pub fn proxies_with_accounts(&self, ctx: &Ctx) -> Result<Vec<(ProxyGrantRow, (String, String))>, ApiError> {
+    pub fn proxies_with_accounts(&self, ctx: &Ctx) -> Result<Vec<ProxyView>, ApiError> {
         let grants = self.proxies(ctx)?;
         let mut out = Vec::with_capacity(grants.len());
         for g in grants {
             let acct = self.store.read(|r| r.portal(&g.proxy_account))?;
-            out.push((g, acct.map(|a| (a.name, a.login)).unwrap_or_default()));
+            let (name, login) = acct.map(|a| (a.name, a.login)).unwrap_or_default();
+            out.push(ProxyView { grant: g, name, login });
         }
         Ok(out)
     }
@@ -173,4 +186,3 @@ impl Service {
         Ok(grants.into_iter().filter(|g| g.user_id == u.user_id && g.until > now_ms).map(|g| g.until).max())
     }
 }
-

@@ -671,8 +671,7 @@ async fn audit(State(web): State<Web>, op: Operator, RawQuery(raw): RawQuery) ->
 async fn emergency(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) -> Result<Response> {
     let q = query(q);
     let ctx = op.ctx.clone();
-    let (list, facilities) =
-        web.call(move |svc| Ok((svc.emergency_reviews(&ctx)?, svc.facilities(&ctx)?))).await?;
+    let (list, facilities) = web.call(move |svc| Ok((svc.emergency_reviews(&ctx)?, svc.facilities(&ctx)?))).await?;
     let fname = |code: &str| facilities.iter().find(|f| f.code == code).map_or(code.to_owned(), |f| f.name.clone());
     let now = musubi_fhir::datetime::now_ms();
     Ok(page(

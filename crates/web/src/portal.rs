@@ -928,7 +928,7 @@ async fn proxies(State(web): State<Web>, u: PortalUser, RawQuery(q): RawQuery) -
                     table {
                         thead { tr { th { "代理人" } th { "続柄など" } th { "権限" } th { "登録日" } th {} } }
                         tbody {
-                            @for (g, (name, login)) in &list {
+                            @for musubi_service::directory::ProxyView { grant: g, name, login } in &list {
                                 tr class=(if g.revoked.is_some() { "inactive" } else { "" }) {
                                     td { (name) " " small { "(" (login) ")" } }
                                     td { (g.relation) }

@@ -302,12 +302,7 @@ async fn addressees(web: &Web, ctx: &Ctx, own: &str) -> std::result::Result<Vec<
     let own = own.to_owned();
     let ctx = ctx.clone();
     web.call(move |svc| {
-        Ok(svc
-            .facilities(&ctx)?
-            .into_iter()
-            .filter(|f| f.code != own)
-            .map(|f| (f.code, f.name))
-            .collect())
+        Ok(svc.facilities(&ctx)?.into_iter().filter(|f| f.code != own).map(|f| (f.code, f.name)).collect())
     })
     .await
 }
