@@ -186,3 +186,74 @@ impl Service {
         Ok(grants.into_iter().filter(|g| g.user_id == u.user_id && g.until > now_ms).map(|g| g.until).max())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use musubi_domain::Profession;
+    use musubi_gate::{PortalActor, UserActor};
+    use musubi_store::Store;
+
+    use super::*;
+    use crate::people::NewFacility;
+
+    fn ctx(actor: Actor) -> Ctx {
+        Ctx { actor, address: None, base_url: String::new() }
+    }
+
+    fn clinician() -> Ctx {
+        ctx(Actor::User(UserActor {
+            user_id: "u1".into(),
+            login: "dr".into(),
+            name: "医師".into(),
+            profession: Profession::Doctor,
+            facility: "1310000019".parse().unwrap(),
+        }))
+    }
+
+    fn patient() -> Ctx {
+        ctx(Actor::Portal(PortalActor {
+            account_id: "a1".into(),
+            name: "患者".into(),
+            person_id: "p1".into(),
+            proxy_relation: None,
+            may_view_records: true,
+        }))
+    }
+
+    #[test]
+    fn the_registry_is_for_clinicians_and_the_operator_the_user_list_for_the_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = Service::new(Store::open_sqlite(dir.path()).unwrap(), "test");
+        let f = NewFacility {
+            code: "1310000019".into(),
+            name: "結び病院".into(),
+            class: "hospital".into(),
+            prefecture: 13,
+            area: "1301".into(),
+            area_name: "区中央部".into(),
+            discloses: true,
+            views: true,
+        };
+        svc.register_facility(&Ctx::operator("op"), f, vec![]).unwrap();
+        let op = Ctx::operator("op");
+        assert_eq!(svc.facilities(&op).unwrap().len(), 1);
+        assert_eq!(svc.facility(&clinician(), "1310000019").unwrap().map(|f| f.name).as_deref(), Some("結び病院"));
+        let system = ctx(Actor::System { name: "emr".into(), facility: "1310000019".parse().unwrap() });
+        let boot = ctx(Actor::Bootstrap { name: "admin".into() });
+        for who in [&patient(), &system, &boot] {
+            assert_eq!(svc.facilities(who).unwrap_err().kind, ErrorKind::Forbidden);
+            assert_eq!(svc.facility(who, "1310000019").unwrap_err().kind, ErrorKind::Forbidden);
+        }
+        assert!(svc.users(&op).unwrap().is_empty());
+        for who in [&clinician(), &patient(), &system, &boot] {
+            assert_eq!(svc.users(who).unwrap_err().kind, ErrorKind::Forbidden);
+        }
+        // A clinician's own emergency grants only; a patient asks nothing of them.
+        assert_eq!(svc.own_emergency_until(&clinician(), "p1", 0).unwrap(), None);
+        assert_eq!(svc.own_emergency_until(&patient(), "p1", 0).unwrap_err().kind, ErrorKind::Forbidden);
+        // A token that opens no session chooses nothing.
+        assert!(svc.login_facilities("nonsense").unwrap().is_empty());
+        assert!(svc.portal_login_choices("nonsense").unwrap().is_empty());
+        assert_eq!(svc.active_admin_token("0".repeat(64).as_str(), 0).unwrap(), None);
+    }
+}
