@@ -199,12 +199,8 @@ pub fn collect_ssmix2(
     progress: &dyn Progress,
 ) -> Result<Summary, CollectError> {
     let fac = facility.to_string();
-    let known: std::collections::HashMap<String, FileState> = service
-        .store()
-        .read(|r| r.collect_files(Some(&fac), SourceKind::Ssmix2))?
-        .into_iter()
-        .map(|s| (s.path.clone(), s))
-        .collect();
+    let known: std::collections::HashMap<String, FileState> =
+        service.collected_files(Some(&fac), SourceKind::Ssmix2)?.into_iter().map(|s| (s.path.clone(), s)).collect();
     let files = walk(root, &|_| true)?;
     let mut jobs = Vec::with_capacity(files.len());
     let mut found = std::collections::HashSet::with_capacity(files.len());
@@ -270,7 +266,7 @@ pub fn collect_uke(
     for abs in files {
         let canon = std::fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone());
         let key = canon.to_string_lossy().into_owned();
-        let states = service.store().read(|r| r.collect_file(SourceKind::Uke, &key))?;
+        let states = service.collected_file(SourceKind::Uke, &key)?;
         // The state of the facility asked for, else the one the file itself named last time.
         let known = match facility {
             Some(f) => states.into_iter().find(|s| s.facility == f.as_str()),

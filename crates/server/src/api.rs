@@ -407,14 +407,7 @@ async fn visit_consent(
         }
     };
     let v = state.blocking(move |svc| svc.record_visit_consent(&ctx, &b.patient, evidence, b.days)).await?;
-    Ok(ok_json(visit_consent_json(&v)))
-}
-
-fn visit_consent_json(v: &musubi_store::VisitConsentRow) -> Value {
-    json!({"id": v.id, "person": v.person_id, "facility": v.facility, "status": v.status, "evidence": v.evidence,
-        "given": musubi_fhir::datetime::format_instant(v.given_at),
-        "until": v.until.map(musubi_fhir::datetime::format_instant), "recorded_by": v.recorded_by,
-        "confirmed_by": v.confirmed_by})
+    Ok(ok_json(musubi_service::evidence::visit_consent_json(&v)))
 }
 
 #[derive(Deserialize)]
@@ -479,8 +472,8 @@ async fn activation_code(
 async fn visit_consents_get(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
     let r = state.blocking(move |svc| svc.visit_consent_review(&ctx)).await?;
     Ok(ok_json(json!({
-        "pending": r.pending.iter().map(visit_consent_json).collect::<Vec<_>>(),
-        "recent": r.recent.iter().map(visit_consent_json).collect::<Vec<_>>(),
+        "pending": r.pending.iter().map(musubi_service::evidence::visit_consent_json).collect::<Vec<_>>(),
+        "recent": r.recent.iter().map(musubi_service::evidence::visit_consent_json).collect::<Vec<_>>(),
     })))
 }
 
@@ -498,7 +491,7 @@ async fn visit_consent_decide(
 ) -> Result<Response> {
     let b: DecisionBody = body_json(&state, &headers, body).await?;
     let v = state.blocking(move |svc| svc.decide_visit_consent(&ctx, &id, b.accept)).await?;
-    Ok(ok_json(visit_consent_json(&v)))
+    Ok(ok_json(musubi_service::evidence::visit_consent_json(&v)))
 }
 
 async fn alerts_get(State(state): State<AppState>, Authed(ctx): Authed) -> Result<Response> {
@@ -562,7 +555,7 @@ async fn facility_post(
     body: Body,
 ) -> Result<Response> {
     let b: FacilityBody = body_json(&state, &headers, body).await?;
-    let row = musubi_store::FacilityRow {
+    let row = musubi_service::people::NewFacility {
         code: b.code,
         name: b.name,
         class: b.class,
@@ -724,7 +717,7 @@ async fn user_action(
 async fn audit_report(State(state): State<AppState>, Authed(ctx): Authed, RawQuery(q): RawQuery) -> Result<Response> {
     let q = q.map(|q| parse_query(&q)).unwrap_or_default();
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
-    let query = musubi_store::AuditQuery {
+    let query = musubi_service::people::AuditFilter {
         agent: get("user"),
         patient: get("patient"),
         person: get("person"),
@@ -733,7 +726,6 @@ async fn audit_report(State(state): State<AppState>, Authed(ctx): Authed, RawQue
         action: get("action"),
         from: date_param(&q, "from", false)?,
         to: date_param(&q, "to", true)?,
-        seq: None,
     };
     let offset = get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
     let limit = get("limit").and_then(|v| v.parse().ok()).unwrap_or(100);

@@ -186,7 +186,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> std::result::Resul
                 }
                 return Ok(Some(actor));
             }
-            let actor = st.inner.tokens.resolve(svc.store(), &token, now).map_err(ApiError::from)?;
+            let actor = st.inner.tokens.resolve(svc, &token, now)?;
             let Some(actor) = actor else {
                 svc.audit_login_failure(addr, "invalid, revoked or expired token")?;
                 return Ok(None);

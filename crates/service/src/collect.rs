@@ -840,6 +840,18 @@ fn action_from(c: u8) -> AuditAction {
 }
 
 impl Service {
+    /// What the collector knows of the files it collected of `kind` (of `facility`, or all):
+    /// the collector compares them with the files on disk (a command, not a request path).
+    pub fn collected_files(&self, facility: Option<&str>, kind: SourceKind) -> Result<Vec<FileState>, ApiError> {
+        Ok(self.store.read(|r| r.collect_files(facility, kind))?)
+    }
+
+    /// What the collector knows of the file at `path` (one state per facility it was
+    /// collected for).
+    pub fn collected_file(&self, kind: SourceKind, path: &str) -> Result<Vec<FileState>, ApiError> {
+        Ok(self.store.read(|r| r.collect_file(kind, path))?)
+    }
+
     /// Forgets files gone from the storage: their states are dropped (a file that comes back
     /// is collected again) and their open quarantine entries are marked resolved. What they
     /// wrote stays: the storage withdraws data only by cancellation.

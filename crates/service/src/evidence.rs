@@ -922,6 +922,14 @@ pub fn may_receive_consent(p: Profession) -> bool {
     policy::may_receive_consent(p)
 }
 
+/// A consent at a visit as the API answers it (JSON).
+pub fn visit_consent_json(v: &VisitConsentRow) -> serde_json::Value {
+    serde_json::json!({"id": v.id, "person": v.person_id, "facility": v.facility, "status": v.status, "evidence": v.evidence,
+        "given": musubi_fhir::datetime::format_instant(v.given_at),
+        "until": v.until.map(musubi_fhir::datetime::format_instant), "recorded_by": v.recorded_by,
+        "confirmed_by": v.confirmed_by})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@ mod cache;
 mod capability;
 pub mod collect;
 mod credentials;
+pub mod directory;
 mod error;
 pub mod evidence;
 pub mod failed_auth;
@@ -44,6 +45,7 @@ pub mod secrets;
 pub mod settings;
 pub mod signature;
 pub mod summary;
+pub mod tokens;
 mod write;
 
 use musubi_domain::audit::{AuditAction, AuditOutcome, AuditRecord};
@@ -178,9 +180,11 @@ impl Service {
         Ok(n)
     }
 
-    /// The store (for administration commands that are not data access: tokens, settings,
-    /// audit verification).
-    pub fn store(&self) -> &Store {
+    /// The store, for the service's own unit tests. Nothing outside the service reaches the
+    /// store through it: pages and routes read through the service's methods, and other
+    /// crates' tests hold their own `Store` handle.
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 

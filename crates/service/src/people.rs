@@ -1111,13 +1111,14 @@ impl Service {
     pub fn audit_report(
         &self,
         ctx: &Ctx,
-        q: &musubi_store::AuditQuery,
+        q: &AuditFilter,
         offset: i64,
         limit: i64,
         oldest_first: bool,
     ) -> Result<(i64, Vec<Value>), ApiError> {
         require_privileged(ctx)?;
-        let (total, rows) = self.store.read(|r| r.audit_search(q, offset, limit.clamp(1, 5000)))?;
+        let q = musubi_store::AuditQuery::from(q.clone());
+        let (total, rows) = self.store.read(|r| r.audit_search(&q, offset, limit.clamp(1, 5000)))?;
         let mut out: Vec<Value> = rows
             .into_iter()
             .filter_map(|(seq, text)| {
@@ -1155,10 +1156,11 @@ impl Service {
     pub fn register_facility(
         &self,
         ctx: &Ctx,
-        row: musubi_store::FacilityRow,
+        row: impl Into<NewFacility>,
         cities: Vec<String>,
     ) -> Result<(), ApiError> {
         require_privileged(ctx)?;
+        let row = musubi_store::FacilityRow::from(row.into());
         let code: musubi_domain::FacilityCode =
             row.code.parse().map_err(|e: musubi_domain::DomainError| ApiError::bad_request(e.to_string()))?;
         if musubi_gate::FacilityClass::from_code(&row.class).is_none() {
@@ -1173,6 +1175,94 @@ impl Service {
         a.entities = vec![format!("facility/{code}")];
         self.store.write_accounts(writes, vec![a])?;
         Ok(())
+    }
+}
+
+/// A facility to add to the registry ([`Service::register_facility`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewFacility {
+    /// 医療機関コード.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// `hospital`, `clinic`, `dental`, `pharmacy`, `other`.
+    pub class: String,
+    /// Prefecture number.
+    pub prefecture: i64,
+    /// 二次医療圏 id.
+    pub area: String,
+    /// 二次医療圏 name.
+    pub area_name: String,
+    /// Whether it discloses (開示) its data to the network.
+    pub discloses: bool,
+    /// Whether its staff view (閲覧) the network's data.
+    pub views: bool,
+}
+
+impl From<NewFacility> for musubi_store::FacilityRow {
+    fn from(f: NewFacility) -> Self {
+        musubi_store::FacilityRow {
+            code: f.code,
+            name: f.name,
+            class: f.class,
+            prefecture: f.prefecture,
+            area: f.area,
+            area_name: f.area_name,
+            discloses: f.discloses,
+            views: f.views,
+        }
+    }
+}
+
+impl From<musubi_store::FacilityRow> for NewFacility {
+    fn from(f: musubi_store::FacilityRow) -> Self {
+        NewFacility {
+            code: f.code,
+            name: f.name,
+            class: f.class,
+            prefecture: f.prefecture,
+            area: f.area,
+            area_name: f.area_name,
+            discloses: f.discloses,
+            views: f.views,
+        }
+    }
+}
+
+/// What the operator's audit report selects ([`Service::audit_report`]); `None`: any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// The agent's login or name.
+    pub agent: Option<String>,
+    /// The patient (Patient id).
+    pub patient: Option<String>,
+    /// The person (MPI id).
+    pub person: Option<String>,
+    /// The agent's facility.
+    pub facility: Option<String>,
+    /// The outcome code.
+    pub outcome: Option<String>,
+    /// The action code.
+    pub action: Option<String>,
+    /// Recorded at or after (epoch ms).
+    pub from: Option<i64>,
+    /// Recorded at or before (epoch ms).
+    pub to: Option<i64>,
+}
+
+impl From<AuditFilter> for musubi_store::AuditQuery {
+    fn from(f: AuditFilter) -> Self {
+        musubi_store::AuditQuery {
+            agent: f.agent,
+            patient: f.patient,
+            person: f.person,
+            facility: f.facility,
+            outcome: f.outcome,
+            action: f.action,
+            from: f.from,
+            to: f.to,
+            seq: None,
+        }
     }
 }
 

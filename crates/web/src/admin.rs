@@ -83,21 +83,21 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
     let row = web
         .call(move |svc| {
             let now = musubi_fhir::datetime::now_ms();
-            let row = svc.store().read(|r| r.token(&h2))?.filter(|t| t.kind == "admin" && t.active_at(now));
+            let row = svc.active_admin_token(&h2, now)?;
             if row.is_none() {
                 svc.audit_login_failure(addr, "operator console: invalid administrator token")?;
             }
             Ok(row)
         })
         .await?;
-    let Some(row) = row else {
+    let Some(token_name) = row else {
         let mut r = login_page(Some("トークンが正しくないか、失効しています。"));
         *r.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
         return Ok(r);
     };
     let id = random_token(32)?;
     let s = BootstrapSession {
-        name: row.name,
+        name: token_name,
         token_hash: hash,
         csrf: random_token(18)?,
         expires: musubi_fhir::datetime::now_ms() + BOOTSTRAP_SESSION_MS,
@@ -239,7 +239,8 @@ async fn facilities(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery)
 
 async fn facilities_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form) -> Result<Response> {
     // The registry is not clinical data: read for the list.
-    let list = web.call(|svc| Ok(svc.store().read(|r| r.facilities())?)).await?;
+    let ctx = op.ctx.clone();
+    let list = web.call(move |svc| svc.facilities(&ctx)).await?;
     Ok(page(
         "施設",
         Nav::Operator(&op.csrf),
@@ -291,7 +292,7 @@ async fn facilities_page(web: &Web, op: &Operator, message: Option<Markup>, f: &
 
 async fn facility_post(State(web): State<Web>, op: Operator, form: Form) -> Result<Response> {
     session::check_csrf(&form, &op.csrf)?;
-    let row = musubi_store::FacilityRow {
+    let row = musubi_service::people::NewFacility {
         code: form.get("code").to_owned(),
         name: form.get("name").to_owned(),
         class: form.get("class").to_owned(),
@@ -328,7 +329,8 @@ async fn users(State(web): State<Web>, op: Operator) -> Result<Response> {
 
 async fn users_page(web: &Web, op: &Operator, message: Option<Markup>, f: &Form) -> Result<Response> {
     // Account and registry data, not clinical: read for the lists.
-    let (list, facilities) = web.call(|svc| Ok(svc.store().read(|r| Ok((r.users()?, r.facilities()?)))?)).await?;
+    let ctx = op.ctx.clone();
+    let (list, facilities) = web.call(move |svc| Ok((svc.users(&ctx)?, svc.facilities(&ctx)?))).await?;
     let fname = |code: &str| facilities.iter().find(|f| f.code == code).map_or(code.to_owned(), |f| f.name.clone());
     Ok(page(
         "利用者",
@@ -549,7 +551,7 @@ async fn audit(State(web): State<Web>, op: Operator, RawQuery(raw): RawQuery) ->
                 .map_err(|_| ApiError::bad_request(format!("日付 {v:?} が不正です（例: 2026-11-01）"))),
         }
     };
-    let aq = musubi_store::AuditQuery {
+    let aq = musubi_service::people::AuditFilter {
         agent: get("user"),
         patient: get("patient"),
         person: None,
@@ -558,7 +560,6 @@ async fn audit(State(web): State<Web>, op: Operator, RawQuery(raw): RawQuery) ->
         action: get("action"),
         from: date("from", false)?,
         to: date("to", true)?,
-        seq: None,
     };
     let sort = get("sort").unwrap_or_else(|| "time_desc".into());
     let csv = get("format").as_deref() == Some("csv");
@@ -670,8 +671,7 @@ async fn audit(State(web): State<Web>, op: Operator, RawQuery(raw): RawQuery) ->
 async fn emergency(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) -> Result<Response> {
     let q = query(q);
     let ctx = op.ctx.clone();
-    let (list, facilities) =
-        web.call(move |svc| Ok((svc.emergency_reviews(&ctx)?, svc.store().read(|r| r.facilities())?))).await?;
+    let (list, facilities) = web.call(move |svc| Ok((svc.emergency_reviews(&ctx)?, svc.facilities(&ctx)?))).await?;
     let fname = |code: &str| facilities.iter().find(|f| f.code == code).map_or(code.to_owned(), |f| f.name.clone());
     let now = musubi_fhir::datetime::now_ms();
     Ok(page(
@@ -719,7 +719,7 @@ async fn evidence(State(web): State<Web>, op: Operator, RawQuery(q): RawQuery) -
                 svc.visit_consent_review(&ctx)?,
                 svc.operator_alerts(&ctx)?,
                 svc.notices_to_post(&ctx)?,
-                svc.store().read(|r| r.facilities())?,
+                svc.facilities(&ctx)?,
             ))
         })
         .await?;

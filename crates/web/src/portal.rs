@@ -240,22 +240,8 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
             // A proxy (or a patient who is also a proxy) chooses whom to act for. The names are
             // the portal accounts' names (account data).
             let mut choices = Vec::new();
-            if acting_for.is_none()
-                && let Some(acct) = svc.store().read(|r| r.portal_by_login(&l2))?
-            {
-                let aid = acct.id.clone();
-                let grants = svc.store().read(|r| r.grants_of_proxy(&aid))?;
-                if let Some(p) = &acct.person_id {
-                    choices.push((p.clone(), format!("{}（ご本人）", acct.name)));
-                }
-                for g in grants.into_iter().filter(|g| g.revoked.is_none()) {
-                    let p = g.person_id.clone();
-                    let name = svc
-                        .store()
-                        .read(|r| r.portal_of_person(&p))?
-                        .map_or_else(|| "（登録者）".to_owned(), |a| a.name);
-                    choices.push((g.person_id, format!("{name}（{}）", g.relation)));
-                }
+            if acting_for.is_none() {
+                choices = svc.portal_login_choices(&out.token)?;
                 if choices.len() > 1 {
                     svc.logout(&out.token)?;
                 } else {
@@ -921,15 +907,8 @@ async fn proxies(State(web): State<Web>, u: PortalUser, RawQuery(q): RawQuery) -
     let ctx = u.ctx.clone();
     let list = web
         .call(move |svc| {
-            let grants = svc.proxies(&ctx)?;
-            let mut out = Vec::new();
-            for g in grants {
-                // The proxy's display name and login (account data).
-                let id = g.proxy_account.clone();
-                let acct = svc.store().read(|r| r.portal(&id))?;
-                out.push((g, acct.map(|a| (a.name, a.login)).unwrap_or_default()));
-            }
-            Ok(out)
+            // Each proxy with their display name and login (account data).
+            svc.proxies_with_accounts(&ctx)
         })
         .await?;
     let msg = match q_get(&q, "msg") {
@@ -949,7 +928,7 @@ async fn proxies(State(web): State<Web>, u: PortalUser, RawQuery(q): RawQuery) -
                     table {
                         thead { tr { th { "代理人" } th { "続柄など" } th { "権限" } th { "登録日" } th {} } }
                         tbody {
-                            @for (g, (name, login)) in &list {
+                            @for musubi_service::directory::ProxyView { grant: g, name, login } in &list {
                                 tr class=(if g.revoked.is_some() { "inactive" } else { "" }) {
                                     td { (name) " " small { "(" (login) ")" } }
                                     td { (g.relation) }

@@ -15,7 +15,7 @@ use maud::{Markup, html};
 use musubi_fhir::ResourceType;
 use musubi_service::referral::{NewFile, NewReferral, ReferralStatus, ReferralSummary, ReferralView};
 use musubi_service::signature::{HcRole, Revocation, SignatureStatus, SignerResult};
-use musubi_service::{ApiError, ErrorKind, parse_query};
+use musubi_service::{ApiError, Ctx, ErrorKind, parse_query};
 use serde_json::Value;
 
 use crate::Web;
@@ -298,16 +298,11 @@ fn new_page(c: &Clinician, d: &Draft, facilities: &[(String, String)], message: 
 }
 
 /// The facilities a letter may be addressed to (all but the caller's own; registry data).
-async fn addressees(web: &Web, own: &str) -> std::result::Result<Vec<(String, String)>, ApiError> {
+async fn addressees(web: &Web, ctx: &Ctx, own: &str) -> std::result::Result<Vec<(String, String)>, ApiError> {
     let own = own.to_owned();
+    let ctx = ctx.clone();
     web.call(move |svc| {
-        Ok(svc
-            .store()
-            .read(|r| r.facilities())?
-            .into_iter()
-            .filter(|f| f.code != own)
-            .map(|f| (f.code, f.name))
-            .collect())
+        Ok(svc.facilities(&ctx)?.into_iter().filter(|f| f.code != own).map(|f| (f.code, f.name)).collect())
     })
     .await
 }
@@ -334,7 +329,7 @@ async fn new_form(State(web): State<Web>, c: Clinician, RawQuery(q): RawQuery) -
         Err(e) if e.kind == ErrorKind::NotFound => return Ok(crate::viewer::not_visible(&c, &pid, "record")),
         Err(e) => return Err(e.into()),
     };
-    let facilities = addressees(&web, c.user.facility.as_str()).await?;
+    let facilities = addressees(&web, &c.ctx, c.user.facility.as_str()).await?;
     Ok(new_page(&c, &d, &facilities, None, &Form::default()))
 }
 
@@ -407,7 +402,7 @@ async fn new_post(State(web): State<Web>, c: Clinician, m: Multipart) -> Result<
                     let patient: Value = serde_json::from_str(&p.content)
                         .map_err(|e| ApiError::internal(format!("Patient JSON: {e}")))?;
                     let own = user.facility.to_string();
-                    let registry = svc.store().read(|r| Ok((r.facility(&own)?, r.facility(&addressee)?)))?;
+                    let registry = (svc.facility(&ctx, &own)?, svc.facility(&ctx, &addressee)?);
                     let (Some(from), Some(to)) = registry else {
                         return Err(ApiError::bad_request("紹介先の医療機関がネットワークに登録されていません"));
                     };
@@ -448,7 +443,7 @@ async fn new_post(State(web): State<Web>, c: Clinician, m: Multipart) -> Result<
         {
             // The form again, as typed, with what was wrong.
             let d = draft(&web, &c, &pid).await?;
-            let facilities = addressees(&web, c.user.facility.as_str()).await?;
+            let facilities = addressees(&web, &c.ctx, c.user.facility.as_str()).await?;
             let mut r = new_page(&c, &d, &facilities, Some(&e.summary()), &u.form);
             *r.status_mut() = session::status_of(e.kind);
             Ok(r)

@@ -417,11 +417,7 @@ async fn live_bootstrap(parts: &Parts, web: &Web) -> Result<Option<BootstrapSess
     };
     let Some(s) = session else { return Ok(None) };
     let hash = s.token_hash.clone();
-    let valid = web
-        .call(move |svc| {
-            Ok(svc.store().read(|r| r.token(&hash))?.is_some_and(|t| t.active_at(now) && t.kind == "admin"))
-        })
-        .await?;
+    let valid = web.call(move |svc| Ok(svc.active_admin_token(&hash, now)?.is_some())).await?;
     if !valid {
         if let Ok(mut map) = web.inner.bootstrap.lock() {
             map.remove(&id);

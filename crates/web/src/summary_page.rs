@@ -240,7 +240,7 @@ pub(crate) async fn summary_pdf(State(web): State<Web>, c: Clinician, Path(id): 
         .call(move |svc| {
             let s = svc.emergency_summary(&ctx, &pid)?;
             // The caller's facility name for the footer (registry data, not clinical).
-            let fname = svc.store().read(|r| r.facility(&facility))?.map_or(facility, |f| f.name);
+            let fname = svc.facility(&ctx, &facility)?.map_or(facility, |f| f.name);
             let now = musubi_fhir::datetime::now_ms();
             let meta = musubi_pdf::PdfMeta { generated_at: now, generated_by: by, facility: fname };
             let pdf = musubi_pdf::render_summary(&s, &meta).map_err(|e| ApiError::internal(format!("pdf: {e}")))?;

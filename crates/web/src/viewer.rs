@@ -160,23 +160,13 @@ async fn login_post(State(web): State<Web>, anon: Anonymous, form: Form) -> Resu
         .call(move |svc| {
             let out = svc.login_user(&l2, &password, facility.as_deref(), addr)?;
             // A user of several facilities chooses which one to act for.
-            let user = svc.store().read(|r| r.user_by_login(&l2))?;
+            let own = svc.login_facilities(&out.token)?;
+            let fname = facility.as_ref().and_then(|f| own.iter().find(|(c, _)| c == f).map(|(_, n)| n.clone()));
             let mut choices = Vec::new();
-            if let Some(u) = user.filter(|u| u.facilities.len() > 1 && facility.is_none()) {
+            if own.len() > 1 && facility.is_none() {
                 svc.logout(&out.token)?;
-                for code in u.facilities {
-                    let c = code.clone();
-                    let name = svc.store().read(|r| r.facility(&c))?.map_or_else(|| code.clone(), |f| f.name);
-                    choices.push((code, name));
-                }
+                choices = own;
             }
-            let fname = match &facility {
-                Some(f) => {
-                    let c = f.clone();
-                    svc.store().read(|r| r.facility(&c))?.map(|f| f.name)
-                }
-                None => None,
-            };
             // A first login (or one after the operator reset the second factor): enrol now.
             let enrolment = if out.needs_enrolment && choices.is_empty() {
                 Some(svc.enrol_second_factor(&out.token, addr2)?)
@@ -599,23 +589,14 @@ async fn load(
 ) -> std::result::Result<(PatientView, Option<(String, i64)>), ApiError> {
     let ctx = c.ctx.clone();
     let pid = id.to_owned();
-    let user_id = c.user.user_id.clone();
     web.call(move |svc| {
         let rec = svc.person_record(&ctx, &pid, purpose)?;
         let view = model::patient_view(&rec.person_id, &rec.entries, musubi_fhir::datetime::now_ms());
         let emergency = match rec.emergency {
             Some(reason) => {
                 // The caller's own grant (account data, not clinical): when it ends.
-                let person = rec.person_id.clone();
                 let now = musubi_fhir::datetime::now_ms();
-                let until = svc
-                    .store()
-                    .read(|r| r.emergency_grants(&person))?
-                    .into_iter()
-                    .filter(|g| g.user_id == user_id && g.until > now)
-                    .map(|g| g.until)
-                    .max()
-                    .unwrap_or(now);
+                let until = svc.own_emergency_until(&ctx, &rec.person_id, now)?.unwrap_or(now);
                 Some((reason, until))
             }
             None => None,

@@ -128,7 +128,7 @@ fn the_bootstrap_token_is_refused_everywhere_but_creating_the_first_operator() {
     }
     // A fresh server over the same store (no cache) answers 401 at once.
     let revoked = musubi_server::auth::TokenCache::default()
-        .resolve(&s.store, &s.bootstrap, musubi_fhir::datetime::now_ms())
+        .resolve(&musubi_service::Service::new(s.store.clone(), "test"), &s.bootstrap, musubi_fhir::datetime::now_ms())
         .unwrap();
     assert_eq!(revoked, None);
 }

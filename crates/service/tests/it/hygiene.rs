@@ -197,7 +197,7 @@ fn the_bootstrap_actor_only_creates_the_first_operator() {
     let e = svc.create_user(&boot, u).unwrap_err();
     assert_eq!(e.kind, musubi_service::ErrorKind::Forbidden);
     assert!(e.summary().contains("最初の運営者アカウントの作成にだけ"), "{}", e.summary());
-    let e = svc.audit_report(&boot, &musubi_store::AuditQuery::default(), 0, 10, false).unwrap_err();
+    let e = svc.audit_report(&boot, &musubi_service::people::AuditFilter::default(), 0, 10, false).unwrap_err();
     assert!(e.summary().contains("最初の運営者アカウントの作成にだけ"), "{}", e.summary());
     new_user(&svc, "dr-hosp");
     let e = svc.set_user_disabled(&boot, "dr-hosp", true).unwrap_err();

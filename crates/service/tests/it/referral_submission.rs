@@ -24,6 +24,8 @@ const UNKNOWN: &str = "1311111119";
 
 struct Fixture {
     svc: Service,
+    /// The test's own handle on the service's store (to look at what was stored).
+    store: Store,
     _dir: tempfile::TempDir,
 }
 
@@ -43,11 +45,12 @@ fn register(svc: &Service, code: &str, name: &str) {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Service::new(Store::open_sqlite(dir.path()).unwrap(), "test");
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let svc = Service::new(store.clone(), "test");
     register(&svc, SENDER, "結び総合病院");
     register(&svc, ADDRESSEE, "むすびクリニック");
     register(&svc, OTHER, "よその病院");
-    Fixture { svc, _dir: dir }
+    Fixture { svc, store, _dir: dir }
 }
 
 fn user(login: &str, profession: Profession, facility: &str) -> Ctx {
@@ -150,7 +153,7 @@ fn a_posted_referral_document_reaches_the_addressee_once() {
     assert_eq!(view.signature_report.status.code(), "unsigned");
     // Filed under the source patient the referral names, with the referral's retention.
     let bid = out.bundle_id.clone().unwrap();
-    let row = f.svc.store().current(ResourceType::Bundle, &bid).unwrap().unwrap();
+    let row = f.store.current(ResourceType::Bundle, &bid).unwrap().unwrap();
     assert_eq!(row.meta.patient_id.as_deref(), Some(out.patient_id.as_str()));
     assert_eq!(view.patient_id.as_deref(), Some(out.patient_id.as_str()));
     let expected_end = musubi_fhir::datetime::jst_date(musubi_service::referral::expiry_of(r.created)).unwrap();
@@ -210,7 +213,7 @@ fn without_one_registered_addressee_it_is_stored_with_a_warning() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].starts_with("この診療情報提供書は保存しましたが、紹介先の受信箱には届いていません。"), "{}", w[0]);
     assert!(w[0].contains("紹介先医療機関"), "{}", w[0]);
-    let stored = f.svc.store().current(ResourceType::Bundle, out.bundle_id.as_deref().unwrap()).unwrap().unwrap();
+    let stored = f.store.current(ResourceType::Bundle, out.bundle_id.as_deref().unwrap()).unwrap().unwrap();
     assert_eq!(stored.meta.patient_id.as_deref(), Some(out.patient_id.as_str()), "stored as before");
 
     // Two addressees.
@@ -250,7 +253,7 @@ fn without_one_registered_addressee_it_is_stored_with_a_warning() {
     let items = inbox(&f, UNKNOWN);
     assert_eq!(items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()]);
     // …kept no longer than the document it was registered with.
-    let sub = f.svc.store().read(|r| r.bundle_submission(&format!("{SENDER}^2024^NA-3"))).unwrap().unwrap();
+    let sub = f.store.read(|r| r.bundle_submission(&format!("{SENDER}^2024^NA-3"))).unwrap().unwrap();
     assert_eq!(items[0].delete_after, Some(musubi_service::referral::expiry_of(sub.received)));
     f.svc.submit_bundle(&emr, addressed_to("NA-3", UNKNOWN)).unwrap();
     assert_eq!(inbox(&f, UNKNOWN).len(), 1);
@@ -362,8 +365,8 @@ fn a_refused_reading_is_audited() {
     let id = out.referral_id.unwrap();
     let e = f.svc.open_referral(&user("dr-other", Profession::Doctor, OTHER), &id).unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
-    let (head, _) = f.svc.store().audit_head().unwrap();
-    let page = f.svc.store().read(|r| r.audit_page(head - 1, 1)).unwrap();
+    let (head, _) = f.store.audit_head().unwrap();
+    let page = f.store.read(|r| r.audit_page(head - 1, 1)).unwrap();
     let a: musubi_domain::audit::AuditRecord = serde_json::from_str(&page[0].record).unwrap();
     assert_eq!((a.outcome, a.agent.name.as_str()), (AuditOutcome::SeriousFailure, "dr-other"));
     assert_eq!(a.outcome_text.as_deref(), Some("denied: 紹介元・紹介先以外の医療機関です"));

@@ -64,8 +64,8 @@ fn referral_doc(local: &str) -> Value {
     d
 }
 
-fn audits(svc: &Service, subtype: &str) -> Vec<Value> {
-    svc.store()
+fn audits(store: &Store, subtype: &str) -> Vec<Value> {
+    store
         .read(|r| r.audit_page(0, 100_000))
         .unwrap()
         .iter()
@@ -77,7 +77,8 @@ fn audits(svc: &Service, subtype: &str) -> Vec<Value> {
 #[test]
 fn only_the_sender_withdraws_a_letter() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Service::new(Store::open_sqlite(dir.path()).unwrap(), "test");
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let svc = Service::new(store.clone(), "test");
     register(&svc, SENDER, "結び総合病院");
     register(&svc, ADDRESSEE, "むすびクリニック");
     register(&svc, OTHER, "よその病院");
@@ -99,7 +100,7 @@ fn only_the_sender_withdraws_a_letter() {
     let e = svc.withdraw_referral(&dr_send, "no-such-letter").unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     // Each refusal is audited as one.
-    let refused = audits(&svc, "referral-withdraw");
+    let refused = audits(&store, "referral-withdraw");
     assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(refused.iter().all(|a| a["outcome"] != serde_json::to_value(AuditOutcome::Success).unwrap()));
     // Nothing changed.
@@ -110,10 +111,10 @@ fn only_the_sender_withdraws_a_letter() {
     assert_eq!((w.id.as_str(), w.status, w.status_label), (id.as_str(), ReferralStatus::Withdrawn, "取り下げ"));
     assert_eq!(w.withdrawn_by.as_deref(), Some("dr-send"));
     assert!(w.deleted_at.is_some() && w.patient.is_none() && w.received_at.is_none());
-    let doc = svc.store().current(ResourceType::Bundle, &bundle_id).unwrap().unwrap();
+    let doc = store.current(ResourceType::Bundle, &bundle_id).unwrap().unwrap();
     assert!(doc.deleted, "the document is deleted");
-    assert!(svc.store().read(|r| r.bundle_submission(&format!("{SENDER}^2024^SW-1"))).unwrap().is_none());
-    let done: Vec<Value> = audits(&svc, "referral-withdraw")
+    assert!(store.read(|r| r.bundle_submission(&format!("{SENDER}^2024^SW-1"))).unwrap().is_none());
+    let done: Vec<Value> = audits(&store, "referral-withdraw")
         .into_iter()
         .filter(|a| a["outcome"] == serde_json::to_value(AuditOutcome::Success).unwrap())
         .collect();
@@ -121,7 +122,7 @@ fn only_the_sender_withdraws_a_letter() {
     assert_eq!(done[0]["agent"]["name"], "dr-send");
     assert_eq!(done[0]["action"], serde_json::to_value(musubi_domain::audit::AuditAction::Delete).unwrap());
     assert_eq!(done[0]["entities"], json!([format!("Bundle/{bundle_id}")]));
-    assert_eq!(audits(&svc, "delete-bundle").len(), 1);
+    assert_eq!(audits(&store, "delete-bundle").len(), 1);
 
     // The inbox shows it withdrawn; opening it says so; withdrawing again answers 410.
     let inbox = svc.referral_inbox(&dr_to, None, false).unwrap();
