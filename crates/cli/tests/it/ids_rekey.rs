@@ -148,7 +148,7 @@ fn history(svc: &Service, person: &str, up_to: i64) -> Vec<Value> {
 
 /// The operator's audit search by patient: the entries recorded up to `seq`.
 fn audited(svc: &Service, patient: &str, up_to: i64) -> usize {
-    let q = musubi_store::AuditQuery { patient: Some(patient.into()), ..Default::default() };
+    let q = musubi_service::people::AuditFilter { patient: Some(patient.into()), ..Default::default() };
     let (_, rows) = svc.audit_report(&Ctx::operator("op"), &q, 0, 1000, false).unwrap();
     rows.iter().filter(|r| r["seq"].as_i64().unwrap() <= up_to).count()
 }
@@ -367,9 +367,9 @@ fn scenario(store: Store, mut raw: Raw, dir: &Path) {
     // restart, with a fresh service), the patient's access history with the reads made before
     // the rekey, and the operator's audit search by patient.
     let after_svc = Service::new(store.clone(), "test-restarted").with_id_key(key());
-    assert_eq!(after_svc.store().current(ResourceType::Patient, &p).unwrap(), None);
+    assert_eq!(store.current(ResourceType::Patient, &p).unwrap(), None);
     assert_eq!(everything_count(&after_svc, &np), everything);
-    assert_eq!(after_svc.store().read(|r| r.person_of_patient(&np)).unwrap(), Some(person.clone()));
+    assert_eq!(store.read(|r| r.person_of_patient(&np)).unwrap(), Some(person.clone()));
     let local = raw.one(&format!("SELECT local_id FROM mpi_link WHERE patient_id = '{np}'"));
     assert_eq!(after_svc.mpi_person_of(FACILITY, &local).unwrap(), Some(person.clone()));
     assert_eq!(history(&after_svc, &person, head), history_before, "the patient no longer sees who looked");
