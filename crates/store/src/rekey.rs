@@ -180,6 +180,15 @@ impl Reader<'_> {
 /// when they change.
 type RowChange<'a> = (&'a str, &'a str, String, Option<String>, Option<String>);
 
+/// Runs one UPDATE, counts its rows in the report and logs how long it took.
+fn update(conn: &mut dyn Conn, report: &mut RekeyReport, what: String, sql: &str) -> Result<u64, StoreError> {
+    let t = std::time::Instant::now();
+    let n = conn.execute(sql, &[])?;
+    tracing::debug!(what = %what, rows = n, ms = t.elapsed().as_secs_f64() * 1e3, "rekey update");
+    report.rows.push((what, n));
+    Ok(n)
+}
+
 fn count(conn: &mut dyn Conn, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
     Ok(conn.query(sql, params)?.first().map_or(0, |r| u64::try_from(r.i64(0)).unwrap_or(0)))
 }
@@ -347,10 +356,12 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         conn.batch("ANALYZE rekey_move; ANALYZE rekey_version; ANALYZE rekey_resource")?;
     }
     // The rewritten versions and the current rows, each written once.
-    let n = conn.execute(
+    let n = update(
+        conn,
+        &mut report,
+        "resource_version (id, content)".into(),
         "UPDATE resource_version SET id = s.new_id, content = s.content FROM rekey_version s \
          WHERE resource_version.rtype = s.rtype AND resource_version.id = s.old_id AND resource_version.version = s.version",
-        &[],
     )?;
     if n != report.versions_rewritten {
         return Err(StoreError::Corrupt(format!(
@@ -358,24 +369,26 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
             report.versions_rewritten
         )));
     }
-    let n = conn.execute(
+    update(
+        conn,
+        &mut report,
+        "resource (id, content_hash, patient_id)".into(),
         "UPDATE resource SET id = s.new_id, content_hash = COALESCE(s.content_hash, resource.content_hash), \
          patient_id = COALESCE(s.patient_id, resource.patient_id) FROM rekey_resource s \
          WHERE resource.rtype = s.rtype AND resource.id = s.old_id",
-        &[],
     )?;
-    report.rows.push(("resource (id, content_hash, patient_id)".into(), n));
     // Every other row keyed by a moved resource (versions that did not change, such as
     // deletions; the search indexes; source links; anything the scan could not see).
     for table in ID_TABLES {
-        let n = conn.execute(
+        update(
+            conn,
+            &mut report,
+            format!("{table}.id"),
             &format!(
                 "UPDATE {table} SET id = m.new_id FROM rekey_move m \
                  WHERE {table}.rtype = m.rtype AND {table}.id = m.old_id"
             ),
-            &[],
         )?;
-        report.rows.push((format!("{table}.id"), n));
     }
 
     let t_moves = started.elapsed();
@@ -394,8 +407,12 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         }
     }
     stage_values(conn, &values)?;
-    let n = conn.execute("UPDATE idx_ref SET target = m.new FROM rekey_value m WHERE idx_ref.target = m.old", &[])?;
-    report.rows.push(("idx_ref.target".into(), n));
+    update(
+        conn,
+        &mut report,
+        "idx_ref.target".into(),
+        "UPDATE idx_ref SET target = m.new FROM rekey_value m WHERE idx_ref.target = m.old",
+    )?;
 
     // Patients, and persons who are a patient not linked yet.
     let mut patients: Vec<String> =
@@ -411,21 +428,23 @@ fn run(conn: &mut dyn Conn, rules: &dyn Rekeying) -> Result<RekeyReport, StoreEr
         patients.into_iter().filter_map(|old| moved(ResourceType::Patient, &old).map(|new| (old, new))).collect();
     stage_values(conn, &values)?;
     for (table, col) in PATIENT_COLUMNS.iter().chain(PERSON_COLUMNS) {
-        let n = conn.execute(
+        update(
+            conn,
+            &mut report,
+            format!("{table}.{col}"),
             &format!("UPDATE {table} SET {col} = m.new FROM rekey_value m WHERE {table}.{col} = m.old"),
-            &[],
         )?;
-        report.rows.push((format!("{table}.{col}"), n));
     }
     for (table, col) in BUNDLE_COLUMNS {
-        let n = conn.execute(
+        update(
+            conn,
+            &mut report,
+            format!("{table}.{col}"),
             &format!(
                 "UPDATE {table} SET {col} = m.new_id FROM rekey_move m \
                  WHERE m.rtype = 'Bundle' AND {table}.{col} = m.old_id"
             ),
-            &[],
         )?;
-        report.rows.push((format!("{table}.{col}"), n));
     }
     conn.batch(
         "DELETE FROM rekey_move; DELETE FROM rekey_version; DELETE FROM rekey_resource; DELETE FROM rekey_value",

@@ -547,7 +547,9 @@ fn the_rekey_command_end_to_end() {
 #[ignore]
 fn rekey_timing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,musubi_store::rekey=info"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("MUSUBI_LOG").unwrap_or_else(|_| "warn,musubi_store::rekey=info".into()),
+        ))
         .with_writer(std::io::stderr)
         .try_init();
     let persons: u64 = std::env::var("MUSUBI_REKEY_PERSONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
@@ -599,8 +601,13 @@ fn rekey_timing() {
         );
         assert!(before.0 && !after.0 && again.moved == 0);
     };
-    run(Store::open_sqlite(&dir.path().join("data")).unwrap(), "sqlite");
-    if let Ok(admin) = std::env::var("MUSUBI_TEST_POSTGRES") {
+    let only = std::env::var("MUSUBI_REKEY_ONLY").unwrap_or_default();
+    if only != "postgres" {
+        run(Store::open_sqlite(&dir.path().join("data")).unwrap(), "sqlite");
+    }
+    if let Ok(admin) = std::env::var("MUSUBI_TEST_POSTGRES")
+        && only != "sqlite"
+    {
         let name = format!("musubi_rekey_timing_{}", std::process::id());
         let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
         c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
