@@ -77,7 +77,18 @@ fn an_oversize_login_form_is_refused() {
     let w = Web::new(&net);
     let big = "x".repeat(200 * 1024);
     for path in ["/login", "/portal/login", "/portal/register", "/portal/register-proxy", "/admin/login"] {
-        let p = w.post(path, &[("login", &big), ("password", "x")]);
-        assert_eq!(p.status, 413, "{path}: {}", p.text());
+        // The server answers 413 after reading at most the limit and closes the connection; a
+        // client still sending the rest may see the close (a reset) before the answer, which
+        // is a refusal too. What must never happen is an accepted form.
+        let sent = w
+            .http
+            .post(format!("{}{path}", w.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[("login", &big), ("password", "x")]))
+            .send();
+        match sent {
+            Ok(r) => assert_eq!(r.status().as_u16(), 413, "{path}"),
+            Err(e) => assert!(e.is_request() || e.is_body() || e.is_connect(), "{path}: {e:?}"),
+        }
     }
 }
