@@ -51,19 +51,34 @@ fn serve(data: &Path, port: u16) -> Server {
 }
 
 fn serve_with_key(data: &Path, port: u16, key: &Path) -> Child {
-    let child = musubi()
+    let mut child = musubi()
         .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
         .args(["--audit-key", key.to_str().unwrap()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_, rest) = until_listening(&mut child);
+    // Keep draining what it writes later, so that it never writes into a closed pipe.
+    std::thread::spawn(move || rest.for_each(drop));
     child
+}
+
+/// Reads a `musubi serve` child's standard error (piped) until the server says where it
+/// listens, which it does once it does: no polling, no sleeping. Gives the lines up to then and
+/// the rest of the stream (drain it, or read it to the end after the child stops).
+pub(crate) fn until_listening(child: &mut Child) -> (Vec<String>, impl Iterator<Item = String> + Send + 'static) {
+    let mut lines =
+        std::io::BufReader::new(child.stderr.take().expect("stderr is piped")).lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    for l in lines.by_ref() {
+        let listening = l.contains("Musubi FHIR API: ");
+        seen.push(l);
+        if listening {
+            return (seen, lines);
+        }
+    }
+    panic!("the server did not start: {}", seen.join("\n"));
 }
 
 fn python() -> PathBuf {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use musubi_collect::{CollectOptions, NoProgress, collect_ssmix2};
 use musubi_fhir::ResourceType;
@@ -450,23 +450,18 @@ fn ok(out: Output) -> (String, String) {
 
 /// Starts `musubi serve` until it listens, stops it, and gives what it printed.
 fn serve_briefly(data: &Path, audit_key: &Path) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let log = data.with_extension(format!("serve-{port}.log"));
     let mut child = musubi()
-        .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .args(["--audit-key", audit_key.to_str().unwrap()])
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut seen, rest) = crate::cli::until_listening(&mut child);
     let _ = child.kill();
     let _ = child.wait();
-    std::fs::read_to_string(&log).unwrap()
+    seen.extend(rest);
+    seen.join("\n")
 }
 
 /// The operator's path: the server warns, `musubi ids rekey` moves the ids (refusing to make up
